@@ -1,0 +1,1 @@
+//! Python-compatible canonical JSON (the legacy protocol's signed bytes).

@@ -1,1 +1,28 @@
-//! placeholder
+//! Wire and domain types of the `sage` federation protocol.
+//!
+//! This crate holds what travels between nodes and the exact bytes that get
+//! signed: the native v1 [`Task`] and [`Proof`] payloads, the DSSE
+//! [`Envelope`] that carries them with its pre-authentication encoding
+//! ([`envelope::pae`]), the `application/problem+json` refusal body
+//! ([`Problem`]), the health answer ([`Health`]), and the Python-compatible
+//! canonical JSON writer of the legacy protocol ([`canonical`]).
+//!
+//! It does no I/O and knows nothing of keys: signing lives in `sage-crypto`.
+#![warn(missing_docs)]
+
+pub mod canonical;
+pub mod envelope;
+mod error;
+pub mod health;
+pub mod identity;
+pub mod problem;
+pub mod proof;
+pub mod task;
+
+pub use envelope::{Envelope, EnvelopeSignature};
+pub use error::EnvelopeError;
+pub use health::Health;
+pub use identity::default_lct_id;
+pub use problem::{Problem, ProblemCode};
+pub use proof::{Proof, ProofStatus};
+pub use task::{QualityRequirements, Task};

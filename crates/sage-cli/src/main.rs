@@ -1,1 +1,76 @@
-fn main() {}
+//! `sage`: delegate AI tasks between machines with signed requests and
+//! signed execution proofs.
+//!
+//! This binary only parses arguments, calls the libraries and prints; the
+//! one place that turns errors into messages and exit codes is [`main`].
+
+mod cmd;
+mod failure;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Signed task delegation between the machines of an AI fleet.
+#[derive(Debug, Parser)]
+#[command(name = "sage", version, about, long_about = None, after_help = EXIT_CODES)]
+struct Cli {
+    /// Key directory: key files and peers.toml.
+    #[arg(long, global = true, env = "SAGE_KEYS_DIR", default_value = "keys")]
+    keys_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 the operation failed (refused, unreachable, invalid proof), 2 bad usage.\nLogs go to stderr; set SAGE_LOG (e.g. SAGE_LOG=debug) to change the level.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: verify signed tasks, execute them, answer with signed proofs.
+    Serve(cmd::serve::Args),
+    /// Sign a task, send it to a peer, and verify the proof it returns.
+    Delegate(cmd::delegate::Args),
+    /// Check that a node answers and is healthy.
+    Health(cmd::health::Args),
+    /// Make a new Ed25519 key for a platform.
+    Keygen(cmd::keygen::Args),
+    /// Inspect keys.
+    #[command(subcommand)]
+    Key(cmd::key::Command),
+    /// Manage the peers this node trusts (peers.toml).
+    #[command(subcommand)]
+    Peer(cmd::peer::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(&cli.keys_dir, args),
+        Command::Delegate(args) => cmd::delegate::run(&cli.keys_dir, args),
+        Command::Health(args) => cmd::health::run(args),
+        Command::Keygen(args) => cmd::keygen::run(&cli.keys_dir, args),
+        Command::Key(command) => cmd::key::run(&cli.keys_dir, command),
+        Command::Peer(command) => cmd::peer::run(&cli.keys_dir, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("sage: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

@@ -1,1 +1,24 @@
-//! placeholder
+//! The `sage` node: everything that touches sockets, files and the clock.
+//!
+//! - [`server`]: the axum router (`/health`, `/v1/tasks`) and graceful serving.
+//! - [`client`]: the HTTP client a delegator uses; [`delegation`] builds and
+//!   signs tasks and checks the proofs that come back.
+//! - [`executor`]: the [`executor::Executor`] trait and the built-in executors.
+//! - [`keydir`]: the key directory (key files, `peers.toml`) and the trust
+//!   store built from it; [`peers_file`] is the `peers.toml` format.
+//! - [`replay`]: the bounded in-memory replay guard.
+//! - [`config`]: the limits a node enforces.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod delegation;
+mod error;
+pub mod executor;
+pub mod keydir;
+pub mod peers_file;
+pub mod replay;
+pub mod server;
+
+pub use error::{ClientError, DelegateError, KeyDirError, ProofError};

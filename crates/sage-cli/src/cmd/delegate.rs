@@ -1,0 +1,216 @@
+//! `sage delegate`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sage_crypto::Peer;
+use sage_service::client::Client;
+use sage_service::delegation::{delegate, Delegation, TaskSpec};
+use sage_service::keydir::KeyDir;
+use sage_types::QualityRequirements;
+use serde_json::json;
+
+use crate::failure::{print_json, CmdResult, Failure};
+
+/// Sign a task with the local key, send it to the target, verify the proof.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// This platform's name (case-insensitive); signs the task.
+    #[arg(long)]
+    local: String,
+    /// The peer that runs the task: name (case-insensitive) or LCT id.
+    #[arg(long)]
+    target: String,
+    /// Target host, if not the peer record's address.
+    #[arg(long)]
+    host: Option<String>,
+    /// Target port (default 50051 with --host).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Task type.
+    #[arg(long, default_value = "llm_inference")]
+    task_type: String,
+    /// Task input: JSON text, or @FILE to read it from a file.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// Estimated cost in ATP.
+    #[arg(long, default_value_t = 50.0)]
+    estimated_cost: f64,
+    /// Lowest quality the proof may report.
+    #[arg(long, default_value_t = QualityRequirements::default().min_quality)]
+    min_quality: f64,
+    /// Lowest convergence the proof may report.
+    #[arg(long, default_value_t = QualityRequirements::default().min_convergence)]
+    min_convergence: f64,
+    /// Seconds to wait for the proof; also the task's validity.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Task id, instead of a random one.
+    #[arg(long)]
+    task_id: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `secs` as a duration, refusing what cannot be one.
+pub fn seconds(secs: f64, flag: &str) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Failure::Usage(format!("{flag} must be a positive number of seconds")))
+}
+
+fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
+    let (text, origin) = match arg.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("--input @{path}: {e}")))?,
+            format!("file {path}"),
+        ),
+        None => (arg.to_owned(), "--input".to_owned()),
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| Failure::Usage(format!("{origin} is not valid JSON: {e}")))
+}
+
+pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
+    // Validate everything before any I/O on the network.
+    let timeout = seconds(args.timeout, "--timeout")?;
+    let spec = TaskSpec {
+        task_type: args.task_type.clone(),
+        input: read_input(&args.input)?,
+        estimated_cost: args.estimated_cost,
+        quality: QualityRequirements {
+            min_quality: args.min_quality,
+            min_convergence: args.min_convergence,
+        },
+        lifetime: timeout,
+        task_id: args.task_id.clone(),
+    };
+    let keys = KeyDir::new(keys_dir);
+    let local = keys.load_identity(&args.local)?;
+    let trust = keys.trust_store(&local.name)?;
+    let target = trust.find(&args.target).cloned().ok_or_else(|| {
+        Failure::Failed(format!(
+            "unknown target {:?}: it is not in {} nor a key file in {}; add it with `sage peer add --name {} --public-key HEX --address HOST:PORT`",
+            args.target,
+            keys.peers_file().display(),
+            keys.path().display(),
+            args.target
+        ))
+    })?;
+    let addr = match (&args.host, args.port, &target.address) {
+        (Some(host), port, _) => format!("{host}:{}", port.unwrap_or(50051)),
+        (None, Some(port), _) => format!("127.0.0.1:{port}"),
+        (None, None, Some(address)) => address.clone(),
+        (None, None, None) => {
+            return Err(Failure::Usage(format!(
+                "no address for {}: pass --host/--port, or record one with `sage peer add --name {} --address HOST:PORT --replace ...`",
+                target.name, target.name
+            )))
+        }
+    };
+
+    let client = Client::new()?;
+    let delegation =
+        super::runtime()?.block_on(delegate(&client, &local, &target, &addr, &spec, timeout))?;
+    if args.json {
+        print_json(&report_json(&delegation, &local.name, &target, &addr));
+    } else {
+        print_report(&delegation, &local.name, &target, &addr);
+    }
+    match &delegation.shortfall {
+        None => Ok(()),
+        Some(why) => Err(Failure::Failed(format!(
+            "the proof is valid but the task's terms are not met: {why}"
+        ))),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report_json(d: &Delegation, local: &str, target: &Peer, addr: &str) -> serde_json::Value {
+    json!({
+        "verified": true,
+        "accepted": d.shortfall.is_none(),
+        "shortfall": d.shortfall,
+        "local": local,
+        "target": target.name,
+        "address": addr,
+        "task": d.signed.task,
+        "task_digest": d.signed.digest,
+        "proof": d.proof,
+        "proof_envelope": d.proof_envelope,
+        "executor_key_id": target.key_id.to_string(),
+        "timing_ms": {
+            "health_rtt": ms(d.health_rtt),
+            "round_trip": ms(d.round_trip),
+            "execution": d.proof.latency_ms,
+            "network_overhead": (ms(d.round_trip) - d.proof.latency_ms).max(0.0),
+            "total": ms(d.total),
+        },
+    })
+}
+
+fn print_report(d: &Delegation, local: &str, target: &Peer, addr: &str) {
+    let p = &d.proof;
+    println!(
+        "Delegated {} from {local} to {} at {addr}",
+        d.signed.task.task_type, target.name
+    );
+    println!();
+    println!("Execution proof");
+    println!("  task id:      {}", p.task_id);
+    println!("  executor:     {} ({})", target.name, p.executor);
+    println!("  status:       {}", p.status.as_str());
+    println!(
+        "  quality:      {} (required {})",
+        p.quality, d.signed.task.quality.min_quality
+    );
+    println!(
+        "  convergence:  {} (required {})",
+        p.convergence, d.signed.task.quality.min_convergence
+    );
+    println!("  iterations:   {}", p.iterations);
+    println!(
+        "  actual cost:  {} ATP (estimated {})",
+        p.actual_cost, d.signed.task.estimated_cost
+    );
+    println!();
+    println!("Result data");
+    let result = serde_json::to_string_pretty(&p.result).unwrap_or_default();
+    for line in result.lines() {
+        println!("  {line}");
+    }
+    println!();
+    println!("Timing");
+    println!("  total delegation time: {:.3} ms", ms(d.total));
+    println!("  execution (reported):  {:.3} ms", p.latency_ms);
+    println!(
+        "  network overhead:      {:.3} ms",
+        (ms(d.round_trip) - p.latency_ms).max(0.0)
+    );
+    println!("  health check:          {:.3} ms", ms(d.health_rtt));
+    println!();
+    println!("Security");
+    println!(
+        "  ✓ task signed with {local}'s Ed25519 key, for {} only, with a fresh nonce",
+        p.executor
+    );
+    println!(
+        "  ✓ proof signature verified against {}'s known key {}",
+        target.name, target.key_id
+    );
+    println!(
+        "  ✓ proof names this task ({}) and its exact payload {}",
+        p.task_id, p.task_digest
+    );
+    println!("  ✓ result digest {}", p.result_digest);
+    match &d.shortfall {
+        None => println!("  ✓ quality requirements met"),
+        Some(why) => println!("  ✗ {why}"),
+    }
+}

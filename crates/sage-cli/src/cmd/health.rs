@@ -1,0 +1,62 @@
+//! `sage health HOST:PORT`.
+
+use sage_service::client::Client;
+use serde_json::json;
+
+use crate::failure::{print_json, CmdResult, Failure};
+
+/// Check a node: prints platform, LCT id, status and round-trip time.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The node: HOST:PORT or http(s)://HOST:PORT.
+    address: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+const TROUBLESHOOTING: &str = "troubleshooting:\n  - is the node running? (`sage serve --name NAME` there, or `systemctl status sage`)\n  - is the port open? (`sudo ufw allow 50051/tcp`, or your firewall's equivalent)\n  - can this machine reach it? (`ping HOST`; same network or VPN?)\n  - does it listen on the network, not only on 127.0.0.1? (`sage serve --host 0.0.0.0`)";
+
+pub fn run(args: Args) -> CmdResult {
+    let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
+    let client = Client::new()?;
+    let result = super::runtime()?.block_on(client.health(&args.address, timeout));
+    let (health, rtt) = match result {
+        Ok(ok) => ok,
+        Err(err) => {
+            if args.json {
+                print_json(
+                    &json!({ "address": args.address, "healthy": false, "error": err.to_string() }),
+                );
+            } else {
+                eprintln!("{TROUBLESHOOTING}");
+            }
+            return Err(Failure::Failed(err.to_string()));
+        }
+    };
+    let rtt_ms = rtt.as_secs_f64() * 1000.0;
+    if args.json {
+        print_json(&json!({
+            "address": args.address,
+            "healthy": true,
+            "rtt_ms": rtt_ms,
+            "health": health,
+        }));
+    } else {
+        println!(
+            "{} ({}) at {}: {}",
+            health.platform, health.lct_id, args.address, health.status
+        );
+        println!("round trip: {rtt_ms:.2} ms");
+        if let Some(key_id) = &health.key_id {
+            println!("key id:     {key_id}");
+        }
+        if let Some(version) = &health.version {
+            println!("version:    sage {version}");
+        }
+    }
+    Ok(())
+}

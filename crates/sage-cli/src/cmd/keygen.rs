@@ -1,0 +1,52 @@
+//! `sage keygen`.
+
+use std::path::Path;
+
+use sage_service::keydir::KeyDir;
+use serde_json::json;
+
+use crate::failure::{print_json, CmdResult};
+
+/// Make a new key: writes DIR/NAME_ed25519.key (64 bytes: seed then public key, mode 0600) and prints the public key.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Platform name (e.g. Thor).
+    #[arg(long)]
+    name: String,
+    /// LCT id, if not the default NAME_sage_lct (lowercased).
+    #[arg(long)]
+    lct: Option<String>,
+    /// Replace an existing key (the old one is lost).
+    #[arg(long)]
+    force: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
+    let identity = KeyDir::new(keys_dir).generate(&args.name, args.lct.as_deref(), args.force)?;
+    let public = identity.key.public();
+    if args.json {
+        print_json(&json!({
+            "name": identity.name,
+            "lct_id": identity.lct_id,
+            "public_key": public.to_hex(),
+            "key_id": public.key_id().to_string(),
+            "key_file": identity.key_path,
+        }));
+    } else {
+        eprintln!(
+            "wrote {} (mode 0600) for {} ({})",
+            identity.key_path.display(),
+            identity.name,
+            identity.lct_id
+        );
+        eprintln!(
+            "give peers this public key: sage peer add --name {} --public-key <key>",
+            identity.name
+        );
+        println!("{}", public.to_hex());
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! `sage peer add|list|remove`: the trust store.
+
+use std::path::Path;
+
+use sage_crypto::{Protocol, PublicKey};
+use sage_service::keydir::KeyDir;
+use sage_service::peers_file::{AddOutcome, PeerRecord, PeersFile};
+use serde_json::json;
+
+use crate::failure::{print_json, CmdResult, Failure};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Trust a platform's public key (recorded in DIR/peers.toml).
+    Add(AddArgs),
+    /// List known peers: peers.toml records and other platforms' key files.
+    List(ListArgs),
+    /// Stop trusting a platform (removes its peers.toml record).
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Platform name (e.g. Sprout).
+    #[arg(long)]
+    name: String,
+    /// LCT id, if not the default NAME_sage_lct (lowercased).
+    #[arg(long)]
+    lct: Option<String>,
+    /// The platform's public key, 64 hex characters (`sage key show --public-only` on it).
+    #[arg(long)]
+    public_key: String,
+    /// Where it listens: HOST:PORT or http(s)://HOST:PORT.
+    #[arg(long)]
+    address: Option<String>,
+    /// The protocol it speaks.
+    #[arg(long, value_enum, default_value = "v1")]
+    protocol: ProtocolArg,
+    /// Replace a record of the same name that has another key.
+    #[arg(long)]
+    replace: bool,
+}
+
+/// `--protocol` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProtocolArg {
+    /// sage's native protocol.
+    V1,
+    /// The Python original's protocol.
+    Legacy,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(arg: ProtocolArg) -> Self {
+        match arg {
+            ProtocolArg::V1 => Protocol::V1,
+            ProtocolArg::Legacy => Protocol::Legacy,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// This node's name, whose own key file is not a peer.
+    #[arg(long)]
+    local: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoveArgs {
+    /// Platform name (case-insensitive).
+    #[arg(long)]
+    name: String,
+}
+
+pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
+    let keys = KeyDir::new(keys_dir);
+    match command {
+        Command::Add(args) => add(&keys, args),
+        Command::List(args) => list(&keys, args),
+        Command::Remove(args) => remove(&keys, args),
+    }
+}
+
+fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
+    if !sage_types::identity::is_valid_name(&args.name) {
+        return Err(Failure::Usage(format!(
+            "invalid platform name {:?}: use 1 to 64 ASCII letters, digits, '-' or '_'",
+            args.name
+        )));
+    }
+    let key = PublicKey::from_hex(&args.public_key)
+        .map_err(|e| Failure::Usage(format!("--public-key: {e}")))?;
+    if let Some(address) = &args.address {
+        sage_service::client::base_url(address).map_err(|e| Failure::Usage(e.to_string()))?;
+    }
+    let record = PeerRecord {
+        lct_id: args
+            .lct
+            .unwrap_or_else(|| sage_types::default_lct_id(&args.name)),
+        name: args.name,
+        public_key: key.to_hex(),
+        address: args.address,
+        protocol: Some(Protocol::from(args.protocol).as_str().to_owned()),
+    };
+    let path = keys.peers_file();
+    let mut file = PeersFile::load(&path)?;
+    let outcome = file.add(record.clone(), args.replace)?;
+    file.save(&path)?;
+    let verb = match outcome {
+        AddOutcome::Added => "added",
+        AddOutcome::Replaced => "updated",
+    };
+    println!(
+        "{verb} peer {} ({}, {}) in {}",
+        record.name,
+        record.lct_id,
+        key.key_id(),
+        path.display()
+    );
+    Ok(())
+}
+
+fn list(keys: &KeyDir, args: ListArgs) -> CmdResult {
+    let store = keys.trust_store(args.local.as_deref().unwrap_or(""))?;
+    if args.json {
+        let peers: Vec<_> = store
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p.name,
+                    "lct_id": p.lct_id,
+                    "public_key": p.public_key.to_hex(),
+                    "key_id": p.key_id.to_string(),
+                    "address": p.address,
+                    "protocol": p.protocol.as_str(),
+                    "sources": p.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        print_json(&json!({ "peers": peers }));
+        return Ok(());
+    }
+    if store.is_empty() {
+        println!(
+            "no known peers in {} (add one with `sage peer add`)",
+            keys.path().display()
+        );
+    }
+    for p in store.iter() {
+        println!("{} ({})", p.name, p.lct_id);
+        println!("  key:      {} ({})", p.public_key, p.key_id);
+        println!("  address:  {}", p.address.as_deref().unwrap_or("-"));
+        println!("  protocol: {}", p.protocol.as_str());
+        println!("  from:     {}", p.sources_text());
+    }
+    Ok(())
+}
+
+fn remove(keys: &KeyDir, args: RemoveArgs) -> CmdResult {
+    let path = keys.peers_file();
+    let mut file = PeersFile::load(&path)?;
+    if !file.remove(&args.name) {
+        return Err(sage_service::KeyDirError::NoSuchPeer {
+            name: args.name,
+            path,
+        }
+        .into());
+    }
+    file.save(&path)?;
+    println!("removed peer {} from {}", args.name, path.display());
+    Ok(())
+}

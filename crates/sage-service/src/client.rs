@@ -1,0 +1,243 @@
+//! The HTTP client a node uses to talk to others.
+
+use std::time::{Duration, Instant};
+
+use sage_types::health::HEALTHY;
+use sage_types::{Envelope, Health, Problem};
+
+use crate::ClientError;
+
+/// An HTTP client for `sage` nodes. Clone it freely: connections are pooled
+/// and shared.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client. Proxy settings from the environment are ignored: a fleet
+    /// talks to its nodes directly.
+    ///
+    /// # Errors
+    /// When the TLS backend cannot start.
+    pub fn new() -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .user_agent(concat!("sage/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::BadAddress {
+                addr: String::new(),
+                detail: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(Client { http })
+    }
+
+    /// `GET /health` with its round-trip time; a node that answers but not
+    /// `"healthy"` is an error.
+    ///
+    /// # Errors
+    /// [`ClientError`] naming the cause.
+    pub async fn health(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(Health, Duration), ClientError> {
+        let url = format!("{}/health", base_url(addr)?);
+        let started = Instant::now();
+        let response = self
+            .http
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(addr, timeout, &e))?;
+        let (status, body) = read(addr, timeout, response).await?;
+        let rtt = started.elapsed();
+        if status != 200 {
+            return Err(refusal(addr, status, &body));
+        }
+        let health: Health =
+            serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+                addr: addr.to_owned(),
+                status,
+                detail: format!("not a health answer: {e}"),
+            })?;
+        if health.status != HEALTHY {
+            return Err(ClientError::Unhealthy {
+                addr: addr.to_owned(),
+                status: health.status,
+            });
+        }
+        Ok((health, rtt))
+    }
+
+    /// `POST /v1/tasks` with a signed task envelope; the answer is the
+    /// (not yet verified) proof envelope.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with the node's problem, or a transport error.
+    pub async fn submit_task(
+        &self,
+        addr: &str,
+        task: &Envelope,
+        timeout: Duration,
+    ) -> Result<Envelope, ClientError> {
+        let url = format!("{}/v1/tasks", base_url(addr)?);
+        let body = serde_json::to_vec(task).map_err(|e| ClientError::BadAddress {
+            addr: addr.to_owned(),
+            detail: format!("cannot encode task: {e}"),
+        })?;
+        let response = self
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(addr, timeout, &e))?;
+        let (status, body) = read(addr, timeout, response).await?;
+        if status != 200 {
+            return Err(refusal(addr, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            addr: addr.to_owned(),
+            status,
+            detail: format!("not a proof envelope: {e}"),
+        })
+    }
+}
+
+/// The base URL of a node given as `HOST:PORT` or as a URL.
+///
+/// # Errors
+/// [`ClientError::BadAddress`] for an empty address or another scheme.
+pub fn base_url(addr: &str) -> Result<String, ClientError> {
+    let addr = addr.trim().trim_end_matches('/');
+    let bad = |detail: &str| ClientError::BadAddress {
+        addr: addr.to_owned(),
+        detail: detail.to_owned(),
+    };
+    if addr.is_empty() {
+        return Err(bad("empty address"));
+    }
+    if let Some((scheme, _)) = addr.split_once("://") {
+        return match scheme {
+            "http" | "https" => Ok(addr.to_owned()),
+            _ => Err(bad("only http:// and https:// are supported")),
+        };
+    }
+    Ok(format!("http://{addr}"))
+}
+
+async fn read(
+    addr: &str,
+    timeout: Duration,
+    response: reqwest::Response,
+) -> Result<(u16, Vec<u8>), ClientError> {
+    let status = response.status().as_u16();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(addr, timeout, &e))?;
+    Ok((status, body.to_vec()))
+}
+
+fn refusal(addr: &str, status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<Problem>(body) {
+        Ok(problem) => ClientError::Refused {
+            addr: addr.to_owned(),
+            problem: Box::new(problem),
+        },
+        Err(_) => ClientError::BadResponse {
+            addr: addr.to_owned(),
+            status,
+            detail: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        },
+    }
+}
+
+fn transport_error(addr: &str, timeout: Duration, err: &reqwest::Error) -> ClientError {
+    if err.is_timeout() {
+        return ClientError::TimedOut {
+            addr: addr.to_owned(),
+            after: timeout,
+        };
+    }
+    // The innermost cause says what happened ("Connection refused").
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    ClientError::Unreachable {
+        addr: addr.to_owned(),
+        detail: cause.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_become_base_urls() {
+        assert_eq!(
+            base_url("127.0.0.1:50051").unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(
+            base_url("http://thor.local:1/").unwrap(),
+            "http://thor.local:1"
+        );
+        assert_eq!(
+            base_url("https://thor.local").unwrap(),
+            "https://thor.local"
+        );
+        assert!(matches!(
+            base_url("ftp://x"),
+            Err(ClientError::BadAddress { .. })
+        ));
+        assert!(matches!(base_url(" "), Err(ClientError::BadAddress { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        // Bind, learn the port, close: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = Client::new().unwrap();
+        let err = client
+            .health(&format!("127.0.0.1:{port}"), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+        assert!(
+            err.to_string().contains("Is `sage serve` running there?"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        // Accepts connections but never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let err = Client::new()
+            .unwrap()
+            .health(&addr.to_string(), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::TimedOut { .. }), "{err}");
+        hold.abort();
+    }
+}

@@ -1,0 +1,221 @@
+//! Typed errors of the service's operations. Each message names the cause
+//! and, where the user can act, the fix.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sage_crypto::{KeyFileError, TrustError};
+use sage_types::Problem;
+
+/// Errors of the key directory: key files and `peers.toml`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyDirError {
+    /// A platform name that cannot be a key file name.
+    #[error("invalid platform name {name:?}: use 1 to 64 ASCII letters, digits, '-' or '_'")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// No key file for the platform.
+    #[error("no key for platform {name} in {dir} (looked for {expected}); create one with `sage keygen --name {name} --keys-dir {dir}`")]
+    NotFound {
+        /// The platform.
+        name: String,
+        /// The key directory.
+        dir: String,
+        /// The file that was looked for.
+        expected: String,
+    },
+    /// The key file exists but cannot be read.
+    #[error("cannot read key file {}: {source}; check that it is a file readable by this user (chmod 600, owned by the user running sage)", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// The key file's bytes are not a key.
+    #[error("key file {} ({size} bytes) is corrupt: {source}; restore it from a backup, or make a new key with `sage keygen --name {name} --force` and give peers the new public key", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: usize,
+        /// The platform it is for.
+        name: String,
+        /// What is wrong with it.
+        source: KeyFileError,
+    },
+    /// `keygen` would overwrite a key.
+    #[error("key file {} already exists; pass --force to replace it (the old key is lost and peers must re-add the new public key)", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Writing a file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// Reading a file or directory other than a key failed.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// `peers.toml` is not valid.
+    #[error("invalid peers file {}: {detail}", path.display())]
+    PeersFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column where known.
+        detail: String,
+    },
+    /// Adding a peer under a name known with another key.
+    #[error("peer {name} is already known with public key {existing}; pass --replace to trust the new key instead")]
+    PeerExists {
+        /// The platform.
+        name: String,
+        /// The key on record.
+        existing: String,
+    },
+    /// Removing a peer that is not recorded.
+    #[error("no peer named {name} in {}", path.display())]
+    NoSuchPeer {
+        /// The name asked for.
+        name: String,
+        /// The peers file.
+        path: PathBuf,
+    },
+    /// The sources of the trust store disagree.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
+/// Errors of talking to another node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The address is not a usable URL.
+    #[error("invalid address {addr:?}: {detail}; use HOST:PORT or http://HOST:PORT")]
+    BadAddress {
+        /// The address.
+        addr: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No connection could be made.
+    #[error("cannot reach {addr}: {detail}. Is `sage serve` running there? Check the host and port, and that the port is open in the firewall (e.g. `sudo ufw allow 50051/tcp`)")]
+    Unreachable {
+        /// The address.
+        addr: String,
+        /// The system's reason.
+        detail: String,
+    },
+    /// No answer within the timeout.
+    #[error("{addr} did not answer within {:.1} s; the node may be overloaded or the task slow: raise --timeout or check the node's log", after.as_secs_f64())]
+    TimedOut {
+        /// The address.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The node refused with a problem body.
+    #[error("{addr} refused the request: {} ({}): {}", problem.code, problem.status, problem.detail)]
+    Refused {
+        /// The address.
+        addr: String,
+        /// The node's explanation.
+        problem: Box<Problem>,
+    },
+    /// The node answered something that is not the protocol.
+    #[error("{addr} answered HTTP {status} with an unexpected body: {detail}; is it a sage node?")]
+    BadResponse {
+        /// The address.
+        addr: String,
+        /// HTTP status.
+        status: u16,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The node answered but is not healthy.
+    #[error("{addr} reports status {status:?}, not \"healthy\"; check the node's log")]
+    Unhealthy {
+        /// The address.
+        addr: String,
+        /// The status it reported.
+        status: String,
+    },
+}
+
+/// Why a proof returned by a peer is not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// Signed by a key that is not the target's known key.
+    #[error("the proof is signed by another key ({found}), not {executor}'s known key {expected}; if {executor} changed its key, re-add it with `sage peer add --replace`, otherwise something else answered at its address")]
+    SignedByOtherKey {
+        /// The target.
+        executor: String,
+        /// The key on record.
+        expected: String,
+        /// The key ids in the proof.
+        found: String,
+    },
+    /// The signature by the known key does not verify.
+    #[error("the proof's signature does not verify against {executor}'s key {key_id}: the proof was altered in transit or forged")]
+    InvalidSignature {
+        /// The target.
+        executor: String,
+        /// Its key.
+        key_id: String,
+    },
+    /// The proof envelope or payload is not well-formed.
+    #[error("the proof is malformed: {0}")]
+    Malformed(String),
+    /// The proof is about another task.
+    #[error("the proof is for another task: {detail}; the node answered a different request, do not trust this result")]
+    ForOtherTask {
+        /// Which field differs.
+        detail: String,
+    },
+    /// A field of the proof contradicts the request.
+    #[error("the proof does not match the delegation: {detail}")]
+    Mismatch {
+        /// Which field differs.
+        detail: String,
+    },
+}
+
+/// Errors of a whole delegation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DelegateError {
+    /// Talking to the target failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The target's proof was not accepted.
+    #[error("invalid proof from {target}: {source}")]
+    Proof {
+        /// The target's name.
+        target: String,
+        /// Why.
+        source: ProofError,
+    },
+    /// The health check found another platform at the address.
+    #[error("{addr} is {found}, not {expected}; check --host/--port or the peer's address")]
+    WrongNode {
+        /// The address.
+        addr: String,
+        /// The target asked for.
+        expected: String,
+        /// What answered.
+        found: String,
+    },
+}

@@ -1,0 +1,89 @@
+//! Executors run tasks. A node maps each task type it serves to one
+//! [`Executor`]; a type with none is refused as `unsupported_task`.
+
+mod builtin;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sage_types::Task;
+
+pub use builtin::{Echo, Simulate, SIMULATED_TASK_TYPES};
+
+/// A boxed future, so that executors can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What an execution produced, as the proof will state it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    /// The result.
+    pub result: serde_json::Value,
+    /// Cost in ATP.
+    pub actual_cost: f64,
+    /// Quality score (0..1).
+    pub quality: f64,
+    /// Convergence (0..1).
+    pub convergence: f64,
+    /// Refinement iterations.
+    pub iterations: u32,
+}
+
+/// Why an execution failed; the node still signs a proof that says so.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ExecError(pub String);
+
+/// Runs tasks of some type.
+pub trait Executor: Send + Sync + 'static {
+    /// The kind, for logs and the banner (`echo`, `simulate`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Runs `task`.
+    fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>>;
+}
+
+/// The executors of a node, by task type.
+#[derive(Clone, Default)]
+pub struct ExecutorSet {
+    by_type: BTreeMap<String, Arc<dyn Executor>>,
+}
+
+impl ExecutorSet {
+    /// The built-in set of a node named `platform`: `echo`, and `simulate`
+    /// for the guide's task types ([`SIMULATED_TASK_TYPES`]).
+    pub fn builtin(platform: &str) -> Self {
+        let mut set = ExecutorSet::default();
+        set.insert("echo", Arc::new(Echo));
+        let simulate: Arc<dyn Executor> = Arc::new(Simulate::new(platform));
+        for task_type in SIMULATED_TASK_TYPES {
+            set.insert(task_type, simulate.clone());
+        }
+        set
+    }
+
+    /// Serves `task_type` with `executor`, replacing any other.
+    pub fn insert(&mut self, task_type: &str, executor: Arc<dyn Executor>) {
+        self.by_type.insert(task_type.to_owned(), executor);
+    }
+
+    /// The executor of `task_type`.
+    pub fn get(&self, task_type: &str) -> Option<&Arc<dyn Executor>> {
+        self.by_type.get(task_type)
+    }
+
+    /// (task type, executor kind) pairs, sorted by type.
+    pub fn describe(&self) -> Vec<(&str, &'static str)> {
+        self.by_type
+            .iter()
+            .map(|(t, e)| (t.as_str(), e.kind()))
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for ExecutorSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.describe()).finish()
+    }
+}

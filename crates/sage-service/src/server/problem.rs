@@ -1,0 +1,97 @@
+//! [`ApiError`]: every refusal, as one `application/problem+json` response.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sage_crypto::VerifyError;
+use sage_types::problem::PROBLEM_CONTENT_TYPE;
+use sage_types::{Problem, ProblemCode};
+
+/// A refusal: a stable code and a detail for the sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The stable code; it decides the status.
+    pub code: ProblemCode,
+    /// What exactly was wrong.
+    pub detail: String,
+    /// Seconds after which a retry may succeed (`busy`, `rate_limited`).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// A refusal of `code`.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds a `Retry-After`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(err: VerifyError) -> Self {
+        let code = match &err {
+            VerifyError::UnknownKey { .. } => ProblemCode::UnknownPlatform,
+            VerifyError::BadSignature { .. } | VerifyError::SignatureCount { count: 0, .. } => {
+                ProblemCode::InvalidSignature
+            }
+            _ => ProblemCode::Malformed,
+        };
+        let detail = match &err {
+            VerifyError::UnknownKey { .. } => {
+                format!("{err}; the receiving node must add the sender with `sage peer add`")
+            }
+            _ => err.to_string(),
+        };
+        ApiError::new(code, detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let detail = if self.code == ProblemCode::Internal {
+            // The caller learns little; the log has the cause.
+            tracing::error!(detail = %self.detail, "internal error");
+            "the node failed to handle the request; see its log".to_owned()
+        } else {
+            self.detail
+        };
+        let problem = Problem::new(self.code, detail);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+pub(super) async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ProblemCode::NotFound,
+        format!("Endpoint not found: {}", uri.path()),
+    )
+}
+
+pub(super) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    ApiError::new(
+        ProblemCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

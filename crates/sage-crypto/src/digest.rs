@@ -37,9 +37,6 @@ mod tests {
         let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":[1.5,"x"]}"#).unwrap();
         let b: serde_json::Value = serde_json::from_str(r#"{ "a": [1.5, "x"], "b": 1 }"#).unwrap();
         assert_eq!(json_digest(&a), json_digest(&b));
-        assert_eq!(
-            json_digest(&a),
-            sha256_tagged(br#"{"a":[1.5,"x"],"b":1}"#)
-        );
+        assert_eq!(json_digest(&a), sha256_tagged(br#"{"a":[1.5,"x"],"b":1}"#));
     }
 }

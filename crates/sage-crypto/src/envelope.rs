@@ -84,7 +84,11 @@ fn verify_by<S>(
         .enumerate()
         .find_map(|(i, s)| resolve(&s.keyid).map(|(key, signer)| (i, key, signer)))
     else {
-        let key_ids: Vec<&str> = envelope.signatures.iter().map(|s| s.keyid.as_str()).collect();
+        let key_ids: Vec<&str> = envelope
+            .signatures
+            .iter()
+            .map(|s| s.keyid.as_str())
+            .collect();
         return Err(VerifyError::UnknownKey {
             key_ids: key_ids.join(", "),
         });
@@ -168,7 +172,10 @@ mod tests {
         unsigned.signatures.clear();
         assert_eq!(
             verify_envelope(&unsigned, TYPE, &store).unwrap_err(),
-            VerifyError::SignatureCount { count: 0, max: MAX_SIGNATURES }
+            VerifyError::SignatureCount {
+                count: 0,
+                max: MAX_SIGNATURES
+            }
         );
 
         let mut flood = env.clone();
@@ -194,6 +201,9 @@ mod tests {
         let mut env = sign_envelope(&stranger, TYPE, b"p");
         let own = sign_envelope(&key, TYPE, b"p");
         env.signatures.push(own.signatures[0].clone());
-        assert_eq!(verify_envelope(&env, TYPE, &store).unwrap().signer.name, "Sprout");
+        assert_eq!(
+            verify_envelope(&env, TYPE, &store).unwrap().signer.name,
+            "Sprout"
+        );
     }
 }

@@ -201,7 +201,10 @@ mod tests {
         let file = key.to_key_file();
         assert_eq!(&file[..32], &thor_seed());
         assert_eq!(hex::encode(&file[32..]), THOR_PUB);
-        assert_eq!(NodeKey::from_key_file(&file[..]).unwrap().public(), key.public());
+        assert_eq!(
+            NodeKey::from_key_file(&file[..]).unwrap().public(),
+            key.public()
+        );
 
         let mut bad = *file;
         bad[63] ^= 1;
@@ -233,7 +236,9 @@ mod tests {
     fn public_key_hex_is_checked() {
         assert_eq!(PublicKey::from_hex(THOR_PUB).unwrap().to_hex(), THOR_PUB);
         assert_eq!(
-            PublicKey::from_hex(&THOR_PUB.to_uppercase()).unwrap().to_hex(),
+            PublicKey::from_hex(&THOR_PUB.to_uppercase())
+                .unwrap()
+                .to_hex(),
             THOR_PUB
         );
         assert_eq!(

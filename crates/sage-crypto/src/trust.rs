@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(store.find("thor_sage_lct").unwrap().name, "Thor");
         assert!(store.by_lct("THOR_sage_lct").is_none());
         assert_eq!(
-            store.by_key_id(key.public().key_id().as_str()).unwrap().name,
+            store
+                .by_key_id(key.public().key_id().as_str())
+                .unwrap()
+                .name,
             "Thor"
         );
         assert!(store.by_key_id("ed25519:00").is_none());
@@ -217,7 +220,11 @@ mod tests {
         from_file.address = Some("10.0.0.2:50051".into());
         store.insert(from_file).unwrap();
         store
-            .insert(peer("sprout", &key, PeerSource::KeyFile("Sprout_ed25519.key".into())))
+            .insert(peer(
+                "sprout",
+                &key,
+                PeerSource::KeyFile("Sprout_ed25519.key".into()),
+            ))
             .unwrap();
         assert_eq!(store.len(), 1);
         let sprout = store.find("Sprout").unwrap();
@@ -235,17 +242,27 @@ mod tests {
         let mut store = TrustStore::default();
         store.insert(peer("Sprout", &a, PeerSource::Given)).unwrap();
 
-        let err = store.insert(peer("SPROUT", &b, PeerSource::Given)).unwrap_err();
+        let err = store
+            .insert(peer("SPROUT", &b, PeerSource::Given))
+            .unwrap_err();
         assert!(matches!(err, TrustError::ConflictingKeys { .. }));
         assert!(err.to_string().contains("remove the stale one"), "{err}");
 
-        let err = store.insert(peer("Other", &a, PeerSource::Given)).unwrap_err();
-        assert!(matches!(err, TrustError::Ambiguous { what: "key", .. }), "{err}");
+        let err = store
+            .insert(peer("Other", &a, PeerSource::Given))
+            .unwrap_err();
+        assert!(
+            matches!(err, TrustError::Ambiguous { what: "key", .. }),
+            "{err}"
+        );
 
         let mut same_lct = peer("Other", &b, PeerSource::Given);
         same_lct.lct_id = "sprout_sage_lct".into();
         let err = store.insert(same_lct).unwrap_err();
-        assert!(matches!(err, TrustError::Ambiguous { what: "LCT id", .. }), "{err}");
+        assert!(
+            matches!(err, TrustError::Ambiguous { what: "LCT id", .. }),
+            "{err}"
+        );
         assert_eq!(store.len(), 1);
     }
 }

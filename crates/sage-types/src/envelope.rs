@@ -131,7 +131,13 @@ mod tests {
     fn wire_names_are_dsse_names() {
         let env = Envelope::new("t", b"x");
         let json = serde_json::to_string(&env).unwrap();
-        assert_eq!(json, r#"{"payloadType":"t","payload":"eA==","signatures":[]}"#);
-        assert!(serde_json::from_str::<Envelope>(r#"{"payloadType":"t","payload":"","signatures":[],"x":1}"#).is_err());
+        assert_eq!(
+            json,
+            r#"{"payloadType":"t","payload":"eA==","signatures":[]}"#
+        );
+        assert!(serde_json::from_str::<Envelope>(
+            r#"{"payloadType":"t","payload":"","signatures":[],"x":1}"#
+        )
+        .is_err());
     }
 }

@@ -76,6 +76,9 @@ mod tests {
         assert_eq!(serde_json::from_value::<Task>(value.clone()).unwrap(), task);
         value["max_cost"] = 5.into();
         let err = serde_json::from_value::<Task>(value).unwrap_err();
-        assert!(err.to_string().contains("unknown field `max_cost`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `max_cost`"),
+            "{err}"
+        );
     }
 }

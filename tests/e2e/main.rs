@@ -1,1 +1,14 @@
-fn main(){}
+//! End-to-end tests: the real `sage` binary, real sockets, real key files.
+//!
+//! Each test makes its own temporary key directories and starts its own
+//! nodes on free loopback ports, so tests run in parallel.
+
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+mod cli;
+mod delegate;
+mod protocol_doc;
+mod refusals;

@@ -148,10 +148,6 @@ impl KeyDir {
                 return Err(KeyDirError::Exists { path: existing });
             }
         }
-        fs::create_dir_all(&self.root).map_err(|source| KeyDirError::Write {
-            path: self.root.clone(),
-            source,
-        })?;
         let key = NodeKey::generate();
         write_atomically(&path, &key.to_key_file()[..], 0o600, force)?;
 
@@ -287,6 +283,7 @@ pub(crate) fn write_atomically(
     #[cfg(not(unix))]
     let _ = mode;
     let result = (|| {
+        fs::create_dir_all(dir)?;
         let mut file = options.open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;

@@ -1,0 +1,279 @@
+//! `sage keygen`, `sage key show`, `sage peer ...`, `sage health` and usage errors.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use crate::util::{sage, Keys};
+
+// Keys of the legacy vectors (shared/vectors/legacy-v0.json).
+const THOR_SEED: &str = "c6c702b4fd10ebd761c56d27763601fc170a05787cad539fb1b437d0eb2a68ee";
+const THOR_PUB: &str = "eccfbf4734253857294266e60b63b594b1919e72f19b89aaab3256ed471cc95c";
+const SPROUT_PUB: &str = "8202edaa56d72167323fcb9f63e6f55698647a773e2c7d2931c6942c6f88ca05";
+
+#[test]
+fn keygen_writes_a_private_key_file_and_never_overwrites_it() {
+    let keys = Keys::new();
+    let run = keys.run(&["keygen", "--name", "Thor", "--json"]);
+    run.assert_code(0);
+    let out = run.json();
+    let public = out["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(public.len(), 64);
+    assert_eq!(out["lct_id"], "thor_sage_lct");
+
+    let path = keys.path().join("Thor_ed25519.key");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 64);
+    assert_eq!(hex::encode(&bytes[32..]), public);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The private half appears nowhere in the output.
+    assert!(!run.stdout.contains(&hex::encode(&bytes[..32])));
+
+    let run = keys.run(&["keygen", "--name", "Thor"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("already exists") && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+    let run = keys.run(&["keygen", "--name", "Thor", "--force"]);
+    run.assert_code(0);
+    assert_ne!(run.stdout.trim(), public);
+}
+
+#[test]
+fn key_show_reads_both_file_layouts() {
+    let keys = Keys::new();
+    let public = keys.keygen("Legion");
+    let run = keys.run(&["key", "show", "--name", "legion"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("name:       Legion"), "{}", run.stdout);
+    assert!(run.stdout.contains("lct id:     legion_sage_lct"));
+    assert!(run.stdout.contains(&public));
+    let run = keys.run(&["key", "show", "--name", "Legion", "--public-only"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout, format!("{public}\n"));
+
+    // The Python original's 32-byte seed file.
+    std::fs::write(
+        keys.path().join("Thor_ed25519.key"),
+        hex::decode(THOR_SEED).unwrap(),
+    )
+    .unwrap();
+    let run = keys.run(&["key", "show", "--name", "Thor", "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["public_key"], THOR_PUB);
+}
+
+#[test]
+fn custom_lct_ids_are_kept() {
+    let keys = Keys::new();
+    let run = keys.run(&[
+        "keygen",
+        "--name",
+        "Legion",
+        "--lct",
+        "legion_rtx4090_lct",
+        "--json",
+    ]);
+    run.assert_code(0);
+    let run = keys.run(&["key", "show", "--name", "Legion", "--json"]);
+    assert_eq!(run.json()["lct_id"], "legion_rtx4090_lct");
+}
+
+#[test]
+fn corrupt_and_unreadable_key_files_are_refused_with_the_fix() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    let path = keys.path().join("Thor_ed25519.key");
+
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let run = keys.run(&["key", "show", "--name", "Thor"]);
+    run.assert_code(1);
+    for part in [
+        "Thor_ed25519.key",
+        "64 bytes",
+        "does not belong to its seed",
+        "sage keygen --name Thor --force",
+    ] {
+        assert!(
+            run.stderr.contains(part),
+            "missing {part:?}: {}",
+            run.stderr
+        );
+    }
+
+    std::fs::write(&path, b"hello").unwrap();
+    let run = keys.run(&["serve", "--name", "Thor", "--port", "0"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("(5 bytes) is corrupt")
+            && run.stderr.contains("32 bytes (seed) or 64 bytes"),
+        "{}",
+        run.stderr
+    );
+
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let run = keys.run(&["key", "show", "--name", "Thor"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("cannot read key file"),
+        "{}",
+        run.stderr
+    );
+
+    let run = keys.run(&["key", "show", "--name", "Sprout"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("sage keygen --name Sprout"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn serve_warns_about_a_key_others_can_read() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    let path = keys.path().join("Thor_ed25519.key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let node = keys.serve("Thor", &[]);
+    assert!(
+        node.log().contains("has mode 644") && node.log().contains("chmod 600"),
+        "{}",
+        node.log()
+    );
+}
+
+#[test]
+fn peers_are_added_listed_and_removed() {
+    let keys = Keys::new();
+    keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Sprout",
+        "--public-key",
+        SPROUT_PUB,
+        "--address",
+        "127.0.0.1:50052",
+    ])
+    .assert_code(0);
+    let run = keys.run(&["peer", "list", "--json"]);
+    run.assert_code(0);
+    let peers = run.json()["peers"].as_array().unwrap().clone();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0]["name"], "Sprout");
+    assert_eq!(peers[0]["lct_id"], "sprout_sage_lct");
+    assert_eq!(peers[0]["public_key"], SPROUT_PUB);
+    assert_eq!(peers[0]["address"], "127.0.0.1:50052");
+    assert!(peers[0]["sources"][0]
+        .as_str()
+        .unwrap()
+        .contains("peers.toml"));
+
+    // Another key under the same name needs --replace.
+    let run = keys.run(&["peer", "add", "--name", "sprout", "--public-key", THOR_PUB]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("--replace"), "{}", run.stderr);
+    keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Sprout",
+        "--public-key",
+        THOR_PUB,
+        "--replace",
+    ])
+    .assert_code(0);
+    assert_eq!(
+        keys.run(&["peer", "list", "--json"]).json()["peers"][0]["public_key"],
+        THOR_PUB
+    );
+
+    // Method 1: another platform's key file is a peer too, and says so.
+    keys.keygen("Legion");
+    let run = keys.run(&["peer", "list"]);
+    assert!(
+        run.stdout.contains("Legion (legion_sage_lct)") && run.stdout.contains("key file"),
+        "{}",
+        run.stdout
+    );
+
+    keys.run(&["peer", "remove", "--name", "SPROUT"])
+        .assert_code(0);
+    let run = keys.run(&["peer", "remove", "--name", "Sprout"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("no peer named Sprout"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let keys = Keys::new();
+    keys.run(&["peer", "add", "--name", "Sprout", "--public-key", "abcd"])
+        .assert_code(2);
+    keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "../etc",
+        "--public-key",
+        SPROUT_PUB,
+    ])
+    .assert_code(2);
+    keys.run(&[
+        "delegate",
+        "--local",
+        "a",
+        "--target",
+        "b",
+        "--input",
+        "{not json",
+    ])
+    .assert_code(2);
+    keys.run(&[
+        "delegate",
+        "--local",
+        "a",
+        "--target",
+        "b",
+        "--timeout",
+        "-1",
+    ])
+    .assert_code(2);
+    keys.run(&["frobnicate"]).assert_code(2);
+    let out = sage().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes: 0 success, 1"));
+}
+
+#[test]
+fn health_reports_a_running_node() {
+    let keys = Keys::new();
+    let public = keys.keygen("Thor");
+    let node = keys.serve("Thor", &[]);
+    let run = keys.run(&["health", &node.address(), "--json"]);
+    run.assert_code(0);
+    let out = run.json();
+    assert_eq!(out["healthy"], true);
+    assert_eq!(out["health"]["platform"], "Thor");
+    assert_eq!(out["health"]["lct_id"], "thor_sage_lct");
+    assert_eq!(out["health"]["public_key"], public);
+    assert!(out["rtt_ms"].as_f64().unwrap() > 0.0);
+    let run = keys.run(&["health", &format!("http://{}", node.address())]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("Thor (thor_sage_lct)") && run.stdout.contains("healthy"),
+        "{}",
+        run.stdout
+    );
+}

@@ -1,0 +1,465 @@
+//! The guide's scenarios with real nodes, and every way the delegator
+//! refuses a proof or a peer.
+
+use sage_crypto::{sign_envelope, NodeKey};
+use sage_types::proof::PROOF_PAYLOAD_TYPE;
+use sage_types::{Envelope, Proof, Task};
+
+use crate::util::{FakeNode, Keys};
+
+/// Scenario 1: server and client on one machine, keys made on the fly.
+#[test]
+fn scenario_1_loopback_delegation_is_verified() {
+    let keys = Keys::new();
+    let thor_pub = keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    let input = r#"{"query": "What is SAGE consciousness architecture?", "test": true}"#;
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "sprout",
+        "--target",
+        "thor",
+        "--port",
+        &thor.port(),
+        "--task-type",
+        "llm_inference",
+        "--input",
+        input,
+        "--json",
+    ]);
+    run.assert_code(0);
+    let out = run.json();
+    assert_eq!(out["verified"], true);
+    assert_eq!(out["accepted"], true);
+    let proof = &out["proof"];
+    assert_eq!(proof["executor"], "thor_sage_lct");
+    assert_eq!(proof["issuer"], "sprout_sage_lct");
+    assert_eq!(proof["status"], "succeeded");
+    assert_eq!(proof["task_id"], out["task"]["task_id"]);
+    assert_eq!(proof["task_digest"], out["task_digest"]);
+    assert_eq!(proof["result"]["simulated"], true);
+    assert_eq!(
+        proof["result"]["echo"]["query"],
+        "What is SAGE consciousness architecture?"
+    );
+    assert_eq!(proof["actual_cost"], 46.0);
+    assert!(out["timing_ms"]["total"].as_f64().unwrap() > 0.0);
+
+    // The proof envelope verifies with nothing but Thor's public key.
+    let envelope: Envelope = serde_json::from_value(out["proof_envelope"].clone()).unwrap();
+    let thor_key = sage_crypto::PublicKey::from_hex(&thor_pub).unwrap();
+    let verified =
+        sage_crypto::verify_envelope_with(&envelope, PROOF_PAYLOAD_TYPE, &thor_key).unwrap();
+    let signed: Proof = serde_json::from_slice(&verified.payload).unwrap();
+    assert_eq!(serde_json::to_value(&signed).unwrap(), *proof);
+    assert_eq!(thor.executions_of(proof["task_id"].as_str().unwrap()), 1);
+
+    // The human summary shows the guide's sections.
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "THOR",
+        "--port",
+        &thor.port(),
+    ]);
+    run.assert_code(0);
+    for section in [
+        "Execution proof",
+        "Result data",
+        "total delegation time",
+        "network overhead",
+        "Security",
+        "✓ proof signature verified",
+    ] {
+        assert!(
+            run.stdout.contains(section),
+            "missing {section:?}:\n{}",
+            run.stdout
+        );
+    }
+}
+
+/// Scenario 3: two nodes with separate key directories, peers added by
+/// public key with addresses, each delegating to the other.
+#[test]
+fn scenario_3_two_nodes_delegate_to_each_other() {
+    let thor_keys = Keys::new();
+    let sprout_keys = Keys::new();
+    let thor_pub = thor_keys.keygen("Thor");
+    let sprout_pub = sprout_keys.keygen("Sprout");
+    // Each learns the other's public key first (no address yet: ports are picked at start).
+    thor_keys
+        .run(&[
+            "peer",
+            "add",
+            "--name",
+            "Sprout",
+            "--public-key",
+            &sprout_pub,
+        ])
+        .assert_code(0);
+    sprout_keys
+        .run(&["peer", "add", "--name", "Thor", "--public-key", &thor_pub])
+        .assert_code(0);
+    let thor = thor_keys.serve("Thor", &[]);
+    let sprout = sprout_keys.serve("Sprout", &[]);
+    // Record the addresses; the key is unchanged, so no --replace is needed.
+    thor_keys
+        .run(&[
+            "peer",
+            "add",
+            "--name",
+            "Sprout",
+            "--public-key",
+            &sprout_pub,
+            "--address",
+            &sprout.address(),
+        ])
+        .assert_code(0);
+    sprout_keys
+        .run(&[
+            "peer",
+            "add",
+            "--name",
+            "Thor",
+            "--public-key",
+            &thor_pub,
+            "--address",
+            &thor.address(),
+        ])
+        .assert_code(0);
+
+    let run = sprout_keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--task-type",
+        "echo",
+        "--input",
+        r#"{"n": 1}"#,
+        "--json",
+    ]);
+    run.assert_code(0);
+    assert_eq!(run.json()["proof"]["result"], serde_json::json!({"n": 1}));
+    assert_eq!(run.json()["proof"]["executor"], "thor_sage_lct");
+
+    let run = thor_keys.run(&[
+        "delegate",
+        "--local",
+        "Thor",
+        "--target",
+        "sprout",
+        "--task-type",
+        "vision",
+        "--json",
+    ]);
+    run.assert_code(0);
+    assert_eq!(run.json()["proof"]["executor"], "sprout_sage_lct");
+    assert_eq!(
+        run.json()["proof"]["result"]["output"],
+        "Executed vision on Sprout"
+    );
+
+    // The serve banners list where each known platform came from.
+    assert!(
+        thor.log().contains("known platform: Sprout"),
+        "{}",
+        thor.log()
+    );
+    assert!(thor.log().contains("peers.toml"), "{}", thor.log());
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &thor.port(),
+        "--task-type",
+        "echo",
+    ])
+    .assert_code(0);
+    let (status, log) = thor.terminate();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("received SIGTERM"), "{log}");
+    assert!(
+        log.contains("stopped: all in-flight tasks finished"),
+        "{log}"
+    );
+}
+
+#[test]
+fn unreachable_unknown_and_silent_targets_are_reported() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+
+    // Nothing listens on a port that was just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let run = keys.run(&[
+        "delegate", "--local", "Sprout", "--target", "Thor", "--port", &port,
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("cannot reach 127.0.0.1:")
+            && run.stderr.contains("Is `sage serve` running there?"),
+        "{}",
+        run.stderr
+    );
+
+    let run = keys.run(&[
+        "delegate", "--local", "Sprout", "--target", "Legion", "--port", &port,
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("unknown target \"Legion\"") && run.stderr.contains("sage peer add"),
+        "{}",
+        run.stderr
+    );
+
+    // A node that accepts the connection and never answers.
+    let mute = FakeNode::start(|_, _, _| None);
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &mute.addr.port().to_string(),
+        "--timeout",
+        "1",
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("did not answer within"),
+        "{}",
+        run.stderr
+    );
+
+    // `sage health` says the same, with the troubleshooting advice.
+    let run = keys.run(&["health", &format!("127.0.0.1:{port}")]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("troubleshooting") && run.stderr.contains("ufw"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A fake Thor at the address: healthy, but its proofs are made by `forge`
+/// from the task it receives.
+fn fake_thor(forge: impl Fn(&Task, &[u8]) -> Envelope + Send + Sync + 'static) -> FakeNode {
+    FakeNode::start(move |method, path, body| {
+        let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0});
+        match (method, path) {
+            ("GET", "/health") => Some((200, serde_json::to_vec(&health).unwrap())),
+            ("POST", "/v1/tasks") => {
+                let env: Envelope = serde_json::from_slice(body).unwrap();
+                let payload = env.payload_bytes().unwrap();
+                let task: Task = serde_json::from_slice(&payload).unwrap();
+                Some((200, serde_json::to_vec(&forge(&task, &payload)).unwrap()))
+            }
+            _ => Some((404, b"{}".to_vec())),
+        }
+    })
+}
+
+fn honest_proof(task: &Task, payload: &[u8]) -> Proof {
+    let result = task.input.clone();
+    Proof {
+        executor: "thor_sage_lct".into(),
+        issuer: task.issuer.clone(),
+        task_id: task.task_id.clone(),
+        task_digest: sage_crypto::digest::sha256_tagged(payload),
+        status: sage_types::ProofStatus::Succeeded,
+        result_digest: sage_crypto::digest::json_digest(&result),
+        result,
+        started_at: 0,
+        finished_at: 0,
+        latency_ms: 0.1,
+        actual_cost: 0.0,
+        quality: 1.0,
+        convergence: 1.0,
+        iterations: 1,
+    }
+}
+
+fn sign_proof(key: &NodeKey, proof: &Proof) -> Envelope {
+    sign_envelope(key, PROOF_PAYLOAD_TYPE, &serde_json::to_vec(proof).unwrap())
+}
+
+fn delegate_to(keys: &Keys, fake: &FakeNode) -> crate::util::Run {
+    keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &fake.addr.port().to_string(),
+        "--task-type",
+        "echo",
+        "--json",
+    ])
+}
+
+#[test]
+fn forged_proofs_are_refused() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor_key = std::sync::Arc::new(keys.key("Thor"));
+
+    // Control: the fake with Thor's real key and an honest proof passes, so
+    // each refusal below is due to its one forgery.
+    let k = thor_key.clone();
+    let run = delegate_to(
+        &keys,
+        &fake_thor(move |t, p| sign_proof(&k, &honest_proof(t, p))),
+    );
+    run.assert_code(0);
+
+    // Signed by some other key.
+    let run = delegate_to(
+        &keys,
+        &fake_thor(|t, p| sign_proof(&NodeKey::generate(), &honest_proof(t, p))),
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("signed by another key"),
+        "{}",
+        run.stderr
+    );
+
+    // Thor's key id, but the payload altered after signing.
+    let k = thor_key.clone();
+    let run = delegate_to(
+        &keys,
+        &fake_thor(move |t, p| {
+            let mut env = sign_proof(&k, &honest_proof(t, p));
+            let mut altered = honest_proof(t, p);
+            altered.quality = 0.99;
+            env.payload =
+                Envelope::new(PROOF_PAYLOAD_TYPE, &serde_json::to_vec(&altered).unwrap()).payload;
+            env
+        }),
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("signature does not verify"),
+        "{}",
+        run.stderr
+    );
+
+    // Validly signed by Thor, but for another task.
+    let k = thor_key.clone();
+    let run = delegate_to(
+        &keys,
+        &fake_thor(move |t, p| {
+            let mut proof = honest_proof(t, p);
+            proof.task_id = "task_from_yesterday".into();
+            sign_proof(&k, &proof)
+        }),
+    );
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("proof is for another task"),
+        "{}",
+        run.stderr
+    );
+
+    // Right task id, but a digest of other payload bytes.
+    let k = thor_key.clone();
+    let run = delegate_to(
+        &keys,
+        &fake_thor(move |t, p| {
+            let mut proof = honest_proof(t, p);
+            proof.task_digest = sage_crypto::digest::sha256_tagged(b"other bytes");
+            sign_proof(&k, &proof)
+        }),
+    );
+    run.assert_code(1);
+    assert!(run.stderr.contains("task digest"), "{}", run.stderr);
+
+    // A result that does not match its digest.
+    let k = thor_key.clone();
+    let run = delegate_to(
+        &keys,
+        &fake_thor(move |t, p| {
+            let mut proof = honest_proof(t, p);
+            proof.result = serde_json::json!({"swapped": true});
+            sign_proof(&k, &proof)
+        }),
+    );
+    run.assert_code(1);
+    assert!(run.stderr.contains("result digest"), "{}", run.stderr);
+
+    // A valid proof below the required quality: verified, but not accepted.
+    let k = thor_key.clone();
+    let run = delegate_to(
+        &keys,
+        &fake_thor(move |t, p| {
+            let mut proof = honest_proof(t, p);
+            proof.quality = 0.1;
+            sign_proof(&k, &proof)
+        }),
+    );
+    run.assert_code(1);
+    assert_eq!(run.json()["verified"], true);
+    assert_eq!(run.json()["accepted"], false);
+    assert!(
+        run.stderr.contains("quality 0.1 is below the required 0.6"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_refusal_is_reported_with_its_code() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &thor.port(),
+        "--task-type",
+        "shell",
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("refused the request: unsupported_task (422)"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,403 @@
+//! Helpers: temporary key directories, `sage` processes, raw HTTP.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sage_crypto::NodeKey;
+
+/// The `sage` binary under test.
+pub fn sage() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sage"));
+    cmd.env_remove("SAGE_KEYS_DIR").env("SAGE_LOG", "info");
+    cmd
+}
+
+/// What a finished `sage` command printed.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Parses stdout as the one JSON object of `--json`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code {} where {code} was expected\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A temporary key directory.
+pub struct Keys {
+    _tmp: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Keys {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let path = tmp.path().join("keys");
+        Keys { _tmp: tmp, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `sage --keys-dir DIR ARGS...` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = sage()
+            .arg("--keys-dir")
+            .arg(&self.path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sage");
+        Run::from(output)
+    }
+
+    /// `sage keygen --name NAME`; the public key hex.
+    pub fn keygen(&self, name: &str) -> String {
+        let run = self.run(&["keygen", "--name", name]);
+        run.assert_code(0);
+        run.stdout.trim().to_owned()
+    }
+
+    /// The private key of `name`, read the way the node reads it.
+    pub fn key(&self, name: &str) -> NodeKey {
+        sage_service::keydir::KeyDir::new(&self.path)
+            .load_identity(name)
+            .expect("load key")
+            .key
+    }
+
+    /// Starts `sage serve --name NAME` on a free loopback port.
+    pub fn serve(&self, name: &str, extra: &[&str]) -> Node {
+        Node::start(&self.path, name, extra)
+    }
+}
+
+/// A running `sage serve`; killed when dropped.
+pub struct Node {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    fn start(keys: &Path, name: &str, extra: &[&str]) -> Node {
+        let mut child = sage()
+            .arg("--keys-dir")
+            .arg(keys)
+            .args([
+                "serve",
+                "--name",
+                name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sage serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "sage serve did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Node { child, addr, log }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    /// Everything the node logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// How many times the node logged that it executed `task_id`.
+    pub fn executions_of(&self, task_id: &str) -> usize {
+        let needle = format!("task executed task_id={task_id} ");
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .count()
+    }
+
+    /// Waits until the log contains `needle` (up to 10 s).
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Let the reader thread drain the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sage serve ignored SIGTERM; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer read off a raw socket.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The problem code of a refusal, after checking the media type.
+    #[track_caller]
+    pub fn problem_code(&self) -> String {
+        assert!(
+            self.headers
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "not a problem+json answer: {}\n{}",
+            self.headers,
+            String::from_utf8_lossy(&self.body)
+        );
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Sends one raw HTTP/1.1 request, as any client (or attacker) could, and
+/// reads the answer until the server closes the connection.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpAnswer {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server may refuse before reading the whole body; that is fine.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse_answer(&raw)
+}
+
+fn parse_answer(raw: &[u8]) -> HttpAnswer {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(raw)));
+    let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = headers
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// A hand-made HTTP server that answers with `respond(method, path, body)`:
+/// it plays a node that misbehaves (a forger, an impostor, a mute).
+pub struct FakeNode {
+    pub addr: SocketAddr,
+}
+
+impl FakeNode {
+    pub fn start<F>(respond: F) -> FakeNode
+    where
+        F: Fn(&str, &str, &[u8]) -> Option<(u16, Vec<u8>)> + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let respond = Arc::new(respond);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let respond = respond.clone();
+                std::thread::spawn(move || serve_one(stream, &*respond));
+            }
+        });
+        FakeNode { addr }
+    }
+}
+
+/// How a [`FakeNode`] answers (method, path, body); `None` holds the line silent.
+type Respond = dyn Fn(&str, &str, &[u8]) -> Option<(u16, Vec<u8>)> + Send + Sync;
+
+fn serve_one(mut stream: TcpStream, respond: &Respond) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+        );
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let Some((status, answer)) = respond(&method, &path, &body) else {
+            // Mute: hold the connection open without answering.
+            std::thread::sleep(Duration::from_secs(60));
+            return;
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        );
+        if stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&answer))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Stops a test early with the node's log when it did not get `expected`.
+#[track_caller]
+pub fn assert_refused(node: &Node, answer: &HttpAnswer, status: u16, code: &str) {
+    assert_eq!(
+        (answer.status, answer.problem_code().as_str()),
+        (status, code),
+        "answer: {}\nnode log:\n{}",
+        String::from_utf8_lossy(&answer.body),
+        node.log()
+    );
+}

@@ -1,0 +1,141 @@
+//! The router driven in-process (no socket): what is hard to provoke from
+//! outside — a full replay guard, a failing executor — and the health answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
+use sage_service::config::Limits;
+use sage_service::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
+use sage_service::executor::{BoxFuture, ExecError, Execution, Executor, ExecutorSet};
+use sage_service::server::{router, AppState, NodeSetup};
+use sage_types::{Envelope, ProofStatus, Task};
+use tower::ServiceExt as _;
+
+struct Broken;
+
+impl Executor for Broken {
+    fn kind(&self) -> &'static str {
+        "broken"
+    }
+    fn execute<'a>(&'a self, _task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
+        Box::pin(async { Err(ExecError("GPU fell off the bus".into())) })
+    }
+}
+
+struct Fixture {
+    app: axum::Router,
+    sprout: NodeKey,
+    thor: Peer,
+}
+
+fn fixture(limits: Limits) -> Fixture {
+    let sprout = NodeKey::generate();
+    let thor_key = NodeKey::generate();
+    let thor = Peer::new("Thor", thor_key.public(), PeerSource::Given);
+    let mut trust = TrustStore::default();
+    trust
+        .insert(Peer::new("Sprout", sprout.public(), PeerSource::Given))
+        .unwrap();
+    let mut executors = ExecutorSet::builtin("Thor");
+    executors.insert("broken", Arc::new(Broken));
+    let state = AppState::new(NodeSetup {
+        name: "Thor".into(),
+        lct_id: "thor_sage_lct".into(),
+        key: thor_key,
+        trust,
+        executors,
+        limits,
+    });
+    Fixture {
+        app: router(state),
+        sprout,
+        thor,
+    }
+}
+
+fn task(f: &Fixture, task_type: &str) -> SignedTask {
+    let spec = TaskSpec {
+        task_type: task_type.into(),
+        input: serde_json::json!({"x": 1}),
+        estimated_cost: 1.0,
+        quality: Default::default(),
+        lifetime: Duration::from_secs(60),
+        task_id: None,
+    };
+    sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)
+}
+
+async fn post(f: &Fixture, signed: &SignedTask) -> (StatusCode, Option<String>, Vec<u8>) {
+    let request = Request::post("/v1/tasks")
+        .body(Body::from(serde_json::to_vec(&signed.envelope).unwrap()))
+        .unwrap();
+    let response = f.app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, retry, body)
+}
+
+#[tokio::test]
+async fn a_failed_execution_still_gets_a_signed_proof() {
+    let f = fixture(Limits::default());
+    let signed = task(&f, "broken");
+    let (status, _, body) = post(&f, &signed).await;
+    assert_eq!(status, StatusCode::OK);
+    let envelope: Envelope = serde_json::from_slice(&body).unwrap();
+    let proof = check_proof(&envelope, &signed, &f.thor).unwrap();
+    assert_eq!(proof.status, ProofStatus::Failed);
+    assert_eq!(proof.result["error"], "GPU fell off the bus");
+    assert_eq!(proof.quality, 0.0);
+    let why = sage_service::delegation::shortfall(&proof, &signed.task.quality).unwrap();
+    assert!(why.contains("GPU fell off the bus"), "{why}");
+}
+
+#[tokio::test]
+async fn a_full_replay_guard_answers_busy_instead_of_forgetting() {
+    let f = fixture(Limits {
+        replay_capacity: 1,
+        ..Limits::default()
+    });
+    let first = task(&f, "echo");
+    assert_eq!(post(&f, &first).await.0, StatusCode::OK);
+    let (status, retry, body) = post(&f, &task(&f, "echo")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry.as_deref(), Some("5"));
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["code"], "busy");
+    // The remembered nonce is still refused.
+    assert_eq!(post(&f, &first).await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn health_names_the_node_and_its_key() {
+    let f = fixture(Limits::default());
+    let response = f
+        .app
+        .clone()
+        .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let health: sage_types::Health = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health.status, "healthy");
+    assert_eq!(health.platform, "Thor");
+    assert_eq!(health.lct_id, "thor_sage_lct");
+    assert_eq!(health.key_id.as_deref(), Some(f.thor.key_id.as_str()));
+    assert!(health.timestamp > 1.7e9);
+}

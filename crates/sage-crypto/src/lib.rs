@@ -8,6 +8,7 @@
 //!   verifying one *before* its payload is parsed.
 //! - [`trust`]: the [`TrustStore`] of known peers.
 //! - [`digest`]: the `sha256:` digests that proofs carry.
+//! - [`legacy`]: the Python original's hex signatures over canonical JSON.
 //!
 //! Like `sage-types`, this crate does no I/O: reading and writing key files
 //! and `peers.toml` is the service's job.
@@ -17,6 +18,7 @@ pub mod digest;
 pub mod envelope;
 mod error;
 pub mod keys;
+pub mod legacy;
 pub mod trust;
 
 pub use envelope::{sign_envelope, verify_envelope, verify_envelope_with, Verified};

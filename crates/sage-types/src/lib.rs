@@ -5,7 +5,8 @@
 //! [`Envelope`] that carries them with its pre-authentication encoding
 //! ([`envelope::pae`]), the `application/problem+json` refusal body
 //! ([`Problem`]), the health answer ([`Health`]), and the Python-compatible
-//! canonical JSON writer of the legacy protocol ([`canonical`]).
+//! canonical JSON writer and the message shapes of the Python original's
+//! protocol ([`canonical`], [`legacy`]).
 //!
 //! It does no I/O and knows nothing of keys: signing lives in `sage-crypto`.
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod envelope;
 mod error;
 pub mod health;
 pub mod identity;
+pub mod legacy;
 pub mod problem;
 pub mod proof;
 pub mod task;

@@ -1,0 +1,248 @@
+//! The Python original's wire protocol (see `docs/protocol.md`, "Legacy").
+//!
+//! The original signs `json.dumps(obj, sort_keys=True)` of a *signable*
+//! object that each side rebuilds from a fixed list of fields, ignoring any
+//! other field. So the receiver here rebuilds the signable object from the
+//! received JSON exactly as the Python code does, and signs or verifies the
+//! output of [`crate::canonical::to_python_json`] over it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The fields of a signable task, in the order the original writes them.
+pub const TASK_FIELDS: [&str; 13] = [
+    "task_id",
+    "task_type",
+    "task_data",
+    "estimated_cost",
+    "task_horizon",
+    "complexity",
+    "delegating_platform",
+    "delegating_state",
+    "quality_requirements",
+    "max_latency",
+    "deadline",
+    "min_witnesses",
+    "min_witness_societies",
+];
+
+/// The fields of a signable proof.
+pub const PROOF_FIELDS: [&str; 10] = [
+    "task_id",
+    "executing_platform",
+    "result_data",
+    "actual_latency",
+    "actual_cost",
+    "irp_iterations",
+    "final_energy",
+    "convergence_quality",
+    "quality_score",
+    "execution_timestamp",
+];
+
+/// The fields a proof also signs when it carries `epistemic_state`.
+pub const EPISTEMIC_FIELDS: [&str; 7] = [
+    "epistemic_state",
+    "confidence",
+    "comprehension_depth",
+    "uncertainty",
+    "frustration",
+    "learning_trajectory",
+    "frustration_pattern",
+];
+
+/// Why a received object has no signable form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LegacyError {
+    /// The task or proof is not a JSON object.
+    #[error("the {what} is not a JSON object")]
+    NotAnObject {
+        /// `task` or `proof`.
+        what: &'static str,
+    },
+    /// A field the signable form requires is missing.
+    #[error("the {what} has no field {field:?}")]
+    MissingField {
+        /// `task` or `proof`.
+        what: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+}
+
+fn rebuild<'a>(
+    what: &'static str,
+    value: &Value,
+    fields: impl IntoIterator<Item = &'a &'static str>,
+) -> Result<Value, LegacyError> {
+    let object = value.as_object().ok_or(LegacyError::NotAnObject { what })?;
+    let mut out = Map::new();
+    for &field in fields {
+        let v = object
+            .get(field)
+            .ok_or(LegacyError::MissingField { what, field })?;
+        out.insert(field.to_owned(), v.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+/// The signable task the Python receiver rebuilds from a received `task`:
+/// exactly [`TASK_FIELDS`], other fields dropped.
+///
+/// # Errors
+/// [`LegacyError`] when `task` is not an object or lacks a field.
+pub fn signable_task(task: &Value) -> Result<Value, LegacyError> {
+    rebuild("task", task, &TASK_FIELDS)
+}
+
+/// The signable proof the Python client rebuilds from a received `proof`:
+/// [`PROOF_FIELDS`], and [`EPISTEMIC_FIELDS`] when `epistemic_state` is there.
+///
+/// # Errors
+/// [`LegacyError`] when `proof` is not an object or lacks a field.
+pub fn signable_proof(proof: &Value) -> Result<Value, LegacyError> {
+    let epistemic = proof.get("epistemic_state").is_some();
+    let extra: &[&str] = if epistemic { &EPISTEMIC_FIELDS } else { &[] };
+    rebuild("proof", proof, PROOF_FIELDS.iter().chain(extra))
+}
+
+/// The body of `POST /execute_task`, outer keys in the original's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyRequest {
+    /// The signable task (extra fields are tolerated and not signed).
+    pub task: Value,
+    /// LCT id of the requester.
+    pub requester_lct_id: String,
+    /// 128 hex characters.
+    pub signature: String,
+    /// Unix seconds; unsigned and unused by the receiver.
+    #[serde(default)]
+    pub timestamp: Option<f64>,
+}
+
+/// The body of a `200` answer to `POST /execute_task`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyResponse {
+    /// The signable proof.
+    pub proof: Value,
+    /// 128 hex characters.
+    pub signature: String,
+    /// Unix seconds; unsigned.
+    #[serde(default)]
+    pub timestamp: Option<f64>,
+}
+
+/// A signable task, typed, for checks after its signature verified.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LegacyTask {
+    /// The task id.
+    pub task_id: String,
+    /// The task type.
+    pub task_type: String,
+    /// The executor's input.
+    pub task_data: Value,
+    /// Expected cost in ATP.
+    pub estimated_cost: f64,
+    /// LCT id of the delegator.
+    pub delegating_platform: String,
+    /// What the delegator will accept.
+    pub quality_requirements: LegacyQuality,
+    /// Seconds the delegator will wait.
+    pub max_latency: f64,
+    /// Unix seconds after which the task must not run.
+    pub deadline: f64,
+}
+
+/// `quality_requirements` of a legacy task.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct LegacyQuality {
+    /// Lowest acceptable `quality_score`.
+    pub min_quality: f64,
+    /// Lowest acceptable `convergence_quality`.
+    pub min_convergence: f64,
+}
+
+/// A signable proof, typed, for checks after its signature verified.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LegacyProof {
+    /// The task id.
+    pub task_id: String,
+    /// The executor's platform name.
+    pub executing_platform: String,
+    /// The result.
+    pub result_data: Value,
+    /// Seconds, as the executor reports them.
+    pub actual_latency: f64,
+    /// ATP.
+    pub actual_cost: f64,
+    /// Refinement iterations.
+    pub irp_iterations: u64,
+    /// Final energy of the refinement.
+    pub final_energy: f64,
+    /// Convergence (0..1).
+    pub convergence_quality: f64,
+    /// Quality (0..1).
+    pub quality_score: f64,
+    /// Unix seconds.
+    pub execution_timestamp: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn extra_fields_are_not_signed_and_missing_ones_are_named() {
+        let mut task = json!({});
+        for f in TASK_FIELDS {
+            task[f] = json!(1);
+        }
+        task["injected"] = json!("not signed");
+        let signable = signable_task(&task).unwrap();
+        assert_eq!(signable.as_object().unwrap().len(), TASK_FIELDS.len());
+        assert!(signable.get("injected").is_none());
+
+        task.as_object_mut().unwrap().remove("deadline");
+        assert_eq!(
+            signable_task(&task).unwrap_err(),
+            LegacyError::MissingField {
+                what: "task",
+                field: "deadline"
+            }
+        );
+        assert_eq!(
+            signable_task(&json!([1])).unwrap_err(),
+            LegacyError::NotAnObject { what: "task" }
+        );
+    }
+
+    #[test]
+    fn epistemic_fields_are_signed_only_with_epistemic_state() {
+        let mut proof = json!({});
+        for f in PROOF_FIELDS {
+            proof[f] = json!(1);
+        }
+        proof["confidence"] = json!(0.9);
+        assert_eq!(
+            signable_proof(&proof).unwrap().as_object().unwrap().len(),
+            10
+        );
+        proof["epistemic_state"] = json!("confident");
+        assert_eq!(
+            signable_proof(&proof).unwrap_err(),
+            LegacyError::MissingField {
+                what: "proof",
+                field: "comprehension_depth"
+            }
+        );
+        for f in EPISTEMIC_FIELDS {
+            proof[f] = json!(1);
+        }
+        assert_eq!(
+            signable_proof(&proof).unwrap().as_object().unwrap().len(),
+            17
+        );
+    }
+}

@@ -48,7 +48,7 @@ fn scenario_1_loopback_delegation_is_verified() {
     assert!(out["timing_ms"]["total"].as_f64().unwrap() > 0.0);
 
     // The proof envelope verifies with nothing but Thor's public key.
-    let envelope: Envelope = serde_json::from_value(out["proof_envelope"].clone()).unwrap();
+    let envelope: Envelope = serde_json::from_value(out["signed_proof"].clone()).unwrap();
     let thor_key = sage_crypto::PublicKey::from_hex(&thor_pub).unwrap();
     let verified =
         sage_crypto::verify_envelope_with(&envelope, PROOF_PAYLOAD_TYPE, &thor_key).unwrap();

@@ -10,5 +10,6 @@ mod util;
 
 mod cli;
 mod delegate;
+mod legacy;
 mod protocol_doc;
 mod refusals;

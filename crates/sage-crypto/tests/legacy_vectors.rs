@@ -1,6 +1,9 @@
 //! Every canonical string and signature of the Python original's golden
 //! vectors, reproduced byte for byte.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use sage_crypto::legacy::{sign_legacy, signing_bytes, verify_legacy};
 use sage_crypto::NodeKey;
 use sage_types::legacy::{signable_proof, signable_task, LegacyRequest, LegacyResponse};

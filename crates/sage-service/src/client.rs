@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use sage_types::health::HEALTHY;
+use sage_types::legacy::{LegacyRequest, LegacyResponse};
 use sage_types::{Envelope, Health, Problem};
 
 use crate::ClientError;
@@ -83,10 +84,38 @@ impl Client {
         task: &Envelope,
         timeout: Duration,
     ) -> Result<Envelope, ClientError> {
-        let url = format!("{}/v1/tasks", base_url(addr)?);
-        let body = serde_json::to_vec(task).map_err(|e| ClientError::BadAddress {
+        self.post_json(addr, "/v1/tasks", task, timeout, "a proof envelope")
+            .await
+    }
+
+    /// `POST /execute_task` of the Python original's protocol; the answer is
+    /// the (not yet verified) signed proof.
+    ///
+    /// # Errors
+    /// As [`Client::submit_task`]; a Python node's refusals come as
+    /// [`ClientError::BadResponse`] with its status.
+    pub async fn execute_task_legacy(
+        &self,
+        addr: &str,
+        request: &LegacyRequest,
+        timeout: Duration,
+    ) -> Result<LegacyResponse, ClientError> {
+        self.post_json(addr, "/execute_task", request, timeout, "a legacy proof")
+            .await
+    }
+
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+        timeout: Duration,
+        expected: &str,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", base_url(addr)?);
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::BadAddress {
             addr: addr.to_owned(),
-            detail: format!("cannot encode task: {e}"),
+            detail: format!("cannot encode request: {e}"),
         })?;
         let response = self
             .http
@@ -104,7 +133,7 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
             addr: addr.to_owned(),
             status,
-            detail: format!("not a proof envelope: {e}"),
+            detail: format!("not {expected}: {e}"),
         })
     }
 }

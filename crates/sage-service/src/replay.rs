@@ -1,15 +1,108 @@
-//! The replay guard: each (issuer, nonce) is accepted once.
+//! Remembering what was accepted, for as long as it matters.
 //!
-//! Entries are kept until the task they belong to can no longer be accepted
-//! anyway (its expiry plus the clock skew), then pruned. The guard is bounded:
-//! when it is full of live entries it refuses new tasks rather than forget an
-//! entry that could still be replayed.
+//! [`ExpiringMap`] keeps entries until an instant after which the task they
+//! belong to can no longer be accepted anyway (its expiry plus the clock
+//! skew), then prunes them. It is bounded: when full of live entries it
+//! refuses new ones rather than forget one that could still be replayed.
+//! [`ReplayGuard`] is the (issuer, nonce) set of the native protocol; the
+//! legacy endpoint keeps its (requester, task id) runs in the same map.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 
-/// What the guard says of a task.
+/// What [`ExpiringMap::get_or_insert`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot<V> {
+    /// The key was new; the value was inserted.
+    Inserted(V),
+    /// The key was there, with this value.
+    Existing(V),
+    /// Too many live entries to remember another.
+    Full,
+}
+
+/// A bounded map whose entries expire.
+#[derive(Debug)]
+pub struct ExpiringMap<V> {
+    capacity: usize,
+    inner: Mutex<Inner<V>>,
+}
+
+#[derive(Debug)]
+struct Inner<V> {
+    entries: HashMap<String, V>,
+    by_expiry: BinaryHeap<Reverse<(u64, String)>>,
+}
+
+impl<V: Clone> ExpiringMap<V> {
+    /// A map of at most `capacity` live entries.
+    pub fn new(capacity: usize) -> Self {
+        ExpiringMap {
+            capacity,
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                by_expiry: BinaryHeap::new(),
+            }),
+        }
+    }
+
+    /// The value of `key`, or else `make()` inserted until `keep_until_ms`.
+    pub fn get_or_insert(
+        &self,
+        key: String,
+        keep_until_ms: u64,
+        now_ms: u64,
+        make: impl FnOnce() -> V,
+    ) -> Slot<V> {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(value) = inner.entries.get(&key) {
+            return Slot::Existing(value.clone());
+        }
+        inner.prune(now_ms);
+        if inner.entries.len() >= self.capacity {
+            return Slot::Full;
+        }
+        let value = make();
+        inner.entries.insert(key.clone(), value.clone());
+        inner.by_expiry.push(Reverse((keep_until_ms, key)));
+        Slot::Inserted(value)
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|i| i.entries.len()).unwrap_or(0)
+    }
+
+    /// Whether no entry is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<V> Inner<V> {
+    fn prune(&mut self, now_ms: u64) {
+        while let Some(Reverse((until, _))) = self.by_expiry.peek() {
+            if *until >= now_ms {
+                break;
+            }
+            if let Some(Reverse((_, key))) = self.by_expiry.pop() {
+                self.entries.remove(&key);
+            }
+        }
+    }
+}
+
+/// A key made of two parts, length-prefixed so that ("ab", "c") and
+/// ("a", "bc") stay apart whatever characters the parts hold.
+pub fn pair_key(first: &str, second: &str) -> String {
+    format!("{}:{first}{second}", first.len())
+}
+
+/// What the replay guard says of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// First sight; now remembered.
@@ -20,70 +113,36 @@ pub enum Admission {
     Full,
 }
 
-/// A bounded, in-memory set of (issuer, nonce) pairs with expiry.
+/// The (issuer, nonce) pairs accepted so far.
 #[derive(Debug)]
-pub struct ReplayGuard {
-    capacity: usize,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    seen: HashSet<String>,
-    by_expiry: BinaryHeap<Reverse<(u64, String)>>,
-}
+pub struct ReplayGuard(ExpiringMap<()>);
 
 impl ReplayGuard {
-    /// A guard that remembers at most `capacity` live entries.
+    /// A guard that remembers at most `capacity` live pairs.
     pub fn new(capacity: usize) -> Self {
-        ReplayGuard {
-            capacity,
-            inner: Mutex::new(Inner::default()),
-        }
+        ReplayGuard(ExpiringMap::new(capacity))
     }
 
     /// Records (issuer, nonce) until `keep_until_ms` unless it was seen.
     pub fn admit(&self, issuer: &str, nonce: &str, keep_until_ms: u64, now_ms: u64) -> Admission {
-        // Length-prefixed, so that ("ab", "c") and ("a", "bc") stay apart
-        // whatever characters the parts hold.
-        let key = format!("{}:{issuer}{nonce}", issuer.len());
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if inner.seen.contains(&key) {
-            return Admission::Replayed;
+        match self
+            .0
+            .get_or_insert(pair_key(issuer, nonce), keep_until_ms, now_ms, || ())
+        {
+            Slot::Inserted(()) => Admission::Fresh,
+            Slot::Existing(()) => Admission::Replayed,
+            Slot::Full => Admission::Full,
         }
-        inner.prune(now_ms);
-        if inner.seen.len() >= self.capacity {
-            return Admission::Full;
-        }
-        inner.seen.insert(key.clone());
-        inner.by_expiry.push(Reverse((keep_until_ms, key)));
-        Admission::Fresh
     }
 
     /// Live entries.
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.seen.len()).unwrap_or(0)
+        self.0.len()
     }
 
     /// Whether no entry is live.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Inner {
-    fn prune(&mut self, now_ms: u64) {
-        while let Some(Reverse((until, _))) = self.by_expiry.peek() {
-            if *until >= now_ms {
-                break;
-            }
-            if let Some(Reverse((_, key))) = self.by_expiry.pop() {
-                self.seen.remove(&key);
-            }
-        }
+        self.0.is_empty()
     }
 }
 
@@ -118,5 +177,18 @@ mod tests {
         // Entry 1 expired at 100; at 101 it makes room.
         assert_eq!(guard.admit("a", "3", 300, 101), Admission::Fresh);
         assert_eq!(guard.len(), 2);
+    }
+
+    #[test]
+    fn map_returns_the_first_value() {
+        let map = ExpiringMap::new(4);
+        assert_eq!(
+            map.get_or_insert("k".into(), 10, 0, || 1),
+            Slot::Inserted(1)
+        );
+        assert_eq!(
+            map.get_or_insert("k".into(), 10, 0, || 2),
+            Slot::Existing(1)
+        );
     }
 }

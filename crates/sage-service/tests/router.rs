@@ -1,6 +1,9 @@
 //! The router driven in-process (no socket): what is hard to provoke from
 //! outside — a full replay guard, a failing executor — and the health answer.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +67,7 @@ fn task(f: &Fixture, task_type: &str) -> SignedTask {
         estimated_cost: 1.0,
         quality: Default::default(),
         lifetime: Duration::from_secs(60),
+        max_latency: Duration::from_secs(30),
         task_id: None,
     };
     sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)
@@ -100,7 +104,8 @@ async fn a_failed_execution_still_gets_a_signed_proof() {
     assert_eq!(proof.status, ProofStatus::Failed);
     assert_eq!(proof.result["error"], "GPU fell off the bus");
     assert_eq!(proof.quality, 0.0);
-    let why = sage_service::delegation::shortfall(&proof, &signed.task.quality).unwrap();
+    let summary = sage_service::delegation::ProofSummary::from(&proof);
+    let why = sage_service::delegation::shortfall(&summary, &signed.task.quality).unwrap();
     assert!(why.contains("GPU fell off the bus"), "{why}");
 }
 

@@ -3,13 +3,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sage_crypto::Peer;
+use sage_crypto::{Peer, Protocol};
 use sage_service::client::Client;
 use sage_service::delegation::{delegate, Delegation, TaskSpec};
 use sage_service::keydir::KeyDir;
 use sage_types::QualityRequirements;
 use serde_json::json;
 
+use super::ProtocolArg;
 use crate::failure::{print_json, CmdResult, Failure};
 
 /// Sign a task with the local key, send it to the target, verify the proof.
@@ -45,6 +46,12 @@ pub struct Args {
     /// Seconds to wait for the proof; also the task's validity.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
+    /// The legacy task's max_latency, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    max_latency: f64,
+    /// Protocol for this call, instead of the peer record's.
+    #[arg(long, value_enum)]
+    protocol: Option<ProtocolArg>,
     /// Task id, instead of a random one.
     #[arg(long)]
     task_id: Option<String>,
@@ -86,6 +93,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             min_convergence: args.min_convergence,
         },
         lifetime: timeout,
+        max_latency: seconds(args.max_latency, "--max-latency")?,
         task_id: args.task_id.clone(),
     };
     let keys = KeyDir::new(keys_dir);
@@ -112,13 +120,15 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         }
     };
 
+    let protocol = args.protocol.map_or(target.protocol, Protocol::from);
     let client = Client::new()?;
-    let delegation =
-        super::runtime()?.block_on(delegate(&client, &local, &target, &addr, &spec, timeout))?;
+    let delegation = super::runtime()?.block_on(delegate(
+        &client, &local, &target, &addr, protocol, &spec, timeout,
+    ))?;
     if args.json {
         print_json(&report_json(&delegation, &local.name, &target, &addr));
     } else {
-        print_report(&delegation, &local.name, &target, &addr);
+        print_report(&delegation, &spec, &local.name, &target, &addr);
     }
     match &delegation.shortfall {
         None => Ok(()),
@@ -137,47 +147,50 @@ fn report_json(d: &Delegation, local: &str, target: &Peer, addr: &str) -> serde_
         "verified": true,
         "accepted": d.shortfall.is_none(),
         "shortfall": d.shortfall,
+        "protocol": d.protocol.as_str(),
         "local": local,
         "target": target.name,
         "address": addr,
-        "task": d.signed.task,
-        "task_digest": d.signed.digest,
+        "task": d.task,
+        "task_digest": d.task_digest,
         "proof": d.proof,
-        "proof_envelope": d.proof_envelope,
+        "signed_proof": d.signed_proof,
         "executor_key_id": target.key_id.to_string(),
         "timing_ms": {
             "health_rtt": ms(d.health_rtt),
             "round_trip": ms(d.round_trip),
-            "execution": d.proof.latency_ms,
-            "network_overhead": (ms(d.round_trip) - d.proof.latency_ms).max(0.0),
+            "execution": d.summary.latency_ms,
+            "network_overhead": (ms(d.round_trip) - d.summary.latency_ms).max(0.0),
             "total": ms(d.total),
         },
     })
 }
 
-fn print_report(d: &Delegation, local: &str, target: &Peer, addr: &str) {
-    let p = &d.proof;
+fn print_report(d: &Delegation, spec: &TaskSpec, local: &str, target: &Peer, addr: &str) {
+    let p = &d.summary;
+    let legacy = d.protocol == Protocol::Legacy;
+    let via = if legacy { " (legacy protocol)" } else { "" };
     println!(
-        "Delegated {} from {local} to {} at {addr}",
-        d.signed.task.task_type, target.name
+        "Delegated {} from {local} to {} at {addr}{via}",
+        spec.task_type, target.name
     );
     println!();
     println!("Execution proof");
     println!("  task id:      {}", p.task_id);
-    println!("  executor:     {} ({})", target.name, p.executor);
+    println!("  executor:     {} ({})", target.name, target.lct_id);
     println!("  status:       {}", p.status.as_str());
     println!(
         "  quality:      {} (required {})",
-        p.quality, d.signed.task.quality.min_quality
+        p.quality, spec.quality.min_quality
     );
     println!(
         "  convergence:  {} (required {})",
-        p.convergence, d.signed.task.quality.min_convergence
+        p.convergence, spec.quality.min_convergence
     );
     println!("  iterations:   {}", p.iterations);
     println!(
         "  actual cost:  {} ATP (estimated {})",
-        p.actual_cost, d.signed.task.estimated_cost
+        p.actual_cost, spec.estimated_cost
     );
     println!();
     println!("Result data");
@@ -196,19 +209,31 @@ fn print_report(d: &Delegation, local: &str, target: &Peer, addr: &str) {
     println!("  health check:          {:.3} ms", ms(d.health_rtt));
     println!();
     println!("Security");
-    println!(
-        "  ✓ task signed with {local}'s Ed25519 key, for {} only, with a fresh nonce",
-        p.executor
-    );
+    if legacy {
+        println!("  ✓ task signed with {local}'s Ed25519 key (legacy: no audience, no nonce)");
+    } else {
+        println!(
+            "  ✓ task signed with {local}'s Ed25519 key, for {} only, with a fresh nonce",
+            p.executor
+        );
+    }
     println!(
         "  ✓ proof signature verified against {}'s known key {}",
         target.name, target.key_id
     );
-    println!(
-        "  ✓ proof names this task ({}) and its exact payload {}",
-        p.task_id, p.task_digest
-    );
-    println!("  ✓ result digest {}", p.result_digest);
+    match &p.task_digest {
+        Some(digest) => println!(
+            "  ✓ proof names this task ({}) and its exact payload {digest}",
+            p.task_id
+        ),
+        None => println!(
+            "  ✓ proof names this task ({}); a legacy proof does not bind the payload digest",
+            p.task_id
+        ),
+    }
+    if let Some(digest) = &p.result_digest {
+        println!("  ✓ result digest {digest}");
+    }
     match &d.shortfall {
         None => println!("  ✓ quality requirements met"),
         Some(why) => println!("  ✗ {why}"),

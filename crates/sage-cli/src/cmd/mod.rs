@@ -16,3 +16,21 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, crate::failure::Failure> {
             crate::failure::Failure::Failed(format!("cannot start the async runtime: {e}"))
         })
 }
+
+/// `--protocol` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProtocolArg {
+    /// sage's native protocol.
+    V1,
+    /// The Python original's protocol.
+    Legacy,
+}
+
+impl From<ProtocolArg> for sage_crypto::Protocol {
+    fn from(arg: ProtocolArg) -> Self {
+        match arg {
+            ProtocolArg::V1 => sage_crypto::Protocol::V1,
+            ProtocolArg::Legacy => sage_crypto::Protocol::Legacy,
+        }
+    }
+}

@@ -7,6 +7,7 @@ use sage_service::keydir::KeyDir;
 use sage_service::peers_file::{AddOutcome, PeerRecord, PeersFile};
 use serde_json::json;
 
+use super::ProtocolArg;
 use crate::failure::{print_json, CmdResult, Failure};
 
 #[derive(Debug, clap::Subcommand)]
@@ -39,24 +40,6 @@ pub struct AddArgs {
     /// Replace a record of the same name that has another key.
     #[arg(long)]
     replace: bool,
-}
-
-/// `--protocol` values.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ProtocolArg {
-    /// sage's native protocol.
-    V1,
-    /// The Python original's protocol.
-    Legacy,
-}
-
-impl From<ProtocolArg> for Protocol {
-    fn from(arg: ProtocolArg) -> Self {
-        match arg {
-            ProtocolArg::V1 => Protocol::V1,
-            ProtocolArg::Legacy => Protocol::Legacy,
-        }
-    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -23,6 +23,7 @@ impl Executor for Echo {
                 quality: 1.0,
                 convergence: 1.0,
                 iterations: 1,
+                energy: 0.0,
             })
         })
     }
@@ -34,7 +35,7 @@ pub const SIMULATED_TASK_TYPES: [&str; 4] =
 
 /// The federation guide's simulated execution: no real work, the guide's
 /// figures (cost 0.92 x estimate, quality 0.78, convergence 0.85, 5 IRP
-/// iterations) and its modelled latency per task type, which is reported in
+/// iterations, final energy 0.22) and its modelled latency per task type, which is reported in
 /// the result rather than slept. The result says `"simulated": true` so that
 /// no one takes it for real work.
 #[derive(Debug, Clone)]
@@ -80,6 +81,7 @@ impl Executor for Simulate {
                 quality: 0.78,
                 convergence: 0.85,
                 iterations: 5,
+                energy: 0.22,
             })
         })
     }

@@ -28,6 +28,8 @@ pub struct Execution {
     pub convergence: f64,
     /// Refinement iterations.
     pub iterations: u32,
+    /// Final energy of the refinement (the legacy proof's `final_energy`).
+    pub energy: f64,
 }
 
 /// Why an execution failed; the node still signs a proof that says so.

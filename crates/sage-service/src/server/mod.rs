@@ -1,8 +1,10 @@
-//! The HTTP side of a node: [`router`] builds the axum app (tests drive it
+//! The HTTP side of a node: [`router`] builds the axum app (`/health`,
+//! `/v1/tasks`, and the Python original's `/execute_task`) (tests drive it
 //! with `oneshot`, no socket), [`serve`] runs it on a listener until a
 //! shutdown signal, then drains in-flight tasks up to a deadline.
 
 mod health;
+mod legacy;
 mod problem;
 mod state;
 mod tasks;
@@ -21,6 +23,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/v1/tasks", post(tasks::submit))
+        // The Python original's endpoint, for fleets that still run it.
+        .route("/execute_task", post(legacy::execute_task))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)

@@ -8,7 +8,9 @@ use sage_crypto::{KeyId, NodeKey, TrustStore};
 
 use crate::config::Limits;
 use crate::executor::ExecutorSet;
-use crate::replay::ReplayGuard;
+use crate::replay::{ExpiringMap, ReplayGuard};
+
+use super::legacy::LegacyRun;
 
 /// What a node is made of.
 #[derive(Debug)]
@@ -39,6 +41,7 @@ pub(super) struct Inner {
     pub(super) key_id: KeyId,
     pub(super) public_hex: String,
     pub(super) replay: ReplayGuard,
+    pub(super) legacy_runs: ExpiringMap<Arc<LegacyRun>>,
     pub(super) started: Instant,
     in_flight: AtomicUsize,
 }
@@ -52,6 +55,7 @@ impl AppState {
                 key_id: public.key_id(),
                 public_hex: public.to_hex(),
                 replay: ReplayGuard::new(setup.limits.replay_capacity),
+                legacy_runs: ExpiringMap::new(setup.limits.replay_capacity),
                 started: Instant::now(),
                 in_flight: AtomicUsize::new(0),
                 setup,

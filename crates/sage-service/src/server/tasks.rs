@@ -5,6 +5,9 @@
 //! and every check that can refuse runs before the replay guard records the
 //! nonce and before anything executes.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -19,7 +22,8 @@ use sage_types::{Envelope, ProblemCode, Proof, ProofStatus, Task};
 use super::state::Inner;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
-use crate::executor::Execution;
+use crate::config::Limits;
+use crate::executor::{Execution, Executor};
 use crate::replay::Admission;
 
 /// Longest task id accepted.
@@ -47,12 +51,13 @@ pub(super) async fn submit(
             format!("signed payload is not a v1 task: {e}"),
         )
     })?;
-    admit(inner, &task, verified.signer, now_ms()).inspect_err(|e| {
+    let executor = admit(inner, &task, verified.signer, now_ms()).inspect_err(|e| {
         tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %task.issuer, detail = %e.detail, "task refused");
     })?;
 
     let _in_flight = state.start_task();
-    let proof = execute(inner, &task, &payload).await;
+    let run = run(executor.as_ref(), &task).await;
+    let proof = prove(inner, &task, &payload, run);
     tracing::info!(
         task_id = %task.task_id, task_type = %task.task_type, issuer = %task.issuer,
         status = proof.status.as_str(), latency_ms = proof.latency_ms, "task executed"
@@ -92,8 +97,13 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
 }
 
 /// Every check a verified task must pass before it runs; the last one
-/// records its nonce.
-fn admit(inner: &Inner, task: &Task, signer: &Peer, now: u64) -> Result<(), ApiError> {
+/// records its nonce. Returns the executor that will run it.
+fn admit<'a>(
+    inner: &'a Inner,
+    task: &Task,
+    signer: &Peer,
+    now: u64,
+) -> Result<&'a Arc<dyn Executor>, ApiError> {
     use ProblemCode::*;
     let refuse = |code, detail: String| Err(ApiError::new(code, detail));
     if task.issuer != signer.lct_id {
@@ -143,16 +153,7 @@ fn admit(inner: &Inner, task: &Task, signer: &Peer, now: u64) -> Result<(), ApiE
             ),
         );
     }
-    if task.expires_at.saturating_add(skew) < now {
-        return refuse(
-            Expired,
-            format!(
-                "task expired {:.1} s ago (allowed skew {} s)",
-                (now - task.expires_at) as f64 / 1000.0,
-                limits.clock_skew.as_secs()
-            ),
-        );
-    }
+    check_not_expired(limits, task.expires_at, now)?;
     let lifetime = task.expires_at - task.issued_at;
     if lifetime > limits.max_task_lifetime.as_millis() as u64 {
         return refuse(
@@ -164,30 +165,14 @@ fn admit(inner: &Inner, task: &Task, signer: &Peer, now: u64) -> Result<(), ApiE
             ),
         );
     }
-    if inner.setup.executors.get(&task.task_type).is_none() {
-        let served: Vec<&str> = inner
-            .setup
-            .executors
-            .describe()
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
-        return refuse(
-            UnsupportedTask,
-            format!(
-                "no executor for task type {:?}; this node serves: {}",
-                task.task_type,
-                served.join(", ")
-            ),
-        );
-    }
+    let executor = executor_for(inner, &task.task_type)?;
     match inner.replay.admit(
         &task.issuer,
         &task.nonce,
         task.expires_at.saturating_add(skew),
         now,
     ) {
-        Admission::Fresh => Ok(()),
+        Admission::Fresh => Ok(executor),
         Admission::Replayed => refuse(
             Replayed,
             format!(
@@ -195,25 +180,81 @@ fn admit(inner: &Inner, task: &Task, signer: &Peer, now: u64) -> Result<(), ApiE
                 task.nonce, task.issuer
             ),
         ),
-        Admission::Full => Err(ApiError::new(
-            Busy,
-            "replay guard is full; retry shortly".to_owned(),
-        )
-        .retry_after(5)),
+        Admission::Full => Err(busy()),
     }
 }
 
-/// Runs the task and describes the run as a proof; a failure is a proof too.
-async fn execute(inner: &Inner, task: &Task, payload: &[u8]) -> Proof {
+/// The refusal of a node whose memory of accepted tasks is full.
+pub(super) fn busy() -> ApiError {
+    ApiError::new(
+        ProblemCode::Busy,
+        "too many live tasks to remember another; retry shortly",
+    )
+    .retry_after(5)
+}
+
+/// Refuses a task whose expiry (unix ms) passed more than the skew ago.
+pub(super) fn check_not_expired(
+    limits: &Limits,
+    expires_at: u64,
+    now: u64,
+) -> Result<(), ApiError> {
+    if expires_at.saturating_add(limits.clock_skew.as_millis() as u64) < now {
+        return Err(ApiError::new(
+            ProblemCode::Expired,
+            format!(
+                "task expired {:.1} s ago (allowed skew {} s)",
+                (now - expires_at) as f64 / 1000.0,
+                limits.clock_skew.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The executor of `task_type`, or the refusal naming what this node serves.
+pub(super) fn executor_for<'a>(
+    inner: &'a Inner,
+    task_type: &str,
+) -> Result<&'a Arc<dyn Executor>, ApiError> {
+    inner.setup.executors.get(task_type).ok_or_else(|| {
+        let served: Vec<&str> = inner
+            .setup
+            .executors
+            .describe()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        ApiError::new(
+            ProblemCode::UnsupportedTask,
+            format!(
+                "no executor for task type {task_type:?}; this node serves: {}",
+                served.join(", ")
+            ),
+        )
+    })
+}
+
+/// One execution, as both protocols' proofs describe it.
+pub(super) struct Run {
+    /// When it started (unix ms).
+    pub started_at: u64,
+    /// Measured execution time.
+    pub latency: Duration,
+    /// Whether it succeeded.
+    pub status: ProofStatus,
+    /// What the executor reported (on failure, `{"error": ...}` and zeros).
+    pub execution: Execution,
+}
+
+/// Runs `task`; a failure is a run too, and gets a proof.
+pub(super) async fn run(executor: &dyn Executor, task: &Task) -> Run {
     let started_at = now_ms();
-    let clock = std::time::Instant::now();
-    let outcome = match inner.setup.executors.get(&task.task_type) {
-        Some(executor) => executor.execute(task).await,
-        None => Err(crate::executor::ExecError("executor vanished".into())),
-    };
-    let latency_ms = clock.elapsed().as_secs_f64() * 1000.0;
-    let (status, run) = match outcome {
-        Ok(run) => (ProofStatus::Succeeded, run),
+    let clock = Instant::now();
+    let outcome = executor.execute(task).await;
+    let latency = clock.elapsed();
+    let (status, execution) = match outcome {
+        Ok(execution) => (ProofStatus::Succeeded, execution),
         Err(e) => (
             ProofStatus::Failed,
             Execution {
@@ -222,23 +263,35 @@ async fn execute(inner: &Inner, task: &Task, payload: &[u8]) -> Proof {
                 quality: 0.0,
                 convergence: 0.0,
                 iterations: 0,
+                energy: 0.0,
             },
         ),
     };
+    Run {
+        started_at,
+        latency,
+        status,
+        execution,
+    }
+}
+
+/// The v1 proof of `run`.
+fn prove(inner: &Inner, task: &Task, payload: &[u8], run: Run) -> Proof {
+    let latency_ms = run.latency.as_secs_f64() * 1000.0;
     Proof {
         executor: inner.setup.lct_id.clone(),
         issuer: task.issuer.clone(),
         task_id: task.task_id.clone(),
         task_digest: sha256_tagged(payload),
-        status,
-        result_digest: json_digest(&run.result),
-        result: run.result,
-        started_at,
-        finished_at: started_at + (latency_ms as u64),
+        status: run.status,
+        result_digest: json_digest(&run.execution.result),
+        result: run.execution.result,
+        started_at: run.started_at,
+        finished_at: run.started_at + run.latency.as_millis() as u64,
         latency_ms,
-        actual_cost: run.actual_cost,
-        quality: run.quality,
-        convergence: run.convergence,
-        iterations: run.iterations,
+        actual_cost: run.execution.actual_cost,
+        quality: run.execution.quality,
+        convergence: run.execution.convergence,
+        iterations: run.execution.iterations,
     }
 }

@@ -1,11 +1,14 @@
 //! The delegator's side: build and sign a task, send it, and accept the
-//! proof only if every check passes.
+//! proof only if every check passes; [`legacy`] does the same with the
+//! Python original's protocol.
+
+pub mod legacy;
 
 use std::time::{Duration, Instant};
 
 use rand::RngCore as _;
 use sage_crypto::digest::{json_digest, sha256_tagged};
-use sage_crypto::{sign_envelope, verify_envelope_with, NodeKey, Peer, VerifyError};
+use sage_crypto::{sign_envelope, verify_envelope_with, NodeKey, Peer, Protocol, VerifyError};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, Health, Proof, ProofStatus, QualityRequirements, Task};
@@ -28,6 +31,8 @@ pub struct TaskSpec {
     pub quality: QualityRequirements,
     /// How long the task stays valid after signing.
     pub lifetime: Duration,
+    /// The legacy task's `max_latency` (the native protocol has none).
+    pub max_latency: Duration,
     /// A task id to use instead of a random one.
     pub task_id: Option<String>,
 }
@@ -46,7 +51,7 @@ pub struct SignedTask {
 }
 
 /// Random hex of `bytes` random bytes.
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rngs::OsRng.fill_bytes(&mut buf);
     hex::encode(buf)
@@ -144,8 +149,54 @@ pub fn check_proof(
     Ok(proof)
 }
 
+/// What a verified proof says, in the same terms for both protocols.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProofSummary {
+    /// The executor as the proof names it (LCT id, or platform name for legacy).
+    pub executor: String,
+    /// The task id.
+    pub task_id: String,
+    /// Whether the execution succeeded.
+    pub status: ProofStatus,
+    /// The result.
+    pub result: serde_json::Value,
+    /// Quality score.
+    pub quality: f64,
+    /// Convergence.
+    pub convergence: f64,
+    /// Refinement iterations.
+    pub iterations: u64,
+    /// Cost in ATP.
+    pub actual_cost: f64,
+    /// Execution time in milliseconds, as the executor reports it.
+    pub latency_ms: f64,
+    /// The digest of the task payload the proof is bound to; `None` for a
+    /// legacy proof, which names the task id only.
+    pub task_digest: Option<String>,
+    /// The digest of the result, when the proof carries one.
+    pub result_digest: Option<String>,
+}
+
+impl From<&Proof> for ProofSummary {
+    fn from(p: &Proof) -> Self {
+        ProofSummary {
+            executor: p.executor.clone(),
+            task_id: p.task_id.clone(),
+            status: p.status,
+            result: p.result.clone(),
+            quality: p.quality,
+            convergence: p.convergence,
+            iterations: p.iterations.into(),
+            actual_cost: p.actual_cost,
+            latency_ms: p.latency_ms,
+            task_digest: Some(p.task_digest.clone()),
+            result_digest: Some(p.result_digest.clone()),
+        }
+    }
+}
+
 /// Why a verified proof still does not meet the task's terms, if it does not.
-pub fn shortfall(proof: &Proof, required: &QualityRequirements) -> Option<String> {
+pub fn shortfall(proof: &ProofSummary, required: &QualityRequirements) -> Option<String> {
     if proof.status == ProofStatus::Failed {
         let why = proof
             .result
@@ -172,12 +223,18 @@ pub fn shortfall(proof: &Proof, required: &QualityRequirements) -> Option<String
 /// A delegation whose proof was verified.
 #[derive(Debug, Clone)]
 pub struct Delegation {
-    /// What was sent.
-    pub signed: SignedTask,
-    /// The verified proof.
-    pub proof: Proof,
-    /// The proof as received, signature included.
-    pub proof_envelope: Envelope,
+    /// The protocol spoken.
+    pub protocol: Protocol,
+    /// The task as signed.
+    pub task: serde_json::Value,
+    /// `sha256:` digest of the signed task bytes.
+    pub task_digest: String,
+    /// The proof's signed content.
+    pub proof: serde_json::Value,
+    /// The same, in common terms.
+    pub summary: ProofSummary,
+    /// The signed proof as received (envelope, or legacy answer).
+    pub signed_proof: serde_json::Value,
     /// The target's health answer.
     pub health: Health,
     /// Round trip of the health check.
@@ -190,8 +247,8 @@ pub struct Delegation {
     pub shortfall: Option<String>,
 }
 
-/// Checks `target`'s health at `addr`, signs a task from `local`, sends it
-/// and verifies the proof.
+/// Checks `target`'s health at `addr`, signs a task from `local` in
+/// `protocol`, sends it and verifies the proof.
 ///
 /// # Errors
 /// [`DelegateError`]: the target unreachable, refusing, or its proof invalid.
@@ -200,6 +257,7 @@ pub async fn delegate(
     local: &Identity,
     target: &Peer,
     addr: &str,
+    protocol: Protocol,
     spec: &TaskSpec,
     timeout: Duration,
 ) -> Result<Delegation, DelegateError> {
@@ -213,25 +271,61 @@ pub async fn delegate(
             found: format!("{} ({})", health.platform, health.lct_id),
         });
     }
+    let invalid = |source| DelegateError::Proof {
+        target: target.name.clone(),
+        source,
+    };
     let started = Instant::now();
-    let signed = sign_task(&local.key, &local.lct_id, &target.lct_id, spec);
-    let sent = Instant::now();
-    let proof_envelope = client.submit_task(addr, &signed.envelope, timeout).await?;
-    let round_trip = sent.elapsed();
-    let proof =
-        check_proof(&proof_envelope, &signed, target).map_err(|source| DelegateError::Proof {
-            target: target.name.clone(),
-            source,
-        })?;
-    let total = started.elapsed();
+    let (task, task_digest, exchange) = match protocol {
+        Protocol::V1 => {
+            let signed = sign_task(&local.key, &local.lct_id, &target.lct_id, spec);
+            let sent = Instant::now();
+            let envelope = client.submit_task(addr, &signed.envelope, timeout).await?;
+            let round_trip = sent.elapsed();
+            let proof = check_proof(&envelope, &signed, target).map_err(invalid)?;
+            let task = serde_json::to_value(&signed.task).unwrap_or_default();
+            let signed_proof = serde_json::to_value(&envelope).unwrap_or_default();
+            let summary = ProofSummary::from(&proof);
+            (
+                task,
+                signed.digest,
+                (
+                    serde_json::to_value(&proof).unwrap_or_default(),
+                    summary,
+                    signed_proof,
+                    round_trip,
+                ),
+            )
+        }
+        Protocol::Legacy => {
+            let signed = legacy::sign_task(&local.key, &local.lct_id, spec);
+            let sent = Instant::now();
+            let response = client
+                .execute_task_legacy(addr, &signed.request, timeout)
+                .await?;
+            let round_trip = sent.elapsed();
+            let summary = legacy::check_proof(&response, &signed, target).map_err(invalid)?;
+            let signed_proof = serde_json::to_value(&response).unwrap_or_default();
+            let digest = sha256_tagged(&signed.canonical);
+            (
+                signed.request.task,
+                digest,
+                (response.proof, summary, signed_proof, round_trip),
+            )
+        }
+    };
+    let (proof, summary, signed_proof, round_trip) = exchange;
     Ok(Delegation {
-        shortfall: shortfall(&proof, &signed.task.quality),
-        signed,
+        protocol,
+        shortfall: shortfall(&summary, &spec.quality),
+        task,
+        task_digest,
         proof,
-        proof_envelope,
+        summary,
+        signed_proof,
         health,
         health_rtt,
         round_trip,
-        total,
+        total: started.elapsed(),
     })
 }

@@ -1,0 +1,214 @@
+//! `POST /execute_task`: the Python original's endpoint, with the checks it
+//! lacks.
+//!
+//! Like the original, the signable task is rebuilt from the received JSON
+//! and its canonical form verified against the requester's known key. On
+//! top of the original, a task is refused when its signed `deadline` has
+//! passed or lies further ahead than the node's task lifetime, when
+//! `delegating_platform` is not the requester, or when its `task_id` already
+//! ran for that requester with other content. The same signed task sent
+//! again gets the stored proof back and does not run twice.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use sage_crypto::digest::sha256;
+use sage_crypto::legacy::{sign_legacy, signing_bytes, verify_legacy};
+use sage_types::legacy::{signable_task, LegacyRequest, LegacyResponse, LegacyTask};
+use sage_types::{ProblemCode, QualityRequirements, Task};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use super::state::Inner;
+use super::tasks::{busy, check_not_expired, executor_for, read_body, run, Run};
+use super::{ApiError, AppState};
+use crate::clock::{now_ms, now_secs_f64};
+use crate::executor::Executor;
+use crate::replay::{pair_key, Slot};
+
+/// One legacy task: the digest of its signed bytes, and its answer once made.
+#[derive(Debug)]
+pub(super) struct LegacyRun {
+    digest: [u8; 32],
+    answer: OnceCell<Bytes>,
+}
+
+pub(super) async fn execute_task(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let inner = state.inner();
+    let bytes = read_body(body, inner.setup.limits.max_body_bytes).await?;
+    let request: LegacyRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ProblemCode::Malformed,
+            format!("body is not a legacy task request: {e}"),
+        )
+    })?;
+    let requester = &request.requester_lct_id;
+    let peer = inner.setup.trust.by_lct(requester).ok_or_else(|| {
+        ApiError::new(
+            ProblemCode::UnknownPlatform,
+            format!("Unknown platform: {requester}"),
+        )
+    })?;
+    let signable = signable_task(&request.task)
+        .map_err(|e| ApiError::new(ProblemCode::Malformed, e.to_string()))?;
+    let canonical = signing_bytes(&signable);
+    verify_legacy(&peer.public_key, &canonical, &request.signature)
+        .map_err(|_| ApiError::new(ProblemCode::InvalidSignature, "Invalid signature"))?;
+    let task: LegacyTask = serde_json::from_value(signable).map_err(|e| {
+        ApiError::new(
+            ProblemCode::Malformed,
+            format!("signed task has a field of the wrong type: {e}"),
+        )
+    })?;
+
+    let now = now_ms();
+    let (run_slot, executor) = admit(inner, &task, requester, sha256(&canonical), now).inspect_err(|e| {
+        tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %requester, detail = %e.detail, "legacy task refused");
+    })?;
+    let answer = run_slot
+        .answer
+        .get_or_try_init(|| async {
+            let _in_flight = state.start_task();
+            let native = as_native(inner, &task, requester);
+            let run = run(executor.as_ref(), &native).await;
+            tracing::info!(
+                task_id = %task.task_id, task_type = %task.task_type, issuer = %requester,
+                status = run.status.as_str(), latency_ms = run.latency.as_secs_f64() * 1000.0,
+                "legacy task executed"
+            );
+            answer(inner, &task, run)
+        })
+        .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answer.clone(),
+    )
+        .into_response())
+}
+
+/// The checks the Python original lacks. Returns the task's run slot (new,
+/// or the one of the same signed task received before) and its executor.
+fn admit<'a>(
+    inner: &'a Inner,
+    task: &LegacyTask,
+    requester: &str,
+    digest: [u8; 32],
+    now: u64,
+) -> Result<(Arc<LegacyRun>, &'a Arc<dyn Executor>), ApiError> {
+    if task.delegating_platform != requester {
+        return Err(ApiError::new(
+            ProblemCode::InvalidSignature,
+            format!(
+                "task is delegated by {} but sent by {requester}",
+                task.delegating_platform
+            ),
+        ));
+    }
+    let limits = &inner.setup.limits;
+    let deadline = seconds_to_ms(task.deadline);
+    check_not_expired(limits, deadline, now)?;
+    let horizon = now + (limits.max_task_lifetime + limits.clock_skew).as_millis() as u64;
+    if deadline > horizon {
+        return Err(ApiError::new(
+            ProblemCode::Expired,
+            format!(
+                "task deadline is {:.0} s ahead, more than this node's limit of {} s",
+                (deadline - now) as f64 / 1000.0,
+                limits.max_task_lifetime.as_secs()
+            ),
+        ));
+    }
+    let executor = executor_for(inner, &task.task_type)?;
+    let keep_until = deadline + limits.clock_skew.as_millis() as u64;
+    let slot = inner.legacy_runs.get_or_insert(
+        pair_key(requester, &task.task_id),
+        keep_until,
+        now,
+        || {
+            Arc::new(LegacyRun {
+                digest,
+                answer: OnceCell::new(),
+            })
+        },
+    );
+    match slot {
+        Slot::Inserted(run) => Ok((run, executor)),
+        Slot::Existing(run) if run.digest == digest => Ok((run, executor)),
+        Slot::Existing(_) => Err(ApiError::new(
+            ProblemCode::Replayed,
+            format!(
+                "task_id {} already ran for {requester} with different content; use a new task id",
+                task.task_id
+            ),
+        )),
+        Slot::Full => Err(busy()),
+    }
+}
+
+fn seconds_to_ms(secs: f64) -> u64 {
+    // Negative and NaN deadlines become 0: long expired.
+    (secs * 1000.0).max(0.0) as u64
+}
+
+/// The task as the executors see it.
+fn as_native(inner: &Inner, task: &LegacyTask, requester: &str) -> Task {
+    Task {
+        task_id: task.task_id.clone(),
+        task_type: task.task_type.clone(),
+        issuer: requester.to_owned(),
+        audience: inner.setup.lct_id.clone(),
+        issued_at: now_ms(),
+        expires_at: seconds_to_ms(task.deadline),
+        nonce: String::new(),
+        input: task.task_data.clone(),
+        estimated_cost: task.estimated_cost,
+        quality: QualityRequirements {
+            min_quality: task.quality_requirements.min_quality,
+            min_convergence: task.quality_requirements.min_convergence,
+        },
+    }
+}
+
+/// The signed answer: the proof as the Python original shapes it.
+fn answer(inner: &Inner, task: &LegacyTask, run: Run) -> Result<Bytes, ApiError> {
+    let e = &run.execution;
+    let result = match run.status {
+        sage_types::ProofStatus::Succeeded => e.result.clone(),
+        sage_types::ProofStatus::Failed => {
+            json!({ "status": "failed", "error": e.result["error"] })
+        }
+    };
+    let proof = json!({
+        "task_id": task.task_id,
+        "executing_platform": inner.setup.name,
+        "result_data": result,
+        "actual_latency": run.latency.as_secs_f64(),
+        "actual_cost": e.actual_cost,
+        "irp_iterations": e.iterations,
+        "final_energy": e.energy,
+        "convergence_quality": e.convergence,
+        "quality_score": e.quality,
+        "execution_timestamp": run.started_at as f64 / 1000.0 + run.latency.as_secs_f64(),
+    });
+    let signature = sign_legacy(&inner.setup.key, &signing_bytes(&proof));
+    let response = LegacyResponse {
+        proof,
+        signature,
+        timestamp: Some(now_secs_f64()),
+    };
+    serde_json::to_vec(&response).map(Bytes::from).map_err(|e| {
+        ApiError::new(
+            ProblemCode::Internal,
+            format!("cannot encode legacy proof: {e}"),
+        )
+    })
+}

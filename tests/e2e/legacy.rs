@@ -1,0 +1,459 @@
+//! Interoperability with the Python original's protocol, both ways, with
+//! the golden vectors' keys in a key directory laid out like the original's
+//! (32-byte seed files). The Python side is `tests/legacy/python_node.py`,
+//! a stand-in for the original written from its protocol description.
+
+use std::process::{Command, Stdio};
+
+use sage_crypto::legacy::{sign_legacy, signing_bytes, verify_legacy};
+use sage_crypto::{NodeKey, PublicKey};
+use sage_types::legacy::{signable_proof, LegacyResponse};
+use serde_json::{json, Value};
+
+use crate::util::{assert_refused, http, HttpAnswer, Keys, Node, Run};
+
+const PYTHON_NODE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/legacy/python_node.py"
+);
+
+fn vectors() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/vectors/legacy-v0.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A key directory as the Python original lays it out: the vectors' Thor
+/// and Sprout as 32-byte seed files.
+fn python_keys() -> (Keys, Value) {
+    let v = vectors();
+    let keys = Keys::new();
+    std::fs::create_dir_all(keys.path()).unwrap();
+    for name in ["Thor", "Sprout"] {
+        let seed = hex::decode(v["keys"][name]["seed_hex"].as_str().unwrap()).unwrap();
+        assert_eq!(seed.len(), 32);
+        std::fs::write(keys.path().join(format!("{name}_ed25519.key")), seed).unwrap();
+    }
+    (keys, v)
+}
+
+fn python(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new("python3")
+        .arg(PYTHON_NODE)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the legacy interop tests");
+    {
+        use std::io::Write as _;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A Python node serving; killed when dropped.
+struct PythonNode {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PythonNode {
+    fn start(keys: &Keys, name: &str) -> PythonNode {
+        use std::io::BufRead as _;
+        let mut child = Command::new("python3")
+            .arg(PYTHON_NODE)
+            .args(["serve", "--name", name, "--keys-dir"])
+            .arg(keys.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{line}"));
+        PythonNode { child, port }
+    }
+}
+
+impl Drop for PythonNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn post(node: &Node, body: &[u8]) -> HttpAnswer {
+    http(node.addr, "POST", "/execute_task", body)
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn the_python_client_delegates_to_sage_and_accepts_its_proof() {
+    let (keys, v) = python_keys();
+    let thor = keys.serve("Thor", &[]);
+    for task_type in ["llm_inference", "echo"] {
+        let run = python(
+            &[
+                "delegate",
+                "--name",
+                "Sprout",
+                "--keys-dir",
+                keys.path().to_str().unwrap(),
+                "--url",
+                &format!("http://{}", thor.address()),
+                "--target-name",
+                "Thor",
+                "--target-public-key",
+                v["keys"]["Thor"]["public_key_hex"].as_str().unwrap(),
+                "--task-type",
+                task_type,
+                "--task-data",
+                r#"{"prompt": "Thor→Sprout 😀", "x": 1e-05}"#,
+            ],
+            None,
+        );
+        run.assert_code(0);
+        let out = run.json();
+        assert_eq!(
+            (out["ok"].clone(), out["verified"].clone()),
+            (json!(true), json!(true)),
+            "{out}"
+        );
+        assert_eq!(out["proof"]["executing_platform"], "Thor");
+    }
+    // `key show` reads the Python original's seed files as they are.
+    let run = keys.run(&["key", "show", "--name", "thor", "--public-only"]);
+    assert_eq!(run.stdout.trim(), v["keys"]["Thor"]["public_key_hex"]);
+}
+
+#[test]
+fn sage_delegates_to_a_python_node() {
+    let (keys, v) = python_keys();
+    let sprout = PythonNode::start(&keys, "Sprout");
+    let sprout_pub = v["keys"]["Sprout"]["public_key_hex"].as_str().unwrap();
+
+    // For one call...
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "Thor",
+        "--target",
+        "Sprout",
+        "--port",
+        &sprout.port.to_string(),
+        "--protocol",
+        "legacy",
+        "--task-type",
+        "vision",
+        "--input",
+        r#"{"image": "frame_000123.jpg"}"#,
+        "--json",
+    ]);
+    run.assert_code(0);
+    let out = run.json();
+    assert_eq!(out["verified"], true);
+    assert_eq!(out["protocol"], "legacy");
+    assert_eq!(out["proof"]["executing_platform"], "Sprout");
+    assert_eq!(
+        out["proof"]["result_data"]["echo"]["image"],
+        "frame_000123.jpg"
+    );
+    assert_eq!(out["task"]["delegating_platform"], "thor_sage_lct");
+
+    // ...or through the peer record, with the same summary as native peers.
+    let peers = Keys::new();
+    std::fs::create_dir_all(peers.path()).unwrap();
+    std::fs::copy(
+        keys.path().join("Thor_ed25519.key"),
+        peers.path().join("Thor_ed25519.key"),
+    )
+    .unwrap();
+    peers
+        .run(&[
+            "peer",
+            "add",
+            "--name",
+            "Sprout",
+            "--public-key",
+            sprout_pub,
+            "--protocol",
+            "legacy",
+            "--address",
+            &format!("127.0.0.1:{}", sprout.port),
+        ])
+        .assert_code(0);
+    let run = peers.run(&["delegate", "--local", "Thor", "--target", "sprout"]);
+    run.assert_code(0);
+    for part in [
+        "(legacy protocol)",
+        "Execution proof",
+        "Result data",
+        "✓ proof signature verified",
+        "does not bind the payload digest",
+    ] {
+        assert!(
+            run.stdout.contains(part),
+            "missing {part:?}:\n{}",
+            run.stdout
+        );
+    }
+
+    // A wrong key on record: the Python node's proof is refused.
+    let wrong = Keys::new();
+    std::fs::create_dir_all(wrong.path()).unwrap();
+    std::fs::copy(
+        keys.path().join("Thor_ed25519.key"),
+        wrong.path().join("Thor_ed25519.key"),
+    )
+    .unwrap();
+    let other = NodeKey::generate().public().to_hex();
+    wrong
+        .run(&[
+            "peer",
+            "add",
+            "--name",
+            "Sprout",
+            "--public-key",
+            &other,
+            "--protocol",
+            "legacy",
+        ])
+        .assert_code(0);
+    let run = wrong.run(&[
+        "delegate",
+        "--local",
+        "Thor",
+        "--target",
+        "Sprout",
+        "--port",
+        &sprout.port.to_string(),
+    ]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("signature does not verify"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn sage_delegates_to_sage_over_the_legacy_endpoint() {
+    let (keys, _) = python_keys();
+    let thor = keys.serve("Thor", &[]);
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &thor.port(),
+        "--protocol",
+        "legacy",
+        "--task-type",
+        "echo",
+        "--input",
+        r#"{"n": [1, 2.5]}"#,
+        "--json",
+    ]);
+    run.assert_code(0);
+    let out = run.json();
+    assert_eq!(out["proof"]["result_data"], json!({"n": [1, 2.5]}));
+    assert!(
+        thor.log().contains("legacy task executed"),
+        "{}",
+        thor.log()
+    );
+}
+
+/// Each vector's request as it travelled: refused as it is (its deadline is
+/// long past), accepted once re-signed with a deadline in the window, run
+/// once however often it is sent, and its proof verifies as the Python
+/// client checks it.
+#[test]
+fn vector_requests_are_refused_when_stale_and_accepted_when_re_signed() {
+    let (keys, v) = python_keys();
+    let thor = keys.serve("Thor", &[]);
+    let thor_key =
+        PublicKey::from_hex(v["keys"]["Thor"]["public_key_hex"].as_str().unwrap()).unwrap();
+    for vector in v["tasks"].as_array().unwrap() {
+        let body = vector["request_body"].as_str().unwrap();
+        let answer = post(&thor, body.as_bytes());
+        assert_refused(&thor, &answer, 403, "expired");
+
+        let deadline = format!("{:.3}", now() + 60.0);
+        let run = python(
+            &[
+                "sign-task",
+                "--name",
+                "Sprout",
+                "--keys-dir",
+                keys.path().to_str().unwrap(),
+                "--request-json",
+                "-",
+                "--deadline",
+                &deadline,
+            ],
+            Some(body),
+        );
+        run.assert_code(0);
+        let resigned = run.stdout.trim().as_bytes().to_vec();
+        let first = post(&thor, &resigned);
+        assert_eq!(
+            first.status,
+            200,
+            "{}\n{}",
+            String::from_utf8_lossy(&first.body),
+            thor.log()
+        );
+        let response: LegacyResponse = serde_json::from_slice(&first.body).unwrap();
+        let signable = signable_proof(&response.proof).unwrap();
+        verify_legacy(&thor_key, &signing_bytes(&signable), &response.signature).unwrap();
+        // The Python rules, by Python itself: json.dumps(proof, sort_keys=True).
+        let run = python(
+            &["canonical"],
+            Some(&serde_json::to_string(&signable).unwrap()),
+        );
+        assert_eq!(run.stdout.as_bytes(), signing_bytes(&signable));
+        let task_id = vector["signable"]["task_id"].as_str().unwrap();
+        assert_eq!(response.proof["task_id"], task_id);
+        assert_eq!(
+            response.proof["result_data"]["echo"],
+            vector["signable"]["task_data"]
+        );
+
+        // Sent again: the stored proof, byte for byte, and no second run.
+        let again = post(&thor, &resigned);
+        assert_eq!(again.status, 200);
+        assert_eq!(again.body, first.body);
+        assert!(thor.wait_for_log(&format!("legacy task executed task_id={task_id} ")));
+        let runs = thor
+            .log()
+            .matches(&format!("legacy task executed task_id={task_id} "))
+            .count();
+        assert_eq!(runs, 1, "{}", thor.log());
+    }
+}
+
+/// A legacy request signed here with a vector key.
+fn request(key: &NodeKey, requester: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut task = vectors()["tasks"][0]["signable"].clone();
+    task["task_id"] = json!(format!(
+        "t_{}",
+        &NodeKey::generate().public().to_hex()[..12]
+    ));
+    task["deadline"] = json!(now() + 60.0);
+    edit(&mut task);
+    let signature = sign_legacy(key, &signing_bytes(&task));
+    serde_json::to_vec(&json!({"task": task, "requester_lct_id": requester, "signature": signature, "timestamp": now()})).unwrap()
+}
+
+fn seed_key(v: &Value, name: &str) -> NodeKey {
+    NodeKey::from_key_file(&hex::decode(v["keys"][name]["seed_hex"].as_str().unwrap()).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn legacy_refusals() {
+    let (keys, v) = python_keys();
+    let thor = keys.serve("Thor", &[]);
+    let sprout = seed_key(&v, "Sprout");
+
+    // The control: a well-formed request passes.
+    assert_eq!(
+        post(&thor, &request(&sprout, "sprout_sage_lct", |_| {})).status,
+        200
+    );
+
+    let answer = post(&thor, &request(&sprout, "legion_sage_lct", |_| {}));
+    assert_refused(&thor, &answer, 403, "unknown_platform");
+    assert_eq!(answer.json()["detail"], "Unknown platform: legion_sage_lct");
+
+    let stranger = NodeKey::generate();
+    let answer = post(&thor, &request(&stranger, "sprout_sage_lct", |_| {}));
+    assert_refused(&thor, &answer, 403, "invalid_signature");
+    assert_eq!(answer.json()["detail"], "Invalid signature");
+
+    // Signed by Sprout, claiming Thor delegated it.
+    let answer = post(
+        &thor,
+        &request(&sprout, "sprout_sage_lct", |t| {
+            t["delegating_platform"] = json!("thor_sage_lct")
+        }),
+    );
+    assert_refused(&thor, &answer, 403, "invalid_signature");
+
+    let answer = post(
+        &thor,
+        &request(&sprout, "sprout_sage_lct", |t| {
+            t["deadline"] = json!(now() - 3600.0)
+        }),
+    );
+    assert_refused(&thor, &answer, 403, "expired");
+    let answer = post(
+        &thor,
+        &request(&sprout, "sprout_sage_lct", |t| {
+            t["deadline"] = json!(now() + 30.0 * 86400.0)
+        }),
+    );
+    assert_refused(&thor, &answer, 403, "expired");
+
+    // The same task id again with other content.
+    let first = request(&sprout, "sprout_sage_lct", |t| {
+        t["task_id"] = json!("fixed_id")
+    });
+    assert_eq!(post(&thor, &first).status, 200);
+    let changed = request(&sprout, "sprout_sage_lct", |t| {
+        t["task_id"] = json!("fixed_id");
+        t["estimated_cost"] = json!(999.0);
+    });
+    assert_refused(&thor, &post(&thor, &changed), 409, "replayed");
+
+    let answer = post(
+        &thor,
+        &request(&sprout, "sprout_sage_lct", |t| {
+            t.as_object_mut().unwrap().remove("min_witnesses");
+        }),
+    );
+    assert_refused(&thor, &answer, 400, "malformed");
+
+    let answer = post(
+        &thor,
+        &request(&sprout, "sprout_sage_lct", |t| {
+            t["task_type"] = json!("rm_rf")
+        }),
+    );
+    assert_refused(&thor, &answer, 422, "unsupported_task");
+
+    assert_refused(&thor, &post(&thor, b"<html>"), 400, "malformed");
+    assert_refused(
+        &thor,
+        &http(thor.addr, "POST", "/execute_tasks", b"{}"),
+        404,
+        "not_found",
+    );
+}

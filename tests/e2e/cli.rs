@@ -32,11 +32,7 @@ fn keygen_writes_a_private_key_file_and_never_overwrites_it() {
 
     let run = keys.run(&["keygen", "--name", "Thor"]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("already exists") && run.stderr.contains("--force"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["already exists", "--force"]);
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 
     let run = keys.run(&["keygen", "--name", "Thor", "--force"]);
@@ -50,7 +46,7 @@ fn key_show_reads_both_file_layouts() {
     let public = keys.keygen("Legion");
     let run = keys.run(&["key", "show", "--name", "legion"]);
     run.assert_code(0);
-    assert!(run.stdout.contains("name:       Legion"), "{}", run.stdout);
+    run.assert_stdout(&["name:       Legion"]);
     assert!(run.stdout.contains("lct id:     legion_sage_lct"));
     assert!(run.stdout.contains(&public));
     let run = keys.run(&["key", "show", "--name", "Legion", "--public-only"]);
@@ -95,46 +91,27 @@ fn corrupt_and_unreadable_key_files_are_refused_with_the_fix() {
     std::fs::write(&path, &bytes).unwrap();
     let run = keys.run(&["key", "show", "--name", "Thor"]);
     run.assert_code(1);
-    for part in [
+    run.assert_stderr(&[
         "Thor_ed25519.key",
         "64 bytes",
         "does not belong to its seed",
         "sage keygen --name Thor --force",
-    ] {
-        assert!(
-            run.stderr.contains(part),
-            "missing {part:?}: {}",
-            run.stderr
-        );
-    }
+    ]);
 
     std::fs::write(&path, b"hello").unwrap();
     let run = keys.run(&["serve", "--name", "Thor", "--port", "0"]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("(5 bytes) is corrupt")
-            && run.stderr.contains("32 bytes (seed) or 64 bytes"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["(5 bytes) is corrupt", "32 bytes (seed) or 64 bytes"]);
 
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
     let run = keys.run(&["key", "show", "--name", "Thor"]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("cannot read key file"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["cannot read key file"]);
 
     let run = keys.run(&["key", "show", "--name", "Sprout"]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("sage keygen --name Sprout"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["sage keygen --name Sprout"]);
 }
 
 #[test]
@@ -181,7 +158,7 @@ fn peers_are_added_listed_and_removed() {
     // Another key under the same name needs --replace.
     let run = keys.run(&["peer", "add", "--name", "sprout", "--public-key", THOR_PUB]);
     run.assert_code(1);
-    assert!(run.stderr.contains("--replace"), "{}", run.stderr);
+    run.assert_stderr(&["--replace"]);
     keys.run(&[
         "peer",
         "add",
@@ -200,21 +177,13 @@ fn peers_are_added_listed_and_removed() {
     // Method 1: another platform's key file is a peer too, and says so.
     keys.keygen("Legion");
     let run = keys.run(&["peer", "list"]);
-    assert!(
-        run.stdout.contains("Legion (legion_sage_lct)") && run.stdout.contains("key file"),
-        "{}",
-        run.stdout
-    );
+    run.assert_stdout(&["Legion (legion_sage_lct)", "key file"]);
 
     keys.run(&["peer", "remove", "--name", "SPROUT"])
         .assert_code(0);
     let run = keys.run(&["peer", "remove", "--name", "Sprout"]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("no peer named Sprout"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["no peer named Sprout"]);
 }
 
 #[test]
@@ -271,9 +240,5 @@ fn health_reports_a_running_node() {
     assert!(out["rtt_ms"].as_f64().unwrap() > 0.0);
     let run = keys.run(&["health", &format!("http://{}", node.address())]);
     run.assert_code(0);
-    assert!(
-        run.stdout.contains("Thor (thor_sage_lct)") && run.stdout.contains("healthy"),
-        "{}",
-        run.stdout
-    );
+    run.assert_stdout(&["Thor (thor_sage_lct)", "healthy"]);
 }

@@ -67,20 +67,14 @@ fn scenario_1_loopback_delegation_is_verified() {
         &thor.port(),
     ]);
     run.assert_code(0);
-    for section in [
+    run.assert_stdout(&[
         "Execution proof",
         "Result data",
         "total delegation time",
         "network overhead",
         "Security",
         "✓ proof signature verified",
-    ] {
-        assert!(
-            run.stdout.contains(section),
-            "missing {section:?}:\n{}",
-            run.stdout
-        );
-    }
+    ]);
 }
 
 /// Scenario 3: two nodes with separate key directories, peers added by
@@ -219,22 +213,13 @@ fn unreachable_unknown_and_silent_targets_are_reported() {
         "delegate", "--local", "Sprout", "--target", "Thor", "--port", &port,
     ]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("cannot reach 127.0.0.1:")
-            && run.stderr.contains("Is `sage serve` running there?"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["cannot reach 127.0.0.1:", "Is `sage serve` running there?"]);
 
     let run = keys.run(&[
         "delegate", "--local", "Sprout", "--target", "Legion", "--port", &port,
     ]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("unknown target \"Legion\"") && run.stderr.contains("sage peer add"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["unknown target \"Legion\"", "sage peer add"]);
 
     // A node that accepts the connection and never answers.
     let mute = FakeNode::start(|_, _, _| None);
@@ -252,20 +237,12 @@ fn unreachable_unknown_and_silent_targets_are_reported() {
         "1",
     ]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("did not answer within"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["did not answer within"]);
 
     // `sage health` says the same, with the troubleshooting advice.
     let run = keys.run(&["health", &format!("127.0.0.1:{port}")]);
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("troubleshooting") && run.stderr.contains("ufw"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["troubleshooting", "ufw"]);
 }
 
 /// A fake Thor at the address: healthy, but its proofs are made by `forge`
@@ -349,11 +326,7 @@ fn forged_proofs_are_refused() {
         &fake_thor(|t, p| sign_proof(&NodeKey::generate(), &honest_proof(t, p))),
     );
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("signed by another key"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["signed by another key"]);
 
     // Thor's key id, but the payload altered after signing.
     let k = thor_key.clone();
@@ -369,11 +342,7 @@ fn forged_proofs_are_refused() {
         }),
     );
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("signature does not verify"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["signature does not verify"]);
 
     // Validly signed by Thor, but for another task.
     let k = thor_key.clone();
@@ -386,11 +355,7 @@ fn forged_proofs_are_refused() {
         }),
     );
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("proof is for another task"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["proof is for another task"]);
 
     // Right task id, but a digest of other payload bytes.
     let k = thor_key.clone();
@@ -403,7 +368,7 @@ fn forged_proofs_are_refused() {
         }),
     );
     run.assert_code(1);
-    assert!(run.stderr.contains("task digest"), "{}", run.stderr);
+    run.assert_stderr(&["task digest"]);
 
     // A result that does not match its digest.
     let k = thor_key.clone();
@@ -416,7 +381,7 @@ fn forged_proofs_are_refused() {
         }),
     );
     run.assert_code(1);
-    assert!(run.stderr.contains("result digest"), "{}", run.stderr);
+    run.assert_stderr(&["result digest"]);
 
     // A valid proof below the required quality: verified, but not accepted.
     let k = thor_key.clone();
@@ -431,11 +396,7 @@ fn forged_proofs_are_refused() {
     run.assert_code(1);
     assert_eq!(run.json()["verified"], true);
     assert_eq!(run.json()["accepted"], false);
-    assert!(
-        run.stderr.contains("quality 0.1 is below the required 0.6"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr(&["quality 0.1 is below the required 0.6"]);
 }
 
 #[test]

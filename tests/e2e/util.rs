@@ -42,6 +42,32 @@ impl Run {
         })
     }
 
+    /// Checks that stderr contains every one of `parts`.
+    #[track_caller]
+    pub fn assert_stderr(&self, parts: &[&str]) -> &Self {
+        for part in parts {
+            assert!(
+                self.stderr.contains(part),
+                "stderr lacks {part:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+
+    /// Checks that stdout contains every one of `parts`.
+    #[track_caller]
+    pub fn assert_stdout(&self, parts: &[&str]) -> &Self {
+        for part in parts {
+            assert!(
+                self.stdout.contains(part),
+                "stdout lacks {part:?}:\n{}",
+                self.stdout
+            );
+        }
+        self
+    }
+
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sage_service::keydir::KeyDir;
+use sage_service::keydir::{Identity, KeyDir};
 use serde_json::json;
 
 use crate::failure::{print_json, CmdResult};
@@ -33,14 +33,7 @@ pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
     if args.public_only {
         println!("{}", public.to_hex());
     } else if args.json {
-        print_json(&json!({
-            "name": identity.name,
-            "lct_id": identity.lct_id,
-            "public_key": public.to_hex(),
-            "key_id": public.key_id().to_string(),
-            "key_file": identity.key_path,
-            "loose_mode": identity.loose_mode.map(|m| format!("{m:o}")),
-        }));
+        print_json(&identity_json(&identity));
     } else {
         println!("name:       {}", identity.name);
         println!("lct id:     {}", identity.lct_id);
@@ -55,4 +48,17 @@ pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// The `--json` form of an identity (`keygen`, `key show`); never the private key.
+pub fn identity_json(identity: &Identity) -> serde_json::Value {
+    let public = identity.key.public();
+    json!({
+        "name": identity.name,
+        "lct_id": identity.lct_id,
+        "public_key": public.to_hex(),
+        "key_id": public.key_id().to_string(),
+        "key_file": identity.key_path,
+        "loose_mode": identity.loose_mode.map(|m| format!("{m:o}")),
+    })
 }

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use sage_service::keydir::KeyDir;
-use serde_json::json;
 
 use crate::failure::{print_json, CmdResult};
 
@@ -28,13 +27,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     let identity = KeyDir::new(keys_dir).generate(&args.name, args.lct.as_deref(), args.force)?;
     let public = identity.key.public();
     if args.json {
-        print_json(&json!({
-            "name": identity.name,
-            "lct_id": identity.lct_id,
-            "public_key": public.to_hex(),
-            "key_id": public.key_id().to_string(),
-            "key_file": identity.key_path,
-        }));
+        print_json(&super::key::identity_json(&identity));
     } else {
         eprintln!(
             "wrote {} (mode 0600) for {} ({})",

@@ -32,6 +32,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Sign a task, send it to a peer, and verify the proof it returns.
     Delegate(cmd::delegate::Args),
+    /// Load a node with delegations: throughput, latency percentiles, errors.
+    Bench(cmd::bench::Args),
     /// Check that a node answers and is healthy.
     Health(cmd::health::Args),
     /// Make a new Ed25519 key for a platform.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(&cli.keys_dir, args),
         Command::Delegate(args) => cmd::delegate::run(&cli.keys_dir, args),
         Command::Health(args) => cmd::health::run(args),
+        Command::Bench(args) => cmd::bench::run(&cli.keys_dir, args),
         Command::Keygen(args) => cmd::keygen::run(&cli.keys_dir, args),
         Command::Key(command) => cmd::key::run(&cli.keys_dir, command),
         Command::Peer(command) => cmd::peer::run(&cli.keys_dir, command),

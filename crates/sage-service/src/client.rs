@@ -104,6 +104,32 @@ impl Client {
             .await
     }
 
+    /// Posts `body` to `url` and reads the answer: the load generator's
+    /// baseline request.
+    ///
+    /// # Errors
+    /// A transport error, or [`ClientError::BadResponse`] for a non-200.
+    pub async fn post_echo(
+        &self,
+        url: &str,
+        body: axum::body::Bytes,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .post(url)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(url, timeout, &e))?;
+        let (status, body) = read(url, timeout, response).await?;
+        if status != 200 {
+            return Err(refusal(url, status, &body));
+        }
+        Ok(())
+    }
+
     async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
         addr: &str,

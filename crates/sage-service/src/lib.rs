@@ -8,8 +8,10 @@
 //!   store built from it; [`peers_file`] is the `peers.toml` format.
 //! - [`replay`]: the bounded in-memory replay guard.
 //! - [`config`]: the limits a node enforces.
+//! - [`bench`]: the load generator of `sage bench`.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod config;

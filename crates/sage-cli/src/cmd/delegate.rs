@@ -68,7 +68,7 @@ pub fn seconds(secs: f64, flag: &str) -> Result<Duration, Failure> {
         .ok_or_else(|| Failure::Usage(format!("{flag} must be a positive number of seconds")))
 }
 
-fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
+pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
     let (text, origin) = match arg.strip_prefix('@') {
         Some(path) => (
             std::fs::read_to_string(path)

@@ -9,14 +9,16 @@ use std::time::{Duration, Instant};
 use rand::RngCore as _;
 use sage_crypto::digest::{json_digest, sha256_tagged};
 use sage_crypto::{sign_envelope, verify_envelope_with, NodeKey, Peer, Protocol, VerifyError};
+use sage_types::legacy::LegacyResponse;
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, Health, Proof, ProofStatus, QualityRequirements, Task};
+use serde_json::Value;
 
 use crate::client::Client;
 use crate::clock::now_ms;
 use crate::keydir::Identity;
-use crate::{DelegateError, ProofError};
+use crate::{ClientError, DelegateError, ProofError};
 
 /// What to delegate.
 #[derive(Debug, Clone)]
@@ -247,6 +249,96 @@ pub struct Delegation {
     pub shortfall: Option<String>,
 }
 
+/// One task signed and sent, and the answer received (not yet verified).
+#[derive(Debug, Clone)]
+pub enum Exchange {
+    /// The native protocol.
+    V1 {
+        /// What was sent.
+        signed: SignedTask,
+        /// The proof envelope received.
+        proof: Envelope,
+    },
+    /// The Python original's protocol.
+    Legacy {
+        /// What was sent.
+        signed: legacy::SignedLegacyTask,
+        /// The answer received.
+        response: LegacyResponse,
+    },
+}
+
+impl Exchange {
+    /// Checks the proof as the delegator must (see [`check_proof`] and
+    /// [`legacy::check_proof`]).
+    ///
+    /// # Errors
+    /// [`ProofError`] naming the first check that failed.
+    pub fn verify(&self, target: &Peer) -> Result<ProofSummary, ProofError> {
+        match self {
+            Exchange::V1 { signed, proof } => {
+                check_proof(proof, signed, target).map(|p| ProofSummary::from(&p))
+            }
+            Exchange::Legacy { signed, response } => legacy::check_proof(response, signed, target),
+        }
+    }
+
+    /// (task as signed, digest of its signed bytes, proof content, signed
+    /// proof as received), as JSON for reports.
+    fn to_json(&self) -> (Value, String, Value, Value) {
+        match self {
+            Exchange::V1 { signed, proof } => (
+                serde_json::to_value(&signed.task).unwrap_or_default(),
+                signed.digest.clone(),
+                proof
+                    .payload_bytes()
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .unwrap_or_default(),
+                serde_json::to_value(proof).unwrap_or_default(),
+            ),
+            Exchange::Legacy { signed, response } => (
+                signed.request.task.clone(),
+                sha256_tagged(&signed.canonical),
+                response.proof.clone(),
+                serde_json::to_value(response).unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+/// Signs a task from `local` for `target` in `protocol` and sends it to
+/// `addr`; returns what was exchanged and the time from sending to answer.
+///
+/// # Errors
+/// [`ClientError`]: the target unreachable, silent or refusing.
+pub async fn exchange(
+    client: &Client,
+    local: &Identity,
+    target: &Peer,
+    addr: &str,
+    protocol: Protocol,
+    spec: &TaskSpec,
+    timeout: Duration,
+) -> Result<(Exchange, Duration), ClientError> {
+    match protocol {
+        Protocol::V1 => {
+            let signed = sign_task(&local.key, &local.lct_id, &target.lct_id, spec);
+            let sent = Instant::now();
+            let proof = client.submit_task(addr, &signed.envelope, timeout).await?;
+            Ok((Exchange::V1 { signed, proof }, sent.elapsed()))
+        }
+        Protocol::Legacy => {
+            let signed = legacy::sign_task(&local.key, &local.lct_id, spec);
+            let sent = Instant::now();
+            let response = client
+                .execute_task_legacy(addr, &signed.request, timeout)
+                .await?;
+            Ok((Exchange::Legacy { signed, response }, sent.elapsed()))
+        }
+    }
+}
+
 /// Checks `target`'s health at `addr`, signs a task from `local` in
 /// `protocol`, sends it and verifies the proof.
 ///
@@ -271,50 +363,17 @@ pub async fn delegate(
             found: format!("{} ({})", health.platform, health.lct_id),
         });
     }
-    let invalid = |source| DelegateError::Proof {
-        target: target.name.clone(),
-        source,
-    };
     let started = Instant::now();
-    let (task, task_digest, exchange) = match protocol {
-        Protocol::V1 => {
-            let signed = sign_task(&local.key, &local.lct_id, &target.lct_id, spec);
-            let sent = Instant::now();
-            let envelope = client.submit_task(addr, &signed.envelope, timeout).await?;
-            let round_trip = sent.elapsed();
-            let proof = check_proof(&envelope, &signed, target).map_err(invalid)?;
-            let task = serde_json::to_value(&signed.task).unwrap_or_default();
-            let signed_proof = serde_json::to_value(&envelope).unwrap_or_default();
-            let summary = ProofSummary::from(&proof);
-            (
-                task,
-                signed.digest,
-                (
-                    serde_json::to_value(&proof).unwrap_or_default(),
-                    summary,
-                    signed_proof,
-                    round_trip,
-                ),
-            )
-        }
-        Protocol::Legacy => {
-            let signed = legacy::sign_task(&local.key, &local.lct_id, spec);
-            let sent = Instant::now();
-            let response = client
-                .execute_task_legacy(addr, &signed.request, timeout)
-                .await?;
-            let round_trip = sent.elapsed();
-            let summary = legacy::check_proof(&response, &signed, target).map_err(invalid)?;
-            let signed_proof = serde_json::to_value(&response).unwrap_or_default();
-            let digest = sha256_tagged(&signed.canonical);
-            (
-                signed.request.task,
-                digest,
-                (response.proof, summary, signed_proof, round_trip),
-            )
-        }
-    };
-    let (proof, summary, signed_proof, round_trip) = exchange;
+    let (exchanged, round_trip) =
+        exchange(client, local, target, addr, protocol, spec, timeout).await?;
+    let summary = exchanged
+        .verify(target)
+        .map_err(|source| DelegateError::Proof {
+            target: target.name.clone(),
+            source,
+        })?;
+    let total = started.elapsed();
+    let (task, task_digest, proof, signed_proof) = exchanged.to_json();
     Ok(Delegation {
         protocol,
         shortfall: shortfall(&summary, &spec.quality),
@@ -326,6 +385,6 @@ pub async fn delegate(
         health,
         health_rtt,
         round_trip,
-        total: started.elapsed(),
+        total,
     })
 }

@@ -1,0 +1,252 @@
+//! `sage bench`: the load generator.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sage_crypto::{Peer, Protocol};
+use sage_service::bench::{self, Plan, Report, Stop};
+use sage_service::client::Client;
+use sage_service::delegation::{sign_task, TaskSpec};
+use sage_service::keydir::KeyDir;
+use sage_types::QualityRequirements;
+use serde_json::json;
+
+use super::delegate::{read_input, seconds};
+use super::ProtocolArg;
+use crate::failure::{print_json, CmdResult, Failure};
+
+/// Load a node with delegations and report throughput, latency and errors.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// This platform's name; signs the tasks.
+    #[arg(long)]
+    local: String,
+    /// The node under load: a peer name, or HOST:PORT of a known peer.
+    #[arg(long)]
+    target: String,
+    /// Protocol, instead of the peer record's.
+    #[arg(long, value_enum)]
+    protocol: Option<ProtocolArg>,
+    /// Requests in flight at once (with --rate: at most).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds to run (the default, 10 s, unless --requests is given).
+    #[arg(long, conflicts_with = "requests")]
+    duration: Option<f64>,
+    /// Requests to send, instead of a duration.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Open loop: send this many requests per second whatever the answers
+    /// (latency counts from each request's intended send time).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Task type.
+    #[arg(long, default_value = "echo")]
+    task_type: String,
+    /// Task input: JSON text, or @FILE.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// Do not verify the proofs (measures the node alone).
+    #[arg(long)]
+    no_verify: bool,
+    /// Also load a bare echo endpoint started in this process, the same
+    /// way, and report sage's throughput as a ratio of it.
+    #[arg(long)]
+    baseline: bool,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
+    let timeout = seconds(args.timeout, "--timeout")?;
+    let stop = match (args.duration, args.requests) {
+        (_, Some(0)) => return Err(Failure::Usage("--requests must be at least 1".into())),
+        (_, Some(n)) => Stop::Requests(n),
+        (Some(secs), None) => Stop::After(seconds(secs, "--duration")?),
+        (None, None) => Stop::After(Duration::from_secs(10)),
+    };
+    if args.concurrency == 0 {
+        return Err(Failure::Usage("--concurrency must be at least 1".into()));
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(Failure::Usage(
+            "--rate must be a positive number of requests per second".into(),
+        ));
+    }
+    let spec = TaskSpec {
+        task_type: args.task_type.clone(),
+        input: read_input(&args.input)?,
+        estimated_cost: 1.0,
+        quality: QualityRequirements {
+            min_quality: 0.0,
+            min_convergence: 0.0,
+        },
+        lifetime: timeout.max(Duration::from_secs(60)),
+        max_latency: timeout,
+        task_id: None,
+    };
+    let keys = KeyDir::new(keys_dir);
+    let local = Arc::new(keys.load_identity(&args.local)?);
+    let trust = keys.trust_store(&local.name)?;
+    let client = Client::new()?;
+    let runtime = super::runtime()?;
+
+    // The target by name, or by address (then the node says who it is).
+    let (target, addr): (Peer, String) = match trust.find(&args.target) {
+        Some(peer) => {
+            let addr = peer.address.clone().ok_or_else(|| {
+                Failure::Usage(format!(
+                    "no address for {}: give --target HOST:PORT",
+                    peer.name
+                ))
+            })?;
+            (peer.clone(), addr)
+        }
+        None if args.target.contains(':') => {
+            let (health, _) =
+                runtime.block_on(client.health(&args.target, Duration::from_secs(5)))?;
+            let peer = trust.by_lct(&health.lct_id).cloned().ok_or_else(|| {
+                Failure::Failed(format!(
+                    "{} is {} ({}), not a known peer: add it with `sage peer add`",
+                    args.target, health.platform, health.lct_id
+                ))
+            })?;
+            (peer, args.target.clone())
+        }
+        None => {
+            return Err(Failure::Failed(format!(
+                "unknown target {:?}: give a peer name or HOST:PORT",
+                args.target
+            )))
+        }
+    };
+    let protocol = args.protocol.map_or(target.protocol, Protocol::from);
+    let plan = Plan {
+        protocol,
+        concurrency: args.concurrency,
+        stop,
+        rate: args.rate,
+        verify: !args.no_verify,
+        timeout,
+    };
+
+    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let report = runtime.block_on(async {
+        client.health(&addr, Duration::from_secs(5)).await?;
+        let sage = bench::delegations(
+            &client,
+            local.clone(),
+            &target,
+            &addr,
+            &spec,
+            &plan,
+            move |p| {
+                if show_progress {
+                    eprint!(
+                        "\r{:>5.1} s  {} done, {} failed   ",
+                        p.elapsed.as_secs_f64(),
+                        p.done,
+                        p.failed
+                    );
+                }
+            },
+        )
+        .await;
+        if show_progress {
+            eprintln!();
+        }
+        let baseline = if args.baseline {
+            // The same body size as a real task envelope.
+            let body = serde_json::to_vec(
+                &sign_task(&local.key, &local.lct_id, &target.lct_id, &spec).envelope,
+            )
+            .unwrap_or_default();
+            let echo = bench::start_echo_server().await?;
+            Some(bench::baseline(&client, &echo.to_string(), body.into(), &plan).await)
+        } else {
+            None
+        };
+        Ok::<_, Failure>((sage, baseline))
+    })?;
+    let (sage, baseline) = report;
+    let ratio = baseline
+        .as_ref()
+        .map(|b| sage.per_second / b.per_second.max(1e-9));
+    if args.json {
+        print_json(&json!({
+            "target": target.name,
+            "address": addr,
+            "protocol": protocol.as_str(),
+            "concurrency": plan.concurrency,
+            "rate": plan.rate,
+            "verified": plan.verify,
+            "sage": sage,
+            "baseline": baseline,
+            "ratio_to_baseline": ratio,
+        }));
+    } else {
+        let mode = match plan.rate {
+            Some(rate) => format!(
+                "open loop at {rate}/s, at most {} in flight",
+                plan.concurrency
+            ),
+            None => format!("closed loop, {} in flight", plan.concurrency),
+        };
+        println!(
+            "sage bench: {} at {addr}, {} protocol, {mode}",
+            target.name,
+            protocol.as_str()
+        );
+        print_report("sage", &sage, plan.verify);
+        if let (Some(b), Some(r)) = (&baseline, ratio) {
+            print_report("baseline (bare echo)", b, false);
+            println!(
+                "ratio: sage does {:.2} of the baseline's requests per second",
+                r
+            );
+        }
+    }
+    if sage.ok == 0 {
+        return Err(Failure::Failed(format!(
+            "no request succeeded: {:?}",
+            sage.errors
+        )));
+    }
+    Ok(())
+}
+
+fn print_report(name: &str, r: &Report, verified: bool) {
+    let what = if verified {
+        "verified delegations"
+    } else {
+        "requests"
+    };
+    println!("{name}:");
+    println!(
+        "  {:.0} {what}/s ({} in {:.2} s)",
+        r.per_second, r.ok, r.elapsed_secs
+    );
+    let l = &r.latency_ms;
+    println!(
+        "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    if let Some(cpu) = r.cpu_secs {
+        println!(
+            "  client CPU: {cpu:.2} s ({:.0} µs per request)",
+            cpu * 1e6 / r.ok.max(1) as f64
+        );
+    }
+    if r.errors.is_empty() {
+        println!("  errors: none");
+    }
+    for (kind, n) in &r.errors {
+        println!("  errors: {n} {kind}");
+    }
+}

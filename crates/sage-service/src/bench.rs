@@ -1,0 +1,393 @@
+//! The load generator behind `sage bench`: many delegations to one target,
+//! closed-loop (N in flight) or open-loop (a fixed arrival rate, latency
+//! measured from each request's intended send time, so a slow server cannot
+//! hide its queueing: no coordinated omission), and a bare echo endpoint to
+//! measure against in the same run.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::routing::post;
+use sage_crypto::{Peer, Protocol};
+
+use crate::client::{base_url, Client};
+use crate::delegation::{exchange, TaskSpec};
+use crate::keydir::Identity;
+use crate::{ClientError, DelegateError};
+
+/// When a run stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// After this long.
+    After(Duration),
+    /// After this many requests.
+    Requests(u64),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The protocol of the delegations.
+    pub protocol: Protocol,
+    /// Requests in flight at once (closed loop), or at most (open loop).
+    pub concurrency: usize,
+    /// When to stop.
+    pub stop: Stop,
+    /// Open loop: requests per second; `None` for a closed loop.
+    pub rate: Option<f64>,
+    /// Whether to verify every proof.
+    pub verify: bool,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// Requests that succeeded (and verified, unless verification was off).
+    pub ok: u64,
+    /// Failed requests, by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Wall time of the run in seconds.
+    pub elapsed_secs: f64,
+    /// Successful requests per second.
+    pub per_second: f64,
+    /// Latency of successful requests.
+    pub latency_ms: Latency,
+    /// CPU time (user + system) this process spent during the run, in
+    /// seconds, where the system tells it (Linux).
+    pub cpu_secs: Option<f64>,
+}
+
+/// Progress, for a display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Requests done (ok or not).
+    pub done: u64,
+    /// Of which failed.
+    pub failed: u64,
+    /// Since the start.
+    pub elapsed: Duration,
+}
+
+/// Runs `plan` against `target` at `addr`: each request a full delegation
+/// (sign, send, verify unless `plan.verify` is off). `progress` is called
+/// about once a second.
+pub async fn delegations(
+    client: &Client,
+    local: Arc<Identity>,
+    target: &Peer,
+    addr: &str,
+    spec: &TaskSpec,
+    plan: &Plan,
+    progress: impl Fn(Progress) + Send + 'static,
+) -> Report {
+    let protocol = plan.protocol;
+    let job = {
+        let (client, target, addr, spec, timeout, verify) = (
+            client.clone(),
+            target.clone(),
+            addr.to_owned(),
+            spec.clone(),
+            plan.timeout,
+            plan.verify,
+        );
+        Arc::new(move || {
+            let (client, local, target, addr, spec) = (
+                client.clone(),
+                local.clone(),
+                target.clone(),
+                addr.clone(),
+                spec.clone(),
+            );
+            async move {
+                let (exchanged, _) =
+                    exchange(&client, &local, &target, &addr, protocol, &spec, timeout).await?;
+                if verify {
+                    exchanged
+                        .verify(&target)
+                        .map_err(|source| DelegateError::Proof {
+                            target: target.name.clone(),
+                            source,
+                        })?;
+                }
+                Ok::<(), DelegateError>(())
+            }
+        })
+    };
+    run(plan, job, progress).await
+}
+
+/// Runs `plan` against the bare echo endpoint at `url` with `body`: the
+/// same HTTP client and load, no signing, no verification.
+pub async fn baseline(client: &Client, addr: &str, body: Bytes, plan: &Plan) -> Report {
+    let url = match base_url(addr) {
+        Ok(base) => format!("{base}/echo"),
+        Err(_) => return run(plan, Arc::new(|| async { Ok(()) }), |_| {}).await,
+    };
+    let (client, timeout) = (client.clone(), plan.timeout);
+    let job = Arc::new(move || {
+        let (client, url, body) = (client.clone(), url.clone(), body.clone());
+        async move {
+            client
+                .post_echo(&url, body, timeout)
+                .await
+                .map_err(DelegateError::from)
+        }
+    });
+    run(plan, job, |_| {}).await
+}
+
+/// Starts a bare axum endpoint, `POST /echo`, that answers with its body:
+/// what serving costs without signing or verifying anything.
+///
+/// # Errors
+/// When no loopback port can be bound.
+pub async fn start_echo_server() -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route("/echo", post(|body: Bytes| async move { body }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+/// The kind of a failure, for counting.
+fn kind(err: &DelegateError) -> String {
+    match err {
+        DelegateError::Client(ClientError::Refused { problem, .. }) => {
+            format!("refused:{}", problem.code)
+        }
+        DelegateError::Client(ClientError::Unreachable { .. }) => "unreachable".into(),
+        DelegateError::Client(ClientError::TimedOut { .. }) => "timed_out".into(),
+        DelegateError::Client(ClientError::BadResponse { status, .. }) => format!("http_{status}"),
+        DelegateError::Client(_) => "client".into(),
+        DelegateError::Proof { .. } => "invalid_proof".into(),
+        DelegateError::WrongNode { .. } => "wrong_node".into(),
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+async fn run<F, Fut>(
+    plan: &Plan,
+    job: Arc<F>,
+    progress: impl Fn(Progress) + Send + 'static,
+) -> Report
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), DelegateError>> + Send + 'static,
+{
+    let cpu_before = cpu_time();
+    let start = Instant::now();
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let deadline = match plan.stop {
+        Stop::After(d) => Some(start + d),
+        Stop::Requests(_) => None,
+    };
+    let limit = match plan.stop {
+        Stop::Requests(n) => n,
+        Stop::After(_) => u64::MAX,
+    };
+    // Claims the next request slot, if the run is not over.
+    let claim = {
+        let issued = issued.clone();
+        move || {
+            deadline.is_none_or(|d| Instant::now() < d)
+                && issued.fetch_add(1, Ordering::Relaxed) < limit
+        }
+    };
+    let record = {
+        let (tally, done, failed) = (tally.clone(), done.clone(), failed.clone());
+        move |from: Instant, outcome: Result<(), DelegateError>| {
+            let micros = from.elapsed().as_micros() as u64;
+            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            match outcome {
+                Ok(()) => t.latencies_us.push(micros),
+                Err(e) => {
+                    *t.errors.entry(kind(&e)).or_default() += 1;
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+
+    let ticker = {
+        let (done, failed) = (done.clone(), failed.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                progress(Progress {
+                    done: done.load(Ordering::Relaxed),
+                    failed: failed.load(Ordering::Relaxed),
+                    elapsed: start.elapsed(),
+                });
+            }
+        })
+    };
+
+    let concurrency = plan.concurrency.max(1);
+    match plan.rate {
+        None => {
+            // Closed loop: each worker sends its next request when the last is answered.
+            let workers: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (job, claim, record) = (job.clone(), claim.clone(), record.clone());
+                    tokio::spawn(async move {
+                        while claim() {
+                            let sent = Instant::now();
+                            record(sent, job().await);
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                let _ = worker.await;
+            }
+        }
+        Some(rate) => {
+            // Open loop: request i is due at start + i / rate, whatever the
+            // server does; its latency counts from then, queueing included.
+            let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut due = start;
+            while claim() {
+                tokio::time::sleep_until(due.into()).await;
+                let (job, record, slots) = (job.clone(), record.clone(), slots.clone());
+                let intended = due;
+                tasks.spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    record(intended, job().await);
+                });
+                due += interval;
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    ticker.abort();
+    let elapsed = start.elapsed();
+    let cpu_secs = cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    let mut tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    let ok = tally.latencies_us.len() as u64;
+    Report {
+        ok,
+        errors: tally.errors,
+        elapsed_secs: elapsed.as_secs_f64(),
+        per_second: ok as f64 / elapsed.as_secs_f64().max(1e-9),
+        latency_ms: percentiles(&mut tally.latencies_us),
+        cpu_secs,
+    }
+}
+
+fn percentiles(us: &mut [u64]) -> Latency {
+    if us.is_empty() {
+        return Latency::default();
+    }
+    us.sort_unstable();
+    let at =
+        |q: f64| us[((us.len() as f64 * q).ceil() as usize).clamp(1, us.len()) - 1] as f64 / 1000.0;
+    Latency {
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: at(1.0),
+        mean: us.iter().sum::<u64>() as f64 / us.len() as f64 / 1000.0,
+    }
+}
+
+/// User + system CPU seconds of this process, from `/proc/self/stat`.
+fn cpu_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture sage runs on.
+    Some(ticks / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut us: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
+        let l = percentiles(&mut us);
+        assert_eq!(
+            (l.p50, l.p90, l.p99, l.p999, l.max),
+            (500.0, 900.0, 990.0, 999.0, 1000.0)
+        );
+        assert_eq!(l.mean, 500.5);
+        assert_eq!(percentiles(&mut []), Latency::default());
+    }
+
+    #[test]
+    fn cpu_time_is_read_on_linux() {
+        let t = cpu_time().unwrap();
+        assert!(t >= 0.0);
+    }
+
+    #[tokio::test]
+    async fn baseline_counts_and_stops_by_requests() {
+        let addr = start_echo_server().await.unwrap();
+        let client = Client::new().unwrap();
+        let plan = Plan {
+            protocol: Protocol::V1,
+            concurrency: 4,
+            stop: Stop::Requests(50),
+            rate: None,
+            verify: true,
+            timeout: Duration::from_secs(5),
+        };
+        let report = baseline(&client, &addr.to_string(), Bytes::from_static(b"{}"), &plan).await;
+        assert_eq!(report.ok, 50);
+        assert!(report.errors.is_empty());
+        assert!(report.latency_ms.p50 > 0.0);
+
+        let open = Plan {
+            rate: Some(200.0),
+            stop: Stop::Requests(20),
+            ..plan
+        };
+        let report = baseline(&client, &addr.to_string(), Bytes::from_static(b"{}"), &open).await;
+        assert_eq!(report.ok, 20);
+        // 20 requests due at 200/s take at least 95 ms of schedule.
+        assert!(report.elapsed_secs >= 0.095, "{report:?}");
+    }
+}

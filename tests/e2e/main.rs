@@ -8,6 +8,7 @@
 
 mod util;
 
+mod bench;
 mod cli;
 mod delegate;
 mod legacy;

@@ -1,0 +1,92 @@
+//! `sage bench` against real nodes: counts, errors by kind, both protocols.
+
+use crate::util::Keys;
+
+#[test]
+fn bench_counts_verified_delegations_and_compares_with_the_baseline() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    let run = keys.run(&[
+        "bench",
+        "--local",
+        "Sprout",
+        "--target",
+        &thor.address(),
+        "--requests",
+        "200",
+        "--concurrency",
+        "4",
+        "--baseline",
+        "--json",
+    ]);
+    run.assert_code(0);
+    let out = run.json();
+    assert_eq!(out["sage"]["ok"], 200);
+    assert_eq!(out["sage"]["errors"], serde_json::json!({}));
+    assert_eq!(out["verified"], true);
+    assert_eq!(out["baseline"]["ok"], 200);
+    let ratio = out["ratio_to_baseline"].as_f64().unwrap();
+    assert!(ratio > 0.0, "{out}");
+    let l = &out["sage"]["latency_ms"];
+    assert!(l["p50"].as_f64().unwrap() <= l["p99"].as_f64().unwrap());
+    assert!(l["p99"].as_f64().unwrap() <= l["max"].as_f64().unwrap());
+    // Every request was a task the node really executed.
+    assert!(thor.wait_for_log("task executed"));
+}
+
+#[test]
+fn bench_counts_refusals_by_kind_and_fails_when_nothing_succeeds() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    let run = keys.run(&[
+        "bench",
+        "--local",
+        "Sprout",
+        "--target",
+        &thor.address(),
+        "--requests",
+        "20",
+        "--task-type",
+        "shell",
+        "--json",
+    ]);
+    run.assert_code(1);
+    assert_eq!(run.json()["sage"]["errors"]["refused:unsupported_task"], 20);
+    run.assert_stderr(&["no request succeeded"]);
+}
+
+#[test]
+fn bench_drives_the_legacy_endpoint_open_loop() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    let run = keys.run(&[
+        "bench",
+        "--local",
+        "Sprout",
+        "--target",
+        &thor.address(),
+        "--protocol",
+        "legacy",
+        "--requests",
+        "30",
+        "--rate",
+        "300",
+        "--json",
+    ]);
+    run.assert_code(0);
+    let out = run.json();
+    assert_eq!(out["protocol"], "legacy");
+    assert_eq!(out["sage"]["ok"], 30);
+    // 30 requests due at 300/s span at least 0.097 s of schedule.
+    assert!(
+        out["sage"]["elapsed_secs"].as_f64().unwrap() >= 0.097,
+        "{out}"
+    );
+    assert!(thor.wait_for_log("legacy task executed"));
+}

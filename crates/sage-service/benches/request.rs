@@ -1,0 +1,186 @@
+//! The cost of a whole delegation of an `echo` task: in-process through the
+//! node's router (no socket) next to a bare axum echo route with the same
+//! body, and over loopback TCP with the real client and server.
+//!
+//! Each iteration signs a fresh task (a new nonce: the node refuses
+//! replays), sends it, reads the proof and checks it as a delegator does.
+//!
+//! Run with `cargo bench -p sage-service`.
+
+// Benchmarks are not tests, so clippy.toml's allow-unwrap-in-tests does not
+// cover them; a failing unwrap here is a broken setup and should panic.
+#![allow(clippy::unwrap_used)]
+// `criterion_group!` defines an undocumented `pub fn`.
+#![allow(missing_docs)]
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, Request, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http_body_util::BodyExt as _;
+use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
+use sage_service::client::Client;
+use sage_service::config::Limits;
+use sage_service::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
+use sage_service::executor::ExecutorSet;
+use sage_service::server::{self, AppState, NodeSetup};
+use sage_types::{Envelope, QualityRequirements};
+use tokio::runtime::Runtime;
+use tower::ServiceExt as _;
+
+const SENDER_LCT: &str = "sprout_sage_lct";
+const TARGET_LCT: &str = "thor_sage_lct";
+
+/// Sprout delegates to Thor; Thor trusts Sprout.
+struct Fleet {
+    sprout: NodeKey,
+    /// Thor as Sprout knows it: the key its proofs must carry.
+    thor: Peer,
+    state: AppState,
+}
+
+impl Fleet {
+    fn new() -> Self {
+        let sprout = NodeKey::generate();
+        let thor_key = NodeKey::generate();
+        let thor = Peer::new("Thor", thor_key.public(), PeerSource::Given);
+        let mut trust = TrustStore::default();
+        trust
+            .insert(Peer::new("Sprout", sprout.public(), PeerSource::Given))
+            .unwrap();
+        let state = AppState::new(NodeSetup {
+            name: "Thor".into(),
+            lct_id: TARGET_LCT.into(),
+            key: thor_key,
+            trust,
+            executors: ExecutorSet::builtin("Thor"),
+            limits: Limits {
+                // Every iteration records a nonce; the default 100,000 could
+                // fill up during a long run and answer `busy`.
+                replay_capacity: 10_000_000,
+                ..Limits::default()
+            },
+        });
+        Fleet {
+            sprout,
+            thor,
+            state,
+        }
+    }
+
+    /// A freshly signed echo task (new task id and nonce).
+    fn sign(&self) -> SignedTask {
+        sign_task(&self.sprout, SENDER_LCT, TARGET_LCT, &echo_spec())
+    }
+}
+
+fn echo_spec() -> TaskSpec {
+    TaskSpec {
+        task_type: "echo".into(),
+        input: serde_json::json!({
+            "prompt": "Describe the east camera frame.",
+            "max_tokens": 256
+        }),
+        estimated_cost: 50.0,
+        quality: QualityRequirements::default(),
+        lifetime: Duration::from_secs(60),
+        // Used by the legacy protocol only; 30 s is the guide's figure.
+        max_latency: Duration::from_secs(30),
+        task_id: None,
+    }
+}
+
+fn post_request(body: Bytes) -> Request<Body> {
+    Request::post("/v1/tasks")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// Sends `body` to `app` without a socket and returns the response body.
+async fn round_trip(app: &Router, body: Bytes) -> Bytes {
+    let response = app.clone().oneshot(post_request(body)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// Sign, POST in-process, read, check the proof.
+async fn delegate_in_process(fleet: &Fleet, app: &Router) {
+    let signed = fleet.sign();
+    let body = serde_json::to_vec(&signed.envelope).unwrap();
+    let answer = round_trip(app, body.into()).await;
+    let proof: Envelope = serde_json::from_slice(&answer).unwrap();
+    check_proof(&proof, &signed, &fleet.thor).unwrap();
+}
+
+fn in_process(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let fleet = Fleet::new();
+    let app = server::router(fleet.state.clone());
+    rt.block_on(delegate_in_process(&fleet, &app));
+
+    // The baseline: one POST route that echoes its body, with a body the
+    // size of a signed task envelope.
+    let echo = Router::new().route("/v1/tasks", post(|body: Bytes| async move { body }));
+    let sample = Bytes::from(serde_json::to_vec(&fleet.sign().envelope).unwrap());
+    let size = sample.len();
+    assert_eq!(rt.block_on(round_trip(&echo, sample.clone())), sample);
+
+    let mut group = c.benchmark_group("request");
+    group.bench_function(format!("axum_echo_baseline/{size}B"), |b| {
+        b.to_async(&rt).iter(|| round_trip(&echo, sample.clone()));
+    });
+    group.bench_function("in_process_echo_delegation", |b| {
+        b.to_async(&rt).iter(|| delegate_in_process(&fleet, &app));
+    });
+    group.finish();
+}
+
+fn loopback(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let fleet = Fleet::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, serving) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let serving = tokio::spawn(server::serve(listener, fleet.state.clone(), async {
+            let _ = stopped.await;
+        }));
+        (addr, serving)
+    });
+    let client = Client::new().unwrap();
+    let timeout = Duration::from_secs(10);
+    let delegate = || async {
+        let signed = fleet.sign();
+        let proof = client
+            .submit_task(&addr, &signed.envelope, timeout)
+            .await
+            .unwrap();
+        check_proof(&proof, &signed, &fleet.thor).unwrap();
+    };
+    rt.block_on(delegate());
+
+    let mut group = c.benchmark_group("request");
+    group.bench_function("loopback_echo_delegation", |b| {
+        b.to_async(&rt).iter(delegate);
+    });
+    group.finish();
+
+    // Close the pooled keep-alive connection so that the drain is quick.
+    drop(client);
+    stop.send(()).unwrap();
+    rt.block_on(serving).unwrap().unwrap();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = in_process, loopback
+}
+criterion_main!(benches);

@@ -252,6 +252,10 @@ class LegacyHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "SAGEFederation/legacy"
+    # Headers and body leave in two writes; without TCP_NODELAY the second
+    # waits for the client's delayed ACK (40 ms on Linux), which no real
+    # server (werkzeug included) lets happen.
+    disable_nagle_algorithm = True
 
     # Set on the subclass built by make_server().
     platform_name = None

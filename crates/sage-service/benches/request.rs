@@ -58,7 +58,7 @@ impl Fleet {
             trust,
             executors: ExecutorSet::builtin("Thor"),
             limits: Limits {
-                // Every iteration records a nonce; the default 100,000 could
+                // Every iteration records a nonce; the default capacity could
                 // fill up during a long run and answer `busy`.
                 replay_capacity: 10_000_000,
                 ..Limits::default()

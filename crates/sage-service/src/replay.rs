@@ -29,10 +29,15 @@ pub struct ExpiringMap<V> {
     inner: Mutex<Inner<V>>,
 }
 
+/// Entries are keyed by a 128-bit digest of what they name (see
+/// [`pair_key`]): about 45 bytes an entry for the replay guard, whatever
+/// the length of the ids.
+pub type Key = [u8; 16];
+
 #[derive(Debug)]
 struct Inner<V> {
-    entries: HashMap<String, V>,
-    by_expiry: BinaryHeap<Reverse<(u64, String)>>,
+    entries: HashMap<Key, V>,
+    by_expiry: BinaryHeap<Reverse<(u64, Key)>>,
 }
 
 impl<V: Clone> ExpiringMap<V> {
@@ -50,7 +55,7 @@ impl<V: Clone> ExpiringMap<V> {
     /// The value of `key`, or else `make()` inserted until `keep_until_ms`.
     pub fn get_or_insert(
         &self,
-        key: String,
+        key: Key,
         keep_until_ms: u64,
         now_ms: u64,
         make: impl FnOnce() -> V,
@@ -67,7 +72,7 @@ impl<V: Clone> ExpiringMap<V> {
             return Slot::Full;
         }
         let value = make();
-        inner.entries.insert(key.clone(), value.clone());
+        inner.entries.insert(key, value.clone());
         inner.by_expiry.push(Reverse((keep_until_ms, key)));
         Slot::Inserted(value)
     }
@@ -96,10 +101,18 @@ impl<V> Inner<V> {
     }
 }
 
-/// A key made of two parts, length-prefixed so that ("ab", "c") and
-/// ("a", "bc") stay apart whatever characters the parts hold.
-pub fn pair_key(first: &str, second: &str) -> String {
-    format!("{}:{first}{second}", first.len())
+/// The key of a pair: the first 16 bytes of the SHA-256 of both parts,
+/// length-prefixed so that ("ab", "c") and ("a", "bc") stay apart. A
+/// collision would need a second preimage of SHA-256 truncated to 128 bits.
+pub fn pair_key(first: &str, second: &str) -> Key {
+    let mut bytes = Vec::with_capacity(8 + first.len() + second.len());
+    bytes.extend_from_slice(&(first.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(first.as_bytes());
+    bytes.extend_from_slice(second.as_bytes());
+    let digest = sage_crypto::digest::sha256(&bytes);
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
 }
 
 /// What the replay guard says of a task.
@@ -182,13 +195,8 @@ mod tests {
     #[test]
     fn map_returns_the_first_value() {
         let map = ExpiringMap::new(4);
-        assert_eq!(
-            map.get_or_insert("k".into(), 10, 0, || 1),
-            Slot::Inserted(1)
-        );
-        assert_eq!(
-            map.get_or_insert("k".into(), 10, 0, || 2),
-            Slot::Existing(1)
-        );
+        let key = pair_key("issuer", "k");
+        assert_eq!(map.get_or_insert(key, 10, 0, || 1), Slot::Inserted(1));
+        assert_eq!(map.get_or_insert(key, 10, 0, || 2), Slot::Existing(1));
     }
 }

@@ -87,7 +87,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             min_quality: 0.0,
             min_convergence: 0.0,
         },
-        lifetime: timeout.max(Duration::from_secs(60)),
+        lifetime: timeout,
         max_latency: timeout,
         task_id: None,
     };

@@ -32,6 +32,10 @@ pub struct Args {
     /// Longest validity, in seconds, that a task may claim.
     #[arg(long, default_value_t = Limits::default().max_task_lifetime.as_secs())]
     max_task_lifetime: u64,
+    /// Most accepted tasks remembered against replay at once; each is kept
+    /// for its lifetime plus the clock skew.
+    #[arg(long, default_value_t = Limits::default().replay_capacity)]
+    replay_capacity: usize,
     /// Seconds that in-flight tasks may run after SIGINT/SIGTERM.
     #[arg(long, default_value_t = Limits::default().drain_timeout.as_secs())]
     drain_timeout: u64,
@@ -51,7 +55,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         clock_skew: Duration::from_secs(args.clock_skew),
         max_task_lifetime: Duration::from_secs(args.max_task_lifetime),
         drain_timeout: Duration::from_secs(args.drain_timeout),
-        ..Limits::default()
+        replay_capacity: args.replay_capacity,
     };
 
     let public = identity.key.public();

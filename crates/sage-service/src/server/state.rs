@@ -55,7 +55,9 @@ impl AppState {
                 key_id: public.key_id(),
                 public_hex: public.to_hex(),
                 replay: ReplayGuard::new(setup.limits.replay_capacity),
-                legacy_runs: ExpiringMap::new(setup.limits.replay_capacity),
+                // Legacy entries keep their signed answer (about a kilobyte),
+                // so they get a tenth of the room.
+                legacy_runs: ExpiringMap::new(setup.limits.replay_capacity / 10),
                 started: Instant::now(),
                 in_flight: AtomicUsize::new(0),
                 setup,

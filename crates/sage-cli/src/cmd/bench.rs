@@ -95,7 +95,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     let local = Arc::new(keys.load_identity(&args.local)?);
     let trust = keys.trust_store(&local.name)?;
     let client = Client::new()?;
-    let runtime = super::runtime()?;
+    let runtime = super::runtime(args.concurrency > 1)?;
 
     // The target by name, or by address (then the node says who it is).
     let (target, addr): (Peer, String) = match trust.find(&args.target) {

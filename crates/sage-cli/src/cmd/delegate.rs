@@ -122,7 +122,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
 
     let protocol = args.protocol.map_or(target.protocol, Protocol::from);
     let client = Client::new()?;
-    let delegation = super::runtime()?.block_on(delegate(
+    let delegation = super::runtime(false)?.block_on(delegate(
         &client, &local, &target, &addr, protocol, &spec, timeout,
     ))?;
     if args.json {

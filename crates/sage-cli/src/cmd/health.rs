@@ -23,7 +23,7 @@ const TROUBLESHOOTING: &str = "troubleshooting:\n  - is the node running? (`sage
 pub fn run(args: Args) -> CmdResult {
     let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
     let client = Client::new()?;
-    let result = super::runtime()?.block_on(client.health(&args.address, timeout));
+    let result = super::runtime(false)?.block_on(client.health(&args.address, timeout));
     let (health, rtt) = match result {
         Ok(ok) => ok,
         Err(err) => {

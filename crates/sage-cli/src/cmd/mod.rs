@@ -8,14 +8,18 @@ pub mod keygen;
 pub mod peer;
 pub mod serve;
 
-/// A current-thread-free runtime for the async commands.
-pub fn runtime() -> Result<tokio::runtime::Runtime, crate::failure::Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            crate::failure::Failure::Failed(format!("cannot start the async runtime: {e}"))
-        })
+/// The async runtime of a command. One thread for one request at a time:
+/// no hop between threads on the way (it halves a lone delegation's CPU);
+/// a thread per core for a server or a load of concurrent requests.
+pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, crate::failure::Failure> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        crate::failure::Failure::Failed(format!("cannot start the async runtime: {e}"))
+    })
 }
 
 /// `--protocol` values.

@@ -105,7 +105,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         limits,
     });
 
-    let runtime = super::runtime()?;
+    let runtime = super::runtime(true)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             Failure::Failed(format!(

@@ -160,16 +160,26 @@ pub async fn baseline(client: &Client, addr: &str, body: Bytes, plan: &Plan) -> 
 }
 
 /// Starts a bare axum endpoint, `POST /echo`, that answers with its body:
-/// what serving costs without signing or verifying anything.
+/// what serving costs without signing or verifying anything. It runs on a
+/// thread and runtime of its own, as a node's server would, so that it
+/// never shares the load generator's thread.
 ///
 /// # Errors
 /// When no loopback port can be bound.
-pub async fn start_echo_server() -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+pub fn start_echo_server() -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().route("/echo", post(|body: Bytes| async move { body }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let app = axum::Router::new().route("/echo", post(|body: Bytes| async move { body }));
+            if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                let _ = axum::serve(listener, app).await;
+            }
+        });
     });
     Ok(addr)
 }
@@ -365,7 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn baseline_counts_and_stops_by_requests() {
-        let addr = start_echo_server().await.unwrap();
+        let addr = start_echo_server().unwrap();
         let client = Client::new().unwrap();
         let plan = Plan {
             protocol: Protocol::V1,

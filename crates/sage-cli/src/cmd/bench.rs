@@ -167,7 +167,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
                 &sign_task(&local.key, &local.lct_id, &target.lct_id, &spec).envelope,
             )
             .unwrap_or_default();
-            let echo = bench::start_echo_server().await?;
+            let echo = bench::start_echo_server()?;
             Some(bench::baseline(&client, &echo.to_string(), body.into(), &plan).await)
         } else {
             None

@@ -25,7 +25,7 @@ impl Executor for Broken {
         "broken"
     }
     fn execute<'a>(&'a self, _task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
-        Box::pin(async { Err(ExecError("GPU fell off the bus".into())) })
+        Box::pin(async { Err(ExecError::new("GPU fell off the bus")) })
     }
 }
 

@@ -16,16 +16,7 @@ impl Executor for Echo {
     }
 
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
-        Box::pin(async move {
-            Ok(Execution {
-                result: task.input.clone(),
-                actual_cost: 0.0,
-                quality: 1.0,
-                convergence: 1.0,
-                iterations: 1,
-                energy: 0.0,
-            })
-        })
+        Box::pin(async move { Ok(Execution::of(task.input.clone())) })
     }
 }
 
@@ -82,6 +73,7 @@ impl Executor for Simulate {
                 convergence: 0.85,
                 iterations: 5,
                 energy: 0.22,
+                exit_status: None,
             })
         })
     }

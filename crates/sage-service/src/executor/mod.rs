@@ -2,6 +2,8 @@
 //! [`Executor`]; a type with none is refused as `unsupported_task`.
 
 mod builtin;
+pub mod command;
+pub mod http;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -30,12 +32,45 @@ pub struct Execution {
     pub iterations: u32,
     /// Final energy of the refinement (the legacy proof's `final_energy`).
     pub energy: f64,
+    /// Exit status of the program, for executors that run one.
+    pub exit_status: Option<i32>,
+}
+
+impl Execution {
+    /// A successful execution with `result` and the neutral figures
+    /// (quality and convergence 1, one iteration, no cost).
+    pub fn of(result: serde_json::Value) -> Self {
+        Execution {
+            result,
+            actual_cost: 0.0,
+            quality: 1.0,
+            convergence: 1.0,
+            iterations: 1,
+            energy: 0.0,
+            exit_status: None,
+        }
+    }
 }
 
 /// Why an execution failed; the node still signs a proof that says so.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct ExecError(pub String);
+#[error("{message}")]
+pub struct ExecError {
+    /// What went wrong, for the proof and the log.
+    pub message: String,
+    /// Exit status of the program, when it ran and exited.
+    pub exit_status: Option<i32>,
+}
+
+impl ExecError {
+    /// A failure with no exit status.
+    pub fn new(message: impl Into<String>) -> Self {
+        ExecError {
+            message: message.into(),
+            exit_status: None,
+        }
+    }
+}
 
 /// Runs tasks of some type.
 pub trait Executor: Send + Sync + 'static {

@@ -258,12 +258,13 @@ pub(super) async fn run(executor: &dyn Executor, task: &Task) -> Run {
         Err(e) => (
             ProofStatus::Failed,
             Execution {
-                result: serde_json::json!({ "error": e.to_string() }),
+                result: serde_json::json!({ "error": e.message }),
                 actual_cost: 0.0,
                 quality: 0.0,
                 convergence: 0.0,
                 iterations: 0,
                 energy: 0.0,
+                exit_status: e.exit_status,
             },
         ),
     };

@@ -1,0 +1,1 @@
+//! The `command` executor: runs a program per task.

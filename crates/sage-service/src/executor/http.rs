@@ -1,0 +1,1 @@
+//! The `http` executor: posts the task to an HTTP service.

@@ -271,6 +271,8 @@ fn honest_proof(task: &Task, payload: &[u8]) -> Proof {
         task_id: task.task_id.clone(),
         task_digest: sage_crypto::digest::sha256_tagged(payload),
         status: sage_types::ProofStatus::Succeeded,
+        executor_kind: "echo".into(),
+        exit_status: None,
         result_digest: sage_crypto::digest::json_digest(&result),
         result,
         started_at: 0,

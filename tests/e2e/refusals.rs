@@ -29,6 +29,7 @@ fn fresh_task(task_type: &str) -> Task {
         input: serde_json::json!({"query": "hello"}),
         estimated_cost: 1.0,
         quality: QualityRequirements::default(),
+        max_cost: None,
     }
 }
 

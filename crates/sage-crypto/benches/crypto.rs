@@ -37,6 +37,7 @@ fn typical_payload() -> Vec<u8> {
         }),
         estimated_cost: 50.0,
         quality: QualityRequirements::default(),
+        max_cost: None,
     };
     let payload = serde_json::to_vec(&task).unwrap();
     assert!(

@@ -86,6 +86,7 @@ fn echo_spec() -> TaskSpec {
         }),
         estimated_cost: 50.0,
         quality: QualityRequirements::default(),
+        max_cost: None,
         lifetime: Duration::from_secs(60),
         // Used by the legacy protocol only; 30 s is the guide's figure.
         max_latency: Duration::from_secs(30),

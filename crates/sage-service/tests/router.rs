@@ -13,7 +13,7 @@ use http_body_util::BodyExt as _;
 use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
 use sage_service::config::Limits;
 use sage_service::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
-use sage_service::executor::{BoxFuture, ExecError, Execution, Executor, ExecutorSet};
+use sage_service::executor::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet};
 use sage_service::server::{router, AppState, NodeSetup};
 use sage_types::{Envelope, ProofStatus, Task};
 use tower::ServiceExt as _;
@@ -44,7 +44,7 @@ fn fixture(limits: Limits) -> Fixture {
         .insert(Peer::new("Sprout", sprout.public(), PeerSource::Given))
         .unwrap();
     let mut executors = ExecutorSet::builtin("Thor");
-    executors.insert("broken", Arc::new(Broken));
+    executors.insert("broken", Entry::new(Arc::new(Broken)));
     let state = AppState::new(NodeSetup {
         name: "Thor".into(),
         lct_id: "thor_sage_lct".into(),
@@ -68,6 +68,7 @@ fn task(f: &Fixture, task_type: &str) -> SignedTask {
         quality: Default::default(),
         lifetime: Duration::from_secs(60),
         max_latency: Duration::from_secs(30),
+        max_cost: None,
         task_id: None,
     };
     sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)

@@ -47,6 +47,7 @@ fn typical_task() -> Task {
         }),
         estimated_cost: 50.0,
         quality: QualityRequirements::default(),
+        max_cost: None,
     }
 }
 

@@ -26,6 +26,8 @@ pub enum ProblemCode {
     TooLarge,
     /// No executor serves this task type.
     UnsupportedTask,
+    /// The task's cost estimate is above what it or the executor allows.
+    OverBudget,
     /// The sender is sending too fast.
     RateLimited,
     /// The receiver is at capacity; retry later.
@@ -52,6 +54,7 @@ impl ProblemCode {
             ProblemCode::Malformed => "malformed",
             ProblemCode::TooLarge => "too_large",
             ProblemCode::UnsupportedTask => "unsupported_task",
+            ProblemCode::OverBudget => "over_budget",
             ProblemCode::RateLimited => "rate_limited",
             ProblemCode::Busy => "busy",
             ProblemCode::ExecutorFailed => "executor_failed",
@@ -74,7 +77,7 @@ impl ProblemCode {
             ProblemCode::MethodNotAllowed => 405,
             ProblemCode::Replayed => 409,
             ProblemCode::TooLarge => 413,
-            ProblemCode::UnsupportedTask => 422,
+            ProblemCode::UnsupportedTask | ProblemCode::OverBudget => 422,
             ProblemCode::RateLimited => 429,
             ProblemCode::Internal => 500,
             ProblemCode::ExecutorFailed => 502,
@@ -93,6 +96,7 @@ impl ProblemCode {
             ProblemCode::Malformed => "Malformed request",
             ProblemCode::TooLarge => "Request body too large",
             ProblemCode::UnsupportedTask => "Unsupported task type",
+            ProblemCode::OverBudget => "Task over budget",
             ProblemCode::RateLimited => "Too many requests",
             ProblemCode::Busy => "Node busy",
             ProblemCode::ExecutorFailed => "Executor failed",
@@ -159,6 +163,7 @@ mod tests {
             ProblemCode::WrongAudience,
             ProblemCode::TooLarge,
             ProblemCode::UnsupportedTask,
+            ProblemCode::OverBudget,
             ProblemCode::RateLimited,
             ProblemCode::ExecutorFailed,
             ProblemCode::MethodNotAllowed,

@@ -20,6 +20,11 @@ pub struct Proof {
     pub task_digest: String,
     /// Whether the execution succeeded.
     pub status: ProofStatus,
+    /// The kind of executor that ran it (`command`, `http`, `echo`, ...).
+    pub executor_kind: String,
+    /// The program's exit status, for executors that run a program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
     /// The result (on failure, `{"error": ...}`).
     pub result: serde_json::Value,
     /// `sha256:` and the hex digest of `result` written as compact JSON with

@@ -32,6 +32,10 @@ pub struct Task {
     pub estimated_cost: f64,
     /// What the issuer will accept.
     pub quality: QualityRequirements,
+    /// The most the issuer will pay, in ATP; a node whose price or
+    /// ceiling is above it refuses the task before running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
 }
 
 /// The least quality and convergence a proof must report to be accepted.
@@ -71,13 +75,14 @@ mod tests {
             input: serde_json::json!({"x": 1}),
             estimated_cost: 1.0,
             quality: QualityRequirements::default(),
+            max_cost: None,
         };
         let mut value = serde_json::to_value(&task).unwrap();
         assert_eq!(serde_json::from_value::<Task>(value.clone()).unwrap(), task);
-        value["max_cost"] = 5.into();
+        value["priority"] = 5.into();
         let err = serde_json::from_value::<Task>(value).unwrap_err();
         assert!(
-            err.to_string().contains("unknown field `max_cost`"),
+            err.to_string().contains("unknown field `priority`"),
             "{err}"
         );
     }

@@ -89,6 +89,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         },
         lifetime: timeout,
         max_latency: timeout,
+        max_cost: None,
         task_id: None,
     };
     let keys = KeyDir::new(keys_dir);

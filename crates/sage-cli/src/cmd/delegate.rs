@@ -46,6 +46,10 @@ pub struct Args {
     /// Seconds to wait for the proof; also the task's validity.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
+    /// The most this task may cost, in ATP: a node whose price or ceiling
+    /// is above it refuses the task before running it (native protocol).
+    #[arg(long)]
+    max_cost: Option<f64>,
     /// The legacy task's max_latency, in seconds.
     #[arg(long, default_value_t = 30.0)]
     max_latency: f64,
@@ -94,6 +98,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         },
         lifetime: timeout,
         max_latency: seconds(args.max_latency, "--max-latency")?,
+        max_cost: args.max_cost,
         task_id: args.task_id.clone(),
     };
     let keys = KeyDir::new(keys_dir);

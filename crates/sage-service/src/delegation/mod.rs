@@ -33,6 +33,8 @@ pub struct TaskSpec {
     pub quality: QualityRequirements,
     /// How long the task stays valid after signing.
     pub lifetime: Duration,
+    /// The most the delegator will pay, in ATP (native protocol only).
+    pub max_cost: Option<f64>,
     /// The legacy task's `max_latency` (the native protocol has none).
     pub max_latency: Duration,
     /// A task id to use instead of a random one.
@@ -76,6 +78,7 @@ pub fn sign_task(key: &NodeKey, issuer: &str, audience: &str, spec: &TaskSpec) -
         input: spec.input.clone(),
         estimated_cost: spec.estimated_cost,
         quality: spec.quality,
+        max_cost: spec.max_cost,
     };
     // A struct of strings, numbers and a JSON value always serializes.
     let payload = serde_json::to_vec(&task).unwrap_or_default();

@@ -96,6 +96,7 @@ mod tests {
             input: json!({"query": "hi"}),
             estimated_cost: 50.0,
             quality: Default::default(),
+            max_cost: None,
         }
     }
 
@@ -125,8 +126,8 @@ mod tests {
     #[test]
     fn builtin_set_serves_echo_and_the_guide_types_only() {
         let set = ExecutorSet::builtin("Thor");
-        assert_eq!(set.get("echo").unwrap().kind(), "echo");
-        assert_eq!(set.get("vision").unwrap().kind(), "simulate");
+        assert_eq!(set.get("echo").unwrap().executor.kind(), "echo");
+        assert_eq!(set.get("vision").unwrap().executor.kind(), "simulate");
         assert!(set.get("shell").is_none());
     }
 }

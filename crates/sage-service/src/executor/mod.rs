@@ -4,15 +4,15 @@
 mod builtin;
 pub mod command;
 pub mod http;
+mod set;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use sage_types::Task;
 
 pub use builtin::{Echo, Simulate, SIMULATED_TASK_TYPES};
+pub use set::{CostModel, Entry, ExecutorSet, Limiter, Reservation, Run};
 
 /// A boxed future, so that executors can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -79,48 +79,4 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Runs `task`.
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>>;
-}
-
-/// The executors of a node, by task type.
-#[derive(Clone, Default)]
-pub struct ExecutorSet {
-    by_type: BTreeMap<String, Arc<dyn Executor>>,
-}
-
-impl ExecutorSet {
-    /// The built-in set of a node named `platform`: `echo`, and `simulate`
-    /// for the guide's task types ([`SIMULATED_TASK_TYPES`]).
-    pub fn builtin(platform: &str) -> Self {
-        let mut set = ExecutorSet::default();
-        set.insert("echo", Arc::new(Echo));
-        let simulate: Arc<dyn Executor> = Arc::new(Simulate::new(platform));
-        for task_type in SIMULATED_TASK_TYPES {
-            set.insert(task_type, simulate.clone());
-        }
-        set
-    }
-
-    /// Serves `task_type` with `executor`, replacing any other.
-    pub fn insert(&mut self, task_type: &str, executor: Arc<dyn Executor>) {
-        self.by_type.insert(task_type.to_owned(), executor);
-    }
-
-    /// The executor of `task_type`.
-    pub fn get(&self, task_type: &str) -> Option<&Arc<dyn Executor>> {
-        self.by_type.get(task_type)
-    }
-
-    /// (task type, executor kind) pairs, sorted by type.
-    pub fn describe(&self) -> Vec<(&str, &'static str)> {
-        self.by_type
-            .iter()
-            .map(|(t, e)| (t.as_str(), e.kind()))
-            .collect()
-    }
-}
-
-impl std::fmt::Debug for ExecutorSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.describe()).finish()
-    }
 }

@@ -23,10 +23,10 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use super::state::Inner;
-use super::tasks::{busy, check_not_expired, executor_for, read_body, run, Run};
+use super::tasks::{busy, check_cost, check_not_expired, executor_for, read_body, replay_full};
 use super::{ApiError, AppState};
 use crate::clock::{now_ms, now_secs_f64};
-use crate::executor::Executor;
+use crate::executor::{Entry, Run};
 use crate::replay::{pair_key, Slot};
 
 /// One legacy task: the digest of its signed bytes, and its answer once made.
@@ -68,7 +68,7 @@ pub(super) async fn execute_task(
     })?;
 
     let now = now_ms();
-    let (run_slot, executor) = admit(inner, &task, requester, sha256(&canonical), now).inspect_err(|e| {
+    let (run_slot, entry) = admit(inner, &task, requester, sha256(&canonical), now).inspect_err(|e| {
         tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %requester, detail = %e.detail, "legacy task refused");
     })?;
     let answer = run_slot
@@ -76,7 +76,8 @@ pub(super) async fn execute_task(
         .get_or_try_init(|| async {
             let _in_flight = state.start_task();
             let native = as_native(inner, &task, requester);
-            let run = run(executor.as_ref(), &native).await;
+            let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
+            let run = entry.run(&native, reservation).await;
             tracing::info!(
                 task_id = %task.task_id, task_type = %task.task_type, issuer = %requester,
                 status = run.status.as_str(), latency_ms = run.latency.as_secs_f64() * 1000.0,
@@ -103,7 +104,7 @@ fn admit<'a>(
     requester: &str,
     digest: [u8; 32],
     now: u64,
-) -> Result<(Arc<LegacyRun>, &'a Arc<dyn Executor>), ApiError> {
+) -> Result<(Arc<LegacyRun>, &'a Entry), ApiError> {
     if task.delegating_platform != requester {
         return Err(ApiError::new(
             ProblemCode::InvalidSignature,
@@ -127,7 +128,8 @@ fn admit<'a>(
             ),
         ));
     }
-    let executor = executor_for(inner, &task.task_type)?;
+    let entry = executor_for(inner, &task.task_type)?;
+    check_cost(entry, task.estimated_cost, None)?;
     let keep_until = deadline + limits.clock_skew.as_millis() as u64;
     let slot = inner.legacy_runs.get_or_insert(
         pair_key(requester, &task.task_id),
@@ -141,8 +143,8 @@ fn admit<'a>(
         },
     );
     match slot {
-        Slot::Inserted(run) => Ok((run, executor)),
-        Slot::Existing(run) if run.digest == digest => Ok((run, executor)),
+        Slot::Inserted(run) => Ok((run, entry)),
+        Slot::Existing(run) if run.digest == digest => Ok((run, entry)),
         Slot::Existing(_) => Err(ApiError::new(
             ProblemCode::Replayed,
             format!(
@@ -150,7 +152,7 @@ fn admit<'a>(
                 task.task_id
             ),
         )),
-        Slot::Full => Err(busy()),
+        Slot::Full => Err(replay_full()),
     }
 }
 
@@ -171,6 +173,7 @@ fn as_native(inner: &Inner, task: &LegacyTask, requester: &str) -> Task {
         nonce: String::new(),
         input: task.task_data.clone(),
         estimated_cost: task.estimated_cost,
+        max_cost: None,
         quality: QualityRequirements {
             min_quality: task.quality_requirements.min_quality,
             min_convergence: task.quality_requirements.min_convergence,

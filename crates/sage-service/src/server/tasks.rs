@@ -5,9 +5,6 @@
 //! and every check that can refuse runs before the replay guard records the
 //! nonce and before anything executes.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -17,13 +14,13 @@ use sage_crypto::digest::{json_digest, sha256_tagged};
 use sage_crypto::{sign_envelope, verify_envelope, Peer};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::task::TASK_PAYLOAD_TYPE;
-use sage_types::{Envelope, ProblemCode, Proof, ProofStatus, Task};
+use sage_types::{Envelope, ProblemCode, Proof, Task};
 
 use super::state::Inner;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::config::Limits;
-use crate::executor::{Execution, Executor};
+use crate::executor::{Entry, Reservation, Run};
 use crate::replay::Admission;
 
 /// Longest task id accepted.
@@ -51,13 +48,13 @@ pub(super) async fn submit(
             format!("signed payload is not a v1 task: {e}"),
         )
     })?;
-    let executor = admit(inner, &task, verified.signer, now_ms()).inspect_err(|e| {
+    let (entry, reservation) = admit(inner, &task, verified.signer, now_ms()).inspect_err(|e| {
         tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %task.issuer, detail = %e.detail, "task refused");
     })?;
 
     let _in_flight = state.start_task();
-    let run = run(executor.as_ref(), &task).await;
-    let proof = prove(inner, &task, &payload, run);
+    let run = entry.run(&task, reservation).await;
+    let proof = prove(inner, &task, &payload, entry.executor.kind(), run);
     tracing::info!(
         task_id = %task.task_id, task_type = %task.task_type, issuer = %task.issuer,
         status = proof.status.as_str(), latency_ms = proof.latency_ms, "task executed"
@@ -97,13 +94,14 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
 }
 
 /// Every check a verified task must pass before it runs; the last one
-/// records its nonce. Returns the executor that will run it.
+/// records its nonce. Returns the executor's entry and the place reserved
+/// in its queue.
 fn admit<'a>(
     inner: &'a Inner,
     task: &Task,
     signer: &Peer,
     now: u64,
-) -> Result<&'a Arc<dyn Executor>, ApiError> {
+) -> Result<(&'a Entry, Reservation), ApiError> {
     use ProblemCode::*;
     let refuse = |code, detail: String| Err(ApiError::new(code, detail));
     if task.issuer != signer.lct_id {
@@ -165,14 +163,18 @@ fn admit<'a>(
             ),
         );
     }
-    let executor = executor_for(inner, &task.task_type)?;
+    let entry = executor_for(inner, &task.task_type)?;
+    check_cost(entry, task.estimated_cost, task.max_cost)?;
+    // A place in the executor's queue before the nonce is recorded: a
+    // `busy` refusal leaves the signed task valid for a retry.
+    let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
     match inner.replay.admit(
         &task.issuer,
         &task.nonce,
         task.expires_at.saturating_add(skew),
         now,
     ) {
-        Admission::Fresh => Ok(executor),
+        Admission::Fresh => Ok((entry, reservation)),
         Admission::Replayed => refuse(
             Replayed,
             format!(
@@ -180,17 +182,57 @@ fn admit<'a>(
                 task.nonce, task.issuer
             ),
         ),
-        Admission::Full => Err(busy()),
+        Admission::Full => Err(replay_full()),
     }
 }
 
 /// The refusal of a node whose memory of accepted tasks is full.
-pub(super) fn busy() -> ApiError {
+pub(super) fn replay_full() -> ApiError {
     ApiError::new(
         ProblemCode::Busy,
         "too many live tasks to remember another; retry shortly",
     )
     .retry_after(5)
+}
+
+/// The refusal of an executor whose runs and queue are full.
+pub(super) fn busy(task_type: &str) -> ApiError {
+    ApiError::new(
+        ProblemCode::Busy,
+        format!("the {task_type} executor is at its concurrency limit and its queue is full; retry shortly"),
+    )
+    .retry_after(1)
+}
+
+/// Refuses a task whose estimate is above its own `max_cost` or the
+/// executor's ceiling, or whose `max_cost` is below the executor's base price.
+pub(super) fn check_cost(
+    entry: &Entry,
+    estimate: f64,
+    max_cost: Option<f64>,
+) -> Result<(), ApiError> {
+    let over = |detail: String| Err(ApiError::new(ProblemCode::OverBudget, detail));
+    if let Some(max) = max_cost {
+        if estimate > max {
+            return over(format!(
+                "the task's estimate of {estimate} ATP exceeds its own max_cost of {max} ATP"
+            ));
+        }
+        if let Some(model) = &entry.cost {
+            if model.base > max {
+                return over(format!(
+                    "this executor charges at least {} ATP, above the task's max_cost of {max} ATP",
+                    model.base
+                ));
+            }
+        }
+    }
+    if let Some(ceiling) = entry.max_cost {
+        if estimate > ceiling {
+            return over(format!("the task's estimate of {estimate} ATP exceeds this executor's ceiling of {ceiling} ATP"));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a task whose expiry (unix ms) passed more than the skew ago.
@@ -213,10 +255,7 @@ pub(super) fn check_not_expired(
 }
 
 /// The executor of `task_type`, or the refusal naming what this node serves.
-pub(super) fn executor_for<'a>(
-    inner: &'a Inner,
-    task_type: &str,
-) -> Result<&'a Arc<dyn Executor>, ApiError> {
+pub(super) fn executor_for<'a>(inner: &'a Inner, task_type: &str) -> Result<&'a Entry, ApiError> {
     inner.setup.executors.get(task_type).ok_or_else(|| {
         let served: Vec<&str> = inner
             .setup
@@ -235,49 +274,8 @@ pub(super) fn executor_for<'a>(
     })
 }
 
-/// One execution, as both protocols' proofs describe it.
-pub(super) struct Run {
-    /// When it started (unix ms).
-    pub started_at: u64,
-    /// Measured execution time.
-    pub latency: Duration,
-    /// Whether it succeeded.
-    pub status: ProofStatus,
-    /// What the executor reported (on failure, `{"error": ...}` and zeros).
-    pub execution: Execution,
-}
-
-/// Runs `task`; a failure is a run too, and gets a proof.
-pub(super) async fn run(executor: &dyn Executor, task: &Task) -> Run {
-    let started_at = now_ms();
-    let clock = Instant::now();
-    let outcome = executor.execute(task).await;
-    let latency = clock.elapsed();
-    let (status, execution) = match outcome {
-        Ok(execution) => (ProofStatus::Succeeded, execution),
-        Err(e) => (
-            ProofStatus::Failed,
-            Execution {
-                result: serde_json::json!({ "error": e.message }),
-                actual_cost: 0.0,
-                quality: 0.0,
-                convergence: 0.0,
-                iterations: 0,
-                energy: 0.0,
-                exit_status: e.exit_status,
-            },
-        ),
-    };
-    Run {
-        started_at,
-        latency,
-        status,
-        execution,
-    }
-}
-
 /// The v1 proof of `run`.
-fn prove(inner: &Inner, task: &Task, payload: &[u8], run: Run) -> Proof {
+fn prove(inner: &Inner, task: &Task, payload: &[u8], entry_kind: &str, run: Run) -> Proof {
     let latency_ms = run.latency.as_secs_f64() * 1000.0;
     Proof {
         executor: inner.setup.lct_id.clone(),
@@ -285,6 +283,8 @@ fn prove(inner: &Inner, task: &Task, payload: &[u8], run: Run) -> Proof {
         task_id: task.task_id.clone(),
         task_digest: sha256_tagged(payload),
         status: run.status,
+        executor_kind: entry_kind.to_owned(),
+        exit_status: run.execution.exit_status,
         result_digest: json_digest(&run.execution.result),
         result: run.execution.result,
         started_at: run.started_at,

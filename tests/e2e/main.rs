@@ -11,6 +11,7 @@ mod util;
 mod bench;
 mod cli;
 mod delegate;
+mod executors;
 mod legacy;
 mod protocol_doc;
 mod refusals;

@@ -16,9 +16,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sage", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
-    /// Key directory: key files and peers.toml.
-    #[arg(long, global = true, env = "SAGE_KEYS_DIR", default_value = "keys")]
-    keys_dir: PathBuf,
+    /// Key directory: key files and peers.toml [default: keys, or the config file's].
+    #[arg(long, global = true, env = "SAGE_KEYS_DIR")]
+    keys_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -34,6 +34,8 @@ enum Command {
     Delegate(cmd::delegate::Args),
     /// Load a node with delegations: throughput, latency percentiles, errors.
     Bench(cmd::bench::Args),
+    /// Show a node's task types, limits, prices and hardware, signature verified.
+    Capabilities(cmd::capabilities::Args),
     /// Check that a node answers and is healthy.
     Health(cmd::health::Args),
     /// Make a new Ed25519 key for a platform.
@@ -44,19 +46,30 @@ enum Command {
     /// Manage the peers this node trusts (peers.toml).
     #[command(subcommand)]
     Peer(cmd::peer::Command),
+    /// Check a config file and print the effective configuration.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // `serve` may take the key directory from its config file instead.
+    let keys_dir = cli
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("keys"));
+    let keys_dir = keys_dir.as_path();
     let result = match cli.command {
-        Command::Serve(args) => cmd::serve::run(&cli.keys_dir, args),
-        Command::Delegate(args) => cmd::delegate::run(&cli.keys_dir, args),
+        Command::Serve(args) => cmd::serve::run(cli.keys_dir.as_deref(), args),
+        Command::Config(command) => cmd::config::run(command),
+        Command::Delegate(args) => cmd::delegate::run(keys_dir, args),
         Command::Health(args) => cmd::health::run(args),
-        Command::Bench(args) => cmd::bench::run(&cli.keys_dir, args),
-        Command::Keygen(args) => cmd::keygen::run(&cli.keys_dir, args),
-        Command::Key(command) => cmd::key::run(&cli.keys_dir, command),
-        Command::Peer(command) => cmd::peer::run(&cli.keys_dir, command),
+        Command::Bench(args) => cmd::bench::run(keys_dir, args),
+        Command::Capabilities(args) => cmd::capabilities::run(keys_dir, args),
+        Command::Keygen(args) => cmd::keygen::run(keys_dir, args),
+        Command::Key(command) => cmd::key::run(keys_dir, command),
+        Command::Peer(command) => cmd::peer::run(keys_dir, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,6 +63,7 @@ impl Fleet {
                 replay_capacity: 10_000_000,
                 ..Limits::default()
             },
+            hardware: Default::default(),
         });
         Fleet {
             sprout,

@@ -73,6 +73,35 @@ impl Client {
         Ok((health, rtt))
     }
 
+    /// `GET /v1/capabilities`: the node's signed self-description (not yet
+    /// verified).
+    ///
+    /// # Errors
+    /// A transport error, a refusal, or an answer that is not an envelope.
+    pub async fn capabilities(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Envelope, ClientError> {
+        let url = format!("{}/v1/capabilities", base_url(addr)?);
+        let response = self
+            .http
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(addr, timeout, &e))?;
+        let (status, body) = read(addr, timeout, response).await?;
+        if status != 200 {
+            return Err(refusal(addr, status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            addr: addr.to_owned(),
+            status,
+            detail: format!("not a capabilities envelope: {e}"),
+        })
+    }
+
     /// `POST /v1/tasks` with a signed task envelope; the answer is the
     /// (not yet verified) proof envelope.
     ///

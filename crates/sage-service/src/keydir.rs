@@ -26,6 +26,7 @@ const PEERS_FILE: &str = "peers.toml";
 #[derive(Debug, Clone)]
 pub struct KeyDir {
     root: PathBuf,
+    peers: Option<PathBuf>,
 }
 
 /// This node's identity: name, LCT id and private key.
@@ -46,7 +47,16 @@ pub struct Identity {
 impl KeyDir {
     /// The key directory at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        KeyDir { root: root.into() }
+        KeyDir {
+            root: root.into(),
+            peers: None,
+        }
+    }
+
+    /// The same directory with its peers file elsewhere.
+    pub fn with_peers_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.peers = Some(path.into());
+        self
     }
 
     /// Its path.
@@ -56,7 +66,9 @@ impl KeyDir {
 
     /// Where `peers.toml` lives.
     pub fn peers_file(&self) -> PathBuf {
-        self.root.join(PEERS_FILE)
+        self.peers
+            .clone()
+            .unwrap_or_else(|| self.root.join(PEERS_FILE))
     }
 
     /// Where `keygen` writes the key of `name`.

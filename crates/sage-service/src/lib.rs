@@ -7,6 +7,7 @@
 //! - [`keydir`]: the key directory (key files, `peers.toml`) and the trust
 //!   store built from it; [`peers_file`] is the `peers.toml` format.
 //! - [`replay`]: the bounded in-memory replay guard.
+//! - [`hardware`]: what the machine has, for the capabilities document.
 //! - [`config`]: the limits a node enforces.
 //! - [`bench`]: the load generator of `sage bench`.
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod config;
 pub mod delegation;
 mod error;
 pub mod executor;
+pub mod hardware;
 pub mod keydir;
 pub mod peers_file;
 pub mod replay;

@@ -52,6 +52,7 @@ fn fixture(limits: Limits) -> Fixture {
         trust,
         executors,
         limits,
+        hardware: Default::default(),
     });
     Fixture {
         app: router(state),

@@ -4,7 +4,8 @@
 //! signed: the native v1 [`Task`] and [`Proof`] payloads, the DSSE
 //! [`Envelope`] that carries them with its pre-authentication encoding
 //! ([`envelope::pae`]), the `application/problem+json` refusal body
-//! ([`Problem`]), the health answer ([`Health`]), and the Python-compatible
+//! ([`Problem`]), the health answer ([`Health`]), the signed self-description
+//! of a node ([`capabilities`]), and the Python-compatible
 //! canonical JSON writer and the message shapes of the Python original's
 //! protocol ([`canonical`], [`legacy`]).
 //!
@@ -12,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod canonical;
+pub mod capabilities;
 pub mod envelope;
 mod error;
 pub mod health;

@@ -23,7 +23,8 @@ const TROUBLESHOOTING: &str = "troubleshooting:\n  - is the node running? (`sage
 pub fn run(args: Args) -> CmdResult {
     let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
     let client = Client::new()?;
-    let result = super::runtime(false)?.block_on(client.health(&args.address, timeout));
+    let runtime = super::runtime(false)?;
+    let result = runtime.block_on(client.health(&args.address, timeout));
     let (health, rtt) = match result {
         Ok(ok) => ok,
         Err(err) => {
@@ -38,12 +39,15 @@ pub fn run(args: Args) -> CmdResult {
         }
     };
     let rtt_ms = rtt.as_secs_f64() * 1000.0;
+    // A summary of what it serves; a Python node has no capabilities.
+    let caps = super::capabilities::fetch_unverified(&client, &runtime, &args.address);
     if args.json {
         print_json(&json!({
             "address": args.address,
             "healthy": true,
             "rtt_ms": rtt_ms,
             "health": health,
+            "capabilities": caps,
         }));
     } else {
         println!(
@@ -56,6 +60,13 @@ pub fn run(args: Args) -> CmdResult {
         }
         if let Some(version) = &health.version {
             println!("version:    sage {version}");
+        }
+        if let Some(caps) = &caps {
+            super::capabilities::print_summary(caps);
+            println!(
+                "(unverified summary; `sage capabilities {}` checks its signature)",
+                args.address
+            );
         }
     }
     Ok(())

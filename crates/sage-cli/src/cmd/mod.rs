@@ -1,6 +1,8 @@
 //! One module per subcommand: its arguments and its `run`.
 
 pub mod bench;
+pub mod capabilities;
+pub mod config;
 pub mod delegate;
 pub mod health;
 pub mod key;

@@ -1,66 +1,123 @@
 //! `sage serve`.
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sage_service::config::Limits;
-use sage_service::executor::ExecutorSet;
+use sage_service::config::file::{ConfigFile, DEFAULT_PATHS};
 use sage_service::keydir::KeyDir;
 use sage_service::server::{self, AppState, NodeSetup, Shutdown};
 
 use crate::failure::{CmdResult, Failure};
 
-/// Run a node until SIGINT or SIGTERM.
+/// Run a node until SIGINT or SIGTERM. Flags override the config file.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// This platform's name; its key is DIR/NAME_ed25519.key.
+    /// Config file [default: ./sage.toml if present, else /etc/sage/sage.toml if present, else flags alone].
     #[arg(long)]
-    name: String,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    host: String,
-    /// Port to listen on (0: any free port, logged at start).
-    #[arg(long, default_value_t = 50051)]
-    port: u16,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
-    max_body_bytes: usize,
-    /// Seconds that task times may differ from this node's clock.
-    #[arg(long, default_value_t = Limits::default().clock_skew.as_secs())]
-    clock_skew: u64,
-    /// Longest validity, in seconds, that a task may claim.
-    #[arg(long, default_value_t = Limits::default().max_task_lifetime.as_secs())]
-    max_task_lifetime: u64,
+    config: Option<PathBuf>,
+    /// This platform's name; its key is DIR/NAME_ed25519.key [config: node.name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Address to listen on [default: 0.0.0.0; config: node.listen].
+    #[arg(long)]
+    host: Option<IpAddr>,
+    /// Port to listen on; 0 picks a free one and logs it [default: 50051; config: node.listen].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Largest request body accepted, in bytes [default: 1048576].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Seconds that task times may differ from this node's clock [default: 300].
+    #[arg(long)]
+    clock_skew: Option<u64>,
+    /// Longest validity, in seconds, that a task may claim [default: 3600].
+    #[arg(long)]
+    max_task_lifetime: Option<u64>,
     /// Most accepted tasks remembered against replay at once; each is kept
-    /// for its lifetime plus the clock skew.
-    #[arg(long, default_value_t = Limits::default().replay_capacity)]
-    replay_capacity: usize,
-    /// Seconds that in-flight tasks may run after SIGINT/SIGTERM.
-    #[arg(long, default_value_t = Limits::default().drain_timeout.as_secs())]
-    drain_timeout: u64,
+    /// for its lifetime plus the clock skew [default: 1000000].
+    #[arg(long)]
+    replay_capacity: Option<usize>,
+    /// Seconds that in-flight tasks may run after SIGINT/SIGTERM [default: 30].
+    #[arg(long)]
+    drain_timeout: Option<u64>,
 }
 
-pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
-    let keys = KeyDir::new(keys_dir);
-    let identity = keys.load_identity(&args.name)?;
-    let trust = keys.trust_store(&identity.name)?;
-    let ip: std::net::IpAddr = args
-        .host
-        .parse()
-        .map_err(|_| Failure::Usage(format!("--host {:?} is not an IP address", args.host)))?;
-    let addr = SocketAddr::new(ip, args.port);
-    let limits = Limits {
-        max_body_bytes: args.max_body_bytes,
-        clock_skew: Duration::from_secs(args.clock_skew),
-        max_task_lifetime: Duration::from_secs(args.max_task_lifetime),
-        drain_timeout: Duration::from_secs(args.drain_timeout),
-        replay_capacity: args.replay_capacity,
+/// The config file: the one given, else the first default path that
+/// exists, else none.
+pub fn find_config(given: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>, Failure> {
+    let path = match given {
+        Some(path) => Some(path.to_owned()),
+        None => DEFAULT_PATHS.iter().map(PathBuf::from).find(|p| p.exists()),
     };
+    path.map(|path| {
+        let file = ConfigFile::load(&path).map_err(|e| Failure::Failed(e.to_string()))?;
+        Ok((path, file))
+    })
+    .transpose()
+}
+
+pub fn run(keys_dir: Option<&Path>, args: Args) -> CmdResult {
+    let (config_path, file) = match find_config(args.config.as_deref())? {
+        Some((path, file)) => (Some(path), file),
+        None => (None, ConfigFile::default()),
+    };
+    let name = args
+        .name
+        .clone()
+        .or_else(|| file.node.name.clone())
+        .ok_or_else(|| {
+            Failure::Usage(
+                "no platform name: pass --name NAME or set [node] name in the config file".into(),
+            )
+        })?;
+    let keys_dir = keys_dir
+        .map(Path::to_owned)
+        .or_else(|| file.node.keys_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("keys"));
+    let mut keys = KeyDir::new(&keys_dir);
+    if let Some(peers) = &file.node.peers_file {
+        keys = keys.with_peers_file(peers);
+    }
+    let listen = file
+        .node
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 50051)));
+    let addr = SocketAddr::new(
+        args.host.unwrap_or(listen.ip()),
+        args.port.unwrap_or(listen.port()),
+    );
+    let mut limits = file.limits();
+    let secs = Duration::from_secs;
+    limits.max_body_bytes = args.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    limits.clock_skew = args.clock_skew.map_or(limits.clock_skew, secs);
+    limits.max_task_lifetime = args
+        .max_task_lifetime
+        .map_or(limits.max_task_lifetime, secs);
+    limits.replay_capacity = args.replay_capacity.unwrap_or(limits.replay_capacity);
+    limits.drain_timeout = args.drain_timeout.map_or(limits.drain_timeout, secs);
+
+    let identity = keys.load_identity(&name)?;
+    let lct_id = file
+        .node
+        .lct_id
+        .clone()
+        .unwrap_or_else(|| identity.lct_id.clone());
+    let trust = keys.trust_store(&identity.name)?;
+    let executors = file
+        .executors(
+            config_path.as_deref().unwrap_or(Path::new("(flags)")),
+            &identity.name,
+        )
+        .map_err(|e| Failure::Failed(e.to_string()))?;
 
     let public = identity.key.public();
     tracing::info!("SAGE federation node {}", identity.name);
-    tracing::info!("  LCT id:     {}", identity.lct_id);
+    match &config_path {
+        Some(path) => tracing::info!("  config:     {}", path.display()),
+        None => tracing::info!("  config:     none (flags and defaults)"),
+    }
+    tracing::info!("  LCT id:     {lct_id}");
     tracing::info!("  key file:   {}", identity.key_path.display());
     tracing::info!(
         "  public key: {}... ({})",
@@ -88,7 +145,6 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             peer.sources_text()
         );
     }
-    let executors = ExecutorSet::builtin(&identity.name);
     let served: Vec<String> = executors
         .describe()
         .iter()
@@ -96,16 +152,32 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         .collect();
     tracing::info!("  executors:  {}", served.join(", "));
 
+    let runtime = super::runtime(true)?;
+    let hardware = runtime.block_on(sage_service::hardware::detect());
+    tracing::info!(
+        "  hardware:   {} CPUs{}{}",
+        hardware.cpus,
+        hardware
+            .gpus
+            .iter()
+            .map(|g| format!(", {}", g.name))
+            .collect::<String>(),
+        hardware
+            .device_model
+            .as_ref()
+            .map(|m| format!(", {m}"))
+            .unwrap_or_default()
+    );
     let state = AppState::new(NodeSetup {
         name: identity.name.clone(),
-        lct_id: identity.lct_id.clone(),
+        lct_id,
         key: identity.key,
         trust,
         executors,
         limits,
+        hardware,
     });
 
-    let runtime = super::runtime(true)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             Failure::Failed(format!(
@@ -113,14 +185,12 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             ))
         })?;
         let bound = listener.local_addr()?;
-        tracing::info!("  endpoints:  GET /health, POST /v1/tasks");
+        tracing::info!("  endpoints:  GET /health, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
         tracing::info!("listening on http://{bound}");
         match server::serve(listener, state, server::shutdown_signal()).await? {
             Shutdown::Drained => tracing::info!("stopped: all in-flight tasks finished"),
             Shutdown::DeadlinePassed { abandoned } => {
-                tracing::warn!(
-                    "stopped: drain deadline passed with {abandoned} task(s) still running"
-                )
+                tracing::warn!("stopped: drain deadline passed with {abandoned} task(s) still running")
             }
         }
         Ok(())

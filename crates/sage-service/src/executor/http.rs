@@ -1,1 +1,1086 @@
-//! The `http` executor: posts the task to an HTTP service.
+//! The `http` executor: posts each task to an HTTP service and makes the
+//! service's answer the task's result.
+//!
+//! It fronts a local model server or any other HTTP service: the node checks
+//! the task (signature, issuer, replay, ...), the service does the work, and
+//! the node signs a proof of what the service answered.
+//!
+//! # Settings ([`HttpConfig`])
+//!
+//! - `url`: the full endpoint, `http://` or `https://` (for a chat server,
+//!   e.g. `http://127.0.0.1:8080/v1/chat/completions`).
+//! - `timeout` (default 120 s): the whole exchange, from connecting to the
+//!   last byte of the answer.
+//! - `headers`: extra request headers, each a literal value or the *name* of
+//!   an environment variable that holds it (for tokens: keep secrets out of
+//!   the config file). Every header is resolved once, when the node starts; a
+//!   variable that is unset or empty stops the start. Header values are
+//!   never logged nor shown in `Debug` output. `Content-Type`,
+//!   `Content-Length`, `Host`, `Transfer-Encoding`, `Connection` and the
+//!   `X-Sage-*` headers are the executor's own and cannot be set.
+//! - `mode`: [`HttpMode::Raw`] or [`HttpMode::OpenAiChat`].
+//! - `max_response_bytes` (default 4 MiB): a longer answer fails the task.
+//!
+//! Put secrets in headers rather than in the URL: logs and error messages
+//! show the URL without its query string and credentials, but the URL itself
+//! is part of the configuration.
+//!
+//! # Raw mode
+//!
+//! The task's `input` is POSTed as the JSON body, with the headers
+//! `X-Sage-Task-Id`, `X-Sage-Task-Type` and `X-Sage-Issuer`. A 2xx answer
+//! becomes the result: its JSON when it parses, else its text as a JSON
+//! string.
+//!
+//! # OpenAI chat mode
+//!
+//! For servers with an OpenAI-compatible `/v1/chat/completions` (llama.cpp's
+//! server, Ollama, vLLM). The request is built from the input:
+//!
+//! - `messages` (an array of chat messages) is used as is; otherwise
+//!   `prompt` (a string) becomes one user message; an input with neither
+//!   fails without sending anything;
+//! - `system` (a string), if present, is put first as a system message;
+//! - `temperature`, `max_tokens`, `top_p`, `stop` and `seed` are copied;
+//! - `model` is the configured one, and `stream` is `false`.
+//!
+//! The result is `{"content", "model", "finish_reason", "usage"}` from the
+//! answer's `choices[0].message.content`, `model`, `choices[0].finish_reason`
+//! and `usage` (null when absent). A 2xx answer without
+//! `choices[0].message.content` fails the task.
+//!
+//! # Failures
+//!
+//! Every failure fails the task (the node signs a proof that says so), with a
+//! message naming the URL: the service is unreachable (with the OS's
+//! reason), gave no answer within the timeout, answered with a non-2xx status
+//! (`HTTP 500 from URL: ` and the first 300 characters of its body), or
+//! answered too much. Redirects are not followed: a redirect is reported
+//! as its status, so that a task is never re-sent elsewhere, nor with its
+//! headers. Proxy settings from the environment are ignored.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderName};
+use sage_types::Task;
+use serde_json::{json, Map, Value};
+
+use super::{BoxFuture, ExecError, Execution, Executor};
+
+/// The default of [`HttpConfig::timeout`].
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default of [`HttpConfig::max_response_bytes`].
+const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// How much of an error answer's body is read (enough for its first 300
+/// characters, which is all the message shows).
+const ERROR_BODY_BYTES: usize = 4 * 1024;
+/// How many characters of an error answer the message shows.
+const ERROR_BODY_CHARS: usize = 300;
+/// Headers the executor sets itself; a configured one would clash.
+const RESERVED_HEADERS: [&str; 8] = [
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "x-sage-task-id",
+    "x-sage-task-type",
+    "x-sage-issuer",
+];
+/// Sampling options copied from the input into a chat request.
+const CHAT_OPTIONS: [&str; 5] = ["temperature", "max_tokens", "top_p", "stop", "seed"];
+
+/// Settings of an `http` executor (kind = "http").
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// The endpoint, `http://` or `https://`.
+    pub url: String,
+    /// How long the whole exchange may take.
+    pub timeout: Duration,
+    /// Extra request headers: name, and where the value comes from.
+    pub headers: Vec<(String, HeaderValue)>,
+    /// What is sent and how the answer is read.
+    pub mode: HttpMode,
+    /// The largest answer accepted, in bytes.
+    pub max_response_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    /// No URL, 120 s, no headers, raw mode, 4 MiB.
+    fn default() -> Self {
+        HttpConfig {
+            url: String::new(),
+            timeout: DEFAULT_TIMEOUT,
+            headers: Vec::new(),
+            mode: HttpMode::Raw,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// Where a header's value comes from.
+#[derive(Clone, PartialEq)]
+pub enum HeaderValue {
+    /// This value.
+    Literal(String),
+    /// The value of the environment variable of this name, read at start.
+    Env(String),
+}
+
+impl fmt::Debug for HeaderValue {
+    // Literal values may be tokens: never shown. An Env holds only a name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderValue::Literal(_) => f.write_str("Literal(<redacted>)"),
+            HeaderValue::Env(var) => f.debug_tuple("Env").field(var).finish(),
+        }
+    }
+}
+
+/// How the executor talks to the service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpMode {
+    /// The input is the body; the answer is the result.
+    Raw,
+    /// An OpenAI-compatible chat completion with this model.
+    OpenAiChat {
+        /// The `model` of every request.
+        model: String,
+    },
+}
+
+/// Why an `http` executor cannot start. No variant holds a header value.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpConfigError {
+    /// A header's environment variable is unset or empty.
+    #[error(
+        "header `{header}` takes its value from the environment variable `{var}`, \
+         which is not set (or empty); set it before starting the node"
+    )]
+    MissingEnv {
+        /// The header.
+        header: String,
+        /// The environment variable.
+        var: String,
+    },
+    /// A header's name or value cannot be sent.
+    #[error("header `{header}`: {detail}")]
+    BadHeader {
+        /// The header.
+        header: String,
+        /// What is wrong, without the value.
+        detail: String,
+    },
+    /// The URL is not an `http://` or `https://` URL.
+    #[error("bad URL `{url}`: {detail}")]
+    BadUrl {
+        /// The URL, without credentials or query when it parses.
+        url: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Runs tasks by posting them to an HTTP service; see the module
+/// documentation.
+pub struct HttpExecutor {
+    name: String,
+    url: reqwest::Url,
+    /// The URL for logs and messages: no credentials, no query.
+    shown_url: String,
+    timeout: Duration,
+    /// Resolved, and marked sensitive.
+    headers: HeaderMap,
+    mode: HttpMode,
+    max_response_bytes: usize,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for HttpExecutor {
+    // Header names only: their values may be secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
+        f.debug_struct("HttpExecutor")
+            .field("name", &self.name)
+            .field("url", &self.shown_url)
+            .field("mode", &self.mode)
+            .field("timeout", &self.timeout)
+            .field("headers", &header_names)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpExecutor {
+    /// The executor `name` (for logs) with `config`: checks the URL and
+    /// resolves every header now, reading environment variables once.
+    ///
+    /// # Errors
+    /// [`HttpConfigError`] naming the URL, header or variable at fault.
+    pub fn new(name: &str, config: HttpConfig) -> Result<Self, HttpConfigError> {
+        let url = parse_url(&config.url)?;
+        let shown_url = shown(&url);
+        let headers = resolve_headers(&config.headers)?;
+        let client = reqwest::Client::builder()
+            // A node talks to its service directly, whatever the environment says.
+            .no_proxy()
+            // A task is posted to the configured URL only, never re-sent elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("sage/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HttpConfigError::BadUrl {
+                url: shown_url.clone(),
+                detail: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(HttpExecutor {
+            name: name.to_owned(),
+            url,
+            shown_url,
+            timeout: config.timeout,
+            headers,
+            mode: config.mode,
+            max_response_bytes: config.max_response_bytes,
+            client,
+        })
+    }
+
+    /// Sends `request` and reads a 2xx answer's body; records the status
+    /// in `status` as soon as it is known.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        status: &mut Option<u16>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let code = response.status();
+        *status = Some(code.as_u16());
+        if !code.is_success() {
+            // The body only illustrates the failure: a short, lossy excerpt.
+            let body = read_at_most(&mut response, ERROR_BODY_BYTES)
+                .await
+                .map(|(body, _)| body)
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body);
+            let excerpt: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
+            return Err(ExecError::new(format!(
+                "HTTP {} from {}: {excerpt}",
+                code.as_u16(),
+                self.shown_url
+            )));
+        }
+        let too_large = || {
+            ExecError::new(format!(
+                "response larger than {} bytes from {}",
+                self.max_response_bytes, self.shown_url
+            ))
+        };
+        // Refuse early when the length is announced; count anyway, since it
+        // may not be.
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_response_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let (body, truncated) = read_at_most(&mut response, self.max_response_bytes)
+            .await
+            .map_err(|e| self.transport(e))?;
+        if truncated {
+            return Err(too_large());
+        }
+        Ok(body)
+    }
+
+    /// A failed request as a task failure, naming the URL (never with its
+    /// query or credentials) and the innermost cause.
+    fn transport(&self, err: reqwest::Error) -> ExecError {
+        if err.is_timeout() {
+            return self.timed_out();
+        }
+        let err = err.without_url();
+        // The innermost cause says what happened ("Connection refused").
+        let mut cause: &dyn std::error::Error = &err;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        if err.is_connect() {
+            ExecError::new(format!("cannot connect to {}: {cause}", self.shown_url))
+        } else {
+            ExecError::new(format!("request to {} failed: {cause}", self.shown_url))
+        }
+    }
+
+    fn timed_out(&self) -> ExecError {
+        ExecError::new(format!(
+            "no answer within {} s from {}",
+            self.timeout.as_secs_f64(),
+            self.shown_url
+        ))
+    }
+
+    /// The request for `task`, or why there can be none.
+    fn request(&self, task: &Task) -> Result<reqwest::RequestBuilder, ExecError> {
+        let request = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone());
+        Ok(match &self.mode {
+            HttpMode::Raw => request
+                .json(&task.input)
+                .header("x-sage-task-id", task_header("task id", &task.task_id)?)
+                .header(
+                    "x-sage-task-type",
+                    task_header("task type", &task.task_type)?,
+                )
+                .header("x-sage-issuer", task_header("issuer", &task.issuer)?),
+            HttpMode::OpenAiChat { model } => request.json(&chat_request(model, &task.input)?),
+        })
+    }
+
+    /// The result made of a 2xx answer's body.
+    fn result(&self, body: &[u8]) -> Result<Value, ExecError> {
+        match &self.mode {
+            HttpMode::Raw => Ok(serde_json::from_slice(body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))),
+            HttpMode::OpenAiChat { .. } => {
+                let answer: Value = serde_json::from_slice(body).map_err(|e| {
+                    ExecError::new(format!("answer from {} is not JSON: {e}", self.shown_url))
+                })?;
+                chat_result(&answer, &self.shown_url)
+            }
+        }
+    }
+}
+
+impl Executor for HttpExecutor {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
+        Box::pin(async move {
+            let request = self.request(task)?;
+            let started = Instant::now();
+            let mut status = None;
+            // One deadline for connecting, sending and reading the answer.
+            let body = match tokio::time::timeout(self.timeout, self.exchange(request, &mut status))
+                .await
+            {
+                Ok(body) => body,
+                Err(_) => Err(self.timed_out()),
+            };
+            let outcome = body.and_then(|body| self.result(&body));
+            // No bodies and no headers in logs: they may hold secrets.
+            tracing::debug!(
+                executor = %self.name,
+                task_id = %task.task_id,
+                url = %self.shown_url,
+                status = ?status,
+                latency_ms = started.elapsed().as_millis() as u64,
+                ok = outcome.is_ok(),
+                "http executor"
+            );
+            outcome.map(Execution::of)
+        })
+    }
+}
+
+/// Parses and checks the configured URL.
+fn parse_url(raw: &str) -> Result<reqwest::Url, HttpConfigError> {
+    let bad = |url: String, detail: &str| HttpConfigError::BadUrl {
+        url,
+        detail: detail.to_owned(),
+    };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(bad(String::new(), "no URL given"));
+    }
+    // An unparsable URL is shown as given: there is nothing else to show.
+    let url = reqwest::Url::parse(raw).map_err(|e| bad(raw.to_owned(), &e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(
+            shown(&url),
+            "only http:// and https:// URLs are supported",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad(shown(&url), "no host"));
+    }
+    Ok(url)
+}
+
+/// `url` without credentials, query or fragment, for logs and messages.
+fn shown(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    // Neither can fail on an http(s) URL; on others they change nothing.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
+}
+
+/// Resolves the configured headers, reading environment variables now.
+fn resolve_headers(headers: &[(String, HeaderValue)]) -> Result<HeaderMap, HttpConfigError> {
+    let mut map = HeaderMap::new();
+    for (header, source) in headers {
+        let bad = |detail: String| HttpConfigError::BadHeader {
+            header: header.clone(),
+            detail,
+        };
+        let name = HeaderName::from_bytes(header.trim().as_bytes())
+            .map_err(|_| bad("not a valid header name".to_owned()))?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(bad("set by the executor itself".to_owned()));
+        }
+        let value = match source {
+            HeaderValue::Literal(value) => value.clone(),
+            HeaderValue::Env(var) => match std::env::var(var) {
+                // Values kept in files often end with a newline.
+                Ok(value) if !value.trim().is_empty() => value.trim().to_owned(),
+                Ok(_) | Err(std::env::VarError::NotPresent) => {
+                    return Err(HttpConfigError::MissingEnv {
+                        header: header.clone(),
+                        var: var.clone(),
+                    })
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(bad(format!(
+                        "the environment variable `{var}` does not hold UTF-8 text"
+                    )))
+                }
+            },
+        };
+        // The error would not show the value anyway; ours says why.
+        let mut value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+            bad("the value holds characters a header cannot carry (a newline?)".to_owned())
+        })?;
+        value.set_sensitive(true);
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// A task field as a header value.
+fn task_header(what: &str, value: &str) -> Result<reqwest::header::HeaderValue, ExecError> {
+    reqwest::header::HeaderValue::from_str(value)
+        .map_err(|_| ExecError::new(format!("the {what} cannot be sent as an HTTP header")))
+}
+
+/// The chat completion request for `input`.
+fn chat_request(model: &str, input: &Value) -> Result<Value, ExecError> {
+    let needs = "input needs `prompt` (a string) or `messages` (an array)";
+    let input = input.as_object().ok_or_else(|| ExecError::new(needs))?;
+    // A null field counts as absent.
+    let field = |key: &str| input.get(key).filter(|v| !v.is_null());
+    let mut messages = match (field("messages"), field("prompt")) {
+        (Some(Value::Array(messages)), _) => messages.clone(),
+        (Some(_), _) => return Err(ExecError::new("input `messages` must be an array")),
+        (None, Some(Value::String(prompt))) => vec![json!({"role": "user", "content": prompt})],
+        (None, Some(_)) => return Err(ExecError::new("input `prompt` must be a string")),
+        (None, None) => return Err(ExecError::new(needs)),
+    };
+    match field("system") {
+        Some(Value::String(system)) => {
+            messages.insert(0, json!({"role": "system", "content": system}));
+        }
+        Some(_) => return Err(ExecError::new("input `system` must be a string")),
+        None => {}
+    }
+    let mut request = Map::new();
+    request.insert("model".into(), Value::String(model.to_owned()));
+    request.insert("messages".into(), Value::Array(messages));
+    for key in CHAT_OPTIONS {
+        if let Some(value) = field(key) {
+            request.insert(key.into(), value.clone());
+        }
+    }
+    request.insert("stream".into(), Value::Bool(false));
+    Ok(Value::Object(request))
+}
+
+/// The result made of a chat completion answer.
+fn chat_result(answer: &Value, url: &str) -> Result<Value, ExecError> {
+    let missing = |what: &str| {
+        ExecError::new(format!(
+            "answer from {url} has no `{what}`: not an OpenAI chat completion"
+        ))
+    };
+    let choice = answer
+        .get("choices")
+        .and_then(|choices| choices.get(0))
+        .ok_or_else(|| missing("choices[0]"))?;
+    let message = choice
+        .get("message")
+        .ok_or_else(|| missing("choices[0].message"))?;
+    let content = message
+        .get("content")
+        .and_then(Value::as_str)
+        .ok_or_else(|| missing("choices[0].message.content"))?;
+    let copy = |value: Option<&Value>| value.cloned().unwrap_or(Value::Null);
+    Ok(json!({
+        "content": content,
+        "model": copy(answer.get("model")),
+        "finish_reason": copy(choice.get("finish_reason")),
+        "usage": copy(answer.get("usage")),
+    }))
+}
+
+/// Reads at most `limit` bytes of the body, chunk by chunk; says whether
+/// there was more.
+async fn read_at_most(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap as Headers, StatusCode};
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const SECRET: &str = "s3cret-token-value";
+    const MODEL: &str = "test-model";
+
+    /// What the test server saw: the last request's headers and body.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Option<(Headers, Value)>>>);
+
+    impl Seen {
+        fn last(&self) -> (Headers, Value) {
+            self.0.lock().unwrap().clone().expect("a request")
+        }
+    }
+
+    /// Plays an OpenAI-compatible server: checks the token and the model,
+    /// answers with the last user message.
+    async fn chat(
+        State(seen): State<Seen>,
+        headers: Headers,
+        Json(body): Json<Value>,
+    ) -> (StatusCode, Json<Value>) {
+        *seen.0.lock().unwrap() = Some((headers.clone(), body.clone()));
+        let bearer = format!("Bearer {SECRET}");
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str()) {
+            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "no token"})));
+        }
+        if body["model"] != MODEL {
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": "model"})));
+        }
+        let Some(messages) = body["messages"].as_array() else {
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": "messages"})));
+        };
+        let last_user = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .map(|m| m["content"].clone())
+            .unwrap_or(Value::Null);
+        (
+            StatusCode::OK,
+            Json(json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": MODEL,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": last_user},
+                    "finish_reason": "stop",
+                }],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+            })),
+        )
+    }
+
+    /// Answers with the body and the X-Sage-* headers it got.
+    async fn raw(State(seen): State<Seen>, headers: Headers, body: String) -> Json<Value> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        *seen.0.lock().unwrap() = Some((headers.clone(), parsed.clone()));
+        Json(json!({
+            "body": parsed,
+            "task_id": header("x-sage-task-id"),
+            "task_type": header("x-sage-task-type"),
+            "issuer": header("x-sage-issuer"),
+            "content_type": header("content-type"),
+        }))
+    }
+
+    async fn server() -> (String, Seen) {
+        let seen = Seen::default();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/raw", post(raw))
+            .route("/text", post(|| async { "plain words" }))
+            .route(
+                "/empty-chat",
+                post(|| async { Json(json!({"choices": []})) }),
+            )
+            .route(
+                "/fail",
+                post(|| async {
+                    let body = format!("model exploded: out of memory {}", "x".repeat(1000));
+                    (StatusCode::INTERNAL_SERVER_ERROR, body)
+                }),
+            )
+            .route(
+                "/slow",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "too late"
+                }),
+            )
+            .route("/big", post(|| async { "y".repeat(2048) }))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn task(input: Value) -> Task {
+        serde_json::from_value(json!({
+            "task_id": "task-42",
+            "task_type": "llm_inference",
+            "issuer": "sprout_sage_lct",
+            "audience": "thor_sage_lct",
+            "issued_at": 0,
+            "expires_at": 1,
+            "nonce": "00",
+            "input": input,
+            "estimated_cost": 1.0,
+            "quality": {"min_quality": 0.6, "min_convergence": 0.7},
+        }))
+        .unwrap()
+    }
+
+    /// A chat executor whose token comes from the variable `var`, set here.
+    fn chat_executor(base: &str, var: &str) -> HttpExecutor {
+        std::env::set_var(var, format!("Bearer {SECRET}\n"));
+        HttpExecutor::new(
+            "llama",
+            HttpConfig {
+                url: format!("{base}/v1/chat/completions"),
+                headers: vec![("Authorization".into(), HeaderValue::Env(var.into()))],
+                mode: HttpMode::OpenAiChat {
+                    model: MODEL.into(),
+                },
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn raw_executor(url: String) -> HttpExecutor {
+        HttpExecutor::new(
+            "svc",
+            HttpConfig {
+                url,
+                timeout: Duration::from_millis(300),
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn openai_chat_answers_with_content_model_and_usage() {
+        let (base, seen) = server().await;
+        let executor = chat_executor(&base, "SAGE_TEST_HTTP_TOKEN_SUCCESS");
+        assert_eq!(executor.kind(), "http");
+        let out = executor
+            .execute(&task(json!({"messages": [
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "hello there"},
+            ]})))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.result,
+            json!({
+                "content": "hello there",
+                "model": MODEL,
+                "finish_reason": "stop",
+                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+            })
+        );
+        assert_eq!(out.exit_status, None);
+        let (headers, body) = seen.last();
+        assert_eq!(body["stream"], false);
+        assert_eq!(body["messages"].as_array().unwrap().len(), 3);
+        // Raw mode's headers are not sent to a chat server.
+        assert!(headers.get("x-sage-task-id").is_none());
+    }
+
+    #[tokio::test]
+    async fn prompt_and_system_become_messages_and_options_are_copied() {
+        let (base, seen) = server().await;
+        let executor = chat_executor(&base, "SAGE_TEST_HTTP_TOKEN_PROMPT");
+        let out = executor
+            .execute(&task(json!({
+                "prompt": "what is 2+2?",
+                "system": "be brief",
+                "temperature": 0.2,
+                "max_tokens": 16,
+                "seed": 7,
+                "unrelated": "dropped",
+            })))
+            .await
+            .unwrap();
+        assert_eq!(out.result["content"], "what is 2+2?");
+        let (_, body) = seen.last();
+        assert_eq!(
+            body,
+            json!({
+                "model": MODEL,
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "what is 2+2?"},
+                ],
+                "temperature": 0.2,
+                "max_tokens": 16,
+                "seed": 7,
+                "stream": false,
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn chat_input_without_prompt_or_messages_fails_before_sending() {
+        // Nothing listens at this URL: the failure must come first.
+        let executor = HttpExecutor::new(
+            "llama",
+            HttpConfig {
+                url: "http://127.0.0.1:9/v1/chat/completions".into(),
+                mode: HttpMode::OpenAiChat {
+                    model: MODEL.into(),
+                },
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap();
+        for input in [json!({"query": "hi"}), json!("hi"), json!({"prompt": 3})] {
+            let err = executor.execute(&task(input)).await.unwrap_err();
+            assert!(err.message.starts_with("input "), "{err}");
+        }
+        let err = executor.execute(&task(json!({}))).await.unwrap_err();
+        assert!(
+            err.message.contains("input needs `prompt`") && err.message.contains("`messages`"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chat_answer_without_content_fails_naming_what_is_missing() {
+        let (base, _) = server().await;
+        let executor = HttpExecutor::new(
+            "llama",
+            HttpConfig {
+                url: format!("{base}/empty-chat"),
+                mode: HttpMode::OpenAiChat {
+                    model: MODEL.into(),
+                },
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap();
+        let err = executor
+            .execute(&task(json!({"prompt": "hi"})))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("choices[0]"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_env_var_stops_the_start_without_showing_values() {
+        let err = HttpExecutor::new(
+            "llama",
+            HttpConfig {
+                url: "http://127.0.0.1:1/".into(),
+                headers: vec![
+                    ("X-Other".into(), HeaderValue::Literal(SECRET.into())),
+                    (
+                        "Authorization".into(),
+                        HeaderValue::Env("SAGE_TEST_HTTP_NEVER_SET".into()),
+                    ),
+                ],
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, HttpConfigError::MissingEnv { header, var }
+                if header == "Authorization" && var == "SAGE_TEST_HTTP_NEVER_SET"),
+            "{err:?}"
+        );
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("SAGE_TEST_HTTP_NEVER_SET"), "{shown}");
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+
+    #[test]
+    fn bad_urls_and_headers_are_refused() {
+        for url in ["", "ftp://host/x", "localhost:8080", "not a url"] {
+            let config = HttpConfig {
+                url: url.into(),
+                ..HttpConfig::default()
+            };
+            let err = HttpExecutor::new("x", config).unwrap_err();
+            assert!(
+                matches!(err, HttpConfigError::BadUrl { .. }),
+                "{url}: {err}"
+            );
+        }
+        for (name, value) in [
+            ("Bad Name", "v"),
+            ("Content-Type", "text/plain"),
+            ("X-Sage-Issuer", "me"),
+            ("X-Token", "line\nbreak-secret"),
+        ] {
+            let config = HttpConfig {
+                url: "http://127.0.0.1:1/".into(),
+                headers: vec![(name.into(), HeaderValue::Literal(value.into()))],
+                ..HttpConfig::default()
+            };
+            let err = HttpExecutor::new("x", config).unwrap_err();
+            assert!(matches!(err, HttpConfigError::BadHeader { .. }), "{err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn raw_mode_posts_the_input_with_the_task_headers() {
+        let (base, _) = server().await;
+        let out = raw_executor(format!("{base}/raw"))
+            .execute(&task(json!({"query": "hi", "n": [1, 2]})))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.result,
+            json!({
+                "body": {"query": "hi", "n": [1, 2]},
+                "task_id": "task-42",
+                "task_type": "llm_inference",
+                "issuer": "sprout_sage_lct",
+                "content_type": "application/json",
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn raw_mode_keeps_a_text_answer_as_a_string() {
+        let (base, _) = server().await;
+        let out = raw_executor(format!("{base}/text"))
+            .execute(&task(json!({})))
+            .await
+            .unwrap();
+        assert_eq!(out.result, json!("plain words"));
+    }
+
+    #[tokio::test]
+    async fn a_500_fails_with_the_status_and_the_start_of_the_body() {
+        let (base, _) = server().await;
+        let err = raw_executor(format!("{base}/fail?key=hidden"))
+            .execute(&task(json!({})))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .starts_with(&format!("HTTP 500 from {base}/fail: model exploded")),
+            "{err}"
+        );
+        assert!(!err.message.contains("hidden"), "{err}");
+        assert!(err.message.len() < 400, "{err}");
+        assert_eq!(err.exit_status, None);
+    }
+
+    #[tokio::test]
+    async fn a_slow_service_times_out() {
+        let (base, _) = server().await;
+        let started = Instant::now();
+        let err = raw_executor(format!("{base}/slow"))
+            .execute(&task(json!({})))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("no answer within 0.3 s"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_url_without_secrets() {
+        // Bind, learn the port, close: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = raw_executor(format!("http://user:pw@127.0.0.1:{port}/run?token=abc"))
+            .execute(&task(json!({})))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains(&format!("cannot connect to http://127.0.0.1:{port}/run:")),
+            "{err}"
+        );
+        assert!(err.message.to_lowercase().contains("refused"), "{err}");
+        assert!(!err.message.contains("token") && !err.message.contains("pw@"));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_fails() {
+        let (base, _) = server().await;
+        let executor = HttpExecutor::new(
+            "svc",
+            HttpConfig {
+                url: format!("{base}/big"),
+                max_response_bytes: 1024,
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap();
+        let err = executor.execute(&task(json!({}))).await.unwrap_err();
+        assert!(
+            err.message.contains("response larger than 1024 bytes"),
+            "{err}"
+        );
+    }
+
+    /// A server that streams its answer in chunks, with no length announced.
+    async fn chunked_server(chunks: usize, chunk: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    // Read the request head and its body before answering.
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = socket.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&request).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            if request.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                    socket.write_all(head.as_bytes()).await.unwrap();
+                    for _ in 0..chunks {
+                        let data = "z".repeat(chunk);
+                        let framed = format!("{chunk:x}\r\n{data}\r\n");
+                        if socket.write_all(framed.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = socket.write_all(b"0\r\n\r\n").await;
+                });
+            }
+        });
+        format!("http://{addr}/stream")
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_is_bounded_while_it_is_read() {
+        let executor = |url| {
+            HttpExecutor::new(
+                "svc",
+                HttpConfig {
+                    url,
+                    max_response_bytes: 1000,
+                    ..HttpConfig::default()
+                },
+            )
+            .unwrap()
+        };
+        let err = executor(chunked_server(100, 100).await)
+            .execute(&task(json!({})))
+            .await
+            .unwrap_err();
+        assert!(
+            err.message.contains("response larger than 1000 bytes"),
+            "{err}"
+        );
+        // Within the bound, the same stream is read whole.
+        let out = executor(chunked_server(5, 100).await)
+            .execute(&task(json!({})))
+            .await
+            .unwrap();
+        assert_eq!(out.result, json!("z".repeat(500)));
+    }
+
+    #[test]
+    fn debug_output_shows_no_header_value() {
+        let var = "SAGE_TEST_HTTP_TOKEN_DEBUG";
+        std::env::set_var(var, "env-secret-value");
+        let config = HttpConfig {
+            url: "https://api.example.invalid/v1/chat/completions".into(),
+            headers: vec![
+                ("Authorization".into(), HeaderValue::Env(var.into())),
+                ("X-Api-Key".into(), HeaderValue::Literal(SECRET.into())),
+            ],
+            mode: HttpMode::OpenAiChat {
+                model: MODEL.into(),
+            },
+            ..HttpConfig::default()
+        };
+        let config_debug = format!("{config:?}");
+        let executor = HttpExecutor::new("remote", config).unwrap();
+        let executor_debug = format!("{executor:?}");
+        for shown in [&config_debug, &executor_debug] {
+            assert!(!shown.contains("env-secret-value"), "{shown}");
+            assert!(!shown.contains(SECRET), "{shown}");
+        }
+        assert!(
+            config_debug.contains("Literal(<redacted>)"),
+            "{config_debug}"
+        );
+        assert!(
+            executor_debug.contains("authorization") && executor_debug.contains("x-api-key"),
+            "{executor_debug}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_documented_ones() {
+        let config = HttpConfig::default();
+        assert_eq!(config.timeout, Duration::from_secs(120));
+        assert_eq!(config.max_response_bytes, 4 * 1024 * 1024);
+        assert_eq!(config.mode, HttpMode::Raw);
+        assert!(config.url.is_empty() && config.headers.is_empty());
+    }
+}

@@ -3,6 +3,7 @@
 //! with `oneshot`, no socket), [`serve`] runs it on a listener until a
 //! shutdown signal, then drains in-flight tasks up to a deadline.
 
+mod capabilities;
 mod health;
 mod legacy;
 mod problem;
@@ -22,6 +23,7 @@ pub use state::{AppState, NodeSetup};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
+        .route("/v1/capabilities", get(capabilities::capabilities))
         .route("/v1/tasks", post(tasks::submit))
         // The Python original's endpoint, for fleets that still run it.
         .route("/execute_task", post(legacy::execute_task))

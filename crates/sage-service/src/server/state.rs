@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sage_crypto::{KeyId, NodeKey, TrustStore};
+use sage_types::capabilities::Hardware;
 
 use crate::config::Limits;
 use crate::executor::ExecutorSet;
@@ -27,6 +28,8 @@ pub struct NodeSetup {
     pub executors: ExecutorSet,
     /// Limits on what is accepted.
     pub limits: Limits,
+    /// The machine, for the capabilities document.
+    pub hardware: Hardware,
 }
 
 /// Cheap to clone: one `Arc`.
@@ -43,6 +46,7 @@ pub(super) struct Inner {
     pub(super) replay: ReplayGuard,
     pub(super) legacy_runs: ExpiringMap<Arc<LegacyRun>>,
     pub(super) started: Instant,
+    pub(super) hardware: Hardware,
     in_flight: AtomicUsize,
 }
 
@@ -59,6 +63,7 @@ impl AppState {
                 // so they get a tenth of the room.
                 legacy_runs: ExpiringMap::new(setup.limits.replay_capacity / 10),
                 started: Instant::now(),
+                hardware: setup.hardware.clone(),
                 in_flight: AtomicUsize::new(0),
                 setup,
             }),

@@ -1,4 +1,8 @@
-//! The limits a node enforces on what it receives.
+//! A node's configuration: the [`Limits`] it enforces, and the config file
+//! (`sage.toml`, see [`file`]) that sets them with its identity, listen
+//! address and executors.
+
+pub mod file;
 
 use std::time::Duration;
 

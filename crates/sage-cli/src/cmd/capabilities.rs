@@ -1,0 +1,128 @@
+//! `sage capabilities HOST:PORT`: a node's signed self-description, verified.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sage_crypto::verify_envelope;
+use sage_service::client::Client;
+use sage_service::keydir::KeyDir;
+use sage_types::capabilities::{Capabilities, CAPABILITIES_PAYLOAD_TYPE};
+use serde_json::json;
+
+use crate::failure::{print_json, CmdResult, Failure};
+
+/// Show what a node serves and runs on, after verifying its signature
+/// against the known peers.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The node: HOST:PORT or http(s)://HOST:PORT.
+    address: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
+    let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
+    let trust = KeyDir::new(keys_dir).trust_store("")?;
+    let client = Client::new()?;
+    let envelope = super::runtime(false)?.block_on(client.capabilities(&args.address, timeout))?;
+    let verified = verify_envelope(&envelope, CAPABILITIES_PAYLOAD_TYPE, &trust).map_err(|e| {
+        Failure::Failed(format!(
+            "the capabilities of {} are not signed by a known peer: {e}; add the node with `sage peer add`",
+            args.address
+        ))
+    })?;
+    let caps: Capabilities = serde_json::from_slice(&verified.payload)
+        .map_err(|e| Failure::Failed(format!("the signed capabilities are malformed: {e}")))?;
+    if caps.lct_id != verified.signer.lct_id {
+        return Err(Failure::Failed(format!(
+            "the capabilities claim to be {} but are signed by {} ({})",
+            caps.lct_id, verified.signer.name, verified.signer.lct_id
+        )));
+    }
+    if args.json {
+        print_json(
+            &json!({ "verified": true, "signer": verified.signer.name, "key_id": verified.signer.key_id.to_string(), "capabilities": caps }),
+        );
+        return Ok(());
+    }
+    println!(
+        "{} ({}) at {}, sage {}",
+        caps.platform, caps.lct_id, args.address, caps.version
+    );
+    println!(
+        "✓ signed by {}'s known key {}",
+        verified.signer.name, verified.signer.key_id
+    );
+    print_summary(&caps);
+    Ok(())
+}
+
+/// The task types and hardware, one line each.
+pub fn print_summary(caps: &Capabilities) {
+    let hw = &caps.hardware;
+    let memory = hw
+        .memory_bytes
+        .map(|b| format!(", {:.1} GiB", b as f64 / (1u64 << 30) as f64))
+        .unwrap_or_default();
+    println!(
+        "hardware:   {} CPUs{}{memory}",
+        hw.cpus,
+        hw.cpu_model
+            .as_ref()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default()
+    );
+    for gpu in &hw.gpus {
+        let mem = gpu
+            .memory_mib
+            .map(|m| format!(", {m} MiB"))
+            .unwrap_or_default();
+        let driver = gpu
+            .driver
+            .as_ref()
+            .map(|d| format!(", driver {d}"))
+            .unwrap_or_default();
+        println!("gpu:        {}{mem}{driver}", gpu.name);
+    }
+    if let Some(model) = &hw.device_model {
+        println!("device:     {model}");
+    }
+    for t in &caps.task_types {
+        let limit = match (t.max_concurrency, t.queue_depth) {
+            (Some(max), Some(queue)) => format!(
+                ", {}/{max} running, {}/{queue} waiting",
+                t.running, t.waiting
+            ),
+            _ => String::new(),
+        };
+        let cost = t
+            .cost
+            .map(|c| format!(", cost {} + {}/s ATP", c.base, c.per_second))
+            .unwrap_or_default();
+        let ceiling = t
+            .max_cost
+            .map(|m| format!(", max {m} ATP"))
+            .unwrap_or_default();
+        println!(
+            "task type:  {} ({}{limit}{cost}{ceiling})",
+            t.task_type, t.kind
+        );
+    }
+}
+
+/// Fetches the capabilities for `sage health`'s summary, unverified.
+pub fn fetch_unverified(
+    client: &Client,
+    runtime: &tokio::runtime::Runtime,
+    addr: &str,
+) -> Option<Capabilities> {
+    let envelope = runtime
+        .block_on(client.capabilities(addr, Duration::from_secs(5)))
+        .ok()?;
+    serde_json::from_slice(&envelope.payload_bytes().ok()?).ok()
+}

@@ -1,0 +1,70 @@
+//! `sage config check`.
+
+use std::path::{Path, PathBuf};
+
+use sage_service::config::file::{ConfigFile, DEFAULT_PATHS};
+
+use super::serve::find_config;
+use crate::failure::{CmdResult, Failure};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Validate a config file (executors included) and print the effective
+    /// configuration, defaults filled in and secrets redacted.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Config file [default: ./sage.toml, else /etc/sage/sage.toml].
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub fn run(command: Command) -> CmdResult {
+    let Command::Check(args) = command;
+    let (path, mut file) = find_config(args.config.as_deref())?.ok_or_else(|| {
+        Failure::Failed(format!(
+            "no config file: looked for {}; pass --config FILE",
+            DEFAULT_PATHS.join(", ")
+        ))
+    })?;
+    // Build the executors too: a missing secret variable is an error now,
+    // not at the first task.
+    let platform = file.node.name.clone().unwrap_or_else(|| "node".into());
+    let executors = file
+        .executors(&path, &platform)
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    fill_defaults(&mut file);
+    println!("# effective configuration of {}", path.display());
+    if file.executors.is_empty() {
+        let served: Vec<String> = executors
+            .describe()
+            .iter()
+            .map(|(t, k)| format!("{t}={k}"))
+            .collect();
+        println!("# no [executors]: built-in {}", served.join(", "));
+    }
+    print!("{}", file.to_toml());
+    Ok(())
+}
+
+fn fill_defaults(file: &mut ConfigFile) {
+    use sage_service::config::file::Secs;
+    let limits = file.limits();
+    let node = &mut file.node;
+    node.listen
+        .get_or_insert(std::net::SocketAddr::from(([0, 0, 0, 0], 50051)));
+    let keys = node
+        .keys_dir
+        .get_or_insert_with(|| PathBuf::from("keys"))
+        .clone();
+    node.peers_file
+        .get_or_insert_with(|| Path::new(&keys).join("peers.toml"));
+    let l = &mut file.limits;
+    l.max_body_bytes = Some(limits.max_body_bytes);
+    l.clock_skew = Some(Secs(limits.clock_skew));
+    l.max_task_lifetime = Some(Secs(limits.max_task_lifetime));
+    l.replay_capacity = Some(limits.replay_capacity);
+    l.drain_timeout = Some(Secs(limits.drain_timeout));
+}

@@ -1,0 +1,717 @@
+//! `sage.toml`: the config file of `sage serve` and `sage config check`.
+//!
+//! ```toml
+//! [node]
+//! name = "Thor"                  # platform name; its key is keys_dir/Thor_ed25519.key
+//! lct_id = "thor_sage_lct"       # optional; default: lowercased name + "_sage_lct"
+//! listen = "0.0.0.0:50051"
+//! keys_dir = "keys"              # relative to the config file's directory
+//! peers_file = "keys/peers.toml" # optional; default: keys_dir/peers.toml
+//!
+//! [limits]                       # all optional; durations as "10s", "500ms", "5m", "1h" or seconds
+//! max_body_bytes = 1048576
+//! clock_skew = "5m"
+//! max_task_lifetime = "1h"
+//! replay_capacity = 1000000
+//! drain_timeout = "30s"
+//!
+//! [executors.sum]                # one table per task type
+//! kind = "command"               # or "http", or "builtin"
+//! command = ["python3", "sum.py"]
+//! timeout = "10s"
+//! max_concurrency = 2            # runs at once (default 1 for command, 4 for http)
+//! queue = 8                      # tasks waiting beyond that; more are refused as busy (default 2 x max_concurrency)
+//! cost = { base = 1.0, per_second = 0.5 }   # ATP; optional
+//! max_cost = 100.0               # refuse tasks estimated above this; optional
+//! ```
+//!
+//! Unknown keys and bad values are errors that name the file, the line and
+//! the key. Without an `[executors]` table the node serves the built-in
+//! `echo` and simulated task types. Examples for each executor kind are in
+//! `examples/`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::Limits;
+use crate::executor::command::{CommandConfig, CommandExecutor};
+use crate::executor::http::{HeaderValue, HttpConfig, HttpExecutor, HttpMode};
+use crate::executor::{CostModel, Echo, Entry, Executor, ExecutorSet, Limiter, Simulate};
+
+/// Where `sage serve` looks for a config file when none is given.
+pub const DEFAULT_PATHS: [&str; 2] = ["sage.toml", "/etc/sage/sage.toml"];
+
+/// A config file that cannot be used: which file, where, which key, why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), key.as_ref().map(|k| format!(": {k}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// The line, where known.
+    pub line: Option<usize>,
+    /// The key, where known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[node]`.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[executors.TASK_TYPE]` tables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub executors: BTreeMap<String, ExecutorSection>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Platform name.
+    pub name: Option<String>,
+    /// LCT id.
+    pub lct_id: Option<String>,
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Key directory.
+    pub keys_dir: Option<PathBuf>,
+    /// Peers file, if not `keys_dir/peers.toml`.
+    pub peers_file: Option<PathBuf>,
+}
+
+/// `[limits]`; see [`Limits`] for what each means.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Clock skew tolerance.
+    pub clock_skew: Option<Secs>,
+    /// Longest task validity.
+    pub max_task_lifetime: Option<Secs>,
+    /// Replay guard capacity.
+    pub replay_capacity: Option<usize>,
+    /// Drain deadline at shutdown.
+    pub drain_timeout: Option<Secs>,
+}
+
+/// The kinds of executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// A program run per task (see [`crate::executor::command`]).
+    Command,
+    /// An HTTP service (see [`crate::executor::http`]).
+    Http,
+    /// A built-in executor.
+    Builtin,
+}
+
+/// One `[executors.TASK_TYPE]` table. One flat table rather than one per
+/// kind, so that a wrong key or value is reported at its own line; which
+/// keys each kind takes is checked after parsing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSection {
+    /// `command`, `http` or `builtin`.
+    pub kind: ExecutorKind,
+    /// command: program and arguments, no shell.
+    pub command: Option<NonEmpty>,
+    /// command: working directory.
+    pub working_dir: Option<PathBuf>,
+    /// command: extra environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// command: stdout bound in bytes (default 1 MiB).
+    pub max_output_bytes: Option<usize>,
+    /// command: stderr bound in bytes (default 64 KiB).
+    pub max_stderr_bytes: Option<usize>,
+    /// http: `http://` or `https://` URL.
+    pub url: Option<String>,
+    /// http: `raw` (default) or `openai` (chat/completions).
+    pub mode: Option<String>,
+    /// http: the model, for `mode = "openai"`.
+    pub model: Option<String>,
+    /// http: headers, a literal value or `{ env = "VAR" }` for a secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, HeaderSpec>,
+    /// http: response bound in bytes (default 4 MiB).
+    pub max_response_bytes: Option<usize>,
+    /// builtin: `echo` or `simulate`.
+    pub builtin: Option<BuiltinKind>,
+    /// command and http: give up after this (default 60 s and 120 s).
+    pub timeout: Option<Secs>,
+    /// command and http: runs at once (default 1 and 4).
+    pub max_concurrency: Option<usize>,
+    /// command and http: tasks waiting beyond that (default 2 x max_concurrency).
+    pub queue: Option<usize>,
+    /// Price.
+    pub cost: Option<CostSection>,
+    /// Ceiling on a task's estimate.
+    pub max_cost: Option<f64>,
+}
+
+/// The built-in executors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuiltinKind {
+    /// The result is the input.
+    Echo,
+    /// The federation guide's simulation.
+    Simulate,
+}
+
+/// `cost = { base = .., per_second = .. }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostSection {
+    /// ATP per run.
+    #[serde(default)]
+    pub base: f64,
+    /// ATP per second of execution.
+    #[serde(default)]
+    pub per_second: f64,
+}
+
+/// A header value in the file: literal text, or the name of an
+/// environment variable that holds a secret. Literal values are shown as
+/// `<redacted>` by `sage config check`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderSpec {
+    /// Literal text.
+    Literal(String),
+    /// `{ env = "VAR" }`.
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+}
+
+impl Serialize for HeaderSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HeaderSpec::Literal(_) => s.serialize_str("<redacted>"),
+            HeaderSpec::Env { env } => {
+                let mut map = BTreeMap::new();
+                map.insert("env", env);
+                map.serialize(s)
+            }
+        }
+    }
+}
+
+/// A list that must not be empty (a command).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NonEmpty(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        if list.is_empty() || list[0].is_empty() {
+            return Err(serde::de::Error::custom(
+                "the command needs at least a program: [\"prog\", \"arg\", ...]",
+            ));
+        }
+        Ok(NonEmpty(list))
+    }
+}
+
+/// A duration: seconds as a number, or text such as `"500ms"`, `"10s"`,
+/// `"5m"`, `"1h"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Secs(pub Duration);
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let bad = |what: &str| {
+            serde::de::Error::custom(format!("invalid duration {what}: use seconds or text like \"500ms\", \"10s\", \"5m\", \"1h\""))
+        };
+        let secs = match Raw::deserialize(d)? {
+            Raw::Number(n) => n,
+            Raw::Text(text) => {
+                let t = text.trim();
+                let (number, unit) =
+                    t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+                let n: f64 = number
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(&format!("{text:?}")))?;
+                match unit {
+                    "ms" => n / 1000.0,
+                    "" | "s" => n,
+                    "m" => n * 60.0,
+                    "h" => n * 3600.0,
+                    _ => return Err(bad(&format!("{text:?}"))),
+                }
+            }
+        };
+        Duration::try_from_secs_f64(secs)
+            .map(Secs)
+            .map_err(|_| bad(&secs.to_string()))
+    }
+}
+
+impl Serialize for Secs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            s.serialize_str(&format!("{}s", ms / 1000))
+        } else {
+            s.serialize_str(&format!("{ms}ms"))
+        }
+    }
+}
+
+impl ConfigFile {
+    /// Reads and checks `path`. Relative paths in it are taken relative to
+    /// the file's directory.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line and key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut file = Self::parse(path, &text)?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let rebase = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut file.node.keys_dir);
+        rebase(&mut file.node.peers_file);
+        for section in file.executors.values_mut() {
+            rebase(&mut section.working_dir);
+        }
+        Ok(file)
+    }
+
+    /// Parses and checks `text`, reporting errors against `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the line and key.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            let (line, key) = match e.span() {
+                Some(span) => locate(text, span.start),
+                None => (None, None),
+            };
+            ConfigError {
+                path: path.to_owned(),
+                line,
+                key,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        for (task_type, section) in &file.executors {
+            if let Err((key, message)) = section.check() {
+                return Err(ConfigError {
+                    path: path.to_owned(),
+                    line: line_of_key(text, task_type, key),
+                    key: Some(format!("executors.{task_type}.{key}")),
+                    message,
+                });
+            }
+        }
+        Ok(file)
+    }
+
+    /// The limits: the file's values over the defaults.
+    pub fn limits(&self) -> Limits {
+        let d = Limits::default();
+        let l = &self.limits;
+        Limits {
+            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            clock_skew: l.clock_skew.map_or(d.clock_skew, |s| s.0),
+            max_task_lifetime: l.max_task_lifetime.map_or(d.max_task_lifetime, |s| s.0),
+            replay_capacity: l.replay_capacity.unwrap_or(d.replay_capacity),
+            drain_timeout: l.drain_timeout.map_or(d.drain_timeout, |s| s.0),
+        }
+    }
+
+    /// The executors of a node named `platform`: the file's, or the
+    /// built-in set when it has none.
+    ///
+    /// # Errors
+    /// An `http` executor whose secret header variable is not set.
+    pub fn executors(&self, path: &Path, platform: &str) -> Result<ExecutorSet, ConfigError> {
+        if self.executors.is_empty() {
+            return Ok(ExecutorSet::builtin(platform));
+        }
+        let mut set = ExecutorSet::default();
+        for (task_type, section) in &self.executors {
+            let entry = section
+                .build(task_type, platform)
+                .map_err(|message| ConfigError {
+                    path: path.to_owned(),
+                    line: None,
+                    key: Some(format!("executors.{task_type}")),
+                    message,
+                })?;
+            set.insert(task_type, entry);
+        }
+        Ok(set)
+    }
+
+    /// The file as `sage config check` shows it (secrets redacted).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The line (1-based) where `key` is set in `[executors.TASK_TYPE]`, or
+/// else the table's header line.
+fn line_of_key(text: &str, task_type: &str, key: &str) -> Option<usize> {
+    let header = format!("[executors.{task_type}]");
+    let start = text.lines().position(|l| l.trim() == header)?;
+    let key_line = text
+        .lines()
+        .enumerate()
+        .skip(start + 1)
+        .take_while(|(_, l)| !l.trim_start().starts_with('['))
+        .find(|(_, l)| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+        .map(|(i, _)| i);
+    Some(key_line.unwrap_or(start) + 1)
+}
+
+/// The line (1-based) of byte `offset`, and the key written on that line.
+fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
+    let before = &text[..offset.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    (Some(line_no), key)
+}
+
+impl ExecutorSection {
+    /// Which keys each kind takes, and what they must say together.
+    /// Errors name the key at fault.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let kind = self.kind;
+        let set: [(&'static str, bool, &[ExecutorKind]); 14] = {
+            use ExecutorKind::*;
+            [
+                ("command", self.command.is_some(), &[Command]),
+                ("working_dir", self.working_dir.is_some(), &[Command]),
+                ("env", !self.env.is_empty(), &[Command]),
+                (
+                    "max_output_bytes",
+                    self.max_output_bytes.is_some(),
+                    &[Command],
+                ),
+                (
+                    "max_stderr_bytes",
+                    self.max_stderr_bytes.is_some(),
+                    &[Command],
+                ),
+                ("url", self.url.is_some(), &[Http]),
+                ("mode", self.mode.is_some(), &[Http]),
+                ("model", self.model.is_some(), &[Http]),
+                ("headers", !self.headers.is_empty(), &[Http]),
+                (
+                    "max_response_bytes",
+                    self.max_response_bytes.is_some(),
+                    &[Http],
+                ),
+                ("builtin", self.builtin.is_some(), &[Builtin]),
+                ("timeout", self.timeout.is_some(), &[Command, Http]),
+                (
+                    "max_concurrency",
+                    self.max_concurrency.is_some(),
+                    &[Command, Http],
+                ),
+                ("queue", self.queue.is_some(), &[Command, Http]),
+            ]
+        };
+        let kind_name = format!("{kind:?}").to_lowercase();
+        if let Some((key, _, _)) = set
+            .iter()
+            .find(|(_, present, kinds)| *present && !kinds.contains(&kind))
+        {
+            return Err((key, format!("not a setting of a {kind_name} executor")));
+        }
+        let required = match kind {
+            ExecutorKind::Command => ("command", self.command.is_some()),
+            ExecutorKind::Http => ("url", self.url.is_some()),
+            ExecutorKind::Builtin => ("builtin", self.builtin.is_some()),
+        };
+        if !required.1 {
+            return Err((
+                "kind",
+                format!("a {kind_name} executor needs `{}`", required.0),
+            ));
+        }
+        if self.max_concurrency == Some(0) {
+            return Err(("max_concurrency", "must be at least 1".into()));
+        }
+        if let Some(url) = &self.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err((
+                    "url",
+                    format!("{url:?} must start with http:// or https://"),
+                ));
+            }
+        }
+        match (self.mode.as_deref(), &self.model) {
+            (None | Some("raw"), _) | (Some("openai"), Some(_)) => Ok(()),
+            (Some("openai"), None) => {
+                Err(("mode", "mode = \"openai\" needs a model = \"...\"".into()))
+            }
+            (Some(other), _) => Err((
+                "mode",
+                format!("{other:?} is neither \"raw\" nor \"openai\""),
+            )),
+        }
+    }
+
+    fn build(&self, task_type: &str, platform: &str) -> Result<Entry, String> {
+        let max = self
+            .max_concurrency
+            .unwrap_or(if self.kind == ExecutorKind::Http {
+                4
+            } else {
+                1
+            })
+            .max(1);
+        let limiter = Some(Limiter::new(max, self.queue.unwrap_or(2 * max)));
+        let (executor, limiter): (Arc<dyn Executor>, _) = match self.kind {
+            ExecutorKind::Command => {
+                let d = CommandConfig::default();
+                let config = CommandConfig {
+                    command: self
+                        .command
+                        .as_ref()
+                        .map(|c| c.0.clone())
+                        .unwrap_or_default(),
+                    timeout: self.timeout.map_or(d.timeout, |t| t.0),
+                    working_dir: self.working_dir.clone(),
+                    env: self.env.clone(),
+                    max_output_bytes: self.max_output_bytes.unwrap_or(d.max_output_bytes),
+                    max_stderr_bytes: self.max_stderr_bytes.unwrap_or(d.max_stderr_bytes),
+                };
+                (Arc::new(CommandExecutor::new(task_type, config)), limiter)
+            }
+            ExecutorKind::Http => {
+                let d = HttpConfig::default();
+                let config = HttpConfig {
+                    url: self.url.clone().unwrap_or_default(),
+                    timeout: self.timeout.map_or(d.timeout, |t| t.0),
+                    headers: self
+                        .headers
+                        .iter()
+                        .map(|(name, spec)| {
+                            let value = match spec {
+                                HeaderSpec::Literal(v) => HeaderValue::Literal(v.clone()),
+                                HeaderSpec::Env { env } => HeaderValue::Env(env.clone()),
+                            };
+                            (name.clone(), value)
+                        })
+                        .collect(),
+                    mode: match (self.mode.as_deref(), &self.model) {
+                        (Some("openai"), Some(model)) => HttpMode::OpenAiChat {
+                            model: model.clone(),
+                        },
+                        _ => HttpMode::Raw,
+                    },
+                    max_response_bytes: self.max_response_bytes.unwrap_or(d.max_response_bytes),
+                };
+                let executor = HttpExecutor::new(task_type, config).map_err(|e| e.to_string())?;
+                (Arc::new(executor), limiter)
+            }
+            ExecutorKind::Builtin => {
+                let executor: Arc<dyn Executor> = match self.builtin {
+                    Some(BuiltinKind::Simulate) => Arc::new(Simulate::new(platform)),
+                    _ => Arc::new(Echo),
+                };
+                (executor, None)
+            }
+        };
+        Ok(Entry {
+            executor,
+            limiter,
+            cost: self.cost.map(|c| CostModel {
+                base: c.base,
+                per_second: c.per_second,
+            }),
+            max_cost: self.max_cost,
+        })
+    }
+}
+
+impl fmt::Display for ConfigFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_toml())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(Path::new("sage.toml"), text)
+    }
+
+    const ISSUE_EXAMPLE: &str = r#"
+[node]
+name = "Thor"
+listen = "127.0.0.1:50051"
+keys_dir = "keys"
+
+[executors.sum]
+kind = "command"
+command = ["python3", "-c", "import sys, json; print(json.dumps({'sum': sum(json.load(sys.stdin)['numbers'])}))"]
+timeout = "10s"
+max_concurrency = 2
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let file = parse(ISSUE_EXAMPLE).unwrap();
+        assert_eq!(file.node.name.as_deref(), Some("Thor"));
+        let sum = &file.executors["sum"];
+        assert_eq!(sum.kind, ExecutorKind::Command);
+        assert_eq!(sum.command.as_ref().unwrap().0[0], "python3");
+        assert_eq!(sum.timeout.unwrap().0, Duration::from_secs(10));
+        assert_eq!(sum.max_concurrency, Some(2));
+        let set = file.executors(Path::new("sage.toml"), "Thor").unwrap();
+        let entry = set.get("sum").unwrap();
+        assert_eq!(entry.executor.kind(), "command");
+        let limiter = entry.limiter.as_ref().unwrap();
+        assert_eq!((limiter.max_concurrency(), limiter.queue_depth()), (2, 4));
+        assert!(
+            set.get("echo").is_none(),
+            "a file with executors serves only those"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let err = parse("[node]\nname = \"Thor\"\ncolour = \"red\"\n").unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(3), Some("colour")),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("sage.toml:3: colour: unknown field `colour`"),
+            "{err}"
+        );
+
+        let err = parse("[limits]\nclock_skew = \"5 fortnights\"\n").unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(2), Some("clock_skew")),
+            "{err}"
+        );
+        assert!(err.message.contains("invalid duration"), "{err}");
+
+        let err = parse("[executors.x]\nkind = \"command\"\ncommand = []\n").unwrap_err();
+        assert!(err.message.contains("needs at least a program"), "{err}");
+
+        let err = parse("\n[executors.chat]\nkind = \"http\"\nurl = \"http://127.0.0.1:8080/v1/chat/completions\"\nmode = \"openai\"\n").unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(5), Some("executors.chat.mode")),
+            "{err}"
+        );
+        assert!(err.message.contains("needs a model"), "{err}");
+
+        let err =
+            parse("[executors.x]\nkind = \"command\"\ncommand = [\"true\"]\nurl = \"http://a/\"\n")
+                .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("executors.x.url")),
+            "{err}"
+        );
+        assert!(
+            err.message.contains("not a setting of a command executor"),
+            "{err}"
+        );
+
+        let err =
+            parse("[executors.x]\nkind = \"command\"\ncommand = \"python3 sum.py\"\n").unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(3), Some("command")),
+            "{err}"
+        );
+
+        let err = parse("[executors.x]\nkind = \"http\"\n").unwrap_err();
+        assert!(err.message.contains("needs `url`"), "{err}");
+
+        let err = parse("[executors.x]\nkind = \"gpu\"\n").unwrap_err();
+        assert!(err.message.contains("unknown variant `gpu`"), "{err}");
+
+        let err = parse("[node]\nlisten = \"thor:50051\"\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn durations_read_every_unit() {
+        let file = parse(
+            "[limits]\nclock_skew = \"500ms\"\nmax_task_lifetime = \"2m\"\ndrain_timeout = 7\n",
+        )
+        .unwrap();
+        let limits = file.limits();
+        assert_eq!(limits.clock_skew, Duration::from_millis(500));
+        assert_eq!(limits.max_task_lifetime, Duration::from_secs(120));
+        assert_eq!(limits.drain_timeout, Duration::from_secs(7));
+        assert_eq!(limits.max_body_bytes, Limits::default().max_body_bytes);
+    }
+
+    #[test]
+    fn the_shown_config_never_holds_a_literal_header_value() {
+        let file = parse(
+            "[executors.chat]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nheaders = { Authorization = \"Bearer s3cret\", X-Key = { env = \"CHAT_KEY\" } }\n",
+        )
+        .unwrap();
+        let shown = file.to_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("CHAT_KEY"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sage.toml");
+        std::fs::write(&path, "[node]\nkeys_dir = \"keys\"\n").unwrap();
+        let file = ConfigFile::load(&path).unwrap();
+        assert_eq!(file.node.keys_dir.unwrap(), dir.path().join("keys"));
+    }
+}

@@ -1,0 +1,62 @@
+//! `GET /v1/capabilities`: what this node serves and runs on, signed.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use sage_crypto::sign_envelope;
+use sage_types::capabilities::{Capabilities, CostInfo, TaskTypeInfo, CAPABILITIES_PAYLOAD_TYPE};
+use sage_types::ProblemCode;
+
+use super::{ApiError, AppState};
+use crate::clock::now_ms;
+
+pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let inner = state.inner();
+    let task_types = inner
+        .setup
+        .executors
+        .iter()
+        .map(|(task_type, entry)| TaskTypeInfo {
+            task_type: task_type.to_owned(),
+            kind: entry.executor.kind().to_owned(),
+            max_concurrency: entry.limiter.as_ref().map(|l| l.max_concurrency()),
+            queue_depth: entry.limiter.as_ref().map(|l| l.queue_depth()),
+            running: entry.limiter.as_ref().map_or(0, |l| l.running()),
+            waiting: entry.limiter.as_ref().map_or(0, |l| l.waiting()),
+            cost: entry.cost.map(|c| CostInfo {
+                base: c.base,
+                per_second: c.per_second,
+            }),
+            max_cost: entry.max_cost,
+        })
+        .collect();
+    let document = Capabilities {
+        platform: inner.setup.name.clone(),
+        lct_id: inner.setup.lct_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        issued_at: now_ms(),
+        task_types,
+        hardware: inner.hardware.clone(),
+    };
+    let payload = serde_json::to_vec(&document).map_err(|e| {
+        ApiError::new(
+            ProblemCode::Internal,
+            format!("cannot encode capabilities: {e}"),
+        )
+    })?;
+    let envelope = sign_envelope(&inner.setup.key, CAPABILITIES_PAYLOAD_TYPE, &payload);
+    let body = serde_json::to_vec(&envelope).map_err(|e| {
+        ApiError::new(
+            ProblemCode::Internal,
+            format!("cannot encode envelope: {e}"),
+        )
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}

@@ -24,7 +24,7 @@ trap cleanup EXIT
 "$sage" --keys-dir "$work" keygen --name Sprout >/dev/null 2>&1
 
 # The banner (sage=info) but no line per task (sage_service=warn).
-SAGE_LOG=warn,sage=info "$sage" --keys-dir "$work" serve --name Thor --host 127.0.0.1 --port 0 2>"$work/thor.log" &
+SAGE_LOG=warn,sage=info "$sage" --keys-dir "$work" --state-dir "$work/thor-state" serve --name Thor --host 127.0.0.1 --port 0 2>"$work/thor.log" &
 thor_pid=$!; pids+=($thor_pid)
 python3 tests/legacy/python_node.py serve --name Sprout --keys-dir "$work" >"$work/sprout.out" 2>/dev/null &
 pids+=($!)
@@ -35,7 +35,7 @@ done
 thor=$(sed -n 's/.*listening on http:\/\/\(.*\)$/\1/p' "$work/thor.log")
 sprout=$(sed -n 's/.*listening on http:\/\/\(.*\)$/\1/p' "$work/sprout.out")
 
-bench() { "$sage" --keys-dir "$work" bench --local "$1" --target "$2" --duration "$secs" --json "${@:3}"; }
+bench() { "$sage" --keys-dir "$work" --state-dir "$work/client-state" bench --local "$1" --target "$2" --duration "$secs" --json "${@:3}"; }
 row() { python3 "$work/row.py" "$1"; }
 cat >"$work/row.py" <<'PY'
 import json, sys

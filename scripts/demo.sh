@@ -27,7 +27,7 @@ echo "Sprout $sprout_pub"
 # Start a node on a free port; set $port once it listens.
 serve() {
     local name=$1 dir=$2 log=$work/$1.log
-    "$sage" --keys-dir "$dir" serve --name "$name" --host 127.0.0.1 --port 0 >/dev/null 2>"$log" &
+    "$sage" --keys-dir "$dir" --state-dir "$dir-state" serve --name "$name" --host 127.0.0.1 --port 0 >/dev/null 2>"$log" &
     pids+=($!)
     for _ in $(seq 100); do
         if grep -q 'listening on' "$log"; then
@@ -53,12 +53,17 @@ step "sage health 127.0.0.1:$thor_port"
 "$sage" health "127.0.0.1:$thor_port"
 
 step "Sprout delegates an llm_inference task to Thor"
-"$sage" --keys-dir "$work/sprout" delegate --local Sprout --target Thor \
+"$sage" --keys-dir "$work/sprout" --state-dir "$work/sprout-state" delegate --local Sprout --target Thor \
     --task-type llm_inference --input '{"query": "What is SAGE consciousness architecture?"}'
 
 step "Thor delegates an echo task to Sprout"
-"$sage" --keys-dir "$work/thor" delegate --local Thor --target Sprout \
+"$sage" --keys-dir "$work/thor" --state-dir "$work/thor-state" delegate --local Thor --target Sprout \
     --task-type echo --input '{"frame": "frame_000123.jpg", "shape": [480, 640, 3]}'
+
+step "Sprout's receipts: sage proofs list, then verified offline from an export"
+"$sage" --keys-dir "$work/sprout" --state-dir "$work/sprout-state" proofs list
+"$sage" --keys-dir "$work/sprout" --state-dir "$work/sprout-state" proofs export --out "$work/receipts.jsonl"
+"$sage" --keys-dir "$work/sprout" proofs verify "$work/receipts.jsonl"
 
 step "Thor's log"
 cat "$work/Thor.log"

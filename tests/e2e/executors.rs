@@ -138,8 +138,10 @@ fn a_full_executor_answers_busy_with_retry_after() {
     let first = {
         let port = node.addr.port().to_string();
         let dir = keys.path().to_owned();
+        let state = keys.state_dir();
         std::thread::spawn(move || {
             crate::util::sage()
+                .env("SAGE_STATE_DIR", state)
                 .arg("--keys-dir")
                 .arg(dir)
                 .args([

@@ -12,7 +12,14 @@ use sage_crypto::NodeKey;
 /// The `sage` binary under test.
 pub fn sage() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sage"));
-    cmd.env_remove("SAGE_KEYS_DIR").env("SAGE_LOG", "info");
+    cmd.env_remove("SAGE_KEYS_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .env("SAGE_LOG", "info");
+    // Never the working directory's ./state: each test passes its own.
+    cmd.env(
+        "SAGE_STATE_DIR",
+        std::env::temp_dir().join("sage-e2e-unused-state"),
+    );
     cmd
 }
 
@@ -96,9 +103,15 @@ impl Keys {
         &self.path
     }
 
+    /// The state directory that goes with the key directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.path.with_file_name("state")
+    }
+
     /// Runs `sage --keys-dir DIR ARGS...` to completion.
     pub fn run(&self, args: &[&str]) -> Run {
         let output = sage()
+            .env("SAGE_STATE_DIR", self.state_dir())
             .arg("--keys-dir")
             .arg(&self.path)
             .args(args)
@@ -125,7 +138,7 @@ impl Keys {
 
     /// Starts `sage serve --name NAME` on a free loopback port.
     pub fn serve(&self, name: &str, extra: &[&str]) -> Node {
-        Node::start(&self.path, name, extra)
+        Node::start(&self.path, &self.state_dir(), name, extra)
     }
 }
 
@@ -137,8 +150,9 @@ pub struct Node {
 }
 
 impl Node {
-    fn start(keys: &Path, name: &str, extra: &[&str]) -> Node {
+    fn start(keys: &Path, state: &Path, name: &str, extra: &[&str]) -> Node {
         let mut child = sage()
+            .env("SAGE_STATE_DIR", state)
             .arg("--keys-dir")
             .arg(keys)
             .args([

@@ -20,8 +20,21 @@ struct Cli {
     #[arg(long, global = true, env = "SAGE_KEYS_DIR")]
     keys_dir: Option<PathBuf>,
 
+    /// State directory: the node's SQLite database (tasks, proofs, nonces,
+    /// ledger) [default: $STATE_DIRECTORY when systemd sets it, else ./state].
+    #[arg(long, global = true, env = "SAGE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `./state`.
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("state"))
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 the operation failed (refused, unreachable, invalid proof), 2 bad usage.\nLogs go to stderr; set SAGE_LOG (e.g. SAGE_LOG=debug) to change the level.";
@@ -46,6 +59,9 @@ enum Command {
     /// Manage the peers this node trusts (peers.toml).
     #[command(subcommand)]
     Peer(cmd::peer::Command),
+    /// The delegator's receipts: list, show, export, verify offline.
+    #[command(subcommand)]
+    Proofs(cmd::proofs::Command),
     /// Check a config file and print the effective configuration.
     #[command(subcommand)]
     Config(cmd::config::Command),
@@ -60,16 +76,20 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(|| PathBuf::from("keys"));
     let keys_dir = keys_dir.as_path();
+    let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
     let result = match cli.command {
-        Command::Serve(args) => cmd::serve::run(cli.keys_dir.as_deref(), args),
+        Command::Serve(args) => {
+            cmd::serve::run(cli.keys_dir.as_deref(), cli.state_dir.as_deref(), args)
+        }
+        Command::Proofs(command) => cmd::proofs::run(keys_dir, &state_dir, command),
         Command::Config(command) => cmd::config::run(command),
-        Command::Delegate(args) => cmd::delegate::run(keys_dir, args),
+        Command::Delegate(args) => cmd::delegate::run(keys_dir, &state_dir, args),
         Command::Health(args) => cmd::health::run(args),
         Command::Bench(args) => cmd::bench::run(keys_dir, args),
         Command::Capabilities(args) => cmd::capabilities::run(keys_dir, args),
         Command::Keygen(args) => cmd::keygen::run(keys_dir, args),
         Command::Key(command) => cmd::key::run(keys_dir, command),
-        Command::Peer(command) => cmd::peer::run(keys_dir, command),
+        Command::Peer(command) => cmd::peer::run(keys_dir, &state_dir, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,7 @@ use sage_service::config::Limits;
 use sage_service::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
 use sage_service::executor::ExecutorSet;
 use sage_service::server::{self, AppState, NodeSetup};
+use sage_service::store::Store;
 use sage_types::{Envelope, QualityRequirements};
 use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
@@ -40,6 +41,7 @@ struct Fleet {
     /// Thor as Sprout knows it: the key its proofs must carry.
     thor: Peer,
     state: AppState,
+    _state_dir: tempfile::TempDir,
 }
 
 impl Fleet {
@@ -51,24 +53,22 @@ impl Fleet {
         trust
             .insert(Peer::new("Sprout", sprout.public(), PeerSource::Given))
             .unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
         let state = AppState::new(NodeSetup {
             name: "Thor".into(),
             lct_id: TARGET_LCT.into(),
             key: thor_key,
             trust,
             executors: ExecutorSet::builtin("Thor"),
-            limits: Limits {
-                // Every iteration records a nonce; the default capacity could
-                // fill up during a long run and answer `busy`.
-                replay_capacity: 10_000_000,
-                ..Limits::default()
-            },
+            limits: Limits::default(),
             hardware: Default::default(),
+            store: Store::open(state_dir.path()).unwrap(),
         });
         Fleet {
             sprout,
             thor,
             state,
+            _state_dir: state_dir,
         }
     }
 
@@ -92,6 +92,7 @@ fn echo_spec() -> TaskSpec {
         // Used by the legacy protocol only; 30 s is the guide's figure.
         max_latency: Duration::from_secs(30),
         task_id: None,
+        earlier_digests: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@
 //! - [`executor`]: the [`executor::Executor`] trait and the built-in executors.
 //! - [`keydir`]: the key directory (key files, `peers.toml`) and the trust
 //!   store built from it; [`peers_file`] is the `peers.toml` format.
-//! - [`replay`]: the bounded in-memory replay guard.
+//! - [`store`]: the node's durable state (tasks, nonces, ledger) in SQLite.
 //! - [`hardware`]: what the machine has, for the capabilities document.
 //! - [`config`]: the limits a node enforces.
 //! - [`bench`]: the load generator of `sage bench`.
@@ -21,8 +21,9 @@ mod error;
 pub mod executor;
 pub mod hardware;
 pub mod keydir;
+pub mod ledger;
 pub mod peers_file;
-pub mod replay;
 pub mod server;
+pub mod store;
 
 pub use error::{ClientError, DelegateError, KeyDirError, ProofError};

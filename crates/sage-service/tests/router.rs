@@ -15,6 +15,7 @@ use sage_service::config::Limits;
 use sage_service::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
 use sage_service::executor::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet};
 use sage_service::server::{router, AppState, NodeSetup};
+use sage_service::store::Store;
 use sage_types::{Envelope, ProofStatus, Task};
 use tower::ServiceExt as _;
 
@@ -33,6 +34,7 @@ struct Fixture {
     app: axum::Router,
     sprout: NodeKey,
     thor: Peer,
+    _state_dir: tempfile::TempDir,
 }
 
 fn fixture(limits: Limits) -> Fixture {
@@ -45,6 +47,8 @@ fn fixture(limits: Limits) -> Fixture {
         .unwrap();
     let mut executors = ExecutorSet::builtin("Thor");
     executors.insert("broken", Entry::new(Arc::new(Broken)));
+    let state_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(state_dir.path()).unwrap();
     let state = AppState::new(NodeSetup {
         name: "Thor".into(),
         lct_id: "thor_sage_lct".into(),
@@ -53,11 +57,13 @@ fn fixture(limits: Limits) -> Fixture {
         executors,
         limits,
         hardware: Default::default(),
+        store,
     });
     Fixture {
         app: router(state),
         sprout,
         thor,
+        _state_dir: state_dir,
     }
 }
 
@@ -71,6 +77,7 @@ fn task(f: &Fixture, task_type: &str) -> SignedTask {
         max_latency: Duration::from_secs(30),
         max_cost: None,
         task_id: None,
+        earlier_digests: Vec::new(),
     };
     sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)
 }
@@ -112,20 +119,57 @@ async fn a_failed_execution_still_gets_a_signed_proof() {
 }
 
 #[tokio::test]
-async fn a_full_replay_guard_answers_busy_instead_of_forgetting() {
-    let f = fixture(Limits {
-        replay_capacity: 1,
-        ..Limits::default()
-    });
+async fn a_resent_envelope_is_refused_and_a_re_signed_retry_gets_the_stored_proof() {
+    let f = fixture(Limits::default());
     let first = task(&f, "echo");
-    assert_eq!(post(&f, &first).await.0, StatusCode::OK);
-    let (status, retry, body) = post(&f, &task(&f, "echo")).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(retry.as_deref(), Some("5"));
+    let (status, _, proof) = post(&f, &first).await;
+    assert_eq!(status, StatusCode::OK);
+    // The same envelope again: a replay.
+    let (status, _, body) = post(&f, &first).await;
+    assert_eq!(status, StatusCode::CONFLICT);
     let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(problem["code"], "busy");
-    // The remembered nonce is still refused.
-    assert_eq!(post(&f, &first).await.0, StatusCode::CONFLICT);
+    assert_eq!(problem["code"], "replayed");
+    // The same task re-signed (new nonce, new times): the stored proof.
+    let mut spec_retry = task(&f, "echo");
+    assert_ne!(spec_retry.task.nonce, first.task.nonce);
+    spec_retry = {
+        let spec = TaskSpec {
+            task_type: "echo".into(),
+            input: serde_json::json!({"x": 1}),
+            estimated_cost: 1.0,
+            quality: Default::default(),
+            lifetime: Duration::from_secs(60),
+            max_latency: Duration::from_secs(30),
+            max_cost: None,
+            task_id: Some(first.task.task_id.clone()),
+            earlier_digests: vec![first.digest.clone()],
+        };
+        sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)
+    };
+    let (status, _, again) = post(&f, &spec_retry).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, proof, "a retry gets the stored proof, byte for byte");
+    let envelope: Envelope = serde_json::from_slice(&again).unwrap();
+    check_proof(&envelope, &spec_retry, &f.thor).unwrap();
+    // The same task id with another input: a conflict.
+    let other = TaskSpec {
+        task_type: "echo".into(),
+        input: serde_json::json!({"x": 2}),
+        estimated_cost: 1.0,
+        quality: Default::default(),
+        lifetime: Duration::from_secs(60),
+        max_latency: Duration::from_secs(30),
+        max_cost: None,
+        task_id: Some(first.task.task_id.clone()),
+        earlier_digests: Vec::new(),
+    };
+    let (status, _, body) = post(
+        &f,
+        &sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &other),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(String::from_utf8_lossy(&body).contains("other content"));
 }
 
 #[tokio::test]

@@ -91,6 +91,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         max_latency: timeout,
         max_cost: None,
         task_id: None,
+        earlier_digests: Vec::new(),
     };
     let keys = KeyDir::new(keys_dir);
     let local = Arc::new(keys.load_identity(&args.local)?);

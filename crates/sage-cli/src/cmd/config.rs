@@ -65,6 +65,5 @@ fn fill_defaults(file: &mut ConfigFile) {
     l.max_body_bytes = Some(limits.max_body_bytes);
     l.clock_skew = Some(Secs(limits.clock_skew));
     l.max_task_lifetime = Some(Secs(limits.max_task_lifetime));
-    l.replay_capacity = Some(limits.replay_capacity);
     l.drain_timeout = Some(Secs(limits.drain_timeout));
 }

@@ -7,6 +7,8 @@ use sage_crypto::{Peer, Protocol};
 use sage_service::client::Client;
 use sage_service::delegation::{delegate, Delegation, TaskSpec};
 use sage_service::keydir::KeyDir;
+use sage_service::ledger;
+use sage_service::store::Store;
 use sage_types::QualityRequirements;
 use serde_json::json;
 
@@ -85,10 +87,10 @@ pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
         .map_err(|e| Failure::Usage(format!("{origin} is not valid JSON: {e}")))
 }
 
-pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
+pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     // Validate everything before any I/O on the network.
     let timeout = seconds(args.timeout, "--timeout")?;
-    let spec = TaskSpec {
+    let mut spec = TaskSpec {
         task_type: args.task_type.clone(),
         input: read_input(&args.input)?,
         estimated_cost: args.estimated_cost,
@@ -100,6 +102,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         max_latency: seconds(args.max_latency, "--max-latency")?,
         max_cost: args.max_cost,
         task_id: args.task_id.clone(),
+        earlier_digests: Vec::new(),
     };
     let keys = KeyDir::new(keys_dir);
     let local = keys.load_identity(&args.local)?;
@@ -127,9 +130,47 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
 
     let protocol = args.protocol.map_or(target.protocol, Protocol::from);
     let client = Client::new()?;
-    let delegation = super::runtime(false)?.block_on(delegate(
+    let runtime = super::runtime(false)?;
+    let store = Store::open(state_dir).map_err(|e| Failure::Failed(e.to_string()))?;
+    if let Some(task_id) = &args.task_id {
+        // A retry: the node may answer with the proof of the first send,
+        // which names that payload.
+        spec.earlier_digests = runtime
+            .block_on(store.ledger(Some(target.name.clone()), None))
+            .map_err(|e| Failure::Failed(e.to_string()))?
+            .iter()
+            .filter(|e| &e.task_id == task_id)
+            .filter_map(|e| payload_digest(&e.task))
+            .collect();
+    }
+    let sent_at = sage_service::clock::now_ms();
+    let outcome = runtime.block_on(delegate(
         &client, &local, &target, &addr, protocol, &spec, timeout,
-    ))?;
+    ));
+    let delegation = match outcome {
+        Ok(d) => {
+            runtime
+                .block_on(ledger::record(&store, &target.name, &d, sent_at))
+                .map_err(|e| {
+                    Failure::Failed(format!("the proof verified but cannot be kept: {e}"))
+                })?;
+            d
+        }
+        Err(e) => {
+            let recorded = ledger::record_failure(
+                &store,
+                &target.name,
+                &target.lct_id,
+                protocol,
+                &spec.task_type,
+                &e,
+            );
+            if let Err(store_err) = runtime.block_on(recorded) {
+                tracing::warn!("cannot record the failure in the ledger: {store_err}");
+            }
+            return Err(e.into());
+        }
+    };
     if args.json {
         print_json(&report_json(&delegation, &local.name, &target, &addr));
     } else {
@@ -141,6 +182,14 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             "the proof is valid but the task's terms are not met: {why}"
         ))),
     }
+}
+
+/// The `sha256:` digest of the payload of a signed task kept in the ledger.
+fn payload_digest(task: &[u8]) -> Option<String> {
+    let envelope: sage_types::Envelope = serde_json::from_slice(task).ok()?;
+    Some(sage_crypto::digest::sha256_tagged(
+        &envelope.payload_bytes().ok()?,
+    ))
 }
 
 fn ms(d: Duration) -> f64 {

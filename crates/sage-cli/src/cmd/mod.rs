@@ -8,6 +8,7 @@ pub mod health;
 pub mod key;
 pub mod keygen;
 pub mod peer;
+pub mod proofs;
 pub mod serve;
 
 /// The async runtime of a command. One thread for one request at a time:

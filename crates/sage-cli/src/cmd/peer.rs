@@ -59,11 +59,11 @@ pub struct RemoveArgs {
     name: String,
 }
 
-pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
+pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
     let keys = KeyDir::new(keys_dir);
     match command {
         Command::Add(args) => add(&keys, args),
-        Command::List(args) => list(&keys, args),
+        Command::List(args) => list(&keys, state_dir, args),
         Command::Remove(args) => remove(&keys, args),
     }
 }
@@ -107,8 +107,10 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
     Ok(())
 }
 
-fn list(keys: &KeyDir, args: ListArgs) -> CmdResult {
+fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
     let store = keys.trust_store(args.local.as_deref().unwrap_or(""))?;
+    let stats = peer_stats(state_dir);
+    let stats_of = |name: &str| stats.iter().find(|s| s.peer.eq_ignore_ascii_case(name));
     if args.json {
         let peers: Vec<_> = store
             .iter()
@@ -121,6 +123,7 @@ fn list(keys: &KeyDir, args: ListArgs) -> CmdResult {
                     "address": p.address,
                     "protocol": p.protocol.as_str(),
                     "sources": p.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "stats": stats_of(&p.name),
                 })
             })
             .collect();
@@ -139,6 +142,28 @@ fn list(keys: &KeyDir, args: ListArgs) -> CmdResult {
         println!("  address:  {}", p.address.as_deref().unwrap_or("-"));
         println!("  protocol: {}", p.protocol.as_str());
         println!("  from:     {}", p.sources_text());
+        if let Some(st) = stats_of(&p.name) {
+            let counts: Vec<String> = st
+                .by_status
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            let latency = st
+                .latency_ms_ewma
+                .map(|l| format!("{l:.2} ms"))
+                .unwrap_or_else(|| "-".into());
+            let quality = st
+                .quality_ewma
+                .map(|q| format!("{q:.2}"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "  stats:    {}; latency ~{latency}, quality ~{quality}",
+                counts.join(", ")
+            );
+            if let Some(seen) = st.last_seen_ms {
+                println!("  seen:     {seen} (unix ms)");
+            }
+        }
     }
     Ok(())
 }
@@ -156,4 +181,18 @@ fn remove(keys: &KeyDir, args: RemoveArgs) -> CmdResult {
     file.save(&path)?;
     println!("removed peer {} from {}", args.name, path.display());
     Ok(())
+}
+
+/// The delegation statistics of the ledger, if there is a state directory.
+fn peer_stats(state_dir: &Path) -> Vec<sage_service::store::PeerStats> {
+    if !state_dir.join("sage.db").exists() {
+        return Vec::new();
+    }
+    let Ok(store) = sage_service::store::Store::open(state_dir) else {
+        return Vec::new();
+    };
+    super::runtime(false)
+        .ok()
+        .and_then(|rt| rt.block_on(store.peer_stats()).ok())
+        .unwrap_or_default()
 }

@@ -34,10 +34,6 @@ pub struct Args {
     /// Longest validity, in seconds, that a task may claim [default: 3600].
     #[arg(long)]
     max_task_lifetime: Option<u64>,
-    /// Most accepted tasks remembered against replay at once; each is kept
-    /// for its lifetime plus the clock skew [default: 1000000].
-    #[arg(long)]
-    replay_capacity: Option<usize>,
     /// Seconds that in-flight tasks may run after SIGINT/SIGTERM [default: 30].
     #[arg(long)]
     drain_timeout: Option<u64>,
@@ -57,7 +53,7 @@ pub fn find_config(given: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>
     .transpose()
 }
 
-pub fn run(keys_dir: Option<&Path>, args: Args) -> CmdResult {
+pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> CmdResult {
     let (config_path, file) = match find_config(args.config.as_deref())? {
         Some((path, file)) => (Some(path), file),
         None => (None, ConfigFile::default()),
@@ -94,9 +90,14 @@ pub fn run(keys_dir: Option<&Path>, args: Args) -> CmdResult {
     limits.max_task_lifetime = args
         .max_task_lifetime
         .map_or(limits.max_task_lifetime, secs);
-    limits.replay_capacity = args.replay_capacity.unwrap_or(limits.replay_capacity);
     limits.drain_timeout = args.drain_timeout.map_or(limits.drain_timeout, secs);
 
+    let state_dir = state_dir
+        .map(Path::to_owned)
+        .or_else(|| file.node.state_dir.clone())
+        .unwrap_or_else(crate::default_state_dir);
+    let store =
+        sage_service::store::Store::open(&state_dir).map_err(|e| Failure::Failed(e.to_string()))?;
     let identity = keys.load_identity(&name)?;
     let lct_id = file
         .node
@@ -153,6 +154,13 @@ pub fn run(keys_dir: Option<&Path>, args: Args) -> CmdResult {
     tracing::info!("  executors:  {}", served.join(", "));
 
     let runtime = super::runtime(true)?;
+    let interrupted = runtime
+        .block_on(store.interrupt_running(sage_service::clock::now_ms()))
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    tracing::info!("  state:      {}", store.path().display());
+    if interrupted > 0 {
+        tracing::warn!("{interrupted} task(s) were running when the node stopped: marked interrupted; a retry gets a signed proof saying so");
+    }
     let hardware = runtime.block_on(sage_service::hardware::detect());
     tracing::info!(
         "  hardware:   {} CPUs{}{}",
@@ -176,6 +184,7 @@ pub fn run(keys_dir: Option<&Path>, args: Args) -> CmdResult {
         executors,
         limits,
         hardware,
+        store: store.clone(),
     });
 
     runtime.block_on(async move {
@@ -185,6 +194,16 @@ pub fn run(keys_dir: Option<&Path>, args: Args) -> CmdResult {
             ))
         })?;
         let bound = listener.local_addr()?;
+        // Forget nonces whose tasks can no longer be accepted anyway.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                if let Err(e) = store.prune(sage_service::clock::now_ms()).await {
+                    tracing::warn!("cannot prune old nonces: {e}");
+                }
+            }
+        });
         tracing::info!("  endpoints:  GET /health, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
         tracing::info!("listening on http://{bound}");
         match server::serve(listener, state, server::shutdown_signal()).await? {

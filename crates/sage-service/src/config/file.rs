@@ -6,13 +6,13 @@
 //! lct_id = "thor_sage_lct"       # optional; default: lowercased name + "_sage_lct"
 //! listen = "0.0.0.0:50051"
 //! keys_dir = "keys"              # relative to the config file's directory
+//! state_dir = "state"            # the node's SQLite state; default ./state or $STATE_DIRECTORY
 //! peers_file = "keys/peers.toml" # optional; default: keys_dir/peers.toml
 //!
 //! [limits]                       # all optional; durations as "10s", "500ms", "5m", "1h" or seconds
 //! max_body_bytes = 1048576
 //! clock_skew = "5m"
 //! max_task_lifetime = "1h"
-//! replay_capacity = 1000000
 //! drain_timeout = "30s"
 //!
 //! [executors.sum]                # one table per task type
@@ -90,6 +90,8 @@ pub struct NodeSection {
     pub keys_dir: Option<PathBuf>,
     /// Peers file, if not `keys_dir/peers.toml`.
     pub peers_file: Option<PathBuf>,
+    /// State directory (the SQLite database).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `[limits]`; see [`Limits`] for what each means.
@@ -102,8 +104,6 @@ pub struct LimitsSection {
     pub clock_skew: Option<Secs>,
     /// Longest task validity.
     pub max_task_lifetime: Option<Secs>,
-    /// Replay guard capacity.
-    pub replay_capacity: Option<usize>,
     /// Drain deadline at shutdown.
     pub drain_timeout: Option<Secs>,
 }
@@ -307,6 +307,7 @@ impl ConfigFile {
         };
         rebase(&mut file.node.keys_dir);
         rebase(&mut file.node.peers_file);
+        rebase(&mut file.node.state_dir);
         for section in file.executors.values_mut() {
             rebase(&mut section.working_dir);
         }
@@ -351,7 +352,6 @@ impl ConfigFile {
             max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
             clock_skew: l.clock_skew.map_or(d.clock_skew, |s| s.0),
             max_task_lifetime: l.max_task_lifetime.map_or(d.max_task_lifetime, |s| s.0),
-            replay_capacity: l.replay_capacity.unwrap_or(d.replay_capacity),
             drain_timeout: l.drain_timeout.map_or(d.drain_timeout, |s| s.0),
         }
     }

@@ -15,13 +15,6 @@ pub struct Limits {
     pub clock_skew: Duration,
     /// Longest validity (`expires_at - issued_at`) a task may claim (default 1 h).
     pub max_task_lifetime: Duration,
-    /// Most (issuer, nonce) pairs remembered at once (default 1,000,000,
-    /// about 45 MB when full). Each accepted task is remembered until its
-    /// expiry plus the clock skew, so a node sustains about
-    /// `capacity / (task lifetime + skew)` tasks per second; beyond that it
-    /// refuses tasks as `busy` until old entries expire. The legacy endpoint
-    /// remembers a tenth as many tasks, with their signed answers.
-    pub replay_capacity: usize,
     /// How long in-flight tasks may run after a shutdown signal (default 30 s).
     pub drain_timeout: Duration,
 }
@@ -32,7 +25,6 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             clock_skew: Duration::from_secs(300),
             max_task_lifetime: Duration::from_secs(3600),
-            replay_capacity: 1_000_000,
             drain_timeout: Duration::from_secs(30),
         }
     }

@@ -39,6 +39,9 @@ pub struct TaskSpec {
     pub max_latency: Duration,
     /// A task id to use instead of a random one.
     pub task_id: Option<String>,
+    /// Digests of the same task sent before (a retry): a node that ran it
+    /// then answers with the proof it made then, which names that payload.
+    pub earlier_digests: Vec<String>,
 }
 
 /// A signed task: the task, its exact payload bytes and the envelope.
@@ -52,6 +55,8 @@ pub struct SignedTask {
     pub digest: String,
     /// The envelope to send.
     pub envelope: Envelope,
+    /// Digests of the same task sent before, which a proof may name instead.
+    pub earlier_digests: Vec<String>,
 }
 
 /// Random hex of `bytes` random bytes.
@@ -84,6 +89,7 @@ pub fn sign_task(key: &NodeKey, issuer: &str, audience: &str, spec: &TaskSpec) -
     let payload = serde_json::to_vec(&task).unwrap_or_default();
     let envelope = sign_envelope(key, TASK_PAYLOAD_TYPE, &payload);
     SignedTask {
+        earlier_digests: spec.earlier_digests.clone(),
         digest: sha256_tagged(&payload),
         task,
         payload,
@@ -123,7 +129,7 @@ pub fn check_proof(
             detail: format!("task id {} where {} was sent", proof.task_id, task.task_id),
         });
     }
-    if proof.task_digest != signed.digest {
+    if proof.task_digest != signed.digest && !signed.earlier_digests.contains(&proof.task_digest) {
         return Err(ProofError::ForOtherTask {
             detail: format!(
                 "task digest {} where {} was sent",
@@ -230,8 +236,10 @@ pub fn shortfall(proof: &ProofSummary, required: &QualityRequirements) -> Option
 pub struct Delegation {
     /// The protocol spoken.
     pub protocol: Protocol,
-    /// The task as signed.
+    /// The task's content, as signed.
     pub task: serde_json::Value,
+    /// The signed task as sent (envelope, or legacy request).
+    pub signed_task: serde_json::Value,
     /// `sha256:` digest of the signed task bytes.
     pub task_digest: String,
     /// The proof's signed content.
@@ -258,7 +266,7 @@ pub enum Exchange {
     /// The native protocol.
     V1 {
         /// What was sent.
-        signed: SignedTask,
+        signed: Box<SignedTask>,
         /// The proof envelope received.
         proof: Envelope,
     },
@@ -286,12 +294,13 @@ impl Exchange {
         }
     }
 
-    /// (task as signed, digest of its signed bytes, proof content, signed
-    /// proof as received), as JSON for reports.
-    fn to_json(&self) -> (Value, String, Value, Value) {
+    /// (task content, signed task, digest of its signed bytes, proof
+    /// content, signed proof as received), as JSON for reports.
+    fn to_json(&self) -> (Value, Value, String, Value, Value) {
         match self {
             Exchange::V1 { signed, proof } => (
                 serde_json::to_value(&signed.task).unwrap_or_default(),
+                serde_json::to_value(&signed.envelope).unwrap_or_default(),
                 signed.digest.clone(),
                 proof
                     .payload_bytes()
@@ -302,6 +311,7 @@ impl Exchange {
             ),
             Exchange::Legacy { signed, response } => (
                 signed.request.task.clone(),
+                serde_json::to_value(&signed.request).unwrap_or_default(),
                 sha256_tagged(&signed.canonical),
                 response.proof.clone(),
                 serde_json::to_value(response).unwrap_or_default(),
@@ -329,7 +339,13 @@ pub async fn exchange(
             let signed = sign_task(&local.key, &local.lct_id, &target.lct_id, spec);
             let sent = Instant::now();
             let proof = client.submit_task(addr, &signed.envelope, timeout).await?;
-            Ok((Exchange::V1 { signed, proof }, sent.elapsed()))
+            Ok((
+                Exchange::V1 {
+                    signed: Box::new(signed),
+                    proof,
+                },
+                sent.elapsed(),
+            ))
         }
         Protocol::Legacy => {
             let signed = legacy::sign_task(&local.key, &local.lct_id, spec);
@@ -376,11 +392,12 @@ pub async fn delegate(
             source,
         })?;
     let total = started.elapsed();
-    let (task, task_digest, proof, signed_proof) = exchanged.to_json();
+    let (task, signed_task, task_digest, proof, signed_proof) = exchanged.to_json();
     Ok(Delegation {
         protocol,
         shortfall: shortfall(&summary, &spec.quality),
         task,
+        signed_task,
         task_digest,
         proof,
         summary,

@@ -102,6 +102,21 @@ pub struct Run {
     pub execution: Execution,
 }
 
+impl Run {
+    /// The run of a task that was running when the node stopped: failed,
+    /// and not run again.
+    pub fn interrupted(now_ms: u64) -> Run {
+        Run {
+            started_at: now_ms,
+            latency: Duration::ZERO,
+            status: ProofStatus::Failed,
+            execution: failed(ExecError::new(
+                "interrupted: the node stopped while this task was running; it was not run again",
+            )),
+        }
+    }
+}
+
 /// An executor as configured for one task type.
 #[derive(Clone)]
 pub struct Entry {

@@ -36,7 +36,7 @@ pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Respon
         version: env!("CARGO_PKG_VERSION").to_owned(),
         issued_at: now_ms(),
         task_types,
-        hardware: inner.hardware.clone(),
+        hardware: inner.setup.hardware.clone(),
     };
     let payload = serde_json::to_vec(&document).map_err(|e| {
         ApiError::new(

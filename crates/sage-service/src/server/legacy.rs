@@ -9,32 +9,24 @@
 //! ran for that requester with other content. The same signed task sent
 //! again gets the stored proof back and does not run twice.
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sage_crypto::digest::sha256;
 use sage_crypto::legacy::{sign_legacy, signing_bytes, verify_legacy};
 use sage_types::legacy::{signable_task, LegacyRequest, LegacyResponse, LegacyTask};
 use sage_types::{ProblemCode, QualityRequirements, Task};
 use serde_json::json;
-use tokio::sync::OnceCell;
 
 use super::state::Inner;
-use super::tasks::{busy, check_cost, check_not_expired, executor_for, read_body, replay_full};
+use super::tasks::{
+    busy, check_cost, check_not_expired, executor_for, json_response, read_body, still_running,
+    store_error, RETRY_WAIT,
+};
 use super::{ApiError, AppState};
 use crate::clock::{now_ms, now_secs_f64};
-use crate::executor::{Entry, Run};
-use crate::replay::{pair_key, Slot};
-
-/// One legacy task: the digest of its signed bytes, and its answer once made.
-#[derive(Debug)]
-pub(super) struct LegacyRun {
-    digest: [u8; 32],
-    answer: OnceCell<Bytes>,
-}
+use crate::executor::{Entry, Reservation, Run};
+use crate::store::{Begin, TaskRecord};
 
 pub(super) async fn execute_task(
     State(state): State<AppState>,
@@ -68,43 +60,81 @@ pub(super) async fn execute_task(
     })?;
 
     let now = now_ms();
-    let (run_slot, entry) = admit(inner, &task, requester, sha256(&canonical), now).inspect_err(|e| {
+    let refused = |e: &ApiError| {
         tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %requester, detail = %e.detail, "legacy task refused");
-    })?;
-    let answer = run_slot
-        .answer
-        .get_or_try_init(|| async {
+    };
+    let (entry, reservation) = admit(inner, &task, requester, now).inspect_err(refused)?;
+    // No nonce in this protocol: the task id and the digest of the signed
+    // bytes make a re-sent task the same task.
+    let record = TaskRecord {
+        issuer: requester.clone(),
+        task_id: task.task_id.clone(),
+        nonce: None,
+        content_digest: sha256(&canonical),
+        envelope: bytes.to_vec(),
+        task_type: task.task_type.clone(),
+        received_at_ms: now,
+        keep_until_ms: seconds_to_ms(task.deadline)
+            .saturating_add(inner.setup.limits.clock_skew.as_millis() as u64),
+    };
+    let answer = match inner.store.begin_task(record).await.map_err(store_error)? {
+        Begin::Started => {
             let _in_flight = state.start_task();
-            let native = as_native(inner, &task, requester);
-            let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
-            let run = entry.run(&native, reservation).await;
+            let run = entry
+                .run(&as_native(inner, &task, requester), reservation)
+                .await;
             tracing::info!(
                 task_id = %task.task_id, task_type = %task.task_type, issuer = %requester,
                 status = run.status.as_str(), latency_ms = run.latency.as_secs_f64() * 1000.0,
                 "legacy task executed"
             );
-            answer(inner, &task, run)
-        })
-        .await?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        answer.clone(),
-    )
-        .into_response())
+            let answer = answer(inner, &task, run)?;
+            inner
+                .store
+                .finish_task(requester, &task.task_id, answer.to_vec(), now_ms())
+                .await
+                .map_err(store_error)?;
+            answer.to_vec()
+        }
+        Begin::Done { proof } => proof,
+        Begin::Running => {
+            drop(reservation);
+            inner
+                .store
+                .wait_done(requester, &task.task_id, RETRY_WAIT)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| still_running(&task.task_id))?
+        }
+        Begin::Interrupted => {
+            let answer = answer(inner, &task, Run::interrupted(now_ms()))?.to_vec();
+            inner
+                .store
+                .set_proof_of_interrupted(requester, &task.task_id, answer.clone())
+                .await
+                .map_err(store_error)?;
+            answer
+        }
+        Begin::Replayed | Begin::Conflict => {
+            let e = ApiError::new(
+                ProblemCode::Replayed,
+                format!("task_id {} already ran for {requester} with different content; use a new task id", task.task_id),
+            );
+            refused(&e);
+            return Err(e);
+        }
+    };
+    Ok(json_response(answer))
 }
 
-/// The checks the Python original lacks. Returns the task's run slot (new,
-/// or the one of the same signed task received before) and its executor.
+/// The checks the Python original lacks. Returns the executor's entry and
+/// the place reserved in its queue.
 fn admit<'a>(
     inner: &'a Inner,
     task: &LegacyTask,
     requester: &str,
-    digest: [u8; 32],
     now: u64,
-) -> Result<(Arc<LegacyRun>, &'a Entry), ApiError> {
+) -> Result<(&'a Entry, Reservation), ApiError> {
     if task.delegating_platform != requester {
         return Err(ApiError::new(
             ProblemCode::InvalidSignature,
@@ -130,30 +160,8 @@ fn admit<'a>(
     }
     let entry = executor_for(inner, &task.task_type)?;
     check_cost(entry, task.estimated_cost, None)?;
-    let keep_until = deadline + limits.clock_skew.as_millis() as u64;
-    let slot = inner.legacy_runs.get_or_insert(
-        pair_key(requester, &task.task_id),
-        keep_until,
-        now,
-        || {
-            Arc::new(LegacyRun {
-                digest,
-                answer: OnceCell::new(),
-            })
-        },
-    );
-    match slot {
-        Slot::Inserted(run) => Ok((run, entry)),
-        Slot::Existing(run) if run.digest == digest => Ok((run, entry)),
-        Slot::Existing(_) => Err(ApiError::new(
-            ProblemCode::Replayed,
-            format!(
-                "task_id {} already ran for {requester} with different content; use a new task id",
-                task.task_id
-            ),
-        )),
-        Slot::Full => Err(replay_full()),
-    }
+    let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
+    Ok((entry, reservation))
 }
 
 fn seconds_to_ms(secs: f64) -> u64 {

@@ -9,9 +9,7 @@ use sage_types::capabilities::Hardware;
 
 use crate::config::Limits;
 use crate::executor::ExecutorSet;
-use crate::replay::{ExpiringMap, ReplayGuard};
-
-use super::legacy::LegacyRun;
+use crate::store::Store;
 
 /// What a node is made of.
 #[derive(Debug)]
@@ -30,6 +28,8 @@ pub struct NodeSetup {
     pub limits: Limits,
     /// The machine, for the capabilities document.
     pub hardware: Hardware,
+    /// Durable state: accepted tasks, their proofs, seen nonces.
+    pub store: Store,
 }
 
 /// Cheap to clone: one `Arc`.
@@ -43,10 +43,8 @@ pub(super) struct Inner {
     pub(super) setup: NodeSetup,
     pub(super) key_id: KeyId,
     pub(super) public_hex: String,
-    pub(super) replay: ReplayGuard,
-    pub(super) legacy_runs: ExpiringMap<Arc<LegacyRun>>,
+    pub(super) store: Store,
     pub(super) started: Instant,
-    pub(super) hardware: Hardware,
     in_flight: AtomicUsize,
 }
 
@@ -58,12 +56,8 @@ impl AppState {
             inner: Arc::new(Inner {
                 key_id: public.key_id(),
                 public_hex: public.to_hex(),
-                replay: ReplayGuard::new(setup.limits.replay_capacity),
-                // Legacy entries keep their signed answer (about a kilobyte),
-                // so they get a tenth of the room.
-                legacy_runs: ExpiringMap::new(setup.limits.replay_capacity / 10),
+                store: setup.store.clone(),
                 started: Instant::now(),
-                hardware: setup.hardware.clone(),
                 in_flight: AtomicUsize::new(0),
                 setup,
             }),

@@ -1,16 +1,21 @@
-//! `POST /v1/tasks`: verify, admit, execute, prove.
+//! `POST /v1/tasks`: verify, admit, record, execute, prove.
 //!
 //! The order is the security argument: the body is bounded before it is
 //! read, the envelope's signature is verified before the payload is parsed,
-//! and every check that can refuse runs before the replay guard records the
-//! nonce and before anything executes.
+//! and every check that can refuse runs before the task and its nonce are
+//! recorded in the store and before anything executes. The record is
+//! durable before the run starts, so a restart neither forgets an accepted
+//! task nor runs it twice, and a replayed envelope is refused after a
+//! restart too.
+
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use sage_crypto::digest::{json_digest, sha256_tagged};
+use sage_crypto::digest::{json_digest, sha256, sha256_tagged};
 use sage_crypto::{sign_envelope, verify_envelope, Peer};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::task::TASK_PAYLOAD_TYPE;
@@ -21,12 +26,14 @@ use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::executor::{Entry, Reservation, Run};
-use crate::replay::Admission;
+use crate::store::{Begin, StoreError, TaskRecord};
 
 /// Longest task id accepted.
 const MAX_TASK_ID_LEN: usize = 128;
 /// Nonce length bounds, in hex characters (64 to 512 bits).
 const NONCE_HEX_LEN: std::ops::RangeInclusive<usize> = 16..=128;
+/// Longest a retry waits for the first run of its task to finish.
+pub(super) const RETRY_WAIT: Duration = Duration::from_secs(30);
 
 pub(super) async fn submit(
     State(state): State<AppState>,
@@ -48,34 +55,145 @@ pub(super) async fn submit(
             format!("signed payload is not a v1 task: {e}"),
         )
     })?;
-    let (entry, reservation) = admit(inner, &task, verified.signer, now_ms()).inspect_err(|e| {
+    let now = now_ms();
+    let refused = |e: &ApiError| {
         tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %task.issuer, detail = %e.detail, "task refused");
-    })?;
+    };
+    let (entry, reservation) = admit(inner, &task, verified.signer, now).inspect_err(refused)?;
 
-    let _in_flight = state.start_task();
-    let run = entry.run(&task, reservation).await;
-    let proof = prove(inner, &task, &payload, entry.executor.kind(), run);
-    tracing::info!(
-        task_id = %task.task_id, task_type = %task.task_type, issuer = %task.issuer,
-        status = proof.status.as_str(), latency_ms = proof.latency_ms, "task executed"
-    );
-    let proof_bytes = serde_json::to_vec(&proof)
-        .map_err(|e| ApiError::new(ProblemCode::Internal, format!("cannot encode proof: {e}")))?;
-    let signed = sign_envelope(&inner.setup.key, PROOF_PAYLOAD_TYPE, &proof_bytes);
-    let body = serde_json::to_vec(&signed).map_err(|e| {
-        ApiError::new(
-            ProblemCode::Internal,
-            format!("cannot encode envelope: {e}"),
-        )
-    })?;
-    Ok((
+    let record = TaskRecord {
+        issuer: task.issuer.clone(),
+        task_id: task.task_id.clone(),
+        nonce: Some(task.nonce.clone()),
+        content_digest: content_digest(&task),
+        envelope: bytes.to_vec(),
+        task_type: task.task_type.clone(),
+        received_at_ms: now,
+        keep_until_ms: task
+            .expires_at
+            .saturating_add(inner.setup.limits.clock_skew.as_millis() as u64),
+    };
+    let answer = match inner.store.begin_task(record).await.map_err(store_error)? {
+        Begin::Started => {
+            let _in_flight = state.start_task();
+            let run = entry.run(&task, reservation).await;
+            let signed = sign_proof(inner, &task, &payload, entry.executor.kind(), run)?;
+            inner
+                .store
+                .finish_task(&task.issuer, &task.task_id, signed.clone(), now_ms())
+                .await
+                .map_err(store_error)?;
+            signed
+        }
+        Begin::Done { proof } => {
+            tracing::info!(task_id = %task.task_id, issuer = %task.issuer, "retry answered with the stored proof");
+            proof
+        }
+        Begin::Running => {
+            drop(reservation);
+            inner
+                .store
+                .wait_done(&task.issuer, &task.task_id, RETRY_WAIT)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| still_running(&task.task_id))?
+        }
+        Begin::Interrupted => {
+            let run = Run::interrupted(now_ms());
+            let signed = sign_proof(inner, &task, &payload, entry.executor.kind(), run)?;
+            inner
+                .store
+                .set_proof_of_interrupted(&task.issuer, &task.task_id, signed.clone())
+                .await
+                .map_err(store_error)?;
+            tracing::warn!(task_id = %task.task_id, issuer = %task.issuer, "retry of a task interrupted by a restart: answered with a signed proof saying so");
+            signed
+        }
+        Begin::Replayed => {
+            let e = ApiError::new(
+                ProblemCode::Replayed,
+                format!(
+                    "nonce {} of {} was already used; sign a new task to run it again",
+                    task.nonce, task.issuer
+                ),
+            );
+            refused(&e);
+            return Err(e);
+        }
+        Begin::Conflict => {
+            let e = ApiError::new(
+                ProblemCode::Replayed,
+                format!("task id {} was already used by {} for a task with other content; use a new task id", task.task_id, task.issuer),
+            );
+            refused(&e);
+            return Err(e);
+        }
+    };
+    Ok(json_response(answer))
+}
+
+/// The digest of what a task asks for, without its nonce and times: a
+/// retry re-signed with a new nonce is the same task, another input is not.
+fn content_digest(task: &Task) -> [u8; 32] {
+    let content = serde_json::json!([
+        task.task_type,
+        task.audience,
+        task.input,
+        task.estimated_cost,
+        task.quality.min_quality,
+        task.quality.min_convergence,
+        task.max_cost,
+    ]);
+    sha256(&serde_json::to_vec(&content).unwrap_or_default())
+}
+
+/// A `200` with a JSON body.
+pub(super) fn json_response(body: Vec<u8>) -> Response {
+    (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
         body,
     )
-        .into_response())
+        .into_response()
+}
+
+/// A store failure: the node cannot promise anything about the task.
+pub(super) fn store_error(e: StoreError) -> ApiError {
+    ApiError::new(ProblemCode::Internal, format!("node state: {e}"))
+}
+
+/// A retry whose first run is still going after [`RETRY_WAIT`].
+pub(super) fn still_running(task_id: &str) -> ApiError {
+    ApiError::new(
+        ProblemCode::Busy,
+        format!(
+            "task {task_id} is still running from an earlier request; retry later for its proof"
+        ),
+    )
+    .retry_after(RETRY_WAIT.as_secs())
+}
+
+/// Signs the v1 proof of `run` and encodes the envelope.
+fn sign_proof(
+    inner: &Inner,
+    task: &Task,
+    payload: &[u8],
+    kind: &str,
+    run: Run,
+) -> Result<Vec<u8>, ApiError> {
+    let proof = prove(inner, task, payload, kind, run);
+    tracing::info!(
+        task_id = %task.task_id, task_type = %task.task_type, issuer = %task.issuer,
+        status = proof.status.as_str(), latency_ms = proof.latency_ms, "task executed"
+    );
+    let internal = |e: serde_json::Error| {
+        ApiError::new(ProblemCode::Internal, format!("cannot encode proof: {e}"))
+    };
+    let proof_bytes = serde_json::to_vec(&proof).map_err(internal)?;
+    let signed = sign_envelope(&inner.setup.key, PROOF_PAYLOAD_TYPE, &proof_bytes);
+    serde_json::to_vec(&signed).map_err(internal)
 }
 
 /// Reads at most `limit` bytes of body.
@@ -93,9 +211,8 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
     }
 }
 
-/// Every check a verified task must pass before it runs; the last one
-/// records its nonce. Returns the executor's entry and the place reserved
-/// in its queue.
+/// Every check a verified task must pass before it is recorded. Returns
+/// the executor's entry and the place reserved in its queue.
 fn admit<'a>(
     inner: &'a Inner,
     task: &Task,
@@ -165,34 +282,10 @@ fn admit<'a>(
     }
     let entry = executor_for(inner, &task.task_type)?;
     check_cost(entry, task.estimated_cost, task.max_cost)?;
-    // A place in the executor's queue before the nonce is recorded: a
+    // A place in the executor's queue before the task is recorded: a
     // `busy` refusal leaves the signed task valid for a retry.
     let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
-    match inner.replay.admit(
-        &task.issuer,
-        &task.nonce,
-        task.expires_at.saturating_add(skew),
-        now,
-    ) {
-        Admission::Fresh => Ok((entry, reservation)),
-        Admission::Replayed => refuse(
-            Replayed,
-            format!(
-                "nonce {} of {} was already used; sign a new task to run it again",
-                task.nonce, task.issuer
-            ),
-        ),
-        Admission::Full => Err(replay_full()),
-    }
-}
-
-/// The refusal of a node whose memory of accepted tasks is full.
-pub(super) fn replay_full() -> ApiError {
-    ApiError::new(
-        ProblemCode::Busy,
-        "too many live tasks to remember another; retry shortly",
-    )
-    .retry_after(5)
+    Ok((entry, reservation))
 }
 
 /// The refusal of an executor whose runs and queue are full.

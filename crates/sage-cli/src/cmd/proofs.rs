@@ -1,0 +1,226 @@
+//! `sage proofs list|show|export|verify`: the delegator's receipts.
+
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use sage_service::keydir::KeyDir;
+use sage_service::ledger::{verify_receipt, Receipt};
+use sage_service::store::Store;
+use serde_json::json;
+
+use crate::failure::{print_json, CmdResult, Failure};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// List delegations and their outcome, oldest first.
+    List(ListArgs),
+    /// Show one delegation's task and signed proof.
+    Show(ShowArgs),
+    /// Write every receipt (signed task and signed proof) as JSON lines.
+    Export(ExportArgs),
+    /// Re-check every receipt of an export offline, with only the trust store.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only delegations to this peer (case-insensitive).
+    #[arg(long)]
+    peer: Option<String>,
+    /// Only delegations sent at or after this time: unix seconds, or an age
+    /// such as `90s`, `30m`, `12h`, `7d`.
+    #[arg(long)]
+    since: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The task id.
+    task_id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// An export (JSON lines); `-` for stdin.
+    file: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
+    if let Command::Verify(args) = command {
+        return verify(keys_dir, args);
+    }
+    let runtime = super::runtime(false)?;
+    let store = Store::open(state_dir).map_err(|e| Failure::Failed(e.to_string()))?;
+    let ledger = |peer: Option<String>, since: Option<u64>| {
+        runtime
+            .block_on(store.ledger(peer, since))
+            .map_err(|e| Failure::Failed(e.to_string()))
+    };
+    match command {
+        Command::List(args) => {
+            let since = args.since.as_deref().map(parse_since).transpose()?;
+            let entries = ledger(args.peer, since)?;
+            if args.json {
+                let rows: Vec<_> = entries
+                    .iter()
+                    .map(|e| {
+                        json!({"task_id": e.task_id, "peer": e.peer, "protocol": e.protocol, "task_type": e.task_type,
+                               "sent_at_ms": e.sent_at_ms, "status": e.status, "latency_ms": e.latency_ms,
+                               "quality": e.quality, "error": e.error})
+                    })
+                    .collect();
+                print_json(&json!({ "delegations": rows }));
+            } else {
+                if entries.is_empty() {
+                    println!("no delegations recorded in {}", state_dir.display());
+                }
+                for e in &entries {
+                    let latency = e
+                        .latency_ms
+                        .map(|l| format!("{l:.2} ms"))
+                        .unwrap_or_else(|| "-".into());
+                    let id = if e.task_id.is_empty() {
+                        "-"
+                    } else {
+                        &e.task_id
+                    };
+                    println!(
+                        "{}  {id}  {} → {}  {}  {latency}",
+                        e.sent_at_ms, e.task_type, e.peer, e.status
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Show(args) => {
+            let entry = runtime
+                .block_on(store.ledger_entry(args.task_id.clone()))
+                .map_err(|e| Failure::Failed(e.to_string()))?
+                .ok_or_else(|| {
+                    Failure::Failed(format!(
+                        "no delegation with task id {} in {}",
+                        args.task_id,
+                        state_dir.display()
+                    ))
+                })?;
+            print_json(&serde_json::to_value(Receipt::of(&entry)).unwrap_or_default());
+            Ok(())
+        }
+        Command::Export(args) => {
+            let entries = ledger(None, None)?;
+            let mut out: Box<dyn std::io::Write> = match &args.out {
+                Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+                    Failure::Failed(format!("cannot write {}: {e}", path.display()))
+                })?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut count = 0;
+            for entry in entries.iter().filter(|e| e.proof.is_some()) {
+                let line = serde_json::to_string(&Receipt::of(entry)).unwrap_or_default();
+                writeln!(out, "{line}")?;
+                count += 1;
+            }
+            out.flush()?;
+            if let Some(path) = &args.out {
+                eprintln!("wrote {count} receipts to {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Verify(_) => Ok(()),
+    }
+}
+
+fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
+    let trust = KeyDir::new(keys_dir).trust_store("")?;
+    let reader: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .map_err(|e| Failure::Failed(format!("cannot read {}: {e}", args.file.display())))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut results = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let outcome = serde_json::from_str::<Receipt>(&line)
+            .map_err(|e| format!("not a receipt: {e}"))
+            .and_then(|r| {
+                verify_receipt(&r, &trust)
+                    .map(|signer| (r.task_id.clone(), signer))
+                    .map_err(|e| e.to_string())
+            });
+        results.push((i + 1, outcome));
+    }
+    let bad = results.iter().filter(|(_, r)| r.is_err()).count();
+    if args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|(line, r)| match r {
+                Ok((task_id, signer)) => {
+                    json!({"line": line, "ok": true, "task_id": task_id, "signer": signer})
+                }
+                Err(e) => json!({"line": line, "ok": false, "error": e}),
+            })
+            .collect();
+        print_json(&json!({ "receipts": results.len(), "invalid": bad, "results": rows }));
+    } else {
+        for (line, r) in &results {
+            match r {
+                Ok((task_id, signer)) => println!("line {line}: ✓ {task_id} proven by {signer}"),
+                Err(e) => println!("line {line}: ✗ {e}"),
+            }
+        }
+    }
+    if results.is_empty() {
+        return Err(Failure::Failed(format!(
+            "{} holds no receipt",
+            args.file.display()
+        )));
+    }
+    if bad > 0 {
+        return Err(Failure::Failed(format!(
+            "{bad} of {} receipts do not verify",
+            results.len()
+        )));
+    }
+    println!("all {} receipts verify", results.len());
+    Ok(())
+}
+
+/// Unix seconds, or an age (`90s`, `30m`, `12h`, `7d`) before now, as unix ms.
+fn parse_since(text: &str) -> Result<u64, Failure> {
+    let bad = || {
+        Failure::Usage(format!(
+            "--since {text:?}: give unix seconds or an age like 30m, 12h, 7d"
+        ))
+    };
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs * 1000);
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(bad()),
+    };
+    Ok(sage_service::clock::now_ms().saturating_sub(secs * 1000))
+}

@@ -1,0 +1,213 @@
+//! The delegator's receipts: every delegation and the proof it got back,
+//! kept in the node's [`Store`], exported as JSON lines, and verified
+//! offline with nothing but a trust store.
+//!
+//! One exported line is one receipt:
+//! `{"task_id", "peer", "peer_lct", "protocol", "sent_at_ms", "status", "task", "proof"}`
+//! where `task` is the signed task as sent and `proof` the signed proof as
+//! received (a DSSE envelope for the native protocol; the request and the
+//! answer bodies for the legacy one).
+
+use sage_crypto::digest::{json_digest, sha256_tagged};
+use sage_crypto::legacy::{signing_bytes, verify_legacy};
+use sage_crypto::{verify_envelope, Protocol, TrustStore};
+use sage_types::legacy::{signable_proof, signable_task, LegacyRequest, LegacyResponse};
+use sage_types::proof::PROOF_PAYLOAD_TYPE;
+use sage_types::{Envelope, Proof};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::now_ms;
+use crate::delegation::Delegation;
+use crate::store::{LedgerEntry, Store, StoreError};
+use crate::DelegateError;
+
+/// One exported receipt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The task id.
+    pub task_id: String,
+    /// The executor's platform name.
+    pub peer: String,
+    /// The executor's LCT id.
+    pub peer_lct: String,
+    /// `v1` or `legacy`.
+    pub protocol: String,
+    /// When the task was sent (unix ms).
+    pub sent_at_ms: u64,
+    /// `succeeded`, `failed`, or why there is no proof.
+    pub status: String,
+    /// The signed task as sent.
+    pub task: serde_json::Value,
+    /// The signed proof as received, if any.
+    pub proof: Option<serde_json::Value>,
+}
+
+impl Receipt {
+    /// The receipt of a ledger entry.
+    pub fn of(entry: &LedgerEntry) -> Receipt {
+        let json = |bytes: &[u8]| serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+        Receipt {
+            task_id: entry.task_id.clone(),
+            peer: entry.peer.clone(),
+            peer_lct: entry.peer_lct.clone(),
+            protocol: entry.protocol.clone(),
+            sent_at_ms: entry.sent_at_ms,
+            status: entry.status.clone(),
+            task: json(&entry.task),
+            proof: entry.proof.as_deref().map(json),
+        }
+    }
+}
+
+/// Records a verified delegation.
+///
+/// # Errors
+/// [`StoreError`] when the ledger cannot be written.
+pub async fn record(
+    store: &Store,
+    peer: &str,
+    d: &Delegation,
+    sent_at_ms: u64,
+) -> Result<i64, StoreError> {
+    let entry = LedgerEntry {
+        id: 0,
+        task_id: d.summary.task_id.clone(),
+        peer: peer.to_owned(),
+        peer_lct: d.health.lct_id.clone(),
+        protocol: d.protocol.as_str().to_owned(),
+        task_type: d
+            .task
+            .get("task_type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        sent_at_ms,
+        status: d.summary.status.as_str().to_owned(),
+        latency_ms: Some(d.total.as_secs_f64() * 1000.0),
+        quality: Some(d.summary.quality),
+        task: serde_json::to_vec(&d.signed_task).unwrap_or_default(),
+        proof: Some(serde_json::to_vec(&d.signed_proof).unwrap_or_default()),
+        error: None,
+    };
+    store.record_delegation(entry).await
+}
+
+/// Records a delegation that got no acceptable proof, for the statistics.
+///
+/// # Errors
+/// [`StoreError`] when the ledger cannot be written.
+pub async fn record_failure(
+    store: &Store,
+    peer: &str,
+    peer_lct: &str,
+    protocol: Protocol,
+    task_type: &str,
+    error: &DelegateError,
+) -> Result<i64, StoreError> {
+    let status = match error {
+        DelegateError::Client(crate::ClientError::Refused { .. }) => "refused",
+        DelegateError::Client(crate::ClientError::TimedOut { .. }) => "timed_out",
+        DelegateError::Client(crate::ClientError::Unreachable { .. }) => "unreachable",
+        DelegateError::Proof { .. } => "invalid_proof",
+        _ => "error",
+    };
+    let entry = LedgerEntry {
+        id: 0,
+        task_id: String::new(),
+        peer: peer.to_owned(),
+        peer_lct: peer_lct.to_owned(),
+        protocol: protocol.as_str().to_owned(),
+        task_type: task_type.to_owned(),
+        sent_at_ms: now_ms(),
+        status: status.to_owned(),
+        latency_ms: None,
+        quality: None,
+        task: Vec::new(),
+        proof: None,
+        error: Some(error.to_string()),
+    };
+    store.record_delegation(entry).await
+}
+
+/// Why a receipt does not check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The line is not a receipt.
+    #[error("not a receipt: {0}")]
+    Malformed(String),
+    /// The receipt holds no proof (the delegation failed).
+    #[error("no proof: the delegation ended {0}")]
+    NoProof(String),
+    /// The proof's signature does not verify with a known key.
+    #[error("proof signature: {0}")]
+    Signature(String),
+    /// The proof is not about the task beside it.
+    #[error("proof does not match its task: {0}")]
+    Mismatch(String),
+}
+
+/// Checks one receipt offline: the proof's signature with the executor's
+/// key from `trust`, and that the proof names the task beside it (its
+/// exact payload digest for v1) and the right result digest.
+///
+/// # Errors
+/// [`ReceiptError`] naming the first check that failed.
+pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, ReceiptError> {
+    let Some(proof) = &receipt.proof else {
+        return Err(ReceiptError::NoProof(receipt.status.clone()));
+    };
+    let malformed = |e: String| ReceiptError::Malformed(e);
+    if receipt.protocol == Protocol::Legacy.as_str() {
+        let request: LegacyRequest =
+            serde_json::from_value(receipt.task.clone()).map_err(|e| malformed(e.to_string()))?;
+        let response: LegacyResponse =
+            serde_json::from_value(proof.clone()).map_err(|e| malformed(e.to_string()))?;
+        let peer = trust
+            .find(&receipt.peer)
+            .or_else(|| trust.by_lct(&receipt.peer_lct))
+            .ok_or_else(|| {
+                ReceiptError::Signature(format!("{} is not a known peer", receipt.peer))
+            })?;
+        let signable = signable_proof(&response.proof).map_err(|e| malformed(e.to_string()))?;
+        verify_legacy(
+            &peer.public_key,
+            &signing_bytes(&signable),
+            &response.signature,
+        )
+        .map_err(|e| ReceiptError::Signature(e.to_string()))?;
+        let task = signable_task(&request.task).map_err(|e| malformed(e.to_string()))?;
+        if task.get("task_id") != signable.get("task_id") {
+            return Err(ReceiptError::Mismatch("task ids differ".into()));
+        }
+        return Ok(peer.name.clone());
+    }
+    let envelope: Envelope =
+        serde_json::from_value(proof.clone()).map_err(|e| malformed(e.to_string()))?;
+    let verified = verify_envelope(&envelope, PROOF_PAYLOAD_TYPE, trust)
+        .map_err(|e| ReceiptError::Signature(e.to_string()))?;
+    let parsed: Proof =
+        serde_json::from_slice(&verified.payload).map_err(|e| malformed(e.to_string()))?;
+    if parsed.executor != verified.signer.lct_id {
+        return Err(ReceiptError::Mismatch(format!(
+            "the proof names executor {} but is signed by {}",
+            parsed.executor, verified.signer.lct_id
+        )));
+    }
+    let task: Envelope =
+        serde_json::from_value(receipt.task.clone()).map_err(|e| malformed(e.to_string()))?;
+    let payload = task.payload_bytes().map_err(|e| malformed(e.to_string()))?;
+    if parsed.task_digest != sha256_tagged(&payload) {
+        return Err(ReceiptError::Mismatch(format!(
+            "the proof is for payload {}, the task beside it is {}",
+            parsed.task_digest,
+            sha256_tagged(&payload)
+        )));
+    }
+    if parsed.result_digest != json_digest(&parsed.result) {
+        return Err(ReceiptError::Mismatch(
+            "the result does not match its digest".into(),
+        ));
+    }
+    Ok(verified.signer.name.clone())
+}

@@ -1,0 +1,350 @@
+//! The node's durable state, in one SQLite file: `<state_dir>/sage.db`.
+//!
+//! A node that is killed or loses power loses nothing it acknowledged, runs
+//! no task twice and refuses replayed envelopes after a restart:
+//!
+//! - `tasks`: every task run for another node, keyed by (issuer, task id),
+//!   with the exact request and proof bytes, so that a retry is answered
+//!   with the same proof ([`Store::begin_task`], [`Store::finish_task`]).
+//!   At start, tasks that were running become interrupted
+//!   ([`Store::interrupt_running`]).
+//! - `nonces`: the accepted (issuer, nonce) pairs, until their tasks could no
+//!   longer be accepted anyway ([`Store::prune`]).
+//! - `ledger`: the delegator's record of what it sent where and what came
+//!   back, with per-peer statistics kept in the same transactions
+//!   ([`Store::record_delegation`], [`Store::peer_stats`]).
+//!
+//! # Durability and threading
+//!
+//! The file is in WAL mode with `synchronous=FULL`: a change is reported
+//! only once it is on the disk. One dedicated thread owns the connection;
+//! the async methods send it their work and await the reply, so the tokio
+//! runtime never waits on SQLite. The thread commits every job waiting in
+//! its queue in one transaction (one fsync for all of them), each in its own
+//! savepoint so that one job's error does not fail the others. It stops
+//! when the last clone of the [`Store`] is dropped.
+//!
+//! A job whose caller stops waiting (its future dropped) still runs and is
+//! committed: a `begin_task` that reports `Started` to nobody leaves a task
+//! `running` until the next start marks it interrupted.
+//!
+//! # Schema
+//!
+//! Versioned by `PRAGMA user_version` and migrated at open (see `schema.rs`);
+//! a file written by a newer sage is refused ([`StoreError::TooNew`]), and
+//! one that is not a sound sage database is reported
+//! ([`StoreError::Corrupt`]) and never recreated.
+
+mod error;
+mod ledger;
+mod schema;
+mod tasks;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+
+pub use error::StoreError;
+pub use ledger::{LedgerEntry, PeerStats, EWMA_ALPHA};
+pub use tasks::{Begin, TaskRecord};
+
+use worker::{Call, Db, Job};
+
+/// The database's file name in the state directory.
+pub const DB_FILE: &str = "sage.db";
+
+/// The schema version this code writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: u32 = schema::SCHEMA_VERSION;
+
+/// How many jobs may wait for the database thread before callers wait to
+/// send theirs.
+const QUEUE: usize = 1024;
+
+/// How often [`Store::wait_done`] looks at the database when no signal
+/// comes (the proof may have been stored by another process).
+const POLL: Duration = Duration::from_millis(50);
+
+/// The node's durable state. Cheap to clone: clones share one database
+/// thread, which stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    waiters: Waiters,
+    /// The database thread; taken by tests that wait for it to end.
+    #[cfg_attr(not(test), allow(dead_code))]
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens `<state_dir>/sage.db`, creating the directory (mode 0700 on
+    /// unix) and the database if missing, checking it (`quick_check`) and
+    /// migrating its schema, then starts the database thread.
+    ///
+    /// This blocks for as long as the checks take (they read the whole file
+    /// once): call it at start, or from `spawn_blocking`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        create_dir(state_dir)?;
+        let path = state_dir.join(DB_FILE);
+        let conn = schema::open(&path, SCHEMA_VERSION)?;
+        let (jobs, receiver) = mpsc::channel(QUEUE);
+        let thread =
+            worker::spawn(conn, path.clone(), receiver).map_err(|e| StoreError::Spawn {
+                path: path.clone(),
+                source: Arc::new(e),
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                jobs,
+                waiters: Waiters::default(),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` on the database thread, in the next batch's transaction.
+    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (call, reply) = Call::new(work);
+        let closed = || StoreError::Closed {
+            path: self.inner.path.clone(),
+        };
+        self.inner
+            .jobs
+            .send(Box::new(call))
+            .await
+            .map_err(|_| closed())?;
+        reply.await.map_err(|_| closed())?
+    }
+
+    /// Records a verified, admitted task before it runs, in one transaction:
+    ///
+    /// 1. if it has a nonce and (issuer, nonce) is remembered until
+    ///    `received_at_ms` or later: [`Begin::Replayed`];
+    /// 2. if (issuer, task id) is new: recorded as running, its nonce
+    ///    remembered until `keep_until_ms`: [`Begin::Started`];
+    /// 3. if it is known with another digest: [`Begin::Conflict`] (the nonce
+    ///    is not recorded);
+    /// 4. else, the nonce is recorded (so this envelope cannot be replayed
+    ///    either) and: [`Begin::Done`] if a proof is stored, whatever the
+    ///    state; otherwise [`Begin::Running`] or [`Begin::Interrupted`].
+    pub async fn begin_task(&self, record: TaskRecord) -> Result<Begin, StoreError> {
+        self.call(move |db| tasks::begin(db, &record)).await
+    }
+
+    /// Stores the proof of a task begun here and marks it done. Finishing
+    /// again with the same bytes does nothing; with other bytes it is
+    /// refused ([`StoreError::WrongState`]): retries get the first proof.
+    pub async fn finish_task(
+        &self,
+        issuer: &str,
+        task_id: &str,
+        proof: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (issuer, task_id) = (issuer.to_string(), task_id.to_string());
+        let key = (issuer.clone(), task_id.clone());
+        self.call(move |db| tasks::finish(db, &issuer, &task_id, &proof, now_ms))
+            .await?;
+        self.inner.waiters.signal(&key);
+        Ok(())
+    }
+
+    /// At start, before serving: marks every task still `running` (the
+    /// node stopped while it ran) as `interrupted`, finished at `now_ms`.
+    /// Returns how many there were.
+    pub async fn interrupt_running(&self, now_ms: u64) -> Result<usize, StoreError> {
+        self.call(move |db| tasks::interrupt_running(db, now_ms))
+            .await
+    }
+
+    /// Stores the signed proof that says an interrupted task was
+    /// interrupted; the task stays `interrupted`, and later retries get
+    /// [`Begin::Done`] with these bytes. Storing the same bytes again does
+    /// nothing; a task that is not interrupted, or already has another
+    /// proof, is refused ([`StoreError::WrongState`]).
+    pub async fn set_proof_of_interrupted(
+        &self,
+        issuer: &str,
+        task_id: &str,
+        proof: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (issuer, task_id) = (issuer.to_string(), task_id.to_string());
+        let key = (issuer.clone(), task_id.clone());
+        self.call(move |db| tasks::set_interrupted_proof(db, &issuer, &task_id, &proof))
+            .await?;
+        self.inner.waiters.signal(&key);
+        Ok(())
+    }
+
+    /// Forgets the nonces kept until before `now_ms`; returns how many.
+    pub async fn prune(&self, now_ms: u64) -> Result<u64, StoreError> {
+        self.call(move |db| tasks::prune(db, now_ms)).await
+    }
+
+    /// Waits at most `timeout` for the proof of a task (one that
+    /// [`Begin::Running`] was answered for): woken by
+    /// [`Store::finish_task`] and [`Store::set_proof_of_interrupted`] of this
+    /// process, and looking at the database every 50 ms besides. `None` if
+    /// no proof came in time; [`StoreError::UnknownTask`] if there is no
+    /// such task.
+    pub async fn wait_done(
+        &self,
+        issuer: &str,
+        task_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let key = (issuer.to_string(), task_id.to_string());
+        let waiter = self.inner.waiters.register(key.clone());
+        loop {
+            // Listen before looking, so that a signal between the look and
+            // the wait is not missed.
+            let notified = waiter.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (issuer, task_id) = key.clone();
+            if let Some(proof) = self
+                .call(move |db| tasks::proof_of(db, &issuer, &task_id))
+                .await?
+            {
+                return Ok(Some(proof));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let nap = (deadline - now).min(POLL);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    /// Appends a delegation to the ledger and updates its peer's statistics
+    /// in the same transaction; returns the entry's id (`entry.id` is
+    /// ignored).
+    pub async fn record_delegation(&self, entry: LedgerEntry) -> Result<i64, StoreError> {
+        self.call(move |db| ledger::record(db, &entry)).await
+    }
+
+    /// The ledger, oldest first: all of it, or one peer's (its name matched
+    /// case-insensitively), or what was sent at or after `since_ms`.
+    pub async fn ledger(
+        &self,
+        peer: Option<String>,
+        since_ms: Option<u64>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.call(move |db| ledger::list(db, peer.as_deref(), since_ms))
+            .await
+    }
+
+    /// The latest ledger entry of a task id, if any.
+    pub async fn ledger_entry(&self, task_id: String) -> Result<Option<LedgerEntry>, StoreError> {
+        self.call(move |db| ledger::entry(db, &task_id)).await
+    }
+
+    /// Every peer's statistics, sorted by name (case-insensitively).
+    pub async fn peer_stats(&self) -> Result<Vec<PeerStats>, StoreError> {
+        self.call(ledger::stats).await
+    }
+}
+
+/// Creates the state directory, private to its user on unix.
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| StoreError::CreateDir {
+        path: dir.to_path_buf(),
+        source: Arc::new(e),
+    })
+}
+
+type TaskKey = (String, String);
+
+/// The tasks being waited for, each with its signal and its waiters' count.
+#[derive(Default)]
+struct Waiters {
+    map: Mutex<HashMap<TaskKey, (Arc<Notify>, usize)>>,
+}
+
+/// One waiter's registration; removes the entry with the last waiter.
+struct Waiter<'a> {
+    waiters: &'a Waiters,
+    key: TaskKey,
+    notify: Arc<Notify>,
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, (Arc<Notify>, usize)>> {
+        self.map.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn register(&self, key: TaskKey) -> Waiter<'_> {
+        let mut map = self.lock();
+        let entry = map
+            .entry(key.clone())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        let notify = entry.0.clone();
+        Waiter {
+            waiters: self,
+            key,
+            notify,
+        }
+    }
+
+    fn signal(&self, key: &TaskKey) {
+        if let Some((notify, _)) = self.lock().get(key) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut map = self.waiters.lock();
+        if let Some(entry) = map.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}

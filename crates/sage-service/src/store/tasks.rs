@@ -1,0 +1,260 @@
+//! The tasks this node runs for others and the nonces it has accepted
+//! (tables `tasks` and `nonces`): the work done on the database thread.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::worker::Db;
+use super::StoreError;
+
+/// A task as received, verified and admitted, to be recorded before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// The issuer (the signer's platform name).
+    pub issuer: String,
+    /// The task id, unique per issuer.
+    pub task_id: String,
+    /// The envelope's nonce, if the protocol has one; recorded so that the
+    /// same envelope is refused when it comes again.
+    pub nonce: Option<String>,
+    /// A SHA-256 of what the task asks, as the caller computes it: the same
+    /// issuer and task id with another digest is a conflict.
+    pub content_digest: [u8; 32],
+    /// The exact signed request bytes.
+    pub envelope: Vec<u8>,
+    /// The task type.
+    pub task_type: String,
+    /// When it was received, in milliseconds since the unix epoch.
+    pub received_at_ms: u64,
+    /// Until when its nonce must be remembered (the task's expiry plus the
+    /// clock skew allowed), in milliseconds since the unix epoch.
+    pub keep_until_ms: u64,
+}
+
+/// What [`super::Store::begin_task`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// New: recorded as running; run it now.
+    Started,
+    /// The (issuer, nonce) pair was seen and is still remembered: refuse.
+    Replayed,
+    /// The same task (issuer, task id and digest) is running now: wait for
+    /// its proof ([`super::Store::wait_done`]).
+    Running,
+    /// The same task has a proof: answer with these exact bytes.
+    Done {
+        /// The signed proof as first sent.
+        proof: Vec<u8>,
+    },
+    /// The same task was running when the node stopped, and has no proof
+    /// yet: sign one that says so ([`super::Store::set_proof_of_interrupted`]).
+    Interrupted,
+    /// The same issuer and task id with another digest: refuse (409).
+    Conflict,
+}
+
+/// Milliseconds as SQLite stores them: past `i64::MAX` (the year 292 million)
+/// they saturate.
+pub(super) fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(super) fn begin(db: &Db<'_>, record: &TaskRecord) -> Result<Begin, StoreError> {
+    let conn = db.conn;
+    if let Some(nonce) = &record.nonce {
+        let kept_until: Option<i64> = conn
+            .prepare_cached("SELECT keep_until_ms FROM nonces WHERE issuer = ?1 AND nonce = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![record.issuer, nonce], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(|e| db.err(e))?;
+        if kept_until.is_some_and(|until| until >= ms(record.received_at_ms)) {
+            return Ok(Begin::Replayed);
+        }
+    }
+    let existing: Option<(Vec<u8>, String, Option<Vec<u8>>)> = conn
+        .prepare_cached(
+            "SELECT content_digest, state, proof FROM tasks WHERE issuer = ?1 AND task_id = ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![record.issuer, record.task_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(|e| db.err(e))?;
+    let begin = match existing {
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO tasks (issuer, task_id, content_digest, envelope, task_type, state, received_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    record.issuer,
+                    record.task_id,
+                    &record.content_digest[..],
+                    record.envelope,
+                    record.task_type,
+                    ms(record.received_at_ms),
+                ])
+            })
+            .map_err(|e| db.err(e))?;
+            Begin::Started
+        }
+        // A refusal: the nonce is not recorded (nothing was accepted).
+        Some((digest, _, _)) if digest[..] != record.content_digest[..] => {
+            return Ok(Begin::Conflict)
+        }
+        Some((_, _, Some(proof))) => Begin::Done { proof },
+        Some((_, state, None)) => match state.as_str() {
+            "running" => Begin::Running,
+            "interrupted" => Begin::Interrupted,
+            _ => {
+                return Err(StoreError::bad_value(
+                    db.path,
+                    format!(
+                        "task {:?} of {:?} is {state:?} without a proof",
+                        record.task_id, record.issuer
+                    ),
+                ))
+            }
+        },
+    };
+    if let Some(nonce) = &record.nonce {
+        // The pair may be there, expired: it is remembered anew.
+        conn.prepare_cached(
+            "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (issuer, nonce) DO UPDATE SET keep_until_ms = excluded.keep_until_ms",
+        )
+        .and_then(|mut stmt| stmt.execute(params![record.issuer, nonce, ms(record.keep_until_ms)]))
+        .map_err(|e| db.err(e))?;
+    }
+    Ok(begin)
+}
+
+pub(super) fn finish(
+    db: &Db<'_>,
+    issuer: &str,
+    task_id: &str,
+    proof: &[u8],
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let changed = db
+        .conn
+        .prepare_cached(
+            "UPDATE tasks SET state = 'done', proof = ?3, finished_at_ms = ?4
+             WHERE issuer = ?1 AND task_id = ?2 AND proof IS NULL",
+        )
+        .and_then(|mut stmt| stmt.execute(params![issuer, task_id, proof, ms(now_ms)]))
+        .map_err(|e| db.err(e))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    match state_of(db, issuer, task_id)? {
+        None => Err(unknown(db, issuer, task_id)),
+        Some((_, Some(stored))) if stored == proof => Ok(()),
+        Some((state, _)) => Err(wrong_state(
+            db,
+            issuer,
+            task_id,
+            format!("it is {state} and already has another proof, which retries are answered with; a task is proved once"),
+        )),
+    }
+}
+
+pub(super) fn set_interrupted_proof(
+    db: &Db<'_>,
+    issuer: &str,
+    task_id: &str,
+    proof: &[u8],
+) -> Result<(), StoreError> {
+    let changed = db
+        .conn
+        .prepare_cached(
+            "UPDATE tasks SET proof = ?3
+             WHERE issuer = ?1 AND task_id = ?2 AND state = 'interrupted' AND proof IS NULL",
+        )
+        .and_then(|mut stmt| stmt.execute(params![issuer, task_id, proof]))
+        .map_err(|e| db.err(e))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    match state_of(db, issuer, task_id)? {
+        None => Err(unknown(db, issuer, task_id)),
+        Some((_, Some(stored))) if stored == proof => Ok(()),
+        Some((state, Some(_))) => Err(wrong_state(
+            db,
+            issuer,
+            task_id,
+            format!("it is {state} and already has another proof, which retries are answered with; a task is proved once"),
+        )),
+        Some((state, None)) => Err(wrong_state(
+            db,
+            issuer,
+            task_id,
+            format!("it is {state}, not interrupted: only a task interrupted by a restart gets an interruption proof"),
+        )),
+    }
+}
+
+pub(super) fn interrupt_running(db: &Db<'_>, now_ms: u64) -> Result<usize, StoreError> {
+    db.conn
+        .prepare_cached(
+            "UPDATE tasks SET state = 'interrupted', finished_at_ms = ?1 WHERE state = 'running'",
+        )
+        .and_then(|mut stmt| stmt.execute(params![ms(now_ms)]))
+        .map_err(|e| db.err(e))
+}
+
+pub(super) fn prune(db: &Db<'_>, now_ms: u64) -> Result<u64, StoreError> {
+    db.conn
+        .prepare_cached("DELETE FROM nonces WHERE keep_until_ms < ?1")
+        .and_then(|mut stmt| stmt.execute(params![ms(now_ms)]))
+        .map(|count| count as u64)
+        .map_err(|e| db.err(e))
+}
+
+/// The stored proof of a task, if it has one.
+pub(super) fn proof_of(
+    db: &Db<'_>,
+    issuer: &str,
+    task_id: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match state_of(db, issuer, task_id)? {
+        None => Err(unknown(db, issuer, task_id)),
+        Some((_, proof)) => Ok(proof),
+    }
+}
+
+/// A task's state and its proof, if any.
+type StateAndProof = (String, Option<Vec<u8>>);
+
+fn state_of(db: &Db<'_>, issuer: &str, task_id: &str) -> Result<Option<StateAndProof>, StoreError> {
+    db.conn
+        .prepare_cached("SELECT state, proof FROM tasks WHERE issuer = ?1 AND task_id = ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![issuer, task_id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(|e| db.err(e))
+}
+
+fn unknown(db: &Db<'_>, issuer: &str, task_id: &str) -> StoreError {
+    StoreError::UnknownTask {
+        path: db.path.to_path_buf(),
+        issuer: issuer.to_string(),
+        task_id: task_id.to_string(),
+    }
+}
+
+fn wrong_state(db: &Db<'_>, issuer: &str, task_id: &str, detail: String) -> StoreError {
+    StoreError::WrongState {
+        path: db.path.to_path_buf(),
+        issuer: issuer.to_string(),
+        task_id: task_id.to_string(),
+        detail,
+    }
+}

@@ -1,0 +1,915 @@
+//! Tests of the store, on real SQLite files in temporary directories.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::worker::{self, Call, Db, Job};
+use super::*;
+
+fn record(issuer: &str, task_id: &str, nonce: Option<&str>, digest: u8) -> TaskRecord {
+    TaskRecord {
+        issuer: issuer.to_string(),
+        task_id: task_id.to_string(),
+        nonce: nonce.map(str::to_string),
+        content_digest: [digest; 32],
+        envelope: format!("envelope of {task_id}").into_bytes(),
+        task_type: "echo".to_string(),
+        received_at_ms: 1_000,
+        keep_until_ms: 10_000,
+    }
+}
+
+/// Drops the last clone of `store` and waits for its thread to close the
+/// database, as a stopped node would.
+async fn close(store: Store) {
+    let thread = store
+        .inner
+        .thread
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the thread handle is there");
+    assert_eq!(Arc::strong_count(&store.inner), 1, "the last clone");
+    drop(store);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || thread.join()),
+    )
+    .await
+    .expect("the database thread ends when the last clone is dropped")
+    .unwrap()
+    .unwrap();
+}
+
+fn pragma<T: rusqlite::types::FromSql>(path: &Path, name: &str) -> T {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+        .unwrap()
+}
+
+fn entry(peer: &str, task_id: &str, sent_at_ms: u64, status: &str) -> LedgerEntry {
+    LedgerEntry {
+        id: 0,
+        task_id: task_id.to_string(),
+        peer: peer.to_string(),
+        peer_lct: format!("lct:{peer}"),
+        protocol: "native".to_string(),
+        task_type: "echo".to_string(),
+        sent_at_ms,
+        status: status.to_string(),
+        latency_ms: None,
+        quality: None,
+        task: format!("{{\"task\":\"{task_id}\"}}").into_bytes(),
+        proof: None,
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn open_creates_a_wal_database_at_the_current_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state").join("node");
+    let store = Store::open(&state).unwrap();
+    assert_eq!(store.path(), state.join(DB_FILE));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    let path = store.path().to_path_buf();
+    assert_eq!(pragma::<String>(&path, "journal_mode"), "wal");
+    assert_eq!(pragma::<u32>(&path, "user_version"), 2);
+    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(
+        pragma::<i32>(&path, "application_id"),
+        schema::APPLICATION_ID
+    );
+    close(store).await;
+}
+
+#[tokio::test]
+async fn the_connection_is_durable_and_checks_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (synchronous, foreign_keys, busy) = store
+        .call(|db| {
+            let get = |name: &str| -> Result<i64, StoreError> {
+                db.conn
+                    .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                    .map_err(|e| db.err(e))
+            };
+            Ok((
+                get("synchronous")?,
+                get("foreign_keys")?,
+                get("busy_timeout")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 2, "FULL");
+    assert_eq!(foreign_keys, 1);
+    assert!(busy > 0);
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let first = record("alice", "t1", Some("n1"), 1);
+    assert_eq!(
+        store.begin_task(first.clone()).await.unwrap(),
+        Begin::Started
+    );
+    store
+        .finish_task("alice", "t1", b"proof-1".to_vec(), 2_000)
+        .await
+        .unwrap();
+    let id = store
+        .record_delegation(entry("bob", "d1", 5, "succeeded"))
+        .await
+        .unwrap();
+    close(store).await;
+
+    let store = Store::open(dir.path()).unwrap();
+    let retry = TaskRecord {
+        nonce: Some("n2".to_string()),
+        ..first
+    };
+    assert_eq!(
+        store.begin_task(retry).await.unwrap(),
+        Begin::Done {
+            proof: b"proof-1".to_vec()
+        }
+    );
+    let ledger = store.ledger(None, None).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].id, id);
+    assert_eq!(ledger[0].task_id, "d1");
+    close(store).await;
+}
+
+#[tokio::test]
+async fn begin_then_finish_then_a_retry_gets_the_same_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let task = record("alice", "t1", Some("n1"), 7);
+    assert_eq!(
+        store.begin_task(task.clone()).await.unwrap(),
+        Begin::Started
+    );
+
+    // A retry (new envelope, new nonce) while it runs.
+    let retry = TaskRecord {
+        nonce: Some("n2".to_string()),
+        ..task.clone()
+    };
+    assert_eq!(
+        store.begin_task(retry.clone()).await.unwrap(),
+        Begin::Running
+    );
+
+    store
+        .finish_task("alice", "t1", b"signed proof".to_vec(), 1_500)
+        .await
+        .unwrap();
+    let retry3 = TaskRecord {
+        nonce: Some("n3".to_string()),
+        ..task.clone()
+    };
+    let done = Begin::Done {
+        proof: b"signed proof".to_vec(),
+    };
+    assert_eq!(store.begin_task(retry3).await.unwrap(), done);
+    // Without a nonce (the legacy protocol) too.
+    let bare = TaskRecord {
+        nonce: None,
+        ..task
+    };
+    assert_eq!(store.begin_task(bare).await.unwrap(), done);
+    // The retry's nonce was recorded: its envelope cannot come back.
+    assert_eq!(store.begin_task(retry).await.unwrap(), Begin::Replayed);
+
+    // Finishing again: the same bytes are fine, others are refused.
+    store
+        .finish_task("alice", "t1", b"signed proof".to_vec(), 1_600)
+        .await
+        .unwrap();
+    let other = store
+        .finish_task("alice", "t1", b"another proof".to_vec(), 1_600)
+        .await
+        .unwrap_err();
+    assert!(matches!(other, StoreError::WrongState { .. }), "{other}");
+    // Unknown tasks.
+    let unknown = store
+        .finish_task("alice", "nope", b"p".to_vec(), 1_600)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, StoreError::UnknownTask { .. }),
+        "{unknown}"
+    );
+    assert!(unknown.to_string().contains("begin_task"), "{unknown}");
+}
+
+#[tokio::test]
+async fn the_same_task_id_with_another_digest_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t1", Some("n1"), 1))
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t1", Some("n2"), 2))
+            .await
+            .unwrap(),
+        Begin::Conflict
+    );
+    // A refusal records no nonce: n2 may still bring the right task.
+    let right = record("alice", "t1", Some("n2"), 1);
+    assert_eq!(store.begin_task(right).await.unwrap(), Begin::Running);
+    // Another issuer's task ids are its own.
+    assert_eq!(
+        store
+            .begin_task(record("bob", "t1", Some("n1"), 2))
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+}
+
+#[tokio::test]
+async fn a_nonce_is_refused_again_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t1", Some("n1"), 1))
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t2", Some("n1"), 2))
+            .await
+            .unwrap(),
+        Begin::Replayed
+    );
+    close(store).await;
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t3", Some("n1"), 3))
+            .await
+            .unwrap(),
+        Begin::Replayed
+    );
+    // The same nonce from another issuer is another pair.
+    assert_eq!(
+        store
+            .begin_task(record("bob", "t3", Some("n1"), 3))
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    close(store).await;
+}
+
+#[tokio::test]
+async fn an_expired_nonce_is_pruned_then_admitted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut first = record("alice", "t1", Some("n1"), 1);
+    first.keep_until_ms = 5_000;
+    assert_eq!(store.begin_task(first).await.unwrap(), Begin::Started);
+    let mut other = record("alice", "t2", Some("n2"), 1);
+    other.keep_until_ms = 50_000;
+    assert_eq!(store.begin_task(other).await.unwrap(), Begin::Started);
+
+    // Kept until 5000 inclusive.
+    assert_eq!(store.prune(5_000).await.unwrap(), 0);
+    let mut at_limit = record("alice", "t3", Some("n1"), 3);
+    at_limit.received_at_ms = 5_000;
+    assert_eq!(store.begin_task(at_limit).await.unwrap(), Begin::Replayed);
+
+    assert_eq!(store.prune(5_001).await.unwrap(), 1);
+    assert_eq!(store.prune(5_001).await.unwrap(), 0);
+    let mut later = record("alice", "t3", Some("n1"), 3);
+    later.received_at_ms = 6_000;
+    later.keep_until_ms = 20_000;
+    assert_eq!(store.begin_task(later).await.unwrap(), Begin::Started);
+    // Remembered anew until 20000.
+    let mut again = record("alice", "t4", Some("n1"), 4);
+    again.received_at_ms = 7_000;
+    assert_eq!(store.begin_task(again).await.unwrap(), Begin::Replayed);
+}
+
+#[tokio::test]
+async fn an_expired_nonce_not_yet_pruned_is_admitted_and_kept_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut first = record("alice", "t1", Some("n1"), 1);
+    first.keep_until_ms = 5_000;
+    assert_eq!(store.begin_task(first).await.unwrap(), Begin::Started);
+    let mut later = record("alice", "t2", Some("n1"), 2);
+    later.received_at_ms = 6_000;
+    later.keep_until_ms = 9_000;
+    assert_eq!(store.begin_task(later).await.unwrap(), Begin::Started);
+    assert_eq!(store.prune(8_000).await.unwrap(), 0);
+    let mut third = record("alice", "t3", Some("n1"), 3);
+    third.received_at_ms = 8_500;
+    assert_eq!(store.begin_task(third).await.unwrap(), Begin::Replayed);
+}
+
+#[tokio::test]
+async fn an_interrupted_task_gets_its_interruption_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let task = record("alice", "t1", Some("n1"), 1);
+    assert_eq!(
+        store.begin_task(task.clone()).await.unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t2", Some("n2"), 2))
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    store
+        .finish_task("alice", "t2", b"p2".to_vec(), 1_100)
+        .await
+        .unwrap();
+    // Too early: t1 is running.
+    let early = store
+        .set_proof_of_interrupted("alice", "t1", b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(early, StoreError::WrongState { .. }), "{early}");
+    // The node dies while t1 runs.
+    close(store).await;
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.interrupt_running(3_000).await.unwrap(), 1);
+    assert_eq!(store.interrupt_running(3_001).await.unwrap(), 0);
+    let retry = TaskRecord {
+        nonce: Some("n3".to_string()),
+        ..task.clone()
+    };
+    assert_eq!(store.begin_task(retry).await.unwrap(), Begin::Interrupted);
+
+    store
+        .set_proof_of_interrupted("alice", "t1", b"interrupted proof".to_vec())
+        .await
+        .unwrap();
+    // Idempotent with the same bytes.
+    store
+        .set_proof_of_interrupted("alice", "t1", b"interrupted proof".to_vec())
+        .await
+        .unwrap();
+    let retry = TaskRecord {
+        nonce: Some("n4".to_string()),
+        ..task
+    };
+    assert_eq!(
+        store.begin_task(retry).await.unwrap(),
+        Begin::Done {
+            proof: b"interrupted proof".to_vec()
+        }
+    );
+    let state: String = store
+        .call(|db| {
+            db.conn
+                .query_row(
+                    "SELECT state FROM tasks WHERE issuer = 'alice' AND task_id = 't1'",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(|e| db.err(e))
+        })
+        .await
+        .unwrap();
+    assert_eq!(state, "interrupted");
+    // A done task is not interrupted.
+    let done = store
+        .set_proof_of_interrupted("alice", "t2", b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(done, StoreError::WrongState { .. }), "{done}");
+    close(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_begins_of_one_task_start_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            // Retries of one task: each its own envelope and nonce.
+            let task = record("alice", "t1", Some(&format!("n{i}")), 9);
+            let begin = store.begin_task(task).await.unwrap();
+            if begin == Begin::Started {
+                store
+                    .finish_task("alice", "t1", b"the proof".to_vec(), 2_000)
+                    .await
+                    .unwrap();
+            }
+            begin
+        }));
+    }
+    let mut started = 0;
+    for handle in handles {
+        match handle.await.unwrap() {
+            Begin::Started => started += 1,
+            Begin::Running => {}
+            Begin::Done { proof } => assert_eq!(proof, b"the proof"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(started, 1);
+    let nonces: i64 = store
+        .call(|db| {
+            db.conn
+                .query_row("SELECT count(*) FROM nonces", [], |row| row.get(0))
+                .map_err(|e| db.err(e))
+        })
+        .await
+        .unwrap();
+    assert_eq!(nonces, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_done_returns_the_proof_when_it_comes_or_none_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t1", Some("n1"), 1))
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+
+    // Nothing comes.
+    let none = store
+        .wait_done("alice", "t1", Duration::from_millis(120))
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+
+    // The proof comes while a waiter waits.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .wait_done("alice", "t1", Duration::from_secs(30))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store
+        .finish_task("alice", "t1", b"the proof".to_vec(), 2_000)
+        .await
+        .unwrap();
+    let proof = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter is woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(proof, Some(b"the proof".to_vec()));
+    // Once done, no wait.
+    assert_eq!(
+        store
+            .wait_done("alice", "t1", Duration::ZERO)
+            .await
+            .unwrap(),
+        Some(b"the proof".to_vec())
+    );
+    assert!(store.inner.waiters.lock().is_empty(), "waiters are removed");
+    // No such task.
+    let unknown = store
+        .wait_done("alice", "nope", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, StoreError::UnknownTask { .. }),
+        "{unknown}"
+    );
+}
+
+#[tokio::test]
+async fn wait_done_sees_a_proof_stored_by_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t1", None, 1))
+            .await
+            .unwrap(),
+        Begin::Started
+    );
+    let path = store.path().to_path_buf();
+    let writer = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        let conn = Connection::open(path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute(
+            "UPDATE tasks SET state = 'done', proof = x'0102' WHERE task_id = 't1'",
+            [],
+        )
+        .unwrap();
+    });
+    let proof = store
+        .wait_done("alice", "t1", Duration::from_secs(30))
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(proof, Some(vec![1, 2]));
+}
+
+#[tokio::test]
+async fn the_ledger_lists_by_peer_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut first = entry("Bob", "d1", 100, "succeeded");
+    first.latency_ms = Some(12.5);
+    first.quality = Some(0.9);
+    first.proof = Some(b"{\"proof\":1}".to_vec());
+    let id1 = store.record_delegation(first.clone()).await.unwrap();
+    let mut failed = entry("carol", "d2", 200, "unreachable");
+    failed.error = Some("connection refused".to_string());
+    let id2 = store.record_delegation(failed.clone()).await.unwrap();
+    // Recorded out of order: listed by time.
+    let id3 = store
+        .record_delegation(entry("bob", "d3", 50, "refused"))
+        .await
+        .unwrap();
+    let id4 = store
+        .record_delegation(entry("bob", "d1", 300, "succeeded"))
+        .await
+        .unwrap();
+    assert!(id1 > 0 && id2 > id1 && id3 > id2 && id4 > id3);
+
+    let all = store.ledger(None, None).await.unwrap();
+    let ids: Vec<i64> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![id3, id1, id2, id4]);
+    assert_eq!(all[1], LedgerEntry { id: id1, ..first });
+    assert_eq!(all[2], LedgerEntry { id: id2, ..failed });
+
+    let bob: Vec<i64> = store
+        .ledger(Some("BOB".to_string()), None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(bob, vec![id3, id1, id4]);
+    let bob_since: Vec<i64> = store
+        .ledger(Some("bob".to_string()), Some(100))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(bob_since, vec![id1, id4]);
+    let since: Vec<i64> = store
+        .ledger(None, Some(150))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(since, vec![id2, id4]);
+    assert!(store
+        .ledger(Some("dave".to_string()), None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let latest = store.ledger_entry("d1".to_string()).await.unwrap().unwrap();
+    assert_eq!(latest.id, id4);
+    assert_eq!(store.ledger_entry("zz".to_string()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn peer_stats_count_by_status_and_average_the_latest_most() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let latencies = [100.0, 200.0, 50.0];
+    for (i, latency) in latencies.iter().enumerate() {
+        let mut e = entry("bob", &format!("d{i}"), 1_000 + i as u64, "succeeded");
+        e.latency_ms = Some(*latency);
+        e.quality = Some(1.0 - i as f64 * 0.25);
+        store.record_delegation(e).await.unwrap();
+    }
+    // No latency nor quality: counted, not averaged.
+    store
+        .record_delegation(entry("BOB", "d9", 900, "unreachable"))
+        .await
+        .unwrap();
+    let mut nan = entry("bob", "d10", 950, "invalid_proof");
+    nan.latency_ms = Some(f64::NAN);
+    store.record_delegation(nan).await.unwrap();
+    store
+        .record_delegation(entry("alice", "a1", 10, "refused"))
+        .await
+        .unwrap();
+
+    let stats = store.peer_stats().await.unwrap();
+    assert_eq!(stats.len(), 2);
+    assert_eq!(stats[0].peer, "alice");
+    assert_eq!(stats[0].by_status.get("refused"), Some(&1));
+    assert_eq!(stats[0].latency_ms_ewma, None);
+    assert_eq!(stats[0].quality_ewma, None);
+    assert_eq!(stats[0].last_seen_ms, Some(10));
+
+    let bob = &stats[1];
+    assert_eq!(bob.peer, "bob");
+    let counts: Vec<(&str, u64)> = bob
+        .by_status
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![("invalid_proof", 1), ("succeeded", 3), ("unreachable", 1)]
+    );
+    let ewma = |values: &[f64]| {
+        values[1..].iter().fold(values[0], |avg, v| {
+            EWMA_ALPHA * v + (1.0 - EWMA_ALPHA) * avg
+        })
+    };
+    let latency = bob.latency_ms_ewma.unwrap();
+    assert!((latency - ewma(&latencies)).abs() < 1e-9, "{latency}");
+    assert!((latency - 106.0).abs() < 1e-9, "{latency}"); // 100, then 120, then 106
+    let quality = bob.quality_ewma.unwrap();
+    assert!(
+        (quality - ewma(&[1.0, 0.75, 0.5])).abs() < 1e-9,
+        "{quality}"
+    );
+    assert_eq!(bob.last_seen_ms, Some(1_002));
+    // The NaN latency is stored as none.
+    let stored = store
+        .ledger_entry("d10".to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.latency_ms, None);
+    // And serializes.
+    let json = serde_json::to_string(bob).unwrap();
+    assert!(json.contains("\"succeeded\":3"), "{json}");
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let conn = schema::open(&path, 1).unwrap();
+        assert_eq!(
+            conn.query_row("PRAGMA user_version", [], |row| row.get::<_, u32>(0))
+                .unwrap(),
+            1
+        );
+        conn.execute(
+            "INSERT INTO tasks (issuer, task_id, content_digest, envelope, task_type, state, received_at_ms, proof)
+             VALUES ('alice', 'old', ?1, x'00', 'echo', 'done', 5, x'aa')",
+            [&[3u8; 32][..]],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('alice', 'n-old', 99999)",
+            [],
+        )
+        .unwrap();
+        let no_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'nonces_by_expiry'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(no_index, 0);
+    }
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(pragma::<u32>(&path, "user_version"), 2);
+    let indexes: i64 = store
+        .call(|db| {
+            db.conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master
+                     WHERE name IN ('nonces_by_expiry', 'tasks_running')",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(|e| db.err(e))
+        })
+        .await
+        .unwrap();
+    assert_eq!(indexes, 2);
+    let mut old = record("alice", "old", Some("n-new"), 3);
+    old.received_at_ms = 10;
+    assert_eq!(
+        store.begin_task(old).await.unwrap(),
+        Begin::Done { proof: vec![0xaa] }
+    );
+    let mut replay = record("alice", "other", Some("n-old"), 4);
+    replay.received_at_ms = 10;
+    assert_eq!(store.begin_task(replay).await.unwrap(), Begin::Replayed);
+    close(store).await;
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_sage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    close(Store::open(dir.path()).unwrap()).await;
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = 7").unwrap();
+    }
+    let error = Store::open(dir.path()).unwrap_err();
+    match &error {
+        StoreError::TooNew {
+            path: p,
+            found,
+            supported,
+        } => {
+            assert_eq!(p, &path);
+            assert_eq!((*found, *supported), (7, 2));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("upgrade sage"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert_eq!(pragma::<u32>(&path, "user_version"), 7, "left as it is");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_corrupt_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let garbage: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &garbage).unwrap();
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt { path: p, .. } if p == &path),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("left untouched"), "{message}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    assert!(!dir.path().join("sage.db-wal").exists());
+
+    // A short text file too.
+    std::fs::write(&path, b"hello").unwrap();
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+}
+
+#[tokio::test]
+async fn another_programs_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE photos (id INTEGER PRIMARY KEY, data BLOB)")
+            .unwrap();
+    }
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA application_id = 1234").unwrap();
+    }
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(error.to_string().contains("another program"), "{error}");
+}
+
+#[tokio::test]
+async fn a_damaged_page_is_reported_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..200 {
+        let mut e = entry("bob", &format!("d{i}"), i, "succeeded");
+        e.task = vec![i as u8; 500];
+        store.record_delegation(e).await.unwrap();
+    }
+    // Closing checkpoints the log into the file.
+    close(store).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page_size = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    assert!(bytes.len() > 8 * page_size);
+    // Scramble every page past the schema's, keeping the header.
+    for byte in bytes[2 * page_size..].iter_mut() {
+        *byte = byte.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn the_state_directory_cannot_be_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let error = Store::open(&file.join("state")).unwrap_err();
+    assert!(matches!(error, StoreError::CreateDir { .. }), "{error:?}");
+}
+
+/// A job that writes a row, then fails or succeeds.
+fn insert_job(
+    nonce: &'static str,
+    fail: bool,
+) -> (
+    Box<dyn Job>,
+    tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+) {
+    let (call, reply) = Call::new(move |db: &Db<'_>| {
+        db.conn
+            .execute(
+                "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('x', ?1, 1)",
+                [nonce],
+            )
+            .map_err(|e| db.err(e))?;
+        if fail {
+            // A constraint violation, after the write above.
+            db.conn
+                .execute(
+                    "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('x', ?1, 1)",
+                    [nonce],
+                )
+                .map_err(|e| db.err(e))?;
+        }
+        Ok(())
+    });
+    (Box::new(call), reply)
+}
+
+#[test]
+fn one_failing_job_does_not_fail_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let conn = schema::open(&path, SCHEMA_VERSION).unwrap();
+    let (a, reply_a) = insert_job("a", false);
+    let (b, reply_b) = insert_job("b", true);
+    let (c, reply_c) = insert_job("c", false);
+    let (d, reply_d) = Call::new(|_: &Db<'_>| -> Result<(), StoreError> { panic!("a bug") });
+    let mut batch: Vec<Box<dyn Job>> = vec![a, b, Box::new(d), c];
+    worker::run_batch(&conn, &path, &mut batch);
+    assert!(batch.is_empty());
+    assert!(reply_a.blocking_recv().unwrap().is_ok());
+    assert!(matches!(
+        reply_b.blocking_recv().unwrap(),
+        Err(StoreError::Database { .. })
+    ));
+    assert!(matches!(
+        reply_d.blocking_recv().unwrap(),
+        Err(StoreError::Internal { .. })
+    ));
+    assert!(reply_c.blocking_recv().unwrap().is_ok());
+    assert!(conn.is_autocommit(), "committed");
+    let mut stmt = conn
+        .prepare("SELECT nonce FROM nonces ORDER BY nonce")
+        .unwrap();
+    let nonces: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // b's first insert was rolled back with its savepoint.
+    assert_eq!(nonces, vec!["a", "c"]);
+}
+
+#[tokio::test]
+async fn the_thread_stops_with_the_last_clone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let clone = store.clone();
+    drop(store);
+    assert_eq!(clone.prune(0).await.unwrap(), 0, "a clone keeps it running");
+    close(clone).await;
+    // The WAL was checkpointed and removed when the connection closed.
+    assert!(!dir.path().join("sage.db-wal").exists());
+}

@@ -1,0 +1,205 @@
+//! The database thread. It alone owns the connection; callers send it jobs
+//! and await their replies, so that no tokio worker ever waits on SQLite.
+//!
+//! Group commit: the thread takes every job waiting in the channel (up to
+//! [`MAX_BATCH`]) and runs them in one transaction, each inside its own
+//! savepoint, then commits once (one fsync of the write-ahead log for the
+//! whole batch) and only then replies. A job that fails has its savepoint
+//! rolled back and gets its error; the others of the batch are not
+//! affected. Should the commit itself fail, every job of the batch gets the
+//! error: no caller is told that something was recorded unless it was.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+/// The most jobs committed together: bounds the wait of the last one.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// What a job gets: the connection, inside the batch's transaction and the
+/// job's savepoint, and the file's path for errors.
+pub(super) struct Db<'a> {
+    /// The connection.
+    pub(super) conn: &'a Connection,
+    /// The database file.
+    pub(super) path: &'a Path,
+}
+
+impl Db<'_> {
+    /// An SQLite error as a [`StoreError`] naming this database.
+    pub(super) fn err(&self, error: rusqlite::Error) -> StoreError {
+        StoreError::from_sqlite(self.path, error)
+    }
+}
+
+/// A unit of work sent to the thread.
+pub(super) trait Job: Send {
+    /// Runs the work; on failure, a copy of its error.
+    fn run(&mut self, db: &Db<'_>) -> Result<(), StoreError>;
+    /// The batch failed (or never started): unless the job failed on its own,
+    /// its outcome becomes `error`.
+    fn fail(&mut self, error: &StoreError);
+    /// Sends the outcome to the caller (who may have stopped waiting).
+    fn reply(self: Box<Self>);
+}
+
+/// A job made of a closure and the channel its result goes back on.
+pub(super) struct Call<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Call<T, F> {
+    /// The job, and the receiver of its outcome.
+    pub(super) fn new(work: F) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
+        let (reply, receiver) = oneshot::channel();
+        let call = Call {
+            work: Some(work),
+            outcome: None,
+            reply,
+        };
+        (call, receiver)
+    }
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send,
+    F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send,
+{
+    fn run(&mut self, db: &Db<'_>) -> Result<(), StoreError> {
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(db))).unwrap_or_else(|panic| {
+            Err(StoreError::Internal {
+                path: db.path.to_path_buf(),
+                detail: panic_message(panic.as_ref()),
+            })
+        });
+        let result = match &outcome {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.clone()),
+        };
+        self.outcome = Some(outcome);
+        result
+    }
+
+    fn fail(&mut self, error: &StoreError) {
+        if !matches!(self.outcome, Some(Err(_))) {
+            self.outcome = Some(Err(error.clone()));
+        }
+    }
+
+    fn reply(self: Box<Self>) {
+        if let Some(outcome) = self.outcome {
+            // The caller may be gone (its future dropped); the work stands.
+            let _ = self.reply.send(outcome);
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// Starts the thread that owns `conn`. It runs until every sender of
+/// `jobs` is dropped, then closes the connection.
+pub(super) fn spawn(
+    conn: Connection,
+    path: PathBuf,
+    jobs: mpsc::Receiver<Box<dyn Job>>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sage-store".to_string())
+        .spawn(move || run(conn, &path, jobs))
+}
+
+fn run(conn: Connection, path: &Path, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(job) = jobs.blocking_recv() {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, path, &mut batch);
+    }
+    // Lets SQLite refresh its statistics where they are stale; cheap.
+    let _ = conn.execute_batch("PRAGMA optimize");
+    if let Err((_, error)) = conn.close() {
+        tracing::warn!(path = %path.display(), %error, "closing the database failed; its write-ahead log is replayed at the next open");
+    }
+}
+
+/// Runs `batch` in one transaction, one savepoint per job, commits, then
+/// replies to every job. Leaves `batch` empty.
+pub(super) fn run_batch(conn: &Connection, path: &Path, batch: &mut Vec<Box<dyn Job>>) {
+    let db = Db { conn, path };
+    if let Some(error) = run_in_transaction(&db, batch) {
+        for job in batch.iter_mut() {
+            job.fail(&error);
+        }
+    }
+    for job in batch.drain(..) {
+        job.reply();
+    }
+}
+
+/// The error that fails the whole batch, if any.
+fn run_in_transaction(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Option<StoreError> {
+    let conn = db.conn;
+    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        return Some(db.err(error));
+    }
+    let mut aborted = None;
+    for job in batch.iter_mut() {
+        if let Err(error) = conn.execute_batch("SAVEPOINT job") {
+            aborted = Some(db.err(error));
+            break;
+        }
+        let outcome = job.run(db);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (an I/O error, a full
+            // disk): the changes of the jobs before this one are gone too.
+            aborted = Some(outcome.err().unwrap_or_else(|| StoreError::Internal {
+                path: db.path.to_path_buf(),
+                detail: "a job ended the batch's transaction".to_string(),
+            }));
+            break;
+        }
+        let end = if outcome.is_ok() {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(error) = conn.execute_batch(end) {
+            aborted = Some(db.err(error));
+            break;
+        }
+    }
+    let failure = match aborted {
+        Some(error) => Some(error),
+        None => conn.execute_batch("COMMIT").err().map(|e| db.err(e)),
+    };
+    if failure.is_some() && !conn.is_autocommit() {
+        // Nothing more to report if this fails too: the batch has failed.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    failure
+}

@@ -15,3 +15,4 @@ mod executors;
 mod legacy;
 mod protocol_doc;
 mod refusals;
+mod state;

@@ -232,6 +232,12 @@ impl Node {
         false
     }
 
+    /// Kills the node with SIGKILL, as a power cut or the OOM killer would.
+    pub fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> (ExitStatus, String) {
         let status = Command::new("kill")

@@ -1,0 +1,255 @@
+//! Nothing is lost across restarts: a task killed mid-run is reported
+//! interrupted and never run twice, retries get the stored proof, replays
+//! stay refused after a restart, and receipts verify offline.
+
+use std::time::{Duration, Instant};
+
+use sage_crypto::sign_envelope;
+use sage_types::task::TASK_PAYLOAD_TYPE;
+use sage_types::{QualityRequirements, Task};
+
+use crate::util::{http, Keys, Node};
+
+/// A node whose `count` tasks append a line to `runs` and then sleep
+/// `secs`: the file says how often the program ran.
+fn counting_node(keys: &Keys, runs: &std::path::Path, secs: u32) -> Node {
+    let config = keys.path().with_file_name("sage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[executors.count]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo run >> {}; sleep {secs}; echo '{{\\\"ok\\\": true}}'\"]\ntimeout = \"60s\"\nmax_concurrency = 4\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    keys.serve("Thor", &["--config", config.to_str().unwrap()])
+}
+
+fn runs_of(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn setup() -> (Keys, std::path::PathBuf) {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let runs = keys.path().with_file_name("runs.txt");
+    (keys, runs)
+}
+
+fn delegate_args<'a>(node: &'a Node, port: &'a str, task_id: &'a str) -> Vec<&'a str> {
+    let _ = node;
+    vec![
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        port,
+        "--task-type",
+        "count",
+        "--task-id",
+        task_id,
+        "--timeout",
+        "30",
+        "--json",
+    ]
+}
+
+#[test]
+fn a_task_killed_mid_run_is_reported_interrupted_and_never_run_twice() {
+    let (keys, runs) = setup();
+    let node = counting_node(&keys, &runs, 4);
+    let port = node.port();
+    let first = {
+        let args: Vec<String> = delegate_args(&node, &port, "t-killed")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (dir, state) = (keys.path().to_owned(), keys.state_dir());
+        std::thread::spawn(move || {
+            crate::util::sage()
+                .env("SAGE_STATE_DIR", state)
+                .arg("--keys-dir")
+                .arg(dir)
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    wait_until("the program started", || runs_of(&runs) == 1);
+    node.kill_hard();
+    let out = first.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "the delegation of a killed node cannot succeed"
+    );
+
+    // Restarted on the same state: the task is marked interrupted.
+    let node = counting_node(&keys, &runs, 4);
+    assert!(
+        node.wait_for_log("were running when the node stopped"),
+        "{}",
+        node.log()
+    );
+    let port = node.port();
+    let run = keys.run(&delegate_args(&node, &port, "t-killed"));
+    run.assert_code(1);
+    let out = run.json();
+    assert_eq!(out["verified"], true, "a signed proof of the interruption");
+    assert_eq!(out["proof"]["status"], "failed");
+    assert!(
+        out["proof"]["result"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(runs_of(&runs), 1, "the program ran exactly once");
+}
+
+#[test]
+fn a_retry_of_a_finished_task_gets_the_same_proof_without_a_second_run() {
+    let (keys, runs) = setup();
+    let node = counting_node(&keys, &runs, 0);
+    let port = node.port();
+    let first = keys.run(&delegate_args(&node, &port, "t-retry"));
+    first.assert_code(0);
+    let again = keys.run(&delegate_args(&node, &port, "t-retry"));
+    again.assert_code(0);
+    assert_eq!(
+        first.json()["signed_proof"],
+        again.json()["signed_proof"],
+        "the stored proof, unchanged"
+    );
+    assert_eq!(runs_of(&runs), 1);
+
+    // The ledger holds both, and the peer's statistics count them.
+    let list = keys.run(&["proofs", "list", "--peer", "thor", "--json"]);
+    list.assert_code(0);
+    assert_eq!(list.json()["delegations"].as_array().unwrap().len(), 2);
+    let peers = keys.run(&["peer", "list", "--json"]);
+    let thor = peers.json()["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Thor")
+        .unwrap()
+        .clone();
+    assert_eq!(thor["stats"]["by_status"]["succeeded"], 2, "{thor}");
+    assert!(thor["stats"]["latency_ms_ewma"].as_f64().unwrap() > 0.0);
+}
+
+fn signed_task(keys: &Keys, task_id: &str, nonce: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let task = Task {
+        task_id: task_id.into(),
+        task_type: "count".into(),
+        issuer: "sprout_sage_lct".into(),
+        audience: "thor_sage_lct".into(),
+        issued_at: now,
+        expires_at: now + 60_000,
+        nonce: nonce.into(),
+        input: serde_json::json!({}),
+        estimated_cost: 1.0,
+        quality: QualityRequirements::default(),
+        max_cost: None,
+    };
+    let env = sign_envelope(
+        &keys.key("Sprout"),
+        TASK_PAYLOAD_TYPE,
+        &serde_json::to_vec(&task).unwrap(),
+    );
+    serde_json::to_vec(&env).unwrap()
+}
+
+#[test]
+fn a_replayed_envelope_is_refused_after_a_restart() {
+    let (keys, runs) = setup();
+    let node = counting_node(&keys, &runs, 0);
+    let envelope = signed_task(&keys, "t-replay", "00112233445566778899aabbccddeeff");
+    assert_eq!(http(node.addr, "POST", "/v1/tasks", &envelope).status, 200);
+    let (status, _) = node.terminate();
+    assert!(status.success());
+    let node = counting_node(&keys, &runs, 0);
+    let answer = http(node.addr, "POST", "/v1/tasks", &envelope);
+    assert_eq!(
+        (answer.status, answer.problem_code().as_str()),
+        (409, "replayed")
+    );
+    assert_eq!(runs_of(&runs), 1);
+}
+
+#[test]
+fn concurrent_retries_of_one_task_run_it_once() {
+    let (keys, runs) = setup();
+    let node = counting_node(&keys, &runs, 1);
+    // Eight envelopes of the same task (same id and content, own nonces), at once.
+    let bodies: Vec<Vec<u8>> = (0..8)
+        .map(|i| signed_task(&keys, "t-concurrent", &format!("{i:032x}")))
+        .collect();
+    let addr = node.addr;
+    let answers: Vec<_> = bodies
+        .into_iter()
+        .map(|body| std::thread::spawn(move || http(addr, "POST", "/v1/tasks", &body)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        assert_eq!(a.body, answers[0].body, "every retry gets the one proof");
+    }
+    assert_eq!(runs_of(&runs), 1);
+}
+
+#[test]
+fn proofs_verify_refuses_an_export_with_one_byte_changed() {
+    let (keys, runs) = setup();
+    let node = counting_node(&keys, &runs, 0);
+    let port = node.port();
+    keys.run(&delegate_args(&node, &port, "t-a")).assert_code(0);
+    keys.run(&delegate_args(&node, &port, "t-b")).assert_code(0);
+    let export = keys.path().with_file_name("receipts.jsonl");
+    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
+        .assert_code(0);
+    let run = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
+    run.assert_code(0);
+    run.assert_stdout(&["all 2 receipts verify"]);
+
+    // One byte of the second proof's signed payload.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut receipt: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    let payload = receipt["proof"]["payload"].as_str().unwrap().to_owned();
+    let mut bytes = payload.into_bytes();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    receipt["proof"]["payload"] = serde_json::Value::String(String::from_utf8(bytes).unwrap());
+    lines[1] = serde_json::to_string(&receipt).unwrap();
+    std::fs::write(&export, lines.join("\n") + "\n").unwrap();
+    let run = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
+    run.assert_code(1);
+    run.assert_stdout(&["line 1: ✓", "line 2: ✗"]);
+    run.assert_stderr(&["1 of 2 receipts do not verify"]);
+
+    // And `proofs show` gives one receipt.
+    let run = keys.run(&["proofs", "show", "t-a"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["task_id"], "t-a");
+}

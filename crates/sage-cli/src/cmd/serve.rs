@@ -7,6 +7,7 @@ use std::time::Duration;
 use sage_service::config::file::{ConfigFile, DEFAULT_PATHS};
 use sage_service::keydir::KeyDir;
 use sage_service::server::{self, AppState, NodeSetup, Shutdown};
+use sage_service::store::{Durability, Store};
 
 use crate::failure::{CmdResult, Failure};
 
@@ -34,9 +35,32 @@ pub struct Args {
     /// Longest validity, in seconds, that a task may claim [default: 3600].
     #[arg(long)]
     max_task_lifetime: Option<u64>,
+    /// What an accepted task survives before the node answers: `power-loss`
+    /// (fsync first) or `crash` (no fsync on the request path, faster where
+    /// fsync is slow) [default: power-loss; config: node.durability].
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityArg>,
     /// Seconds that in-flight tasks may run after SIGINT/SIGTERM [default: 30].
     #[arg(long)]
     drain_timeout: Option<u64>,
+}
+
+/// `--durability` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// Survive a power cut: fsync before answering.
+    PowerLoss,
+    /// Survive a crash of the process: no fsync on the request path.
+    Crash,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(arg: DurabilityArg) -> Self {
+        match arg {
+            DurabilityArg::PowerLoss => Durability::PowerLoss,
+            DurabilityArg::Crash => Durability::Crash,
+        }
+    }
 }
 
 /// The config file: the one given, else the first default path that
@@ -96,8 +120,13 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .map(Path::to_owned)
         .or_else(|| file.node.state_dir.clone())
         .unwrap_or_else(crate::default_state_dir);
+    let durability = args
+        .durability
+        .map(Durability::from)
+        .or(file.node.durability)
+        .unwrap_or_default();
     let store =
-        sage_service::store::Store::open(&state_dir).map_err(|e| Failure::Failed(e.to_string()))?;
+        Store::open_with(&state_dir, durability).map_err(|e| Failure::Failed(e.to_string()))?;
     let identity = keys.load_identity(&name)?;
     let lct_id = file
         .node
@@ -157,7 +186,10 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
     let interrupted = runtime
         .block_on(store.interrupt_running(sage_service::clock::now_ms()))
         .map_err(|e| Failure::Failed(e.to_string()))?;
-    tracing::info!("  state:      {}", store.path().display());
+    tracing::info!(
+        "  state:      {} (durable against {durability:?})",
+        store.path().display()
+    );
     if interrupted > 0 {
         tracing::warn!("{interrupted} task(s) were running when the node stopped: marked interrupted; a retry gets a signed proof saying so");
     }

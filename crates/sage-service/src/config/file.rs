@@ -7,6 +7,7 @@
 //! listen = "0.0.0.0:50051"
 //! keys_dir = "keys"              # relative to the config file's directory
 //! state_dir = "state"            # the node's SQLite state; default ./state or $STATE_DIRECTORY
+//! durability = "power-loss"      # or "crash": no fsync on the request path
 //! peers_file = "keys/peers.toml" # optional; default: keys_dir/peers.toml
 //!
 //! [limits]                       # all optional; durations as "10s", "500ms", "5m", "1h" or seconds
@@ -92,6 +93,8 @@ pub struct NodeSection {
     pub peers_file: Option<PathBuf>,
     /// State directory (the SQLite database).
     pub state_dir: Option<PathBuf>,
+    /// `power-loss` (default: fsync before answering) or `crash`.
+    pub durability: Option<crate::store::Durability>,
 }
 
 /// `[limits]`; see [`Limits`] for what each means.

@@ -73,6 +73,20 @@ const QUEUE: usize = 1024;
 /// comes (the proof may have been stored by another process).
 const POLL: Duration = Duration::from_millis(50);
 
+/// What a commit survives before the caller hears of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// A power cut (fsync of the log before the reply; the default): an
+    /// accepted task is never forgotten, whatever happens to the machine.
+    #[default]
+    PowerLoss,
+    /// A crash or kill of the process, not of the machine (no fsync on the
+    /// request path): much faster where fsync is slow; after a power cut
+    /// the last accepted tasks may be forgotten, so one could run again.
+    Crash,
+}
+
 /// The node's durable state. Cheap to clone: clones share one database
 /// thread, which stops when the last clone is dropped.
 #[derive(Clone)]
@@ -82,6 +96,7 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    durability: Durability,
     jobs: mpsc::Sender<Box<dyn Job>>,
     waiters: Waiters,
     /// The database thread; taken by tests that wait for it to end.
@@ -105,6 +120,14 @@ impl Store {
     /// This blocks for as long as the checks take (they read the whole file
     /// once): call it at start, or from `spawn_blocking`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(state_dir, Durability::PowerLoss)
+    }
+
+    /// As [`Store::open`], with the given durability.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Store, StoreError> {
         create_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
         let conn = schema::open(&path, SCHEMA_VERSION)?;
@@ -117,6 +140,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
+                durability,
                 jobs,
                 waiters: Waiters::default(),
                 thread: Mutex::new(Some(thread)),
@@ -129,13 +153,33 @@ impl Store {
         &self.inner.path
     }
 
-    /// Runs `work` on the database thread, in the next batch's transaction.
+    /// Runs `work` on the database thread, in the next batch's transaction,
+    /// and replies once the commit is on disk.
     async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (call, reply) = Call::new(work);
+        self.submit(work, true).await
+    }
+
+    /// As [`Store::call`], but replies once committed, without waiting for
+    /// the disk: for a write whose loss at a power cut is harmless.
+    async fn call_relaxed<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(work, false).await
+    }
+
+    async fn submit<T, F>(&self, work: F, durable: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let durable = durable && self.inner.durability == Durability::PowerLoss;
+        let (call, reply) = Call::new(work, durable);
         let closed = || StoreError::Closed {
             path: self.inner.path.clone(),
         };
@@ -174,7 +218,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (issuer, task_id) = (issuer.to_string(), task_id.to_string());
         let key = (issuer.clone(), task_id.clone());
-        self.call(move |db| tasks::finish(db, &issuer, &task_id, &proof, now_ms))
+        // Not synced: the task was durably recorded as running before it ran,
+        // so a power cut that loses this write makes the task `interrupted`
+        // at the next start (a retry gets a signed proof saying so); it is
+        // never run again. One fsync per task instead of two.
+        self.call_relaxed(move |db| tasks::finish(db, &issuer, &task_id, &proof, now_ms))
             .await?;
         self.inner.waiters.signal(&key);
         Ok(())

@@ -846,24 +846,27 @@ fn insert_job(
     Box<dyn Job>,
     tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
 ) {
-    let (call, reply) = Call::new(move |db: &Db<'_>| {
-        db.conn
-            .execute(
-                "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('x', ?1, 1)",
-                [nonce],
-            )
-            .map_err(|e| db.err(e))?;
-        if fail {
-            // A constraint violation, after the write above.
+    let (call, reply) = Call::new(
+        move |db: &Db<'_>| {
             db.conn
                 .execute(
                     "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('x', ?1, 1)",
                     [nonce],
                 )
                 .map_err(|e| db.err(e))?;
-        }
-        Ok(())
-    });
+            if fail {
+                // A constraint violation, after the write above.
+                db.conn
+                    .execute(
+                        "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('x', ?1, 1)",
+                        [nonce],
+                    )
+                    .map_err(|e| db.err(e))?;
+            }
+            Ok(())
+        },
+        true,
+    );
     (Box::new(call), reply)
 }
 
@@ -875,7 +878,10 @@ fn one_failing_job_does_not_fail_its_batch() {
     let (a, reply_a) = insert_job("a", false);
     let (b, reply_b) = insert_job("b", true);
     let (c, reply_c) = insert_job("c", false);
-    let (d, reply_d) = Call::new(|_: &Db<'_>| -> Result<(), StoreError> { panic!("a bug") });
+    let (d, reply_d) = Call::new(
+        |_: &Db<'_>| -> Result<(), StoreError> { panic!("a bug") },
+        true,
+    );
     let mut batch: Vec<Box<dyn Job>> = vec![a, b, Box::new(d), c];
     worker::run_batch(&conn, &path, &mut batch);
     assert!(batch.is_empty());

@@ -47,10 +47,14 @@ pub(super) trait Job: Send {
     fn fail(&mut self, error: &StoreError);
     /// Sends the outcome to the caller (who may have stopped waiting).
     fn reply(self: Box<Self>);
+    /// Whether its commit must reach the disk before the reply (an fsync):
+    /// true but for writes whose loss at a power cut is harmless.
+    fn durable(&self) -> bool;
 }
 
 /// A job made of a closure and the channel its result goes back on.
 pub(super) struct Call<T, F> {
+    durable: bool,
     work: Option<F>,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -58,9 +62,10 @@ pub(super) struct Call<T, F> {
 
 impl<T, F> Call<T, F> {
     /// The job, and the receiver of its outcome.
-    pub(super) fn new(work: F) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
+    pub(super) fn new(work: F, durable: bool) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
         let (reply, receiver) = oneshot::channel();
         let call = Call {
+            durable,
             work: Some(work),
             outcome: None,
             reply,
@@ -90,6 +95,10 @@ where
         };
         self.outcome = Some(outcome);
         result
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     fn fail(&mut self, error: &StoreError) {
@@ -164,6 +173,16 @@ pub(super) fn run_batch(conn: &Connection, path: &Path, batch: &mut Vec<Box<dyn 
 /// The error that fails the whole batch, if any.
 fn run_in_transaction(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Option<StoreError> {
     let conn = db.conn;
+    // In WAL mode, NORMAL commits without an fsync; the next FULL commit
+    // syncs everything before it too. A batch is FULL if any job needs it.
+    let sync = if batch.iter().any(|job| job.durable()) {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
+    if let Err(error) = conn.pragma_update(None, "synchronous", sync) {
+        return Some(db.err(error));
+    }
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         return Some(db.err(error));
     }

@@ -256,7 +256,7 @@ fn an_unsupported_task_type_is_refused() {
     let answer = post_envelope(&node, &sign(&sprout, &task));
     assert_refused(&node, &answer, 422, "unsupported_task");
     assert!(answer.json()["detail"].as_str().unwrap().contains("echo"));
-    // Refused before the replay guard: the same nonce is still fresh.
+    // Refused before anything is recorded: the same nonce is still fresh.
     let mut retry = task.clone();
     retry.task_type = "echo".into();
     assert_eq!(post_envelope(&node, &sign(&sprout, &retry)).status, 200);

@@ -1,5 +1,5 @@
 //! The router driven in-process (no socket): what is hard to provoke from
-//! outside — a full replay guard, a failing executor — and the health answer.
+//! outside — a failing executor, re-signed retries — and the health answer.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]

@@ -46,24 +46,10 @@ impl Client {
     ) -> Result<(Health, Duration), ClientError> {
         let url = format!("{}/health", base_url(addr)?);
         let started = Instant::now();
-        let response = self
-            .http
-            .get(&url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error(addr, timeout, &e))?;
-        let (status, body) = read(addr, timeout, response).await?;
+        let health: Health = self
+            .answer(addr, self.http.get(&url), timeout, "a health answer")
+            .await?;
         let rtt = started.elapsed();
-        if status != 200 {
-            return Err(refusal(addr, status, &body));
-        }
-        let health: Health =
-            serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-                addr: addr.to_owned(),
-                status,
-                detail: format!("not a health answer: {e}"),
-            })?;
         if health.status != HEALTHY {
             return Err(ClientError::Unhealthy {
                 addr: addr.to_owned(),
@@ -84,22 +70,13 @@ impl Client {
         timeout: Duration,
     ) -> Result<Envelope, ClientError> {
         let url = format!("{}/v1/capabilities", base_url(addr)?);
-        let response = self
-            .http
-            .get(&url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error(addr, timeout, &e))?;
-        let (status, body) = read(addr, timeout, response).await?;
-        if status != 200 {
-            return Err(refusal(addr, status, &body));
-        }
-        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-            addr: addr.to_owned(),
-            status,
-            detail: format!("not a capabilities envelope: {e}"),
-        })
+        self.answer(
+            addr,
+            self.http.get(&url),
+            timeout,
+            "a capabilities envelope",
+        )
+        .await
     }
 
     /// `POST /v1/tasks` with a signed task envelope; the answer is the
@@ -172,12 +149,25 @@ impl Client {
             addr: addr.to_owned(),
             detail: format!("cannot encode request: {e}"),
         })?;
-        let response = self
+        let request = self
             .http
             .post(&url)
-            .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
+            .body(body);
+        self.answer(addr, request, timeout, expected).await
+    }
+
+    /// Sends `request` and reads a `200` answer as `T`; anything else is a
+    /// refusal or a bad answer.
+    async fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+        expected: &str,
+    ) -> Result<T, ClientError> {
+        let response = request
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| transport_error(addr, timeout, &e))?;

@@ -68,16 +68,27 @@ fn fixture(limits: Limits) -> Fixture {
 }
 
 fn task(f: &Fixture, task_type: &str) -> SignedTask {
+    signed(f, task_type, serde_json::json!({"x": 1}), None, Vec::new())
+}
+
+/// A task from Sprout to Thor, signed now with a fresh nonce.
+fn signed(
+    f: &Fixture,
+    task_type: &str,
+    input: serde_json::Value,
+    task_id: Option<String>,
+    earlier_digests: Vec<String>,
+) -> SignedTask {
     let spec = TaskSpec {
         task_type: task_type.into(),
-        input: serde_json::json!({"x": 1}),
+        input,
         estimated_cost: 1.0,
         quality: Default::default(),
         lifetime: Duration::from_secs(60),
         max_latency: Duration::from_secs(30),
         max_cost: None,
-        task_id: None,
-        earlier_digests: Vec::new(),
+        task_id,
+        earlier_digests,
     };
     sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)
 }
@@ -130,44 +141,23 @@ async fn a_resent_envelope_is_refused_and_a_re_signed_retry_gets_the_stored_proo
     let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(problem["code"], "replayed");
     // The same task re-signed (new nonce, new times): the stored proof.
-    let mut spec_retry = task(&f, "echo");
+    let id = Some(first.task.task_id.clone());
+    let spec_retry = signed(
+        &f,
+        "echo",
+        serde_json::json!({"x": 1}),
+        id.clone(),
+        vec![first.digest.clone()],
+    );
     assert_ne!(spec_retry.task.nonce, first.task.nonce);
-    spec_retry = {
-        let spec = TaskSpec {
-            task_type: "echo".into(),
-            input: serde_json::json!({"x": 1}),
-            estimated_cost: 1.0,
-            quality: Default::default(),
-            lifetime: Duration::from_secs(60),
-            max_latency: Duration::from_secs(30),
-            max_cost: None,
-            task_id: Some(first.task.task_id.clone()),
-            earlier_digests: vec![first.digest.clone()],
-        };
-        sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)
-    };
     let (status, _, again) = post(&f, &spec_retry).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again, proof, "a retry gets the stored proof, byte for byte");
     let envelope: Envelope = serde_json::from_slice(&again).unwrap();
     check_proof(&envelope, &spec_retry, &f.thor).unwrap();
     // The same task id with another input: a conflict.
-    let other = TaskSpec {
-        task_type: "echo".into(),
-        input: serde_json::json!({"x": 2}),
-        estimated_cost: 1.0,
-        quality: Default::default(),
-        lifetime: Duration::from_secs(60),
-        max_latency: Duration::from_secs(30),
-        max_cost: None,
-        task_id: Some(first.task.task_id.clone()),
-        earlier_digests: Vec::new(),
-    };
-    let (status, _, body) = post(
-        &f,
-        &sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &other),
-    )
-    .await;
+    let other = signed(&f, "echo", serde_json::json!({"x": 2}), id, Vec::new());
+    let (status, _, body) = post(&f, &other).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(String::from_utf8_lossy(&body).contains("other content"));
 }

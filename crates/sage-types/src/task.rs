@@ -63,6 +63,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn floats_parse_exactly() {
+        // Without serde_json's `float_roundtrip` feature its fast parser is
+        // not correctly rounded: a proof's figures would differ between the
+        // signed bytes and the typed value (0.023124000000000002 did).
+        for text in [
+            "0.023124000000000002",
+            "0.30000000000000004",
+            "1e-7",
+            "46.0",
+            "5e-324",
+        ] {
+            let parsed: f64 = serde_json::from_str(text).unwrap();
+            assert_eq!(parsed, text.parse::<f64>().unwrap(), "{text}");
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let task = Task {
             task_id: "t1".into(),

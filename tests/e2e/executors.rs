@@ -256,6 +256,19 @@ fn config_errors_name_the_file_line_and_key() {
     run.assert_code(1);
     run.assert_stderr(&["bad.toml:3: command: invalid type"]);
 
+    // No file given and none in the default places.
+    let out = crate::util::sage()
+        .current_dir(&dir)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no config file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // `serve` refuses the same file before it listens.
     keys.keygen("Thor");
     let run = keys.run(&["serve", "--config", bad.to_str().unwrap(), "--port", "0"]);

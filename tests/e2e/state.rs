@@ -253,3 +253,41 @@ fn proofs_verify_refuses_an_export_with_one_byte_changed() {
     run.assert_code(0);
     assert_eq!(run.json()["task_id"], "t-a");
 }
+
+#[test]
+fn receipt_commands_refuse_bad_input() {
+    let (keys, _) = setup();
+    let empty = keys.path().with_file_name("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let run = keys.run(&["proofs", "verify", empty.to_str().unwrap()]);
+    run.assert_code(1);
+    run.assert_stderr(&["holds no receipt"]);
+
+    std::fs::write(&empty, "{\"not\": \"a receipt\"}\n").unwrap();
+    let run = keys.run(&["proofs", "verify", empty.to_str().unwrap()]);
+    run.assert_code(1);
+    run.assert_stdout(&["line 1: ✗ not a receipt"]);
+
+    keys.run(&["proofs", "list", "--since", "yesterday"])
+        .assert_code(2);
+    let run = keys.run(&["proofs", "show", "no-such-task"]);
+    run.assert_code(1);
+    run.assert_stderr(&["no delegation with task id no-such-task"]);
+
+    // A state directory holding something that is not a sage database.
+    let (keys, _) = setup();
+    std::fs::create_dir_all(keys.state_dir()).unwrap();
+    std::fs::write(
+        keys.state_dir().join("sage.db"),
+        b"this is not SQLite at all, not even close",
+    )
+    .unwrap();
+    let run = keys.run(&["proofs", "list"]);
+    run.assert_code(1);
+    run.assert_stderr(&["sage.db", "is damaged or is not a sage database", "left untouched"]);
+    assert_eq!(
+        std::fs::read(keys.state_dir().join("sage.db")).unwrap(),
+        b"this is not SQLite at all, not even close",
+        "a corrupt database is reported, never recreated"
+    );
+}

@@ -284,7 +284,11 @@ fn receipt_commands_refuse_bad_input() {
     .unwrap();
     let run = keys.run(&["proofs", "list"]);
     run.assert_code(1);
-    run.assert_stderr(&["sage.db", "is damaged or is not a sage database", "left untouched"]);
+    run.assert_stderr(&[
+        "sage.db",
+        "is damaged or is not a sage database",
+        "left untouched",
+    ]);
     assert_eq!(
         std::fs::read(keys.state_dir().join("sage.db")).unwrap(),
         b"this is not SQLite at all, not even close",

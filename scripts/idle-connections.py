@@ -43,11 +43,19 @@ def main():
     before = rss_kib(pid)
     socks = []
     t0 = time.time()
+    failure = None
     for _ in range(n):
-        s = socket.create_connection((host, int(port)))
-        health(s, addr)
+        try:
+            s = socket.create_connection((host, int(port)))
+            health(s, addr)
+        except OSError as e:  # a file-descriptor limit, ours or the node's
+            failure = e
+            break
         socks.append(s)
     opened = time.time() - t0
+    if failure is not None:
+        print(f"stopped after {len(socks)} of {n} connections: {failure}")
+        n = len(socks)
     time.sleep(1)
     after = rss_kib(pid)
     probe = socket.create_connection((host, int(port)))
@@ -56,7 +64,7 @@ def main():
     probe_ms = (time.time() - t1) * 1000
     print(f"connections: {n} opened in {opened:.1f} s, all idle")
     print(f"node RSS: {before} KiB before, {after} KiB with them open "
-          f"({(after - before) / n:.2f} KiB per idle connection)")
+          f"({(after - before) / max(n, 1):.2f} KiB per idle connection)")
     print(f"a fresh request while they are open: {probe_ms:.2f} ms")
     for s in socks:
         s.close()

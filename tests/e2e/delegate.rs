@@ -426,3 +426,25 @@ fn a_refusal_is_reported_with_its_code() {
         run.stderr
     );
 }
+
+#[test]
+fn another_platform_at_the_address_is_refused_before_anything_is_sent() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    keys.keygen("Legion");
+    // Legion answers where Thor was expected.
+    let legion = keys.serve("Legion", &[]);
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &legion.port(),
+    ]);
+    run.assert_code(1);
+    run.assert_stderr(&["is Legion (legion_sage_lct), not Thor (thor_sage_lct)"]);
+    assert!(!legion.log().contains("task executed"), "{}", legion.log());
+}

@@ -341,6 +341,21 @@ fn capabilities_are_signed_and_a_tampered_copy_is_refused() {
     run.assert_code(1);
     run.assert_stderr(&["not signed by a known peer", "does not verify"]);
 
+    // Thor's genuine signature over a document that claims to be Legion.
+    let mut claim = doc.clone();
+    claim["lct_id"] = serde_json::json!("legion_sage_lct");
+    claim["hardware"]["gpus"] = serde_json::json!([]);
+    let signed = sage_crypto::sign_envelope(
+        &keys.key("Thor"),
+        &env.payload_type,
+        &serde_json::to_vec(&claim).unwrap(),
+    );
+    let impostor_body = serde_json::to_vec(&signed).unwrap();
+    let impostor = FakeNode::start(move |_, _, _| Some((200, impostor_body.clone())));
+    let run = keys.run(&["capabilities", &impostor.addr.to_string()]);
+    run.assert_code(1);
+    run.assert_stderr(&["claim to be legion_sage_lct but are signed by Thor"]);
+
     // `sage health` shows the summary.
     let run = keys.run(&["health", &node.address()]);
     run.assert_code(0);

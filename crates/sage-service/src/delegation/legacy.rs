@@ -8,7 +8,7 @@ use sage_types::legacy::{signable_proof, LegacyProof, LegacyRequest, LegacyRespo
 use sage_types::ProofStatus;
 use serde_json::json;
 
-use super::{random_hex, ProofSummary, TaskSpec};
+use super::{ProofSummary, TaskSpec};
 use crate::clock::now_secs_f64;
 use crate::ProofError;
 
@@ -30,7 +30,7 @@ pub fn sign_task(key: &NodeKey, issuer: &str, spec: &TaskSpec) -> SignedLegacyTa
     let task_id = spec
         .task_id
         .clone()
-        .unwrap_or_else(|| format!("task_{}", random_hex(8)));
+        .unwrap_or_else(|| super::new_task_id(super::now_ms()));
     // Floats stay floats (`50.0`), as the Python client writes them.
     let task = json!({
         "task_id": task_id,

@@ -66,14 +66,19 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// A fresh task id: `task_`, the time in milliseconds (12 hex digits), then
+/// 8 random bytes. Starting with the time keeps the receiver's index of
+/// task ids growing at one end, so recording a task rewrites one hot index
+/// page instead of a random one; the random part keeps ids unique.
+pub(crate) fn new_task_id(now_ms: u64) -> String {
+    format!("task_{now_ms:012x}{}", random_hex(8))
+}
+
 /// Builds and signs a task from `issuer` for `audience` (LCT ids).
 pub fn sign_task(key: &NodeKey, issuer: &str, audience: &str, spec: &TaskSpec) -> SignedTask {
     let now = now_ms();
     let task = Task {
-        task_id: spec
-            .task_id
-            .clone()
-            .unwrap_or_else(|| format!("task_{}", random_hex(8))),
+        task_id: spec.task_id.clone().unwrap_or_else(|| new_task_id(now)),
         task_type: spec.task_type.clone(),
         issuer: issuer.to_owned(),
         audience: audience.to_owned(),

@@ -8,8 +8,10 @@
 //!   with the same proof ([`Store::begin_task`], [`Store::finish_task`]).
 //!   At start, tasks that were running become interrupted
 //!   ([`Store::interrupt_running`]).
-//! - `nonces`: the accepted (issuer, nonce) pairs, until their tasks could no
-//!   longer be accepted anyway ([`Store::prune`]).
+//!   The nonce of a task's first envelope is kept in its row.
+//! - `nonces`: the nonces of retries (other envelopes of a recorded task),
+//!   until their envelopes could no longer be accepted anyway
+//!   ([`Store::prune`]).
 //! - `ledger`: the delegator's record of what it sent where and what came
 //!   back, with per-peer statistics kept in the same transactions
 //!   ([`Store::record_delegation`], [`Store::peer_stats`]).
@@ -57,7 +59,7 @@ pub use error::StoreError;
 pub use ledger::{LedgerEntry, PeerStats, EWMA_ALPHA};
 pub use tasks::{Begin, TaskRecord};
 
-use worker::{Call, Db, Job};
+use worker::{Call, Db, Job, Mode};
 
 /// The database's file name in the state directory.
 pub const DB_FILE: &str = "sage.db";
@@ -160,26 +162,28 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(work, true).await
+        self.submit(
+            work,
+            Mode {
+                durable: true,
+                savepoint: true,
+            },
+        )
+        .await
     }
 
-    /// As [`Store::call`], but replies once committed, without waiting for
-    /// the disk: for a write whose loss at a power cut is harmless.
-    async fn call_relaxed<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// Runs `work` as [`worker::Mode`] says (see there when a job may go
+    /// without a savepoint); durable only if the node's durability asks.
+    async fn submit<T, F>(&self, work: F, mode: Mode) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(work, false).await
-    }
-
-    async fn submit<T, F>(&self, work: F, durable: bool) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        let durable = durable && self.inner.durability == Durability::PowerLoss;
-        let (call, reply) = Call::new(work, durable);
+        let mode = Mode {
+            durable: mode.durable && self.inner.durability == Durability::PowerLoss,
+            ..mode
+        };
+        let (call, reply) = Call::new(work, mode);
         let closed = || StoreError::Closed {
             path: self.inner.path.clone(),
         };
@@ -193,17 +197,26 @@ impl Store {
 
     /// Records a verified, admitted task before it runs, in one transaction:
     ///
-    /// 1. if it has a nonce and (issuer, nonce) is remembered until
-    ///    `received_at_ms` or later: [`Begin::Replayed`];
-    /// 2. if (issuer, task id) is new: recorded as running, its nonce
-    ///    remembered until `keep_until_ms`: [`Begin::Started`];
-    /// 3. if it is known with another digest: [`Begin::Conflict`] (the nonce
-    ///    is not recorded);
-    /// 4. else, the nonce is recorded (so this envelope cannot be replayed
-    ///    either) and: [`Begin::Done`] if a proof is stored, whatever the
-    ///    state; otherwise [`Begin::Running`] or [`Begin::Interrupted`].
+    /// 1. if (issuer, task id) is new: recorded as running, with its nonce
+    ///    remembered until `keep_until_ms`: [`Begin::Started`]. No nonce
+    ///    is looked up: the signature covers the task id, so an envelope
+    ///    that was seen before names a task that is recorded;
+    /// 2. if the task is recorded and this envelope's nonce (its first, or
+    ///    a retry's) is remembered until `received_at_ms` or later:
+    ///    [`Begin::Replayed`];
+    /// 3. if it is recorded with another digest: [`Begin::Conflict`] (the
+    ///    nonce is not recorded);
+    /// 4. else, the retry's nonce is recorded (so this envelope cannot be
+    ///    replayed either) and: [`Begin::Done`] if a proof is stored,
+    ///    whatever the state; otherwise [`Begin::Running`] or
+    ///    [`Begin::Interrupted`].
     pub async fn begin_task(&self, record: TaskRecord) -> Result<Begin, StoreError> {
-        self.call(move |db| tasks::begin(db, &record)).await
+        // One write at most, after every check: no savepoint needed.
+        let mode = Mode {
+            durable: true,
+            savepoint: false,
+        };
+        self.submit(move |db| tasks::begin(db, &record), mode).await
     }
 
     /// Stores the proof of a task begun here and marks it done. Finishing
@@ -222,8 +235,16 @@ impl Store {
         // so a power cut that loses this write makes the task `interrupted`
         // at the next start (a retry gets a signed proof saying so); it is
         // never run again. One fsync per task instead of two.
-        self.call_relaxed(move |db| tasks::finish(db, &issuer, &task_id, &proof, now_ms))
-            .await?;
+        // One write (the update), or none and an error: no savepoint.
+        let mode = Mode {
+            durable: false,
+            savepoint: false,
+        };
+        self.submit(
+            move |db| tasks::finish(db, &issuer, &task_id, &proof, now_ms),
+            mode,
+        )
+        .await?;
         self.inner.waiters.signal(&key);
         Ok(())
     }

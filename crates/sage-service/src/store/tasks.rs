@@ -58,70 +58,96 @@ pub(super) fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A recorded task as `begin` reads it.
+struct Existing {
+    digest: Vec<u8>,
+    state: String,
+    proof: Option<Vec<u8>>,
+    /// The nonce of its first envelope and until when it is remembered
+    /// (NULL in rows of schema version 2, whose nonces are in `nonces`).
+    nonce: Option<(String, i64)>,
+}
+
 pub(super) fn begin(db: &Db<'_>, record: &TaskRecord) -> Result<Begin, StoreError> {
     let conn = db.conn;
-    if let Some(nonce) = &record.nonce {
-        let kept_until: Option<i64> = conn
-            .prepare_cached("SELECT keep_until_ms FROM nonces WHERE issuer = ?1 AND nonce = ?2")
-            .and_then(|mut stmt| {
-                stmt.query_row(params![record.issuer, nonce], |row| row.get(0))
-                    .optional()
-            })
-            .map_err(|e| db.err(e))?;
-        if kept_until.is_some_and(|until| until >= ms(record.received_at_ms)) {
-            return Ok(Begin::Replayed);
-        }
-    }
-    let existing: Option<(Vec<u8>, String, Option<Vec<u8>>)> = conn
+    let existing: Option<Existing> = conn
         .prepare_cached(
-            "SELECT content_digest, state, proof FROM tasks WHERE issuer = ?1 AND task_id = ?2",
+            "SELECT content_digest, state, proof, nonce, keep_until_ms
+             FROM tasks WHERE issuer = ?1 AND task_id = ?2",
         )
         .and_then(|mut stmt| {
             stmt.query_row(params![record.issuer, record.task_id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                let nonce: Option<String> = row.get(3)?;
+                let until: Option<i64> = row.get(4)?;
+                Ok(Existing {
+                    digest: row.get(0)?,
+                    state: row.get(1)?,
+                    proof: row.get(2)?,
+                    nonce: nonce.zip(until),
+                })
             })
             .optional()
         })
         .map_err(|e| db.err(e))?;
-    let begin = match existing {
-        None => {
-            conn.prepare_cached(
-                "INSERT INTO tasks (issuer, task_id, content_digest, envelope, task_type, state, received_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    record.issuer,
-                    record.task_id,
-                    &record.content_digest[..],
-                    record.envelope,
-                    record.task_type,
-                    ms(record.received_at_ms),
-                ])
-            })
-            .map_err(|e| db.err(e))?;
-            Begin::Started
-        }
-        // A refusal: the nonce is not recorded (nothing was accepted).
-        Some((digest, _, _)) if digest[..] != record.content_digest[..] => {
-            return Ok(Begin::Conflict)
-        }
-        Some((_, _, Some(proof))) => Begin::Done { proof },
-        Some((_, state, None)) => match state.as_str() {
-            "running" => Begin::Running,
-            "interrupted" => Begin::Interrupted,
-            _ => {
-                return Err(StoreError::bad_value(
-                    db.path,
-                    format!(
-                        "task {:?} of {:?} is {state:?} without a proof",
-                        record.task_id, record.issuer
-                    ),
-                ))
-            }
-        },
+    // A new task: one row, carrying its nonce. No nonce lookup is needed:
+    // the signature covers the task id, so an envelope seen before names a
+    // task that is recorded.
+    let Some(existing) = existing else {
+        conn.prepare_cached(
+            "INSERT INTO tasks (issuer, task_id, content_digest, envelope, task_type, state,
+                                received_at_ms, nonce, keep_until_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                record.issuer,
+                record.task_id,
+                &record.content_digest[..],
+                record.envelope,
+                record.task_type,
+                ms(record.received_at_ms),
+                record.nonce,
+                record.nonce.as_ref().map(|_| ms(record.keep_until_ms)),
+            ])
+        })
+        .map_err(|e| db.err(e))?;
+        return Ok(Begin::Started);
     };
     if let Some(nonce) = &record.nonce {
+        let kept_until = match &existing.nonce {
+            Some((first, until)) if first == nonce => Some(*until),
+            _ => conn
+                .prepare_cached("SELECT keep_until_ms FROM nonces WHERE issuer = ?1 AND nonce = ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![record.issuer, nonce], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(|e| db.err(e))?,
+        };
+        if kept_until.is_some_and(|until| until >= ms(record.received_at_ms)) {
+            return Ok(Begin::Replayed);
+        }
+    }
+    // A refusal: the nonce is not recorded (nothing was accepted).
+    if existing.digest[..] != record.content_digest[..] {
+        return Ok(Begin::Conflict);
+    }
+    let begin = match (existing.proof, existing.state.as_str()) {
+        (Some(proof), _) => Begin::Done { proof },
+        (None, "running") => Begin::Running,
+        (None, "interrupted") => Begin::Interrupted,
+        (None, state) => {
+            return Err(StoreError::bad_value(
+                db.path,
+                format!(
+                    "task {:?} of {:?} is {state:?} without a proof",
+                    record.task_id, record.issuer
+                ),
+            ))
+        }
+    };
+    if let Some(nonce) = &record.nonce {
+        // A retry's envelope: remembered so that it cannot come back either.
         // The pair may be there, expired: it is remembered anew.
         conn.prepare_cached(
             "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES (?1, ?2, ?3)

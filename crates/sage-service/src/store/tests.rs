@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::worker::{self, Call, Db, Job};
+use super::worker::{self, Call, Db, Job, Mode};
 use super::*;
 
 fn record(issuer: &str, task_id: &str, nonce: Option<&str>, digest: u8) -> TaskRecord {
@@ -82,8 +82,8 @@ async fn open_creates_a_wal_database_at_the_current_version() {
     }
     let path = store.path().to_path_buf();
     assert_eq!(pragma::<String>(&path, "journal_mode"), "wal");
-    assert_eq!(pragma::<u32>(&path, "user_version"), 2);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(pragma::<u32>(&path, "user_version"), 3);
+    assert_eq!(SCHEMA_VERSION, 3);
     assert_eq!(
         pragma::<i32>(&path, "application_id"),
         schema::APPLICATION_ID
@@ -247,88 +247,109 @@ async fn the_same_task_id_with_another_digest_is_a_conflict() {
 }
 
 #[tokio::test]
-async fn a_nonce_is_refused_again_also_after_a_restart() {
+async fn an_envelope_is_refused_again_also_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
+    let first = record("alice", "t1", Some("n1"), 1);
+    assert_eq!(
+        store.begin_task(first.clone()).await.unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store.begin_task(first.clone()).await.unwrap(),
+        Begin::Replayed
+    );
+    // A retry: another envelope (nonce) of the same task.
+    let retry = record("alice", "t1", Some("n2"), 1);
+    assert_eq!(
+        store.begin_task(retry.clone()).await.unwrap(),
+        Begin::Running
+    );
+    close(store).await;
+
+    let store = Store::open(dir.path()).unwrap();
+    // Both envelopes are still refused: the first nonce is in the task's
+    // row, the retry's in `nonces`.
+    assert_eq!(store.begin_task(first).await.unwrap(), Begin::Replayed);
+    assert_eq!(store.begin_task(retry).await.unwrap(), Begin::Replayed);
+    // The same nonce from another issuer is another envelope.
     assert_eq!(
         store
-            .begin_task(record("alice", "t1", Some("n1"), 1))
+            .begin_task(record("bob", "t1", Some("n1"), 1))
             .await
             .unwrap(),
         Begin::Started
     );
+    // So is a task of the same issuer that happens to use the same nonce:
+    // its envelope was signed for that task id, so it replays nothing.
     assert_eq!(
         store
             .begin_task(record("alice", "t2", Some("n1"), 2))
             .await
             .unwrap(),
-        Begin::Replayed
-    );
-    close(store).await;
-
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        store
-            .begin_task(record("alice", "t3", Some("n1"), 3))
-            .await
-            .unwrap(),
-        Begin::Replayed
-    );
-    // The same nonce from another issuer is another pair.
-    assert_eq!(
-        store
-            .begin_task(record("bob", "t3", Some("n1"), 3))
-            .await
-            .unwrap(),
         Begin::Started
     );
     close(store).await;
 }
 
 #[tokio::test]
-async fn an_expired_nonce_is_pruned_then_admitted_again() {
+async fn an_expired_nonce_is_pruned_then_the_envelope_gets_the_stored_answer() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut first = record("alice", "t1", Some("n1"), 1);
     first.keep_until_ms = 5_000;
-    assert_eq!(store.begin_task(first).await.unwrap(), Begin::Started);
-    let mut other = record("alice", "t2", Some("n2"), 1);
+    assert_eq!(
+        store.begin_task(first.clone()).await.unwrap(),
+        Begin::Started
+    );
+    let mut retry = record("alice", "t1", Some("n2"), 1);
+    retry.keep_until_ms = 5_000;
+    assert_eq!(
+        store.begin_task(retry.clone()).await.unwrap(),
+        Begin::Running
+    );
+    let mut other = record("alice", "t2", Some("n3"), 2);
     other.keep_until_ms = 50_000;
-    assert_eq!(store.begin_task(other).await.unwrap(), Begin::Started);
+    assert_eq!(
+        store.begin_task(other.clone()).await.unwrap(),
+        Begin::Started
+    );
+    let mut other_retry = record("alice", "t2", Some("n4"), 2);
+    other_retry.keep_until_ms = 50_000;
+    assert_eq!(store.begin_task(other_retry).await.unwrap(), Begin::Running);
 
     // Kept until 5000 inclusive.
     assert_eq!(store.prune(5_000).await.unwrap(), 0);
-    let mut at_limit = record("alice", "t3", Some("n1"), 3);
-    at_limit.received_at_ms = 5_000;
-    assert_eq!(store.begin_task(at_limit).await.unwrap(), Begin::Replayed);
+    for envelope in [&first, &retry] {
+        let mut at_limit = envelope.clone();
+        at_limit.received_at_ms = 5_000;
+        assert_eq!(store.begin_task(at_limit).await.unwrap(), Begin::Replayed);
+    }
 
+    // The retry's nonce (n2) goes; n4 is kept until 50000.
     assert_eq!(store.prune(5_001).await.unwrap(), 1);
     assert_eq!(store.prune(5_001).await.unwrap(), 0);
-    let mut later = record("alice", "t3", Some("n1"), 3);
-    later.received_at_ms = 6_000;
-    later.keep_until_ms = 20_000;
-    assert_eq!(store.begin_task(later).await.unwrap(), Begin::Started);
-    // Remembered anew until 20000.
-    let mut again = record("alice", "t4", Some("n1"), 4);
+    // Past its time, an envelope of the task is no replay (a node refuses it
+    // as expired before the store sees it); the store answers as to a retry.
+    store
+        .finish_task("alice", "t1", b"p1".to_vec(), 5_500)
+        .await
+        .unwrap();
+    for envelope in [first, retry] {
+        let mut later = envelope;
+        later.received_at_ms = 6_000;
+        later.keep_until_ms = 20_000;
+        assert_eq!(
+            store.begin_task(later).await.unwrap(),
+            Begin::Done {
+                proof: b"p1".to_vec()
+            }
+        );
+    }
+    let mut again = record("alice", "t1", Some("n2"), 1);
     again.received_at_ms = 7_000;
+    // n2 is remembered anew, until 20000.
     assert_eq!(store.begin_task(again).await.unwrap(), Begin::Replayed);
-}
-
-#[tokio::test]
-async fn an_expired_nonce_not_yet_pruned_is_admitted_and_kept_anew() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let mut first = record("alice", "t1", Some("n1"), 1);
-    first.keep_until_ms = 5_000;
-    assert_eq!(store.begin_task(first).await.unwrap(), Begin::Started);
-    let mut later = record("alice", "t2", Some("n1"), 2);
-    later.received_at_ms = 6_000;
-    later.keep_until_ms = 9_000;
-    assert_eq!(store.begin_task(later).await.unwrap(), Begin::Started);
-    assert_eq!(store.prune(8_000).await.unwrap(), 0);
-    let mut third = record("alice", "t3", Some("n1"), 3);
-    third.received_at_ms = 8_500;
-    assert_eq!(store.begin_task(third).await.unwrap(), Begin::Replayed);
 }
 
 #[tokio::test]
@@ -440,6 +461,8 @@ async fn concurrent_begins_of_one_task_start_it_once() {
         }
     }
     assert_eq!(started, 1);
+    // The first envelope's nonce is in the task's row; the 19 retries' in
+    // `nonces`.
     let nonces: i64 = store
         .call(|db| {
             db.conn
@@ -448,7 +471,7 @@ async fn concurrent_begins_of_one_task_start_it_once() {
         })
         .await
         .unwrap();
-    assert_eq!(nonces, 20);
+    assert_eq!(nonces, 19);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -675,14 +698,25 @@ async fn peer_stats_count_by_status_and_average_the_latest_most() {
 
 #[tokio::test]
 async fn a_version_1_database_is_migrated_and_keeps_its_data() {
+    migrated_keeps_its_data(1).await;
+}
+
+#[tokio::test]
+async fn a_version_2_database_is_migrated_and_keeps_its_data() {
+    migrated_keeps_its_data(2).await;
+}
+
+/// A database of schema `version` with a finished task and a retry's
+/// nonce, opened by this code: migrated, same answers.
+async fn migrated_keeps_its_data(version: u32) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(DB_FILE);
     {
-        let conn = schema::open(&path, 1).unwrap();
+        let conn = schema::open(&path, version).unwrap();
         assert_eq!(
             conn.query_row("PRAGMA user_version", [], |row| row.get::<_, u32>(0))
                 .unwrap(),
-            1
+            version
         );
         conn.execute(
             "INSERT INTO tasks (issuer, task_id, content_digest, envelope, task_type, state, received_at_ms, proof)
@@ -695,18 +729,18 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
             [],
         )
         .unwrap();
-        let no_index: i64 = conn
+        let index: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'nonces_by_expiry'",
                 [],
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(no_index, 0);
+        assert_eq!(index, i64::from(version >= 2));
     }
 
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(pragma::<u32>(&path, "user_version"), 2);
+    assert_eq!(pragma::<u32>(&path, "user_version"), SCHEMA_VERSION);
     let indexes: i64 = store
         .call(|db| {
             db.conn
@@ -727,9 +761,18 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
         store.begin_task(old).await.unwrap(),
         Begin::Done { proof: vec![0xaa] }
     );
-    let mut replay = record("alice", "other", Some("n-old"), 4);
+    // An envelope of the old task seen before the migration: its nonce is
+    // in `nonces` (the old row has none of its own).
+    let mut replay = record("alice", "old", Some("n-old"), 3);
     replay.received_at_ms = 10;
     assert_eq!(store.begin_task(replay).await.unwrap(), Begin::Replayed);
+    // New tasks keep their nonce in their row.
+    let fresh = record("alice", "new", Some("n-fresh"), 5);
+    assert_eq!(
+        store.begin_task(fresh.clone()).await.unwrap(),
+        Begin::Started
+    );
+    assert_eq!(store.begin_task(fresh).await.unwrap(), Begin::Replayed);
     close(store).await;
 }
 
@@ -750,7 +793,7 @@ async fn a_database_from_a_newer_sage_is_refused() {
             supported,
         } => {
             assert_eq!(p, &path);
-            assert_eq!((*found, *supported), (7, 2));
+            assert_eq!((*found, *supported), (7, 3));
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -865,7 +908,10 @@ fn insert_job(
             }
             Ok(())
         },
-        true,
+        Mode {
+            durable: true,
+            savepoint: true,
+        },
     );
     (Box::new(call), reply)
 }
@@ -880,7 +926,10 @@ fn one_failing_job_does_not_fail_its_batch() {
     let (c, reply_c) = insert_job("c", false);
     let (d, reply_d) = Call::new(
         |_: &Db<'_>| -> Result<(), StoreError> { panic!("a bug") },
-        true,
+        Mode {
+            durable: true,
+            savepoint: true,
+        },
     );
     let mut batch: Vec<Box<dyn Job>> = vec![a, b, Box::new(d), c];
     worker::run_batch(&conn, &path, &mut batch);

@@ -47,14 +47,26 @@ pub(super) trait Job: Send {
     fn fail(&mut self, error: &StoreError);
     /// Sends the outcome to the caller (who may have stopped waiting).
     fn reply(self: Box<Self>);
-    /// Whether its commit must reach the disk before the reply (an fsync):
-    /// true but for writes whose loss at a power cut is harmless.
-    fn durable(&self) -> bool;
+    /// How it is committed.
+    fn mode(&self) -> Mode;
+}
+
+/// How a job is run and committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Mode {
+    /// Its commit must reach the disk before the reply (an fsync): true but
+    /// for writes whose loss at a power cut is harmless.
+    pub(super) durable: bool,
+    /// It runs in its own savepoint, so that its failure undoes its writes
+    /// alone. A job that makes at most one write, after every check that
+    /// can fail, needs none (SQLite undoes a failed statement itself), and
+    /// saves the savepoint's page copies: the request path's jobs are such.
+    pub(super) savepoint: bool,
 }
 
 /// A job made of a closure and the channel its result goes back on.
 pub(super) struct Call<T, F> {
-    durable: bool,
+    mode: Mode,
     work: Option<F>,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
@@ -62,10 +74,10 @@ pub(super) struct Call<T, F> {
 
 impl<T, F> Call<T, F> {
     /// The job, and the receiver of its outcome.
-    pub(super) fn new(work: F, durable: bool) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
+    pub(super) fn new(work: F, mode: Mode) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
         let (reply, receiver) = oneshot::channel();
         let call = Call {
-            durable,
+            mode,
             work: Some(work),
             outcome: None,
             reply,
@@ -97,8 +109,8 @@ where
         result
     }
 
-    fn durable(&self) -> bool {
-        self.durable
+    fn mode(&self) -> Mode {
+        self.mode
     }
 
     fn fail(&mut self, error: &StoreError) {
@@ -173,24 +185,30 @@ pub(super) fn run_batch(conn: &Connection, path: &Path, batch: &mut Vec<Box<dyn 
 /// The error that fails the whole batch, if any.
 fn run_in_transaction(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Option<StoreError> {
     let conn = db.conn;
+    // Transaction control goes through the statement cache: parsing these
+    // for every job cost more than running them.
+    let exec = |sql: &str| -> rusqlite::Result<()> {
+        conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    };
     // In WAL mode, NORMAL commits without an fsync; the next FULL commit
     // syncs everything before it too. A batch is FULL if any job needs it.
-    let sync = if batch.iter().any(|job| job.durable()) {
-        "FULL"
+    let sync = if batch.iter().any(|job| job.mode().durable) {
+        "PRAGMA synchronous = FULL"
     } else {
-        "NORMAL"
+        "PRAGMA synchronous = NORMAL"
     };
-    if let Err(error) = conn.pragma_update(None, "synchronous", sync) {
-        return Some(db.err(error));
-    }
-    if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(error) = exec(sync).and_then(|()| exec("BEGIN IMMEDIATE")) {
         return Some(db.err(error));
     }
     let mut aborted = None;
     for job in batch.iter_mut() {
-        if let Err(error) = conn.execute_batch("SAVEPOINT job") {
-            aborted = Some(db.err(error));
-            break;
+        let savepoint = job.mode().savepoint;
+        if savepoint {
+            if let Err(error) = exec("SAVEPOINT job") {
+                aborted = Some(db.err(error));
+                break;
+            }
         }
         let outcome = job.run(db);
         if conn.is_autocommit() {
@@ -202,19 +220,22 @@ fn run_in_transaction(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Option<StoreEr
             }));
             break;
         }
+        if !savepoint {
+            continue;
+        }
         let end = if outcome.is_ok() {
-            "RELEASE job"
+            exec("RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            exec("ROLLBACK TO job").and_then(|()| exec("RELEASE job"))
         };
-        if let Err(error) = conn.execute_batch(end) {
+        if let Err(error) = end {
             aborted = Some(db.err(error));
             break;
         }
     }
     let failure = match aborted {
         Some(error) => Some(error),
-        None => conn.execute_batch("COMMIT").err().map(|e| db.err(e)),
+        None => exec("COMMIT").err().map(|e| db.err(e)),
     };
     if failure.is_some() && !conn.is_autocommit() {
         // Nothing more to report if this fails too: the batch has failed.

@@ -109,6 +109,20 @@ pub struct LimitsSection {
     pub max_task_lifetime: Option<Secs>,
     /// Drain deadline at shutdown.
     pub drain_timeout: Option<Secs>,
+    /// Time to send a request's headers.
+    pub header_read_timeout: Option<Secs>,
+    /// Time to send a request's body.
+    pub body_read_timeout: Option<Secs>,
+    /// Idle time of a kept-alive connection.
+    pub idle_timeout: Option<Secs>,
+    /// Connections open at once.
+    pub max_connections: Option<usize>,
+    /// Requests handled at once.
+    pub max_concurrent_requests: Option<usize>,
+    /// Tasks per second per verified peer.
+    pub peer_rate: Option<f64>,
+    /// Burst of tasks per peer.
+    pub peer_burst: Option<u32>,
 }
 
 /// The kinds of executor.
@@ -356,6 +370,15 @@ impl ConfigFile {
             clock_skew: l.clock_skew.map_or(d.clock_skew, |s| s.0),
             max_task_lifetime: l.max_task_lifetime.map_or(d.max_task_lifetime, |s| s.0),
             drain_timeout: l.drain_timeout.map_or(d.drain_timeout, |s| s.0),
+            header_read_timeout: l.header_read_timeout.map_or(d.header_read_timeout, |s| s.0),
+            body_read_timeout: l.body_read_timeout.map_or(d.body_read_timeout, |s| s.0),
+            idle_timeout: l.idle_timeout.map_or(d.idle_timeout, |s| s.0),
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            max_concurrent_requests: l
+                .max_concurrent_requests
+                .unwrap_or(d.max_concurrent_requests),
+            peer_rate: l.peer_rate.or(d.peer_rate),
+            peer_burst: l.peer_burst.or(d.peer_burst),
         }
     }
 

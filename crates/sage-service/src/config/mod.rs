@@ -17,6 +17,26 @@ pub struct Limits {
     pub max_task_lifetime: Duration,
     /// How long in-flight tasks may run after a shutdown signal (default 30 s).
     pub drain_timeout: Duration,
+    /// How long a client may take to send a request's headers, from its
+    /// first byte (default 10 s): a slowloris client is cut off after it.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body (default 30 s).
+    pub body_read_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests
+    /// (default 120 s).
+    pub idle_timeout: Duration,
+    /// Most connections open at once (default 4096); more wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
+    /// Most requests handled at once, all peers together (default 1024);
+    /// more are refused `busy` (503) before their body is read.
+    pub max_concurrent_requests: usize,
+    /// Tasks per second a verified peer may send (token bucket refilled at
+    /// this rate); `None` (the default): no per-peer limit.
+    pub peer_rate: Option<f64>,
+    /// The bucket's size: tasks a peer may send at once after a quiet
+    /// period (default: twice `peer_rate`, at least 1).
+    pub peer_burst: Option<u32>,
 }
 
 impl Default for Limits {
@@ -26,6 +46,13 @@ impl Default for Limits {
             clock_skew: Duration::from_secs(300),
             max_task_lifetime: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 4096,
+            max_concurrent_requests: 1024,
+            peer_rate: None,
+            peer_burst: None,
         }
     }
 }

@@ -23,8 +23,11 @@ trap cleanup EXIT
 "$sage" --keys-dir "$work" keygen --name Thor >/dev/null 2>&1
 "$sage" --keys-dir "$work" keygen --name Sprout >/dev/null 2>&1
 
+# Room for the 10,000 idle connections of the last probe (the default
+# limits.max_connections is 4096; beyond it the node stops accepting).
+printf '[limits]\nmax_connections = 12000\n' >"$work/sage.toml"
 # The banner (sage=info) but no line per task (sage_service=warn).
-SAGE_LOG=warn,sage=info "$sage" --keys-dir "$work" --state-dir "$work/thor-state" serve --name Thor --host 127.0.0.1 --port 0 2>"$work/thor.log" &
+SAGE_LOG=warn,sage=info "$sage" --keys-dir "$work" --state-dir "$work/thor-state" serve --config "$work/sage.toml" --name Thor --host 127.0.0.1 --port 0 2>"$work/thor.log" &
 thor_pid=$!; pids+=($thor_pid)
 python3 tests/legacy/python_node.py serve --name Sprout --keys-dir "$work" >"$work/sprout.out" 2>/dev/null &
 pids+=($!)

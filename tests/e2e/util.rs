@@ -1,5 +1,6 @@
 //! Helpers: temporary key directories, `sage` processes, raw HTTP.
 
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,11 @@ pub fn sage() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sage"));
     cmd.env_remove("SAGE_KEYS_DIR")
         .env_remove("STATE_DIRECTORY")
+        // The runner's own systemd settings, if any; tests pass their own.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("CREDENTIALS_DIRECTORY")
         .env("SAGE_LOG", "info");
     // Never the working directory's ./state: each test passes its own.
     cmd.env(
@@ -31,7 +37,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Self {
+    pub fn from(output: Output) -> Self {
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -138,7 +144,13 @@ impl Keys {
 
     /// Starts `sage serve --name NAME` on a free loopback port.
     pub fn serve(&self, name: &str, extra: &[&str]) -> Node {
-        Node::start(&self.path, &self.state_dir(), name, extra)
+        Node::start(&self.path, &self.state_dir(), name, extra, &[])
+    }
+
+    /// [`Keys::serve`] with extra environment variables (systemd's
+    /// `NOTIFY_SOCKET`, `WATCHDOG_USEC`, `CREDENTIALS_DIRECTORY`).
+    pub fn serve_with_env(&self, name: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Node {
+        Node::start(&self.path, &self.state_dir(), name, extra, env)
     }
 }
 
@@ -150,9 +162,16 @@ pub struct Node {
 }
 
 impl Node {
-    fn start(keys: &Path, state: &Path, name: &str, extra: &[&str]) -> Node {
+    fn start(
+        keys: &Path,
+        state: &Path,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &OsStr)],
+    ) -> Node {
         let mut child = sage()
             .env("SAGE_STATE_DIR", state)
+            .envs(env.iter().copied())
             .arg("--keys-dir")
             .arg(keys)
             .args([
@@ -176,8 +195,15 @@ impl Node {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
+                // `listening on http://ADDR`, or https:// with --tls-cert.
+                let url = line.split("listening on http://").nth(1);
+                if let Some(rest) = url.or_else(|| line.split("listening on https://").nth(1)) {
+                    // The address ends where a JSON log line's quote starts.
+                    let addr = rest
+                        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                        .next()
+                        .unwrap_or_default();
+                    let _ = tx.send(addr.to_owned());
                 }
                 sink.lock().unwrap().push(line);
             }
@@ -202,6 +228,11 @@ impl Node {
 
     pub fn port(&self) -> String {
         self.addr.port().to_string()
+    }
+
+    /// The process id (systemd's `MAINPID`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything the node logged so far.
@@ -305,12 +336,27 @@ impl HttpAnswer {
 /// Sends one raw HTTP/1.1 request, as any client (or attacker) could, and
 /// reads the answer until the server closes the connection.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpAnswer {
+    http_with(addr, method, path, &[], body)
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();

@@ -44,6 +44,7 @@ failed_from!(
     sage_service::KeyDirError,
     sage_service::ClientError,
     sage_service::DelegateError,
+    sage_service::TlsError,
     std::io::Error
 );
 

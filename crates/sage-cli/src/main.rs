@@ -25,8 +25,23 @@ struct Cli {
     #[arg(long, global = true, env = "SAGE_STATE_DIR")]
     state_dir: Option<PathBuf>,
 
+    /// Log lines as text, or as one JSON object per line (for journald and
+    /// log shippers).
+    #[arg(long, global = true, env = "SAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// `TIME LEVEL span{fields}: message fields`.
+    Text,
+    /// One JSON object per line: timestamp, level, fields (message
+    /// included), and the spans (the request's id among them).
+    Json,
 }
 
 /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `./state`.
@@ -65,11 +80,14 @@ enum Command {
     /// Check a config file and print the effective configuration.
     #[command(subcommand)]
     Config(cmd::config::Command),
+    /// TLS certificates for `sage serve --tls-cert`: make a self-signed one, print a fingerprint.
+    #[command(subcommand)]
+    Tls(cmd::tls::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     // `serve` may take the key directory from its config file instead.
     let keys_dir = cli
         .keys_dir
@@ -84,12 +102,13 @@ fn main() -> ExitCode {
         Command::Proofs(command) => cmd::proofs::run(keys_dir, &state_dir, command),
         Command::Config(command) => cmd::config::run(command),
         Command::Delegate(args) => cmd::delegate::run(keys_dir, &state_dir, args),
-        Command::Health(args) => cmd::health::run(args),
+        Command::Health(args) => cmd::health::run(keys_dir, args),
         Command::Bench(args) => cmd::bench::run(keys_dir, args),
         Command::Capabilities(args) => cmd::capabilities::run(keys_dir, args),
         Command::Keygen(args) => cmd::keygen::run(keys_dir, args),
         Command::Key(command) => cmd::key::run(keys_dir, command),
         Command::Peer(command) => cmd::peer::run(keys_dir, &state_dir, command),
+        Command::Tls(command) => cmd::tls::run(keys_dir, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,13 +119,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
 }

@@ -99,3 +99,11 @@ pub enum TrustError {
         second: String,
     },
 }
+
+/// A certificate fingerprint that is not `sha256:` and 64 hex digits.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid certificate fingerprint {given:?}: expected sha256: and 64 hex digits, as `sage tls fingerprint CERT.pem` prints")]
+pub struct FingerprintError {
+    /// The text given.
+    pub given: String,
+}

@@ -9,6 +9,8 @@
 //! - [`trust`]: the [`TrustStore`] of known peers.
 //! - [`digest`]: the `sha256:` digests that proofs carry.
 //! - [`legacy`]: the Python original's hex signatures over canonical JSON.
+//! - [`tls`]: how a peer's TLS certificate is trusted ([`TlsTrust`]: web PKI,
+//!   a CA file, or a pinned [`CertFingerprint`]).
 //!
 //! Like `sage-types`, this crate does no I/O: reading and writing key files
 //! and `peers.toml` is the service's job.
@@ -19,9 +21,11 @@ pub mod envelope;
 mod error;
 pub mod keys;
 pub mod legacy;
+pub mod tls;
 pub mod trust;
 
 pub use envelope::{sign_envelope, verify_envelope, verify_envelope_with, Verified};
-pub use error::{KeyFileError, KeyParseError, TrustError, VerifyError};
+pub use error::{FingerprintError, KeyFileError, KeyParseError, TrustError, VerifyError};
 pub use keys::{KeyId, NodeKey, PublicKey};
+pub use tls::{CertFingerprint, TlsTrust};
 pub use trust::{Peer, PeerSource, Protocol, TrustStore};

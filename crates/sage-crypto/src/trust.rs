@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::{KeyId, PublicKey, TrustError};
+use crate::{KeyId, PublicKey, TlsTrust, TrustError};
 
 /// Which wire protocol a peer speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +63,8 @@ pub struct Peer {
     pub address: Option<String>,
     /// The protocol to speak to it.
     pub protocol: Protocol,
+    /// How to trust its TLS certificate when its address is `https://`.
+    pub tls: TlsTrust,
     /// Where the store learned of it (one or more places that agree).
     pub sources: Vec<PeerSource>,
 }
@@ -77,6 +79,7 @@ impl Peer {
             key_id: public_key.key_id(),
             address: None,
             protocol: Protocol::V1,
+            tls: TlsTrust::WebPki,
             sources: vec![source],
         }
     }
@@ -99,8 +102,8 @@ pub struct TrustStore {
 
 impl TrustStore {
     /// Adds `peer`. A second record of the same platform with the same key
-    /// merges into the first (its sources are added, a missing address is
-    /// filled in).
+    /// merges into the first (its sources are added, a missing address or
+    /// TLS setting is filled in).
     ///
     /// # Errors
     /// [`TrustError::ConflictingKeys`] when the platform is known with
@@ -120,6 +123,9 @@ impl TrustStore {
             }
             if known.address.is_none() {
                 known.address = peer.address;
+            }
+            if known.tls.is_default() {
+                known.tls = peer.tls;
             }
             known.sources.extend(peer.sources);
             return Ok(());
@@ -218,6 +224,8 @@ mod tests {
         let mut store = TrustStore::default();
         let mut from_file = peer("Sprout", &key, PeerSource::PeersFile("peers.toml".into()));
         from_file.address = Some("10.0.0.2:50051".into());
+        let pin = TlsTrust::Fingerprint(crate::CertFingerprint::of_der(b"cert"));
+        from_file.tls = pin.clone();
         store.insert(from_file).unwrap();
         store
             .insert(peer(
@@ -230,6 +238,10 @@ mod tests {
         let sprout = store.find("Sprout").unwrap();
         assert_eq!(sprout.sources.len(), 2);
         assert_eq!(sprout.address.as_deref(), Some("10.0.0.2:50051"));
+        assert_eq!(
+            sprout.tls, pin,
+            "the key file's default TLS trust does not override"
+        );
         assert_eq!(
             sprout.sources_text(),
             "peers file peers.toml, key file Sprout_ed25519.key"

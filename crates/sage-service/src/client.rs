@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use sage_crypto::TlsTrust;
 use sage_types::health::HEALTHY;
 use sage_types::legacy::{LegacyRequest, LegacyResponse};
 use sage_types::{Envelope, Health, Problem};
@@ -10,27 +11,45 @@ use crate::ClientError;
 
 /// An HTTP client for `sage` nodes. Clone it freely: connections are pooled
 /// and shared.
+///
+/// Its TLS trust (for `https://` addresses) is fixed when it is built: use
+/// [`Client::with_tls`] with the peer's [`TlsTrust`] to talk to a peer with
+/// a pinned or privately issued certificate.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
 }
 
 impl Client {
-    /// A client. Proxy settings from the environment are ignored: a fleet
-    /// talks to its nodes directly.
+    /// A client that trusts the built-in web PKI roots for `https://`.
+    /// Proxy settings from the environment are ignored: a fleet talks to
+    /// its nodes directly.
     ///
     /// # Errors
     /// When the TLS backend cannot start.
     pub fn new() -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_tls(&TlsTrust::WebPki)
+    }
+
+    /// A client whose `https://` connections trust what `trust` says: the
+    /// web PKI roots, the CA(s) of a PEM file, or exactly one certificate
+    /// by fingerprint. Plain `http://` addresses work the same with any.
+    ///
+    /// # Errors
+    /// [`ClientError::TlsSettings`] for a CA file that cannot be read or
+    /// holds no certificate.
+    pub fn with_tls(trust: &TlsTrust) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
-            .user_agent(concat!("sage/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::BadAddress {
-                addr: String::new(),
-                detail: format!("cannot build HTTP client: {e}"),
-            })?;
+            .user_agent(concat!("sage/", env!("CARGO_PKG_VERSION")));
+        if let Some(config) = crate::tls::client_config(trust)? {
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder.build().map_err(|e| ClientError::BadAddress {
+            addr: String::new(),
+            detail: format!("cannot build HTTP client: {e}"),
+        })?;
         Ok(Client { http })
     }
 
@@ -239,14 +258,38 @@ fn transport_error(addr: &str, timeout: Duration, err: &reqwest::Error) -> Clien
             after: timeout,
         };
     }
-    // The innermost cause says what happened ("Connection refused").
+    // The innermost cause says what happened ("Connection refused"), unless
+    // a TLS error is on the way: then that does.
     let mut cause: &dyn std::error::Error = err;
-    while let Some(next) = cause.source() {
-        cause = next;
+    loop {
+        if let Some(tls) = as_tls_error(cause) {
+            return ClientError::Tls {
+                addr: addr.to_owned(),
+                detail: crate::tls::describe_tls_error(tls),
+            };
+        }
+        match cause.source() {
+            Some(next) => cause = next,
+            None => break,
+        }
     }
     ClientError::Unreachable {
         addr: addr.to_owned(),
         detail: cause.to_string(),
+    }
+}
+
+/// The rustls error in `cause`, which is either one or an I/O error that
+/// carries one, maybe inside another I/O error (the way TLS streams report
+/// handshake failures; `io::Error::source` skips the error it carries).
+fn as_tls_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cause = cause;
+    loop {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let carried = cause.downcast_ref::<std::io::Error>()?.get_ref()?;
+        cause = carried;
     }
 }
 

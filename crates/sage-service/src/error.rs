@@ -152,6 +152,20 @@ pub enum ClientError {
         /// The status it reported.
         status: String,
     },
+    /// The TLS handshake failed: the certificate is not the pinned one,
+    /// not issued by the CA, not for this name, or the node does not speak
+    /// TLS.
+    #[error("TLS with {addr} failed: {detail}")]
+    Tls {
+        /// The address.
+        addr: String,
+        /// What went wrong and what to check.
+        detail: String,
+    },
+    /// The TLS settings for the peer cannot be used (a CA file that cannot
+    /// be read, say).
+    #[error(transparent)]
+    TlsSettings(#[from] TlsError),
 }
 
 /// Why a proof returned by a peer is not accepted.
@@ -217,5 +231,81 @@ pub enum DelegateError {
         expected: String,
         /// What answered.
         found: String,
+    },
+}
+
+/// Errors of TLS material: certificates, private keys, fingerprints.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A certificate or key file cannot be read.
+    #[error("cannot read TLS {what} {}: {source}", path.display())]
+    Read {
+        /// `certificate`, `private key` or `CA certificate`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// The file holds no PEM block of the expected kind.
+    #[error("{} is not a PEM {what} file: {detail}; expected a block starting with \"-----BEGIN {label}-----\" (`sage tls self-signed` writes one)", path.display())]
+    NotPem {
+        /// `certificate`, `private key` or `CA certificate`.
+        what: &'static str,
+        /// The PEM label expected (`CERTIFICATE`, `PRIVATE KEY`).
+        label: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the parser found.
+        detail: String,
+    },
+    /// A PEM certificate whose contents are not a valid certificate.
+    #[error("{} holds an invalid certificate: {detail}", path.display())]
+    BadCertificate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The private key is not the one of the certificate.
+    #[error("private key {} does not belong to certificate {} (their public keys differ); pass the key that was made with the certificate", key.display(), cert.display())]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The certificate and key cannot be used for another reason (an
+    /// unsupported key type, say).
+    #[error("cannot serve TLS with certificate {} and key {}: {detail}", cert.display(), key.display())]
+    Unusable {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// The TLS library's reason.
+        detail: String,
+    },
+    /// A file `sage tls self-signed` would overwrite.
+    #[error("{} already exists; pass --force to replace it (nodes that pinned the old certificate must pin the new one)", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Writing a certificate or key failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// A certificate cannot be made as asked (a name that is neither a DNS
+    /// name nor an IP address, say).
+    #[error("cannot make the certificate: {detail}")]
+    Generate {
+        /// What is wrong.
+        detail: String,
     },
 }

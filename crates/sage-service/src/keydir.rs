@@ -139,6 +139,32 @@ impl KeyDir {
         })
     }
 
+    /// Loads the identity of platform `name` with its private key read from
+    /// `key_path` instead of the directory (a systemd credential, see
+    /// [`crate::systemd::credential_identity`]). The name is spelled as the
+    /// directory's key file spells it, if it has one; the LCT id comes from
+    /// the directory as for [`KeyDir::load_identity`].
+    ///
+    /// # Errors
+    /// [`KeyDirError::InvalidName`], [`KeyDirError::Unreadable`] or
+    /// [`KeyDirError::Corrupt`] (naming `key_path`), or a `.lct` file that
+    /// cannot be read.
+    pub fn load_identity_from(&self, name: &str, key_path: &Path) -> Result<Identity, KeyDirError> {
+        let name = match self.find_key_file(name) {
+            Ok((spelled, _)) => spelled,
+            Err(KeyDirError::NotFound { .. }) => name.to_owned(),
+            Err(e) => return Err(e),
+        };
+        let key = read_key_file(&name, key_path)?;
+        Ok(Identity {
+            lct_id: self.lct_of(&name)?,
+            loose_mode: loose_mode(key_path),
+            key_path: key_path.to_owned(),
+            key,
+            name,
+        })
+    }
+
     /// Makes a new key for `name` (mode 0600), refusing to replace an
     /// existing one unless `force`. Records `lct_id` when it is not the
     /// default.

@@ -10,6 +10,10 @@
 //! - [`hardware`]: what the machine has, for the capabilities document.
 //! - [`config`]: the limits a node enforces.
 //! - [`bench`]: the load generator of `sage bench`.
+//! - [`tls`]: TLS for `sage serve` and for `https://` peers: loading the
+//!   certificate and key, pinning by fingerprint, self-signed certificates.
+//! - [`systemd`]: running as a systemd service: readiness, watchdog and
+//!   reload notifications (`sd_notify`), and the key as a credential.
 #![warn(missing_docs)]
 
 pub mod bench;
@@ -25,5 +29,7 @@ pub mod ledger;
 pub mod peers_file;
 pub mod server;
 pub mod store;
+pub mod systemd;
+pub mod tls;
 
-pub use error::{ClientError, DelegateError, KeyDirError, ProofError};
+pub use error::{ClientError, DelegateError, KeyDirError, ProofError, TlsError};

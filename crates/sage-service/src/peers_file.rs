@@ -8,11 +8,20 @@
 //! public_key = "8202edaa56d72167323fcb9f63e6f55698647a773e2c7d2931c6942c6f88ca05"
 //! address = "10.0.0.12:50051"   # optional
 //! protocol = "v1"               # or "legacy"; optional
+//!
+//! [[peer]]
+//! name = "Thor"
+//! lct_id = "thor_sage_lct"
+//! public_key = "eccfbf4734253857294266e60b63b594b1919e72f19b89aaab3256ed471cc95c"
+//! address = "https://thor.local:50051"
+//! # For https:// only, one of (without either, the built-in web PKI roots):
+//! tls_fingerprint = "sha256:3f1c..."  # exactly this certificate (names and dates ignored)
+//! # tls_ca = "thor-ca.pem"          # certificates issued by this CA (relative to this file)
 //! ```
 
 use std::path::{Path, PathBuf};
 
-use sage_crypto::{Peer, PeerSource, Protocol, PublicKey};
+use sage_crypto::{CertFingerprint, Peer, PeerSource, Protocol, PublicKey, TlsTrust};
 use serde::{Deserialize, Serialize};
 
 use crate::keydir::write_atomically;
@@ -43,6 +52,15 @@ pub struct PeerRecord {
     /// `v1` (default) or `legacy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
+    /// For an `https://` address: a PEM file of the CA(s) that issue the
+    /// peer's certificate (a self-signed certificate is its own CA);
+    /// relative to the peers file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// For an `https://` address: `sha256:HEX` of the one certificate the
+    /// peer may present (pinning; names and dates are not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// What [`PeersFile::add`] did.
@@ -153,10 +171,33 @@ impl PeerRecord {
                 )))
             }
         };
+        let tls = match (&self.tls_ca, &self.tls_fingerprint) {
+            (None, None) => TlsTrust::WebPki,
+            (Some(_), Some(_)) => {
+                return Err(bad("set tls_ca or tls_fingerprint, not both".into()))
+            }
+            (Some(ca), None) => TlsTrust::Ca(
+                path.parent()
+                    .filter(|_| ca.is_relative())
+                    .map_or_else(|| ca.clone(), |dir| dir.join(ca)),
+            ),
+            (None, Some(fp)) => TlsTrust::Fingerprint(
+                fp.parse::<CertFingerprint>()
+                    .map_err(|e| bad(format!("tls_fingerprint: {e}")))?,
+            ),
+        };
+        if let (false, Some(address)) = (tls.is_default(), &self.address) {
+            if !address.trim().starts_with("https://") {
+                return Err(bad(format!(
+                    "tls_ca and tls_fingerprint apply to https:// addresses, and the address is {address:?}"
+                )));
+            }
+        }
         let mut peer = Peer::new(&self.name, key, PeerSource::PeersFile(PathBuf::from(path)));
         peer.lct_id = self.lct_id.clone();
         peer.address = self.address.clone();
         peer.protocol = protocol;
+        peer.tls = tls;
         Ok(peer)
     }
 }
@@ -175,6 +216,8 @@ mod tests {
             public_key: key.into(),
             address: Some("127.0.0.1:50052".into()),
             protocol: None,
+            tls_ca: None,
+            tls_fingerprint: None,
         }
     }
 
@@ -246,5 +289,57 @@ mod tests {
         bad.protocol = Some("v9".into());
         let err = bad.to_peer(&path).unwrap_err().to_string();
         assert!(err.contains("\"v9\""), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_become_the_peers_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.toml");
+        let fp = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+        let mut pinned = record("Thor", THOR);
+        pinned.address = Some("https://127.0.0.1:50052".into());
+        pinned.tls_fingerprint = Some(fp.into());
+        let mut file = PeersFile::default();
+        file.add(pinned.clone(), false).unwrap();
+        file.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&format!("tls_fingerprint = \"{fp}\"")),
+            "{text}"
+        );
+        let loaded = PeersFile::load(&path).unwrap();
+        assert_eq!(loaded.peers[0], pinned);
+        assert_eq!(
+            loaded.peers[0].to_peer(&path).unwrap().tls,
+            TlsTrust::Fingerprint(fp.parse().unwrap())
+        );
+
+        // A relative CA file is found beside the peers file.
+        let mut with_ca = pinned.clone();
+        with_ca.tls_fingerprint = None;
+        with_ca.tls_ca = Some("thor-ca.pem".into());
+        assert_eq!(
+            with_ca.to_peer(&path).unwrap().tls,
+            TlsTrust::Ca(dir.path().join("thor-ca.pem"))
+        );
+
+        let mut both = with_ca.clone();
+        both.tls_fingerprint = Some(fp.into());
+        let err = both.to_peer(&path).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+
+        let mut bad_fp = pinned.clone();
+        bad_fp.tls_fingerprint = Some("sha256:abc".into());
+        let err = bad_fp.to_peer(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("tls_fingerprint") && err.contains("sha256:abc"),
+            "{err}"
+        );
+
+        let mut plain = pinned;
+        plain.address = Some("127.0.0.1:50052".into());
+        let err = plain.to_peer(&path).unwrap_err().to_string();
+        assert!(err.contains("https://"), "{err}");
     }
 }

@@ -96,7 +96,13 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     let keys = KeyDir::new(keys_dir);
     let local = Arc::new(keys.load_identity(&args.local)?);
     let trust = keys.trust_store(&local.name)?;
-    let client = Client::new()?;
+    // The TLS trust of the target, by name or by its recorded address.
+    let tls = trust
+        .find(&args.target)
+        .or_else(|| super::tls::peer_at(&trust, &args.target))
+        .map(|peer| peer.tls.clone())
+        .unwrap_or_default();
+    let client = Client::with_tls(&tls)?;
     let runtime = super::runtime(args.concurrency > 1)?;
 
     // The target by name, or by address (then the node says who it is).

@@ -23,12 +23,14 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: super::tls::TrustArgs,
 }
 
 pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
     let trust = KeyDir::new(keys_dir).trust_store("")?;
-    let client = Client::new()?;
+    let client = Client::with_tls(&args.tls.trust_for(Some(&trust), &args.address)?)?;
     let envelope = super::runtime(false)?.block_on(client.capabilities(&args.address, timeout))?;
     let verified = verify_envelope(&envelope, CAPABILITIES_PAYLOAD_TYPE, &trust).map_err(|e| {
         Failure::Failed(format!(

@@ -35,6 +35,21 @@ pub fn run(command: Command) -> CmdResult {
     let executors = file
         .executors(&path, &platform)
         .map_err(|e| Failure::Failed(e.to_string()))?;
+    // And the TLS certificate and key: a garbage file is an error now.
+    match (&file.node.tls_cert, &file.node.tls_key) {
+        (Some(cert), Some(key)) => {
+            sage_service::tls::ServerTls::load(cert, key)
+                .map_err(|e| Failure::Failed(e.to_string()))?;
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Failure::Failed(format!(
+                "{}: [node] tls_cert and tls_key go together",
+                path.display()
+            )))
+        }
+    }
+    super::serve::check_limits(&file.limits(), Some(&path))?;
     fill_defaults(&mut file);
     println!("# effective configuration of {}", path.display());
     if file.executors.is_empty() {
@@ -66,4 +81,10 @@ fn fill_defaults(file: &mut ConfigFile) {
     l.clock_skew = Some(Secs(limits.clock_skew));
     l.max_task_lifetime = Some(Secs(limits.max_task_lifetime));
     l.drain_timeout = Some(Secs(limits.drain_timeout));
+    l.header_read_timeout = Some(Secs(limits.header_read_timeout));
+    l.body_read_timeout = Some(Secs(limits.body_read_timeout));
+    l.idle_timeout = Some(Secs(limits.idle_timeout));
+    l.max_connections = Some(limits.max_connections);
+    l.max_concurrent_requests = Some(limits.max_concurrent_requests);
+    // peer_rate and peer_burst stay absent when unset: no limit.
 }

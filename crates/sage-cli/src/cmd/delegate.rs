@@ -129,7 +129,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     };
 
     let protocol = args.protocol.map_or(target.protocol, Protocol::from);
-    let client = Client::new()?;
+    let client = Client::with_tls(&target.tls)?;
     let runtime = super::runtime(false)?;
     let store = Store::open(state_dir).map_err(|e| Failure::Failed(e.to_string()))?;
     if let Some(task_id) = &args.task_id {

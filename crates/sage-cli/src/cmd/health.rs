@@ -1,6 +1,9 @@
 //! `sage health HOST:PORT`.
 
+use std::path::Path;
+
 use sage_service::client::Client;
+use sage_service::keydir::KeyDir;
 use serde_json::json;
 
 use crate::failure::{print_json, CmdResult, Failure};
@@ -16,13 +19,19 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: super::tls::TrustArgs,
 }
 
 const TROUBLESHOOTING: &str = "troubleshooting:\n  - is the node running? (`sage serve --name NAME` there, or `systemctl status sage`)\n  - is the port open? (`sudo ufw allow 50051/tcp`, or your firewall's equivalent)\n  - can this machine reach it? (`ping HOST`; same network or VPN?)\n  - does it listen on the network, not only on 127.0.0.1? (`sage serve --host 0.0.0.0`)";
 
-pub fn run(args: Args) -> CmdResult {
+pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
-    let client = Client::new()?;
+    // A known peer at this address lends its TLS settings; the key
+    // directory is optional here, so a bad one is no error.
+    let peers = KeyDir::new(keys_dir).trust_store("").ok();
+    let trust = args.tls.trust_for(peers.as_ref(), &args.address)?;
+    let client = Client::with_tls(&trust)?;
     let runtime = super::runtime(false)?;
     let result = runtime.block_on(client.health(&args.address, timeout));
     let (health, rtt) = match result {
@@ -32,7 +41,7 @@ pub fn run(args: Args) -> CmdResult {
                 print_json(
                     &json!({ "address": args.address, "healthy": false, "error": err.to_string() }),
                 );
-            } else {
+            } else if !matches!(err, sage_service::ClientError::Tls { .. }) {
                 eprintln!("{TROUBLESHOOTING}");
             }
             return Err(Failure::Failed(err.to_string()));

@@ -10,6 +10,7 @@ pub mod keygen;
 pub mod peer;
 pub mod proofs;
 pub mod serve;
+pub mod tls;
 
 /// The async runtime of a command. One thread for one request at a time:
 /// no hop between threads on the way (it halves a lone delegation's CPU);

@@ -1,6 +1,6 @@
 //! `sage peer add|list|remove`: the trust store.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sage_crypto::{Protocol, PublicKey};
 use sage_service::keydir::KeyDir;
@@ -40,6 +40,16 @@ pub struct AddArgs {
     /// Replace a record of the same name that has another key.
     #[arg(long)]
     replace: bool,
+    /// For an https:// address: trust certificates issued by the CA(s) in
+    /// this PEM file (a self-signed certificate is its own CA; the
+    /// address's host must be in it) [default: the web PKI roots].
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_fingerprint")]
+    tls_ca: Option<PathBuf>,
+    /// For an https:// address: accept exactly the certificate with this
+    /// fingerprint, whatever its names and dates (pinning; `sage tls
+    /// fingerprint CERT` prints it).
+    #[arg(long, value_name = "sha256:HEX")]
+    tls_fingerprint: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +90,32 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
     if let Some(address) = &args.address {
         sage_service::client::base_url(address).map_err(|e| Failure::Usage(e.to_string()))?;
     }
+    let tls_set = args.tls_ca.is_some() || args.tls_fingerprint.is_some();
+    if let (true, Some(address)) = (tls_set, &args.address) {
+        if !address.trim().starts_with("https://") {
+            return Err(Failure::Usage(format!(
+                "--tls-ca and --tls-fingerprint are for https:// addresses; use --address https://{}",
+                address.trim().trim_start_matches("http://")
+            )));
+        }
+    }
+    let tls_fingerprint = match &args.tls_fingerprint {
+        Some(fp) => Some(super::tls::parse_fingerprint(fp)?.to_string()),
+        None => None,
+    };
+    let tls_ca = match &args.tls_ca {
+        Some(ca) => {
+            // Check it now, and record it absolute: peers.toml resolves
+            // relative paths against its own directory.
+            sage_service::tls::read_certificates(ca, "CA certificate")
+                .map_err(|e| Failure::Usage(format!("--tls-ca: {e}")))?;
+            Some(
+                std::path::absolute(ca)
+                    .map_err(|e| Failure::Usage(format!("--tls-ca {}: {e}", ca.display())))?,
+            )
+        }
+        None => None,
+    };
     let record = PeerRecord {
         lct_id: args
             .lct
@@ -88,6 +124,8 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
         public_key: key.to_hex(),
         address: args.address,
         protocol: Some(Protocol::from(args.protocol).as_str().to_owned()),
+        tls_ca,
+        tls_fingerprint,
     };
     let path = keys.peers_file();
     let mut file = PeersFile::load(&path)?;
@@ -122,6 +160,7 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
                     "key_id": p.key_id.to_string(),
                     "address": p.address,
                     "protocol": p.protocol.as_str(),
+                    "tls": tls_json(&p.tls),
                     "sources": p.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "stats": stats_of(&p.name),
                 })
@@ -141,6 +180,9 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
         println!("  key:      {} ({})", p.public_key, p.key_id);
         println!("  address:  {}", p.address.as_deref().unwrap_or("-"));
         println!("  protocol: {}", p.protocol.as_str());
+        if !p.tls.is_default() {
+            println!("  tls:      {}", p.tls);
+        }
         println!("  from:     {}", p.sources_text());
         if let Some(st) = stats_of(&p.name) {
             let counts: Vec<String> = st
@@ -181,6 +223,15 @@ fn remove(keys: &KeyDir, args: RemoveArgs) -> CmdResult {
     file.save(&path)?;
     println!("removed peer {} from {}", args.name, path.display());
     Ok(())
+}
+
+/// A peer's TLS trust in `peer list --json`: null for the default.
+fn tls_json(tls: &sage_crypto::TlsTrust) -> serde_json::Value {
+    match tls {
+        sage_crypto::TlsTrust::Ca(path) => json!({ "ca": path }),
+        sage_crypto::TlsTrust::Fingerprint(fp) => json!({ "fingerprint": fp.to_string() }),
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// The delegation statistics of the ledger, if there is a state directory.

@@ -4,15 +4,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sage_service::config::file::{ConfigFile, DEFAULT_PATHS};
+use sage_service::config::file::{ConfigFile, NodeSection, DEFAULT_PATHS};
+use sage_service::config::Limits;
 use sage_service::keydir::KeyDir;
-use sage_service::server::{self, AppState, NodeSetup, Shutdown};
+use sage_service::server::{self, AppState, NodeSetup, Policy, Shutdown};
 use sage_service::store::{Durability, Store};
+use sage_service::tls::ServerTls;
 
 use crate::failure::{CmdResult, Failure};
 
 /// Run a node until SIGINT or SIGTERM. Flags override the config file.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Config file [default: ./sage.toml if present, else /etc/sage/sage.toml if present, else flags alone].
     #[arg(long)]
@@ -43,6 +45,13 @@ pub struct Args {
     /// Seconds that in-flight tasks may run after SIGINT/SIGTERM [default: 30].
     #[arg(long)]
     drain_timeout: Option<u64>,
+    /// Serve HTTPS only, with this PEM certificate chain (`sage tls
+    /// self-signed` makes one) [config: node.tls_cert].
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert [config: node.tls_key].
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `--durability` values.
@@ -77,6 +86,42 @@ pub fn find_config(given: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>
     .transpose()
 }
 
+/// The key directory: the flag's, else the config file's, else `./keys`,
+/// with the config file's `peers_file` if it names one.
+fn key_dir(flag: Option<&Path>, file: &ConfigFile) -> KeyDir {
+    let dir = flag
+        .map(Path::to_owned)
+        .or_else(|| file.node.keys_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("keys"));
+    let keys = KeyDir::new(dir);
+    match &file.node.peers_file {
+        Some(peers) => keys.with_peers_file(peers),
+        None => keys,
+    }
+}
+
+/// Refuses limits that cannot work, naming the config file (or the flags).
+pub fn check_limits(limits: &Limits, config: Option<&Path>) -> Result<(), Failure> {
+    limits.check().map_err(|e| {
+        let from = config.map_or_else(|| "flags".to_owned(), |p| p.display().to_string());
+        Failure::Failed(format!("{from}: [limits] {e}"))
+    })
+}
+
+/// The config file's limits, with the flags' overrides, checked.
+fn limits(file: &ConfigFile, config: Option<&Path>, args: &Args) -> Result<Limits, Failure> {
+    let mut limits = file.limits();
+    let secs = Duration::from_secs;
+    limits.max_body_bytes = args.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    limits.clock_skew = args.clock_skew.map_or(limits.clock_skew, secs);
+    limits.max_task_lifetime = args
+        .max_task_lifetime
+        .map_or(limits.max_task_lifetime, secs);
+    limits.drain_timeout = args.drain_timeout.map_or(limits.drain_timeout, secs);
+    check_limits(&limits, config)?;
+    Ok(limits)
+}
+
 pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> CmdResult {
     let (config_path, file) = match find_config(args.config.as_deref())? {
         Some((path, file)) => (Some(path), file),
@@ -91,14 +136,8 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
                 "no platform name: pass --name NAME or set [node] name in the config file".into(),
             )
         })?;
-    let keys_dir = keys_dir
-        .map(Path::to_owned)
-        .or_else(|| file.node.keys_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("keys"));
-    let mut keys = KeyDir::new(&keys_dir);
-    if let Some(peers) = &file.node.peers_file {
-        keys = keys.with_peers_file(peers);
-    }
+    let keys_dir_flag = keys_dir.map(Path::to_owned);
+    let keys = key_dir(keys_dir_flag.as_deref(), &file);
     let listen = file
         .node
         .listen
@@ -107,14 +146,8 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         args.host.unwrap_or(listen.ip()),
         args.port.unwrap_or(listen.port()),
     );
-    let mut limits = file.limits();
-    let secs = Duration::from_secs;
-    limits.max_body_bytes = args.max_body_bytes.unwrap_or(limits.max_body_bytes);
-    limits.clock_skew = args.clock_skew.map_or(limits.clock_skew, secs);
-    limits.max_task_lifetime = args
-        .max_task_lifetime
-        .map_or(limits.max_task_lifetime, secs);
-    limits.drain_timeout = args.drain_timeout.map_or(limits.drain_timeout, secs);
+    let limits = limits(&file, config_path.as_deref(), &args)?;
+    let tls = server_tls(&file, &args)?;
 
     let state_dir = state_dir
         .map(Path::to_owned)
@@ -127,7 +160,11 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .unwrap_or_default();
     let store =
         Store::open_with(&state_dir, durability).map_err(|e| Failure::Failed(e.to_string()))?;
-    let identity = keys.load_identity(&name)?;
+    // Issue 7: under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
+    let (identity, key_source) = match sage_service::systemd::credential_identity(&keys, &name)? {
+        Some(identity) => (identity, "systemd credential sage.key"),
+        None => (keys.load_identity(&name)?, "key directory"),
+    };
     let lct_id = file
         .node
         .lct_id
@@ -149,6 +186,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
     }
     tracing::info!("  LCT id:     {lct_id}");
     tracing::info!("  key file:   {}", identity.key_path.display());
+    tracing::info!("  key from:   {key_source}"); // issue 7
     tracing::info!(
         "  public key: {}... ({})",
         &public.to_hex()[..16],
@@ -218,6 +256,12 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         hardware,
         store: store.clone(),
     });
+    let reload = Reload {
+        args: args.clone(),
+        keys_dir_flag,
+        name: identity.name.clone(),
+        node: file.node.clone(),
+    };
 
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -236,9 +280,26 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
                 }
             }
         });
-        tracing::info!("  endpoints:  GET /health, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
-        tracing::info!("listening on http://{bound}");
-        match server::serve(listener, state, server::shutdown_signal()).await? {
+        tokio::spawn(reload_on_hangup(state.clone(), reload));
+        tracing::info!("  endpoints:  GET /health, GET /metrics, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
+        if let Some(tls) = &tls {
+            tracing::info!("  TLS:        certificate {} (peers pin it with --tls-fingerprint)", tls.fingerprint());
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{bound}");
+        // Issue 7: tell systemd we are ready, stopping, and alive.
+        sage_service::systemd::ready(&format!("serving on {bound}"));
+        if let (Some(notifier), Some(timeout)) = (
+            sage_service::systemd::notifier(),
+            sage_service::systemd::watchdog_interval(),
+        ) {
+            tokio::spawn(sage_service::systemd::watchdog_task(notifier, timeout));
+        }
+        let signal = async {
+            server::shutdown_signal().await;
+            sage_service::systemd::stopping();
+        };
+        match server::serve_with(listener, state, tls, signal).await? {
             Shutdown::Drained => tracing::info!("stopped: all in-flight tasks finished"),
             Shutdown::DeadlinePassed { abandoned } => {
                 tracing::warn!("stopped: drain deadline passed with {abandoned} task(s) still running")
@@ -246,4 +307,143 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         }
         Ok(())
     })
+}
+
+/// What SIGHUP needs to read the policy again from the same places as at
+/// start: the flags, the config file, the key directory.
+#[derive(Debug, Clone)]
+struct Reload {
+    args: Args,
+    keys_dir_flag: Option<PathBuf>,
+    /// This node's platform name: a reload does not change who it is.
+    name: String,
+    /// The `[node]` table the node started with: what only a restart changes.
+    node: NodeSection,
+}
+
+impl Reload {
+    /// Reads the config file (the one given, or the first default path that
+    /// exists now) and the trust store, and builds the executors.
+    fn policy(&self) -> Result<Policy, Failure> {
+        let (path, file) = match find_config(self.args.config.as_deref())? {
+            Some((path, file)) => (Some(path), file),
+            None => (None, ConfigFile::default()),
+        };
+        self.warn_fixed(&file.node);
+        let limits = limits(&file, path.as_deref(), &self.args)?;
+        let keys = key_dir(self.keys_dir_flag.as_deref(), &file);
+        let trust = keys.trust_store(&self.name)?;
+        let executors = file
+            .executors(path.as_deref().unwrap_or(Path::new("(flags)")), &self.name)
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        Ok(Policy {
+            trust,
+            executors,
+            limits,
+        })
+    }
+
+    /// Logs each `[node]` setting that changed but needs a restart.
+    fn warn_fixed(&self, now: &NodeSection) {
+        let before = &self.node;
+        let changed = [
+            ("name", before.name != now.name),
+            ("lct_id", before.lct_id != now.lct_id),
+            ("listen", before.listen != now.listen),
+            ("state_dir", before.state_dir != now.state_dir),
+            ("durability", before.durability != now.durability),
+            ("tls_cert", before.tls_cert != now.tls_cert),
+            ("tls_key", before.tls_key != now.tls_key),
+        ];
+        for (key, differs) in changed {
+            if differs {
+                tracing::warn!(
+                    "reload: [node] {key} changed; it takes effect only after a restart"
+                );
+            }
+        }
+    }
+}
+
+/// On each SIGHUP: re-reads the config and the trust store and swaps them
+/// in. Connections and in-flight tasks are not touched: requests that
+/// started before keep the old policy, the next ones get the new. A file
+/// that does not load keeps the old policy, and the log says why.
+///
+/// The handler is installed at once (before the node reports ready), so a
+/// SIGHUP never finds the default action, which would end the process.
+fn reload_on_hangup(
+    state: AppState,
+    reload: Reload,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let hangups = signal(SignalKind::hangup());
+    async move {
+        let mut hangups = match hangups {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP ({e}): reloading needs a restart");
+                return;
+            }
+        };
+        reload_loop(&state, &reload, &mut hangups).await;
+    }
+}
+
+async fn reload_loop(state: &AppState, reload: &Reload, hangups: &mut tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("received SIGHUP: reloading the config and the trust store");
+        sage_service::systemd::reloading();
+        let reading = reload.clone();
+        // Reading files and building executors: off the runtime's workers.
+        let loaded = tokio::task::spawn_blocking(move || reading.policy())
+            .await
+            .unwrap_or_else(|e| Err(Failure::Failed(format!("the reload panicked: {e}"))));
+        match loaded {
+            Ok(policy) => {
+                let peers = policy.trust.len();
+                let change = state.reload(policy);
+                tracing::info!(
+                    peers,
+                    added = ?change.added,
+                    removed = ?change.removed,
+                    rekeyed = ?change.rekeyed,
+                    "reloaded: new requests use the new config and trust store"
+                );
+            }
+            Err(e) => {
+                tracing::error!("reload failed; keeping the previous config and trust store: {e}")
+            }
+        }
+        sage_service::systemd::ready("serving (reloaded)");
+    }
+}
+
+/// The TLS certificate and key to serve with, flags over the config file;
+/// both or neither.
+fn server_tls(file: &ConfigFile, args: &Args) -> Result<Option<ServerTls>, Failure> {
+    let cert = args.tls_cert.clone().or_else(|| file.node.tls_cert.clone());
+    let key = args.tls_key.clone().or_else(|| file.node.tls_key.clone());
+    let (cert, key) =
+        match (cert, key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => return Err(Failure::Usage(
+                "a TLS certificate without its key: pass --tls-key FILE (or set [node] tls_key)"
+                    .into(),
+            )),
+            (None, Some(_)) => return Err(Failure::Usage(
+                "a TLS key without its certificate: pass --tls-cert FILE (or set [node] tls_cert)"
+                    .into(),
+            )),
+        };
+    let tls = ServerTls::load(&cert, &key).map_err(|e| Failure::Failed(e.to_string()))?;
+    if let Some(mode) = tls.key_loose_mode() {
+        tracing::warn!(
+            "TLS key file {} has mode {mode:o}: group or others can read it; run `chmod 600 {}`",
+            key.display(),
+            key.display()
+        );
+    }
+    Ok(Some(tls))
 }

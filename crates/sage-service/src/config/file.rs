@@ -9,6 +9,8 @@
 //! state_dir = "state"            # the node's SQLite state; default ./state or $STATE_DIRECTORY
 //! durability = "power-loss"      # or "crash": no fsync on the request path
 //! peers_file = "keys/peers.toml" # optional; default: keys_dir/peers.toml
+//! tls_cert = "tls/thor.crt"      # optional, with tls_key: serve HTTPS only (PEM; `sage tls self-signed` makes one)
+//! tls_key = "tls/thor.key"
 //!
 //! [limits]                       # all optional; durations as "10s", "500ms", "5m", "1h" or seconds
 //! max_body_bytes = 1048576
@@ -95,6 +97,12 @@ pub struct NodeSection {
     pub state_dir: Option<PathBuf>,
     /// `power-loss` (default: fsync before answering) or `crash`.
     pub durability: Option<crate::store::Durability>,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[limits]`; see [`Limits`] for what each means.
@@ -325,6 +333,8 @@ impl ConfigFile {
         rebase(&mut file.node.keys_dir);
         rebase(&mut file.node.peers_file);
         rebase(&mut file.node.state_dir);
+        rebase(&mut file.node.tls_cert);
+        rebase(&mut file.node.tls_key);
         for section in file.executors.values_mut() {
             rebase(&mut section.working_dir);
         }

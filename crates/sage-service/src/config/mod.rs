@@ -39,6 +39,47 @@ pub struct Limits {
     pub peer_burst: Option<u32>,
 }
 
+impl Limits {
+    /// Whether the values can work: counts above zero, a positive finite
+    /// rate, timeouts above zero.
+    ///
+    /// # Errors
+    /// The first key that cannot, with why.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_connections", self.max_connections),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        let timeouts = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        for (key, value) in timeouts {
+            if value.is_zero() {
+                return Err(format!("{key} must be above zero"));
+            }
+        }
+        if let Some(rate) = self.peer_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(format!(
+                    "peer_rate must be a positive number of tasks per second, not {rate}"
+                ));
+            }
+        }
+        if self.peer_burst == Some(0) {
+            return Err("peer_burst must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

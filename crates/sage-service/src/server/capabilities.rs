@@ -12,8 +12,8 @@ use crate::clock::now_ms;
 
 pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Response, ApiError> {
     let inner = state.inner();
-    let task_types = inner
-        .setup
+    let policy = state.policy();
+    let task_types = policy
         .executors
         .iter()
         .map(|(task_type, entry)| TaskTypeInfo {
@@ -31,12 +31,12 @@ pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Respon
         })
         .collect();
     let document = Capabilities {
-        platform: inner.setup.name.clone(),
-        lct_id: inner.setup.lct_id.clone(),
+        platform: inner.name.clone(),
+        lct_id: inner.lct_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         issued_at: now_ms(),
         task_types,
-        hardware: inner.setup.hardware.clone(),
+        hardware: inner.hardware.clone(),
     };
     let payload = serde_json::to_vec(&document).map_err(|e| {
         ApiError::new(
@@ -44,7 +44,7 @@ pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Respon
             format!("cannot encode capabilities: {e}"),
         )
     })?;
-    let envelope = sign_envelope(&inner.setup.key, CAPABILITIES_PAYLOAD_TYPE, &payload);
+    let envelope = sign_envelope(&inner.key, CAPABILITIES_PAYLOAD_TYPE, &payload);
     let body = serde_json::to_vec(&envelope).map_err(|e| {
         ApiError::new(
             ProblemCode::Internal,

@@ -14,8 +14,8 @@ pub(super) async fn health(State(state): State<AppState>) -> Json<Health> {
     let inner = state.inner();
     Json(Health {
         status: HEALTHY.to_owned(),
-        platform: inner.setup.name.clone(),
-        lct_id: inner.setup.lct_id.clone(),
+        platform: inner.name.clone(),
+        lct_id: inner.lct_id.clone(),
         timestamp: now_secs_f64(),
         public_key: Some(inner.public_hex.clone()),
         key_id: Some(inner.key_id.to_string()),

@@ -9,6 +9,8 @@
 //! ran for that requester with other content. The same signed task sent
 //! again gets the stored proof back and does not run twice.
 
+use std::time::Instant;
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::Response;
@@ -18,10 +20,10 @@ use sage_types::legacy::{signable_task, LegacyRequest, LegacyResponse, LegacyTas
 use sage_types::{ProblemCode, QualityRequirements, Task};
 use serde_json::json;
 
-use super::state::Inner;
+use super::state::{Inner, Policy};
 use super::tasks::{
-    busy, check_cost, check_not_expired, executor_for, json_response, read_body, still_running,
-    store_error, RETRY_WAIT,
+    busy, check_cost, check_not_expired, check_rate, executor_for, json_response, read_body,
+    still_running, store_error, RETRY_WAIT,
 };
 use super::{ApiError, AppState};
 use crate::clock::{now_ms, now_secs_f64};
@@ -33,7 +35,8 @@ pub(super) async fn execute_task(
     body: Body,
 ) -> Result<Response, ApiError> {
     let inner = state.inner();
-    let bytes = read_body(body, inner.setup.limits.max_body_bytes).await?;
+    let policy = state.policy();
+    let bytes = read_body(body, policy.limits.max_body_bytes).await?;
     let request: LegacyRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             ProblemCode::Malformed,
@@ -41,7 +44,7 @@ pub(super) async fn execute_task(
         )
     })?;
     let requester = &request.requester_lct_id;
-    let peer = inner.setup.trust.by_lct(requester).ok_or_else(|| {
+    let peer = policy.trust.by_lct(requester).ok_or_else(|| {
         ApiError::new(
             ProblemCode::UnknownPlatform,
             format!("Unknown platform: {requester}"),
@@ -50,8 +53,11 @@ pub(super) async fn execute_task(
     let signable = signable_task(&request.task)
         .map_err(|e| ApiError::new(ProblemCode::Malformed, e.to_string()))?;
     let canonical = signing_bytes(&signable);
+    let verifying = Instant::now();
     verify_legacy(&peer.public_key, &canonical, &request.signature)
         .map_err(|_| ApiError::new(ProblemCode::InvalidSignature, "Invalid signature"))?;
+    inner.metrics.verified(verifying.elapsed());
+    check_rate(inner, &policy.limits, peer)?;
     let task: LegacyTask = serde_json::from_value(signable).map_err(|e| {
         ApiError::new(
             ProblemCode::Malformed,
@@ -63,7 +69,12 @@ pub(super) async fn execute_task(
     let refused = |e: &ApiError| {
         tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %requester, detail = %e.detail, "legacy task refused");
     };
-    let (entry, reservation) = admit(inner, &task, requester, now).inspect_err(refused)?;
+    let (entry, reservation) = admit(&policy, &task, requester, now).inspect_err(refused)?;
+    let count = |outcome, ran| {
+        inner
+            .metrics
+            .task(&peer.name, &task.task_type, outcome, ran);
+    };
     // No nonce in this protocol: the task id and the digest of the signed
     // bytes make a re-sent task the same task.
     let record = TaskRecord {
@@ -75,7 +86,7 @@ pub(super) async fn execute_task(
         task_type: task.task_type.clone(),
         received_at_ms: now,
         keep_until_ms: seconds_to_ms(task.deadline)
-            .saturating_add(inner.setup.limits.clock_skew.as_millis() as u64),
+            .saturating_add(policy.limits.clock_skew.as_millis() as u64),
     };
     let answer = match inner.store.begin_task(record).await.map_err(store_error)? {
         Begin::Started => {
@@ -88,7 +99,9 @@ pub(super) async fn execute_task(
                 status = run.status.as_str(), latency_ms = run.latency.as_secs_f64() * 1000.0,
                 "legacy task executed"
             );
+            let (outcome, ran) = (run.status.as_str(), run.latency);
             let answer = answer(inner, &task, run)?;
+            count(outcome, Some(ran));
             inner
                 .store
                 .finish_task(requester, &task.task_id, answer.to_vec(), now_ms())
@@ -96,7 +109,10 @@ pub(super) async fn execute_task(
                 .map_err(store_error)?;
             answer.to_vec()
         }
-        Begin::Done { proof } => proof,
+        Begin::Done { proof } => {
+            count("stored", None);
+            proof
+        }
         Begin::Running => {
             drop(reservation);
             inner
@@ -104,10 +120,12 @@ pub(super) async fn execute_task(
                 .wait_done(requester, &task.task_id, RETRY_WAIT)
                 .await
                 .map_err(store_error)?
-                .ok_or_else(|| still_running(&task.task_id))?
+                .ok_or_else(|| still_running(&task.task_id))
+                .inspect(|_| count("stored", None))?
         }
         Begin::Interrupted => {
             let answer = answer(inner, &task, Run::interrupted(now_ms()))?.to_vec();
+            count("interrupted", None);
             inner
                 .store
                 .set_proof_of_interrupted(requester, &task.task_id, answer.clone())
@@ -130,7 +148,7 @@ pub(super) async fn execute_task(
 /// The checks the Python original lacks. Returns the executor's entry and
 /// the place reserved in its queue.
 fn admit<'a>(
-    inner: &'a Inner,
+    policy: &'a Policy,
     task: &LegacyTask,
     requester: &str,
     now: u64,
@@ -144,7 +162,7 @@ fn admit<'a>(
             ),
         ));
     }
-    let limits = &inner.setup.limits;
+    let limits = &policy.limits;
     let deadline = seconds_to_ms(task.deadline);
     check_not_expired(limits, deadline, now)?;
     let horizon = now + (limits.max_task_lifetime + limits.clock_skew).as_millis() as u64;
@@ -158,7 +176,7 @@ fn admit<'a>(
             ),
         ));
     }
-    let entry = executor_for(inner, &task.task_type)?;
+    let entry = executor_for(policy, &task.task_type)?;
     check_cost(entry, task.estimated_cost, None)?;
     let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
     Ok((entry, reservation))
@@ -175,7 +193,7 @@ fn as_native(inner: &Inner, task: &LegacyTask, requester: &str) -> Task {
         task_id: task.task_id.clone(),
         task_type: task.task_type.clone(),
         issuer: requester.to_owned(),
-        audience: inner.setup.lct_id.clone(),
+        audience: inner.lct_id.clone(),
         issued_at: now_ms(),
         expires_at: seconds_to_ms(task.deadline),
         nonce: String::new(),
@@ -200,7 +218,7 @@ fn answer(inner: &Inner, task: &LegacyTask, run: Run) -> Result<Bytes, ApiError>
     };
     let proof = json!({
         "task_id": task.task_id,
-        "executing_platform": inner.setup.name,
+        "executing_platform": inner.name,
         "result_data": result,
         "actual_latency": run.latency.as_secs_f64(),
         "actual_cost": e.actual_cost,
@@ -210,7 +228,7 @@ fn answer(inner: &Inner, task: &LegacyTask, run: Run) -> Result<Bytes, ApiError>
         "quality_score": e.quality,
         "execution_timestamp": run.started_at as f64 / 1000.0 + run.latency.as_secs_f64(),
     });
-    let signature = sign_legacy(&inner.setup.key, &signing_bytes(&proof));
+    let signature = sign_legacy(&inner.key, &signing_bytes(&proof));
     let response = LegacyResponse {
         proof,
         signature,

@@ -6,18 +6,25 @@
 mod capabilities;
 mod health;
 mod legacy;
+mod metrics;
+mod observe;
 mod problem;
+mod rate;
 mod state;
 mod tasks;
+mod transport;
 
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::tls::ServerTls;
+
+pub use observe::REQUEST_ID;
 pub use problem::ApiError;
-pub use state::{AppState, NodeSetup};
+pub use state::{AppState, NodeSetup, Policy, PolicyChange};
 
 /// The routes of a node.
 pub fn router(state: AppState) -> Router {
@@ -27,8 +34,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks", post(tasks::submit))
         // The Python original's endpoint, for fleets that still run it.
         .route("/execute_task", post(legacy::execute_task))
+        .route("/metrics", get(observe::metrics))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
 }
 
@@ -45,51 +57,41 @@ pub enum Shutdown {
     },
 }
 
-/// Serves `state` on `listener` until `signal` completes, then stops
-/// accepting, lets in-flight requests finish for at most the node's drain
-/// timeout, and returns.
+/// Serves `state` on `listener` in plain HTTP until `signal` completes,
+/// then stops accepting, lets in-flight requests finish for at most the
+/// node's drain timeout, and returns. See [`serve_with`].
 ///
 /// # Errors
-/// An I/O error of the listener.
+/// None at present: accept errors are logged and retried (the `Result` is
+/// kept for callers).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Shutdown> {
-    let drain = state.limits().drain_timeout;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    serve_with(listener, state, None, signal).await
+}
+
+/// Serves `state` on `listener`, in HTTPS only when `tls` is given (no
+/// plain HTTP on that port: a plain-HTTP client is told to use https://),
+/// until `signal` completes; then drains as [`serve`] does.
+///
+/// The transport enforces the node's socket limits
+/// ([`Limits`](crate::config::Limits)): `max_connections` (at the limit,
+/// no more are accepted until one closes), `header_read_timeout` (also
+/// bounding a TLS handshake), `body_read_timeout`, `idle_timeout`; and sets
+/// `TCP_NODELAY`.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<ServerTls>,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Shutdown> {
     let app = router(state.clone());
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .into_future();
-    let mut server = tokio::spawn(server);
-    tokio::select! {
-        ended = &mut server => {
-            // The server stopped without a signal: only an error does that.
-            return ended.map_err(std::io::Error::other)?.map(|()| Shutdown::Drained);
-        }
-        () = signal => {}
-    }
-    let in_flight = state.in_flight();
-    tracing::info!(
-        in_flight,
-        drain_secs = drain.as_secs_f64(),
-        "shutting down: no new tasks, draining in-flight ones"
-    );
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(drain, &mut server).await {
-        Ok(ended) => ended
-            .map_err(std::io::Error::other)?
-            .map(|()| Shutdown::Drained),
-        Err(_) => {
-            server.abort();
-            Ok(Shutdown::DeadlinePassed {
-                abandoned: state.in_flight(),
-            })
-        }
-    }
+    transport::serve(listener, app, state, tls, signal).await
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -67,6 +67,8 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, body).into_response();
+        // For the metrics' refusal counts (see `observe`).
+        response.extensions_mut().insert(self.code);
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -1,7 +1,7 @@
 //! The state every handler shares.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use sage_crypto::{KeyId, NodeKey, TrustStore};
@@ -10,6 +10,9 @@ use sage_types::capabilities::Hardware;
 use crate::config::Limits;
 use crate::executor::ExecutorSet;
 use crate::store::Store;
+
+use super::metrics::Metrics;
+use super::rate::PeerRate;
 
 /// What a node is made of.
 #[derive(Debug)]
@@ -32,6 +35,19 @@ pub struct NodeSetup {
     pub store: Store,
 }
 
+/// What a reload (SIGHUP) replaces: who is trusted, what runs, and the
+/// limits. Handlers take one snapshot per request, so a request finishes
+/// under the policy it started with, and the next one sees the new one.
+#[derive(Debug)]
+pub struct Policy {
+    /// The peers whose tasks are accepted.
+    pub trust: TrustStore,
+    /// The executors by task type.
+    pub executors: ExecutorSet,
+    /// Limits on what is accepted.
+    pub limits: Limits,
+}
+
 /// Cheap to clone: one `Arc`.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -40,12 +56,19 @@ pub struct AppState {
 
 #[derive(Debug)]
 pub(super) struct Inner {
-    pub(super) setup: NodeSetup,
+    pub(super) name: String,
+    pub(super) lct_id: String,
+    pub(super) key: NodeKey,
+    pub(super) hardware: Hardware,
     pub(super) key_id: KeyId,
     pub(super) public_hex: String,
     pub(super) store: Store,
     pub(super) started: Instant,
+    pub(super) metrics: Metrics,
+    pub(super) peer_rate: PeerRate,
+    policy: RwLock<Arc<Policy>>,
     in_flight: AtomicUsize,
+    requests: AtomicUsize,
 }
 
 impl AppState {
@@ -54,12 +77,23 @@ impl AppState {
         let public = setup.key.public();
         AppState {
             inner: Arc::new(Inner {
+                name: setup.name,
+                lct_id: setup.lct_id,
+                key: setup.key,
+                hardware: setup.hardware,
                 key_id: public.key_id(),
                 public_hex: public.to_hex(),
-                store: setup.store.clone(),
+                store: setup.store,
                 started: Instant::now(),
+                metrics: Metrics::default(),
+                peer_rate: PeerRate::default(),
+                policy: RwLock::new(Arc::new(Policy {
+                    trust: setup.trust,
+                    executors: setup.executors,
+                    limits: setup.limits,
+                })),
                 in_flight: AtomicUsize::new(0),
-                setup,
+                requests: AtomicUsize::new(0),
             }),
         }
     }
@@ -68,9 +102,41 @@ impl AppState {
         &self.inner
     }
 
-    /// The node's limits.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.setup.limits
+    /// The policy now: requests that start from here on use it.
+    pub fn policy(&self) -> Arc<Policy> {
+        // A poisoned lock only means a writer panicked between two whole
+        // `Arc`s: the value is one of them either way.
+        self.inner
+            .policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the policy (a reload). Requests in progress finish under
+    /// the old one; in-flight tasks keep their executor. Returns what
+    /// changed among the peers.
+    pub fn reload(&self, policy: Policy) -> PolicyChange {
+        let new = Arc::new(policy);
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .policy
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            new.clone(),
+        );
+        // Rate buckets of peers no longer trusted are dropped; the others
+        // keep their state (a reload does not refill anyone's bucket).
+        self.inner
+            .peer_rate
+            .retain(|key_id| new.trust.by_key_id(key_id).is_some());
+        PolicyChange::between(&old, &new)
+    }
+
+    /// The node's limits now.
+    pub fn limits(&self) -> Limits {
+        self.policy().limits.clone()
     }
 
     /// Tasks executing now.
@@ -82,6 +148,69 @@ impl AppState {
     pub(super) fn start_task(&self) -> InFlight {
         self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Admits one more request if fewer than `max` are being handled; the
+    /// guard ends it.
+    pub(super) fn start_request(&self, max: usize) -> Option<RequestSlot> {
+        let requests = &self.inner.requests;
+        let mut now = requests.load(Ordering::Relaxed);
+        loop {
+            if now >= max {
+                return None;
+            }
+            match requests.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(RequestSlot(self.clone())),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+
+    /// Requests being handled now (those the concurrency limit counts).
+    pub fn requests(&self) -> usize {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// One request counted against `max_concurrent_requests` until dropped.
+pub(super) struct RequestSlot(AppState);
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        self.0.inner.requests.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a reload changed among the trusted peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyChange {
+    /// Peers trusted now and not before.
+    pub added: Vec<String>,
+    /// Peers trusted before and not now.
+    pub removed: Vec<String>,
+    /// Peers whose key changed.
+    pub rekeyed: Vec<String>,
+}
+
+impl PolicyChange {
+    fn between(old: &Policy, new: &Policy) -> Self {
+        let mut change = PolicyChange::default();
+        for peer in new.trust.iter() {
+            match old.trust.find(&peer.name) {
+                None => change.added.push(peer.name.clone()),
+                Some(before) if before.key_id != peer.key_id => {
+                    change.rekeyed.push(peer.name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        for peer in old.trust.iter() {
+            if new.trust.find(&peer.name).is_none() {
+                change.removed.push(peer.name.clone());
+            }
+        }
+        change
     }
 }
 

@@ -8,7 +8,7 @@
 //! task nor runs it twice, and a replayed envelope is refused after a
 //! restart too.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -21,7 +21,8 @@ use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, ProblemCode, Proof, Task};
 
-use super::state::Inner;
+use super::rate::default_burst;
+use super::state::{Inner, Policy};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::config::Limits;
@@ -40,14 +41,18 @@ pub(super) async fn submit(
     body: Body,
 ) -> Result<Response, ApiError> {
     let inner = state.inner();
-    let bytes = read_body(body, inner.setup.limits.max_body_bytes).await?;
+    let policy = state.policy();
+    let bytes = read_body(body, policy.limits.max_body_bytes).await?;
     let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             ProblemCode::Malformed,
             format!("body is not a task envelope: {e}"),
         )
     })?;
-    let verified = verify_envelope(&envelope, TASK_PAYLOAD_TYPE, &inner.setup.trust)?;
+    let verifying = Instant::now();
+    let verified = verify_envelope(&envelope, TASK_PAYLOAD_TYPE, &policy.trust)?;
+    inner.metrics.verified(verifying.elapsed());
+    check_rate(inner, &policy.limits, verified.signer)?;
     let payload = verified.payload;
     let task: Task = serde_json::from_slice(&payload).map_err(|e| {
         ApiError::new(
@@ -59,7 +64,9 @@ pub(super) async fn submit(
     let refused = |e: &ApiError| {
         tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %task.issuer, detail = %e.detail, "task refused");
     };
-    let (entry, reservation) = admit(inner, &task, verified.signer, now).inspect_err(refused)?;
+    let (entry, reservation) =
+        admit(inner, &policy, &task, verified.signer, now).inspect_err(refused)?;
+    let peer = verified.signer.name.as_str();
 
     let record = TaskRecord {
         issuer: task.issuer.clone(),
@@ -71,13 +78,17 @@ pub(super) async fn submit(
         received_at_ms: now,
         keep_until_ms: task
             .expires_at
-            .saturating_add(inner.setup.limits.clock_skew.as_millis() as u64),
+            .saturating_add(policy.limits.clock_skew.as_millis() as u64),
     };
     let answer = match inner.store.begin_task(record).await.map_err(store_error)? {
         Begin::Started => {
             let _in_flight = state.start_task();
             let run = entry.run(&task, reservation).await;
+            let (outcome, ran) = (run.status.as_str(), run.latency);
             let signed = sign_proof(inner, &task, &payload, entry.executor.kind(), run)?;
+            inner
+                .metrics
+                .task(peer, &task.task_type, outcome, Some(ran));
             inner
                 .store
                 .finish_task(&task.issuer, &task.task_id, signed.clone(), now_ms())
@@ -87,6 +98,7 @@ pub(super) async fn submit(
         }
         Begin::Done { proof } => {
             tracing::info!(task_id = %task.task_id, issuer = %task.issuer, "retry answered with the stored proof");
+            inner.metrics.task(peer, &task.task_type, "stored", None);
             proof
         }
         Begin::Running => {
@@ -96,11 +108,15 @@ pub(super) async fn submit(
                 .wait_done(&task.issuer, &task.task_id, RETRY_WAIT)
                 .await
                 .map_err(store_error)?
-                .ok_or_else(|| still_running(&task.task_id))?
+                .ok_or_else(|| still_running(&task.task_id))
+                .inspect(|_| inner.metrics.task(peer, &task.task_type, "stored", None))?
         }
         Begin::Interrupted => {
             let run = Run::interrupted(now_ms());
             let signed = sign_proof(inner, &task, &payload, entry.executor.kind(), run)?;
+            inner
+                .metrics
+                .task(peer, &task.task_type, "interrupted", None);
             inner
                 .store
                 .set_proof_of_interrupted(&task.issuer, &task.task_id, signed.clone())
@@ -192,7 +208,7 @@ fn sign_proof(
         ApiError::new(ProblemCode::Internal, format!("cannot encode proof: {e}"))
     };
     let proof_bytes = serde_json::to_vec(&proof).map_err(internal)?;
-    let signed = sign_envelope(&inner.setup.key, PROOF_PAYLOAD_TYPE, &proof_bytes);
+    let signed = sign_envelope(&inner.key, PROOF_PAYLOAD_TYPE, &proof_bytes);
     serde_json::to_vec(&signed).map_err(internal)
 }
 
@@ -214,7 +230,8 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
 /// Every check a verified task must pass before it is recorded. Returns
 /// the executor's entry and the place reserved in its queue.
 fn admit<'a>(
-    inner: &'a Inner,
+    inner: &Inner,
+    policy: &'a Policy,
     task: &Task,
     signer: &Peer,
     now: u64,
@@ -230,12 +247,12 @@ fn admit<'a>(
             ),
         );
     }
-    if task.audience != inner.setup.lct_id {
+    if task.audience != inner.lct_id {
         return refuse(
             WrongAudience,
             format!(
                 "task is meant for {}, this node is {}",
-                task.audience, inner.setup.lct_id
+                task.audience, inner.lct_id
             ),
         );
     }
@@ -253,7 +270,7 @@ fn admit<'a>(
             "nonce must be 16 to 128 hexadecimal characters".into(),
         );
     }
-    let limits = &inner.setup.limits;
+    let limits = &policy.limits;
     let skew = limits.clock_skew.as_millis() as u64;
     if task.expires_at < task.issued_at {
         return refuse(Malformed, "task expires before it is issued".into());
@@ -280,12 +297,35 @@ fn admit<'a>(
             ),
         );
     }
-    let entry = executor_for(inner, &task.task_type)?;
+    let entry = executor_for(policy, &task.task_type)?;
     check_cost(entry, task.estimated_cost, task.max_cost)?;
     // A place in the executor's queue before the task is recorded: a
     // `busy` refusal leaves the signed task valid for a retry.
     let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
     Ok((entry, reservation))
+}
+
+/// Takes one task from the signer's rate budget, if the node has one:
+/// refused `rate_limited` (429) with `Retry-After` when it is spent.
+pub(super) fn check_rate(inner: &Inner, limits: &Limits, signer: &Peer) -> Result<(), ApiError> {
+    let Some(rate) = limits.peer_rate else {
+        return Ok(());
+    };
+    let burst = limits.peer_burst.unwrap_or_else(|| default_burst(rate));
+    inner
+        .peer_rate
+        .take(signer.key_id.as_str(), rate, burst, Instant::now())
+        .map_err(|wait| {
+            ApiError::new(
+                ProblemCode::RateLimited,
+                format!(
+                    "{} sent more than this node's limit of {rate} tasks per second (burst {burst}); retry in {:.1} s",
+                    signer.name,
+                    wait.as_secs_f64()
+                ),
+            )
+            .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
+        })
 }
 
 /// The refusal of an executor whose runs and queue are full.
@@ -348,10 +388,9 @@ pub(super) fn check_not_expired(
 }
 
 /// The executor of `task_type`, or the refusal naming what this node serves.
-pub(super) fn executor_for<'a>(inner: &'a Inner, task_type: &str) -> Result<&'a Entry, ApiError> {
-    inner.setup.executors.get(task_type).ok_or_else(|| {
-        let served: Vec<&str> = inner
-            .setup
+pub(super) fn executor_for<'a>(policy: &'a Policy, task_type: &str) -> Result<&'a Entry, ApiError> {
+    policy.executors.get(task_type).ok_or_else(|| {
+        let served: Vec<&str> = policy
             .executors
             .describe()
             .into_iter()
@@ -371,7 +410,7 @@ pub(super) fn executor_for<'a>(inner: &'a Inner, task_type: &str) -> Result<&'a 
 fn prove(inner: &Inner, task: &Task, payload: &[u8], entry_kind: &str, run: Run) -> Proof {
     let latency_ms = run.latency.as_secs_f64() * 1000.0;
     Proof {
-        executor: inner.setup.lct_id.clone(),
+        executor: inner.lct_id.clone(),
         issuer: task.issuer.clone(),
         task_id: task.task_id.clone(),
         task_digest: sha256_tagged(payload),

@@ -276,6 +276,17 @@ impl Store {
         Ok(())
     }
 
+    /// How many envelopes the replay guard remembers: one per recorded task
+    /// (its first nonce, kept with it) plus the retries' nonces not yet
+    /// pruned. An upper bound: first nonces past their time are counted.
+    pub async fn replay_guard_size(&self) -> Result<u64, StoreError> {
+        let mode = Mode {
+            durable: false,
+            savepoint: false,
+        };
+        self.submit(tasks::replay_guard_size, mode).await
+    }
+
     /// Forgets the nonces kept until before `now_ms`; returns how many.
     pub async fn prune(&self, now_ms: u64) -> Result<u64, StoreError> {
         self.call(move |db| tasks::prune(db, now_ms)).await

@@ -241,6 +241,18 @@ pub(super) fn prune(db: &Db<'_>, now_ms: u64) -> Result<u64, StoreError> {
         .map_err(|e| db.err(e))
 }
 
+pub(super) fn replay_guard_size(db: &Db<'_>) -> Result<u64, StoreError> {
+    // Task rows are never deleted, so the largest rowid counts them without
+    // a scan; retries' nonces are few.
+    db.conn
+        .prepare_cached(
+            "SELECT (SELECT coalesce(max(rowid), 0) FROM tasks) + (SELECT count(*) FROM nonces)",
+        )
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
+        .map(|n| n.max(0) as u64)
+        .map_err(|e| db.err(e))
+}
+
 /// The stored proof of a task, if it has one.
 pub(super) fn proof_of(
     db: &Db<'_>,

@@ -1,0 +1,137 @@
+//! The layer around every request: its id (on every log line of the
+//! request and in the `x-request-id` answer header), the global limit on
+//! requests handled at once, and the request metrics.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sage_types::ProblemCode;
+use tracing::Instrument as _;
+
+use super::metrics::{endpoint_label, Gauges};
+use super::{ApiError, AppState};
+
+/// The header that carries a request's id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Longest request id taken from a client; longer or odd ones are replaced.
+const MAX_REQUEST_ID: usize = 64;
+
+pub(super) async fn observe(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let endpoint = endpoint_label(request.uri().path());
+    let id = request_id(&request);
+    let span = tracing::info_span!("request", id = %id);
+    // Monitoring answers even when the node is saturated.
+    let limited = !matches!(endpoint, "/health" | "/metrics");
+    let slot = if limited {
+        let max = state.policy().limits.max_concurrent_requests;
+        match state.start_request(max) {
+            Some(slot) => Some(slot),
+            None => {
+                let _entered = span.enter();
+                tracing::warn!(
+                    max,
+                    "refused: {max} requests are being handled (limits.max_concurrent_requests)"
+                );
+                let refusal = ApiError::new(
+                    ProblemCode::Busy,
+                    format!(
+                        "this node is handling its limit of {max} requests at once; retry shortly"
+                    ),
+                )
+                .retry_after(1);
+                return finish(&state, endpoint, &id, started, refusal.into_response());
+            }
+        }
+    } else {
+        None
+    };
+    let response = next.run(request).instrument(span).await;
+    drop(slot);
+    finish(&state, endpoint, &id, started, response)
+}
+
+/// Counts the answer and tags it with the request id.
+fn finish(
+    state: &AppState,
+    endpoint: &'static str,
+    id: &str,
+    started: Instant,
+    mut response: Response,
+) -> Response {
+    let metrics = &state.inner().metrics;
+    if let Some(code) = response.extensions().get::<ProblemCode>() {
+        metrics.refusal(code.as_str());
+    }
+    metrics.request(endpoint, response.status().as_u16(), started.elapsed());
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// The client's `x-request-id` if it is short and plain, else a new one.
+fn request_id(request: &Request) -> String {
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_REQUEST_ID
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+    match given {
+        Some(id) => id.to_owned(),
+        None => format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let inner = state.inner();
+    let policy = state.policy();
+    let executors = policy
+        .executors
+        .iter()
+        .map(|(task_type, entry)| {
+            let (running, waiting) = entry
+                .limiter
+                .as_ref()
+                .map_or((0, 0), |l| (l.running(), l.waiting()));
+            (task_type.to_owned(), running, waiting)
+        })
+        .collect();
+    let replay_guard = match inner.store.replay_guard_size().await {
+        Ok(size) => Some(size),
+        Err(error) => {
+            tracing::warn!(%error, "metrics: cannot read the replay guard's size");
+            None
+        }
+    };
+    let text = inner.metrics.render(&Gauges {
+        tasks_in_flight: state.in_flight(),
+        requests_in_flight: state.requests(),
+        executors,
+        replay_guard,
+        peers: policy.trust.len(),
+        uptime: inner.started.elapsed().as_secs_f64(),
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}

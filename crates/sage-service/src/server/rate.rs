@@ -1,0 +1,107 @@
+//! Per-peer rate limits: one token bucket per verified key. Keyed by the
+//! key that signed the task, not by the IP address: peers behind one NAT
+//! do not share a budget, and a peer cannot escape its budget by changing
+//! address.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The buckets of the peers seen, by key id.
+#[derive(Debug, Default)]
+pub(crate) struct PeerRate {
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl PeerRate {
+    /// Takes one token from `key_id`'s bucket, refilled at `rate` per
+    /// second up to `burst`. `Err` carries how long until a token is there.
+    pub(crate) fn take(
+        &self,
+        key_id: &str,
+        rate: f64,
+        burst: u32,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let burst = f64::from(burst.max(1));
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = buckets.entry(key_id.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+
+    /// Keeps only the buckets whose key id `keep` accepts.
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| keep(key));
+    }
+}
+
+/// The bucket size when none is configured: two seconds' worth, at least 1.
+pub(crate) fn default_burst(rate: f64) -> u32 {
+    (rate * 2.0).ceil().clamp(1.0, f64::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let rate = PeerRate::default();
+        let t0 = Instant::now();
+        assert!(rate.take("a", 2.0, 3, t0).is_ok());
+        assert!(rate.take("a", 2.0, 3, t0).is_ok());
+        assert!(rate.take("a", 2.0, 3, t0).is_ok());
+        let wait = rate.take("a", 2.0, 3, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        // Another key has its own bucket.
+        assert!(rate.take("b", 2.0, 3, t0).is_ok());
+        // Half a second later, one token (2 per second).
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(rate.take("a", 2.0, 3, t1).is_ok());
+        assert!(rate.take("a", 2.0, 3, t1).is_err());
+        // A long pause refills to the burst, not beyond.
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(rate.take("a", 2.0, 3, t2).is_ok());
+        }
+        assert!(rate.take("a", 2.0, 3, t2).is_err());
+    }
+
+    #[test]
+    fn retain_forgets_removed_keys() {
+        let rate = PeerRate::default();
+        let t0 = Instant::now();
+        assert!(rate.take("a", 1.0, 1, t0).is_ok());
+        assert!(rate.take("a", 1.0, 1, t0).is_err());
+        rate.retain(|k| k != "a");
+        // A fresh bucket: full.
+        assert!(rate.take("a", 1.0, 1, t0).is_ok());
+    }
+
+    #[test]
+    fn the_default_burst_is_two_seconds_worth() {
+        assert_eq!(default_burst(0.1), 1);
+        assert_eq!(default_burst(2.5), 5);
+        assert_eq!(default_burst(1000.0), 2000);
+    }
+}

@@ -1,0 +1,514 @@
+//! One accepted connection: the TLS handshake when there is one, then
+//! hyper's HTTP/1.1 connection over a [`Guarded`] stream that enforces the
+//! header read timeout, under a loop that closes it when idle or when the
+//! server shuts down.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Request, Response};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use sage_types::problem::PROBLEM_CONTENT_TYPE;
+use sage_types::{Problem, ProblemCode};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt as _;
+
+use super::body::DeadlineBody;
+use super::Phase;
+use crate::config::Limits;
+use crate::tls::ServerTls;
+
+/// What every connection of a server shares.
+pub(super) struct Settings {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    http: hyper::server::conn::http1::Builder,
+}
+
+impl Settings {
+    pub(super) fn new(tls: Option<&ServerTls>) -> Self {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // Our own header timeout instead (see the module documentation).
+        http.keep_alive(true).header_read_timeout(None);
+        Settings {
+            tls: tls.map(ServerTls::acceptor),
+            http,
+        }
+    }
+}
+
+/// A connection's timeouts: the node's limits when it was accepted (a
+/// reload applies to the connections accepted after it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timeouts {
+    header_read: Duration,
+    body_read: Duration,
+    idle: Duration,
+}
+
+impl Timeouts {
+    pub(super) fn new(limits: &Limits) -> Self {
+        Timeouts {
+            header_read: limits.header_read_timeout,
+            body_read: limits.body_read_timeout,
+            idle: limits.idle_timeout,
+        }
+    }
+}
+
+/// Serves one accepted connection until it closes; the slot (`_permit`)
+/// is given back when this returns.
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    settings: Arc<Settings>,
+    timeouts: Timeouts,
+    mut phase: watch::Receiver<Phase>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let Some(acceptor) = &settings.tls else {
+        return serve_http(stream, peer, app, &settings, timeouts, phase).await;
+    };
+    let limit = timeouts.header_read;
+    let handshake = async {
+        if speaks_plain_http(&stream).await {
+            answer_https_only(stream).await;
+            return None;
+        }
+        match acceptor.accept(stream).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                None
+            }
+        }
+    };
+    let tls = tokio::select! {
+        done = tokio::time::timeout(limit, handshake) => match done {
+            Ok(Some(tls)) => tls,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(%peer, "closing connection: TLS handshake not done within {} s (header_read_timeout)", limit.as_secs_f64());
+                return;
+            }
+        },
+        () = leaving_serving(&mut phase) => return,
+    };
+    serve_http(tls, peer, app, &settings, timeouts, phase).await;
+}
+
+/// Completes when the server stops serving (or is gone).
+async fn leaving_serving(phase: &mut watch::Receiver<Phase>) {
+    let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+}
+
+/// Whether a client on the TLS port starts with an HTTP method rather
+/// than a TLS handshake record (which starts with byte 0x16).
+async fn speaks_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
+}
+
+/// Tells a plain-HTTP client that this port speaks HTTPS, then closes
+/// without a reset (reading what the client sent, for a while).
+async fn answer_https_only(mut stream: TcpStream) {
+    let problem = Problem::new(
+        ProblemCode::Malformed,
+        "this port serves HTTPS only: use an https:// address (and the node's certificate fingerprint or CA)",
+    );
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let answered = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), answered).await;
+}
+
+/// HTTP/1.1 on `io` until the client closes, the connection is idle too
+/// long, a timeout cuts it, or the server shuts down.
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    settings: &Settings,
+    timeouts: Timeouts,
+    mut phase: watch::Receiver<Phase>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = Guarded::new(io, activity.clone(), timeouts.header_read);
+    let service = RequestService {
+        app,
+        activity: activity.clone(),
+        body_read_timeout: timeouts.body_read,
+    };
+    let conn = settings.http.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    if *phase.borrow_and_update() != Phase::Serving {
+        conn.as_mut().graceful_shutdown();
+        closing = true;
+    }
+    let idle = timeouts.idle;
+    loop {
+        let idle_check = activity.idle_deadline(idle);
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, "connection closed: {e}");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(idle_check), if !closing => {
+                if activity.idle_for(idle) {
+                    tracing::debug!(%peer, "closing connection idle for {} s (idle_timeout)", idle.as_secs_f64());
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            changed = phase.changed() => {
+                let now = match changed {
+                    Ok(()) => *phase.borrow_and_update(),
+                    Err(_) => Phase::Stopped,
+                };
+                match now {
+                    Phase::Serving => {}
+                    Phase::Draining => if !closing {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    },
+                    Phase::Stopped => return,
+                }
+            }
+        }
+    }
+}
+
+/// What a connection is doing, shared by its stream, its requests and its
+/// loop (all in one task; the atomics are for `Send`).
+pub(super) struct Activity {
+    epoch: Instant,
+    /// Milliseconds from `epoch` to the last byte read or written, or the
+    /// last request's start or end.
+    last_ms: AtomicU64,
+    /// Requests whose answer is being made.
+    in_flight: AtomicUsize,
+    /// Bytes of a request head came and the head is not complete yet.
+    head_pending: AtomicBool,
+    /// The body of the request in flight did not come in time.
+    body_timed_out: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            head_pending: AtomicBool::new(false),
+            body_timed_out: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// When the connection may next be found idle for `idle`.
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Instant::now() + idle;
+        }
+        self.last() + idle
+    }
+
+    /// Whether nothing is in flight and nothing moved for `idle`.
+    fn idle_for(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0 && self.last() + idle <= Instant::now()
+    }
+
+    /// The body of the request in flight did not come within its limit.
+    pub(super) fn body_timed_out(&self) {
+        self.body_timed_out.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The connection's stream, noting activity and cutting a request head
+/// that does not complete within the header read timeout (counted from
+/// its first byte).
+struct Guarded<I> {
+    io: I,
+    activity: Arc<Activity>,
+    header_read_timeout: Duration,
+    /// Allocated at the first request head, then reset for each.
+    header_deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<I> Guarded<I> {
+    fn new(io: I, activity: Arc<Activity>, header_read_timeout: Duration) -> Self {
+        Guarded {
+            io,
+            activity,
+            header_read_timeout,
+            header_deadline: None,
+        }
+    }
+
+    /// Bytes came: when no request is in flight they begin a request head,
+    /// which starts the header clock.
+    fn on_read(&mut self) {
+        let activity = &self.activity;
+        activity.touch();
+        if activity.in_flight.load(Ordering::Relaxed) == 0
+            && !activity.head_pending.swap(true, Ordering::Relaxed)
+        {
+            let deadline = Instant::now() + self.header_read_timeout;
+            match &mut self.header_deadline {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.header_deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+    }
+
+    /// Whether the head being read is past its deadline; registers for a
+    /// wake-up at the deadline otherwise.
+    fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.activity.head_pending.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.header_deadline
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+
+    fn header_timeout_error(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "request headers not received within {} s (header_read_timeout)",
+                self.header_read_timeout.as_secs_f64()
+            ),
+        )
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.on_read();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.head_overdue(cx) => Poll::Ready(Err(this.header_timeout_error())),
+            other => other,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Hands each request to the router with a body that must arrive in
+/// time, and counts it in flight meanwhile.
+#[derive(Clone)]
+struct RequestService {
+    app: Router,
+    activity: Arc<Activity>,
+    body_read_timeout: Duration,
+}
+
+impl hyper::service::Service<Request<Incoming>> for RequestService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = InFlight::begin(self.activity.clone());
+        let deadline = Instant::now() + self.body_read_timeout;
+        let (activity, limit) = (self.activity.clone(), self.body_read_timeout);
+        let request = request
+            .map(|incoming| Body::new(DeadlineBody::new(incoming, deadline, limit, activity)));
+        let app = self.app.clone();
+        Box::pin(async move {
+            let Ok(mut response) = app.oneshot(request).await;
+            if in_flight.0.body_timed_out.swap(false, Ordering::Relaxed) {
+                // The rest of the body is not worth waiting for.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            drop(in_flight);
+            Ok(response)
+        })
+    }
+}
+
+/// One request in flight on a connection, until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: Arc<Activity>) -> Self {
+        activity.head_pending.store(false, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: Duration = Duration::from_millis(100);
+
+    fn guarded() -> (
+        tokio::io::DuplexStream,
+        Guarded<tokio::io::DuplexStream>,
+        Arc<Activity>,
+    ) {
+        let (client, server) = tokio::io::duplex(1024);
+        let activity = Arc::new(Activity::new());
+        (
+            client,
+            Guarded::new(server, activity.clone(), HEADER),
+            activity,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_head_that_does_not_complete_is_cut_at_the_header_timeout() {
+        let (mut client, mut server, _activity) = guarded();
+        client.write_all(b"G").await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 1);
+        let cut = tokio::time::timeout(Duration::from_secs(10), server.read(&mut buf))
+            .await
+            .expect("cut within 10 s")
+            .unwrap_err();
+        assert_eq!(cut.kind(), io::ErrorKind::TimedOut);
+        assert!(cut.to_string().contains("header_read_timeout"), "{cut}");
+    }
+
+    #[tokio::test]
+    async fn a_complete_head_stops_the_clock_and_silence_never_starts_it() {
+        let (mut client, mut server, activity) = guarded();
+        let mut buf = [0u8; 64];
+        // No byte yet: no header clock (idleness is the connection loop's).
+        let waited = tokio::time::timeout(HEADER * 3, server.read(&mut buf)).await;
+        assert!(waited.is_err(), "a read without bytes ended: {waited:?}");
+
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        // hyper parsed the head and called the service.
+        let request = InFlight::begin(activity.clone());
+        let waited = tokio::time::timeout(HEADER * 3, server.read(&mut buf)).await;
+        assert!(waited.is_err(), "the clock ran past the head: {waited:?}");
+        // Body bytes while the request is in flight do not start it either.
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 1);
+        assert!(!activity.head_pending.load(Ordering::Relaxed));
+        drop(request);
+        // The next request's first byte starts it again.
+        client.write_all(b"G").await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 1);
+        let cut = tokio::time::timeout(Duration::from_secs(10), server.read(&mut buf))
+            .await
+            .expect("cut within 10 s");
+        assert!(cut.is_err());
+    }
+
+    #[test]
+    fn idle_means_nothing_in_flight_and_nothing_moving() {
+        let activity = Activity::new();
+        assert!(activity.idle_for(Duration::ZERO));
+        assert!(!activity.idle_for(Duration::from_secs(3600)));
+        let request = InFlight::begin(Arc::new(Activity::new()));
+        assert!(
+            !request.0.idle_for(Duration::ZERO),
+            "a request is in flight"
+        );
+        assert!(request.0.idle_deadline(Duration::from_secs(60)) > Instant::now());
+        let activity = request.0.clone();
+        drop(request);
+        assert!(activity.idle_for(Duration::ZERO));
+    }
+}

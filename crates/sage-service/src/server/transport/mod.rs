@@ -1,0 +1,167 @@
+//! The server's transport: our own accept loop over hyper's HTTP/1.1
+//! connections (keep-alive on), serving the axum [`Router`], so that the
+//! socket-level [`Limits`](crate::config::Limits) hold, with or without TLS:
+//!
+//! - `max_connections`: a semaphore taken *before* `accept`; at the limit
+//!   the loop stops accepting (the kernel's backlog holds newcomers) until
+//!   a connection closes. Nothing is accepted only to be dropped.
+//! - `header_read_timeout`: from the first byte of a request to its last
+//!   header, and for TLS from the accept to the end of the handshake
+//!   ([`connection`]). A slowloris client is disconnected.
+//! - `body_read_timeout`: from the end of the headers to the end of the
+//!   body ([`body`]); the handler sees a read error and answers 400
+//!   `malformed` naming the limit, and the connection is closed.
+//! - `idle_timeout`: a kept-alive connection with nothing in flight and no
+//!   bytes either way for this long is closed.
+//! - `TCP_NODELAY` on every accepted socket.
+//! - Accept errors (`EMFILE`, ...) are logged and retried after a pause;
+//!   they never end the server.
+//! - Shutdown: stop accepting, let every connection finish its request in
+//!   flight (idle ones close at once), and wait for all of them up to the
+//!   drain deadline; past it, the remaining connections are dropped.
+//!
+//! The timeouts are read from the node's limits at each accept, so a
+//! reload applies to new connections; `max_connections` is fixed at start.
+//!
+//! hyper's own `header_read_timeout` is not used: hyper 1 starts its timer
+//! as soon as it waits for a request head, so it would also close every
+//! kept-alive connection that is merely idle.
+
+mod body;
+mod connection;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use super::{AppState, Shutdown};
+use crate::tls::ServerTls;
+
+/// How long the loop pauses after an accept error that is not about one
+/// connection (out of descriptors, of memory), so as not to spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Where the server is in its life; connections watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Serving requests.
+    Serving,
+    /// Shutting down: finish the request in flight, then close.
+    Draining,
+    /// The drain deadline passed: close now.
+    Stopped,
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until
+/// `signal`, then drains; see the module documentation.
+pub(super) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    state: AppState,
+    tls: Option<ServerTls>,
+    signal: impl Future<Output = ()>,
+) -> io::Result<Shutdown> {
+    let limits = state.limits();
+    let settings = Arc::new(connection::Settings::new(tls.as_ref()));
+    // At least one connection; `acquire_many` counts in u32.
+    let capacity = limits
+        .max_connections
+        .clamp(1, u32::MAX as usize)
+        .min(Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(capacity));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+    let mut signal = std::pin::pin!(signal);
+    let mut accept_failing = false;
+    loop {
+        let permit = tokio::select! {
+            () = &mut signal => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // closed: never happens, the semaphore is ours
+            },
+        };
+        let accepted = tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if accept_failing {
+                    tracing::info!("accepting connections again");
+                    accept_failing = false;
+                }
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+                }
+                // The limits now: a reload applies to new connections.
+                let timeouts = connection::Timeouts::new(&state.limits());
+                tokio::spawn(connection::run(
+                    stream,
+                    peer,
+                    app.clone(),
+                    settings.clone(),
+                    timeouts,
+                    phase_rx.clone(),
+                    permit,
+                ));
+            }
+            // The client gave up between its connect and our accept.
+            Err(e) if is_about_one_connection(&e) => {
+                tracing::debug!("accept: {e}");
+            }
+            Err(e) => {
+                if accept_failing {
+                    tracing::debug!("accept failed again: {e}");
+                } else {
+                    tracing::warn!(
+                        "cannot accept connections: {e}; retrying every {} ms (out of file descriptors? raise `ulimit -n` / LimitNOFILE=, or lower limits.max_connections)",
+                        ACCEPT_RETRY.as_millis()
+                    );
+                    accept_failing = true;
+                }
+                drop(permit);
+                tokio::select! {
+                    () = &mut signal => break,
+                    () = tokio::time::sleep(ACCEPT_RETRY) => {}
+                }
+            }
+        }
+    }
+    // No new connections from here on.
+    drop(listener);
+    let drain = state.limits().drain_timeout;
+    tracing::info!(
+        in_flight = state.in_flight(),
+        drain_secs = drain.as_secs_f64(),
+        "shutting down: no new tasks, draining in-flight ones"
+    );
+    phase_tx.send_replace(Phase::Draining);
+    // Every connection holds a slot until it closes: all slots free means
+    // all connections closed.
+    let all = u32::try_from(capacity).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(drain, slots.acquire_many(all)).await;
+    match drained {
+        Ok(_) => Ok(Shutdown::Drained),
+        Err(_) => {
+            let abandoned = state.in_flight();
+            phase_tx.send_replace(Phase::Stopped);
+            Ok(Shutdown::DeadlinePassed { abandoned })
+        }
+    }
+}
+
+/// Accept errors that concern one connection only: skip it and go on.
+fn is_about_one_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}

@@ -18,7 +18,14 @@ use crate::ClientError;
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    connect_timeout: Duration,
 }
+
+/// How long a connection attempt may take: a host that is down or a
+/// firewall that drops packets shows as [`ClientError::NoConnection`]
+/// after this, whatever the request's timeout. Long enough for two lost
+/// SYNs on a slow link.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Client {
     /// A client that trusts the built-in web PKI roots for `https://`.
@@ -39,18 +46,27 @@ impl Client {
     /// [`ClientError::TlsSettings`] for a CA file that cannot be read or
     /// holds no certificate.
     pub fn with_tls(trust: &TlsTrust) -> Result<Self, ClientError> {
+        Self::build(trust, CONNECT_TIMEOUT)
+    }
+
+    fn build(trust: &TlsTrust, connect_timeout: Duration) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
+            // Its own bound, so that no answer to the connection attempt
+            // (a firewall that drops) is told apart from a slow task.
+            .connect_timeout(connect_timeout)
             .user_agent(concat!("sage/", env!("CARGO_PKG_VERSION")));
         if let Some(config) = crate::tls::client_config(trust)? {
             builder = builder.use_preconfigured_tls(config);
         }
-        let http = builder.build().map_err(|e| ClientError::BadAddress {
-            addr: String::new(),
-            detail: format!("cannot build HTTP client: {e}"),
-        })?;
-        Ok(Client { http })
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Setup(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            connect_timeout,
+        })
     }
 
     /// `GET /health` with its round-trip time; a node that answers but not
@@ -147,7 +163,7 @@ impl Client {
             .body(body)
             .send()
             .await
-            .map_err(|e| transport_error(url, timeout, &e))?;
+            .map_err(|e| transport_error(url, timeout, self.connect_timeout, &e))?;
         let (status, body) = read(url, timeout, response).await?;
         if status != 200 {
             return Err(refusal(url, status, &body));
@@ -164,10 +180,8 @@ impl Client {
         expected: &str,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", base_url(addr)?);
-        let body = serde_json::to_vec(body).map_err(|e| ClientError::BadAddress {
-            addr: addr.to_owned(),
-            detail: format!("cannot encode request: {e}"),
-        })?;
+        let body = serde_json::to_vec(body)
+            .map_err(|e| ClientError::Setup(format!("cannot encode the request to {addr}: {e}")))?;
         let request = self
             .http
             .post(&url)
@@ -189,7 +203,7 @@ impl Client {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| transport_error(addr, timeout, &e))?;
+            .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
         let (status, body) = read(addr, timeout, response).await?;
         if status != 200 {
             return Err(refusal(addr, status, &body));
@@ -233,7 +247,7 @@ async fn read(
     let body = response
         .bytes()
         .await
-        .map_err(|e| transport_error(addr, timeout, &e))?;
+        .map_err(|e| transport_error(addr, timeout, timeout, &e))?;
     Ok((status, body.to_vec()))
 }
 
@@ -251,7 +265,18 @@ fn refusal(addr: &str, status: u16, body: &[u8]) -> ClientError {
     }
 }
 
-fn transport_error(addr: &str, timeout: Duration, err: &reqwest::Error) -> ClientError {
+fn transport_error(
+    addr: &str,
+    timeout: Duration,
+    connect_timeout: Duration,
+    err: &reqwest::Error,
+) -> ClientError {
+    if err.is_connect() && err.is_timeout() {
+        return ClientError::NoConnection {
+            addr: addr.to_owned(),
+            after: connect_timeout.min(timeout),
+        };
+    }
     if err.is_timeout() {
         return ClientError::TimedOut {
             addr: addr.to_owned(),
@@ -296,6 +321,34 @@ fn as_tls_error<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_connection_nobody_answers_is_no_connection_not_a_slow_node() {
+        // A listener that never accepts: once its accept queue is full the
+        // kernel drops further SYNs, as a firewall that drops would.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        while let Ok(stream) =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        {
+            held.push(stream);
+            assert!(held.len() < 100_000, "the accept queue never filled");
+        }
+        let client = Client::build(&TlsTrust::WebPki, Duration::from_millis(300)).unwrap();
+        let error = client
+            .health(&addr.to_string(), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        match &error {
+            ClientError::NoConnection { after, .. } => {
+                assert_eq!(*after, Duration::from_millis(300));
+            }
+            other => panic!("expected NoConnection, got {other:?}"),
+        }
+        let message = error.to_string();
+        assert!(message.contains("firewall drops the port"), "{message}");
+    }
 
     #[test]
     fn addresses_become_base_urls() {

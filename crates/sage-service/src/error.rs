@@ -118,8 +118,21 @@ pub enum ClientError {
         /// The system's reason.
         detail: String,
     },
-    /// No answer within the timeout.
-    #[error("{addr} did not answer within {:.1} s; the node may be overloaded or the task slow: raise --timeout or check the node's log", after.as_secs_f64())]
+    /// The client could not be set up or the request not encoded: a bug
+    /// or a broken TLS backend, not the peer's fault.
+    #[error("{0}")]
+    Setup(String),
+    /// No connection within the timeout: nothing answered the connection
+    /// attempt (a firewall that drops, a host that is down).
+    #[error("{addr} did not accept a connection within {:.1} s: the host is down or unreachable, or a firewall drops the port. Check `ping` to the host, that `sage serve` runs there, and that the port is open (e.g. `sudo ufw allow 50051/tcp`)", after.as_secs_f64())]
+    NoConnection {
+        /// The address.
+        addr: String,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// Connected, but no answer within the timeout.
+    #[error("{addr} did not answer within {:.1} s; the node may be overloaded or the task slow: raise --timeout (within the node's max_task_lifetime) or check the node's log", after.as_secs_f64())]
     TimedOut {
         /// The address.
         addr: String,

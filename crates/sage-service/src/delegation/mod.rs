@@ -377,9 +377,7 @@ pub async fn delegate(
     spec: &TaskSpec,
     timeout: Duration,
 ) -> Result<Delegation, DelegateError> {
-    let (health, health_rtt) = client
-        .health(addr, timeout.min(Duration::from_secs(5)))
-        .await?;
+    let (health, health_rtt) = client.health(addr, timeout).await?;
     if health.lct_id != target.lct_id {
         return Err(DelegateError::WrongNode {
             addr: addr.to_owned(),

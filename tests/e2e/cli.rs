@@ -242,3 +242,32 @@ fn health_reports_a_running_node() {
     run.assert_code(0);
     run.assert_stdout(&["Thor (thor_sage_lct)", "healthy"]);
 }
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    // Enough peers that `peer list` fills the pipe before the reader is
+    // gone, so the write fails with EPIPE (as `sage peer list | head -1`).
+    let keys = Keys::new();
+    std::fs::create_dir_all(keys.path()).unwrap();
+    let mut toml = String::new();
+    for i in 0..3000 {
+        let public = sage_crypto::NodeKey::generate().public().to_hex();
+        toml.push_str(&format!(
+            "[[peer]]\nname = \"Peer{i}\"\nlct_id = \"peer{i}_sage_lct\"\npublic_key = \"{public}\"\n\n"
+        ));
+    }
+    std::fs::write(keys.path().join("peers.toml"), toml).unwrap();
+    let mut child = sage()
+        .arg("--keys-dir")
+        .arg(keys.path())
+        .args(["peer", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

@@ -1,5 +1,6 @@
 //! How a command fails: bad usage (exit 2) or a failed operation (exit 1).
 
+use crate::output::out;
 use std::fmt;
 use std::process::ExitCode;
 
@@ -52,7 +53,7 @@ pub type CmdResult = Result<(), Failure>;
 
 /// Prints `value` as one JSON object on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );

@@ -6,6 +6,7 @@
 
 mod cmd;
 mod failure;
+mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

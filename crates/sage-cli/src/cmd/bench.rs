@@ -1,5 +1,6 @@
 //! `sage bench`: the load generator.
 
+use crate::output::out;
 use std::io::IsTerminal as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -206,7 +207,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             ),
             None => format!("closed loop, {} in flight", plan.concurrency),
         };
-        println!(
+        out!(
             "sage bench: {} at {addr}, {} protocol, {mode}",
             target.name,
             protocol.as_str()
@@ -214,7 +215,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         print_report("sage", &sage, plan.verify);
         if let (Some(b), Some(r)) = (&baseline, ratio) {
             print_report("baseline (bare echo)", b, false);
-            println!(
+            out!(
                 "ratio: sage does {:.2} of the baseline's requests per second",
                 r
             );
@@ -235,26 +236,32 @@ fn print_report(name: &str, r: &Report, verified: bool) {
     } else {
         "requests"
     };
-    println!("{name}:");
-    println!(
+    out!("{name}:");
+    out!(
         "  {:.0} {what}/s ({} in {:.2} s)",
-        r.per_second, r.ok, r.elapsed_secs
+        r.per_second,
+        r.ok,
+        r.elapsed_secs
     );
     let l = &r.latency_ms;
-    println!(
+    out!(
         "  latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-        l.p50, l.p90, l.p99, l.p999, l.max
+        l.p50,
+        l.p90,
+        l.p99,
+        l.p999,
+        l.max
     );
     if let Some(cpu) = r.cpu_secs {
-        println!(
+        out!(
             "  client CPU: {cpu:.2} s ({:.0} µs per request)",
             cpu * 1e6 / r.ok.max(1) as f64
         );
     }
     if r.errors.is_empty() {
-        println!("  errors: none");
+        out!("  errors: none");
     }
     for (kind, n) in &r.errors {
-        println!("  errors: {n} {kind}");
+        out!("  errors: {n} {kind}");
     }
 }

@@ -1,5 +1,6 @@
 //! `sage capabilities HOST:PORT`: a node's signed self-description, verified.
 
+use crate::output::out;
 use std::path::Path;
 use std::time::Duration;
 
@@ -52,13 +53,17 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         );
         return Ok(());
     }
-    println!(
+    out!(
         "{} ({}) at {}, sage {}",
-        caps.platform, caps.lct_id, args.address, caps.version
+        caps.platform,
+        caps.lct_id,
+        args.address,
+        caps.version
     );
-    println!(
+    out!(
         "✓ signed by {}'s known key {}",
-        verified.signer.name, verified.signer.key_id
+        verified.signer.name,
+        verified.signer.key_id
     );
     print_summary(&caps);
     Ok(())
@@ -71,7 +76,7 @@ pub fn print_summary(caps: &Capabilities) {
         .memory_bytes
         .map(|b| format!(", {:.1} GiB", b as f64 / (1u64 << 30) as f64))
         .unwrap_or_default();
-    println!(
+    out!(
         "hardware:   {} CPUs{}{memory}",
         hw.cpus,
         hw.cpu_model
@@ -89,10 +94,10 @@ pub fn print_summary(caps: &Capabilities) {
             .as_ref()
             .map(|d| format!(", driver {d}"))
             .unwrap_or_default();
-        println!("gpu:        {}{mem}{driver}", gpu.name);
+        out!("gpu:        {}{mem}{driver}", gpu.name);
     }
     if let Some(model) = &hw.device_model {
-        println!("device:     {model}");
+        out!("device:     {model}");
     }
     for t in &caps.task_types {
         let limit = match (t.max_concurrency, t.queue_depth) {
@@ -110,9 +115,10 @@ pub fn print_summary(caps: &Capabilities) {
             .max_cost
             .map(|m| format!(", max {m} ATP"))
             .unwrap_or_default();
-        println!(
+        out!(
             "task type:  {} ({}{limit}{cost}{ceiling})",
-            t.task_type, t.kind
+            t.task_type,
+            t.kind
         );
     }
 }

@@ -1,5 +1,6 @@
 //! `sage config check`.
 
+use crate::output::{out, out_part};
 use std::path::{Path, PathBuf};
 
 use sage_service::config::file::{ConfigFile, DEFAULT_PATHS};
@@ -51,16 +52,16 @@ pub fn run(command: Command) -> CmdResult {
     }
     super::serve::check_limits(&file.limits(), Some(&path))?;
     fill_defaults(&mut file);
-    println!("# effective configuration of {}", path.display());
+    out!("# effective configuration of {}", path.display());
     if file.executors.is_empty() {
         let served: Vec<String> = executors
             .describe()
             .iter()
             .map(|(t, k)| format!("{t}={k}"))
             .collect();
-        println!("# no [executors]: built-in {}", served.join(", "));
+        out!("# no [executors]: built-in {}", served.join(", "));
     }
-    print!("{}", file.to_toml());
+    out_part!("{}", file.to_toml());
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `sage delegate`.
 
+use crate::output::out;
 use std::path::Path;
 use std::time::Duration;
 
@@ -224,72 +225,77 @@ fn print_report(d: &Delegation, spec: &TaskSpec, local: &str, target: &Peer, add
     let p = &d.summary;
     let legacy = d.protocol == Protocol::Legacy;
     let via = if legacy { " (legacy protocol)" } else { "" };
-    println!(
+    out!(
         "Delegated {} from {local} to {} at {addr}{via}",
-        spec.task_type, target.name
+        spec.task_type,
+        target.name
     );
-    println!();
-    println!("Execution proof");
-    println!("  task id:      {}", p.task_id);
-    println!("  executor:     {} ({})", target.name, target.lct_id);
-    println!("  status:       {}", p.status.as_str());
-    println!(
+    out!();
+    out!("Execution proof");
+    out!("  task id:      {}", p.task_id);
+    out!("  executor:     {} ({})", target.name, target.lct_id);
+    out!("  status:       {}", p.status.as_str());
+    out!(
         "  quality:      {} (required {})",
-        p.quality, spec.quality.min_quality
+        p.quality,
+        spec.quality.min_quality
     );
-    println!(
+    out!(
         "  convergence:  {} (required {})",
-        p.convergence, spec.quality.min_convergence
+        p.convergence,
+        spec.quality.min_convergence
     );
-    println!("  iterations:   {}", p.iterations);
-    println!(
+    out!("  iterations:   {}", p.iterations);
+    out!(
         "  actual cost:  {} ATP (estimated {})",
-        p.actual_cost, spec.estimated_cost
+        p.actual_cost,
+        spec.estimated_cost
     );
-    println!();
-    println!("Result data");
+    out!();
+    out!("Result data");
     let result = serde_json::to_string_pretty(&p.result).unwrap_or_default();
     for line in result.lines() {
-        println!("  {line}");
+        out!("  {line}");
     }
-    println!();
-    println!("Timing");
-    println!("  total delegation time: {:.3} ms", ms(d.total));
-    println!("  execution (reported):  {:.3} ms", p.latency_ms);
-    println!(
+    out!();
+    out!("Timing");
+    out!("  total delegation time: {:.3} ms", ms(d.total));
+    out!("  execution (reported):  {:.3} ms", p.latency_ms);
+    out!(
         "  network overhead:      {:.3} ms",
         (ms(d.round_trip) - p.latency_ms).max(0.0)
     );
-    println!("  health check:          {:.3} ms", ms(d.health_rtt));
-    println!();
-    println!("Security");
+    out!("  health check:          {:.3} ms", ms(d.health_rtt));
+    out!();
+    out!("Security");
     if legacy {
-        println!("  ✓ task signed with {local}'s Ed25519 key (legacy: no audience, no nonce)");
+        out!("  ✓ task signed with {local}'s Ed25519 key (legacy: no audience, no nonce)");
     } else {
-        println!(
+        out!(
             "  ✓ task signed with {local}'s Ed25519 key, for {} only, with a fresh nonce",
             p.executor
         );
     }
-    println!(
+    out!(
         "  ✓ proof signature verified against {}'s known key {}",
-        target.name, target.key_id
+        target.name,
+        target.key_id
     );
     match &p.task_digest {
-        Some(digest) => println!(
+        Some(digest) => out!(
             "  ✓ proof names this task ({}) and its exact payload {digest}",
             p.task_id
         ),
-        None => println!(
+        None => out!(
             "  ✓ proof names this task ({}); a legacy proof does not bind the payload digest",
             p.task_id
         ),
     }
     if let Some(digest) = &p.result_digest {
-        println!("  ✓ result digest {digest}");
+        out!("  ✓ result digest {digest}");
     }
     match &d.shortfall {
-        None => println!("  ✓ quality requirements met"),
-        Some(why) => println!("  ✗ {why}"),
+        None => out!("  ✓ quality requirements met"),
+        Some(why) => out!("  ✗ {why}"),
     }
 }

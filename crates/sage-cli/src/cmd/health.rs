@@ -1,5 +1,6 @@
 //! `sage health HOST:PORT`.
 
+use crate::output::out;
 use std::path::Path;
 
 use sage_service::client::Client;
@@ -59,20 +60,23 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             "capabilities": caps,
         }));
     } else {
-        println!(
+        out!(
             "{} ({}) at {}: {}",
-            health.platform, health.lct_id, args.address, health.status
+            health.platform,
+            health.lct_id,
+            args.address,
+            health.status
         );
-        println!("round trip: {rtt_ms:.2} ms");
+        out!("round trip: {rtt_ms:.2} ms");
         if let Some(key_id) = &health.key_id {
-            println!("key id:     {key_id}");
+            out!("key id:     {key_id}");
         }
         if let Some(version) = &health.version {
-            println!("version:    sage {version}");
+            out!("version:    sage {version}");
         }
         if let Some(caps) = &caps {
             super::capabilities::print_summary(caps);
-            println!(
+            out!(
                 "(unverified summary; `sage capabilities {}` checks its signature)",
                 args.address
             );

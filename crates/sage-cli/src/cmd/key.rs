@@ -1,5 +1,6 @@
 //! `sage key ...`.
 
+use crate::output::out;
 use std::path::Path;
 
 use sage_service::keydir::{Identity, KeyDir};
@@ -31,15 +32,15 @@ pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
     let identity = KeyDir::new(keys_dir).load_identity(&args.name)?;
     let public = identity.key.public();
     if args.public_only {
-        println!("{}", public.to_hex());
+        out!("{}", public.to_hex());
     } else if args.json {
         print_json(&identity_json(&identity));
     } else {
-        println!("name:       {}", identity.name);
-        println!("lct id:     {}", identity.lct_id);
-        println!("public key: {}", public.to_hex());
-        println!("key id:     {}", public.key_id());
-        println!("key file:   {}", identity.key_path.display());
+        out!("name:       {}", identity.name);
+        out!("lct id:     {}", identity.lct_id);
+        out!("public key: {}", public.to_hex());
+        out!("key id:     {}", public.key_id());
+        out!("key file:   {}", identity.key_path.display());
         if let Some(mode) = identity.loose_mode {
             eprintln!(
                 "warning: {} has mode {mode:o}; others can read the private key: chmod 600 it",

@@ -1,5 +1,6 @@
 //! `sage keygen`.
 
+use crate::output::out;
 use std::path::Path;
 
 use sage_service::keydir::KeyDir;
@@ -39,7 +40,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             "give peers this public key: sage peer add --name {} --public-key <key>",
             identity.name
         );
-        println!("{}", public.to_hex());
+        out!("{}", public.to_hex());
     }
     Ok(())
 }

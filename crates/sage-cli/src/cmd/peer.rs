@@ -1,5 +1,6 @@
 //! `sage peer add|list|remove`: the trust store.
 
+use crate::output::out;
 use std::path::{Path, PathBuf};
 
 use sage_crypto::{Protocol, PublicKey};
@@ -135,7 +136,7 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
         AddOutcome::Added => "added",
         AddOutcome::Replaced => "updated",
     };
-    println!(
+    out!(
         "{verb} peer {} ({}, {}) in {}",
         record.name,
         record.lct_id,
@@ -170,20 +171,20 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
         return Ok(());
     }
     if store.is_empty() {
-        println!(
+        out!(
             "no known peers in {} (add one with `sage peer add`)",
             keys.path().display()
         );
     }
     for p in store.iter() {
-        println!("{} ({})", p.name, p.lct_id);
-        println!("  key:      {} ({})", p.public_key, p.key_id);
-        println!("  address:  {}", p.address.as_deref().unwrap_or("-"));
-        println!("  protocol: {}", p.protocol.as_str());
+        out!("{} ({})", p.name, p.lct_id);
+        out!("  key:      {} ({})", p.public_key, p.key_id);
+        out!("  address:  {}", p.address.as_deref().unwrap_or("-"));
+        out!("  protocol: {}", p.protocol.as_str());
         if !p.tls.is_default() {
-            println!("  tls:      {}", p.tls);
+            out!("  tls:      {}", p.tls);
         }
-        println!("  from:     {}", p.sources_text());
+        out!("  from:     {}", p.sources_text());
         if let Some(st) = stats_of(&p.name) {
             let counts: Vec<String> = st
                 .by_status
@@ -198,12 +199,12 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
                 .quality_ewma
                 .map(|q| format!("{q:.2}"))
                 .unwrap_or_else(|| "-".into());
-            println!(
+            out!(
                 "  stats:    {}; latency ~{latency}, quality ~{quality}",
                 counts.join(", ")
             );
             if let Some(seen) = st.last_seen_ms {
-                println!("  seen:     {seen} (unix ms)");
+                out!("  seen:     {seen} (unix ms)");
             }
         }
     }
@@ -221,7 +222,7 @@ fn remove(keys: &KeyDir, args: RemoveArgs) -> CmdResult {
         .into());
     }
     file.save(&path)?;
-    println!("removed peer {} from {}", args.name, path.display());
+    out!("removed peer {} from {}", args.name, path.display());
     Ok(())
 }
 

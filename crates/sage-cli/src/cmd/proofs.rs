@@ -1,5 +1,6 @@
 //! `sage proofs list|show|export|verify`: the delegator's receipts.
 
+use crate::output::out;
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -85,7 +86,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
                 print_json(&json!({ "delegations": rows }));
             } else {
                 if entries.is_empty() {
-                    println!("no delegations recorded in {}", state_dir.display());
+                    out!("no delegations recorded in {}", state_dir.display());
                 }
                 for e in &entries {
                     let latency = e
@@ -97,9 +98,12 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
                     } else {
                         &e.task_id
                     };
-                    println!(
+                    out!(
                         "{}  {id}  {} → {}  {}  {latency}",
-                        e.sent_at_ms, e.task_type, e.peer, e.status
+                        e.sent_at_ms,
+                        e.task_type,
+                        e.peer,
+                        e.status
                     );
                 }
             }
@@ -182,8 +186,8 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
     } else {
         for (line, r) in &results {
             match r {
-                Ok((task_id, signer)) => println!("line {line}: ✓ {task_id} proven by {signer}"),
-                Err(e) => println!("line {line}: ✗ {e}"),
+                Ok((task_id, signer)) => out!("line {line}: ✓ {task_id} proven by {signer}"),
+                Err(e) => out!("line {line}: ✗ {e}"),
             }
         }
     }
@@ -199,7 +203,7 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
             results.len()
         )));
     }
-    println!("all {} receipts verify", results.len());
+    out!("all {} receipts verify", results.len());
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! --tls-cert`, and the TLS trust flags of the commands that take an
 //! address (`--tls-ca`, `--tls-fingerprint`).
 
+use crate::output::out;
 use std::path::{Path, PathBuf};
 
 use sage_crypto::{CertFingerprint, TlsTrust, TrustStore};
@@ -113,7 +114,7 @@ fn self_signed(keys_dir: &Path, args: SelfSignedArgs) -> CmdResult {
         "on other nodes: sage peer add --name {} --public-key {public_key} --address https://{host}:50051 --tls-fingerprint {fingerprint}",
         args.name
     );
-    println!("{fingerprint}");
+    out!("{fingerprint}");
     Ok(())
 }
 
@@ -123,7 +124,7 @@ fn fingerprint(args: &FingerprintArgs) -> CmdResult {
     if args.json {
         print_json(&json!({ "file": args.file, "fingerprint": fingerprint.to_string() }));
     } else {
-        println!("{fingerprint}");
+        out!("{fingerprint}");
     }
     Ok(())
 }

@@ -339,7 +339,7 @@ fn capabilities_are_signed_and_a_tampered_copy_is_refused() {
     let mitm = FakeNode::start(move |_, _, _| Some((200, forged.clone())));
     let run = keys.run(&["capabilities", &mitm.addr.to_string()]);
     run.assert_code(1);
-    run.assert_stderr(&["not signed by a known peer", "does not verify"]);
+    run.assert_stderr(&["capabilities of", "do not verify", "does not verify"]);
 
     // Thor's genuine signature over a document that claims to be Legion.
     let mut claim = doc.clone();

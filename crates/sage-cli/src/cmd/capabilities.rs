@@ -4,7 +4,7 @@ use crate::output::out;
 use std::path::Path;
 use std::time::Duration;
 
-use sage_crypto::verify_envelope;
+use sage_crypto::{verify_envelope, VerifyError};
 use sage_service::client::Client;
 use sage_service::keydir::KeyDir;
 use sage_types::capabilities::{Capabilities, CAPABILITIES_PAYLOAD_TYPE};
@@ -34,8 +34,12 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     let client = Client::with_tls(&args.tls.trust_for(Some(&trust), &args.address)?)?;
     let envelope = super::runtime(false)?.block_on(client.capabilities(&args.address, timeout))?;
     let verified = verify_envelope(&envelope, CAPABILITIES_PAYLOAD_TYPE, &trust).map_err(|e| {
+        let fix = match e {
+            VerifyError::UnknownKey { .. } => "; add the node with `sage peer add`",
+            _ => "",
+        };
         Failure::Failed(format!(
-            "the capabilities of {} are not signed by a known peer: {e}; add the node with `sage peer add`",
+            "the capabilities of {} do not verify: {e}{fix}",
             args.address
         ))
     })?;

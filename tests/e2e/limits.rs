@@ -220,3 +220,50 @@ fn at_max_connections_the_next_connection_waits_for_a_free_slot() {
     get_health(&mut second);
     assert_eq!(read_answer(&mut second).0, 200);
 }
+
+#[test]
+fn a_silent_connection_is_closed_after_the_header_read_timeout() {
+    let keys = Keys::new();
+    let node = node_with_limits(
+        &keys,
+        "header_read_timeout = \"1s\"\nidle_timeout = \"300s\"",
+    );
+    let mut silent = connect(node.addr);
+    let mut rest = Vec::new();
+    // Blocks until the server closes it; the 20 s read timeout is far below
+    // the idle timeout, so a close in time is the header read timeout's.
+    let n = silent
+        .read_to_end(&mut rest)
+        .unwrap_or_else(|e| panic!("not closed within 20 s ({e}); log:\n{}", node.log()));
+    assert_eq!(n, 0, "unexpected bytes: {rest:?}");
+}
+
+#[test]
+fn a_client_that_never_reads_its_answers_does_not_keep_its_slot() {
+    let keys = Keys::new();
+    let node = node_with_limits(
+        &keys,
+        "max_connections = 1\nidle_timeout = \"1s\"\nheader_read_timeout = \"1s\"",
+    );
+    // Pipelined requests whose answers are never read: the node's writes
+    // stall once the socket buffers are full.
+    let stuck = connect(node.addr);
+    let mut writer = stuck.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: thor\r\n\r\n";
+        for _ in 0..200_000 {
+            if writer.write_all(request).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // The only slot is taken; once the stalled connection is given up, the
+    // next client is served.
+    let mut next = connect(node.addr);
+    get_health(&mut next);
+    let (status, _) = read_answer(&mut next);
+    assert_eq!(status, 200, "log:\n{}", node.log());
+    drop(stuck);
+    flood.join().unwrap();
+}

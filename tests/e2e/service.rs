@@ -257,9 +257,19 @@ fn a_peer_over_its_rate_is_refused_429_and_others_are_not() {
         ])
         .assert_code(0);
     let node = fleet.serve(&[]);
-    for _ in 0..2 {
-        delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
+    delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
+    // A captured envelope sent again is refused as a replay and does not
+    // spend Sprout's budget (else anyone could lock a peer out).
+    let export = fleet.sprout.run(&["proofs", "export"]);
+    export.assert_code(0);
+    let receipt: serde_json::Value =
+        serde_json::from_str(export.stdout.lines().next().unwrap()).unwrap();
+    let envelope = serde_json::to_vec(&receipt["task"]).unwrap();
+    for _ in 0..5 {
+        let answer = http(node.addr, "POST", "/v1/tasks", &envelope);
+        assert_eq!(answer.problem_code(), "replayed");
     }
+    delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
     delegate(&fleet.sprout, "Sprout", &node, "echo")
         .assert_code(1)
         .assert_stderr(&["rate_limited (429)", "0.2 tasks per second"]);

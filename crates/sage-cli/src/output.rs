@@ -1,6 +1,6 @@
 //! Writing to stdout. A closed stdout (`sage proofs list | head -1`) ends
-//! the process quietly with success, as Unix filters do, instead of the
-//! panic `println!` gives.
+//! the process quietly with status 141, as SIGPIPE ends Unix filters,
+//! instead of the panic `println!` gives.
 
 use std::fmt;
 use std::io::{self, Write as _};
@@ -17,7 +17,9 @@ pub fn write(args: fmt::Arguments<'_>, newline: bool) {
     });
     if let Err(error) = written {
         if error.kind() == io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
+            // What a shell reports for a process ended by SIGPIPE
+            // (128 + 13), so `set -o pipefail` still sees a cut output.
+            std::process::exit(141);
         }
         eprintln!("sage: cannot write to stdout: {error}");
         std::process::exit(1);

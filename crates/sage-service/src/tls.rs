@@ -117,7 +117,12 @@ fn unusable(cert: &Path, key: &Path, err: &rustls::Error) -> TlsError {
 fn loose_mode(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
+    // systemd's credentials (`LoadCredential=`) show their ACL mask in the
+    // group bits (0440 is normal there): only others count.
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|dir| !dir.is_empty() && path.starts_with(dir));
+    let loose = if credential { 0o007 } else { 0o077 };
+    (mode & loose != 0).then_some(mode)
 }
 
 #[cfg(not(unix))]
@@ -493,8 +498,13 @@ pub fn write_self_signed(
             },
         })
     };
-    write(&key_path, cert.key_pem.as_bytes(), 0o600)?;
+    // The certificate first: if writing the key then fails, no orphan key
+    // is left to block a re-run without --force; remove the certificate.
     write(&cert_path, cert.cert_pem.as_bytes(), 0o644)?;
+    if let Err(e) = write(&key_path, cert.key_pem.as_bytes(), 0o600) {
+        let _ = std::fs::remove_file(&cert_path);
+        return Err(e);
+    }
     Ok(SelfSignedFiles {
         cert_path,
         key_path,

@@ -399,8 +399,11 @@ async fn reload_loop(state: &AppState, reload: &Reload, hangups: &mut tokio::sig
         let loaded = tokio::task::spawn_blocking(move || reading.policy())
             .await
             .unwrap_or_else(|e| Err(Failure::Failed(format!("the reload panicked: {e}"))));
-        match loaded {
+        let status = match loaded {
             Ok(policy) => {
+                if policy.limits.max_connections != state.limits().max_connections {
+                    tracing::warn!("reload: [limits] max_connections changed; it takes effect only after a restart");
+                }
                 let peers = policy.trust.len();
                 let change = state.reload(policy);
                 tracing::info!(
@@ -410,12 +413,14 @@ async fn reload_loop(state: &AppState, reload: &Reload, hangups: &mut tokio::sig
                     rekeyed = ?change.rekeyed,
                     "reloaded: new requests use the new config and trust store"
                 );
+                "serving (reloaded)"
             }
             Err(e) => {
-                tracing::error!("reload failed; keeping the previous config and trust store: {e}")
+                tracing::error!("reload failed; keeping the previous config and trust store: {e}");
+                "serving (reload failed: previous config kept; see the log)"
             }
-        }
-        sage_service::systemd::ready("serving (reloaded)");
+        };
+        sage_service::systemd::ready(status);
     }
 }
 

@@ -66,8 +66,10 @@ pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
 }
 
 fn self_signed(keys_dir: &Path, args: SelfSignedArgs) -> CmdResult {
-    if args.days == 0 {
-        return Err(Failure::Usage("--days must be at least 1".into()));
+    // Up to 100 years: far enough for a fleet, near enough for every
+    // certificate date format.
+    if args.days == 0 || args.days > 36_500 {
+        return Err(Failure::Usage("--days must be from 1 to 36500".into()));
     }
     let plan = SelfSignedPlan {
         name: args.name.clone(),

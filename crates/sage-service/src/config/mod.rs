@@ -56,20 +56,33 @@ impl Limits {
                 return Err(format!("{key} must be at least 1"));
             }
         }
-        let timeouts = [
-            ("header_read_timeout", self.header_read_timeout),
-            ("body_read_timeout", self.body_read_timeout),
-            ("idle_timeout", self.idle_timeout),
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        // (key, value, may be zero, most): bounded so that deadlines
+        // computed from them cannot overflow.
+        let durations = [
+            ("header_read_timeout", self.header_read_timeout, false, DAY),
+            ("body_read_timeout", self.body_read_timeout, false, DAY),
+            ("idle_timeout", self.idle_timeout, false, DAY),
+            ("drain_timeout", self.drain_timeout, true, DAY),
+            ("clock_skew", self.clock_skew, true, DAY),
+            ("max_task_lifetime", self.max_task_lifetime, false, 30 * DAY),
         ];
-        for (key, value) in timeouts {
-            if value.is_zero() {
+        for (key, value, zero_ok, most) in durations {
+            if value.is_zero() && !zero_ok {
                 return Err(format!("{key} must be above zero"));
+            }
+            if value > most {
+                return Err(format!(
+                    "{key} must be at most {} s, not {} s",
+                    most.as_secs(),
+                    value.as_secs()
+                ));
             }
         }
         if let Some(rate) = self.peer_rate {
-            if !(rate.is_finite() && rate > 0.0) {
+            if !(rate.is_finite() && (0.001..=1e9).contains(&rate)) {
                 return Err(format!(
-                    "peer_rate must be a positive number of tasks per second, not {rate}"
+                    "peer_rate must be from 0.001 to 1e9 tasks per second, not {rate}"
                 ));
             }
         }

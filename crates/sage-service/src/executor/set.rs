@@ -231,6 +231,26 @@ impl ExecutorSet {
         self.by_type.iter().map(|(t, e)| (t.as_str(), e))
     }
 
+    /// After a reload: each task type of `self` whose limits are the same
+    /// as in `before` takes over `before`'s limiter, so the tasks running
+    /// and waiting under the old configuration still count against the
+    /// limit (a reload does not double `max_concurrency`). A task type
+    /// whose limits changed gets its new limiter; the old tasks finish
+    /// under the old one.
+    pub fn adopt_limiters(&mut self, before: &ExecutorSet) {
+        for (task_type, entry) in &mut self.by_type {
+            let (Some(new), Some(old)) = (
+                &entry.limiter,
+                before.get(task_type).and_then(|e| e.limiter.as_ref()),
+            ) else {
+                continue;
+            };
+            if new.max_concurrency == old.max_concurrency && new.queue_depth == old.queue_depth {
+                entry.limiter = Some(old.clone());
+            }
+        }
+    }
+
     /// (task type, executor kind) pairs, sorted by type.
     pub fn describe(&self) -> Vec<(&str, &'static str)> {
         self.iter().map(|(t, e)| (t, e.executor.kind())).collect()
@@ -270,6 +290,44 @@ mod tests {
             "estimated_cost": 1.0, "quality": {"min_quality": 0.0, "min_convergence": 0.0}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_reload_keeps_the_limiters_whose_limits_did_not_change() {
+        let entry = |max, queue| {
+            let mut entry = Entry::new(Arc::new(Echo));
+            entry.limiter = Some(Limiter::new(max, queue));
+            entry
+        };
+        let mut before = ExecutorSet::default();
+        before.insert("same", entry(1, 0));
+        before.insert("changed", entry(1, 0));
+        // A task holds the only place of "same".
+        let held = before.get("same").unwrap().reserve().unwrap();
+        let mut after = ExecutorSet::default();
+        after.insert("same", entry(1, 0));
+        after.insert("changed", entry(2, 0));
+        after.insert("new", entry(1, 0));
+        after.adopt_limiters(&before);
+        assert!(Arc::ptr_eq(
+            after.get("same").unwrap().limiter.as_ref().unwrap(),
+            before.get("same").unwrap().limiter.as_ref().unwrap()
+        ));
+        // Still full: the old task counts.
+        assert!(after.get("same").unwrap().reserve().is_none());
+        drop(held);
+        assert!(after.get("same").unwrap().reserve().is_some());
+        assert_eq!(
+            after
+                .get("changed")
+                .unwrap()
+                .limiter
+                .as_ref()
+                .unwrap()
+                .max_concurrency(),
+            2
+        );
+        assert!(after.get("new").unwrap().reserve().is_some());
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use serde_json::json;
 use super::state::{Inner, Policy};
 use super::tasks::{
     busy, check_cost, check_not_expired, check_rate, executor_for, json_response, read_body,
-    still_running, store_error, RETRY_WAIT,
+    refund_rate, still_running, store_error, RETRY_WAIT,
 };
 use super::{ApiError, AppState};
 use crate::clock::{now_ms, now_secs_f64};
@@ -57,7 +57,6 @@ pub(super) async fn execute_task(
     verify_legacy(&peer.public_key, &canonical, &request.signature)
         .map_err(|_| ApiError::new(ProblemCode::InvalidSignature, "Invalid signature"))?;
     inner.metrics.verified(verifying.elapsed());
-    check_rate(inner, &policy.limits, peer)?;
     let task: LegacyTask = serde_json::from_value(signable).map_err(|e| {
         ApiError::new(
             ProblemCode::Malformed,
@@ -70,6 +69,8 @@ pub(super) async fn execute_task(
         tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %requester, detail = %e.detail, "legacy task refused");
     };
     let (entry, reservation) = admit(&policy, &task, requester, now).inspect_err(refused)?;
+    // After the stateless checks; a replay gets its token back below.
+    check_rate(inner, &policy.limits, peer).inspect_err(refused)?;
     let count = |outcome, ran| {
         inner
             .metrics
@@ -134,6 +135,7 @@ pub(super) async fn execute_task(
             answer
         }
         Begin::Replayed | Begin::Conflict => {
+            refund_rate(inner, &policy.limits, peer);
             let e = ApiError::new(
                 ProblemCode::Replayed,
                 format!("task_id {} already ran for {requester} with different content; use a new task id", task.task_id),

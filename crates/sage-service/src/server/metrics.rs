@@ -4,8 +4,8 @@
 //! Labels carry only what the node itself decided or verified (endpoint,
 //! status, verified peer name, task type, outcome, refusal code), never a
 //! raw request value, so a client cannot grow the label sets at will: a
-//! peer name is one of the trusted peers, a task type one the node runs or
-//! was refused, and unknown task types are counted as `other`.
+//! peer name is one of the trusted peers, a task type one the node runs
+//! (tasks are counted once admitted), and an unknown path is `other`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -85,6 +85,8 @@ struct Counters {
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     counters: Mutex<Counters>,
+    /// The replay guard's size as last read, and when (see `observe`).
+    pub(crate) replay_guard: Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 /// Gauges read when `/metrics` is scraped.

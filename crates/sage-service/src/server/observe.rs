@@ -111,13 +111,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             (task_type.to_owned(), running, waiting)
         })
         .collect();
-    let replay_guard = match inner.store.replay_guard_size().await {
-        Ok(size) => Some(size),
-        Err(error) => {
-            tracing::warn!(%error, "metrics: cannot read the replay guard's size");
-            None
-        }
-    };
+    let replay_guard = replay_guard_size(&state).await;
     let text = inner.metrics.render(&Gauges {
         tasks_in_flight: state.in_flight(),
         requests_in_flight: state.requests(),
@@ -134,4 +128,38 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// How long a read of the replay guard's size serves scrapes: a flood of
+/// `/metrics` must not turn into a flood of database jobs.
+const REPLAY_GUARD_CACHE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The replay guard's size, read from the store at most every
+/// [`REPLAY_GUARD_CACHE`].
+async fn replay_guard_size(state: &AppState) -> Option<u64> {
+    let inner = state.inner();
+    let cached = *inner
+        .metrics
+        .replay_guard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, size)) = cached {
+        if at.elapsed() < REPLAY_GUARD_CACHE {
+            return Some(size);
+        }
+    }
+    match inner.store.replay_guard_size().await {
+        Ok(size) => {
+            *inner
+                .metrics
+                .replay_guard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), size));
+            Some(size)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "metrics: cannot read the replay guard's size");
+            None
+        }
+    }
 }

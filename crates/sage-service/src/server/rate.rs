@@ -42,7 +42,18 @@ impl PeerRate {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+            // Bounded: `Limits::check` keeps the rate at 0.001/s or more.
+            Err(Duration::try_from_secs_f64((1.0 - bucket.tokens) / rate).unwrap_or(Duration::MAX))
+        }
+    }
+
+    /// Gives back the token a request took, when it turned out to be a
+    /// replay: a captured envelope sent again must not spend its signer's
+    /// budget.
+    pub(crate) fn refund(&self, key_id: &str, burst: u32) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = buckets.get_mut(key_id) {
+            bucket.tokens = (bucket.tokens + 1.0).min(f64::from(burst.max(1)));
         }
     }
 
@@ -81,6 +92,16 @@ mod tests {
         assert!(rate.take("a", 2.0, 3, t1).is_err());
         // A long pause refills to the burst, not beyond.
         let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(rate.take("a", 2.0, 3, t2).is_ok());
+        }
+        assert!(rate.take("a", 2.0, 3, t2).is_err());
+        // A refund gives one back, never beyond the burst.
+        rate.refund("a", 3);
+        assert!(rate.take("a", 2.0, 3, t2).is_ok());
+        for _ in 0..10 {
+            rate.refund("a", 3);
+        }
         for _ in 0..3 {
             assert!(rate.take("a", 2.0, 3, t2).is_ok());
         }

@@ -114,9 +114,11 @@ impl AppState {
     }
 
     /// Replaces the policy (a reload). Requests in progress finish under
-    /// the old one; in-flight tasks keep their executor. Returns what
-    /// changed among the peers.
-    pub fn reload(&self, policy: Policy) -> PolicyChange {
+    /// the old one; in-flight tasks keep their executor. An executor whose
+    /// limits did not change keeps its limiter, with the tasks it counts.
+    /// Returns what changed among the peers.
+    pub fn reload(&self, mut policy: Policy) -> PolicyChange {
+        policy.executors.adopt_limiters(&self.policy().executors);
         let new = Arc::new(policy);
         let old = std::mem::replace(
             &mut *self

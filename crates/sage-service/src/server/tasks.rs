@@ -52,7 +52,6 @@ pub(super) async fn submit(
     let verifying = Instant::now();
     let verified = verify_envelope(&envelope, TASK_PAYLOAD_TYPE, &policy.trust)?;
     inner.metrics.verified(verifying.elapsed());
-    check_rate(inner, &policy.limits, verified.signer)?;
     let payload = verified.payload;
     let task: Task = serde_json::from_slice(&payload).map_err(|e| {
         ApiError::new(
@@ -66,6 +65,9 @@ pub(super) async fn submit(
     };
     let (entry, reservation) =
         admit(inner, &policy, &task, verified.signer, now).inspect_err(refused)?;
+    // After the checks that need no state, so that an expired copy of an
+    // envelope costs its signer nothing; a replay gets its token back below.
+    check_rate(inner, &policy.limits, verified.signer).inspect_err(refused)?;
     let peer = verified.signer.name.as_str();
 
     let record = TaskRecord {
@@ -126,6 +128,7 @@ pub(super) async fn submit(
             signed
         }
         Begin::Replayed => {
+            refund_rate(inner, &policy.limits, verified.signer);
             let e = ApiError::new(
                 ProblemCode::Replayed,
                 format!(
@@ -137,6 +140,7 @@ pub(super) async fn submit(
             return Err(e);
         }
         Begin::Conflict => {
+            refund_rate(inner, &policy.limits, verified.signer);
             let e = ApiError::new(
                 ProblemCode::Replayed,
                 format!("task id {} was already used by {} for a task with other content; use a new task id", task.task_id, task.issuer),
@@ -326,6 +330,15 @@ pub(super) fn check_rate(inner: &Inner, limits: &Limits, signer: &Peer) -> Resul
             )
             .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
         })
+}
+
+/// Gives back the token [`check_rate`] took, for a request refused as a
+/// replay or conflict.
+pub(super) fn refund_rate(inner: &Inner, limits: &Limits, signer: &Peer) {
+    if let Some(rate) = limits.peer_rate {
+        let burst = limits.peer_burst.unwrap_or_else(|| default_burst(rate));
+        inner.peer_rate.refund(signer.key_id.as_str(), burst);
+    }
 }
 
 /// The refusal of an executor whose runs and queue are full.

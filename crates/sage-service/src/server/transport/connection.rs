@@ -172,8 +172,13 @@ async fn serve_http<I>(
         closing = true;
     }
     let idle = timeouts.idle;
+    // Once an idle connection is being closed: the most its last answer may
+    // take to be written. A client that stops reading does not keep its
+    // slot (and hyper's buffers) past it.
+    let mut close_by: Option<Instant> = None;
     loop {
         let idle_check = activity.idle_deadline(idle);
+        let hard_stop = close_by.unwrap_or(idle_check);
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
@@ -186,7 +191,12 @@ async fn serve_http<I>(
                     tracing::debug!(%peer, "closing connection idle for {} s (idle_timeout)", idle.as_secs_f64());
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    close_by = Some(Instant::now() + timeouts.header_read);
                 }
+            }
+            () = tokio::time::sleep_until(hard_stop), if close_by.is_some() => {
+                tracing::debug!(%peer, "dropping connection: its answer was not read within {} s of closing it", timeouts.header_read.as_secs_f64());
+                return;
             }
             changed = phase.changed() => {
                 let now = match changed {
@@ -273,11 +283,16 @@ struct Guarded<I> {
 
 impl<I> Guarded<I> {
     fn new(io: I, activity: Arc<Activity>, header_read_timeout: Duration) -> Self {
+        // The first request head is due within the header read timeout of
+        // the connection's start: a connection that sends nothing is not
+        // kept until the idle timeout.
+        activity.head_pending.store(true, Ordering::Relaxed);
+        let first = Instant::now() + header_read_timeout;
         Guarded {
             io,
             activity,
             header_read_timeout,
-            header_deadline: None,
+            header_deadline: Some(Box::pin(tokio::time::sleep_until(first))),
         }
     }
 
@@ -469,13 +484,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_complete_head_stops_the_clock_and_silence_never_starts_it() {
+    async fn a_silent_new_connection_is_cut_at_the_header_timeout() {
+        let (_client, mut server, _activity) = guarded();
+        let mut buf = [0u8; 16];
+        let cut = tokio::time::timeout(Duration::from_secs(10), server.read(&mut buf))
+            .await
+            .expect("cut within 10 s")
+            .unwrap_err();
+        assert_eq!(cut.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_complete_head_stops_the_clock_and_silence_between_requests_never_starts_it() {
         let (mut client, mut server, activity) = guarded();
         let mut buf = [0u8; 64];
-        // No byte yet: no header clock (idleness is the connection loop's).
-        let waited = tokio::time::timeout(HEADER * 3, server.read(&mut buf)).await;
-        assert!(waited.is_err(), "a read without bytes ended: {waited:?}");
-
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert!(server.read(&mut buf).await.unwrap() > 0);
         // hyper parsed the head and called the service.
@@ -487,6 +509,9 @@ mod tests {
         assert_eq!(server.read(&mut buf).await.unwrap(), 1);
         assert!(!activity.head_pending.load(Ordering::Relaxed));
         drop(request);
+        // Silence between requests is idleness (the loop's), not a head.
+        let waited = tokio::time::timeout(HEADER * 3, server.read(&mut buf)).await;
+        assert!(waited.is_err(), "a read without bytes ended: {waited:?}");
         // The next request's first byte starts it again.
         client.write_all(b"G").await.unwrap();
         assert_eq!(server.read(&mut buf).await.unwrap(), 1);

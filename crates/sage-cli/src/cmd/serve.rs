@@ -160,7 +160,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .unwrap_or_default();
     let store =
         Store::open_with(&state_dir, durability).map_err(|e| Failure::Failed(e.to_string()))?;
-    // Issue 7: under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
+    // Under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
     let (identity, key_source) = match sage_service::systemd::credential_identity(&keys, &name)? {
         Some(identity) => (identity, "systemd credential sage.key"),
         None => (keys.load_identity(&name)?, "key directory"),
@@ -186,7 +186,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
     }
     tracing::info!("  LCT id:     {lct_id}");
     tracing::info!("  key file:   {}", identity.key_path.display());
-    tracing::info!("  key from:   {key_source}"); // issue 7
+    tracing::info!("  key from:   {key_source}");
     tracing::info!(
         "  public key: {}... ({})",
         &public.to_hex()[..16],
@@ -287,7 +287,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         }
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{bound}");
-        // Issue 7: tell systemd we are ready, stopping, and alive.
+        // Tell systemd (if it started us) we are ready, stopping, and alive.
         sage_service::systemd::ready(&format!("serving on {bound}"));
         if let (Some(notifier), Some(timeout)) = (
             sage_service::systemd::notifier(),

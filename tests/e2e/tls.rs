@@ -125,6 +125,22 @@ fn delegation_over_https_to_a_pinned_self_signed_node() {
     let run = delegate(&keys);
     run.assert_code(0)
         .assert_stdout(&["proof signature verified against Thor's known key"]);
+    // --host/--port keep the recorded https:// scheme and its pin.
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &thor.port(),
+        "--task-type",
+        "echo",
+    ]);
+    run.assert_code(0)
+        .assert_stdout(&["proof signature verified against Thor's known key"]);
 
     // Another pin: refused at the handshake, naming both fingerprints.
     let wrong = format!("sha256:{}", "ab".repeat(32));

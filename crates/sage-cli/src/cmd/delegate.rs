@@ -25,7 +25,8 @@ pub struct Args {
     /// The peer that runs the task: name (case-insensitive) or LCT id.
     #[arg(long)]
     target: String,
-    /// Target host, if not the peer record's address.
+    /// Target host, if not the peer record's address (its `https://`
+    /// scheme, if any, is kept).
     #[arg(long)]
     host: Option<String>,
     /// Target port (default 50051 with --host).
@@ -117,9 +118,15 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             args.target
         ))
     })?;
+    // --host/--port replace the host and port, not the scheme: a peer
+    // recorded at `https://` is still reached over TLS, with its trust.
+    let scheme = match &target.address {
+        Some(address) if address.starts_with("https://") => "https://",
+        _ => "",
+    };
     let addr = match (&args.host, args.port, &target.address) {
-        (Some(host), port, _) => format!("{host}:{}", port.unwrap_or(50051)),
-        (None, Some(port), _) => format!("127.0.0.1:{port}"),
+        (Some(host), port, _) => format!("{scheme}{host}:{}", port.unwrap_or(50051)),
+        (None, Some(port), _) => format!("{scheme}127.0.0.1:{port}"),
         (None, None, Some(address)) => address.clone(),
         (None, None, None) => {
             return Err(Failure::Usage(format!(

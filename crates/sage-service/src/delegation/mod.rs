@@ -259,7 +259,8 @@ pub struct Delegation {
     pub health_rtt: Duration,
     /// From sending the task to receiving the proof.
     pub round_trip: Duration,
-    /// Signing, sending, executing, receiving and verifying.
+    /// The whole delegation: the health check, then signing, sending,
+    /// executing, receiving and verifying.
     pub total: Duration,
     /// Why the proof does not meet the task's terms, if it does not.
     pub shortfall: Option<String>,
@@ -377,6 +378,7 @@ pub async fn delegate(
     spec: &TaskSpec,
     timeout: Duration,
 ) -> Result<Delegation, DelegateError> {
+    let started = Instant::now();
     let (health, health_rtt) = client.health(addr, timeout).await?;
     if health.lct_id != target.lct_id {
         return Err(DelegateError::WrongNode {
@@ -385,7 +387,6 @@ pub async fn delegate(
             found: format!("{} ({})", health.platform, health.lct_id),
         });
     }
-    let started = Instant::now();
     let (exchanged, round_trip) =
         exchange(client, local, target, addr, protocol, spec, timeout).await?;
     let summary = exchanged

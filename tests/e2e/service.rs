@@ -61,6 +61,20 @@ impl Fleet {
         }
     }
 
+    /// Thor's `sage peer add` of Legion.
+    fn trust_legion(&self) {
+        self.thor
+            .run(&[
+                "peer",
+                "add",
+                "--name",
+                "Legion",
+                "--public-key",
+                &self.legion_pub,
+            ])
+            .assert_code(0);
+    }
+
     fn serve(&self, extra: &[&str]) -> Node {
         let mut args = vec!["--config", self.config.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -174,17 +188,7 @@ fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old()
         .thor
         .run(&["peer", "remove", "--name", "Sprout"])
         .assert_code(0);
-    fleet
-        .thor
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Legion",
-            "--public-key",
-            &fleet.legion_pub,
-        ])
-        .assert_code(0);
+    fleet.trust_legion();
     hangup(&node);
     assert!(wait_for_count(&node, "reloaded:", 1), "{}", node.log());
     assert!(
@@ -244,18 +248,7 @@ fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old()
 #[test]
 fn a_peer_over_its_rate_is_refused_429_and_others_are_not() {
     let fleet = Fleet::new("[limits]\npeer_rate = 0.2\npeer_burst = 2\n");
-    let legion_pub = fleet.legion_pub.clone();
-    fleet
-        .thor
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Legion",
-            "--public-key",
-            &legion_pub,
-        ])
-        .assert_code(0);
+    fleet.trust_legion();
     let node = fleet.serve(&[]);
     delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
     // A captured envelope sent again is refused as a replay and does not

@@ -49,6 +49,20 @@ impl Client {
         Self::build(trust, CONNECT_TIMEOUT)
     }
 
+    /// As [`Client::with_tls`], with connection attempts bounded by
+    /// `connect_timeout` instead of [`CONNECT_TIMEOUT`]: below a request's
+    /// own timeout, so that a connection nobody accepts is reported as
+    /// such and not as a slow answer.
+    ///
+    /// # Errors
+    /// As [`Client::with_tls`].
+    pub fn with_tls_connect_timeout(
+        trust: &TlsTrust,
+        connect_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        Self::build(trust, connect_timeout)
+    }
+
     fn build(trust: &TlsTrust, connect_timeout: Duration) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()

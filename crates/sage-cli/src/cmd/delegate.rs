@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sage_crypto::{Peer, Protocol};
-use sage_service::client::Client;
+use sage_service::client::{Client, CONNECT_TIMEOUT};
 use sage_service::delegation::{delegate, Delegation, TaskSpec};
 use sage_service::keydir::KeyDir;
 use sage_service::ledger;
@@ -137,7 +137,10 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     };
 
     let protocol = args.protocol.map_or(target.protocol, Protocol::from);
-    let client = Client::with_tls(&target.tls)?;
+    // Connection attempts end before the request's timeout, so a host that
+    // is down or a port a firewall drops is reported as such.
+    let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
+    let client = Client::with_tls_connect_timeout(&target.tls, connect_within)?;
     let runtime = super::runtime(false)?;
     let store = Store::open(state_dir).map_err(|e| Failure::Failed(e.to_string()))?;
     if let Some(task_id) = &args.task_id {

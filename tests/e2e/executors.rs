@@ -270,10 +270,23 @@ fn config_errors_name_the_file_line_and_key() {
     );
 
     // `serve` refuses the same file before it listens.
-    keys.keygen("Thor");
     let run = keys.run(&["serve", "--config", bad.to_str().unwrap(), "--port", "0"]);
     run.assert_code(1);
     run.assert_stderr(&["bad.toml:3"]);
+
+    // Limits that cannot work: refused by `config check` and by `serve`,
+    // naming the file.
+    std::fs::write(
+        &bad,
+        "[node]\nname = \"Thor\"\n[limits]\nmax_connections = 0\n",
+    )
+    .unwrap();
+    let run = keys.run(&["config", "check", "--config", bad.to_str().unwrap()]);
+    run.assert_code(1);
+    run.assert_stderr(&["bad.toml: [limits] max_connections must be at least 1"]);
+    let run = keys.run(&["serve", "--config", bad.to_str().unwrap(), "--port", "0"]);
+    run.assert_code(1);
+    run.assert_stderr(&["bad.toml: [limits] max_connections must be at least 1"]);
 }
 
 #[test]

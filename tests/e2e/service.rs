@@ -232,13 +232,22 @@ fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old()
         true
     );
 
-    // Fixed again, with a new executor: served after the next SIGHUP.
+    // Fixed again, with a new executor: served after the next SIGHUP. A new
+    // listen address is only noted: the node keeps its port until a restart.
     write(
         &fleet.config,
-        &format!("{BASE}\n[executors.vision]\nkind = \"builtin\"\nbuiltin = \"simulate\"\n"),
+        &format!(
+            "[node]\nlisten = \"127.0.0.1:9\"\n{BASE}\n[executors.vision]\nkind = \"builtin\"\nbuiltin = \"simulate\"\n"
+        ),
     );
     hangup(&node);
     assert!(wait_for_count(&node, "reloaded:", 2), "{}", node.log());
+    assert!(
+        node.log()
+            .contains("reload: [node] listen changed; it takes effect only after a restart"),
+        "{}",
+        node.log()
+    );
     assert_eq!(
         delegate(&fleet.legion, "Legion", &node, "vision").json()["verified"],
         true

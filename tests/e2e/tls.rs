@@ -282,3 +282,25 @@ fn unusable_tls_files_stop_serve_naming_the_file() {
     .assert_code(2)
     .assert_stderr(&["--tls-key"]);
 }
+
+#[test]
+fn a_certificate_lifetime_out_of_range_is_refused_and_writes_nothing() {
+    let keys = Keys::new();
+    let dir = keys.path().with_file_name("tls");
+    for days in ["0", "36501", "4000000"] {
+        let run = keys.run(&[
+            "tls",
+            "self-signed",
+            "--name",
+            "thor",
+            "--out-dir",
+            dir.to_str().unwrap(),
+            "--days",
+            days,
+        ]);
+        run.assert_code(2)
+            .assert_stderr(&["--days must be from 1 to 36500"]);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    assert!(!dir.join("thor.key").exists() && !dir.join("thor.crt").exists());
+}

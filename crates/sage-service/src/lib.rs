@@ -1,6 +1,8 @@
 //! The `sage` node: everything that touches sockets, files and the clock.
 //!
-//! - [`server`]: the axum router (`/health`, `/v1/tasks`) and graceful serving.
+//! - [`server`]: the axum router (`/health`, `/metrics`, `/v1/capabilities`,
+//!   `/v1/tasks`, `/execute_task`) and its own accept loop with TLS, limits
+//!   and graceful shutdown.
 //! - [`client`]: the HTTP client a delegator uses; [`delegation`] builds and
 //!   signs tasks and checks the proofs that come back.
 //! - [`executor`]: the [`executor::Executor`] trait and the built-in executors.

@@ -110,3 +110,62 @@ impl Default for Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_each_unworkable_value_is_named() {
+        assert_eq!(Limits::default().check(), Ok(()));
+        let refused = |change: fn(&mut Limits)| {
+            let mut limits = Limits::default();
+            change(&mut limits);
+            limits.check().unwrap_err()
+        };
+        assert_eq!(
+            refused(|l| l.max_connections = 0),
+            "max_connections must be at least 1"
+        );
+        assert_eq!(
+            refused(|l| l.max_concurrent_requests = 0),
+            "max_concurrent_requests must be at least 1"
+        );
+        assert_eq!(
+            refused(|l| l.header_read_timeout = Duration::ZERO),
+            "header_read_timeout must be above zero"
+        );
+        assert_eq!(
+            refused(|l| l.body_read_timeout = Duration::from_secs(u64::MAX)),
+            format!(
+                "body_read_timeout must be at most 86400 s, not {} s",
+                u64::MAX
+            )
+        );
+        assert!(
+            refused(|l| l.max_task_lifetime = Duration::from_secs(31 * 86400))
+                .starts_with("max_task_lifetime must be at most 2592000 s")
+        );
+        for rate in [0.0, -1.0, 1e-300, f64::NAN, f64::INFINITY] {
+            let mut limits = Limits {
+                peer_rate: Some(rate),
+                ..Limits::default()
+            };
+            let error = limits.check().unwrap_err();
+            assert!(error.starts_with("peer_rate must be from 0.001"), "{error}");
+            limits.peer_rate = Some(0.001);
+            assert_eq!(limits.check(), Ok(()));
+        }
+        assert_eq!(
+            refused(|l| l.peer_burst = Some(0)),
+            "peer_burst must be at least 1"
+        );
+        // A drain timeout and a clock skew of zero are allowed.
+        let zero = Limits {
+            drain_timeout: Duration::ZERO,
+            clock_skew: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert_eq!(zero.check(), Ok(()));
+    }
+}

@@ -37,6 +37,7 @@
 //! one that is not a sound sage database is reported
 //! ([`StoreError::Corrupt`]) and never recreated.
 
+mod checkpoint;
 mod error;
 mod ledger;
 mod schema;
@@ -59,6 +60,7 @@ pub use error::StoreError;
 pub use ledger::{LedgerEntry, PeerStats, EWMA_ALPHA};
 pub use tasks::{Begin, TaskRecord};
 
+use checkpoint::Checkpointer;
 use worker::{Call, Db, Job, Mode};
 
 /// The database's file name in the state directory.
@@ -133,12 +135,14 @@ impl Store {
         create_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
         let conn = schema::open(&path, SCHEMA_VERSION)?;
+        let checkpointer = Checkpointer::start(&path)?;
         let (jobs, receiver) = mpsc::channel(QUEUE);
-        let thread =
-            worker::spawn(conn, path.clone(), receiver).map_err(|e| StoreError::Spawn {
+        let thread = worker::spawn(conn, path.clone(), receiver, checkpointer).map_err(|e| {
+            StoreError::Spawn {
                 path: path.clone(),
                 source: Arc::new(e),
-            })?;
+            }
+        })?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,

@@ -147,9 +147,10 @@ pub(super) fn open(path: &Path, target: u32) -> Result<Connection, StoreError> {
         .map_err(sql)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(sql)?;
-    // Checkpoint every ~16 MB of log rather than 4 MB: the same pages,
-    // rewritten by every batch, are copied into the database once per
-    // checkpoint instead of four times. The page cache stays at SQLite's
+    // This connection's own checkpoint, at ~16 MB of log, is what lets the
+    // log start over; the checkpointer thread (checkpoint.rs) has copied
+    // and synced nearly all of it by then, so it waits on little. The
+    // page cache stays at SQLite's
     // default 2 MB: every commit walks the whole cache (pcache1Truncate),
     // and a 32 MB cache cost more there than it saved in reads.
     conn.pragma_update(None, "wal_autocheckpoint", 4000)

@@ -216,6 +216,44 @@ async fn begin_then_finish_then_a_retry_gets_the_same_proof() {
 }
 
 #[tokio::test]
+async fn the_log_is_copied_into_the_database_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Durability::Crash).unwrap();
+    let db = dir.path().join(DB_FILE);
+    let before = std::fs::metadata(&db).unwrap().len();
+    // Two commits per task, a few pages each: several background
+    // checkpoints, and far from the writer's own threshold (4000 pages).
+    let tasks = 2 * checkpoint::COMMITS_PER_CHECKPOINT as usize;
+    let envelope = vec![b'e'; 2000];
+    for i in 0..tasks {
+        let task_id = format!("t{i:05}");
+        let task = TaskRecord {
+            envelope: envelope.clone(),
+            ..record("alice", &task_id, Some(&format!("n{i}")), 7)
+        };
+        assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
+        store
+            .finish_task("alice", &task_id, vec![b'p'; 1000], 2_000)
+            .await
+            .unwrap();
+    }
+    // The envelopes alone are 2000 bytes each: most of them must be in
+    // the database file itself, not only in the log.
+    let wanted = before + (tasks as u64 / 2) * 2000;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut size = std::fs::metadata(&db).unwrap().len();
+    while size < wanted && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        size = std::fs::metadata(&db).unwrap().len();
+    }
+    assert!(
+        size >= wanted,
+        "database file {size} bytes (was {before}): the log was not checkpointed"
+    );
+    close(store).await;
+}
+
+#[tokio::test]
 async fn the_same_task_id_with_another_digest_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -932,7 +970,7 @@ fn one_failing_job_does_not_fail_its_batch() {
         },
     );
     let mut batch: Vec<Box<dyn Job>> = vec![a, b, Box::new(d), c];
-    worker::run_batch(&conn, &path, &mut batch);
+    worker::run_batch(&conn, &path, &mut batch, &mut Default::default());
     assert!(batch.is_empty());
     assert!(reply_a.blocking_recv().unwrap().is_ok());
     assert!(matches!(

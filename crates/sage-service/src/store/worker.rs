@@ -8,6 +8,9 @@
 //! rolled back and gets its error; the others of the batch are not
 //! affected. Should the commit itself fail, every job of the batch gets the
 //! error: no caller is told that something was recorded unless it was.
+//!
+//! The thread never checkpoints the log in the course of a batch but at
+//! SQLite's backstop: [`super::checkpoint`] does that work beside it.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,6 +20,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Checkpointer;
 use super::StoreError;
 
 /// The most jobs committed together: bounds the wait of the last one.
@@ -138,19 +142,27 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 /// Starts the thread that owns `conn`. It runs until every sender of
-/// `jobs` is dropped, then closes the connection.
+/// `jobs` is dropped, then stops the checkpointer and closes the
+/// connection.
 pub(super) fn spawn(
     conn: Connection,
     path: PathBuf,
     jobs: mpsc::Receiver<Box<dyn Job>>,
+    checkpointer: Checkpointer,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("sage-store".to_string())
-        .spawn(move || run(conn, &path, jobs))
+        .spawn(move || run(conn, &path, jobs, checkpointer))
 }
 
-fn run(conn: Connection, path: &Path, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
+fn run(
+    conn: Connection,
+    path: &Path,
+    mut jobs: mpsc::Receiver<Box<dyn Job>>,
+    mut checkpointer: Checkpointer,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut sync = SyncLevel::default();
     while let Some(job) = jobs.blocking_recv() {
         batch.push(job);
         while batch.len() < MAX_BATCH {
@@ -159,8 +171,12 @@ fn run(conn: Connection, path: &Path, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        run_batch(&conn, path, &mut batch);
+        run_batch(&conn, path, &mut batch, &mut sync);
+        checkpointer.committed();
     }
+    // Its connection closes first, so that ours is the last: SQLite then
+    // checkpoints the whole log and removes it.
+    checkpointer.stop();
     // Lets SQLite refresh its statistics where they are stale; cheap.
     let _ = conn.execute_batch("PRAGMA optimize");
     if let Err((_, error)) = conn.close() {
@@ -168,11 +184,24 @@ fn run(conn: Connection, path: &Path, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
+/// The connection's `synchronous` setting, as last set. SQLite applies
+/// that pragma when it prepares it, so each run parses it anew: it is only
+/// run when a batch needs the other setting.
+#[derive(Debug, Default)]
+pub(super) struct SyncLevel {
+    full: Option<bool>,
+}
+
 /// Runs `batch` in one transaction, one savepoint per job, commits, then
 /// replies to every job. Leaves `batch` empty.
-pub(super) fn run_batch(conn: &Connection, path: &Path, batch: &mut Vec<Box<dyn Job>>) {
+pub(super) fn run_batch(
+    conn: &Connection,
+    path: &Path,
+    batch: &mut Vec<Box<dyn Job>>,
+    sync: &mut SyncLevel,
+) {
     let db = Db { conn, path };
-    if let Some(error) = run_in_transaction(&db, batch) {
+    if let Some(error) = run_in_transaction(&db, batch, sync) {
         for job in batch.iter_mut() {
             job.fail(&error);
         }
@@ -183,7 +212,11 @@ pub(super) fn run_batch(conn: &Connection, path: &Path, batch: &mut Vec<Box<dyn 
 }
 
 /// The error that fails the whole batch, if any.
-fn run_in_transaction(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Option<StoreError> {
+fn run_in_transaction(
+    db: &Db<'_>,
+    batch: &mut [Box<dyn Job>],
+    sync: &mut SyncLevel,
+) -> Option<StoreError> {
     let conn = db.conn;
     // Transaction control goes through the statement cache: parsing these
     // for every job cost more than running them.
@@ -193,12 +226,19 @@ fn run_in_transaction(db: &Db<'_>, batch: &mut [Box<dyn Job>]) -> Option<StoreEr
     };
     // In WAL mode, NORMAL commits without an fsync; the next FULL commit
     // syncs everything before it too. A batch is FULL if any job needs it.
-    let sync = if batch.iter().any(|job| job.mode().durable) {
-        "PRAGMA synchronous = FULL"
-    } else {
-        "PRAGMA synchronous = NORMAL"
-    };
-    if let Err(error) = exec(sync).and_then(|()| exec("BEGIN IMMEDIATE")) {
+    let full = batch.iter().any(|job| job.mode().durable);
+    if sync.full != Some(full) {
+        let pragma = if full {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        if let Err(error) = conn.execute_batch(pragma) {
+            return Some(db.err(error));
+        }
+        sync.full = Some(full);
+    }
+    if let Err(error) = exec("BEGIN IMMEDIATE") {
         return Some(db.err(error));
     }
     let mut aborted = None;

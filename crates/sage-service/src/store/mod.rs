@@ -234,7 +234,6 @@ impl Store {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         let (issuer, task_id) = (issuer.to_string(), task_id.to_string());
-        let key = (issuer.clone(), task_id.clone());
         // Not synced: the task was durably recorded as running before it ran,
         // so a power cut that loses this write makes the task `interrupted`
         // at the next start (a retry gets a signed proof saying so); it is
@@ -244,12 +243,16 @@ impl Store {
             durable: false,
             savepoint: false,
         };
-        self.submit(
-            move |db| tasks::finish(db, &issuer, &task_id, &proof, now_ms),
-            mode,
-        )
-        .await?;
-        self.inner.waiters.signal(&key);
+        let (issuer, task_id) = self
+            .submit(
+                move |db| {
+                    tasks::finish(db, &issuer, &task_id, &proof, now_ms)?;
+                    Ok((issuer, task_id))
+                },
+                mode,
+            )
+            .await?;
+        self.inner.waiters.signal(&issuer, &task_id);
         Ok(())
     }
 
@@ -276,7 +279,7 @@ impl Store {
         let key = (issuer.clone(), task_id.clone());
         self.call(move |db| tasks::set_interrupted_proof(db, &issuer, &task_id, &proof))
             .await?;
-        self.inner.waiters.signal(&key);
+        self.inner.waiters.signal(&key.0, &key.1);
         Ok(())
     }
 
@@ -414,8 +417,13 @@ impl Waiters {
         }
     }
 
-    fn signal(&self, key: &TaskKey) {
-        if let Some((notify, _)) = self.lock().get(key) {
+    fn signal(&self, issuer: &str, task_id: &str) {
+        let map = self.lock();
+        // Almost always: no retry is waiting, and no key need be built.
+        if map.is_empty() {
+            return;
+        }
+        if let Some((notify, _)) = map.get(&(issuer.to_string(), task_id.to_string())) {
             notify.notify_waiters();
         }
     }

@@ -70,7 +70,36 @@ struct Existing {
 
 pub(super) fn begin(db: &Db<'_>, record: &TaskRecord) -> Result<Begin, StoreError> {
     let conn = db.conn;
-    let existing: Option<Existing> = conn
+    // A new task: one row, carrying its nonce. No nonce lookup is needed:
+    // the signature covers the task id, so an envelope seen before names a
+    // task that is recorded. The insert comes first because new tasks are
+    // the common case: one search of the index instead of a lookup and
+    // then an insert.
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO tasks (issuer, task_id, content_digest, envelope, task_type, state,
+                                received_at_ms, nonce, keep_until_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)
+             ON CONFLICT (issuer, task_id) DO NOTHING",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                record.issuer,
+                record.task_id,
+                &record.content_digest[..],
+                record.envelope,
+                record.task_type,
+                ms(record.received_at_ms),
+                record.nonce,
+                record.nonce.as_ref().map(|_| ms(record.keep_until_ms)),
+            ])
+        })
+        .map_err(|e| db.err(e))?;
+    if inserted == 1 {
+        return Ok(Begin::Started);
+    }
+    // Recorded before: this thread is the only writer, so the row is there.
+    let existing: Existing = conn
         .prepare_cached(
             "SELECT content_digest, state, proof, nonce, keep_until_ms
              FROM tasks WHERE issuer = ?1 AND task_id = ?2",
@@ -86,33 +115,8 @@ pub(super) fn begin(db: &Db<'_>, record: &TaskRecord) -> Result<Begin, StoreErro
                     nonce: nonce.zip(until),
                 })
             })
-            .optional()
         })
         .map_err(|e| db.err(e))?;
-    // A new task: one row, carrying its nonce. No nonce lookup is needed:
-    // the signature covers the task id, so an envelope seen before names a
-    // task that is recorded.
-    let Some(existing) = existing else {
-        conn.prepare_cached(
-            "INSERT INTO tasks (issuer, task_id, content_digest, envelope, task_type, state,
-                                received_at_ms, nonce, keep_until_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                record.issuer,
-                record.task_id,
-                &record.content_digest[..],
-                record.envelope,
-                record.task_type,
-                ms(record.received_at_ms),
-                record.nonce,
-                record.nonce.as_ref().map(|_| ms(record.keep_until_ms)),
-            ])
-        })
-        .map_err(|e| db.err(e))?;
-        return Ok(Begin::Started);
-    };
     if let Some(nonce) = &record.nonce {
         let kept_until = match &existing.nonce {
             Some((first, until)) if first == nonce => Some(*until),

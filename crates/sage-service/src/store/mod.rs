@@ -276,10 +276,13 @@ impl Store {
         proof: Vec<u8>,
     ) -> Result<(), StoreError> {
         let (issuer, task_id) = (issuer.to_string(), task_id.to_string());
-        let key = (issuer.clone(), task_id.clone());
-        self.call(move |db| tasks::set_interrupted_proof(db, &issuer, &task_id, &proof))
+        let (issuer, task_id) = self
+            .call(move |db| {
+                tasks::set_interrupted_proof(db, &issuer, &task_id, &proof)?;
+                Ok((issuer, task_id))
+            })
             .await?;
-        self.inner.waiters.signal(&key.0, &key.1);
+        self.inner.waiters.signal(&issuer, &task_id);
         Ok(())
     }
 

@@ -149,10 +149,10 @@ pub(super) fn open(path: &Path, target: u32) -> Result<Connection, StoreError> {
         .map_err(sql)?;
     // This connection's own checkpoint, at ~16 MB of log, is what lets the
     // log start over; the checkpointer thread (checkpoint.rs) has copied
-    // and synced nearly all of it by then, so it waits on little. The
-    // page cache stays at SQLite's
-    // default 2 MB: every commit walks the whole cache (pcache1Truncate),
-    // and a 32 MB cache cost more there than it saved in reads.
+    // and synced nearly all of it by then, so it waits on little. The page
+    // cache stays at SQLite's default 2 MB: every commit walks the whole
+    // cache (pcache1Truncate), and a 32 MB cache cost more there than it
+    // saved in reads.
     conn.pragma_update(None, "wal_autocheckpoint", 4000)
         .map_err(sql)?;
     conn.set_prepared_statement_cache_capacity(64);

@@ -929,20 +929,10 @@ fn insert_job(
 ) {
     let (call, reply) = Call::new(
         move |db: &Db<'_>| {
-            db.conn
-                .execute(
-                    "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('x', ?1, 1)",
-                    [nonce],
-                )
-                .map_err(|e| db.err(e))?;
+            insert_nonce(db, nonce)?;
             if fail {
                 // A constraint violation, after the write above.
-                db.conn
-                    .execute(
-                        "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('x', ?1, 1)",
-                        [nonce],
-                    )
-                    .map_err(|e| db.err(e))?;
+                insert_nonce(db, nonce)?;
             }
             Ok(())
         },
@@ -952,6 +942,15 @@ fn insert_job(
         },
     );
     (Box::new(call), reply)
+}
+
+fn insert_nonce(db: &Db<'_>, nonce: &str) -> Result<usize, StoreError> {
+    db.conn
+        .execute(
+            "INSERT INTO nonces (issuer, nonce, keep_until_ms) VALUES ('x', ?1, 1)",
+            [nonce],
+        )
+        .map_err(|e| db.err(e))
 }
 
 #[test]

@@ -9,8 +9,9 @@
 //! affected. Should the commit itself fail, every job of the batch gets the
 //! error: no caller is told that something was recorded unless it was.
 //!
-//! The thread never checkpoints the log in the course of a batch but at
-//! SQLite's backstop: [`super::checkpoint`] does that work beside it.
+//! Copying the log into the database is the checkpointer thread's work
+//! ([`super::checkpoint`]); this connection's own automatic checkpoint is
+//! only the backstop that lets the log start over.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -200,6 +200,13 @@ fn sigterm_drains_and_exits_zero() {
         log.contains("stopped: all in-flight tasks finished"),
         "{log}"
     );
+    // The database was closed, not left to the next start: its log was
+    // copied into the file and removed.
+    assert!(!log.contains("still closing"), "{log}");
+    assert!(
+        !keys.state_dir().join("sage.db-wal").exists(),
+        "a write-ahead log is left after a clean stop"
+    );
 }
 
 #[test]

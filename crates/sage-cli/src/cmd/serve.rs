@@ -263,7 +263,8 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         node: file.node.clone(),
     };
 
-    runtime.block_on(async move {
+    let closer = store.closer();
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             Failure::Failed(format!(
                 "cannot listen on {addr}: {e}; is another process using the port? (try --port)"
@@ -306,8 +307,23 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
             }
         }
         Ok(())
-    })
+    });
+    // The runtime's tasks (nonce pruning, the SIGHUP watcher, abandoned
+    // tasks) hold the last clones of the store; once they are dropped the
+    // database thread checkpoints the log into the file and closes it.
+    drop(runtime);
+    if !closer.wait(CLOSE_TIMEOUT) {
+        tracing::warn!(
+            "the database was still closing after {} s; its write-ahead log is replayed at the next start",
+            CLOSE_TIMEOUT.as_secs()
+        );
+    }
+    served
 }
+
+/// How long a stopping node waits for its database to close (within the
+/// systemd unit's `TimeoutStopSec=` after a full drain).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What SIGHUP needs to read the policy again from the same places as at
 /// start: the flags, the config file, the key directory.

@@ -103,9 +103,37 @@ struct Inner {
     durability: Durability,
     jobs: mpsc::Sender<Box<dyn Job>>,
     waiters: Waiters,
-    /// The database thread; taken by tests that wait for it to end.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The database thread, until a [`Closer`] takes it.
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Waits for a store's database thread to end ([`Store::closer`]).
+#[derive(Debug)]
+pub struct Closer {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Closer {
+    /// Waits at most `timeout` for the database thread to close the
+    /// database, which it does once every clone of the store is dropped.
+    /// Blocks: call it off the async runtime. False if it was still
+    /// running at the deadline (nothing is lost: the log is replayed at the
+    /// next open).
+    pub fn wait(self, timeout: Duration) -> bool {
+        let Some(thread) = self.thread else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        while !thread.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // It has ended; a panic in it was already reported by the panic hook.
+        let _ = thread.join();
+        true
+    }
 }
 
 impl fmt::Debug for Store {
@@ -157,6 +185,20 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// What a stopping process waits on so that it leaves the database
+    /// closed: the last checkpoint copies the log into the file and removes
+    /// it. The first call gets the database thread; later ones wait for
+    /// nothing.
+    pub fn closer(&self) -> Closer {
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        Closer { thread }
     }
 
     /// Runs `work` on the database thread, in the next batch's transaction,

@@ -25,23 +25,16 @@ fn record(issuer: &str, task_id: &str, nonce: Option<&str>, digest: u8) -> TaskR
 /// Drops the last clone of `store` and waits for its thread to close the
 /// database, as a stopped node would.
 async fn close(store: Store) {
-    let thread = store
-        .inner
-        .thread
-        .lock()
-        .unwrap()
-        .take()
-        .expect("the thread handle is there");
+    let closer = store.closer();
     assert_eq!(Arc::strong_count(&store.inner), 1, "the last clone");
     drop(store);
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::task::spawn_blocking(move || thread.join()),
-    )
-    .await
-    .expect("the database thread ends when the last clone is dropped")
-    .unwrap()
-    .unwrap();
+    let closed = tokio::task::spawn_blocking(move || closer.wait(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(
+        closed,
+        "the database thread ends when the last clone is dropped"
+    );
 }
 
 fn pragma<T: rusqlite::types::FromSql>(path: &Path, name: &str) -> T {

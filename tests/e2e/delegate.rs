@@ -133,18 +133,7 @@ fn scenario_3_two_nodes_delegate_to_each_other() {
         ])
         .assert_code(0);
 
-    let run = sprout_keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--task-type",
-        "echo",
-        "--input",
-        r#"{"n": 1}"#,
-        "--json",
-    ]);
+    let run = sprout_keys.delegate(&["--task-type", "echo", "--input", r#"{"n": 1}"#, "--json"]);
     run.assert_code(0);
     assert_eq!(run.json()["proof"]["result"], serde_json::json!({"n": 1}));
     assert_eq!(run.json()["proof"]["executor"], "thor_sage_lct");
@@ -181,18 +170,8 @@ fn sigterm_drains_and_exits_zero() {
     keys.keygen("Thor");
     keys.keygen("Sprout");
     let thor = keys.serve("Thor", &[]);
-    keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &thor.port(),
-        "--task-type",
-        "echo",
-    ])
-    .assert_code(0);
+    keys.delegate(&["--port", &thor.port(), "--task-type", "echo"])
+        .assert_code(0);
     let (status, log) = thor.terminate();
     assert!(status.success(), "exit {status:?}\n{log}");
     assert!(log.contains("received SIGTERM"), "{log}");
@@ -222,9 +201,7 @@ fn unreachable_unknown_and_silent_targets_are_reported() {
         .unwrap()
         .port()
         .to_string();
-    let run = keys.run(&[
-        "delegate", "--local", "Sprout", "--target", "Thor", "--port", &port,
-    ]);
+    let run = keys.delegate(&["--port", &port]);
     run.assert_code(1);
     run.assert_stderr(&["cannot reach 127.0.0.1:", "Is `sage serve` running there?"]);
 
@@ -236,12 +213,7 @@ fn unreachable_unknown_and_silent_targets_are_reported() {
 
     // A node that accepts the connection and never answers.
     let mute = FakeNode::start(|_, _, _| None);
-    let run = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    let run = keys.delegate(&[
         "--host",
         "127.0.0.1",
         "--port",
@@ -303,12 +275,7 @@ fn sign_proof(key: &NodeKey, proof: &Proof) -> Envelope {
 }
 
 fn delegate_to(keys: &Keys, fake: &FakeNode) -> crate::util::Run {
-    keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    keys.delegate(&[
         "--host",
         "127.0.0.1",
         "--port",
@@ -420,17 +387,7 @@ fn a_refusal_is_reported_with_its_code() {
     keys.keygen("Thor");
     keys.keygen("Sprout");
     let thor = keys.serve("Thor", &[]);
-    let run = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &thor.port(),
-        "--task-type",
-        "shell",
-    ]);
+    let run = keys.delegate(&["--port", &thor.port(), "--task-type", "shell"]);
     run.assert_code(1);
     assert!(
         run.stderr
@@ -448,15 +405,7 @@ fn another_platform_at_the_address_is_refused_before_anything_is_sent() {
     keys.keygen("Legion");
     // Legion answers where Thor was expected.
     let legion = keys.serve("Legion", &[]);
-    let run = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &legion.port(),
-    ]);
+    let run = keys.delegate(&["--port", &legion.port()]);
     run.assert_code(1);
     run.assert_stderr(&["is Legion (legion_sage_lct), not Thor (thor_sage_lct)"]);
     assert!(!legion.log().contains("task executed"), "{}", legion.log());

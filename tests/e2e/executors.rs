@@ -26,26 +26,18 @@ fn delegate(
     input: &str,
     extra: &[&str],
 ) -> crate::util::Run {
+    let port = node.addr.port().to_string();
     let mut args = vec![
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
         "--port",
-        &node.addr.port().to_string(),
+        &port,
         "--task-type",
         task_type,
         "--input",
         input,
         "--json",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect::<Vec<_>>();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    keys.run(&refs)
+    ];
+    args.extend_from_slice(extra);
+    keys.delegate(&args)
 }
 
 const SUM: &str = r#"

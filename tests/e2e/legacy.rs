@@ -254,12 +254,7 @@ fn sage_delegates_to_a_python_node() {
 fn sage_delegates_to_sage_over_the_legacy_endpoint() {
     let (keys, _) = python_keys();
     let thor = keys.serve("Thor", &[]);
-    let run = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    let run = keys.delegate(&[
         "--port",
         &thor.port(),
         "--protocol",

@@ -221,16 +221,7 @@ fn serve_reads_the_key_from_the_systemd_credential() {
     sprout_keys
         .run(&["peer", "add", "--name", "Thor", "--public-key", &cred_pub])
         .assert_code(0);
-    let run = sprout_keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &thor.port(),
-        "--json",
-    ]);
+    let run = sprout_keys.delegate(&["--port", &thor.port(), "--json"]);
     run.assert_code(0);
     assert_eq!(run.json()["verified"], true);
     assert_ne!(sprout_pub, cred_pub);

@@ -70,12 +70,7 @@ fn add_thor(keys: &Keys, thor_pub: &str, node: &Node, tls: &[&str]) {
 }
 
 fn delegate(keys: &Keys) -> util::Run {
-    keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    keys.delegate(&[
         "--task-type",
         "echo",
         "--input",
@@ -126,12 +121,7 @@ fn delegation_over_https_to_a_pinned_self_signed_node() {
     run.assert_code(0)
         .assert_stdout(&["proof signature verified against Thor's known key"]);
     // --host/--port keep the recorded https:// scheme and its pin.
-    let run = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    let run = keys.delegate(&[
         "--host",
         "127.0.0.1",
         "--port",

@@ -127,6 +127,14 @@ impl Keys {
         Run::from(output)
     }
 
+    /// `sage delegate --local Sprout --target Thor ARGS...`: the delegation
+    /// most tests make.
+    pub fn delegate(&self, args: &[&str]) -> Run {
+        let mut all = vec!["delegate", "--local", "Sprout", "--target", "Thor"];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     /// `sage keygen --name NAME`; the public key hex.
     pub fn keygen(&self, name: &str) -> String {
         let run = self.run(&["keygen", "--name", name]);

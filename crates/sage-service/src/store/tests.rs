@@ -988,6 +988,21 @@ fn one_failing_job_does_not_fail_its_batch() {
 }
 
 #[tokio::test]
+async fn a_closer_waits_no_longer_than_it_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let closer = store.closer();
+    // The store is alive, so its thread runs on: the wait gives up.
+    let closed = tokio::task::spawn_blocking(move || closer.wait(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    assert!(!closed);
+    // The thread was taken: another closer has nothing to wait for.
+    assert!(store.closer().wait(Duration::ZERO));
+    assert_eq!(store.prune(0).await.unwrap(), 0, "the store still works");
+}
+
+#[tokio::test]
 async fn the_thread_stops_with_the_last_clone() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

@@ -9,7 +9,6 @@ use sage_service::client::{Client, CONNECT_TIMEOUT};
 use sage_service::delegation::{delegate, Delegation, TaskSpec};
 use sage_service::keydir::KeyDir;
 use sage_service::ledger;
-use sage_service::store::Store;
 use sage_types::QualityRequirements;
 use serde_json::json;
 
@@ -142,7 +141,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
     let client = Client::with_tls_connect_timeout(&target.tls, connect_within)?;
     let runtime = super::runtime(false)?;
-    let store = Store::open(state_dir).map_err(|e| Failure::Failed(e.to_string()))?;
+    let store = super::open_store(state_dir)?;
     if let Some(task_id) = &args.task_id {
         // A retry: the node may answer with the proof of the first send,
         // which names that payload.

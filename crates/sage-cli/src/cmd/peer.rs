@@ -240,7 +240,7 @@ fn peer_stats(state_dir: &Path) -> Vec<sage_service::store::PeerStats> {
     if !state_dir.join("sage.db").exists() {
         return Vec::new();
     }
-    let Ok(store) = sage_service::store::Store::open(state_dir) else {
+    let Ok(store) = super::open_store(state_dir) else {
         return Vec::new();
     };
     super::runtime(false)

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use sage_service::keydir::KeyDir;
 use sage_service::ledger::{verify_receipt, Receipt};
-use sage_service::store::Store;
 use serde_json::json;
 
 use crate::failure::{print_json, CmdResult, Failure};
@@ -64,7 +63,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
         return verify(keys_dir, args);
     }
     let runtime = super::runtime(false)?;
-    let store = Store::open(state_dir).map_err(|e| Failure::Failed(e.to_string()))?;
+    let store = super::open_store(state_dir)?;
     let ledger = |peer: Option<String>, since: Option<u64>| {
         runtime
             .block_on(store.ledger(peer, since))

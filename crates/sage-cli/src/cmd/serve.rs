@@ -8,7 +8,7 @@ use sage_service::config::file::{ConfigFile, NodeSection, DEFAULT_PATHS};
 use sage_service::config::Limits;
 use sage_service::keydir::KeyDir;
 use sage_service::server::{self, AppState, NodeSetup, Policy, Shutdown};
-use sage_service::store::{Durability, Store};
+use sage_service::store::{Check, Durability, Store};
 use sage_service::tls::ServerTls;
 
 use crate::failure::{CmdResult, Failure};
@@ -158,8 +158,9 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .map(Durability::from)
         .or(file.node.durability)
         .unwrap_or_default();
-    let store =
-        Store::open_with(&state_dir, durability).map_err(|e| Failure::Failed(e.to_string()))?;
+    // Every page is read once at start: damage is found before any task.
+    let store = Store::open_with(&state_dir, durability, Check::Whole)
+        .map_err(|e| Failure::Failed(e.to_string()))?;
     // Under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
     let (identity, key_source) = match sage_service::systemd::credential_identity(&keys, &name)? {
         Some(identity) => (identity, "systemd credential sage.key"),

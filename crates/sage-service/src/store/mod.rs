@@ -91,6 +91,23 @@ pub enum Durability {
     Crash,
 }
 
+/// How much of the file [`Store::open_with`] reads to check it before use.
+/// Either way, a file that is not a sage database is refused, and damage
+/// met later is reported ([`StoreError::Corrupt`]), never repaired or
+/// recreated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Check {
+    /// Every page (`PRAGMA quick_check`): damage anywhere is found before
+    /// anything runs. Reads the whole file: seconds for hundreds of MB from
+    /// a cold cache. For a node's start.
+    #[default]
+    Whole,
+    /// The header and the schema: for short commands, whose time would
+    /// otherwise grow with the database. Damage is found when a damaged
+    /// page is read.
+    Header,
+}
+
 /// The node's durable state. Cheap to clone: clones share one database
 /// thread, which stops when the last clone is dropped.
 #[derive(Clone)]
@@ -146,23 +163,27 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens `<state_dir>/sage.db`, creating the directory (mode 0700 on
-    /// unix) and the database if missing, checking it (`quick_check`) and
-    /// migrating its schema, then starts the database thread.
+    /// unix) and the database if missing, checking it ([`Check::Whole`])
+    /// and migrating its schema, then starts the database thread.
     ///
     /// This blocks for as long as the checks take (they read the whole file
     /// once): call it at start, or from `spawn_blocking`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        Self::open_with(state_dir, Durability::PowerLoss)
+        Self::open_with(state_dir, Durability::PowerLoss, Check::Whole)
     }
 
-    /// As [`Store::open`], with the given durability.
+    /// As [`Store::open`], with the given durability and check.
     ///
     /// # Errors
     /// As [`Store::open`].
-    pub fn open_with(state_dir: &Path, durability: Durability) -> Result<Store, StoreError> {
+    pub fn open_with(
+        state_dir: &Path,
+        durability: Durability,
+        check: Check,
+    ) -> Result<Store, StoreError> {
         create_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
-        let conn = schema::open(&path, SCHEMA_VERSION)?;
+        let conn = schema::open(&path, SCHEMA_VERSION, check)?;
         let checkpointer = Checkpointer::start(&path)?;
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let thread = worker::spawn(conn, path.clone(), receiver, checkpointer).map_err(|e| {

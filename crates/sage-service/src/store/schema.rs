@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::StoreError;
+use super::{Check, StoreError};
 
 /// "SAGE" in ASCII: the `application_id` of a sage database.
 pub(super) const APPLICATION_ID: i32 = 0x5341_4745;
@@ -100,7 +100,7 @@ pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// that it is a sound sage database this code can use, sets the
 /// connection up, and migrates it to `target`. Nothing is written to a file
 /// that fails a check.
-pub(super) fn open(path: &Path, target: u32) -> Result<Connection, StoreError> {
+pub(super) fn open(path: &Path, target: u32, check: Check) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -129,7 +129,9 @@ pub(super) fn open(path: &Path, target: u32) -> Result<Connection, StoreError> {
     if version > SCHEMA_VERSION {
         return Err(too_new(path, version));
     }
-    quick_check(&conn, path)?;
+    if check == Check::Whole {
+        quick_check(&conn, path)?;
+    }
 
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))

@@ -211,7 +211,7 @@ async fn begin_then_finish_then_a_retry_gets_the_same_proof() {
 #[tokio::test]
 async fn the_log_is_copied_into_the_database_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), Durability::Crash).unwrap();
+    let store = Store::open_with(dir.path(), Durability::Crash, Check::Whole).unwrap();
     let db = dir.path().join(DB_FILE);
     let before = std::fs::metadata(&db).unwrap().len();
     // Two commits per task, a few pages each: several background
@@ -743,7 +743,7 @@ async fn migrated_keeps_its_data(version: u32) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(DB_FILE);
     {
-        let conn = schema::open(&path, version).unwrap();
+        let conn = schema::open(&path, version, Check::Whole).unwrap();
         assert_eq!(
             conn.query_row("PRAGMA user_version", [], |row| row.get::<_, u32>(0))
                 .unwrap(),
@@ -903,6 +903,35 @@ async fn a_damaged_page_is_reported_as_corrupt() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
+#[tokio::test]
+async fn a_header_check_opens_a_damaged_file_and_reports_the_damage_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..200 {
+        let mut e = entry("bob", &format!("d{i}"), i, "succeeded");
+        e.task = vec![i as u8; 500];
+        store.record_delegation(e).await.unwrap();
+    }
+    close(store).await;
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page_size = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+    // Scramble the last pages: the ledger's rows, not the schema.
+    let from = bytes.len() - 4 * page_size;
+    for byte in bytes[from..].iter_mut() {
+        *byte = byte.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    let store = Store::open_with(dir.path(), Durability::PowerLoss, Check::Header).unwrap();
+    let error = store.ledger(None, None).await.unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+    close(store).await;
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "left untouched");
+}
+
 #[test]
 fn the_state_directory_cannot_be_a_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -950,7 +979,7 @@ fn insert_nonce(db: &Db<'_>, nonce: &str) -> Result<usize, StoreError> {
 fn one_failing_job_does_not_fail_its_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(DB_FILE);
-    let conn = schema::open(&path, SCHEMA_VERSION).unwrap();
+    let conn = schema::open(&path, SCHEMA_VERSION, Check::Whole).unwrap();
     let (a, reply_a) = insert_job("a", false);
     let (b, reply_b) = insert_job("b", true);
     let (c, reply_c) = insert_job("c", false);

@@ -295,3 +295,32 @@ fn receipt_commands_refuse_bad_input() {
         "a corrupt database is reported, never recreated"
     );
 }
+
+#[test]
+fn the_task_retention_comes_from_the_flag_or_the_config() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    let node = keys.serve("Thor", &["--task-retention-days", "7"]);
+    assert!(
+        node.log()
+            .contains("finished tasks kept 7 days past their expiry"),
+        "{}",
+        node.log()
+    );
+    drop(node);
+
+    let config = keys.path().with_file_name("retention.toml");
+    std::fs::write(&config, "[node]\ntask_retention_days = 0\n").unwrap();
+    let node = keys.serve("Thor", &["--config", config.to_str().unwrap()]);
+    assert!(node.log().contains("every task kept"), "{}", node.log());
+    drop(node);
+
+    // Unset: the default.
+    let node = keys.serve("Thor", &[]);
+    assert!(
+        node.log()
+            .contains("finished tasks kept 30 days past their expiry"),
+        "{}",
+        node.log()
+    );
+}

@@ -8,7 +8,7 @@ use sage_service::config::file::{ConfigFile, NodeSection, DEFAULT_PATHS};
 use sage_service::config::Limits;
 use sage_service::keydir::KeyDir;
 use sage_service::server::{self, AppState, NodeSetup, Policy, Shutdown};
-use sage_service::store::{Check, Durability, Store};
+use sage_service::store::{Check, Durability, Store, PRUNE_TASKS_LIMIT};
 use sage_service::tls::ServerTls;
 
 use crate::failure::{CmdResult, Failure};
@@ -42,6 +42,11 @@ pub struct Args {
     /// fsync is slow) [default: power-loss; config: node.durability].
     #[arg(long, value_enum)]
     durability: Option<DurabilityArg>,
+    /// Days a finished task is kept after it expired, to answer retries
+    /// from its record; 0 keeps every task [default: 30; config:
+    /// node.task_retention_days].
+    #[arg(long, value_name = "DAYS")]
+    task_retention_days: Option<u32>,
     /// Seconds that in-flight tasks may run after SIGINT/SIGTERM [default: 30].
     #[arg(long)]
     drain_timeout: Option<u64>,
@@ -158,6 +163,10 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .map(Durability::from)
         .or(file.node.durability)
         .unwrap_or_default();
+    let retention_days = args
+        .task_retention_days
+        .or(file.node.task_retention_days)
+        .unwrap_or(DEFAULT_TASK_RETENTION_DAYS);
     // Every page is read once at start: damage is found before any task.
     let store = Store::open_with(&state_dir, durability, Check::Whole)
         .map_err(|e| Failure::Failed(e.to_string()))?;
@@ -225,8 +234,12 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
     let interrupted = runtime
         .block_on(store.interrupt_running(sage_service::clock::now_ms()))
         .map_err(|e| Failure::Failed(e.to_string()))?;
+    let retention = match retention_days {
+        0 => "every task kept".to_string(),
+        days => format!("finished tasks kept {days} days past their expiry"),
+    };
     tracing::info!(
-        "  state:      {} (durable against {durability:?})",
+        "  state:      {} (durable against {durability:?}; {retention})",
         store.path().display()
     );
     if interrupted > 0 {
@@ -272,16 +285,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
             ))
         })?;
         let bound = listener.local_addr()?;
-        // Forget nonces whose tasks can no longer be accepted anyway.
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                if let Err(e) = store.prune(sage_service::clock::now_ms()).await {
-                    tracing::warn!("cannot prune old nonces: {e}");
-                }
-            }
-        });
+        tokio::spawn(prune(store, retention_days));
         tokio::spawn(reload_on_hangup(state.clone(), reload));
         tracing::info!("  endpoints:  GET /health, GET /metrics, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
         if let Some(tls) = &tls {
@@ -326,6 +330,11 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
 /// systemd unit's `TimeoutStopSec=` after a full drain).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Days a finished task is kept past its expiry unless told otherwise: a
+/// retry that late is unlikely, and at a few KB per task the database stays
+/// bounded by the work of a month.
+const DEFAULT_TASK_RETENTION_DAYS: u32 = 30;
+
 /// What SIGHUP needs to read the policy again from the same places as at
 /// start: the flags, the config file, the key directory.
 #[derive(Debug, Clone)]
@@ -369,6 +378,10 @@ impl Reload {
             ("listen", before.listen != now.listen),
             ("state_dir", before.state_dir != now.state_dir),
             ("durability", before.durability != now.durability),
+            (
+                "task_retention_days",
+                before.task_retention_days != now.task_retention_days,
+            ),
             ("tls_cert", before.tls_cert != now.tls_cert),
             ("tls_key", before.tls_key != now.tls_key),
         ];
@@ -378,6 +391,46 @@ impl Reload {
                     "reload: [node] {key} changed; it takes effect only after a restart"
                 );
             }
+        }
+    }
+}
+
+/// Every minute: forgets the nonces whose tasks can no longer be accepted
+/// anyway, and the finished tasks past their retention (none if it is 0),
+/// a bounded number of rows per transaction so that requests' writes come
+/// in between.
+async fn prune(store: Store, retention_days: u32) {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let now = sage_service::clock::now_ms();
+        if let Err(e) = store.prune(now).await {
+            tracing::warn!("cannot prune old nonces: {e}");
+        }
+        if retention_days == 0 {
+            continue;
+        }
+        let before = now.saturating_sub(u64::from(retention_days) * DAY_MS);
+        let mut forgotten = 0;
+        loop {
+            match store.prune_tasks(before).await {
+                Ok(count) => {
+                    forgotten += count;
+                    if count < u64::from(PRUNE_TASKS_LIMIT) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot prune old task records: {e}");
+                    break;
+                }
+            }
+        }
+        if forgotten > 0 {
+            tracing::info!(
+                "forgot {forgotten} finished task(s) past the {retention_days}-day retention"
+            );
         }
     }
 }

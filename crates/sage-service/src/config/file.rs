@@ -8,6 +8,7 @@
 //! keys_dir = "keys"              # relative to the config file's directory
 //! state_dir = "state"            # the node's SQLite state; default ./state or $STATE_DIRECTORY
 //! durability = "power-loss"      # or "crash": no fsync on the request path
+//! task_retention_days = 30       # finished tasks are forgotten this long after they expire; 0 keeps them all
 //! peers_file = "keys/peers.toml" # optional; default: keys_dir/peers.toml
 //! tls_cert = "tls/thor.crt"      # optional, with tls_key: serve HTTPS only (PEM; `sage tls self-signed` makes one)
 //! tls_key = "tls/thor.key"
@@ -97,6 +98,10 @@ pub struct NodeSection {
     pub state_dir: Option<PathBuf>,
     /// `power-loss` (default: fsync before answering) or `crash`.
     pub durability: Option<crate::store::Durability>,
+    /// Days a finished task is kept after its envelope expired (default
+    /// 30); 0 keeps every task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_retention_days: Option<u32>,
     /// PEM certificate chain to serve HTTPS with (with `tls_key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,

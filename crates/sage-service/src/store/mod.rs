@@ -7,7 +7,8 @@
 //!   with the exact request and proof bytes, so that a retry is answered
 //!   with the same proof ([`Store::begin_task`], [`Store::finish_task`]).
 //!   At start, tasks that were running become interrupted
-//!   ([`Store::interrupt_running`]).
+//!   ([`Store::interrupt_running`]); finished tasks are forgotten after
+//!   the node's retention ([`Store::prune_tasks`]).
 //!   The nonce of a task's first envelope is kept in its row.
 //! - `nonces`: the nonces of retries (other envelopes of a recorded task),
 //!   until their envelopes could no longer be accepted anyway
@@ -72,6 +73,10 @@ pub const SCHEMA_VERSION: u32 = schema::SCHEMA_VERSION;
 /// How many jobs may wait for the database thread before callers wait to
 /// send theirs.
 const QUEUE: usize = 1024;
+
+/// The most task rows one [`Store::prune_tasks`] looks at: it deletes in
+/// one transaction, which holds up the requests' own writes meanwhile.
+pub const PRUNE_TASKS_LIMIT: u32 = 1000;
 
 /// How often [`Store::wait_done`] looks at the database when no signal
 /// comes (the proof may have been stored by another process).
@@ -351,7 +356,8 @@ impl Store {
 
     /// How many envelopes the replay guard remembers: one per recorded task
     /// (its first nonce, kept with it) plus the retries' nonces not yet
-    /// pruned. An upper bound: first nonces past their time are counted.
+    /// pruned. An upper bound: first nonces past their time are counted,
+    /// and so are rows pruned between two that were not.
     pub async fn replay_guard_size(&self) -> Result<u64, StoreError> {
         let mode = Mode {
             durable: false,
@@ -363,6 +369,25 @@ impl Store {
     /// Forgets the nonces kept until before `now_ms`; returns how many.
     pub async fn prune(&self, now_ms: u64) -> Result<u64, StoreError> {
         self.call(move |db| tasks::prune(db, now_ms)).await
+    }
+
+    /// Forgets finished tasks (done or interrupted) whose envelopes could
+    /// no longer be accepted since before `before_ms` (their expiry plus
+    /// the clock skew allowed), looking at the [`PRUNE_TASKS_LIMIT`] oldest
+    /// rows; returns how many were deleted. A task re-signed after that
+    /// (same task id, new envelope) runs again: retention bounds how long
+    /// retries are answered from the record. Running tasks are kept.
+    pub async fn prune_tasks(&self, before_ms: u64) -> Result<u64, StoreError> {
+        // One statement; a deletion lost at a power cut is made again.
+        let mode = Mode {
+            durable: false,
+            savepoint: false,
+        };
+        self.submit(
+            move |db| tasks::prune_tasks(db, before_ms, PRUNE_TASKS_LIMIT),
+            mode,
+        )
+        .await
     }
 
     /// Waits at most `timeout` for the proof of a task (one that

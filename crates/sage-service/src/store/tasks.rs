@@ -245,12 +245,32 @@ pub(super) fn prune(db: &Db<'_>, now_ms: u64) -> Result<u64, StoreError> {
         .map_err(|e| db.err(e))
 }
 
-pub(super) fn replay_guard_size(db: &Db<'_>) -> Result<u64, StoreError> {
-    // Task rows are never deleted, so the largest rowid counts them without
-    // a scan; retries' nonces are few.
+/// Deletes the rows of finished tasks whose nonces need no keeping since
+/// before `before_ms`, among the `limit` oldest rows. Rows are numbered in
+/// the order tasks came, so the oldest are at the start of the table and
+/// nothing else is read. (A row of schema 2 has no `keep_until_ms`: its
+/// nonce is in `nonces`, and it goes by the time it came.)
+pub(super) fn prune_tasks(db: &Db<'_>, before_ms: u64, limit: u32) -> Result<u64, StoreError> {
     db.conn
         .prepare_cached(
-            "SELECT (SELECT coalesce(max(rowid), 0) FROM tasks) + (SELECT count(*) FROM nonces)",
+            "DELETE FROM tasks WHERE rowid IN (
+                SELECT rowid FROM (SELECT rowid, state, received_at_ms, keep_until_ms
+                                   FROM tasks ORDER BY rowid LIMIT ?2)
+                WHERE state <> 'running' AND coalesce(keep_until_ms, received_at_ms) < ?1)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![ms(before_ms), limit]))
+        .map(|count| count as u64)
+        .map_err(|e| db.err(e))
+}
+
+pub(super) fn replay_guard_size(db: &Db<'_>) -> Result<u64, StoreError> {
+    // Rows are numbered in order and deleted from the oldest, so the span
+    // of their numbers counts them without a scan (deleted rows in between
+    // count too: an upper bound); retries' nonces are few.
+    db.conn
+        .prepare_cached(
+            "SELECT (SELECT coalesce(max(rowid) - min(rowid) + 1, 0) FROM tasks)
+                    + (SELECT count(*) FROM nonces)",
         )
         .and_then(|mut stmt| stmt.query_row([], |row| row.get::<_, i64>(0)))
         .map(|n| n.max(0) as u64)

@@ -384,6 +384,87 @@ async fn an_expired_nonce_is_pruned_then_the_envelope_gets_the_stored_answer() {
 }
 
 #[tokio::test]
+async fn finished_tasks_are_forgotten_after_their_time_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // t0..t3 kept until 10000, t4 until 90000; t1 is still running.
+    for i in 0..5u64 {
+        let task_id = format!("t{i}");
+        let mut task = record("alice", &task_id, Some(&format!("n{i}")), 1);
+        task.received_at_ms = 1_000 + i;
+        if i == 4 {
+            task.keep_until_ms = 90_000;
+        }
+        assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
+        if i != 1 {
+            let proof = format!("p{i}").into_bytes();
+            store
+                .finish_task("alice", &task_id, proof, 2_000)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(store.replay_guard_size().await.unwrap(), 5);
+
+    // Kept until 10000 inclusive.
+    assert_eq!(store.prune_tasks(10_000).await.unwrap(), 0);
+    assert_eq!(store.prune_tasks(10_001).await.unwrap(), 3, "t0, t2, t3");
+    assert_eq!(store.prune_tasks(10_001).await.unwrap(), 0);
+    // t1..t4 span four row numbers: the bound counts none that is gone.
+    assert_eq!(store.replay_guard_size().await.unwrap(), 4);
+
+    let again = |task_id: &str, nonce: &str| {
+        let mut task = record("alice", task_id, Some(nonce), 1);
+        task.received_at_ms = 20_000;
+        task.keep_until_ms = 30_000;
+        task
+    };
+    // A forgotten task, re-signed, is a new task; the others are answered
+    // from their records.
+    assert_eq!(
+        store.begin_task(again("t0", "m0")).await.unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store.begin_task(again("t1", "m1")).await.unwrap(),
+        Begin::Running
+    );
+    assert_eq!(
+        store.begin_task(again("t4", "m4")).await.unwrap(),
+        Begin::Done {
+            proof: b"p4".to_vec()
+        }
+    );
+    // Interrupted tasks go too; running ones never.
+    assert_eq!(store.interrupt_running(25_000).await.unwrap(), 2);
+    assert_eq!(store.prune_tasks(u64::MAX / 2).await.unwrap(), 3);
+    // The retries' nonces (m1, m4) are kept until their own time.
+    assert_eq!(store.replay_guard_size().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn pruning_tasks_looks_at_the_oldest_rows_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Durability::Crash, Check::Whole).unwrap();
+    let tasks = PRUNE_TASKS_LIMIT as u64 + 10;
+    for i in 0..tasks {
+        let task_id = format!("t{i:05}");
+        let task = record("alice", &task_id, Some(&task_id), 1);
+        assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
+        store
+            .finish_task("alice", &task_id, b"p".to_vec(), 2_000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.prune_tasks(10_001).await.unwrap(),
+        u64::from(PRUNE_TASKS_LIMIT)
+    );
+    assert_eq!(store.prune_tasks(10_001).await.unwrap(), 10);
+    assert_eq!(store.replay_guard_size().await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn an_interrupted_task_gets_its_interruption_proof() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

@@ -90,3 +90,46 @@ fn bench_drives_the_legacy_endpoint_open_loop() {
     );
     assert!(thor.wait_for_log("legacy task executed"));
 }
+
+#[test]
+fn bench_with_a_ledger_keeps_a_receipt_of_every_delegation() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    let address = thor.address();
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--local",
+            "Sprout",
+            "--target",
+            &address,
+            "--requests",
+            "30",
+            "--concurrency",
+            "4",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        keys.run(&args)
+    };
+    let run = bench(&["--ledger"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["sage"]["ok"], 30);
+    let list = keys.run(&["proofs", "list", "--peer", "Thor", "--json"]);
+    list.assert_code(0);
+    assert_eq!(list.json()["delegations"].as_array().unwrap().len(), 30);
+    let export = keys.path().with_file_name("bench-receipts.jsonl");
+    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
+        .assert_code(0);
+    keys.run(&["proofs", "verify", export.to_str().unwrap()])
+        .assert_code(0)
+        .assert_stdout(&["all 30 receipts verify"]);
+
+    // Without --ledger nothing more is kept; unverified proofs never are.
+    bench(&[]).assert_code(0);
+    let list = keys.run(&["proofs", "list", "--json"]);
+    assert_eq!(list.json()["delegations"].as_array().unwrap().len(), 30);
+    bench(&["--ledger", "--no-verify"]).assert_code(2);
+}

@@ -104,7 +104,7 @@ fn main() -> ExitCode {
         Command::Config(command) => cmd::config::run(command),
         Command::Delegate(args) => cmd::delegate::run(keys_dir, &state_dir, args),
         Command::Health(args) => cmd::health::run(keys_dir, args),
-        Command::Bench(args) => cmd::bench::run(keys_dir, args),
+        Command::Bench(args) => cmd::bench::run(keys_dir, &state_dir, args),
         Command::Capabilities(args) => cmd::capabilities::run(keys_dir, args),
         Command::Keygen(args) => cmd::keygen::run(keys_dir, args),
         Command::Key(command) => cmd::key::run(keys_dir, command),

@@ -15,8 +15,11 @@ use axum::routing::post;
 use sage_crypto::{Peer, Protocol};
 
 use crate::client::{base_url, Client};
+use crate::clock::now_ms;
 use crate::delegation::{exchange, TaskSpec};
 use crate::keydir::Identity;
+use crate::ledger;
+use crate::store::{Store, StoreError};
 use crate::{ClientError, DelegateError};
 
 /// When a run stops.
@@ -41,6 +44,9 @@ pub struct Plan {
     pub rate: Option<f64>,
     /// Whether to verify every proof.
     pub verify: bool,
+    /// Where to record every verified delegation, as `sage delegate` does
+    /// (only with `verify`); `None` keeps no ledger.
+    pub ledger: Option<Store>,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -105,34 +111,43 @@ pub async fn delegations(
 ) -> Report {
     let protocol = plan.protocol;
     let job = {
-        let (client, target, addr, spec, timeout, verify) = (
+        let (client, target, addr, spec, timeout, verify, ledger) = (
             client.clone(),
             target.clone(),
             addr.to_owned(),
             spec.clone(),
             plan.timeout,
             plan.verify,
+            plan.ledger.clone(),
         );
         Arc::new(move || {
-            let (client, local, target, addr, spec) = (
+            let (client, local, target, addr, spec, ledger) = (
                 client.clone(),
                 local.clone(),
                 target.clone(),
                 addr.clone(),
                 spec.clone(),
+                ledger.clone(),
             );
             async move {
+                let (sent_at, started) = (now_ms(), Instant::now());
                 let (exchanged, _) =
                     exchange(&client, &local, &target, &addr, protocol, &spec, timeout).await?;
-                if verify {
-                    exchanged
-                        .verify(&target)
-                        .map_err(|source| DelegateError::Proof {
-                            target: target.name.clone(),
-                            source,
-                        })?;
+                if !verify {
+                    return Ok(());
                 }
-                Ok::<(), DelegateError>(())
+                let summary = exchanged
+                    .verify(&target)
+                    .map_err(|source| DelegateError::Proof {
+                        target: target.name.clone(),
+                        source,
+                    })?;
+                if let Some(store) = &ledger {
+                    let latency = started.elapsed();
+                    ledger::record_exchange(store, &target, &exchanged, &summary, sent_at, latency)
+                        .await?;
+                }
+                Ok::<(), JobError>(())
             }
         })
     };
@@ -153,7 +168,7 @@ pub async fn baseline(client: &Client, addr: &str, body: Bytes, plan: &Plan) -> 
             client
                 .post_echo(&url, body, timeout)
                 .await
-                .map_err(DelegateError::from)
+                .map_err(JobError::from)
         }
     });
     run(plan, job, |_| {}).await
@@ -184,8 +199,29 @@ pub fn start_echo_server() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// Why one request of a run failed.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    /// The delegation failed.
+    #[error(transparent)]
+    Delegate(#[from] DelegateError),
+    /// Its proof verified but could not be recorded in the ledger.
+    #[error(transparent)]
+    Ledger(#[from] StoreError),
+}
+
+impl From<ClientError> for JobError {
+    fn from(error: ClientError) -> Self {
+        JobError::Delegate(error.into())
+    }
+}
+
 /// The kind of a failure, for counting.
-fn kind(err: &DelegateError) -> String {
+fn kind(err: &JobError) -> String {
+    let err = match err {
+        JobError::Delegate(err) => err,
+        JobError::Ledger(_) => return "ledger".into(),
+    };
     match err {
         DelegateError::Client(ClientError::Refused { problem, .. }) => {
             format!("refused:{}", problem.code)
@@ -212,7 +248,7 @@ async fn run<F, Fut>(
 ) -> Report
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), DelegateError>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
 {
     let cpu_before = cpu_time();
     let start = Instant::now();
@@ -238,7 +274,7 @@ where
     };
     let record = {
         let (tally, done, failed) = (tally.clone(), done.clone(), failed.clone());
-        move |from: Instant, outcome: Result<(), DelegateError>| {
+        move |from: Instant, outcome: Result<(), JobError>| {
             let micros = from.elapsed().as_micros() as u64;
             let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
             match outcome {
@@ -383,6 +419,7 @@ mod tests {
             stop: Stop::Requests(50),
             rate: None,
             verify: true,
+            ledger: None,
             timeout: Duration::from_secs(5),
         };
         let report = baseline(&client, &addr.to_string(), Bytes::from_static(b"{}"), &plan).await;

@@ -8,16 +8,19 @@
 //! received (a DSSE envelope for the native protocol; the request and the
 //! answer bodies for the legacy one).
 
+use std::time::Duration;
+
 use sage_crypto::digest::{json_digest, sha256_tagged};
 use sage_crypto::legacy::{signing_bytes, verify_legacy};
-use sage_crypto::{verify_envelope, Protocol, TrustStore};
+use sage_crypto::{verify_envelope, Peer, Protocol, TrustStore};
 use sage_types::legacy::{signable_proof, signable_task, LegacyRequest, LegacyResponse};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::{Envelope, Proof};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::delegation::Delegation;
+
+use crate::delegation::{Delegation, Exchange, ProofSummary};
 use crate::store::{LedgerEntry, Store, StoreError};
 use crate::DelegateError;
 
@@ -69,27 +72,83 @@ pub async fn record(
     d: &Delegation,
     sent_at_ms: u64,
 ) -> Result<i64, StoreError> {
-    let entry = LedgerEntry {
-        id: 0,
-        task_id: d.summary.task_id.clone(),
-        peer: peer.to_owned(),
-        peer_lct: d.health.lct_id.clone(),
-        protocol: d.protocol.as_str().to_owned(),
-        task_type: d
-            .task
-            .get("task_type")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default()
-            .to_owned(),
+    let entry = Verified {
+        peer,
+        peer_lct: &d.health.lct_id,
+        protocol: d.protocol,
+        task: &d.task,
+        signed_task: &d.signed_task,
+        signed_proof: &d.signed_proof,
+        summary: &d.summary,
         sent_at_ms,
-        status: d.summary.status.as_str().to_owned(),
-        latency_ms: Some(d.total.as_secs_f64() * 1000.0),
-        quality: Some(d.summary.quality),
-        task: serde_json::to_vec(&d.signed_task).unwrap_or_default(),
-        proof: Some(serde_json::to_vec(&d.signed_proof).unwrap_or_default()),
-        error: None,
-    };
+        latency: d.total,
+    }
+    .entry();
     store.record_delegation(entry).await
+}
+
+/// Records an exchange whose proof `target` was verified to have signed,
+/// as `summary` says (the load generator's delegations).
+pub(crate) async fn record_exchange(
+    store: &Store,
+    target: &Peer,
+    exchanged: &Exchange,
+    summary: &ProofSummary,
+    sent_at_ms: u64,
+    latency: Duration,
+) -> Result<i64, StoreError> {
+    let (task, signed_task, _, _, signed_proof) = exchanged.to_json();
+    let entry = Verified {
+        peer: &target.name,
+        peer_lct: &target.lct_id,
+        protocol: exchanged.protocol(),
+        task: &task,
+        signed_task: &signed_task,
+        signed_proof: &signed_proof,
+        summary,
+        sent_at_ms,
+        latency,
+    }
+    .entry();
+    store.record_delegation(entry).await
+}
+
+/// A verified delegation's parts that its ledger entry keeps.
+struct Verified<'a> {
+    peer: &'a str,
+    peer_lct: &'a str,
+    protocol: Protocol,
+    task: &'a serde_json::Value,
+    signed_task: &'a serde_json::Value,
+    signed_proof: &'a serde_json::Value,
+    summary: &'a ProofSummary,
+    sent_at_ms: u64,
+    latency: Duration,
+}
+
+impl Verified<'_> {
+    fn entry(&self) -> LedgerEntry {
+        LedgerEntry {
+            id: 0,
+            task_id: self.summary.task_id.clone(),
+            peer: self.peer.to_owned(),
+            peer_lct: self.peer_lct.to_owned(),
+            protocol: self.protocol.as_str().to_owned(),
+            task_type: self
+                .task
+                .get("task_type")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            sent_at_ms: self.sent_at_ms,
+            status: self.summary.status.as_str().to_owned(),
+            latency_ms: Some(self.latency.as_secs_f64() * 1000.0),
+            quality: Some(self.summary.quality),
+            task: serde_json::to_vec(self.signed_task).unwrap_or_default(),
+            proof: Some(serde_json::to_vec(self.signed_proof).unwrap_or_default()),
+            error: None,
+        }
+    }
 }
 
 /// Records a delegation that got no acceptable proof, for the statistics.

@@ -52,6 +52,10 @@ pub struct Args {
     /// Do not verify the proofs (measures the node alone).
     #[arg(long)]
     no_verify: bool,
+    /// Record every verified delegation in the ledger of the state
+    /// directory, as `sage delegate` does (measures the delegator's writes).
+    #[arg(long, conflicts_with = "no_verify")]
+    ledger: bool,
     /// Also load a bare echo endpoint started in this process, the same
     /// way, and report sage's throughput as a ratio of it.
     #[arg(long)]
@@ -64,7 +68,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
+pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let timeout = seconds(args.timeout, "--timeout")?;
     let stop = match (args.duration, args.requests) {
         (_, Some(0)) => return Err(Failure::Usage("--requests must be at least 1".into())),
@@ -142,6 +146,11 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         stop,
         rate: args.rate,
         verify: !args.no_verify,
+        ledger: if args.ledger {
+            Some(super::open_store(state_dir)?)
+        } else {
+            None
+        },
         timeout,
     };
 

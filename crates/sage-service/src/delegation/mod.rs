@@ -300,9 +300,17 @@ impl Exchange {
         }
     }
 
+    /// The protocol spoken.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Exchange::V1 { .. } => Protocol::V1,
+            Exchange::Legacy { .. } => Protocol::Legacy,
+        }
+    }
+
     /// (task content, signed task, digest of its signed bytes, proof
     /// content, signed proof as received), as JSON for reports.
-    fn to_json(&self) -> (Value, Value, String, Value, Value) {
+    pub(crate) fn to_json(&self) -> (Value, Value, String, Value, Value) {
         match self {
             Exchange::V1 { signed, proof } => (
                 serde_json::to_value(&signed.task).unwrap_or_default(),

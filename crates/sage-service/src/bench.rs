@@ -98,8 +98,9 @@ pub struct Progress {
 }
 
 /// Runs `plan` against `target` at `addr`: each request a full delegation
-/// (sign, send, verify unless `plan.verify` is off). `progress` is called
-/// about once a second.
+/// (sign, send, verify unless `plan.verify` is off, and record in
+/// `plan.ledger` if there is one). `progress` is called about once a
+/// second.
 pub async fn delegations(
     client: &Client,
     local: Arc<Identity>,

@@ -19,7 +19,6 @@ use sage_types::{Envelope, Proof};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-
 use crate::delegation::{Delegation, Exchange, ProofSummary};
 use crate::store::{LedgerEntry, Store, StoreError};
 use crate::DelegateError;

@@ -959,11 +959,12 @@ async fn another_programs_database_is_refused() {
     assert!(error.to_string().contains("another program"), "{error}");
 }
 
-#[tokio::test]
-async fn a_damaged_page_is_reported_as_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(DB_FILE);
-    let store = Store::open(dir.path()).unwrap();
+/// A closed database in `dir` holding 200 ledger entries: its file, and
+/// the file's bytes with the pages from `from_page` on scrambled (written
+/// back); `from_page` counts back from the end when negative.
+async fn damaged_ledger(dir: &Path, from_page: isize) -> (std::path::PathBuf, Vec<u8>) {
+    let path = dir.join(DB_FILE);
+    let store = Store::open(dir).unwrap();
     for i in 0..200 {
         let mut e = entry("bob", &format!("d{i}"), i, "succeeded");
         e.task = vec![i as u8; 500];
@@ -973,12 +974,25 @@ async fn a_damaged_page_is_reported_as_corrupt() {
     close(store).await;
     let mut bytes = std::fs::read(&path).unwrap();
     let page_size = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
-    assert!(bytes.len() > 8 * page_size);
-    // Scramble every page past the schema's, keeping the header.
-    for byte in bytes[2 * page_size..].iter_mut() {
+    let pages = (bytes.len() / page_size) as isize;
+    assert!(pages > 8);
+    let from = if from_page < 0 {
+        pages + from_page
+    } else {
+        from_page
+    };
+    for byte in bytes[from as usize * page_size..].iter_mut() {
         *byte = byte.wrapping_mul(31).wrapping_add(7);
     }
     std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+#[tokio::test]
+async fn a_damaged_page_is_reported_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every page past the schema's, keeping the header.
+    let (path, bytes) = damaged_ledger(dir.path(), 2).await;
     let error = Store::open(dir.path()).unwrap_err();
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
@@ -987,22 +1001,8 @@ async fn a_damaged_page_is_reported_as_corrupt() {
 #[tokio::test]
 async fn a_header_check_opens_a_damaged_file_and_reports_the_damage_when_read() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(DB_FILE);
-    let store = Store::open(dir.path()).unwrap();
-    for i in 0..200 {
-        let mut e = entry("bob", &format!("d{i}"), i, "succeeded");
-        e.task = vec![i as u8; 500];
-        store.record_delegation(e).await.unwrap();
-    }
-    close(store).await;
-    let mut bytes = std::fs::read(&path).unwrap();
-    let page_size = usize::from(u16::from_be_bytes([bytes[16], bytes[17]]));
-    // Scramble the last pages: the ledger's rows, not the schema.
-    let from = bytes.len() - 4 * page_size;
-    for byte in bytes[from..].iter_mut() {
-        *byte = byte.wrapping_mul(31).wrapping_add(7);
-    }
-    std::fs::write(&path, &bytes).unwrap();
+    // The last pages: the ledger's rows, not the schema.
+    let (path, bytes) = damaged_ledger(dir.path(), -4).await;
 
     let error = Store::open(dir.path()).unwrap_err();
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");

@@ -35,7 +35,7 @@ pub(super) const MAX_BATCH: usize = 256;
 
 /// A batch smaller than this waits for the threads ready to run before it
 /// is committed (one `sched_yield`: no wait when the processors are idle).
-pub(super) const GATHER_BELOW: usize = 16;
+const GATHER_BELOW: usize = 16;
 
 /// What a job gets: the connection, inside the batch's transaction and the
 /// job's savepoint, and the file's path for errors.

@@ -295,9 +295,20 @@ fn loose_mode(_path: &Path) -> Option<u32> {
     None
 }
 
+/// Flushes a directory's entries to the disk (a no-op where a directory
+/// cannot be opened as a file).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    fs::File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory,
-/// created with `mode`, synced, then moved into place: readers never see a
-/// half-written file. Without `replace`, an existing `path` is an error.
+/// created with `mode`, synced, then moved into place, and the directory
+/// synced: readers never see a half-written file, and a power cut loses
+/// neither the bytes nor the name. Without `replace`, an existing `path` is an error.
 pub(crate) fn write_atomically(
     path: &Path,
     bytes: &[u8],
@@ -326,11 +337,13 @@ pub(crate) fn write_atomically(
         file.write_all(bytes)?;
         file.sync_all()?;
         if replace {
-            fs::rename(&tmp, path)
+            fs::rename(&tmp, path)?;
         } else {
             // A hard link fails if `path` appeared meanwhile: never clobber.
-            fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp))
+            fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp))?;
         }
+        // The new name must survive a power cut too, not only the bytes.
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

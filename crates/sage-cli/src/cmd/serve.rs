@@ -8,7 +8,7 @@ use sage_service::config::file::{ConfigFile, NodeSection, DEFAULT_PATHS};
 use sage_service::config::Limits;
 use sage_service::keydir::KeyDir;
 use sage_service::server::{self, AppState, NodeSetup, Policy, Shutdown};
-use sage_service::store::{Check, Durability, Store, PRUNE_TASKS_LIMIT};
+use sage_service::store::{Check, Durability, Store};
 use sage_service::tls::ServerTls;
 
 use crate::failure::{CmdResult, Failure};
@@ -396,9 +396,7 @@ impl Reload {
 }
 
 /// Every minute: forgets the nonces whose tasks can no longer be accepted
-/// anyway, and the finished tasks past their retention (none if it is 0),
-/// a bounded number of rows per transaction so that requests' writes come
-/// in between.
+/// anyway, and the finished tasks past their retention (none if it is 0).
 async fn prune(store: Store, retention_days: u32) {
     const DAY_MS: u64 = 24 * 3600 * 1000;
     let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -412,25 +410,12 @@ async fn prune(store: Store, retention_days: u32) {
             continue;
         }
         let before = now.saturating_sub(u64::from(retention_days) * DAY_MS);
-        let mut forgotten = 0;
-        loop {
-            match store.prune_tasks(before).await {
-                Ok(count) => {
-                    forgotten += count;
-                    if count < u64::from(PRUNE_TASKS_LIMIT) {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("cannot prune old task records: {e}");
-                    break;
-                }
-            }
-        }
-        if forgotten > 0 {
-            tracing::info!(
+        match store.prune_tasks(before).await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::info!(
                 "forgot {forgotten} finished task(s) past the {retention_days}-day retention"
-            );
+            ),
+            Err(e) => tracing::warn!("cannot prune old task records: {e}"),
         }
     }
 }

@@ -74,9 +74,9 @@ pub const SCHEMA_VERSION: u32 = schema::SCHEMA_VERSION;
 /// send theirs.
 const QUEUE: usize = 1024;
 
-/// The most task rows one [`Store::prune_tasks`] looks at: it deletes in
-/// one transaction, which holds up the requests' own writes meanwhile.
-pub const PRUNE_TASKS_LIMIT: u32 = 1000;
+/// The most task rows one transaction of [`Store::prune_tasks`] looks at:
+/// it holds up the requests' own writes meanwhile.
+const PRUNE_TASKS_LIMIT: u32 = 1000;
 
 /// How often [`Store::wait_done`] looks at the database when no signal
 /// comes (the proof may have been stored by another process).
@@ -373,11 +373,25 @@ impl Store {
 
     /// Forgets finished tasks (done or interrupted) whose envelopes could
     /// no longer be accepted since before `before_ms` (their expiry plus
-    /// the clock skew allowed), looking at the [`PRUNE_TASKS_LIMIT`] oldest
-    /// rows; returns how many were deleted. A task re-signed after that
-    /// (same task id, new envelope) runs again: retention bounds how long
-    /// retries are answered from the record. Running tasks are kept.
+    /// the clock skew allowed), oldest first; returns how many were
+    /// deleted. Each transaction looks at the [`PRUNE_TASKS_LIMIT`] oldest
+    /// rows, so that requests' writes come in between. A task re-signed
+    /// after that (same task id, new envelope) runs again: retention bounds
+    /// how long retries are answered from the record. Running tasks are
+    /// kept.
     pub async fn prune_tasks(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let mut forgotten = 0;
+        loop {
+            let count = self.prune_oldest_tasks(before_ms).await?;
+            forgotten += count;
+            if count < u64::from(PRUNE_TASKS_LIMIT) {
+                return Ok(forgotten);
+            }
+        }
+    }
+
+    /// One transaction of [`Store::prune_tasks`].
+    async fn prune_oldest_tasks(&self, before_ms: u64) -> Result<u64, StoreError> {
         // One statement; a deletion lost at a power cut is made again.
         let mode = Mode {
             durable: false,

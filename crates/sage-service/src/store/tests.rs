@@ -457,10 +457,22 @@ async fn pruning_tasks_looks_at_the_oldest_rows_only() {
             .unwrap();
     }
     assert_eq!(
-        store.prune_tasks(10_001).await.unwrap(),
+        store.prune_oldest_tasks(10_001).await.unwrap(),
         u64::from(PRUNE_TASKS_LIMIT)
     );
-    assert_eq!(store.prune_tasks(10_001).await.unwrap(), 10);
+    assert_eq!(store.prune_oldest_tasks(10_001).await.unwrap(), 10);
+    assert_eq!(store.replay_guard_size().await.unwrap(), 0);
+    // The whole of it, one transaction after another.
+    for i in tasks..2 * tasks + 5 {
+        let task_id = format!("t{i:05}");
+        let task = record("alice", &task_id, Some(&task_id), 1);
+        assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
+        store
+            .finish_task("alice", &task_id, b"p".to_vec(), 2_000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.prune_tasks(10_001).await.unwrap(), tasks + 5);
     assert_eq!(store.replay_guard_size().await.unwrap(), 0);
 }
 

@@ -20,15 +20,16 @@ use sage_types::legacy::{signable_task, LegacyRequest, LegacyResponse, LegacyTas
 use sage_types::{ProblemCode, QualityRequirements, Task};
 use serde_json::json;
 
+use super::once::{run_once, Once};
 use super::state::{Inner, Policy};
 use super::tasks::{
     busy, check_cost, check_not_expired, check_rate, executor_for, json_response, read_body,
-    refund_rate, still_running, store_error, RETRY_WAIT,
+    refund_rate,
 };
 use super::{ApiError, AppState};
 use crate::clock::{now_ms, now_secs_f64};
 use crate::executor::{Entry, Reservation, Run};
-use crate::store::{Begin, TaskRecord};
+use crate::store::TaskRecord;
 
 pub(super) async fn execute_task(
     State(state): State<AppState>,
@@ -71,11 +72,6 @@ pub(super) async fn execute_task(
     let (entry, reservation) = admit(&policy, &task, requester, now).inspect_err(refused)?;
     // After the stateless checks; a replay gets its token back below.
     check_rate(inner, &policy.limits, peer).inspect_err(refused)?;
-    let count = |outcome, ran| {
-        inner
-            .metrics
-            .task(&peer.name, &task.task_type, outcome, ran);
-    };
     // No nonce in this protocol: the task id and the digest of the signed
     // bytes make a re-sent task the same task.
     let record = TaskRecord {
@@ -89,9 +85,11 @@ pub(super) async fn execute_task(
         keep_until_ms: seconds_to_ms(task.deadline)
             .saturating_add(policy.limits.clock_skew.as_millis() as u64),
     };
-    let answer = match inner.store.begin_task(record).await.map_err(store_error)? {
-        Begin::Started => {
-            let _in_flight = state.start_task();
+    let once = run_once(
+        &state,
+        record,
+        &peer.name,
+        || async {
             let run = entry
                 .run(&as_native(inner, &task, requester), reservation)
                 .await;
@@ -100,51 +98,23 @@ pub(super) async fn execute_task(
                 status = run.status.as_str(), latency_ms = run.latency.as_secs_f64() * 1000.0,
                 "legacy task executed"
             );
-            let (outcome, ran) = (run.status.as_str(), run.latency);
-            let answer = answer(inner, &task, run)?;
-            count(outcome, Some(ran));
-            inner
-                .store
-                .finish_task(requester, &task.task_id, answer.to_vec(), now_ms())
-                .await
-                .map_err(store_error)?;
-            answer.to_vec()
-        }
-        Begin::Done { proof } => {
-            count("stored", None);
-            proof
-        }
-        Begin::Running => {
-            drop(reservation);
-            inner
-                .store
-                .wait_done(requester, &task.task_id, RETRY_WAIT)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| still_running(&task.task_id))
-                .inspect(|_| count("stored", None))?
-        }
-        Begin::Interrupted => {
-            let answer = answer(inner, &task, Run::interrupted(now_ms()))?.to_vec();
-            count("interrupted", None);
-            inner
-                .store
-                .set_proof_of_interrupted(requester, &task.task_id, answer.clone())
-                .await
-                .map_err(store_error)?;
-            answer
-        }
-        Begin::Replayed | Begin::Conflict => {
+            run
+        },
+        |run| Ok(answer(inner, &task, run)?.to_vec()),
+    )
+    .await?;
+    match once {
+        Once::Answer(answer) => Ok(json_response(answer)),
+        Once::Replayed | Once::Conflict => {
             refund_rate(inner, &policy.limits, peer);
             let e = ApiError::new(
                 ProblemCode::Replayed,
                 format!("task_id {} already ran for {requester} with different content; use a new task id", task.task_id),
             );
             refused(&e);
-            return Err(e);
+            Err(e)
         }
-    };
-    Ok(json_response(answer))
+    }
 }
 
 /// The checks the Python original lacks. Returns the executor's entry and

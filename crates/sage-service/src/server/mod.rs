@@ -8,6 +8,7 @@ mod health;
 mod legacy;
 mod metrics;
 mod observe;
+mod once;
 mod problem;
 mod rate;
 mod state;

@@ -21,13 +21,14 @@ use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, ProblemCode, Proof, Task};
 
+use super::once::{run_once, Once};
 use super::rate::default_burst;
 use super::state::{Inner, Policy};
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::executor::{Entry, Reservation, Run};
-use crate::store::{Begin, StoreError, TaskRecord};
+use crate::store::{StoreError, TaskRecord};
 
 /// Longest task id accepted.
 const MAX_TASK_ID_LEN: usize = 128;
@@ -82,74 +83,37 @@ pub(super) async fn submit(
             .expires_at
             .saturating_add(policy.limits.clock_skew.as_millis() as u64),
     };
-    let answer = match inner.store.begin_task(record).await.map_err(store_error)? {
-        Begin::Started => {
-            let _in_flight = state.start_task();
-            let run = entry.run(&task, reservation).await;
-            let (outcome, ran) = (run.status.as_str(), run.latency);
-            let signed = sign_proof(inner, &task, &payload, entry.executor.kind(), run)?;
-            inner
-                .metrics
-                .task(peer, &task.task_type, outcome, Some(ran));
-            inner
-                .store
-                .finish_task(&task.issuer, &task.task_id, signed.clone(), now_ms())
-                .await
-                .map_err(store_error)?;
-            signed
-        }
-        Begin::Done { proof } => {
-            tracing::info!(task_id = %task.task_id, issuer = %task.issuer, "retry answered with the stored proof");
-            inner.metrics.task(peer, &task.task_type, "stored", None);
-            proof
-        }
-        Begin::Running => {
-            drop(reservation);
-            inner
-                .store
-                .wait_done(&task.issuer, &task.task_id, RETRY_WAIT)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(|| still_running(&task.task_id))
-                .inspect(|_| inner.metrics.task(peer, &task.task_type, "stored", None))?
-        }
-        Begin::Interrupted => {
-            let run = Run::interrupted(now_ms());
-            let signed = sign_proof(inner, &task, &payload, entry.executor.kind(), run)?;
-            inner
-                .metrics
-                .task(peer, &task.task_type, "interrupted", None);
-            inner
-                .store
-                .set_proof_of_interrupted(&task.issuer, &task.task_id, signed.clone())
-                .await
-                .map_err(store_error)?;
-            tracing::warn!(task_id = %task.task_id, issuer = %task.issuer, "retry of a task interrupted by a restart: answered with a signed proof saying so");
-            signed
-        }
-        Begin::Replayed => {
+    let kind = entry.executor.kind();
+    let once = run_once(
+        &state,
+        record,
+        peer,
+        || entry.run(&task, reservation),
+        |run| sign_proof(inner, &task, &payload, kind, run),
+    )
+    .await?;
+    let e = match once {
+        Once::Answer(answer) => return Ok(json_response(answer)),
+        Once::Replayed => {
             refund_rate(inner, &policy.limits, verified.signer);
-            let e = ApiError::new(
+            ApiError::new(
                 ProblemCode::Replayed,
                 format!(
                     "nonce {} of {} was already used; sign a new task to run it again",
                     task.nonce, task.issuer
                 ),
-            );
-            refused(&e);
-            return Err(e);
+            )
         }
-        Begin::Conflict => {
+        Once::Conflict => {
             refund_rate(inner, &policy.limits, verified.signer);
-            let e = ApiError::new(
+            ApiError::new(
                 ProblemCode::Replayed,
                 format!("task id {} was already used by {} for a task with other content; use a new task id", task.task_id, task.issuer),
-            );
-            refused(&e);
-            return Err(e);
+            )
         }
     };
-    Ok(json_response(answer))
+    refused(&e);
+    Err(e)
 }
 
 /// The digest of what a task asks for, without its nonce and times: a

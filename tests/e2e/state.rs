@@ -324,3 +324,44 @@ fn the_task_retention_comes_from_the_flag_or_the_config() {
         node.log()
     );
 }
+
+/// A durable commit syncs the write-ahead log with fdatasync(2), not
+/// fsync(2), which would also write the file's timestamps to the disk at
+/// every commit. The bundled SQLite only does so when built with
+/// `HAVE_FDATASYNC` (`.cargo/config.toml`); this traces the delegator,
+/// whose receipt is one durable commit.
+#[test]
+fn durable_commits_sync_the_log_with_fdatasync() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let node = keys.serve("Thor", &[]);
+    let trace = keys.path().with_file_name("strace.txt");
+    let traced = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_sage"))
+        .env("SAGE_STATE_DIR", keys.state_dir())
+        .arg("--keys-dir")
+        .arg(keys.path())
+        .args(["delegate", "--local", "Sprout", "--target", "Thor"])
+        .args(["--port", &node.port()])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run strace ({e}): install it with `apt-get install strace`")
+        });
+    assert!(
+        traced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&traced.stderr)
+    );
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let syncs_of_log = |call: &str| {
+        trace
+            .lines()
+            .filter(|l| l.contains(&format!(" {call}(")) && l.contains("sage.db-wal>"))
+            .count()
+    };
+    assert!(syncs_of_log("fdatasync") >= 1, "{trace}");
+    assert_eq!(syncs_of_log("fsync"), 0, "{trace}");
+}

@@ -20,7 +20,8 @@
 //! # Durability and threading
 //!
 //! The file is in WAL mode with `synchronous=FULL`: a change is reported
-//! only once it is on the disk. One dedicated thread owns the connection;
+//! only once it is on the disk (SQLite syncs with `fdatasync`, as the
+//! workspace's `.cargo/config.toml` builds it). One dedicated thread owns the connection;
 //! the async methods send it their work and await the reply, so the tokio
 //! runtime never waits on SQLite. The thread commits every job waiting in
 //! its queue in one transaction (one fsync for all of them), each in its own

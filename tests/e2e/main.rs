@@ -17,6 +17,7 @@ mod limits;
 mod protocol_doc;
 mod refusals;
 mod service;
+mod soak;
 mod state;
 mod systemd;
 mod tls;

@@ -355,10 +355,33 @@ pub fn http_with(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpAnswer {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let raw = exchange(addr, method, path, headers, body).expect("connect");
+    parse_answer(&raw)
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// [`http`] to a server that may be gone or die mid-answer: `None` unless
+/// a whole answer came back (all the bytes its `Content-Length` says).
+pub fn try_http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Option<HttpAnswer> {
+    let answer = parse_answer(&exchange(addr, method, path, &[], body).ok()?)?;
+    let length = answer.headers.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    (length == Some(answer.body.len())).then_some(answer)
+}
+
+/// Writes one request and reads until the server closes the connection.
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let extra: String = headers
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
@@ -367,25 +390,18 @@ pub fn http_with(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(head.as_bytes())?;
     // A server may refuse before reading the whole body; that is fine.
     let _ = stream.write_all(body);
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    parse_answer(&raw)
+    Ok(raw)
 }
 
-fn parse_answer(raw: &[u8]) -> HttpAnswer {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(raw)));
+fn parse_answer(raw: &[u8]) -> Option<HttpAnswer> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = headers
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
+    let status = headers.split(' ').nth(1).and_then(|s| s.parse().ok())?;
     let mut body = raw[split + 4..].to_vec();
     if headers
         .to_ascii_lowercase()
@@ -393,11 +409,11 @@ fn parse_answer(raw: &[u8]) -> HttpAnswer {
     {
         body = dechunk(&body);
     }
-    HttpAnswer {
+    Some(HttpAnswer {
         status,
         headers,
         body,
-    }
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

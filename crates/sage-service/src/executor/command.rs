@@ -85,7 +85,10 @@
 //! same way if the task is abandoned (the request is cancelled, or the node
 //! shuts down). Processes left in the group after the program exits
 //! normally are killed too: nothing a task starts outlives it unless it
-//! leaves the group (`setsid`).
+//! leaves the group (`setsid`). A node killed with `SIGKILL` can kill
+//! nothing: its programs run on to their end (under systemd the unit's
+//! whole cgroup dies with it), and their tasks are `interrupted` at the
+//! next start, never run again.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -84,7 +84,8 @@ fn proof_of(answer: &[u8]) -> serde_json::Value {
 /// - a retry of every task sent gets a signed proof: it succeeded, or it
 ///   was interrupted by a kill;
 /// - no program ran twice, and each task that succeeded ran once;
-/// - every envelope that was answered is refused when sent again.
+/// - every envelope that was answered is refused when sent again;
+/// - no record of a running program is left.
 #[test]
 #[ignore = "soak: .ci/run runs it with SAGE_SOAK_SECS"]
 fn a_node_killed_again_and_again_loses_no_answer_and_runs_nothing_twice() {
@@ -228,9 +229,15 @@ fn a_node_killed_again_and_again_loses_no_answer_and_runs_nothing_twice() {
             "task {n}: a replayed envelope"
         );
     }
+    // Each program's record went with it: done, or killed at a start.
+    let records = std::fs::read_dir(keys.state_dir().join("programs"))
+        .map(|dir| dir.count())
+        .unwrap_or(0);
+    assert_eq!(records, 0, "records of running programs left behind");
+
     let interrupted = outcome.values().filter(|s| **s == "interrupted").count();
     eprintln!(
-        "soak: {kills} kills, {sent} tasks, {} answered while the node was killed, {interrupted} interrupted, {unnamed} runs on a truncated input",
+        "soak: {kills} kills, {sent} tasks, {} answered during the kills, {interrupted} interrupted, {unnamed} runs on a truncated input",
         answered.len()
     );
 }

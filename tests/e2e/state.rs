@@ -67,27 +67,27 @@ fn delegate_args<'a>(node: &'a Node, port: &'a str, task_id: &'a str) -> Vec<&'a
     ]
 }
 
+/// `sage ARGS...` on a thread of its own, for a node to be killed under it.
+fn in_background(keys: &Keys, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let (dir, state) = (keys.path().to_owned(), keys.state_dir());
+    std::thread::spawn(move || {
+        crate::util::sage()
+            .env("SAGE_STATE_DIR", state)
+            .arg("--keys-dir")
+            .arg(dir)
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+}
+
 #[test]
 fn a_task_killed_mid_run_is_reported_interrupted_and_never_run_twice() {
     let (keys, runs) = setup();
     let node = counting_node(&keys, &runs, 4);
     let port = node.port();
-    let first = {
-        let args: Vec<String> = delegate_args(&node, &port, "t-killed")
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let (dir, state) = (keys.path().to_owned(), keys.state_dir());
-        std::thread::spawn(move || {
-            crate::util::sage()
-                .env("SAGE_STATE_DIR", state)
-                .arg("--keys-dir")
-                .arg(dir)
-                .args(&args)
-                .output()
-                .unwrap()
-        })
-    };
+    let first = in_background(&keys, &delegate_args(&node, &port, "t-killed"));
     wait_until("the program started", || runs_of(&runs) == 1);
     node.kill_hard();
     let out = first.join().unwrap();
@@ -364,4 +364,37 @@ fn durable_commits_sync_the_log_with_fdatasync() {
     };
     assert!(syncs_of_log("fdatasync") >= 1, "{trace}");
     assert_eq!(syncs_of_log("fsync"), 0, "{trace}");
+}
+
+/// A program that a node killed with SIGKILL left running (no systemd
+/// here to kill it) is killed when the node starts again.
+#[test]
+fn a_program_left_running_by_a_killed_node_is_killed_at_the_next_start() {
+    let (keys, marks) = setup();
+    let config = keys.path().with_file_name("sage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[executors.count]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo started >> {m}; sleep 2; echo finished >> {m}; echo '{{}}'\"]\ntimeout = \"60s\"\n",
+            m = marks.display()
+        ),
+    )
+    .unwrap();
+    let serve = || keys.serve("Thor", &["--config", config.to_str().unwrap()]);
+    let node = serve();
+    let port = node.port();
+    let first = in_background(&keys, &delegate_args(&node, &port, "t-left"));
+    let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
+    wait_until("the program started", || marked().contains("started"));
+    node.kill_hard();
+    first.join().unwrap();
+
+    let node = serve();
+    assert!(
+        node.wait_for_log("killed 1 program(s) that the stopped node's tasks left running"),
+        "{}",
+        node.log()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(marked(), "started\n", "the program never finished");
 }

@@ -34,7 +34,7 @@ pub fn run(command: Command) -> CmdResult {
     // not at the first task.
     let platform = file.node.name.clone().unwrap_or_else(|| "node".into());
     let executors = file
-        .executors(&path, &platform)
+        .executors(&path, &platform, None)
         .map_err(|e| Failure::Failed(e.to_string()))?;
     // And the TLS certificate and key: a garbage file is an error now.
     match (&file.node.tls_cert, &file.node.tls_key) {

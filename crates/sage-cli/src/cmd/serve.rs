@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sage_service::config::file::{ConfigFile, NodeSection, DEFAULT_PATHS};
 use sage_service::config::Limits;
+use sage_service::executor::Leftovers;
 use sage_service::keydir::KeyDir;
 use sage_service::server::{self, AppState, NodeSetup, Policy, Shutdown};
 use sage_service::store::{Check, Durability, Store};
@@ -181,10 +182,12 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .clone()
         .unwrap_or_else(|| identity.lct_id.clone());
     let trust = keys.trust_store(&identity.name)?;
+    let leftovers = Leftovers::new(state_dir.join(PROGRAMS_DIR));
     let executors = file
         .executors(
             config_path.as_deref().unwrap_or(Path::new("(flags)")),
             &identity.name,
+            Some(&leftovers),
         )
         .map_err(|e| Failure::Failed(e.to_string()))?;
 
@@ -230,6 +233,19 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .collect();
     tracing::info!("  executors:  {}", served.join(", "));
 
+    // Before the tasks they ran are marked interrupted: from then on they
+    // are not running.
+    match leftovers.kill_left() {
+        Ok(killed) if !killed.is_empty() => tracing::warn!(
+            "killed {} program(s) that the stopped node's tasks left running (process groups {killed:?})",
+            killed.len()
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(
+            dir = %leftovers.dir().display(), %error,
+            "cannot look for programs that the stopped node's tasks left running"
+        ),
+    }
     let runtime = super::runtime(true)?;
     let interrupted = runtime
         .block_on(store.interrupt_running(sage_service::clock::now_ms()))
@@ -275,6 +291,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         keys_dir_flag,
         name: identity.name.clone(),
         node: file.node.clone(),
+        leftovers,
     };
 
     let closer = store.closer();
@@ -330,6 +347,9 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
 /// systemd unit's `TimeoutStopSec=` after a full drain).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The state directory's subdirectory where running programs are recorded.
+const PROGRAMS_DIR: &str = "programs";
+
 /// Days a finished task is kept past its expiry unless told otherwise: a
 /// retry that late is unlikely, and at a few KB per task the database stays
 /// bounded by the work of a month.
@@ -345,6 +365,8 @@ struct Reload {
     name: String,
     /// The `[node]` table the node started with: what only a restart changes.
     node: NodeSection,
+    /// Where `command` executors record their running programs.
+    leftovers: Leftovers,
 }
 
 impl Reload {
@@ -360,7 +382,11 @@ impl Reload {
         let keys = key_dir(self.keys_dir_flag.as_deref(), &file);
         let trust = keys.trust_store(&self.name)?;
         let executors = file
-            .executors(path.as_deref().unwrap_or(Path::new("(flags)")), &self.name)
+            .executors(
+                path.as_deref().unwrap_or(Path::new("(flags)")),
+                &self.name,
+                Some(&self.leftovers),
+            )
             .map_err(|e| Failure::Failed(e.to_string()))?;
         Ok(Policy {
             trust,

@@ -46,7 +46,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::Limits;
 use crate::executor::command::{CommandConfig, CommandExecutor};
 use crate::executor::http::{HeaderValue, HttpConfig, HttpExecutor, HttpMode};
-use crate::executor::{CostModel, Echo, Entry, Executor, ExecutorSet, Limiter, Simulate};
+use crate::executor::{
+    CostModel, Echo, Entry, Executor, ExecutorSet, Leftovers, Limiter, Simulate,
+};
 
 /// Where `sage serve` looks for a config file when none is given.
 pub const DEFAULT_PATHS: [&str; 2] = ["sage.toml", "/etc/sage/sage.toml"];
@@ -398,18 +400,24 @@ impl ConfigFile {
     }
 
     /// The executors of a node named `platform`: the file's, or the
-    /// built-in set when it has none.
+    /// built-in set when it has none. `command` executors record their
+    /// running programs in `leftovers` when given (a serving node).
     ///
     /// # Errors
     /// An `http` executor whose secret header variable is not set.
-    pub fn executors(&self, path: &Path, platform: &str) -> Result<ExecutorSet, ConfigError> {
+    pub fn executors(
+        &self,
+        path: &Path,
+        platform: &str,
+        leftovers: Option<&Leftovers>,
+    ) -> Result<ExecutorSet, ConfigError> {
         if self.executors.is_empty() {
             return Ok(ExecutorSet::builtin(platform));
         }
         let mut set = ExecutorSet::default();
         for (task_type, section) in &self.executors {
             let entry = section
-                .build(task_type, platform)
+                .build(task_type, platform, leftovers)
                 .map_err(|message| ConfigError {
                     path: path.to_owned(),
                     line: None,
@@ -535,7 +543,12 @@ impl ExecutorSection {
         }
     }
 
-    fn build(&self, task_type: &str, platform: &str) -> Result<Entry, String> {
+    fn build(
+        &self,
+        task_type: &str,
+        platform: &str,
+        leftovers: Option<&Leftovers>,
+    ) -> Result<Entry, String> {
         let max = self
             .max_concurrency
             .unwrap_or(if self.kind == ExecutorKind::Http {
@@ -560,7 +573,12 @@ impl ExecutorSection {
                     max_output_bytes: self.max_output_bytes.unwrap_or(d.max_output_bytes),
                     max_stderr_bytes: self.max_stderr_bytes.unwrap_or(d.max_stderr_bytes),
                 };
-                (Arc::new(CommandExecutor::new(task_type, config)), limiter)
+                let executor = CommandExecutor::new(task_type, config);
+                let executor = match leftovers {
+                    Some(leftovers) => executor.tracked(leftovers.clone()),
+                    None => executor,
+                };
+                (Arc::new(executor), limiter)
             }
             ExecutorKind::Http => {
                 let d = HttpConfig::default();
@@ -645,7 +663,9 @@ max_concurrency = 2
         assert_eq!(sum.command.as_ref().unwrap().0[0], "python3");
         assert_eq!(sum.timeout.unwrap().0, Duration::from_secs(10));
         assert_eq!(sum.max_concurrency, Some(2));
-        let set = file.executors(Path::new("sage.toml"), "Thor").unwrap();
+        let set = file
+            .executors(Path::new("sage.toml"), "Thor", None)
+            .unwrap();
         let entry = set.get("sum").unwrap();
         assert_eq!(entry.executor.kind(), "command");
         let limiter = entry.limiter.as_ref().unwrap();

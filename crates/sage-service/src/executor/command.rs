@@ -86,9 +86,9 @@
 //! shuts down). Processes left in the group after the program exits
 //! normally are killed too: nothing a task starts outlives it unless it
 //! leaves the group (`setsid`). A node killed with `SIGKILL` can kill
-//! nothing: its programs run on to their end (under systemd the unit's
-//! whole cgroup dies with it), and their tasks are `interrupted` at the
-//! next start, never run again.
+//! nothing: under systemd the unit's whole cgroup dies with it; elsewhere
+//! its programs run on until the next start kills the groups it recorded
+//! ([`Leftovers`]). Their tasks are `interrupted`, never run again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -105,7 +105,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{BoxFuture, ExecError, Execution, Executor};
+use super::{BoxFuture, ExecError, Execution, Executor, Leftovers};
 
 /// Variables of the daemon's environment that programs get.
 const INHERITED_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
@@ -165,6 +165,7 @@ impl fmt::Debug for CommandConfig {
 pub struct CommandExecutor {
     name: String,
     config: CommandConfig,
+    leftovers: Option<Leftovers>,
 }
 
 impl CommandExecutor {
@@ -173,7 +174,16 @@ impl CommandExecutor {
         CommandExecutor {
             name: name.to_owned(),
             config,
+            leftovers: None,
         }
+    }
+
+    /// Records each running program's group in `leftovers`, so that a
+    /// start after a kill can stop the programs this process left.
+    #[must_use]
+    pub fn tracked(mut self, leftovers: Leftovers) -> Self {
+        self.leftovers = Some(leftovers);
+        self
     }
 
     async fn run(&self, task: &Task) -> Result<Execution, ExecError> {
@@ -227,6 +237,8 @@ impl CommandExecutor {
             pgid: Pid::from_raw(pgid),
             armed: true,
         };
+        // Dropped first of the three: forgotten once the group is dealt with.
+        let _record = self.leftovers.as_ref().and_then(|l| l.record(pgid));
 
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();

@@ -4,6 +4,7 @@
 mod builtin;
 pub mod command;
 pub mod http;
+mod leftover;
 mod set;
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::pin::Pin;
 use sage_types::Task;
 
 pub use builtin::{Echo, Simulate, SIMULATED_TASK_TYPES};
+pub use leftover::Leftovers;
 pub use set::{CostModel, Entry, ExecutorSet, Limiter, Reservation, Run};
 
 /// A boxed future, so that executors can be trait objects.

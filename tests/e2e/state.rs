@@ -332,9 +332,7 @@ fn the_task_retention_comes_from_the_flag_or_the_config() {
 /// whose receipt is one durable commit.
 #[test]
 fn durable_commits_sync_the_log_with_fdatasync() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let (keys, _) = setup();
     let node = keys.serve("Thor", &[]);
     let trace = keys.path().with_file_name("strace.txt");
     let traced = std::process::Command::new("strace")

@@ -244,7 +244,7 @@ mod tests {
 
         let killed = Leftovers::new(&dir).kill_left().unwrap();
         assert_eq!(killed, vec![pgid]);
-        assert_eq!(child.wait().unwrap().signal(), Some(libc_sigkill()));
+        assert_eq!(child.wait().unwrap().signal(), Some(Signal::SIGKILL as i32));
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "record forgotten");
     }
 
@@ -277,9 +277,5 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let leftovers = Leftovers::new(tmp.path().join("none"));
         assert_eq!(leftovers.kill_left().unwrap(), Vec::<i32>::new());
-    }
-
-    fn libc_sigkill() -> i32 {
-        Signal::SIGKILL as i32
     }
 }

@@ -21,12 +21,12 @@
 //!
 //! The file is in WAL mode with `synchronous=FULL`: a change is reported
 //! only once it is on the disk (SQLite syncs with `fdatasync`, as the
-//! workspace's `.cargo/config.toml` builds it). One dedicated thread owns the connection;
-//! the async methods send it their work and await the reply, so the tokio
-//! runtime never waits on SQLite. The thread commits every job waiting in
-//! its queue in one transaction (one fsync for all of them), each in its own
-//! savepoint so that one job's error does not fail the others. It stops
-//! when the last clone of the [`Store`] is dropped.
+//! workspace's `.cargo/config.toml` builds it). One dedicated thread owns
+//! the connection; the async methods send it their work and await the
+//! reply, so the tokio runtime never waits on SQLite. The thread commits
+//! every job waiting in its queue in one transaction (one fsync for all of
+//! them), each in its own savepoint so that one job's error does not fail
+//! the others. It stops when the last clone of the [`Store`] is dropped.
 //!
 //! A job whose caller stops waiting (its future dropped) still runs and is
 //! committed: a `begin_task` that reports `Started` to nobody leaves a task

@@ -442,12 +442,9 @@ async fn finished_tasks_are_forgotten_after_their_time_oldest_first() {
     assert_eq!(store.replay_guard_size().await.unwrap(), 2);
 }
 
-#[tokio::test]
-async fn pruning_tasks_looks_at_the_oldest_rows_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), Durability::Crash, Check::Whole).unwrap();
-    let tasks = PRUNE_TASKS_LIMIT as u64 + 10;
-    for i in 0..tasks {
+/// Begins and finishes the tasks `t<i>` of alice, each kept until 1.
+async fn finish_tasks(store: &Store, numbers: std::ops::Range<u64>) {
+    for i in numbers {
         let task_id = format!("t{i:05}");
         let task = record("alice", &task_id, Some(&task_id), 1);
         assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
@@ -456,6 +453,14 @@ async fn pruning_tasks_looks_at_the_oldest_rows_only() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn pruning_tasks_looks_at_the_oldest_rows_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Durability::Crash, Check::Whole).unwrap();
+    let tasks = PRUNE_TASKS_LIMIT as u64 + 10;
+    finish_tasks(&store, 0..tasks).await;
     assert_eq!(
         store.prune_oldest_tasks(10_001).await.unwrap(),
         u64::from(PRUNE_TASKS_LIMIT)
@@ -463,15 +468,7 @@ async fn pruning_tasks_looks_at_the_oldest_rows_only() {
     assert_eq!(store.prune_oldest_tasks(10_001).await.unwrap(), 10);
     assert_eq!(store.replay_guard_size().await.unwrap(), 0);
     // The whole of it, one transaction after another.
-    for i in tasks..2 * tasks + 5 {
-        let task_id = format!("t{i:05}");
-        let task = record("alice", &task_id, Some(&task_id), 1);
-        assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
-        store
-            .finish_task("alice", &task_id, b"p".to_vec(), 2_000)
-            .await
-            .unwrap();
-    }
+    finish_tasks(&store, tasks..2 * tasks + 5).await;
     assert_eq!(store.prune_tasks(10_001).await.unwrap(), tasks + 5);
     assert_eq!(store.replay_guard_size().await.unwrap(), 0);
 }

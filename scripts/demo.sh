@@ -5,8 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet -p sage-cli
-sage="$PWD/target/release/sage"
+sage=$(scripts/build-sage)
 work=$(mktemp -d)
 pids=()
 cleanup() {

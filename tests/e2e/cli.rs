@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use crate::util::{sage, Keys};
 
-// Keys of the legacy vectors (shared/vectors/legacy-v0.json).
+// Keys of the legacy vectors (tests/data/legacy-v0.json).
 const THOR_SEED: &str = "c6c702b4fd10ebd761c56d27763601fc170a05787cad539fb1b437d0eb2a68ee";
 const THOR_PUB: &str = "eccfbf4734253857294266e60b63b594b1919e72f19b89aaab3256ed471cc95c";
 const SPROUT_PUB: &str = "8202edaa56d72167323fcb9f63e6f55698647a773e2c7d2931c6942c6f88ca05";

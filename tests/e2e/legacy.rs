@@ -20,7 +20,7 @@ const PYTHON_NODE: &str = concat!(
 fn vectors() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/vectors/legacy-v0.json"
+        "/../../tests/data/legacy-v0.json"
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }

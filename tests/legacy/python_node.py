@@ -2,9 +2,9 @@
 """Stand-in for the original Python "SAGE federation" node (client and server).
 
 We do not have the original Python code. This script was written from
-``shared/design/legacy-protocol.md`` (the legacy wire protocol, as observed by
-running the original) and checked against the golden vectors of
-``shared/vectors/legacy-v0.json``. The Rust end-to-end tests run it to prove
+the legacy wire protocol as observed by running the original (summarized in
+``docs/protocol.md``, "Legacy protocol") and checked against the golden
+vectors of ``tests/data/legacy-v0.json``. The Rust end-to-end tests run it to prove
 that ``sage`` interoperates with legacy nodes in both directions: a ``sage``
 client delegating to this server, and this client delegating to ``sage``.
 

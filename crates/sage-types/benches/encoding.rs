@@ -19,10 +19,10 @@ use sage_types::envelope::pae;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, QualityRequirements, Task};
 
-/// The legacy protocol's test vectors, in the shared folder beside the repo.
+/// The legacy protocol's golden vectors, `<repo>/tests/data/legacy-v0.json`.
 const LEGACY_VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/vectors/legacy-v0.json"
+    "/../../tests/data/legacy-v0.json"
 );
 
 /// Stands in for a key id and an Ed25519 signature: this crate has no keys,

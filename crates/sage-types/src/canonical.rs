@@ -22,7 +22,7 @@
 //!   (`1e-05`, `1e+16`); a float that overflows prints `Infinity`/`-Infinity`;
 //! - `true`, `false`, `null`, `{}` and `[]`.
 //!
-//! See `shared/design/legacy-protocol.md`, "Canonical bytes that are signed".
+//! See `docs/protocol.md`, "Legacy protocol".
 
 use serde_json::{Map, Value};
 use std::fmt::{self, Write as _};

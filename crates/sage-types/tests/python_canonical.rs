@@ -24,11 +24,11 @@ use serde_json::Value;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-/// `<repo>/../shared/vectors/legacy-v0.json`; the repo root is
-/// `CARGO_MANIFEST_DIR/../..`, and `shared/` lies beside the repo.
+/// The golden vectors, made by running the Python original:
+/// `<repo>/tests/data/legacy-v0.json`.
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/vectors/legacy-v0.json"
+    "/../../tests/data/legacy-v0.json"
 );
 
 fn load_vectors() -> Value {

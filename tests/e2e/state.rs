@@ -254,6 +254,97 @@ fn proofs_verify_refuses_an_export_with_one_byte_changed() {
     assert_eq!(run.json()["task_id"], "t-a");
 }
 
+/// The ledger's delegations, as `sage proofs list --json` gives them.
+fn ledger_of(keys: &Keys) -> Vec<serde_json::Value> {
+    let run = keys.run(&["proofs", "list", "--json"]);
+    run.assert_code(0);
+    run.json()["delegations"].as_array().unwrap().clone()
+}
+
+/// A retry answered with the stored proof keeps, beside it, the envelope
+/// that proof names: every receipt of the export verifies.
+#[test]
+fn the_receipt_of_a_retry_verifies_offline() {
+    let (keys, runs) = setup();
+    let node = counting_node(&keys, &runs, 0);
+    let port = node.port();
+    let first = keys.run(&delegate_args(&node, &port, "t-twice"));
+    first.assert_code(0);
+    let retry = keys.run(&delegate_args(&node, &port, "t-twice"));
+    retry.assert_code(0);
+    assert_eq!(runs_of(&runs), 1, "the retry got the stored proof");
+    assert_eq!(first.json()["signed_proof"], retry.json()["signed_proof"]);
+    assert_ne!(first.json()["task_digest"], retry.json()["task_digest"]);
+
+    let export = keys.path().with_file_name("receipts.jsonl");
+    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
+        .assert_code(0);
+    let run = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
+    run.assert_code(0);
+    run.assert_stdout(&["all 2 receipts verify"]);
+    let ledger = ledger_of(&keys);
+    let statuses: Vec<_> = ledger
+        .iter()
+        .map(|e| (&e["task_id"], &e["status"]))
+        .collect();
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses
+        .iter()
+        .all(|(id, status)| *id == "t-twice" && *status == "succeeded"));
+}
+
+/// Every attempt is in the ledger with its task id and how it ended, also
+/// those that never got a proof.
+#[test]
+fn failed_attempts_are_recorded_with_their_task_id() {
+    let (keys, runs) = setup();
+    let node = counting_node(&keys, &runs, 0);
+    let port = node.port();
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port().to_string()
+    };
+    let attempt = |port: &str, task_type: &str, task_id: Option<&str>| {
+        let mut args = vec![
+            "delegate",
+            "--local",
+            "Sprout",
+            "--target",
+            "Thor",
+            "--port",
+            port,
+            "--task-type",
+            task_type,
+            "--timeout",
+            "10",
+        ];
+        if let Some(task_id) = task_id {
+            args.extend(["--task-id", task_id]);
+        }
+        keys.run(&args).assert_code(1);
+    };
+    attempt(&closed, "count", Some("t-down"));
+    attempt(&port, "no-such-type", Some("t-refused"));
+    attempt(&closed, "count", None);
+
+    let ledger = ledger_of(&keys);
+    let seen: Vec<(&str, &str)> = ledger
+        .iter()
+        .map(|e| {
+            (
+                e["task_id"].as_str().unwrap(),
+                e["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[0], ("t-down", "unreachable"));
+    assert_eq!(seen[1], ("t-refused", "refused"));
+    assert_eq!(seen[2].1, "unreachable");
+    assert!(seen[2].0.starts_with("task_"), "a fresh task id: {seen:?}");
+    assert_eq!(runs_of(&runs), 0);
+}
+
 #[test]
 fn receipt_commands_refuse_bad_input() {
     let (keys, _) = setup();
@@ -395,4 +486,281 @@ fn a_program_left_running_by_a_killed_node_is_killed_at_the_next_start() {
     );
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(marked(), "started\n", "the program never finished");
+}
+
+/// A node whose `mark` tasks write `started`, sleep `secs`, then write
+/// `finished` to `marks`: the file says whether a run reached its end.
+fn marking_node(keys: &Keys, marks: &std::path::Path, secs: u32, extra: &[&str]) -> Node {
+    let config = keys.path().with_file_name("mark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[executors.mark]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo started >> {m}; sleep {secs}; echo finished >> {m}; echo '{{\\\"ok\\\": true}}'\"]\ntimeout = \"60s\"\n",
+            m = marks.display()
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    keys.serve("Thor", &args)
+}
+
+/// A delegator that gives up (its timeout, a dropped connection) does not
+/// end the task: the node owns the run, which reaches its end once, and a
+/// retry gets its proof.
+#[test]
+fn a_delegator_that_gives_up_does_not_kill_or_strand_the_task() {
+    let (keys, marks) = setup();
+    let node = marking_node(&keys, &marks, 3, &[]);
+    let port = node.port();
+    let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
+    let gave_up = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &port,
+        "--task-type",
+        "mark",
+        "--task-id",
+        "t-gave-up",
+        "--timeout",
+        "1",
+    ]);
+    gave_up.assert_code(1);
+    assert_eq!(marked(), "started\n", "the program started once");
+    wait_until("the program reached its end", || {
+        marked().contains("finished")
+    });
+
+    // The retry gets the proof of that run, without a second one.
+    let retry = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &port,
+        "--task-type",
+        "mark",
+        "--task-id",
+        "t-gave-up",
+        "--timeout",
+        "30",
+        "--json",
+    ]);
+    retry.assert_code(0);
+    assert_eq!(
+        retry.json()["proof"]["status"],
+        "succeeded",
+        "{}",
+        retry.stdout
+    );
+    assert_eq!(marked(), "started\nfinished\n", "one run, to its end");
+
+    // Both attempts are in the ledger; the receipt of the second verifies.
+    let ledger = ledger_of(&keys);
+    let statuses: Vec<_> = ledger
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["timed_out", "succeeded"]);
+    let export = keys.path().with_file_name("receipts.jsonl");
+    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
+        .assert_code(0);
+    let run = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
+    run.assert_code(0);
+    run.assert_stdout(&["all 1 receipts verify"]);
+}
+
+/// A retry that comes while the first run goes on waits for it, within its
+/// own validity, instead of being told to come back.
+#[test]
+fn a_retry_waits_for_the_run_in_progress_within_its_own_timeout() {
+    let (keys, marks) = setup();
+    let node = marking_node(&keys, &marks, 3, &[]);
+    let port = node.port();
+    let first = in_background(
+        &keys,
+        &[
+            "delegate",
+            "--local",
+            "Sprout",
+            "--target",
+            "Thor",
+            "--port",
+            &port,
+            "--task-type",
+            "mark",
+            "--task-id",
+            "t-waited",
+            "--timeout",
+            "1",
+        ],
+    );
+    let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
+    wait_until("the program started", || marked().contains("started"));
+    let retry = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &port,
+        "--task-type",
+        "mark",
+        "--task-id",
+        "t-waited",
+        "--timeout",
+        "30",
+        "--json",
+    ]);
+    retry.assert_code(0);
+    assert_eq!(retry.json()["proof"]["status"], "succeeded");
+    assert!(!first.join().unwrap().status.success());
+    assert_eq!(marked(), "started\nfinished\n");
+}
+
+/// A graceful stop lets a running task finish within the drain timeout
+/// even when its delegator is gone; what is still running at the deadline
+/// is marked interrupted at once (its program killed), as after a crash.
+#[test]
+fn a_graceful_stop_drains_detached_tasks_then_marks_the_rest_interrupted() {
+    let (keys, marks) = setup();
+    let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
+    let node = marking_node(&keys, &marks, 2, &["--drain-timeout", "10"]);
+    let port = node.port();
+    keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &port,
+        "--task-type",
+        "mark",
+        "--task-id",
+        "t-drained",
+        "--timeout",
+        "1",
+    ])
+    .assert_code(1);
+    let (status, log) = node.terminate();
+    assert!(status.success(), "{log}");
+    assert_eq!(marked(), "started\nfinished\n", "drained to its end: {log}");
+    assert!(log.contains("all in-flight tasks finished"), "{log}");
+
+    std::fs::remove_file(&marks).unwrap();
+    let node = marking_node(&keys, &marks, 5, &["--drain-timeout", "1"]);
+    let port = node.port();
+    keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &port,
+        "--task-type",
+        "mark",
+        "--task-id",
+        "t-cut",
+        "--timeout",
+        "1",
+    ])
+    .assert_code(1);
+    let (status, log) = node.terminate();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("1 task(s) still running"), "{log}");
+    assert!(log.contains("marked interrupted"), "{log}");
+    // Restarted: nothing is left running to be marked at start, and the
+    // retry is told, in a signed proof, that the task was interrupted.
+    let node = marking_node(&keys, &marks, 5, &[]);
+    assert!(
+        !node.log().contains("were running when the node stopped"),
+        "{}",
+        node.log()
+    );
+    let port = node.port();
+    let retry = keys.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        &port,
+        "--task-type",
+        "mark",
+        "--task-id",
+        "t-cut",
+        "--timeout",
+        "30",
+        "--json",
+    ]);
+    retry.assert_code(1);
+    assert_eq!(retry.json()["proof"]["status"], "failed");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        marked(),
+        "started\n",
+        "killed at the deadline, never run again"
+    );
+}
+
+/// One node per state directory: a second `serve` on it is refused, naming
+/// the directory and the process that holds it, and changes nothing.
+#[test]
+fn a_second_node_on_one_state_directory_is_refused() {
+    let (keys, marks) = setup();
+    let node = marking_node(&keys, &marks, 3, &[]);
+    let port = node.port();
+    let running = in_background(
+        &keys,
+        &[
+            "delegate",
+            "--local",
+            "Sprout",
+            "--target",
+            "Thor",
+            "--port",
+            &port,
+            "--task-type",
+            "mark",
+            "--task-id",
+            "t-locked",
+            "--timeout",
+            "30",
+        ],
+    );
+    let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
+    wait_until("the program started", || marked().contains("started"));
+    let second = keys.run(&[
+        "serve",
+        "--name",
+        "Thor",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]);
+    second.assert_code(1);
+    let dir = keys.state_dir();
+    second.assert_stderr(&[&dir.display().to_string(), &format!("pid {}", node.pid())]);
+    // The first node's task was not marked interrupted: it ends well.
+    let out = running.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(marked(), "started\nfinished\n");
+    // Short commands work beside the running node.
+    keys.run(&["proofs", "list"]).assert_code(0);
+    keys.run(&["peer", "list"]).assert_code(0);
 }

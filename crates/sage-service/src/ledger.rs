@@ -19,8 +19,8 @@ use sage_types::{Envelope, Proof};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::delegation::{Delegation, Exchange, ProofSummary};
-use crate::store::{LedgerEntry, Store, StoreError};
+use crate::delegation::{Delegation, Exchange, Outgoing, ProofSummary};
+use crate::store::{LedgerEntry, Outcome, Store, StoreError};
 use crate::DelegateError;
 
 /// One exported receipt.
@@ -38,7 +38,8 @@ pub struct Receipt {
     pub sent_at_ms: u64,
     /// `succeeded`, `failed`, or why there is no proof.
     pub status: String,
-    /// The signed task as sent.
+    /// The signed task the proof names: as sent, or for a retry answered
+    /// with the proof of an earlier send, as sent then.
     pub task: serde_json::Value,
     /// The signed proof as received, if any.
     pub proof: Option<serde_json::Value>,
@@ -55,10 +56,93 @@ impl Receipt {
             protocol: entry.protocol.clone(),
             sent_at_ms: entry.sent_at_ms,
             status: entry.status.clone(),
-            task: json(&entry.task),
+            task: json(entry.proof_task.as_deref().unwrap_or(&entry.task)),
             proof: entry.proof.as_deref().map(json),
         }
     }
+}
+
+/// Records `outgoing`, about to be sent to `target`, before it is sent
+/// (status [`crate::store::SENT`]); [`record_outcome`] gives the entry its
+/// outcome. A delegator killed in between leaves the entry `sent`.
+///
+/// # Errors
+/// [`StoreError`] when the ledger cannot be written: the task must then not
+/// be sent, or its receipt would be lost.
+pub async fn record_sent(
+    store: &Store,
+    target: &Peer,
+    protocol: Protocol,
+    task_type: &str,
+    outgoing: &Outgoing,
+    sent_at_ms: u64,
+) -> Result<i64, StoreError> {
+    store
+        .open_delegation(LedgerEntry {
+            id: 0,
+            task_id: outgoing.task_id().to_owned(),
+            peer: target.name.clone(),
+            peer_lct: target.lct_id.clone(),
+            protocol: protocol.as_str().to_owned(),
+            task_type: task_type.to_owned(),
+            sent_at_ms,
+            status: crate::store::SENT.to_owned(),
+            latency_ms: None,
+            quality: None,
+            task: outgoing.body(),
+            proof: None,
+            proof_task: None,
+            error: None,
+        })
+        .await
+}
+
+/// Gives the entry `id` of [`record_sent`] the outcome of its delegation.
+/// `earlier` holds the bodies of earlier sends of the same task: a proof
+/// that names one of them (a retry answered with the first run's proof) is
+/// kept beside that body, so that the receipt verifies.
+///
+/// # Errors
+/// [`StoreError`] when the ledger cannot be written.
+pub async fn record_outcome(
+    store: &Store,
+    id: i64,
+    outcome: &Result<Delegation, DelegateError>,
+    earlier: &[Vec<u8>],
+) -> Result<(), StoreError> {
+    let closing = match outcome {
+        Ok(d) => Outcome {
+            status: d.summary.status.as_str().to_owned(),
+            latency_ms: Some(d.total.as_secs_f64() * 1000.0),
+            quality: Some(d.summary.quality),
+            proof: Some(serde_json::to_vec(&d.signed_proof).unwrap_or_default()),
+            proof_task: d
+                .summary
+                .task_digest
+                .as_ref()
+                .filter(|named| **named != d.task_digest)
+                .and_then(|named| {
+                    earlier
+                        .iter()
+                        .find(|body| payload_digest(body).as_ref() == Some(named))
+                        .cloned()
+                }),
+            error: None,
+        },
+        Err(e) => Outcome {
+            status: failure_status(e).to_owned(),
+            error: Some(e.to_string()),
+            ..Outcome::default()
+        },
+    };
+    store.close_delegation(id, closing).await
+}
+
+/// The `sha256:` digest of the payload of a v1 envelope's body; `None` for
+/// anything else.
+pub fn payload_digest(body: &[u8]) -> Option<String> {
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    Some(sha256_tagged(&envelope.payload_bytes().ok()?))
 }
 
 /// Records a verified delegation.
@@ -145,43 +229,50 @@ impl Verified<'_> {
             quality: Some(self.summary.quality),
             task: serde_json::to_vec(self.signed_task).unwrap_or_default(),
             proof: Some(serde_json::to_vec(self.signed_proof).unwrap_or_default()),
+            proof_task: None,
             error: None,
         }
     }
 }
 
-/// Records a delegation that got no acceptable proof, for the statistics.
-///
-/// # Errors
-/// [`StoreError`] when the ledger cannot be written.
-pub async fn record_failure(
-    store: &Store,
-    peer: &str,
-    peer_lct: &str,
-    protocol: Protocol,
-    task_type: &str,
-    error: &DelegateError,
-) -> Result<i64, StoreError> {
-    let status = match error {
+/// The ledger status of a delegation that failed with `error`.
+fn failure_status(error: &DelegateError) -> &'static str {
+    match error {
         DelegateError::Client(crate::ClientError::Refused { .. }) => "refused",
         DelegateError::Client(crate::ClientError::TimedOut { .. }) => "timed_out",
         DelegateError::Client(crate::ClientError::Unreachable { .. }) => "unreachable",
         DelegateError::Proof { .. } => "invalid_proof",
         _ => "error",
-    };
+    }
+}
+
+/// Records a delegation of task `task_id` that ended before its task was
+/// sent (the target down or another node), for the statistics.
+///
+/// # Errors
+/// [`StoreError`] when the ledger cannot be written.
+pub async fn record_failure(
+    store: &Store,
+    target: &Peer,
+    protocol: Protocol,
+    task_id: &str,
+    task_type: &str,
+    error: &DelegateError,
+) -> Result<i64, StoreError> {
     let entry = LedgerEntry {
         id: 0,
-        task_id: String::new(),
-        peer: peer.to_owned(),
-        peer_lct: peer_lct.to_owned(),
+        task_id: task_id.to_owned(),
+        peer: target.name.clone(),
+        peer_lct: target.lct_id.clone(),
         protocol: protocol.as_str().to_owned(),
         task_type: task_type.to_owned(),
         sent_at_ms: now_ms(),
-        status: status.to_owned(),
+        status: failure_status(error).to_owned(),
         latency_ms: None,
         quality: None,
         task: Vec::new(),
         proof: None,
+        proof_task: None,
         error: Some(error.to_string()),
     };
     store.record_delegation(entry).await

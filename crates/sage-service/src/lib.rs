@@ -14,6 +14,8 @@
 //! - [`bench`]: the load generator of `sage bench`.
 //! - [`tls`]: TLS for `sage serve` and for `https://` peers: loading the
 //!   certificate and key, pinning by fingerprint, self-signed certificates.
+//! - [`untrusted`]: peer-supplied text, escaped and bounded for logs and
+//!   refusals.
 //! - [`systemd`]: running as a systemd service: readiness, watchdog and
 //!   reload notifications (`sd_notify`), and the key as a credential.
 #![warn(missing_docs)]
@@ -33,5 +35,6 @@ pub mod server;
 pub mod store;
 pub mod systemd;
 pub mod tls;
+pub mod untrusted;
 
 pub use error::{ClientError, DelegateError, KeyDirError, ProofError, TlsError};

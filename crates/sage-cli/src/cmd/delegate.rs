@@ -2,13 +2,16 @@
 
 use crate::output::out;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sage_crypto::{Peer, Protocol};
 use sage_service::client::{Client, CONNECT_TIMEOUT};
-use sage_service::delegation::{delegate, Delegation, TaskSpec};
+use sage_service::delegation::{
+    check_target, conclude, new_task_id, Delegation, Outgoing, TaskSpec,
+};
 use sage_service::keydir::KeyDir;
-use sage_service::ledger;
+use sage_service::ledger::{self, payload_digest};
+use sage_service::DelegateError;
 use sage_types::QualityRequirements;
 use serde_json::json;
 
@@ -142,40 +145,69 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let client = Client::with_tls_connect_timeout(&target.tls, connect_within)?;
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
-    if let Some(task_id) = &args.task_id {
-        // A retry: the node may answer with the proof of the first send,
-        // which names that payload.
-        spec.earlier_digests = runtime
+    // Every attempt is recorded under its task id, even one that fails
+    // before the task is signed.
+    let task_id = args
+        .task_id
+        .clone()
+        .unwrap_or_else(|| new_task_id(sage_service::clock::now_ms()));
+    spec.task_id = Some(task_id.clone());
+    // A retry: the node may answer with the proof of an earlier send,
+    // which names that payload; the receipt keeps that send beside it.
+    let earlier: Vec<Vec<u8>> = match &args.task_id {
+        None => Vec::new(),
+        Some(task_id) => runtime
             .block_on(store.ledger(Some(target.name.clone()), None))
             .map_err(|e| Failure::Failed(e.to_string()))?
-            .iter()
-            .filter(|e| &e.task_id == task_id)
-            .filter_map(|e| payload_digest(&e.task))
-            .collect();
-    }
-    let sent_at = sage_service::clock::now_ms();
-    let outcome = runtime.block_on(delegate(
-        &client, &local, &target, &addr, protocol, &spec, timeout,
-    ));
-    let delegation = match outcome {
-        Ok(d) => {
-            runtime
-                .block_on(ledger::record(&store, &target.name, &d, sent_at))
-                .map_err(|e| {
-                    Failure::Failed(format!("the proof verified but cannot be kept: {e}"))
-                })?;
-            d
-        }
+            .into_iter()
+            .filter(|e| &e.task_id == task_id && !e.task.is_empty())
+            .map(|e| e.task)
+            .collect(),
+    };
+    spec.earlier_digests = earlier.iter().filter_map(|b| payload_digest(b)).collect();
+
+    let started = Instant::now();
+    let checked = match runtime.block_on(check_target(&client, &target, &addr, timeout)) {
+        Ok(checked) => checked,
         Err(e) => {
-            let recorded = ledger::record_failure(
-                &store,
-                &target.name,
-                &target.lct_id,
-                protocol,
-                &spec.task_type,
-                &e,
-            );
+            let recorded =
+                ledger::record_failure(&store, &target, protocol, &task_id, &spec.task_type, &e);
             if let Err(store_err) = runtime.block_on(recorded) {
+                tracing::warn!("cannot record the failure in the ledger: {store_err}");
+            }
+            return Err(e.into());
+        }
+    };
+    let outgoing = Outgoing::sign(&local, &target, protocol, &spec);
+    let sent_at = sage_service::clock::now_ms();
+    let entry = runtime
+        .block_on(ledger::record_sent(
+            &store,
+            &target,
+            protocol,
+            &spec.task_type,
+            &outgoing,
+            sent_at,
+        ))
+        .map_err(|e| {
+            Failure::Failed(format!(
+                "the task was not sent: it cannot be recorded in the ledger: {e}"
+            ))
+        })?;
+    let outcome = runtime
+        .block_on(outgoing.send(&client, &addr, timeout))
+        .map_err(DelegateError::from)
+        .and_then(|exchanged| conclude(exchanged, &target, &spec, checked, started));
+    let recorded = runtime.block_on(ledger::record_outcome(&store, entry, &outcome, &earlier));
+    let delegation = match (outcome, recorded) {
+        (Ok(_), Err(e)) => {
+            return Err(Failure::Failed(format!(
+                "the proof verified but cannot be kept: {e}"
+            )))
+        }
+        (Ok(d), Ok(())) => d,
+        (Err(e), recorded) => {
+            if let Err(store_err) = recorded {
                 tracing::warn!("cannot record the failure in the ledger: {store_err}");
             }
             return Err(e.into());
@@ -192,14 +224,6 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             "the proof is valid but the task's terms are not met: {why}"
         ))),
     }
-}
-
-/// The `sha256:` digest of the payload of a signed task kept in the ledger.
-fn payload_digest(task: &[u8]) -> Option<String> {
-    let envelope: sage_types::Envelope = serde_json::from_slice(task).ok()?;
-    Some(sage_crypto::digest::sha256_tagged(
-        &envelope.payload_bytes().ok()?,
-    ))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -27,14 +27,14 @@ pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, crate::fai
 }
 
 /// The state database for a short command (`delegate`, `proofs`, `peer
-/// list`). Only its header and schema are checked at open, so that the
+/// list`), beside a node that may run on the same directory (its lock is
+/// not taken). Only its header and schema are checked at open, so that the
 /// command's time does not grow with the file; `serve` checks every page
 /// at start, and damage met here is reported all the same.
 pub fn open_store(
     state_dir: &std::path::Path,
 ) -> Result<sage_service::store::Store, crate::failure::Failure> {
-    use sage_service::store::{Check, Durability, Store};
-    Store::open_with(state_dir, Durability::PowerLoss, Check::Header)
+    sage_service::store::Store::open_shared(state_dir)
         .map_err(|e| crate::failure::Failure::Failed(e.to_string()))
 }
 

@@ -168,7 +168,9 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .task_retention_days
         .or(file.node.task_retention_days)
         .unwrap_or(DEFAULT_TASK_RETENTION_DAYS);
-    // Every page is read once at start: damage is found before any task.
+    // The state directory's lock first, so that nothing below touches a
+    // live node's state; every page is then read once: damage is found
+    // before any task.
     let store = Store::open_with(&state_dir, durability, Check::Whole)
         .map_err(|e| Failure::Failed(e.to_string()))?;
     // Under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
@@ -233,8 +235,9 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         .collect();
     tracing::info!("  executors:  {}", served.join(", "));
 
-    // Before the tasks they ran are marked interrupted: from then on they
-    // are not running.
+    // Under the state directory's lock (taken by the store), before the
+    // tasks they ran are marked interrupted: from then on they are not
+    // running.
     match leftovers.kill_left() {
         Ok(killed) if !killed.is_empty() => tracing::warn!(
             "killed {} program(s) that the stopped node's tasks left running (process groups {killed:?})",
@@ -325,7 +328,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         match server::serve_with(listener, state, tls, signal).await? {
             Shutdown::Drained => tracing::info!("stopped: all in-flight tasks finished"),
             Shutdown::DeadlinePassed { abandoned } => {
-                tracing::warn!("stopped: drain deadline passed with {abandoned} task(s) still running")
+                tracing::warn!("stopped: drain deadline passed with {abandoned} task(s) still running: their programs were killed and the tasks marked interrupted; a retry gets a signed proof saying so")
             }
         }
         Ok(())

@@ -70,7 +70,7 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 /// 8 random bytes. Starting with the time keeps the receiver's index of
 /// task ids growing at one end, so recording a task rewrites one hot index
 /// page instead of a random one; the random part keeps ids unique.
-pub(crate) fn new_task_id(now_ms: u64) -> String {
+pub fn new_task_id(now_ms: u64) -> String {
     format!("task_{now_ms:012x}{}", random_hex(8))
 }
 
@@ -334,6 +334,76 @@ impl Exchange {
     }
 }
 
+/// A task signed in one protocol, not yet sent.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// The native protocol.
+    V1(Box<SignedTask>),
+    /// The Python original's protocol.
+    Legacy(legacy::SignedLegacyTask),
+}
+
+impl Outgoing {
+    /// Signs a task from `local` for `target` in `protocol`.
+    pub fn sign(local: &Identity, target: &Peer, protocol: Protocol, spec: &TaskSpec) -> Outgoing {
+        match protocol {
+            Protocol::V1 => Outgoing::V1(Box::new(sign_task(
+                &local.key,
+                &local.lct_id,
+                &target.lct_id,
+                spec,
+            ))),
+            Protocol::Legacy => {
+                Outgoing::Legacy(legacy::sign_task(&local.key, &local.lct_id, spec))
+            }
+        }
+    }
+
+    /// The task id.
+    pub fn task_id(&self) -> &str {
+        match self {
+            Outgoing::V1(signed) => &signed.task.task_id,
+            Outgoing::Legacy(signed) => &signed.task_id,
+        }
+    }
+
+    /// The body sent: the envelope, or the legacy request.
+    pub fn body(&self) -> Vec<u8> {
+        // Structs of strings, numbers and JSON values always serialize.
+        match self {
+            Outgoing::V1(signed) => serde_json::to_vec(&signed.envelope).unwrap_or_default(),
+            Outgoing::Legacy(signed) => serde_json::to_vec(&signed.request).unwrap_or_default(),
+        }
+    }
+
+    /// Sends the task to `addr`; returns what was exchanged and the time
+    /// from sending to answer.
+    ///
+    /// # Errors
+    /// [`ClientError`]: the target unreachable, silent or refusing.
+    pub async fn send(
+        self,
+        client: &Client,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(Exchange, Duration), ClientError> {
+        let sent = Instant::now();
+        let exchanged = match self {
+            Outgoing::V1(signed) => {
+                let proof = client.submit_task(addr, &signed.envelope, timeout).await?;
+                Exchange::V1 { signed, proof }
+            }
+            Outgoing::Legacy(signed) => {
+                let response = client
+                    .execute_task_legacy(addr, &signed.request, timeout)
+                    .await?;
+                Exchange::Legacy { signed, response }
+            }
+        };
+        Ok((exchanged, sent.elapsed()))
+    }
+}
+
 /// Signs a task from `local` for `target` in `protocol` and sends it to
 /// `addr`; returns what was exchanged and the time from sending to answer.
 ///
@@ -348,28 +418,71 @@ pub async fn exchange(
     spec: &TaskSpec,
     timeout: Duration,
 ) -> Result<(Exchange, Duration), ClientError> {
-    match protocol {
-        Protocol::V1 => {
-            let signed = sign_task(&local.key, &local.lct_id, &target.lct_id, spec);
-            let sent = Instant::now();
-            let proof = client.submit_task(addr, &signed.envelope, timeout).await?;
-            Ok((
-                Exchange::V1 {
-                    signed: Box::new(signed),
-                    proof,
-                },
-                sent.elapsed(),
-            ))
-        }
-        Protocol::Legacy => {
-            let signed = legacy::sign_task(&local.key, &local.lct_id, spec);
-            let sent = Instant::now();
-            let response = client
-                .execute_task_legacy(addr, &signed.request, timeout)
-                .await?;
-            Ok((Exchange::Legacy { signed, response }, sent.elapsed()))
-        }
+    Outgoing::sign(local, target, protocol, spec)
+        .send(client, addr, timeout)
+        .await
+}
+
+/// Checks that the node at `addr` is up and is `target`; returns its
+/// health answer and the round trip.
+///
+/// # Errors
+/// [`DelegateError`]: the node unreachable, refusing, or another node.
+pub async fn check_target(
+    client: &Client,
+    target: &Peer,
+    addr: &str,
+    timeout: Duration,
+) -> Result<(Health, Duration), DelegateError> {
+    let (health, health_rtt) = client.health(addr, timeout).await?;
+    if health.lct_id != target.lct_id {
+        return Err(DelegateError::WrongNode {
+            addr: addr.to_owned(),
+            expected: format!("{} ({})", target.name, target.lct_id),
+            found: format!("{} ({})", health.platform, health.lct_id),
+        });
     }
+    Ok((health, health_rtt))
+}
+
+/// The target's health answer and its round trip, from [`check_target`].
+pub type Checked = (Health, Duration);
+
+/// Verifies what `target` answered and makes the [`Delegation`]; `started`
+/// is when the delegation began (before the health check).
+///
+/// # Errors
+/// [`DelegateError::Proof`] when the proof is not acceptable.
+pub fn conclude(
+    exchanged: (Exchange, Duration),
+    target: &Peer,
+    spec: &TaskSpec,
+    (health, health_rtt): Checked,
+    started: Instant,
+) -> Result<Delegation, DelegateError> {
+    let (exchanged, round_trip) = exchanged;
+    let summary = exchanged
+        .verify(target)
+        .map_err(|source| DelegateError::Proof {
+            target: target.name.clone(),
+            source,
+        })?;
+    let total = started.elapsed();
+    let (task, signed_task, task_digest, proof, signed_proof) = exchanged.to_json();
+    Ok(Delegation {
+        protocol: exchanged.protocol(),
+        shortfall: shortfall(&summary, &spec.quality),
+        task,
+        signed_task,
+        task_digest,
+        proof,
+        summary,
+        signed_proof,
+        health,
+        health_rtt,
+        round_trip,
+        total,
+    })
 }
 
 /// Checks `target`'s health at `addr`, signs a task from `local` in
@@ -387,36 +500,7 @@ pub async fn delegate(
     timeout: Duration,
 ) -> Result<Delegation, DelegateError> {
     let started = Instant::now();
-    let (health, health_rtt) = client.health(addr, timeout).await?;
-    if health.lct_id != target.lct_id {
-        return Err(DelegateError::WrongNode {
-            addr: addr.to_owned(),
-            expected: format!("{} ({})", target.name, target.lct_id),
-            found: format!("{} ({})", health.platform, health.lct_id),
-        });
-    }
-    let (exchanged, round_trip) =
-        exchange(client, local, target, addr, protocol, spec, timeout).await?;
-    let summary = exchanged
-        .verify(target)
-        .map_err(|source| DelegateError::Proof {
-            target: target.name.clone(),
-            source,
-        })?;
-    let total = started.elapsed();
-    let (task, signed_task, task_digest, proof, signed_proof) = exchanged.to_json();
-    Ok(Delegation {
-        protocol,
-        shortfall: shortfall(&summary, &spec.quality),
-        task,
-        signed_task,
-        task_digest,
-        proof,
-        summary,
-        signed_proof,
-        health,
-        health_rtt,
-        round_trip,
-        total,
-    })
+    let checked = check_target(client, target, addr, timeout).await?;
+    let exchanged = exchange(client, local, target, addr, protocol, spec, timeout).await?;
+    conclude(exchanged, target, spec, checked, started)
 }

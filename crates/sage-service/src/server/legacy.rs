@@ -9,7 +9,8 @@
 //! ran for that requester with other content. The same signed task sent
 //! again gets the stored proof back and does not run twice.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -30,6 +31,7 @@ use super::{ApiError, AppState};
 use crate::clock::{now_ms, now_secs_f64};
 use crate::executor::{Entry, Reservation, Run};
 use crate::store::TaskRecord;
+use crate::untrusted::Untrusted;
 
 pub(super) async fn execute_task(
     State(state): State<AppState>,
@@ -66,12 +68,10 @@ pub(super) async fn execute_task(
     })?;
 
     let now = now_ms();
-    let refused = |e: &ApiError| {
-        tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %requester, detail = %e.detail, "legacy task refused");
-    };
-    let (entry, reservation) = admit(&policy, &task, requester, now).inspect_err(refused)?;
+    let (entry, reservation) =
+        admit(&policy, &task, requester, now).inspect_err(|e| refused(&task, requester, e))?;
     // After the stateless checks; a replay gets its token back below.
-    check_rate(inner, &policy.limits, peer).inspect_err(refused)?;
+    check_rate(inner, &policy.limits, peer).inspect_err(|e| refused(&task, requester, e))?;
     // No nonce in this protocol: the task id and the digest of the signed
     // bytes make a re-sent task the same task.
     let record = TaskRecord {
@@ -85,22 +85,26 @@ pub(super) async fn execute_task(
         keep_until_ms: seconds_to_ms(task.deadline)
             .saturating_add(policy.limits.clock_skew.as_millis() as u64),
     };
+    let wait = Duration::from_millis(seconds_to_ms(task.deadline).saturating_sub(now));
+    let task = Arc::new(task);
+    let (native, proved) = (as_native(inner, &task, requester), task.clone());
+    let entry = entry.clone();
+    let node = state.clone();
     let once = run_once(
         &state,
         record,
         &peer.name,
-        || async {
-            let run = entry
-                .run(&as_native(inner, &task, requester), reservation)
-                .await;
+        wait,
+        move || async move {
+            let run = entry.run(&native, reservation).await;
             tracing::info!(
-                task_id = %task.task_id, task_type = %task.task_type, issuer = %requester,
+                task_id = %Untrusted(&native.task_id), task_type = %Untrusted(&native.task_type), issuer = %Untrusted(&native.issuer),
                 status = run.status.as_str(), latency_ms = run.latency.as_secs_f64() * 1000.0,
                 "legacy task executed"
             );
             run
         },
-        |run| Ok(answer(inner, &task, run)?.to_vec()),
+        move |run| Ok(answer(node.inner(), &proved, run)?.to_vec()),
     )
     .await?;
     match once {
@@ -109,12 +113,21 @@ pub(super) async fn execute_task(
             refund_rate(inner, &policy.limits, peer);
             let e = ApiError::new(
                 ProblemCode::Replayed,
-                format!("task_id {} already ran for {requester} with different content; use a new task id", task.task_id),
+                format!(
+                    "task_id {} already ran for {} with different content; use a new task id",
+                    Untrusted(&task.task_id),
+                    Untrusted(requester)
+                ),
             );
-            refused(&e);
+            refused(&task, requester, &e);
             Err(e)
         }
     }
+}
+
+/// Logs a refusal of `task` (peer-supplied text escaped).
+fn refused(task: &LegacyTask, requester: &str, e: &ApiError) {
+    tracing::info!(code = %e.code, task_id = %Untrusted(&task.task_id), issuer = %Untrusted(requester), detail = %Untrusted(&e.detail), "legacy task refused");
 }
 
 /// The checks the Python original lacks. Returns the executor's entry and

@@ -11,6 +11,7 @@ mod observe;
 mod once;
 mod problem;
 mod rate;
+mod running;
 mod state;
 mod tasks;
 mod transport;
@@ -48,12 +49,13 @@ pub fn router(state: AppState) -> Router {
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shutdown {
-    /// Every in-flight request finished.
+    /// Every in-flight request and every running task finished.
     Drained,
     /// The drain deadline passed with this many tasks still running; they
-    /// were abandoned.
+    /// were aborted (their programs killed) and marked interrupted, as
+    /// after a crash.
     DeadlinePassed {
-        /// Tasks still running.
+        /// Tasks still running at the deadline.
         abandoned: usize,
     },
 }
@@ -77,6 +79,11 @@ pub async fn serve(
 /// plain HTTP on that port: a plain-HTTP client is told to use https://),
 /// until `signal` completes; then drains as [`serve`] does.
 ///
+/// The drain covers connections and the node's running tasks, whose
+/// delegators may be gone: both get the drain timeout from the signal.
+/// Tasks still running at its end are aborted (a `command` executor's
+/// process group is killed) and marked interrupted in the store.
+///
 /// The transport enforces the node's socket limits
 /// ([`Limits`](crate::config::Limits)): `max_connections` (at the limit,
 /// no more are accepted until one closes), `header_read_timeout` (also
@@ -92,7 +99,63 @@ pub async fn serve_with(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Shutdown> {
     let app = router(state.clone());
-    transport::serve(listener, app, state, tls, signal).await
+    let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
+    let mark = signalled.clone();
+    let signal = async move {
+        signal.await;
+        let _ = mark.set(tokio::time::Instant::now());
+    };
+    let connections = transport::serve(listener, app, state.clone(), tls, signal).await?;
+    let running = &state.inner().running;
+    let drain = state.limits().drain_timeout;
+    let deadline = signalled
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now)
+        + drain;
+    let tasks_ended = tokio::time::timeout_at(deadline, running.idle())
+        .await
+        .is_ok();
+    if tasks_ended && connections == Shutdown::Drained {
+        return Ok(Shutdown::Drained);
+    }
+    Ok(Shutdown::DeadlinePassed {
+        abandoned: abandon_running(&state).await,
+    })
+}
+
+/// How long aborted tasks get to end (their futures are dropped at their
+/// next await, so this is short) before their records are marked.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Aborts the tasks still running at the drain deadline and marks them
+/// interrupted, as the next start would; returns how many there were.
+async fn abandon_running(state: &AppState) -> usize {
+    let running = &state.inner().running;
+    let abandoned = running.abort_all();
+    if tokio::time::timeout(ABORT_WAIT, running.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "aborted tasks did not end within {} s",
+            ABORT_WAIT.as_secs()
+        );
+    }
+    match state
+        .inner()
+        .store
+        .interrupt_running(crate::clock::now_ms())
+        .await
+    {
+        Ok(marked) => tracing::info!(
+            "{marked} task(s) still running at the drain deadline: marked interrupted"
+        ),
+        Err(e) => tracing::warn!(
+            "cannot mark the tasks still running as interrupted ({e}); the next start does"
+        ),
+    }
+    abandoned
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -6,6 +6,8 @@ use sage_crypto::VerifyError;
 use sage_types::problem::PROBLEM_CONTENT_TYPE;
 use sage_types::{Problem, ProblemCode};
 
+use crate::untrusted::Untrusted;
+
 /// A refusal: a stable code and a detail for the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -53,12 +55,21 @@ impl From<VerifyError> for ApiError {
     }
 }
 
+/// The most characters of a detail sent back: details quote what the
+/// sender sent (a task id, a parser's complaint about a field name), and a
+/// refusal must not echo a megabyte of it.
+const MAX_DETAIL_CHARS: usize = 1024;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let detail = if self.code == ProblemCode::Internal {
             // The caller learns little; the log has the cause.
-            tracing::error!(detail = %self.detail, "internal error");
+            tracing::error!(detail = %Untrusted(&self.detail), "internal error");
             "the node failed to handle the request; see its log".to_owned()
+        } else if self.detail.chars().nth(MAX_DETAIL_CHARS).is_some() {
+            let mut cut: String = self.detail.chars().take(MAX_DETAIL_CHARS).collect();
+            cut.push('…');
+            cut
         } else {
             self.detail
         };
@@ -84,7 +95,7 @@ impl IntoResponse for ApiError {
 pub(super) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         ProblemCode::NotFound,
-        format!("Endpoint not found: {}", uri.path()),
+        format!("Endpoint not found: {}", Untrusted(uri.path())),
     )
 }
 
@@ -94,6 +105,10 @@ pub(super) async fn method_not_allowed(
 ) -> ApiError {
     ApiError::new(
         ProblemCode::MethodNotAllowed,
-        format!("{method} is not allowed on {}", uri.path()),
+        format!(
+            "{} is not allowed on {}",
+            Untrusted(method.as_str()),
+            Untrusted(uri.path())
+        ),
     )
 }

@@ -13,6 +13,7 @@ use crate::store::Store;
 
 use super::metrics::Metrics;
 use super::rate::PeerRate;
+use super::running::Running;
 
 /// What a node is made of.
 #[derive(Debug)]
@@ -66,8 +67,9 @@ pub(super) struct Inner {
     pub(super) started: Instant,
     pub(super) metrics: Metrics,
     pub(super) peer_rate: PeerRate,
+    /// The tasks running now, owned by the node.
+    pub(super) running: Running,
     policy: RwLock<Arc<Policy>>,
-    in_flight: AtomicUsize,
     requests: AtomicUsize,
 }
 
@@ -92,7 +94,7 @@ impl AppState {
                     executors: setup.executors,
                     limits: setup.limits,
                 })),
-                in_flight: AtomicUsize::new(0),
+                running: Running::default(),
                 requests: AtomicUsize::new(0),
             }),
         }
@@ -143,13 +145,7 @@ impl AppState {
 
     /// Tasks executing now.
     pub fn in_flight(&self) -> usize {
-        self.inner.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Counts a task as in flight until the guard drops.
-    pub(super) fn start_task(&self) -> InFlight {
-        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        self.inner.running.count()
     }
 
     /// Admits one more request if fewer than `max` are being handled; the
@@ -213,14 +209,5 @@ impl PolicyChange {
             }
         }
         change
-    }
-}
-
-/// Marks one task in flight; dropping it (even by cancellation) ends it.
-pub(super) struct InFlight(AppState);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

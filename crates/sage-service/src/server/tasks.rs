@@ -8,6 +8,7 @@
 //! task nor runs it twice, and a replayed envelope is refused after a
 //! restart too.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -29,13 +30,14 @@ use crate::clock::now_ms;
 use crate::config::Limits;
 use crate::executor::{Entry, Reservation, Run};
 use crate::store::{StoreError, TaskRecord};
+use crate::untrusted::Untrusted;
 
 /// Longest task id accepted.
 const MAX_TASK_ID_LEN: usize = 128;
 /// Nonce length bounds, in hex characters (64 to 512 bits).
 const NONCE_HEX_LEN: std::ops::RangeInclusive<usize> = 16..=128;
-/// Longest a retry waits for the first run of its task to finish.
-pub(super) const RETRY_WAIT: Duration = Duration::from_secs(30);
+/// What a retry whose wait for the first run ran out is told to wait.
+const RETRY_AFTER_SECS: u64 = 5;
 
 pub(super) async fn submit(
     State(state): State<AppState>,
@@ -61,21 +63,18 @@ pub(super) async fn submit(
         )
     })?;
     let now = now_ms();
-    let refused = |e: &ApiError| {
-        tracing::info!(code = %e.code, task_id = %task.task_id, issuer = %task.issuer, detail = %e.detail, "task refused");
-    };
     let (entry, reservation) =
-        admit(inner, &policy, &task, verified.signer, now).inspect_err(refused)?;
+        admit(inner, &policy, &task, verified.signer, now).inspect_err(|e| refused(&task, e))?;
     // After the checks that need no state, so that an expired copy of an
     // envelope costs its signer nothing; a replay gets its token back below.
-    check_rate(inner, &policy.limits, verified.signer).inspect_err(refused)?;
+    check_rate(inner, &policy.limits, verified.signer).inspect_err(|e| refused(&task, e))?;
     let peer = verified.signer.name.as_str();
 
     let record = TaskRecord {
         issuer: task.issuer.clone(),
         task_id: task.task_id.clone(),
         nonce: Some(task.nonce.clone()),
-        content_digest: content_digest(&task),
+        content_digest: content_digest(&task)?,
         envelope: bytes.to_vec(),
         task_type: task.task_type.clone(),
         received_at_ms: now,
@@ -83,42 +82,55 @@ pub(super) async fn submit(
             .expires_at
             .saturating_add(policy.limits.clock_skew.as_millis() as u64),
     };
+    // A retry may wait for a run in progress as long as it is itself valid.
+    let wait = Duration::from_millis(task.expires_at.saturating_sub(now));
+    let task = Arc::new(task);
     let kind = entry.executor.kind();
+    let (entry, running, proved) = (entry.clone(), task.clone(), task.clone());
+    let node = state.clone();
     let once = run_once(
         &state,
         record,
         peer,
-        || entry.run(&task, reservation),
-        |run| sign_proof(inner, &task, &payload, kind, run),
+        wait,
+        move || async move { entry.run(&running, reservation).await },
+        move |run| sign_proof(node.inner(), &proved, &payload, kind, run),
     )
-    .await?;
+    .await;
     let e = match once {
-        Once::Answer(answer) => return Ok(json_response(answer)),
-        Once::Replayed => {
+        Ok(Once::Answer(answer)) => return Ok(json_response(answer)),
+        Ok(Once::Replayed) => {
             refund_rate(inner, &policy.limits, verified.signer);
             ApiError::new(
                 ProblemCode::Replayed,
                 format!(
                     "nonce {} of {} was already used; sign a new task to run it again",
-                    task.nonce, task.issuer
+                    Untrusted(&task.nonce),
+                    Untrusted(&task.issuer)
                 ),
             )
         }
-        Once::Conflict => {
+        Ok(Once::Conflict) => {
             refund_rate(inner, &policy.limits, verified.signer);
             ApiError::new(
                 ProblemCode::Replayed,
-                format!("task id {} was already used by {} for a task with other content; use a new task id", task.task_id, task.issuer),
+                format!("task id {} was already used by {} for a task with other content; use a new task id", Untrusted(&task.task_id), Untrusted(&task.issuer)),
             )
         }
+        Err(e) => e,
     };
-    refused(&e);
+    refused(&task, &e);
     Err(e)
+}
+
+/// Logs a refusal of `task` (peer-supplied text escaped).
+fn refused(task: &Task, e: &ApiError) {
+    tracing::info!(code = %e.code, task_id = %Untrusted(&task.task_id), issuer = %Untrusted(&task.issuer), detail = %Untrusted(&e.detail), "task refused");
 }
 
 /// The digest of what a task asks for, without its nonce and times: a
 /// retry re-signed with a new nonce is the same task, another input is not.
-fn content_digest(task: &Task) -> [u8; 32] {
+fn content_digest(task: &Task) -> Result<[u8; 32], ApiError> {
     let content = serde_json::json!([
         task.task_type,
         task.audience,
@@ -128,7 +140,13 @@ fn content_digest(task: &Task) -> [u8; 32] {
         task.quality.min_convergence,
         task.max_cost,
     ]);
-    sha256(&serde_json::to_vec(&content).unwrap_or_default())
+    let bytes = serde_json::to_vec(&content).map_err(|e| {
+        ApiError::new(
+            ProblemCode::Internal,
+            format!("cannot encode the task's content: {e}"),
+        )
+    })?;
+    Ok(sha256(&bytes))
 }
 
 /// A `200` with a JSON body.
@@ -148,15 +166,16 @@ pub(super) fn store_error(e: StoreError) -> ApiError {
     ApiError::new(ProblemCode::Internal, format!("node state: {e}"))
 }
 
-/// A retry whose first run is still going after [`RETRY_WAIT`].
+/// A retry whose validity ended while the first run of its task went on.
 pub(super) fn still_running(task_id: &str) -> ApiError {
     ApiError::new(
         ProblemCode::Busy,
         format!(
-            "task {task_id} is still running from an earlier request; retry later for its proof"
+            "task {} is still running from an earlier request; retry later for its proof",
+            Untrusted(task_id)
         ),
     )
-    .retry_after(RETRY_WAIT.as_secs())
+    .retry_after(RETRY_AFTER_SECS)
 }
 
 /// Signs the v1 proof of `run` and encodes the envelope.
@@ -169,7 +188,7 @@ fn sign_proof(
 ) -> Result<Vec<u8>, ApiError> {
     let proof = prove(inner, task, payload, kind, run);
     tracing::info!(
-        task_id = %task.task_id, task_type = %task.task_type, issuer = %task.issuer,
+        task_id = %Untrusted(&task.task_id), task_type = %Untrusted(&task.task_type), issuer = %Untrusted(&task.issuer),
         status = proof.status.as_str(), latency_ms = proof.latency_ms, "task executed"
     );
     let internal = |e: serde_json::Error| {
@@ -211,7 +230,9 @@ fn admit<'a>(
             InvalidSignature,
             format!(
                 "task claims issuer {} but is signed by the key of {} ({})",
-                task.issuer, signer.name, signer.lct_id
+                Untrusted(&task.issuer),
+                signer.name,
+                signer.lct_id
             ),
         );
     }
@@ -220,7 +241,8 @@ fn admit<'a>(
             WrongAudience,
             format!(
                 "task is meant for {}, this node is {}",
-                task.audience, inner.lct_id
+                Untrusted(&task.audience),
+                inner.lct_id
             ),
         );
     }
@@ -228,6 +250,12 @@ fn admit<'a>(
         return refuse(
             Malformed,
             format!("task_id must be 1 to {MAX_TASK_ID_LEN} bytes"),
+        );
+    }
+    if task.task_id.chars().any(char::is_control) {
+        return refuse(
+            Malformed,
+            "task_id must not contain control characters".into(),
         );
     }
     if !NONCE_HEX_LEN.contains(&task.nonce.len())
@@ -376,7 +404,8 @@ pub(super) fn executor_for<'a>(policy: &'a Policy, task_type: &str) -> Result<&'
         ApiError::new(
             ProblemCode::UnsupportedTask,
             format!(
-                "no executor for task type {task_type:?}; this node serves: {}",
+                "no executor for task type \"{}\"; this node serves: {}",
+                Untrusted(task_type),
                 served.join(", ")
             ),
         )

@@ -21,6 +21,29 @@ pub enum StoreError {
         /// The system's reason.
         source: Arc<std::io::Error>,
     },
+    /// Another process holds the state directory's lock: a node runs there.
+    #[error("the state directory {} is in use by another sage serve ({}); one node per state directory", dir.display(), match pid { Some(pid) => format!("pid {pid}"), None => "pid not known yet".to_owned() })]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The process that holds it, as it wrote in the lock file.
+        pid: Option<u32>,
+    },
+    /// A store opened without the state directory's lock was asked to
+    /// change what only the node that holds it may.
+    #[error("{} was opened without the state directory's lock: only the node that holds it may mark its running tasks interrupted", path.display())]
+    NotLocked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The lock file could not be opened, written or locked.
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The system's reason.
+        source: Arc<std::io::Error>,
+    },
     /// The database file could not be opened or created.
     #[error("cannot open the database {}: {source}; check that the state directory and the file are readable and writable by the user running sage", path.display())]
     Open {
@@ -88,6 +111,14 @@ pub enum StoreError {
         issuer: String,
         /// The task id.
         task_id: String,
+    },
+    /// No ledger entry of this id awaits an outcome.
+    #[error("no ledger entry {id} awaiting an outcome in {}", path.display())]
+    UnknownDelegation {
+        /// The database file.
+        path: PathBuf,
+        /// The entry's id.
+        id: i64,
     },
     /// The task is not in a state that allows the change.
     #[error("task {task_id:?} of issuer {issuer:?} in {}: {detail}", path.display())]

@@ -43,9 +43,33 @@ pub struct LedgerEntry {
     pub task: Vec<u8>,
     /// The signed proof as received (JSON), if one came.
     pub proof: Option<Vec<u8>>,
+    /// The signed task `proof` names, when that is not `task`: a retry
+    /// answered with the proof of an earlier send of the same task.
+    pub proof_task: Option<Vec<u8>>,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }
+
+/// How a delegation recorded as sent ended.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outcome {
+    /// As [`LedgerEntry::status`].
+    pub status: String,
+    /// As [`LedgerEntry::latency_ms`].
+    pub latency_ms: Option<f64>,
+    /// As [`LedgerEntry::quality`].
+    pub quality: Option<f64>,
+    /// As [`LedgerEntry::proof`].
+    pub proof: Option<Vec<u8>>,
+    /// As [`LedgerEntry::proof_task`].
+    pub proof_task: Option<Vec<u8>>,
+    /// As [`LedgerEntry::error`].
+    pub error: Option<String>,
+}
+
+/// The status of an entry recorded before its task was sent and not (yet)
+/// given an outcome: the delegator is waiting, or was killed while it was.
+pub const SENT: &str = "sent";
 
 /// What the ledger says of one peer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -65,40 +89,89 @@ pub struct PeerStats {
 }
 
 const COLUMNS: &str = "id, task_id, peer, peer_lct, protocol, task_type, sent_at_ms, status, \
-                       latency_ms, quality, task, proof, error";
+                       latency_ms, quality, task, proof, error, proof_task";
 
 fn finite(value: Option<f64>) -> Option<f64> {
     value.filter(|v| v.is_finite())
 }
 
 pub(super) fn record(db: &Db<'_>, entry: &LedgerEntry) -> Result<i64, StoreError> {
+    let id = insert(db, entry)?;
+    count(db, &entry.peer, entry)?;
+    Ok(id)
+}
+
+/// Inserts `entry` without counting it in its peer's statistics.
+pub(super) fn insert(db: &Db<'_>, entry: &LedgerEntry) -> Result<i64, StoreError> {
+    db.conn
+        .prepare_cached(
+            "INSERT INTO ledger (task_id, peer, peer_lct, protocol, task_type, sent_at_ms, status,
+                                 latency_ms, quality, task, proof, error, proof_task)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                entry.task_id,
+                entry.peer,
+                entry.peer_lct,
+                entry.protocol,
+                entry.task_type,
+                ms(entry.sent_at_ms),
+                entry.status,
+                finite(entry.latency_ms),
+                finite(entry.quality),
+                entry.task,
+                entry.proof,
+                entry.error,
+                entry.proof_task,
+            ])
+        })
+        .map_err(|e| db.err(e))?;
+    Ok(db.conn.last_insert_rowid())
+}
+
+/// Gives entry `id`, recorded as [`SENT`], its outcome, and counts it in
+/// its peer's statistics. An entry that already has an outcome is left as
+/// it is ([`StoreError::UnknownDelegation`]).
+pub(super) fn close(db: &Db<'_>, id: i64, outcome: &Outcome) -> Result<(), StoreError> {
+    let changed = db
+        .conn
+        .prepare_cached(
+            "UPDATE ledger SET status = ?2, latency_ms = ?3, quality = ?4, proof = ?5,
+                               proof_task = ?6, error = ?7
+             WHERE id = ?1 AND status = 'sent'",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                id,
+                outcome.status,
+                finite(outcome.latency_ms),
+                finite(outcome.quality),
+                outcome.proof,
+                outcome.proof_task,
+                outcome.error,
+            ])
+        })
+        .map_err(|e| db.err(e))?;
+    if changed == 0 {
+        return Err(StoreError::UnknownDelegation {
+            path: db.path.to_path_buf(),
+            id,
+        });
+    }
+    let entry = db
+        .conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM ledger WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row(params![id], entry_of))
+        .map_err(|e| db.err(e))?;
+    count(db, &entry.peer, &entry)
+}
+
+/// Counts `entry` in `peer`'s statistics.
+fn count(db: &Db<'_>, peer: &str, entry: &LedgerEntry) -> Result<(), StoreError> {
     let conn = db.conn;
     let latency = finite(entry.latency_ms);
     let quality = finite(entry.quality);
-    conn.prepare_cached(
-        "INSERT INTO ledger (task_id, peer, peer_lct, protocol, task_type, sent_at_ms, status,
-                             latency_ms, quality, task, proof, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            entry.task_id,
-            entry.peer,
-            entry.peer_lct,
-            entry.protocol,
-            entry.task_type,
-            ms(entry.sent_at_ms),
-            entry.status,
-            latency,
-            quality,
-            entry.task,
-            entry.proof,
-            entry.error,
-        ])
-    })
-    .map_err(|e| db.err(e))?;
-    let id = conn.last_insert_rowid();
-
     // The averages move only with entries that carry a value.
     conn.prepare_cached(
         "INSERT INTO peer_stats (peer, latency_ms_ewma, quality_ewma, last_seen_ms)
@@ -116,7 +189,7 @@ pub(super) fn record(db: &Db<'_>, entry: &LedgerEntry) -> Result<i64, StoreError
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
-            entry.peer,
+            peer,
             latency,
             quality,
             ms(entry.sent_at_ms),
@@ -128,9 +201,9 @@ pub(super) fn record(db: &Db<'_>, entry: &LedgerEntry) -> Result<i64, StoreError
         "INSERT INTO peer_status_counts (peer, status, count) VALUES (?1, ?2, 1)
          ON CONFLICT (peer, status) DO UPDATE SET count = count + 1",
     )
-    .and_then(|mut stmt| stmt.execute(params![entry.peer, entry.status]))
+    .and_then(|mut stmt| stmt.execute(params![peer, entry.status]))
     .map_err(|e| db.err(e))?;
-    Ok(id)
+    Ok(())
 }
 
 fn entry_of(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
@@ -148,6 +221,7 @@ fn entry_of(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         task: row.get(10)?,
         proof: row.get(11)?,
         error: row.get(12)?,
+        proof_task: row.get(13)?,
     })
 }
 
@@ -186,7 +260,8 @@ pub(super) fn list(
 pub(super) fn entry(db: &Db<'_>, task_id: &str) -> Result<Option<LedgerEntry>, StoreError> {
     db.conn
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM ledger WHERE task_id = ?1 ORDER BY sent_at_ms DESC, id DESC LIMIT 1"
+            "SELECT {COLUMNS} FROM ledger WHERE task_id = ?1
+             ORDER BY proof IS NOT NULL DESC, sent_at_ms DESC, id DESC LIMIT 1"
         ))
         .and_then(|mut stmt| stmt.query_row(params![task_id], entry_of).optional())
         .map_err(|e| db.err(e))

@@ -42,6 +42,7 @@
 mod checkpoint;
 mod error;
 mod ledger;
+mod lock;
 mod schema;
 mod tasks;
 mod worker;
@@ -59,8 +60,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 pub use error::StoreError;
-pub use ledger::{LedgerEntry, PeerStats, EWMA_ALPHA};
-pub use tasks::{Begin, TaskRecord};
+pub use ledger::{LedgerEntry, Outcome, PeerStats, EWMA_ALPHA, SENT};
+pub use lock::{StateLock, LOCK_FILE};
+pub use tasks::{Begin, Ended, TaskRecord};
 
 use checkpoint::Checkpointer;
 use worker::{Call, Db, Job, Mode};
@@ -80,8 +82,9 @@ const QUEUE: usize = 1024;
 const PRUNE_TASKS_LIMIT: u32 = 1000;
 
 /// How often [`Store::wait_done`] looks at the database when no signal
-/// comes (the proof may have been stored by another process).
-const POLL: Duration = Duration::from_millis(50);
+/// comes. Only the node that holds the state directory's lock writes task
+/// records, and it signals every change: this is a safety net.
+const POLL: Duration = Duration::from_millis(500);
 
 /// What a commit survives before the caller hears of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -128,6 +131,9 @@ struct Inner {
     waiters: Waiters,
     /// The database thread, until a [`Closer`] takes it.
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The state directory's lock, for a node's store; `None` for a short
+    /// command's, which may run beside a node.
+    lock: Option<StateLock>,
 }
 
 /// Waits for a store's database thread to end ([`Store::closer`]).
@@ -168,12 +174,18 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens `<state_dir>/sage.db`, creating the directory (mode 0700 on
-    /// unix) and the database if missing, checking it ([`Check::Whole`])
-    /// and migrating its schema, then starts the database thread.
+    /// Opens a node's state: takes the state directory's lock
+    /// ([`StateLock`]), then opens `<state_dir>/sage.db`, creating the
+    /// directory (mode 0700 on unix) and the database if missing, checking
+    /// it ([`Check::Whole`]) and migrating its schema, and starts the
+    /// database thread. The lock is held until the last clone is dropped.
     ///
     /// This blocks for as long as the checks take (they read the whole file
     /// once): call it at start, or from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] when another node holds the directory; any
+    /// error of the database's opening.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         Self::open_with(state_dir, Durability::PowerLoss, Check::Whole)
     }
@@ -186,6 +198,28 @@ impl Store {
         state_dir: &Path,
         durability: Durability,
         check: Check,
+    ) -> Result<Store, StoreError> {
+        let lock = StateLock::acquire(state_dir)?;
+        Self::start(state_dir, durability, check, Some(lock))
+    }
+
+    /// Opens the state for a short command (`delegate`, `proofs`, `peer
+    /// list`) without the directory's lock, so that it works beside a
+    /// running node: the header and schema are checked ([`Check::Header`]).
+    /// Such a store records delegations; it never touches the node's task
+    /// records ([`Store::interrupt_running`] is refused).
+    ///
+    /// # Errors
+    /// As [`Store::open`], but for the lock.
+    pub fn open_shared(state_dir: &Path) -> Result<Store, StoreError> {
+        Self::start(state_dir, Durability::PowerLoss, Check::Header, None)
+    }
+
+    fn start(
+        state_dir: &Path,
+        durability: Durability,
+        check: Check,
+        lock: Option<StateLock>,
     ) -> Result<Store, StoreError> {
         create_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
@@ -205,6 +239,7 @@ impl Store {
                 jobs,
                 waiters: Waiters::default(),
                 thread: Mutex::new(Some(thread)),
+                lock,
             }),
         })
     }
@@ -325,12 +360,45 @@ impl Store {
         Ok(())
     }
 
-    /// At start, before serving: marks every task still `running` (the
-    /// node stopped while it ran) as `interrupted`, finished at `now_ms`.
-    /// Returns how many there were.
+    /// Marks every task still `running` as `interrupted`, finished at
+    /// `now_ms`: at start, before serving (the node stopped while they
+    /// ran), and at a stop whose drain deadline passed. Returns how many
+    /// there were.
+    ///
+    /// # Errors
+    /// [`StoreError::NotLocked`] for a store opened without the state
+    /// directory's lock ([`Store::open_shared`]): the running tasks may
+    /// belong to a live node.
     pub async fn interrupt_running(&self, now_ms: u64) -> Result<usize, StoreError> {
+        if self.inner.lock.is_none() {
+            return Err(StoreError::NotLocked {
+                path: self.inner.path.clone(),
+            });
+        }
         self.call(move |db| tasks::interrupt_running(db, now_ms))
             .await
+    }
+
+    /// Marks one running task as interrupted, finished at `now_ms`: its run
+    /// ended without a proof (the run panicked, or its proof could not be
+    /// stored), so that a retry gets a signed proof saying so instead of
+    /// waiting for a run that is over. A task that is not running is left
+    /// as it is; returns whether this one was.
+    pub async fn interrupt_task(
+        &self,
+        issuer: &str,
+        task_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (issuer, task_id) = (issuer.to_string(), task_id.to_string());
+        let (changed, issuer, task_id) = self
+            .call(move |db| {
+                let changed = tasks::interrupt_one(db, &issuer, &task_id, now_ms)?;
+                Ok((changed, issuer, task_id))
+            })
+            .await?;
+        self.inner.waiters.signal(&issuer, &task_id);
+        Ok(changed)
     }
 
     /// Stores the signed proof that says an interrupted task was
@@ -405,18 +473,19 @@ impl Store {
         .await
     }
 
-    /// Waits at most `timeout` for the proof of a task (one that
-    /// [`Begin::Running`] was answered for): woken by
-    /// [`Store::finish_task`] and [`Store::set_proof_of_interrupted`] of this
-    /// process, and looking at the database every 50 ms besides. `None` if
-    /// no proof came in time; [`StoreError::UnknownTask`] if there is no
-    /// such task.
+    /// Waits at most `timeout` for the end of a task (one that
+    /// [`Begin::Running`] was answered for): its proof, or its interruption
+    /// ([`Store::interrupt_task`]). Woken by [`Store::finish_task`],
+    /// [`Store::set_proof_of_interrupted`] and [`Store::interrupt_task`],
+    /// and looking at the database every [`POLL`] besides. `None` if the
+    /// task is still running at the deadline; [`StoreError::UnknownTask`]
+    /// if there is no such task.
     pub async fn wait_done(
         &self,
         issuer: &str,
         task_id: &str,
         timeout: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Ended>, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let key = (issuer.to_string(), task_id.to_string());
         let waiter = self.inner.waiters.register(key.clone());
@@ -427,11 +496,15 @@ impl Store {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (issuer, task_id) = key.clone();
-            if let Some(proof) = self
-                .call(move |db| tasks::proof_of(db, &issuer, &task_id))
+            let mode = Mode {
+                durable: false,
+                savepoint: false,
+            };
+            if let Some(ended) = self
+                .submit(move |db| tasks::ended(db, &issuer, &task_id), mode)
                 .await?
             {
-                return Ok(Some(proof));
+                return Ok(Some(ended));
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -452,6 +525,21 @@ impl Store {
         self.call(move |db| ledger::record(db, &entry)).await
     }
 
+    /// Records a delegation about to be sent, with status
+    /// [`SENT`], durably and without counting it in its peer's
+    /// statistics yet; returns the entry's id for
+    /// [`Store::close_delegation`].
+    pub async fn open_delegation(&self, mut entry: LedgerEntry) -> Result<i64, StoreError> {
+        entry.status = ledger::SENT.to_owned();
+        self.call(move |db| ledger::insert(db, &entry)).await
+    }
+
+    /// Gives the delegation `id` (from [`Store::open_delegation`]) its
+    /// outcome and counts it in its peer's statistics.
+    pub async fn close_delegation(&self, id: i64, outcome: Outcome) -> Result<(), StoreError> {
+        self.call(move |db| ledger::close(db, id, &outcome)).await
+    }
+
     /// The ledger, oldest first: all of it, or one peer's (its name matched
     /// case-insensitively), or what was sent at or after `since_ms`.
     pub async fn ledger(
@@ -463,7 +551,8 @@ impl Store {
             .await
     }
 
-    /// The latest ledger entry of a task id, if any.
+    /// The latest ledger entry of a task id that holds a proof, else its
+    /// latest entry, if any.
     pub async fn ledger_entry(&self, task_id: String) -> Result<Option<LedgerEntry>, StoreError> {
         self.call(move |db| ledger::entry(db, &task_id)).await
     }

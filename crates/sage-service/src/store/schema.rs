@@ -91,6 +91,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks ADD COLUMN nonce TEXT;
     ALTER TABLE tasks ADD COLUMN keep_until_ms INTEGER;
     "#,
+    // 4: a delegation is recorded before it is sent (status `sent`), and a
+    // retry answered with the proof of an earlier send keeps the envelope
+    // that proof names beside it.
+    r#"
+    ALTER TABLE ledger ADD COLUMN proof_task BLOB;
+    "#,
 ];
 
 /// The schema version this code writes and knows.

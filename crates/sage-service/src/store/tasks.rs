@@ -52,6 +52,16 @@ pub enum Begin {
     Conflict,
 }
 
+/// How a task that was running came to its end ([`super::Store::wait_done`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// It has a proof: these exact bytes.
+    Proof(Vec<u8>),
+    /// It was interrupted and has no proof yet: sign one that says so
+    /// ([`super::Store::set_proof_of_interrupted`]).
+    Interrupted,
+}
+
 /// Milliseconds as SQLite stores them: past `i64::MAX` (the year 292 million)
 /// they saturate.
 pub(super) fn ms(value: u64) -> i64 {
@@ -237,6 +247,22 @@ pub(super) fn interrupt_running(db: &Db<'_>, now_ms: u64) -> Result<usize, Store
         .map_err(|e| db.err(e))
 }
 
+pub(super) fn interrupt_one(
+    db: &Db<'_>,
+    issuer: &str,
+    task_id: &str,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    db.conn
+        .prepare_cached(
+            "UPDATE tasks SET state = 'interrupted', finished_at_ms = ?3
+             WHERE issuer = ?1 AND task_id = ?2 AND state = 'running'",
+        )
+        .and_then(|mut stmt| stmt.execute(params![issuer, task_id, ms(now_ms)]))
+        .map(|changed| changed == 1)
+        .map_err(|e| db.err(e))
+}
+
 pub(super) fn prune(db: &Db<'_>, now_ms: u64) -> Result<u64, StoreError> {
     db.conn
         .prepare_cached("DELETE FROM nonces WHERE keep_until_ms < ?1")
@@ -277,15 +303,13 @@ pub(super) fn replay_guard_size(db: &Db<'_>) -> Result<u64, StoreError> {
         .map_err(|e| db.err(e))
 }
 
-/// The stored proof of a task, if it has one.
-pub(super) fn proof_of(
-    db: &Db<'_>,
-    issuer: &str,
-    task_id: &str,
-) -> Result<Option<Vec<u8>>, StoreError> {
+/// How a task ended, if it has: its proof, or its interruption.
+pub(super) fn ended(db: &Db<'_>, issuer: &str, task_id: &str) -> Result<Option<Ended>, StoreError> {
     match state_of(db, issuer, task_id)? {
         None => Err(unknown(db, issuer, task_id)),
-        Some((_, proof)) => Ok(proof),
+        Some((_, Some(proof))) => Ok(Some(Ended::Proof(proof))),
+        Some((state, None)) if state == "interrupted" => Ok(Some(Ended::Interrupted)),
+        Some(_) => Ok(None),
     }
 }
 

@@ -57,6 +57,7 @@ fn entry(peer: &str, task_id: &str, sent_at_ms: u64, status: &str) -> LedgerEntr
         quality: None,
         task: format!("{{\"task\":\"{task_id}\"}}").into_bytes(),
         proof: None,
+        proof_task: None,
         error: None,
     }
 }
@@ -75,8 +76,8 @@ async fn open_creates_a_wal_database_at_the_current_version() {
     }
     let path = store.path().to_path_buf();
     assert_eq!(pragma::<String>(&path, "journal_mode"), "wal");
-    assert_eq!(pragma::<u32>(&path, "user_version"), 3);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(pragma::<u32>(&path, "user_version"), SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 4);
     assert_eq!(
         pragma::<i32>(&path, "application_id"),
         schema::APPLICATION_ID
@@ -633,14 +634,14 @@ async fn wait_done_returns_the_proof_when_it_comes_or_none_in_time() {
         .expect("the waiter is woken")
         .unwrap()
         .unwrap();
-    assert_eq!(proof, Some(b"the proof".to_vec()));
+    assert_eq!(proof, Some(Ended::Proof(b"the proof".to_vec())));
     // Once done, no wait.
     assert_eq!(
         store
             .wait_done("alice", "t1", Duration::ZERO)
             .await
             .unwrap(),
-        Some(b"the proof".to_vec())
+        Some(Ended::Proof(b"the proof".to_vec()))
     );
     assert!(store.inner.waiters.lock().is_empty(), "waiters are removed");
     // No such task.
@@ -681,7 +682,7 @@ async fn wait_done_sees_a_proof_stored_by_another_connection() {
         .await
         .unwrap();
     writer.await.unwrap();
-    assert_eq!(proof, Some(vec![1, 2]));
+    assert_eq!(proof, Some(Ended::Proof(vec![1, 2])));
 }
 
 #[tokio::test]
@@ -743,9 +744,59 @@ async fn the_ledger_lists_by_peer_and_time() {
         .unwrap()
         .is_empty());
 
+    // The latest entry that holds a proof, before later ones without.
     let latest = store.ledger_entry("d1".to_string()).await.unwrap().unwrap();
-    assert_eq!(latest.id, id4);
+    assert_eq!(latest.id, id1);
+    let latest = store.ledger_entry("d3".to_string()).await.unwrap().unwrap();
+    assert_eq!(latest.id, id3);
     assert_eq!(store.ledger_entry("zz".to_string()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_delegation_is_recorded_sent_then_closed_once_with_its_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = store
+        .open_delegation(entry("bob", "d1", 100, "ignored"))
+        .await
+        .unwrap();
+    let listed = store.ledger(None, None).await.unwrap();
+    assert_eq!(listed[0].status, SENT);
+    assert_eq!(listed[0].task_id, "d1");
+    assert!(
+        store.peer_stats().await.unwrap().is_empty(),
+        "counted at its outcome"
+    );
+
+    let outcome = Outcome {
+        status: "succeeded".into(),
+        latency_ms: Some(7.0),
+        quality: Some(0.5),
+        proof: Some(b"{\"proof\":1}".to_vec()),
+        proof_task: Some(b"{\"task\":\"earlier\"}".to_vec()),
+        error: None,
+    };
+    store.close_delegation(id, outcome.clone()).await.unwrap();
+    let closed = &store.ledger(None, None).await.unwrap()[0];
+    assert_eq!(
+        (closed.status.as_str(), closed.latency_ms, closed.quality),
+        ("succeeded", Some(7.0), Some(0.5))
+    );
+    assert_eq!(closed.proof, outcome.proof);
+    assert_eq!(closed.proof_task, outcome.proof_task);
+    assert_eq!(closed.task, b"{\"task\":\"d1\"}");
+    let stats = store.peer_stats().await.unwrap();
+    assert_eq!(stats[0].by_status.get("succeeded"), Some(&1));
+
+    // Closed once: a second outcome, or an unknown id, changes nothing.
+    for id in [id, id + 1] {
+        let err = store
+            .close_delegation(id, Outcome::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::UnknownDelegation { .. }), "{err}");
+    }
+    assert_eq!(&store.ledger(None, None).await.unwrap()[0], closed);
 }
 
 #[tokio::test]
@@ -914,7 +965,7 @@ async fn a_database_from_a_newer_sage_is_refused() {
             supported,
         } => {
             assert_eq!(p, &path);
-            assert_eq!((*found, *supported), (7, 3));
+            assert_eq!((*found, *supported), (7, SCHEMA_VERSION));
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -1131,4 +1182,63 @@ async fn the_thread_stops_with_the_last_clone() {
     close(clone).await;
     // The WAL was checkpointed and removed when the connection closed.
     assert!(!dir.path().join("sage.db-wal").exists());
+}
+
+#[tokio::test]
+async fn an_interrupted_run_wakes_its_waiters_and_is_interrupted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .begin_task(record("alice", "t1", None, 1))
+        .await
+        .unwrap();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .wait_done("alice", "t1", Duration::from_secs(30))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(store.interrupt_task("alice", "t1", 2_000).await.unwrap());
+    let ended = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter is woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended, Some(Ended::Interrupted));
+    // Not running any more: nothing to interrupt, and a retry is told so.
+    assert!(!store.interrupt_task("alice", "t1", 3_000).await.unwrap());
+    assert_eq!(
+        store
+            .begin_task(record("alice", "t1", None, 1))
+            .await
+            .unwrap(),
+        Begin::Interrupted
+    );
+}
+
+#[tokio::test]
+async fn one_node_per_state_directory_and_short_commands_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Store::open(dir.path()).unwrap();
+    let second = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(second, StoreError::Locked { .. }), "{second}");
+    // A short command's store works beside it, and cannot touch the
+    // node's running tasks.
+    let short = Store::open_shared(dir.path()).unwrap();
+    node.begin_task(record("alice", "t1", None, 1))
+        .await
+        .unwrap();
+    let refused = short.interrupt_running(2_000).await.unwrap_err();
+    assert!(matches!(refused, StoreError::NotLocked { .. }), "{refused}");
+    assert_eq!(
+        node.begin_task(record("alice", "t1", None, 1))
+            .await
+            .unwrap(),
+        Begin::Running,
+        "still running"
+    );
+    assert_eq!(node.interrupt_running(2_000).await.unwrap(), 1);
 }

@@ -43,11 +43,34 @@ macro_rules! failed_from {
 
 failed_from!(
     sage_service::KeyDirError,
-    sage_service::ClientError,
-    sage_service::DelegateError,
     sage_service::TlsError,
     std::io::Error
 );
+
+/// What to do about an answer longer than the client reads: the flag is
+/// the CLI's, so the advice is too.
+const TOO_LARGE_ADVICE: &str =
+    "if the node's answers are meant to be that long, raise --max-answer-bytes";
+
+impl From<sage_service::ClientError> for Failure {
+    fn from(err: sage_service::ClientError) -> Self {
+        match err {
+            sage_service::ClientError::TooLarge { .. } => {
+                Failure::Failed(format!("{err}; {TOO_LARGE_ADVICE}"))
+            }
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<sage_service::DelegateError> for Failure {
+    fn from(err: sage_service::DelegateError) -> Self {
+        match err {
+            sage_service::DelegateError::Client(client) => client.into(),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
 
 pub type CmdResult = Result<(), Failure>;
 

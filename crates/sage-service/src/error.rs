@@ -157,6 +157,15 @@ pub enum ClientError {
         /// What was wrong.
         detail: String,
     },
+    /// The answer is longer than the client reads: it was refused by its
+    /// announced length, or dropped once that many bytes had come.
+    #[error("{addr} sent an answer longer than {limit} bytes, the most this client reads")]
+    TooLarge {
+        /// The address.
+        addr: String,
+        /// The most the client reads, in bytes.
+        limit: usize,
+    },
     /// The node answered but is not healthy.
     #[error("{addr} reports status {status:?}, not \"healthy\"; check the node's log")]
     Unhealthy {

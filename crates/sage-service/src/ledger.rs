@@ -166,6 +166,7 @@ pub async fn record_failure(
         DelegateError::Client(crate::ClientError::Refused { .. }) => "refused",
         DelegateError::Client(crate::ClientError::TimedOut { .. }) => "timed_out",
         DelegateError::Client(crate::ClientError::Unreachable { .. }) => "unreachable",
+        DelegateError::Client(crate::ClientError::TooLarge { .. }) => "too_large",
         DelegateError::Proof { .. } => "invalid_proof",
         _ => "error",
     };

@@ -107,11 +107,101 @@ fn corrupt_and_unreadable_key_files_are_refused_with_the_fix() {
     std::fs::create_dir(&path).unwrap();
     let run = keys.run(&["key", "show", "--name", "Thor"]);
     run.assert_code(1);
-    run.assert_stderr(&["cannot read key file"]);
+    run.assert_stderr(&["Thor_ed25519.key is a directory, not a regular file"]);
 
     let run = keys.run(&["key", "show", "--name", "Sprout"]);
     run.assert_code(1);
     run.assert_stderr(&["sage keygen --name Sprout"]);
+}
+
+/// `mkfifo PATH`.
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn key_files_that_are_not_regular_files_are_refused_before_they_are_read() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    let legion = keys.path().join("Legion_ed25519.key");
+    let within = std::time::Duration::from_secs(20);
+
+    // A peer's key file that is a FIFO: nobody writes to it, so a read
+    // would wait forever.
+    mkfifo(&legion);
+    let run = keys.run_within(within, &["serve", "--name", "Thor", "--port", "0"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: key file {} is a FIFO (named pipe), not a regular file",
+        legion.display()
+    )]);
+    assert!(!run.stderr.contains("chmod"), "{}", run.stderr);
+    std::fs::remove_file(&legion).unwrap();
+
+    // A link to an endless device.
+    std::os::unix::fs::symlink("/dev/zero", &legion).unwrap();
+    let run = keys.run_within(within, &["serve", "--name", "Thor", "--port", "0"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: key file {} is a character device, not a regular file",
+        legion.display()
+    )]);
+    let run = keys.run_within(within, &["peer", "list"]);
+    run.assert_code(1);
+    run.assert_stderr(&["Legion_ed25519.key is a character device"]);
+    std::fs::remove_file(&legion).unwrap();
+
+    // A file far larger than a key.
+    std::fs::File::create(&legion)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let run = keys.run_within(within, &["key", "show", "--name", "Legion"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: key file {} is 1073741824 bytes, larger than a key file can be (65536 bytes at most)",
+        legion.display()
+    )]);
+    std::fs::remove_file(&legion).unwrap();
+
+    // The peers file, the same.
+    let peers = keys.path().join("peers.toml");
+    mkfifo(&peers);
+    let run = keys.run_within(within, &["peer", "list"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: peers file {} is a FIFO (named pipe), not a regular file",
+        peers.display()
+    )]);
+    std::fs::remove_file(&peers).unwrap();
+}
+
+#[test]
+fn symlinks_to_key_files_are_followed() {
+    let keys = Keys::new();
+    let vault = Keys::new();
+    vault.keygen("Thor");
+    let legion_pub = vault.keygen("Legion");
+    std::fs::create_dir_all(keys.path()).unwrap();
+    for name in ["Thor", "Legion"] {
+        let file = format!("{name}_ed25519.key");
+        std::os::unix::fs::symlink(vault.path().join(&file), keys.path().join(&file)).unwrap();
+    }
+    let node = keys.serve("Thor", &[]);
+    assert!(
+        node.log().contains("known platform: Legion"),
+        "{}",
+        node.log()
+    );
+    // The key file's mode (0600) is what counts, not the link's.
+    assert!(!node.log().contains("chmod"), "{}", node.log());
+    let run = keys.run(&["key", "show", "--name", "Legion", "--public-only"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout.trim(), legion_pub);
 }
 
 #[test]

@@ -127,6 +127,35 @@ impl Keys {
         Run::from(output)
     }
 
+    /// [`Keys::run`], failing the test if the command is not done within
+    /// `limit` (it is killed then): for a command that must not hang.
+    #[track_caller]
+    pub fn run_within(&self, limit: Duration, args: &[&str]) -> Run {
+        let mut child = sage()
+            .env("SAGE_STATE_DIR", self.state_dir())
+            .arg("--keys-dir")
+            .arg(&self.path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run sage");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let run = Run::from(child.wait_with_output().expect("wait"));
+                panic!(
+                    "sage {args:?} still ran after {limit:?}\nstderr:\n{}",
+                    run.stderr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Run::from(child.wait_with_output().expect("wait"))
+    }
+
     /// `sage delegate --local Sprout --target Thor ARGS...`: the delegation
     /// most tests make.
     pub fn delegate(&self, args: &[&str]) -> Run {

@@ -41,11 +41,23 @@ macro_rules! failed_from {
     )*};
 }
 
-failed_from!(
-    sage_service::KeyDirError,
-    sage_service::TlsError,
-    std::io::Error
-);
+failed_from!(sage_service::TlsError, std::io::Error);
+
+impl From<sage_service::KeyDirError> for Failure {
+    fn from(err: sage_service::KeyDirError) -> Self {
+        use sage_service::KeyDirError;
+        let fix = match &err {
+            KeyDirError::NotAFile { .. } => {
+                "; replace it with the file itself (a symbolic link to a regular file is fine)"
+            }
+            KeyDirError::TooLarge { .. } => {
+                "; it is not what its name says: restore the right file"
+            }
+            _ => "",
+        };
+        Failure::Failed(format!("{err}{fix}"))
+    }
+}
 
 /// What to do about an answer longer than the client reads: the flag is
 /// the CLI's, so the advice is too.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use sage_crypto::{KeyFileError, TrustError};
 use sage_types::Problem;
 
+use crate::keydir::{FileKind, KeyDirFile};
+
 /// Errors of the key directory: key files and `peers.toml`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -26,6 +28,30 @@ pub enum KeyDirError {
         dir: String,
         /// The file that was looked for.
         expected: String,
+    },
+    /// A key directory file is not a regular file (a FIFO, a device, a
+    /// socket, a directory); nothing was read from it.
+    #[error("{role} {} is {kind}, not a regular file", path.display())]
+    NotAFile {
+        /// Which file of the directory.
+        role: KeyDirFile,
+        /// The file, as named (a symbolic link is followed).
+        path: PathBuf,
+        /// What it is.
+        kind: FileKind,
+    },
+    /// A key directory file is larger than its kind can be; it was not
+    /// read whole.
+    #[error("{role} {} is {size} bytes, larger than a {role} can be ({limit} bytes at most)", path.display())]
+    TooLarge {
+        /// Which file of the directory.
+        role: KeyDirFile,
+        /// The file.
+        path: PathBuf,
+        /// Its size, or as much of it as was read past the limit.
+        size: u64,
+        /// The most a file of its kind may hold.
+        limit: u64,
     },
     /// The key file exists but cannot be read.
     #[error("cannot read key file {}: {source}; check that it is a file readable by this user (chmod 600, owned by the user running sage)", path.display())]

@@ -277,6 +277,132 @@ fn peers_are_added_listed_and_removed() {
 }
 
 #[test]
+fn peer_add_refuses_an_lct_id_another_peer_claims_as_serve_does() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    let legion_pub = keys.keygen("Legion");
+    let add = |name: &str, key: &str, lct: &str| {
+        keys.run(&[
+            "peer",
+            "add",
+            "--name",
+            name,
+            "--public-key",
+            key,
+            "--lct",
+            lct,
+        ])
+    };
+    add("Sprout", SPROUT_PUB, "sprout_sage_lct").assert_code(0);
+    let peers = keys.path().join("peers.toml");
+    let before = std::fs::read(&peers).unwrap();
+
+    let claimed = "LCT id sprout_sage_lct is claimed by both Sprout and Sprout2";
+    let run = add("Sprout2", THOR_PUB, "sprout_sage_lct");
+    run.assert_code(1);
+    run.assert_stderr(&[&format!("sage: {claimed}")]);
+    // A key file's platform counts too (serve takes key files after the
+    // records, hence the order).
+    let run = add("Sprout2", THOR_PUB, "legion_sage_lct");
+    run.assert_code(1);
+    run.assert_stderr(&["LCT id legion_sage_lct is claimed by both Sprout2 and Legion"]);
+    // So does a key another platform holds.
+    let run = add("Sprout2", &legion_pub, "sprout2_sage_lct");
+    run.assert_code(1);
+    run.assert_stderr(&["is claimed by both Sprout2 and Legion"]);
+    assert_eq!(
+        std::fs::read(&peers).unwrap(),
+        before,
+        "the peers file changed"
+    );
+
+    // Re-adding the same peer, and changing its own LCT id, are no claims
+    // of another's.
+    add("Sprout", SPROUT_PUB, "sprout_sage_lct").assert_code(0);
+    add("Sprout", SPROUT_PUB, "sprout_lab_lct").assert_code(0);
+    add("Sprout2", THOR_PUB, "sprout_sage_lct").assert_code(0);
+
+    // `serve` refuses the same conflict, written by hand, in the same words.
+    let text = std::fs::read_to_string(&peers).unwrap();
+    std::fs::write(&peers, text.replace("sprout_lab_lct", "sprout_sage_lct")).unwrap();
+    let run = keys.run_within(
+        std::time::Duration::from_secs(30),
+        &["serve", "--name", "Thor", "--port", "0"],
+    );
+    run.assert_code(1);
+    run.assert_stderr(&[&format!("sage: {claimed}")]);
+}
+
+#[test]
+fn lct_ids_outside_the_rules_are_refused_by_peer_add_keygen_and_serve() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Sprout",
+        "--public-key",
+        SPROUT_PUB,
+    ])
+    .assert_code(0);
+    let peers = keys.path().join("peers.toml");
+    let before = std::fs::read(&peers).unwrap();
+    // "thor_sage_lct" with a Cyrillic о (U+043E) for the o.
+    let lookalike = "th\u{43e}r_sage_lct";
+    let rule = "invalid LCT id \"th\\u{43e}r_sage_lct\": it holds U+043E; \
+                an LCT id is 1 to 128 ASCII letters, digits, '-' or '_'";
+
+    let run = keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Legion",
+        "--public-key",
+        THOR_PUB,
+        "--lct",
+        lookalike,
+    ]);
+    run.assert_code(2);
+    run.assert_stderr(&[&format!("sage: {rule}")]);
+    for bad in ["", "legion.lct", "legion lct"] {
+        let run = keys.run(&[
+            "peer",
+            "add",
+            "--name",
+            "Legion",
+            "--public-key",
+            THOR_PUB,
+            "--lct",
+            bad,
+        ]);
+        run.assert_code(2);
+        run.assert_stderr(&["invalid LCT id", "an LCT id is 1 to 128 ASCII letters"]);
+    }
+    assert_eq!(
+        std::fs::read(&peers).unwrap(),
+        before,
+        "the peers file changed"
+    );
+
+    let run = keys.run(&["keygen", "--name", "Legion", "--lct", lookalike]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!("sage: {rule}")]);
+    assert!(!keys.path().join("Legion_ed25519.key").exists());
+
+    // The same id written into the peers file by hand stops `serve` with
+    // the same words, naming the file and the record.
+    let text = std::fs::read_to_string(&peers).unwrap();
+    std::fs::write(&peers, text.replace("sprout_sage_lct", lookalike)).unwrap();
+    let run = keys.run(&["serve", "--name", "Thor", "--port", "0"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: {}: platform Sprout: {rule}",
+        peers.display()
+    )]);
+}
+
+#[test]
 fn bad_arguments_exit_2() {
     let keys = Keys::new();
     keys.run(&["peer", "add", "--name", "Sprout", "--public-key", "abcd"])

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sage_crypto::{KeyFileError, TrustError};
+use sage_types::identity::LctIdError;
 use sage_types::Problem;
 
 use crate::keydir::{FileKind, KeyDirFile};
@@ -18,6 +19,21 @@ pub enum KeyDirError {
     InvalidName {
         /// The name given.
         name: String,
+    },
+    /// An LCT id given for a platform (`keygen --lct`) breaks the rules of
+    /// LCT ids.
+    #[error(transparent)]
+    LctId(#[from] LctIdError),
+    /// An LCT id recorded for a platform, in the peers file or in its
+    /// `.lct` file, breaks the rules of LCT ids.
+    #[error("{}: platform {name}: {source}", path.display())]
+    RecordedLctId {
+        /// The peers file or `.lct` file.
+        path: PathBuf,
+        /// The platform it is recorded for.
+        name: String,
+        /// What breaks the rules.
+        source: LctIdError,
     },
     /// No key file for the platform.
     #[error("no key for platform {name} in {dir} (looked for {expected}); create one with `sage keygen --name {name} --keys-dir {dir}`")]

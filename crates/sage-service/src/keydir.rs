@@ -18,10 +18,10 @@ use std::fs;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use sage_crypto::{NodeKey, Peer, PeerSource, PublicKey, TrustStore};
-use sage_types::identity::is_valid_name;
+use sage_crypto::{NodeKey, Peer, PeerSource, PublicKey, TrustError, TrustStore};
+use sage_types::identity::{check_lct_id, is_valid_name};
 
-use crate::peers_file::PeersFile;
+use crate::peers_file::{AddOutcome, PeerRecord, PeersFile};
 use crate::KeyDirError;
 
 const KEY_SUFFIX: &str = "_ed25519.key";
@@ -274,8 +274,8 @@ impl KeyDir {
     /// default.
     ///
     /// # Errors
-    /// [`KeyDirError::Exists`], [`KeyDirError::InvalidName`] or
-    /// [`KeyDirError::Write`].
+    /// [`KeyDirError::Exists`], [`KeyDirError::InvalidName`],
+    /// [`KeyDirError::LctId`] or [`KeyDirError::Write`].
     pub fn generate(
         &self,
         name: &str,
@@ -283,6 +283,9 @@ impl KeyDir {
         force: bool,
     ) -> Result<Identity, KeyDirError> {
         check_name(name)?;
+        if let Some(lct_id) = lct_id {
+            check_lct_id(lct_id)?;
+        }
         let path = self.key_path(name);
         if !force {
             // Another spelling of the same platform would shadow this one.
@@ -327,7 +330,14 @@ impl KeyDir {
         };
         match text.trim() {
             "" => Ok(sage_types::default_lct_id(name)),
-            lct_id => Ok(lct_id.to_owned()),
+            lct_id => {
+                check_lct_id(lct_id).map_err(|source| KeyDirError::RecordedLctId {
+                    path,
+                    name: name.to_owned(),
+                    source,
+                })?;
+                Ok(lct_id.to_owned())
+            }
         }
     }
 
@@ -338,13 +348,29 @@ impl KeyDir {
     /// # Errors
     /// A bad peers file or key file, or sources that disagree on a key.
     pub fn trust_store(&self, local: &str) -> Result<TrustStore, KeyDirError> {
-        let mut store = TrustStore::default();
         let peers_path = self.peers_file();
-        for record in PeersFile::load(&peers_path)?.peers {
+        let file = PeersFile::load(&peers_path)?;
+        self.build_trust(&file, &peers_path, local, Err)
+    }
+
+    /// The trust store of `file` (at `peers_path`) and the directory's key
+    /// files, without `local`'s; `refused` decides what a peer that cannot
+    /// join does: stop with an error, or leave it out.
+    fn build_trust(
+        &self,
+        file: &PeersFile,
+        peers_path: &Path,
+        local: &str,
+        mut refused: impl FnMut(TrustError) -> Result<(), TrustError>,
+    ) -> Result<TrustStore, KeyDirError> {
+        let mut store = TrustStore::default();
+        for record in &file.peers {
             if record.name.eq_ignore_ascii_case(local) {
                 continue;
             }
-            store.insert(record.to_peer(&peers_path)?)?;
+            if let Err(error) = store.insert(record.to_peer(peers_path)?) {
+                refused(error)?;
+            }
         }
         for (name, path) in self.key_files()? {
             if name.eq_ignore_ascii_case(local) {
@@ -353,9 +379,43 @@ impl KeyDir {
             let public = read_key_file(&name, &path)?.0.public();
             let mut peer = Peer::new(&name, public, PeerSource::KeyFile(path));
             peer.lct_id = self.lct_of(&name)?;
-            store.insert(peer)?;
+            if let Err(error) = store.insert(peer) {
+                refused(error)?;
+            }
         }
         Ok(store)
+    }
+
+    /// Adds `record` to the peers file, or replaces the record of its name
+    /// (see [`PeersFile::add`]), once it passes the checks `serve` makes of
+    /// the peers it loads, with the same errors: the record itself (its
+    /// name, LCT id, key, TLS settings), and that no other peer of the
+    /// directory, recorded or a key file, claims its LCT id or its key.
+    /// Other platforms' conflicts are not this record's and are left to
+    /// `serve` to report. A refused record leaves the file unchanged.
+    ///
+    /// # Errors
+    /// [`KeyDirError::PeersFile`] or [`KeyDirError::RecordedLctId`] for a
+    /// bad record, [`KeyDirError::PeerExists`] (see [`PeersFile::add`]),
+    /// [`KeyDirError::Trust`] for a claim another peer holds, or an error
+    /// reading or writing the directory.
+    pub fn add_peer(&self, record: PeerRecord, replace: bool) -> Result<AddOutcome, KeyDirError> {
+        let path = self.peers_file();
+        let mut file = PeersFile::load(&path)?;
+        record.to_peer(&path)?;
+        let name = record.name.clone();
+        let outcome = file.add(record, replace)?;
+        // Every platform counts, this node's own key file too: a peer that
+        // claims this node's LCT id or key is refused as well.
+        self.build_trust(&file, &path, "", |error| {
+            if concerns(&error, &name) {
+                Err(error)
+            } else {
+                Ok(())
+            }
+        })?;
+        file.save(&path)?;
+        Ok(outcome)
     }
 }
 
@@ -366,6 +426,17 @@ pub fn given_peer(name: &str, lct_id: Option<&str>, key: PublicKey) -> Peer {
         peer.lct_id = lct.to_owned();
     }
     peer
+}
+
+/// Whether `error` is about the platform `name`.
+fn concerns(error: &TrustError, name: &str) -> bool {
+    match error {
+        TrustError::ConflictingKeys { name: known, .. } => known.eq_ignore_ascii_case(name),
+        TrustError::Ambiguous { first, second, .. } => {
+            first.eq_ignore_ascii_case(name) || second.eq_ignore_ascii_case(name)
+        }
+        _ => true,
+    }
 }
 
 fn check_name(name: &str) -> Result<(), KeyDirError> {
@@ -878,6 +949,105 @@ mod tests {
                     ..
                 }
             ),
+            "{err}"
+        );
+    }
+
+    fn record(name: &str, key: &NodeKey, lct_id: &str) -> PeerRecord {
+        PeerRecord {
+            name: name.into(),
+            lct_id: lct_id.into(),
+            public_key: key.public().to_hex(),
+            address: None,
+            protocol: None,
+            tls_ca: None,
+            tls_fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn add_peer_refuses_what_the_trust_store_would_and_leaves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let legion = keys.generate("Legion", None, false).unwrap();
+        let (sprout, other) = (NodeKey::generate(), NodeKey::generate());
+        let added = keys
+            .add_peer(record("Sprout", &sprout, "sprout_sage_lct"), false)
+            .unwrap();
+        assert_eq!(added, AddOutcome::Added);
+        let before = fs::read(keys.peers_file()).unwrap();
+        let refused = |record: PeerRecord| {
+            let error = keys.add_peer(record, false).unwrap_err();
+            assert_eq!(fs::read(keys.peers_file()).unwrap(), before);
+            error
+        };
+
+        let error = refused(record("Other", &other, "sprout_sage_lct"));
+        assert!(
+            matches!(
+                &error,
+                KeyDirError::Trust(TrustError::Ambiguous { what: "LCT id", first, second, .. })
+                    if first == "Sprout" && second == "Other"
+            ),
+            "{error}"
+        );
+        // The message is the trust store's, as `serve` prints it.
+        let mut store = TrustStore::default();
+        store
+            .insert(
+                record("Sprout", &sprout, "sprout_sage_lct")
+                    .to_peer(&keys.peers_file())
+                    .unwrap(),
+            )
+            .unwrap();
+        let direct = store
+            .insert(
+                record("Other", &other, "sprout_sage_lct")
+                    .to_peer(&keys.peers_file())
+                    .unwrap(),
+            )
+            .unwrap_err();
+        assert_eq!(error.to_string(), direct.to_string());
+
+        let error = refused(record("Other", &other, "legion_sage_lct"));
+        assert!(
+            error
+                .to_string()
+                .contains("claimed by both Other and Legion"),
+            "{error}"
+        );
+        let error = refused(record("Other", &legion.key, "other_sage_lct"));
+        assert!(error.to_string().starts_with("key "), "{error}");
+        let error = refused(record("Other", &other, "\u{43e}ther_sage_lct"));
+        assert!(
+            matches!(error, KeyDirError::RecordedLctId { .. }),
+            "{error}"
+        );
+
+        // Replacing a record's own LCT id is no claim of another's.
+        keys.add_peer(record("SPROUT", &sprout, "sprout_lab_lct"), false)
+            .unwrap();
+        keys.add_peer(record("Other", &other, "sprout_sage_lct"), false)
+            .unwrap();
+        assert_eq!(keys.trust_store("").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_lct_file_outside_the_rules_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        keys.generate("Thor", None, false).unwrap();
+        let err = keys
+            .generate("Legion", Some("legion lct"), false)
+            .unwrap_err();
+        assert!(matches!(err, KeyDirError::LctId(_)), "{err}");
+        assert!(!keys.key_path("Legion").exists());
+        keys.generate("Legion", None, false).unwrap();
+        let lct = dir.path().join("Legion_ed25519.lct");
+        fs::write(&lct, "l\u{435}gion_sage_lct\n").unwrap();
+        let err = keys.trust_store("Thor").unwrap_err();
+        assert!(
+            matches!(&err, KeyDirError::RecordedLctId { path, name, .. } if *path == lct && name == "Legion"),
             "{err}"
         );
     }

@@ -156,7 +156,9 @@ impl PeerRecord {
     /// The trust-store peer this record describes.
     ///
     /// # Errors
-    /// [`KeyDirError::PeersFile`] naming the record and what is wrong.
+    /// [`KeyDirError::PeersFile`] naming the record and what is wrong, or
+    /// [`KeyDirError::RecordedLctId`] for an LCT id that breaks the rules
+    /// of [`sage_types::identity::check_lct_id`].
     pub fn to_peer(&self, path: &Path) -> Result<Peer, KeyDirError> {
         let bad = |detail: String| KeyDirError::PeersFile {
             path: path.to_owned(),
@@ -167,6 +169,13 @@ impl PeerRecord {
                 "name must be 1 to 64 ASCII letters, digits, '-' or '_'".into(),
             ));
         }
+        sage_types::identity::check_lct_id(&self.lct_id).map_err(|source| {
+            KeyDirError::RecordedLctId {
+                path: path.to_owned(),
+                name: self.name.clone(),
+                source,
+            }
+        })?;
         let key = PublicKey::from_hex(&self.public_key).map_err(|e| bad(e.to_string()))?;
         let protocol = match self.protocol.as_deref() {
             None | Some("v1") => Protocol::V1,

@@ -107,11 +107,101 @@ fn corrupt_and_unreadable_key_files_are_refused_with_the_fix() {
     std::fs::create_dir(&path).unwrap();
     let run = keys.run(&["key", "show", "--name", "Thor"]);
     run.assert_code(1);
-    run.assert_stderr(&["cannot read key file"]);
+    run.assert_stderr(&["Thor_ed25519.key is a directory, not a regular file"]);
 
     let run = keys.run(&["key", "show", "--name", "Sprout"]);
     run.assert_code(1);
     run.assert_stderr(&["sage keygen --name Sprout"]);
+}
+
+/// `mkfifo PATH`.
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn key_files_that_are_not_regular_files_are_refused_before_they_are_read() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    let legion = keys.path().join("Legion_ed25519.key");
+    let within = std::time::Duration::from_secs(20);
+
+    // A peer's key file that is a FIFO: nobody writes to it, so a read
+    // would wait forever.
+    mkfifo(&legion);
+    let run = keys.run_within(within, &["serve", "--name", "Thor", "--port", "0"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: key file {} is a FIFO (named pipe), not a regular file",
+        legion.display()
+    )]);
+    assert!(!run.stderr.contains("chmod"), "{}", run.stderr);
+    std::fs::remove_file(&legion).unwrap();
+
+    // A link to an endless device.
+    std::os::unix::fs::symlink("/dev/zero", &legion).unwrap();
+    let run = keys.run_within(within, &["serve", "--name", "Thor", "--port", "0"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: key file {} is a character device, not a regular file",
+        legion.display()
+    )]);
+    let run = keys.run_within(within, &["peer", "list"]);
+    run.assert_code(1);
+    run.assert_stderr(&["Legion_ed25519.key is a character device"]);
+    std::fs::remove_file(&legion).unwrap();
+
+    // A file far larger than a key.
+    std::fs::File::create(&legion)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let run = keys.run_within(within, &["key", "show", "--name", "Legion"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: key file {} is 1073741824 bytes, larger than a key file can be (65536 bytes at most)",
+        legion.display()
+    )]);
+    std::fs::remove_file(&legion).unwrap();
+
+    // The peers file, the same.
+    let peers = keys.path().join("peers.toml");
+    mkfifo(&peers);
+    let run = keys.run_within(within, &["peer", "list"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: peers file {} is a FIFO (named pipe), not a regular file",
+        peers.display()
+    )]);
+    std::fs::remove_file(&peers).unwrap();
+}
+
+#[test]
+fn symlinks_to_key_files_are_followed() {
+    let keys = Keys::new();
+    let vault = Keys::new();
+    vault.keygen("Thor");
+    let legion_pub = vault.keygen("Legion");
+    std::fs::create_dir_all(keys.path()).unwrap();
+    for name in ["Thor", "Legion"] {
+        let file = format!("{name}_ed25519.key");
+        std::os::unix::fs::symlink(vault.path().join(&file), keys.path().join(&file)).unwrap();
+    }
+    let node = keys.serve("Thor", &[]);
+    assert!(
+        node.log().contains("known platform: Legion"),
+        "{}",
+        node.log()
+    );
+    // The key file's mode (0600) is what counts, not the link's.
+    assert!(!node.log().contains("chmod"), "{}", node.log());
+    let run = keys.run(&["key", "show", "--name", "Legion", "--public-only"]);
+    run.assert_code(0);
+    assert_eq!(run.stdout.trim(), legion_pub);
 }
 
 #[test]
@@ -184,6 +274,132 @@ fn peers_are_added_listed_and_removed() {
     let run = keys.run(&["peer", "remove", "--name", "Sprout"]);
     run.assert_code(1);
     run.assert_stderr(&["no peer named Sprout"]);
+}
+
+#[test]
+fn peer_add_refuses_an_lct_id_another_peer_claims_as_serve_does() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    let legion_pub = keys.keygen("Legion");
+    let add = |name: &str, key: &str, lct: &str| {
+        keys.run(&[
+            "peer",
+            "add",
+            "--name",
+            name,
+            "--public-key",
+            key,
+            "--lct",
+            lct,
+        ])
+    };
+    add("Sprout", SPROUT_PUB, "sprout_sage_lct").assert_code(0);
+    let peers = keys.path().join("peers.toml");
+    let before = std::fs::read(&peers).unwrap();
+
+    let claimed = "LCT id sprout_sage_lct is claimed by both Sprout and Sprout2";
+    let run = add("Sprout2", THOR_PUB, "sprout_sage_lct");
+    run.assert_code(1);
+    run.assert_stderr(&[&format!("sage: {claimed}")]);
+    // A key file's platform counts too (serve takes key files after the
+    // records, hence the order).
+    let run = add("Sprout2", THOR_PUB, "legion_sage_lct");
+    run.assert_code(1);
+    run.assert_stderr(&["LCT id legion_sage_lct is claimed by both Sprout2 and Legion"]);
+    // So does a key another platform holds.
+    let run = add("Sprout2", &legion_pub, "sprout2_sage_lct");
+    run.assert_code(1);
+    run.assert_stderr(&["is claimed by both Sprout2 and Legion"]);
+    assert_eq!(
+        std::fs::read(&peers).unwrap(),
+        before,
+        "the peers file changed"
+    );
+
+    // Re-adding the same peer, and changing its own LCT id, are no claims
+    // of another's.
+    add("Sprout", SPROUT_PUB, "sprout_sage_lct").assert_code(0);
+    add("Sprout", SPROUT_PUB, "sprout_lab_lct").assert_code(0);
+    add("Sprout2", THOR_PUB, "sprout_sage_lct").assert_code(0);
+
+    // `serve` refuses the same conflict, written by hand, in the same words.
+    let text = std::fs::read_to_string(&peers).unwrap();
+    std::fs::write(&peers, text.replace("sprout_lab_lct", "sprout_sage_lct")).unwrap();
+    let run = keys.run_within(
+        std::time::Duration::from_secs(30),
+        &["serve", "--name", "Thor", "--port", "0"],
+    );
+    run.assert_code(1);
+    run.assert_stderr(&[&format!("sage: {claimed}")]);
+}
+
+#[test]
+fn lct_ids_outside_the_rules_are_refused_by_peer_add_keygen_and_serve() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Sprout",
+        "--public-key",
+        SPROUT_PUB,
+    ])
+    .assert_code(0);
+    let peers = keys.path().join("peers.toml");
+    let before = std::fs::read(&peers).unwrap();
+    // "thor_sage_lct" with a Cyrillic о (U+043E) for the o.
+    let lookalike = "th\u{43e}r_sage_lct";
+    let rule = "invalid LCT id \"th\\u{43e}r_sage_lct\": it holds U+043E; \
+                an LCT id is 1 to 128 ASCII letters, digits, '-' or '_'";
+
+    let run = keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Legion",
+        "--public-key",
+        THOR_PUB,
+        "--lct",
+        lookalike,
+    ]);
+    run.assert_code(2);
+    run.assert_stderr(&[&format!("sage: {rule}")]);
+    for bad in ["", "legion.lct", "legion lct"] {
+        let run = keys.run(&[
+            "peer",
+            "add",
+            "--name",
+            "Legion",
+            "--public-key",
+            THOR_PUB,
+            "--lct",
+            bad,
+        ]);
+        run.assert_code(2);
+        run.assert_stderr(&["invalid LCT id", "an LCT id is 1 to 128 ASCII letters"]);
+    }
+    assert_eq!(
+        std::fs::read(&peers).unwrap(),
+        before,
+        "the peers file changed"
+    );
+
+    let run = keys.run(&["keygen", "--name", "Legion", "--lct", lookalike]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!("sage: {rule}")]);
+    assert!(!keys.path().join("Legion_ed25519.key").exists());
+
+    // The same id written into the peers file by hand stops `serve` with
+    // the same words, naming the file and the record.
+    let text = std::fs::read_to_string(&peers).unwrap();
+    std::fs::write(&peers, text.replace("sprout_sage_lct", lookalike)).unwrap();
+    let run = keys.run(&["serve", "--name", "Thor", "--port", "0"]);
+    run.assert_code(1);
+    run.assert_stderr(&[&format!(
+        "sage: {}: platform Sprout: {rule}",
+        peers.display()
+    )]);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 mod util;
 
+mod answers;
 mod bench;
 mod cli;
 mod delegate;

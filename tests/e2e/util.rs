@@ -127,6 +127,35 @@ impl Keys {
         Run::from(output)
     }
 
+    /// [`Keys::run`], failing the test if the command is not done within
+    /// `limit` (it is killed then): for a command that must not hang.
+    #[track_caller]
+    pub fn run_within(&self, limit: Duration, args: &[&str]) -> Run {
+        let mut child = sage()
+            .env("SAGE_STATE_DIR", self.state_dir())
+            .arg("--keys-dir")
+            .arg(&self.path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run sage");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let run = Run::from(child.wait_with_output().expect("wait"));
+                panic!(
+                    "sage {args:?} still ran after {limit:?}\nstderr:\n{}",
+                    run.stderr
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Run::from(child.wait_with_output().expect("wait"))
+    }
+
     /// `sage delegate --local Sprout --target Thor ARGS...`: the delegation
     /// most tests make.
     pub fn delegate(&self, args: &[&str]) -> Run {
@@ -431,34 +460,119 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// A hand-made HTTP server that answers with `respond(method, path, body)`:
-/// it plays a node that misbehaves (a forger, an impostor, a mute).
+/// it plays a node that misbehaves (a forger, an impostor, a mute, a
+/// flood).
 pub struct FakeNode {
     pub addr: SocketAddr,
+    /// The body bytes each [`Reply::Flood`] wrote before it ended.
+    floods: Arc<Mutex<Vec<u64>>>,
+}
+
+/// How a [`FakeNode`] answers one request.
+pub enum Reply {
+    /// This status and JSON body.
+    Json(u16, Vec<u8>),
+    /// `200` and `total` bytes of spaces, written 64 KiB at a time until
+    /// the client hangs up, announced by their `Content-Length` or, without
+    /// `announce`, chunked with no length.
+    Flood { total: u64, announce: bool },
+    /// No answer: the connection is held open.
+    Mute,
 }
 
 impl FakeNode {
+    /// A fake whose `respond` gives a status and body, or `None` to stay mute.
     pub fn start<F>(respond: F) -> FakeNode
     where
         F: Fn(&str, &str, &[u8]) -> Option<(u16, Vec<u8>)> + Send + Sync + 'static,
     {
+        Self::replying(
+            move |method, path, body| match respond(method, path, body) {
+                Some((status, answer)) => Reply::Json(status, answer),
+                None => Reply::Mute,
+            },
+        )
+    }
+
+    /// A fake whose `respond` says how to answer each request.
+    pub fn replying<F>(respond: F) -> FakeNode
+    where
+        F: Fn(&str, &str, &[u8]) -> Reply + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().unwrap();
         let respond = Arc::new(respond);
+        let floods = Arc::new(Mutex::new(Vec::new()));
+        let flooded = floods.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let respond = respond.clone();
-                std::thread::spawn(move || serve_one(stream, &*respond));
+                let flooded = flooded.clone();
+                std::thread::spawn(move || serve_one(stream, &*respond, &flooded));
             }
         });
-        FakeNode { addr }
+        FakeNode { addr, floods }
+    }
+
+    /// The body bytes written by each flood that ended, once `count` have
+    /// (waiting up to 20 s).
+    #[track_caller]
+    pub fn floods(&self, count: usize) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let floods = self.floods.lock().unwrap().clone();
+            if floods.len() >= count {
+                return floods;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} flood(s) ended, {count} expected",
+                floods.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
-/// How a [`FakeNode`] answers (method, path, body); `None` holds the line silent.
-type Respond = dyn Fn(&str, &str, &[u8]) -> Option<(u16, Vec<u8>)> + Send + Sync;
+/// How a [`FakeNode`] answers (method, path, body).
+type Respond = dyn Fn(&str, &str, &[u8]) -> Reply + Send + Sync;
 
-fn serve_one(mut stream: TcpStream, respond: &Respond) {
+/// Writes a [`Reply::Flood`] until its end or until the client hangs up;
+/// the body bytes written.
+fn flood(stream: &mut TcpStream, total: u64, announce: bool) -> u64 {
+    let framing = if announce {
+        format!("Content-Length: {total}")
+    } else {
+        "Transfer-Encoding: chunked".to_owned()
+    };
+    let head = format!("HTTP/1.1 200 X\r\nContent-Type: application/json\r\n{framing}\r\n\r\n");
+    if stream.write_all(head.as_bytes()).is_err() {
+        return 0;
+    }
+    let chunk = [b' '; 64 * 1024];
+    let mut written = 0;
+    while written < total {
+        let sent = if announce {
+            stream.write_all(&chunk)
+        } else {
+            stream
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .and_then(|()| stream.write_all(&chunk))
+                .and_then(|()| stream.write_all(b"\r\n"))
+        };
+        if sent.is_err() {
+            break;
+        }
+        written += chunk.len() as u64;
+    }
+    if !announce && written >= total {
+        let _ = stream.write_all(b"0\r\n\r\n");
+    }
+    written
+}
+
+fn serve_one(mut stream: TcpStream, respond: &Respond, floods: &Mutex<Vec<u64>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     loop {
         let mut request_line = String::new();
@@ -487,10 +601,17 @@ fn serve_one(mut stream: TcpStream, respond: &Respond) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let Some((status, answer)) = respond(&method, &path, &body) else {
-            // Mute: hold the connection open without answering.
-            std::thread::sleep(Duration::from_secs(60));
-            return;
+        let (status, answer) = match respond(&method, &path, &body) {
+            Reply::Json(status, answer) => (status, answer),
+            Reply::Flood { total, announce } => {
+                let written = flood(&mut stream, total, announce);
+                floods.lock().unwrap().push(written);
+                return;
+            }
+            Reply::Mute => {
+                std::thread::sleep(Duration::from_secs(60));
+                return;
+            }
         };
         let head = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

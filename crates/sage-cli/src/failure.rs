@@ -41,13 +41,48 @@ macro_rules! failed_from {
     )*};
 }
 
-failed_from!(
-    sage_service::KeyDirError,
-    sage_service::ClientError,
-    sage_service::DelegateError,
-    sage_service::TlsError,
-    std::io::Error
-);
+failed_from!(sage_service::TlsError, std::io::Error);
+
+impl From<sage_service::KeyDirError> for Failure {
+    fn from(err: sage_service::KeyDirError) -> Self {
+        use sage_service::KeyDirError;
+        let fix = match &err {
+            KeyDirError::NotAFile { .. } => {
+                "; replace it with the file itself (a symbolic link to a regular file is fine)"
+            }
+            KeyDirError::TooLarge { .. } => {
+                "; it is not what its name says: restore the right file"
+            }
+            _ => "",
+        };
+        Failure::Failed(format!("{err}{fix}"))
+    }
+}
+
+/// What to do about an answer longer than the client reads: the flag is
+/// the CLI's, so the advice is too.
+const TOO_LARGE_ADVICE: &str =
+    "if the node's answers are meant to be that long, raise --max-answer-bytes";
+
+impl From<sage_service::ClientError> for Failure {
+    fn from(err: sage_service::ClientError) -> Self {
+        match err {
+            sage_service::ClientError::TooLarge { .. } => {
+                Failure::Failed(format!("{err}; {TOO_LARGE_ADVICE}"))
+            }
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<sage_service::DelegateError> for Failure {
+    fn from(err: sage_service::DelegateError) -> Self {
+        match err {
+            sage_service::DelegateError::Client(client) => client.into(),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
 
 pub type CmdResult = Result<(), Failure>;
 

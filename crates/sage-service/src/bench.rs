@@ -229,6 +229,7 @@ fn kind(err: &JobError) -> String {
         }
         DelegateError::Client(ClientError::Unreachable { .. }) => "unreachable".into(),
         DelegateError::Client(ClientError::TimedOut { .. }) => "timed_out".into(),
+        DelegateError::Client(ClientError::TooLarge { .. }) => "too_large".into(),
         DelegateError::Client(ClientError::BadResponse { status, .. }) => format!("http_{status}"),
         DelegateError::Client(_) => "client".into(),
         DelegateError::Proof { .. } => "invalid_proof".into(),

@@ -19,6 +19,7 @@ use crate::ClientError;
 pub struct Client {
     http: reqwest::Client,
     connect_timeout: Duration,
+    max_answer_bytes: usize,
 }
 
 /// How long a connection attempt may take: a host that is down or a
@@ -26,6 +27,20 @@ pub struct Client {
 /// after this, whatever the request's timeout. Long enough for two lost
 /// SYNs on a slow link.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest answer a client reads by default, in bytes (8 MiB). The
+/// largest answer a node sends with its defaults is a proof of a result
+/// near an `http` executor's `max_response_bytes` (4 MiB), which its
+/// envelope carries base64-encoded (4/3 of the size); the rest is room for
+/// the JSON escaping of a text result and the proof's other fields.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+// A node's proof of a default-sized result must fit, encoded, with a MiB
+// to spare.
+const _: () = assert!(
+    DEFAULT_MAX_ANSWER_BYTES
+        > crate::executor::http::DEFAULT_MAX_RESPONSE_BYTES / 3 * 4 + 1024 * 1024
+);
 
 impl Client {
     /// A client that trusts the built-in web PKI roots for `https://`.
@@ -80,7 +95,22 @@ impl Client {
         Ok(Client {
             http,
             connect_timeout,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         })
+    }
+
+    /// The same client, reading answers of at most `limit` bytes instead
+    /// of [`DEFAULT_MAX_ANSWER_BYTES`]: a longer one fails with
+    /// [`ClientError::TooLarge`] without being read whole.
+    #[must_use]
+    pub fn with_max_answer_bytes(mut self, limit: usize) -> Self {
+        self.max_answer_bytes = limit;
+        self
+    }
+
+    /// The longest answer this client reads, in bytes.
+    pub fn max_answer_bytes(&self) -> usize {
+        self.max_answer_bytes
     }
 
     /// `GET /health` with its round-trip time; a node that answers but not
@@ -178,7 +208,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| transport_error(url, timeout, self.connect_timeout, &e))?;
-        let (status, body) = read(url, timeout, response).await?;
+        let (status, body) = read(url, timeout, self.max_answer_bytes, response).await?;
         if status != 200 {
             return Err(refusal(url, status, &body));
         }
@@ -218,7 +248,7 @@ impl Client {
             .send()
             .await
             .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
-        let (status, body) = read(addr, timeout, response).await?;
+        let (status, body) = read(addr, timeout, self.max_answer_bytes, response).await?;
         if status != 200 {
             return Err(refusal(addr, status, &body));
         }
@@ -252,17 +282,42 @@ pub fn base_url(addr: &str) -> Result<String, ClientError> {
     Ok(format!("http://{addr}"))
 }
 
+/// The status and body of `response`, reading at most `limit` bytes of
+/// it: an announced length above `limit` is refused before any of the body
+/// is read, and a body that turns out longer is dropped (with its
+/// connection) as soon as the count passes `limit`, so that no node can
+/// make the client hold more than that.
+///
+/// # Errors
+/// [`ClientError::TooLarge`], or a transport error while reading.
 async fn read(
     addr: &str,
     timeout: Duration,
-    response: reqwest::Response,
+    limit: usize,
+    mut response: reqwest::Response,
 ) -> Result<(u16, Vec<u8>), ClientError> {
     let status = response.status().as_u16();
-    let body = response
-        .bytes()
+    let too_large = || ClientError::TooLarge {
+        addr: addr.to_owned(),
+        limit,
+    };
+    let announced = response.content_length();
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    // Within the limit, so an announced length is safe to reserve.
+    let mut body = Vec::with_capacity(announced.unwrap_or(0) as usize);
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| transport_error(addr, timeout, timeout, &e))?;
-    Ok((status, body.to_vec()))
+        .map_err(|e| transport_error(addr, timeout, timeout, &e))?
+    {
+        if chunk.len() > limit - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body))
 }
 
 fn refusal(addr: &str, status: u16, body: &[u8]) -> ClientError {
@@ -403,6 +458,124 @@ mod tests {
             err.to_string().contains("Is `sage serve` running there?"),
             "{err}"
         );
+    }
+
+    /// A server that answers the first request on each connection with a
+    /// `200` of `total` bytes, with its `Content-Length` or chunked
+    /// without one; the handle gives the body bytes it managed to write
+    /// before the client hung up.
+    async fn flood(
+        announce: bool,
+        total: u64,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<u64>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                socket.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let framing = if announce {
+                format!("Content-Length: {total}")
+            } else {
+                "Transfer-Encoding: chunked".to_owned()
+            };
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{framing}\r\n\r\n");
+            socket.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b' '; 64 * 1024];
+            let mut written = 0u64;
+            while written < total {
+                let framed = if announce {
+                    socket.write_all(&chunk).await
+                } else {
+                    let size = format!("{:x}\r\n", chunk.len());
+                    async {
+                        socket.write_all(size.as_bytes()).await?;
+                        socket.write_all(&chunk).await?;
+                        socket.write_all(b"\r\n").await
+                    }
+                    .await
+                };
+                if framed.is_err() {
+                    break;
+                }
+                written += chunk.len() as u64;
+            }
+            written
+        });
+        (addr, writer)
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_the_limit_is_refused_without_being_read() {
+        const TOTAL: u64 = 100 * 1024 * 1024;
+        for announce in [true, false] {
+            let (addr, writer) = flood(announce, TOTAL).await;
+            let client = Client::new().unwrap().with_max_answer_bytes(1024 * 1024);
+            let error = client
+                .health(&addr.to_string(), Duration::from_secs(30))
+                .await
+                .unwrap_err();
+            match &error {
+                ClientError::TooLarge { addr: at, limit } => {
+                    assert_eq!(
+                        (at.as_str(), *limit),
+                        (addr.to_string().as_str(), 1024 * 1024)
+                    );
+                }
+                other => panic!("expected TooLarge, got {other:?}"),
+            }
+            let message = error.to_string();
+            assert!(
+                message.contains(&addr.to_string()) && message.contains("1048576 bytes"),
+                "{message}"
+            );
+            // The client hung up long before the end: what was written is
+            // at most the limit and the sockets' buffers.
+            let written = tokio::time::timeout(Duration::from_secs(20), writer)
+                .await
+                .expect("the server noticed the client hang up")
+                .unwrap();
+            assert!(
+                written < TOTAL / 2,
+                "announce {announce}: {written} bytes written"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_exactly_the_limit_is_read() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let body = br#"{"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0}"#;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut head = [0u8; 1024];
+                let _ = socket.read(&mut head).await.unwrap();
+                // Without a length: the client counts what comes.
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{}",
+                    String::from_utf8_lossy(body)
+                );
+                socket.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let at = addr.to_string();
+        let timeout = Duration::from_secs(5);
+        let exact = Client::new().unwrap().with_max_answer_bytes(body.len());
+        let (health, _) = exact.health(&at, timeout).await.unwrap();
+        assert_eq!(health.platform, "Thor");
+        let short = Client::new().unwrap().with_max_answer_bytes(body.len() - 1);
+        let error = short.health(&at, timeout).await.unwrap_err();
+        assert!(matches!(error, ClientError::TooLarge { .. }), "{error}");
+        server.abort();
     }
 
     #[tokio::test]

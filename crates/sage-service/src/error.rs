@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sage_crypto::{KeyFileError, TrustError};
+use sage_types::identity::LctIdError;
 use sage_types::Problem;
+
+use crate::keydir::{FileKind, KeyDirFile};
 
 /// Errors of the key directory: key files and `peers.toml`.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +20,21 @@ pub enum KeyDirError {
         /// The name given.
         name: String,
     },
+    /// An LCT id given for a platform (`keygen --lct`) breaks the rules of
+    /// LCT ids.
+    #[error(transparent)]
+    LctId(#[from] LctIdError),
+    /// An LCT id recorded for a platform, in the peers file or in its
+    /// `.lct` file, breaks the rules of LCT ids.
+    #[error("{}: platform {name}: {source}", path.display())]
+    RecordedLctId {
+        /// The peers file or `.lct` file.
+        path: PathBuf,
+        /// The platform it is recorded for.
+        name: String,
+        /// What breaks the rules.
+        source: LctIdError,
+    },
     /// No key file for the platform.
     #[error("no key for platform {name} in {dir} (looked for {expected}); create one with `sage keygen --name {name} --keys-dir {dir}`")]
     NotFound {
@@ -26,6 +44,30 @@ pub enum KeyDirError {
         dir: String,
         /// The file that was looked for.
         expected: String,
+    },
+    /// A key directory file is not a regular file (a FIFO, a device, a
+    /// socket, a directory); nothing was read from it.
+    #[error("{role} {} is {kind}, not a regular file", path.display())]
+    NotAFile {
+        /// Which file of the directory.
+        role: KeyDirFile,
+        /// The file, as named (a symbolic link is followed).
+        path: PathBuf,
+        /// What it is.
+        kind: FileKind,
+    },
+    /// A key directory file is larger than its kind can be; it was not
+    /// read whole.
+    #[error("{role} {} is {size} bytes, larger than a {role} can be ({limit} bytes at most)", path.display())]
+    TooLarge {
+        /// Which file of the directory.
+        role: KeyDirFile,
+        /// The file.
+        path: PathBuf,
+        /// Its size, or as much of it as was read past the limit.
+        size: u64,
+        /// The most a file of its kind may hold.
+        limit: u64,
     },
     /// The key file exists but cannot be read.
     #[error("cannot read key file {}: {source}; check that it is a file readable by this user (chmod 600, owned by the user running sage)", path.display())]
@@ -156,6 +198,15 @@ pub enum ClientError {
         status: u16,
         /// What was wrong.
         detail: String,
+    },
+    /// The answer is longer than the client reads: it was refused by its
+    /// announced length, or dropped once that many bytes had come.
+    #[error("{addr} sent an answer longer than {limit} bytes, the most this client reads")]
+    TooLarge {
+        /// The address.
+        addr: String,
+        /// The most the client reads, in bytes.
+        limit: usize,
     },
     /// The node answered but is not healthy.
     #[error("{addr} reports status {status:?}, not \"healthy\"; check the node's log")]

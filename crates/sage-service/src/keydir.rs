@@ -7,20 +7,122 @@
 //! - `Name_ed25519.lct`: optional, the platform's LCT id when it is not the
 //!   default `name_sage_lct`;
 //! - `peers.toml`: peers added with `sage peer add` (see [`crate::peers_file`]).
+//!
+//! Each of these files is looked at before it is read: one that is not a
+//! regular file (a FIFO, a device, a socket, a directory) or is larger
+//! than its kind can be is refused, naming it, and is never read. A
+//! symbolic link to a regular file is followed.
 
+use std::fmt;
 use std::fs;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use sage_crypto::{NodeKey, Peer, PeerSource, PublicKey, TrustStore};
-use sage_types::identity::is_valid_name;
+use sage_crypto::{NodeKey, Peer, PeerSource, PublicKey, TrustError, TrustStore};
+use sage_types::identity::{check_lct_id, is_valid_name};
 
-use crate::peers_file::PeersFile;
+use crate::peers_file::{AddOutcome, PeerRecord, PeersFile};
 use crate::KeyDirError;
 
 const KEY_SUFFIX: &str = "_ed25519.key";
 const LCT_SUFFIX: &str = "_ed25519.lct";
 const PEERS_FILE: &str = "peers.toml";
+
+/// The largest key file read, in bytes. A key file is 32 or 64 bytes; the
+/// bound keeps a wrong file (a disk image, a log) from being read whole
+/// into memory, while one near a key's size (a PEM key, a hex dump) is
+/// still read and reported as corrupt with its size.
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+/// The largest `.lct` file read: it holds one LCT id, a short line; the
+/// key file's bound is ample.
+const MAX_LCT_FILE_BYTES: u64 = MAX_KEY_FILE_BYTES;
+/// The largest `peers.toml` read: a record is a few hundred bytes, so this
+/// holds some ten thousand peers.
+pub(crate) const MAX_PEERS_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The files of a key directory, as messages name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyDirFile {
+    /// `Name_ed25519.key`, or the node key's systemd credential.
+    Key,
+    /// `Name_ed25519.lct`.
+    Lct,
+    /// `peers.toml`.
+    Peers,
+}
+
+impl fmt::Display for KeyDirFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyDirFile::Key => "key file",
+            KeyDirFile::Lct => "LCT id file",
+            KeyDirFile::Peers => "peers file",
+        })
+    }
+}
+
+/// What a path is when it is not a regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileKind {
+    /// A directory.
+    Directory,
+    /// A FIFO (named pipe): reading it waits for a writer.
+    Fifo,
+    /// A character device (`/dev/zero`, a terminal): it may never end.
+    CharDevice,
+    /// A block device (a disk).
+    BlockDevice,
+    /// A Unix domain socket.
+    Socket,
+    /// Another kind of file.
+    Other,
+}
+
+impl FileKind {
+    /// The kind of what `metadata` describes, `None` for a regular file.
+    fn of(metadata: &fs::Metadata) -> Option<FileKind> {
+        let kind = metadata.file_type();
+        if kind.is_file() {
+            return None;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt as _;
+            if kind.is_fifo() {
+                return Some(FileKind::Fifo);
+            }
+            if kind.is_char_device() {
+                return Some(FileKind::CharDevice);
+            }
+            if kind.is_block_device() {
+                return Some(FileKind::BlockDevice);
+            }
+            if kind.is_socket() {
+                return Some(FileKind::Socket);
+            }
+        }
+        Some(if kind.is_dir() {
+            FileKind::Directory
+        } else {
+            FileKind::Other
+        })
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Socket => "a socket",
+            FileKind::Other => "a special file",
+        })
+    }
+}
 
 /// A key directory on disk.
 #[derive(Debug, Clone)]
@@ -125,14 +227,15 @@ impl KeyDir {
     /// Loads the identity of platform `name`.
     ///
     /// # Errors
-    /// [`KeyDirError::NotFound`], [`KeyDirError::Unreadable`] or
-    /// [`KeyDirError::Corrupt`], each naming the file and the fix.
+    /// [`KeyDirError::NotFound`], [`KeyDirError::NotAFile`],
+    /// [`KeyDirError::TooLarge`], [`KeyDirError::Unreadable`] or
+    /// [`KeyDirError::Corrupt`], each naming the file.
     pub fn load_identity(&self, name: &str) -> Result<Identity, KeyDirError> {
         let (name, path) = self.find_key_file(name)?;
-        let key = read_key_file(&name, &path)?;
+        let (key, loose_mode) = read_key_file(&name, &path)?;
         Ok(Identity {
             lct_id: self.lct_of(&name)?,
-            loose_mode: loose_mode(&path),
+            loose_mode,
             key_path: path,
             key,
             name,
@@ -146,7 +249,8 @@ impl KeyDir {
     /// the directory as for [`KeyDir::load_identity`].
     ///
     /// # Errors
-    /// [`KeyDirError::InvalidName`], [`KeyDirError::Unreadable`] or
+    /// [`KeyDirError::InvalidName`], [`KeyDirError::NotAFile`],
+    /// [`KeyDirError::TooLarge`], [`KeyDirError::Unreadable`] or
     /// [`KeyDirError::Corrupt`] (naming `key_path`), or a `.lct` file that
     /// cannot be read.
     pub fn load_identity_from(&self, name: &str, key_path: &Path) -> Result<Identity, KeyDirError> {
@@ -155,10 +259,10 @@ impl KeyDir {
             Err(KeyDirError::NotFound { .. }) => name.to_owned(),
             Err(e) => return Err(e),
         };
-        let key = read_key_file(&name, key_path)?;
+        let (key, loose_mode) = read_key_file(&name, key_path)?;
         Ok(Identity {
             lct_id: self.lct_of(&name)?,
-            loose_mode: loose_mode(key_path),
+            loose_mode,
             key_path: key_path.to_owned(),
             key,
             name,
@@ -170,8 +274,8 @@ impl KeyDir {
     /// default.
     ///
     /// # Errors
-    /// [`KeyDirError::Exists`], [`KeyDirError::InvalidName`] or
-    /// [`KeyDirError::Write`].
+    /// [`KeyDirError::Exists`], [`KeyDirError::InvalidName`],
+    /// [`KeyDirError::LctId`] or [`KeyDirError::Write`].
     pub fn generate(
         &self,
         name: &str,
@@ -179,6 +283,9 @@ impl KeyDir {
         force: bool,
     ) -> Result<Identity, KeyDirError> {
         check_name(name)?;
+        if let Some(lct_id) = lct_id {
+            check_lct_id(lct_id)?;
+        }
         let path = self.key_path(name);
         if !force {
             // Another spelling of the same platform would shadow this one.
@@ -212,13 +319,25 @@ impl KeyDir {
     /// The LCT id of `name`: the `.lct` file's content, else the default.
     fn lct_of(&self, name: &str) -> Result<String, KeyDirError> {
         let path = self.root.join(format!("{name}{LCT_SUFFIX}"));
-        match fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
-            Ok(_) => Ok(sage_types::default_lct_id(name)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(sage_types::default_lct_id(name))
+        let text = match read_checked(&path, KeyDirFile::Lct, MAX_LCT_FILE_BYTES) {
+            Ok((bytes, _)) => String::from_utf8(bytes.to_vec()).map_err(|e| KeyDirError::Read {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?,
+            Err(Checked::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(Checked::Io(source)) => return Err(KeyDirError::Read { path, source }),
+            Err(Checked::Refused(e)) => return Err(e),
+        };
+        match text.trim() {
+            "" => Ok(sage_types::default_lct_id(name)),
+            lct_id => {
+                check_lct_id(lct_id).map_err(|source| KeyDirError::RecordedLctId {
+                    path,
+                    name: name.to_owned(),
+                    source,
+                })?;
+                Ok(lct_id.to_owned())
             }
-            Err(source) => Err(KeyDirError::Read { path, source }),
         }
     }
 
@@ -229,24 +348,74 @@ impl KeyDir {
     /// # Errors
     /// A bad peers file or key file, or sources that disagree on a key.
     pub fn trust_store(&self, local: &str) -> Result<TrustStore, KeyDirError> {
-        let mut store = TrustStore::default();
         let peers_path = self.peers_file();
-        for record in PeersFile::load(&peers_path)?.peers {
+        let file = PeersFile::load(&peers_path)?;
+        self.build_trust(&file, &peers_path, local, Err)
+    }
+
+    /// The trust store of `file` (at `peers_path`) and the directory's key
+    /// files, without `local`'s; `refused` decides what a peer that cannot
+    /// join does: stop with an error, or leave it out.
+    fn build_trust(
+        &self,
+        file: &PeersFile,
+        peers_path: &Path,
+        local: &str,
+        mut refused: impl FnMut(TrustError) -> Result<(), TrustError>,
+    ) -> Result<TrustStore, KeyDirError> {
+        let mut store = TrustStore::default();
+        for record in &file.peers {
             if record.name.eq_ignore_ascii_case(local) {
                 continue;
             }
-            store.insert(record.to_peer(&peers_path)?)?;
+            if let Err(error) = store.insert(record.to_peer(peers_path)?) {
+                refused(error)?;
+            }
         }
         for (name, path) in self.key_files()? {
             if name.eq_ignore_ascii_case(local) {
                 continue;
             }
-            let public = read_key_file(&name, &path)?.public();
+            let public = read_key_file(&name, &path)?.0.public();
             let mut peer = Peer::new(&name, public, PeerSource::KeyFile(path));
             peer.lct_id = self.lct_of(&name)?;
-            store.insert(peer)?;
+            if let Err(error) = store.insert(peer) {
+                refused(error)?;
+            }
         }
         Ok(store)
+    }
+
+    /// Adds `record` to the peers file, or replaces the record of its name
+    /// (see [`PeersFile::add`]), once it passes the checks `serve` makes of
+    /// the peers it loads, with the same errors: the record itself (its
+    /// name, LCT id, key, TLS settings), and that no other peer of the
+    /// directory, recorded or a key file, claims its LCT id or its key.
+    /// Other platforms' conflicts are not this record's and are left to
+    /// `serve` to report. A refused record leaves the file unchanged.
+    ///
+    /// # Errors
+    /// [`KeyDirError::PeersFile`] or [`KeyDirError::RecordedLctId`] for a
+    /// bad record, [`KeyDirError::PeerExists`] (see [`PeersFile::add`]),
+    /// [`KeyDirError::Trust`] for a claim another peer holds, or an error
+    /// reading or writing the directory.
+    pub fn add_peer(&self, record: PeerRecord, replace: bool) -> Result<AddOutcome, KeyDirError> {
+        let path = self.peers_file();
+        let mut file = PeersFile::load(&path)?;
+        record.to_peer(&path)?;
+        let name = record.name.clone();
+        let outcome = file.add(record, replace)?;
+        // Every platform counts, this node's own key file too: a peer that
+        // claims this node's LCT id or key is refused as well.
+        self.build_trust(&file, &path, "", |error| {
+            if concerns(&error, &name) {
+                Err(error)
+            } else {
+                Ok(())
+            }
+        })?;
+        file.save(&path)?;
+        Ok(outcome)
     }
 }
 
@@ -259,6 +428,17 @@ pub fn given_peer(name: &str, lct_id: Option<&str>, key: PublicKey) -> Peer {
     peer
 }
 
+/// Whether `error` is about the platform `name`.
+fn concerns(error: &TrustError, name: &str) -> bool {
+    match error {
+        TrustError::ConflictingKeys { name: known, .. } => known.eq_ignore_ascii_case(name),
+        TrustError::Ambiguous { first, second, .. } => {
+            first.eq_ignore_ascii_case(name) || second.eq_ignore_ascii_case(name)
+        }
+        _ => true,
+    }
+}
+
 fn check_name(name: &str) -> Result<(), KeyDirError> {
     if is_valid_name(name) {
         Ok(())
@@ -269,30 +449,127 @@ fn check_name(name: &str) -> Result<(), KeyDirError> {
     }
 }
 
-fn read_key_file(name: &str, path: &Path) -> Result<NodeKey, KeyDirError> {
-    let bytes =
-        zeroize::Zeroizing::new(fs::read(path).map_err(|source| KeyDirError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?);
-    NodeKey::from_key_file(&bytes).map_err(|source| KeyDirError::Corrupt {
+/// The key in the key file at `path`, and the file's permission bits when
+/// group or others may read it.
+fn read_key_file(name: &str, path: &Path) -> Result<(NodeKey, Option<u32>), KeyDirError> {
+    let (bytes, metadata) =
+        read_checked(path, KeyDirFile::Key, MAX_KEY_FILE_BYTES).map_err(|e| match e {
+            Checked::Io(source) => KeyDirError::Unreadable {
+                path: path.to_owned(),
+                source,
+            },
+            Checked::Refused(e) => e,
+        })?;
+    let key = NodeKey::from_key_file(&bytes).map_err(|source| KeyDirError::Corrupt {
         path: path.to_owned(),
         size: bytes.len(),
         name: name.to_owned(),
         source,
-    })
+    })?;
+    Ok((key, loose_mode(&metadata)))
 }
 
 #[cfg(unix)]
-fn loose_mode(path: &Path) -> Option<u32> {
+fn loose_mode(metadata: &fs::Metadata) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    let mode = metadata.permissions().mode() & 0o777;
     (mode & 0o077 != 0).then_some(mode)
 }
 
 #[cfg(not(unix))]
-fn loose_mode(_path: &Path) -> Option<u32> {
+fn loose_mode(_metadata: &fs::Metadata) -> Option<u32> {
     None
+}
+
+/// Why [`read_checked`] read nothing.
+#[derive(Debug)]
+pub(crate) enum Checked {
+    /// The system's error (the caller knows what a missing file means).
+    Io(std::io::Error),
+    /// Not a regular file, or too large ([`KeyDirError::NotAFile`],
+    /// [`KeyDirError::TooLarge`]).
+    Refused(KeyDirError),
+}
+
+/// Reads the key directory file `path` (a `role` file of at most `limit`
+/// bytes), with the metadata of what was read. What is not a regular file,
+/// or is larger, is refused before a byte of it is read: a FIFO would
+/// block the read until a writer came, a device may never end, and a huge
+/// file would be held whole in memory. A symbolic link to a regular file is
+/// followed. The buffer is zeroized when dropped, as it may hold a private
+/// key.
+pub(crate) fn read_checked(
+    path: &Path,
+    role: KeyDirFile,
+    limit: u64,
+) -> Result<(zeroize::Zeroizing<Vec<u8>>, fs::Metadata), Checked> {
+    // Looked at before it is opened, since opening some devices acts on
+    // them, and a socket cannot be opened at all.
+    let before = fs::metadata(path).map_err(Checked::Io)?;
+    check_metadata(path, role, limit, &before)?;
+    let (mut file, metadata) = open_checked(path, role, limit)?;
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(metadata.len() as usize));
+    // A file that grows while it is read is still read only up to the bound.
+    (&mut file)
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Checked::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(Checked::Refused(KeyDirError::TooLarge {
+            role,
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+            limit,
+        }));
+    }
+    Ok((bytes, metadata))
+}
+
+/// Opens `path` for reading without waiting, and checks what was opened:
+/// the file may have been replaced since it was looked at, and opening a
+/// FIFO that no one writes to would otherwise wait forever.
+fn open_checked(
+    path: &Path,
+    role: KeyDirFile,
+    limit: u64,
+) -> Result<(fs::File, fs::Metadata), Checked> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        nix::fcntl::OFlag::O_NONBLOCK.bits(),
+    );
+    let file = options.open(path).map_err(Checked::Io)?;
+    let metadata = file.metadata().map_err(Checked::Io)?;
+    check_metadata(path, role, limit, &metadata)?;
+    Ok((file, metadata))
+}
+
+/// Refuses what `metadata` shows is not a regular file of at most `limit`
+/// bytes.
+fn check_metadata(
+    path: &Path,
+    role: KeyDirFile,
+    limit: u64,
+    metadata: &fs::Metadata,
+) -> Result<(), Checked> {
+    if let Some(kind) = FileKind::of(metadata) {
+        return Err(Checked::Refused(KeyDirError::NotAFile {
+            role,
+            path: path.to_owned(),
+            kind,
+        }));
+    }
+    if metadata.len() > limit {
+        return Err(Checked::Refused(KeyDirError::TooLarge {
+            role,
+            path: path.to_owned(),
+            size: metadata.len(),
+            limit,
+        }));
+    }
+    Ok(())
 }
 
 /// Flushes a directory's entries to the disk (a no-op where a directory
@@ -436,14 +713,359 @@ mod tests {
         assert!(err.contains("sage keygen --name Sprout"), "{err}");
     }
 
+    /// Runs `f` on another thread and fails the test if it takes more than
+    /// 10 s: a read that blocks on a FIFO must show as a failure, not hang
+    /// the test run.
+    fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the key directory read blocked")
+    }
+
+    fn mkfifo(path: &Path) {
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+
     #[test]
-    fn unreadable_key_file_is_reported() {
+    fn files_that_are_not_regular_are_refused_before_they_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyDir::new(dir.path());
-        // A directory where the key file should be cannot be read as one.
-        fs::create_dir(keys.key_path("Thor")).unwrap();
+        let path = keys.key_path("Thor");
+        let refused = |keys: &KeyDir| {
+            let keys = keys.clone();
+            promptly(move || keys.load_identity("Thor").unwrap_err())
+        };
+
+        fs::create_dir(&path).unwrap();
+        let err = refused(&keys);
+        assert!(
+            matches!(
+                err,
+                KeyDirError::NotAFile {
+                    kind: FileKind::Directory,
+                    role: KeyDirFile::Key,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        fs::remove_dir(&path).unwrap();
+
+        mkfifo(&path);
+        let err = refused(&keys);
+        assert!(
+            matches!(
+                err,
+                KeyDirError::NotAFile {
+                    kind: FileKind::Fifo,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert_eq!(
+            message,
+            format!(
+                "key file {} is a FIFO (named pipe), not a regular file",
+                path.display()
+            )
+        );
+        // Nothing about permissions: they are not the problem.
+        assert!(!message.contains("chmod"), "{message}");
+        fs::remove_file(&path).unwrap();
+
+        // Followed, a link to a device is the device.
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = refused(&keys);
+        assert!(
+            matches!(
+                err,
+                KeyDirError::NotAFile {
+                    kind: FileKind::CharDevice,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        fs::remove_file(&path).unwrap();
+
+        let socket = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let err = refused(&keys);
+        assert!(
+            matches!(
+                err,
+                KeyDirError::NotAFile {
+                    kind: FileKind::Socket,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        drop(socket);
+        fs::remove_file(&path).unwrap();
+
+        // As a peer's key file, the same.
+        keys.generate("Sprout", None, false).unwrap();
+        mkfifo(&path);
+        let trust = {
+            let keys = keys.clone();
+            promptly(move || keys.trust_store("Sprout").unwrap_err())
+        };
+        assert!(
+            matches!(
+                trust,
+                KeyDirError::NotAFile {
+                    kind: FileKind::Fifo,
+                    ..
+                }
+            ),
+            "{trust}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_after_the_look_does_not_block_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Thor_ed25519.key");
+        mkfifo(&path);
+        // The open itself, as if the file had been a regular one when
+        // looked at: no writer ever comes.
+        let err =
+            promptly(move || open_checked(&path, KeyDirFile::Key, MAX_KEY_FILE_BYTES).unwrap_err());
+        assert!(
+            matches!(
+                err,
+                Checked::Refused(KeyDirError::NotAFile {
+                    kind: FileKind::Fifo,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn files_larger_than_their_kind_are_refused_naming_their_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let path = keys.key_path("Thor");
+        fs::write(&path, vec![0u8; MAX_KEY_FILE_BYTES as usize + 1]).unwrap();
         let err = keys.load_identity("Thor").unwrap_err();
-        assert!(matches!(err, KeyDirError::Unreadable { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                KeyDirError::TooLarge {
+                    size: 65537,
+                    limit: 65536,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "key file {} is 65537 bytes, larger than a key file can be (65536 bytes at most)",
+                path.display()
+            )
+        );
+        // At the bound it is read, and is no key.
+        fs::write(&path, vec![0u8; MAX_KEY_FILE_BYTES as usize]).unwrap();
+        let err = keys.load_identity("Thor").unwrap_err();
+        assert!(
+            matches!(err, KeyDirError::Corrupt { size: 65536, .. }),
+            "{err}"
+        );
+
+        let lct = dir.path().join("Thor_ed25519.lct");
+        keys.generate("Thor", None, true).unwrap();
+        fs::write(&lct, vec![b'a'; MAX_LCT_FILE_BYTES as usize + 1]).unwrap();
+        let err = keys.load_identity("Thor").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeyDirError::TooLarge {
+                    role: KeyDirFile::Lct,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        fs::remove_file(&lct).unwrap();
+        mkfifo(&lct);
+        let err = promptly(move || keys.load_identity("Thor").unwrap_err());
+        assert!(
+            matches!(
+                err,
+                KeyDirError::NotAFile {
+                    role: KeyDirFile::Lct,
+                    kind: FileKind::Fifo,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_peers_file_that_is_not_regular_or_too_large_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let peers = keys.peers_file();
+        mkfifo(&peers);
+        let err = {
+            let keys = keys.clone();
+            promptly(move || keys.trust_store("Thor").unwrap_err())
+        };
+        assert!(
+            matches!(
+                err,
+                KeyDirError::NotAFile {
+                    role: KeyDirFile::Peers,
+                    kind: FileKind::Fifo,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("peers file "), "{err}");
+        fs::remove_file(&peers).unwrap();
+        let file = fs::File::create(&peers).unwrap();
+        file.set_len(MAX_PEERS_FILE_BYTES + 1).unwrap();
+        let err = keys.trust_store("Thor").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KeyDirError::TooLarge {
+                    role: KeyDirFile::Peers,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    fn record(name: &str, key: &NodeKey, lct_id: &str) -> PeerRecord {
+        PeerRecord {
+            name: name.into(),
+            lct_id: lct_id.into(),
+            public_key: key.public().to_hex(),
+            address: None,
+            protocol: None,
+            tls_ca: None,
+            tls_fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn add_peer_refuses_what_the_trust_store_would_and_leaves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let legion = keys.generate("Legion", None, false).unwrap();
+        let (sprout, other) = (NodeKey::generate(), NodeKey::generate());
+        let added = keys
+            .add_peer(record("Sprout", &sprout, "sprout_sage_lct"), false)
+            .unwrap();
+        assert_eq!(added, AddOutcome::Added);
+        let before = fs::read(keys.peers_file()).unwrap();
+        let refused = |record: PeerRecord| {
+            let error = keys.add_peer(record, false).unwrap_err();
+            assert_eq!(fs::read(keys.peers_file()).unwrap(), before);
+            error
+        };
+
+        let error = refused(record("Other", &other, "sprout_sage_lct"));
+        assert!(
+            matches!(
+                &error,
+                KeyDirError::Trust(TrustError::Ambiguous { what: "LCT id", first, second, .. })
+                    if first == "Sprout" && second == "Other"
+            ),
+            "{error}"
+        );
+        // The message is the trust store's, as `serve` prints it.
+        let mut store = TrustStore::default();
+        store
+            .insert(
+                record("Sprout", &sprout, "sprout_sage_lct")
+                    .to_peer(&keys.peers_file())
+                    .unwrap(),
+            )
+            .unwrap();
+        let direct = store
+            .insert(
+                record("Other", &other, "sprout_sage_lct")
+                    .to_peer(&keys.peers_file())
+                    .unwrap(),
+            )
+            .unwrap_err();
+        assert_eq!(error.to_string(), direct.to_string());
+
+        let error = refused(record("Other", &other, "legion_sage_lct"));
+        assert!(
+            error
+                .to_string()
+                .contains("claimed by both Other and Legion"),
+            "{error}"
+        );
+        let error = refused(record("Other", &legion.key, "other_sage_lct"));
+        assert!(error.to_string().starts_with("key "), "{error}");
+        let error = refused(record("Other", &other, "\u{43e}ther_sage_lct"));
+        assert!(
+            matches!(error, KeyDirError::RecordedLctId { .. }),
+            "{error}"
+        );
+
+        // Replacing a record's own LCT id is no claim of another's.
+        keys.add_peer(record("SPROUT", &sprout, "sprout_lab_lct"), false)
+            .unwrap();
+        keys.add_peer(record("Other", &other, "sprout_sage_lct"), false)
+            .unwrap();
+        assert_eq!(keys.trust_store("").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_lct_file_outside_the_rules_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        keys.generate("Thor", None, false).unwrap();
+        let err = keys
+            .generate("Legion", Some("legion lct"), false)
+            .unwrap_err();
+        assert!(matches!(err, KeyDirError::LctId(_)), "{err}");
+        assert!(!keys.key_path("Legion").exists());
+        keys.generate("Legion", None, false).unwrap();
+        let lct = dir.path().join("Legion_ed25519.lct");
+        fs::write(&lct, "l\u{435}gion_sage_lct\n").unwrap();
+        let err = keys.trust_store("Thor").unwrap_err();
+        assert!(
+            matches!(&err, KeyDirError::RecordedLctId { path, name, .. } if *path == lct && name == "Legion"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_symlink_to_a_key_file_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = KeyDir::new(dir.path().join("vault"));
+        let made = elsewhere.generate("Thor", None, false).unwrap();
+        let keys = KeyDir::new(dir.path().join("keys"));
+        fs::create_dir(keys.path()).unwrap();
+        std::os::unix::fs::symlink(&made.key_path, keys.key_path("Thor")).unwrap();
+        let loaded = keys.load_identity("Thor").unwrap();
+        assert_eq!(loaded.key.public(), made.key.public());
+        // The mode is the file's, not the link's (links are 0777).
+        assert_eq!(loaded.loose_mode, None);
+        fs::set_permissions(&made.key_path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(keys.load_identity("Thor").unwrap().loose_mode, Some(0o640));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use sage_crypto::{CertFingerprint, Peer, PeerSource, Protocol, PublicKey, TlsTrust};
 use serde::{Deserialize, Serialize};
 
-use crate::keydir::write_atomically;
+use crate::keydir::{read_checked, write_atomically, Checked, KeyDirFile, MAX_PEERS_FILE_BYTES};
 use crate::KeyDirError;
 
 /// The file's contents.
@@ -76,19 +76,25 @@ impl PeersFile {
     /// Reads `path`; a missing file is an empty one.
     ///
     /// # Errors
-    /// [`KeyDirError::Read`] or [`KeyDirError::PeersFile`] (with line and column).
+    /// [`KeyDirError::Read`], [`KeyDirError::NotAFile`],
+    /// [`KeyDirError::TooLarge`] or [`KeyDirError::PeersFile`] (with line
+    /// and column).
     pub fn load(path: &Path) -> Result<Self, KeyDirError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(KeyDirError::Read {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
+        let read_err = |source| KeyDirError::Read {
+            path: path.to_owned(),
+            source,
         };
-        let file: PeersFile = toml::from_str(&text).map_err(|e| KeyDirError::PeersFile {
+        let bytes = match read_checked(path, KeyDirFile::Peers, MAX_PEERS_FILE_BYTES) {
+            Ok((bytes, _)) => bytes,
+            Err(Checked::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default())
+            }
+            Err(Checked::Io(source)) => return Err(read_err(source)),
+            Err(Checked::Refused(e)) => return Err(e),
+        };
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let file: PeersFile = toml::from_str(text).map_err(|e| KeyDirError::PeersFile {
             path: path.to_owned(),
             detail: e.to_string().trim().replace('\n', " "),
         })?;
@@ -150,7 +156,9 @@ impl PeerRecord {
     /// The trust-store peer this record describes.
     ///
     /// # Errors
-    /// [`KeyDirError::PeersFile`] naming the record and what is wrong.
+    /// [`KeyDirError::PeersFile`] naming the record and what is wrong, or
+    /// [`KeyDirError::RecordedLctId`] for an LCT id that breaks the rules
+    /// of [`sage_types::identity::check_lct_id`].
     pub fn to_peer(&self, path: &Path) -> Result<Peer, KeyDirError> {
         let bad = |detail: String| KeyDirError::PeersFile {
             path: path.to_owned(),
@@ -161,6 +169,13 @@ impl PeerRecord {
                 "name must be 1 to 64 ASCII letters, digits, '-' or '_'".into(),
             ));
         }
+        sage_types::identity::check_lct_id(&self.lct_id).map_err(|source| {
+            KeyDirError::RecordedLctId {
+                path: path.to_owned(),
+                name: self.name.clone(),
+                source,
+            }
+        })?;
         let key = PublicKey::from_hex(&self.public_key).map_err(|e| bad(e.to_string()))?;
         let protocol = match self.protocol.as_deref() {
             None | Some("v1") => Protocol::V1,

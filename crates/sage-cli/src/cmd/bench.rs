@@ -66,6 +66,8 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    answer_limit: super::AnswerLimit,
 }
 
 pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
@@ -107,7 +109,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         .or_else(|| super::tls::peer_at(&trust, &args.target))
         .map(|peer| peer.tls.clone())
         .unwrap_or_default();
-    let client = Client::with_tls(&tls)?;
+    let client = args.answer_limit.apply(Client::with_tls(&tls)?);
     let runtime = super::runtime(args.concurrency > 1)?;
 
     // The target by name, or by address (then the node says who it is).

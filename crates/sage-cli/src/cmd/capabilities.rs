@@ -26,12 +26,16 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     tls: super::tls::TrustArgs,
+    #[command(flatten)]
+    answer_limit: super::AnswerLimit,
 }
 
 pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
     let trust = KeyDir::new(keys_dir).trust_store("")?;
-    let client = Client::with_tls(&args.tls.trust_for(Some(&trust), &args.address)?)?;
+    let client = args.answer_limit.apply(Client::with_tls(
+        &args.tls.trust_for(Some(&trust), &args.address)?,
+    )?);
     let envelope = super::runtime(false)?.block_on(client.capabilities(&args.address, timeout))?;
     let verified = verify_envelope(&envelope, CAPABILITIES_PAYLOAD_TYPE, &trust).map_err(|e| {
         let fix = match e {

@@ -65,6 +65,8 @@ pub struct Args {
     /// Task id, instead of a random one.
     #[arg(long)]
     task_id: Option<String>,
+    #[command(flatten)]
+    answer_limit: super::AnswerLimit,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -142,7 +144,10 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     // Connection attempts end before the request's timeout, so a host that
     // is down or a port a firewall drops is reported as such.
     let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
-    let client = Client::with_tls_connect_timeout(&target.tls, connect_within)?;
+    let client = args.answer_limit.apply(Client::with_tls_connect_timeout(
+        &target.tls,
+        connect_within,
+    )?);
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
     // Every attempt is recorded under its task id, even one that fails

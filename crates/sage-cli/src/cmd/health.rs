@@ -7,7 +7,7 @@ use sage_service::client::Client;
 use sage_service::keydir::KeyDir;
 use serde_json::json;
 
-use crate::failure::{print_json, CmdResult, Failure};
+use crate::failure::{print_json, CmdResult};
 
 /// Check a node: prints platform, LCT id, status and round-trip time.
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,8 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     tls: super::tls::TrustArgs,
+    #[command(flatten)]
+    answer_limit: super::AnswerLimit,
 }
 
 const TROUBLESHOOTING: &str = "troubleshooting:\n  - is the node running? (`sage serve --name NAME` there, or `systemctl status sage`)\n  - is the port open? (`sudo ufw allow 50051/tcp`, or your firewall's equivalent)\n  - can this machine reach it? (`ping HOST`; same network or VPN?)\n  - does it listen on the network, not only on 127.0.0.1? (`sage serve --host 0.0.0.0`)";
@@ -32,7 +34,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     // directory is optional here, so a bad one is no error.
     let peers = KeyDir::new(keys_dir).trust_store("").ok();
     let trust = args.tls.trust_for(peers.as_ref(), &args.address)?;
-    let client = Client::with_tls(&trust)?;
+    let client = args.answer_limit.apply(Client::with_tls(&trust)?);
     let runtime = super::runtime(false)?;
     let result = runtime.block_on(client.health(&args.address, timeout));
     let (health, rtt) = match result {
@@ -42,10 +44,15 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
                 print_json(
                     &json!({ "address": args.address, "healthy": false, "error": err.to_string() }),
                 );
-            } else if !matches!(err, sage_service::ClientError::Tls { .. }) {
+            } else if !matches!(
+                err,
+                sage_service::ClientError::Tls { .. } | sage_service::ClientError::TooLarge { .. }
+            ) {
+                // The checklist is about reaching the node: no help once
+                // a TLS handshake failed or the node answered.
                 eprintln!("{TROUBLESHOOTING}");
             }
-            return Err(Failure::Failed(err.to_string()));
+            return Err(err.into());
         }
     };
     let rtt_ms = rtt.as_secs_f64() * 1000.0;

@@ -38,6 +38,28 @@ pub fn open_store(
         .map_err(|e| crate::failure::Failure::Failed(e.to_string()))
 }
 
+/// `--max-answer-bytes`: the bound on each answer a command reads from a
+/// node.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct AnswerLimit {
+    /// The longest answer read from a node, in bytes: a longer one fails
+    /// the command (exit 1) and is not read whole.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = sage_service::client::DEFAULT_MAX_ANSWER_BYTES as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_answer_bytes: u64,
+}
+
+impl AnswerLimit {
+    /// `client`, bounded by the flag.
+    pub fn apply(self, client: sage_service::client::Client) -> sage_service::client::Client {
+        client.with_max_answer_bytes(usize::try_from(self.max_answer_bytes).unwrap_or(usize::MAX))
+    }
+}
+
 /// `--protocol` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ProtocolArg {

@@ -26,7 +26,8 @@ pub struct AddArgs {
     /// Platform name (e.g. Sprout).
     #[arg(long)]
     name: String,
-    /// LCT id, if not the default NAME_sage_lct (lowercased).
+    /// LCT id, if not the default NAME_sage_lct (lowercased): 1 to 128
+    /// ASCII letters, digits, '-' or '_', and no other peer's.
     #[arg(long)]
     lct: Option<String>,
     /// The platform's public key, 64 hex characters (`sage key show --public-only` on it).
@@ -86,6 +87,11 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
             args.name
         )));
     }
+    let lct_id = args
+        .lct
+        .unwrap_or_else(|| sage_types::default_lct_id(&args.name));
+    // The check `serve` makes of the LCT ids it loads, and its message.
+    sage_types::identity::check_lct_id(&lct_id).map_err(|e| Failure::Usage(e.to_string()))?;
     let key = PublicKey::from_hex(&args.public_key)
         .map_err(|e| Failure::Usage(format!("--public-key: {e}")))?;
     if let Some(address) = &args.address {
@@ -118,9 +124,7 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
         None => None,
     };
     let record = PeerRecord {
-        lct_id: args
-            .lct
-            .unwrap_or_else(|| sage_types::default_lct_id(&args.name)),
+        lct_id,
         name: args.name,
         public_key: key.to_hex(),
         address: args.address,
@@ -129,9 +133,7 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
         tls_fingerprint,
     };
     let path = keys.peers_file();
-    let mut file = PeersFile::load(&path)?;
-    let outcome = file.add(record.clone(), args.replace)?;
-    file.save(&path)?;
+    let outcome = keys.add_peer(record.clone(), args.replace)?;
     let verb = match outcome {
         AddOutcome::Added => "added",
         AddOutcome::Replaced => "updated",

@@ -71,7 +71,7 @@ use super::{BoxFuture, ExecError, Execution, Executor};
 /// The default of [`HttpConfig::timeout`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The default of [`HttpConfig::max_response_bytes`].
-const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// How much of an error answer's body is read (enough for its first 300
 /// characters, which is all the message shows).
 const ERROR_BODY_BYTES: usize = 4 * 1024;

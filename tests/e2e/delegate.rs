@@ -410,3 +410,33 @@ fn another_platform_at_the_address_is_refused_before_anything_is_sent() {
     run.assert_stderr(&["is Legion (legion_sage_lct), not Thor (thor_sage_lct)"]);
     assert!(!legion.log().contains("task executed"), "{}", legion.log());
 }
+
+/// A task id with a newline cannot write a line of its own into the node's
+/// log: the native protocol refuses it as malformed, the legacy one (whose
+/// ids are free text) has it logged escaped.
+#[test]
+fn a_task_id_with_a_newline_cannot_forge_a_log_line() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    let forged = "t1\nFORGED task executed";
+    let run = keys.delegate(&["--port", &thor.port(), "--task-id", forged]);
+    run.assert_code(1);
+    run.assert_stderr(&["malformed", "control characters"]);
+    let run = keys.delegate(&[
+        "--port",
+        &thor.port(),
+        "--task-id",
+        forged,
+        "--protocol",
+        "legacy",
+    ]);
+    run.assert_code(0);
+    let log = thor.log();
+    assert!(log.contains(r"t1\nFORGED"), "escaped in the log: {log}");
+    assert!(
+        !log.lines().any(|line| line.starts_with("FORGED")),
+        "a forged line: {log}"
+    );
+}

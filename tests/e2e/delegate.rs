@@ -440,3 +440,33 @@ fn a_task_id_with_a_newline_cannot_forge_a_log_line() {
         "a forged line: {log}"
     );
 }
+
+/// Every task type the Python original defines is served by default,
+/// `consolidation` included, over both protocols.
+#[test]
+fn every_task_type_of_the_original_is_served_by_default() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let thor = keys.serve("Thor", &[]);
+    for task_type in [
+        "llm_inference",
+        "vision",
+        "coordination",
+        "consciousness",
+        "consolidation",
+    ] {
+        for protocol in ["v1", "legacy"] {
+            let run = keys.delegate(&[
+                "--port",
+                &thor.port(),
+                "--task-type",
+                task_type,
+                "--protocol",
+                protocol,
+                "--json",
+            ]);
+            run.assert_code(0);
+        }
+    }
+}

@@ -21,8 +21,13 @@ impl Executor for Echo {
 }
 
 /// Task types that the built-in set serves with [`Simulate`].
-pub const SIMULATED_TASK_TYPES: [&str; 4] =
-    ["llm_inference", "vision", "coordination", "consciousness"];
+pub const SIMULATED_TASK_TYPES: [&str; 5] = [
+    "llm_inference",
+    "vision",
+    "coordination",
+    "consciousness",
+    "consolidation",
+];
 
 /// The federation guide's simulated execution: no real work, the guide's
 /// figures (cost 0.92 x estimate, quality 0.78, convergence 0.85, 5 IRP

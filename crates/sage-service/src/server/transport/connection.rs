@@ -8,7 +8,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,6 +25,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
+use super::activity::{Activity, InFlight};
 use super::body::DeadlineBody;
 use super::Phase;
 use crate::config::Limits;
@@ -216,60 +216,6 @@ async fn serve_http<I>(
     }
 }
 
-/// What a connection is doing, shared by its stream, its requests and its
-/// loop (all in one task; the atomics are for `Send`).
-pub(super) struct Activity {
-    epoch: Instant,
-    /// Milliseconds from `epoch` to the last byte read or written, or the
-    /// last request's start or end.
-    last_ms: AtomicU64,
-    /// Requests whose answer is being made.
-    in_flight: AtomicUsize,
-    /// Bytes of a request head came and the head is not complete yet.
-    head_pending: AtomicBool,
-    /// The body of the request in flight did not come in time.
-    body_timed_out: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            head_pending: AtomicBool::new(false),
-            body_timed_out: AtomicBool::new(false),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// When the connection may next be found idle for `idle`.
-    fn idle_deadline(&self, idle: Duration) -> Instant {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Instant::now() + idle;
-        }
-        self.last() + idle
-    }
-
-    /// Whether nothing is in flight and nothing moved for `idle`.
-    fn idle_for(&self, idle: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && self.last() + idle <= Instant::now()
-    }
-
-    /// The body of the request in flight did not come within its limit.
-    pub(super) fn body_timed_out(&self) {
-        self.body_timed_out.store(true, Ordering::Relaxed);
-    }
-}
-
 /// The connection's stream, noting activity and cutting a request head
 /// that does not complete within the header read timeout (counted from
 /// its first byte).
@@ -286,7 +232,7 @@ impl<I> Guarded<I> {
         // The first request head is due within the header read timeout of
         // the connection's start: a connection that sends nothing is not
         // kept until the idle timeout.
-        activity.head_pending.store(true, Ordering::Relaxed);
+        activity.begin_head();
         let first = Instant::now() + header_read_timeout;
         Guarded {
             io,
@@ -301,9 +247,7 @@ impl<I> Guarded<I> {
     fn on_read(&mut self) {
         let activity = &self.activity;
         activity.touch();
-        if activity.in_flight.load(Ordering::Relaxed) == 0
-            && !activity.head_pending.swap(true, Ordering::Relaxed)
-        {
+        if !activity.in_request() && !activity.begin_head() {
             let deadline = Instant::now() + self.header_read_timeout;
             match &mut self.header_deadline {
                 Some(sleep) => sleep.as_mut().reset(deadline),
@@ -315,7 +259,7 @@ impl<I> Guarded<I> {
     /// Whether the head being read is past its deadline; registers for a
     /// wake-up at the deadline otherwise.
     fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.activity.head_pending.load(Ordering::Relaxed) {
+        if !self.activity.head_pending() {
             return false;
         }
         self.header_deadline
@@ -418,7 +362,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let app = self.app.clone();
         Box::pin(async move {
             let Ok(mut response) = app.oneshot(request).await;
-            if in_flight.0.body_timed_out.swap(false, Ordering::Relaxed) {
+            if in_flight.activity().take_body_timed_out() {
                 // The rest of the body is not worth waiting for.
                 response
                     .headers_mut()
@@ -427,25 +371,6 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             drop(in_flight);
             Ok(response)
         })
-    }
-}
-
-/// One request in flight on a connection, until dropped.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn begin(activity: Arc<Activity>) -> Self {
-        activity.head_pending.store(false, Ordering::Relaxed);
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        activity.touch();
-        InFlight(activity)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
     }
 }
 
@@ -507,7 +432,7 @@ mod tests {
         // Body bytes while the request is in flight do not start it either.
         client.write_all(b"x").await.unwrap();
         assert_eq!(server.read(&mut buf).await.unwrap(), 1);
-        assert!(!activity.head_pending.load(Ordering::Relaxed));
+        assert!(!activity.head_pending());
         drop(request);
         // Silence between requests is idleness (the loop's), not a head.
         let waited = tokio::time::timeout(HEADER * 3, server.read(&mut buf)).await;
@@ -519,21 +444,5 @@ mod tests {
             .await
             .expect("cut within 10 s");
         assert!(cut.is_err());
-    }
-
-    #[test]
-    fn idle_means_nothing_in_flight_and_nothing_moving() {
-        let activity = Activity::new();
-        assert!(activity.idle_for(Duration::ZERO));
-        assert!(!activity.idle_for(Duration::from_secs(3600)));
-        let request = InFlight::begin(Arc::new(Activity::new()));
-        assert!(
-            !request.0.idle_for(Duration::ZERO),
-            "a request is in flight"
-        );
-        assert!(request.0.idle_deadline(Duration::from_secs(60)) > Instant::now());
-        let activity = request.0.clone();
-        drop(request);
-        assert!(activity.idle_for(Duration::ZERO));
     }
 }

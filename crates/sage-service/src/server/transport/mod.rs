@@ -27,6 +27,7 @@
 //! as soon as it waits for a request head, so it would also close every
 //! kept-alive connection that is merely idle.
 
+mod activity;
 mod body;
 mod connection;
 

@@ -1,5 +1,6 @@
-//! What one connection is doing, shared by its stream, its requests and
-//! its loop.
+//! What one connection is doing, shared by its stream, its requests, its
+//! loop and the [`Registry`](super::registry::Registry) (which reads it to
+//! find the idlest connection).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -7,12 +8,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A connection's activity (all in one task; the atomics are for `Send`).
+/// A connection's activity. The connection's own parts run in one task;
+/// the atomics are for the registry, which reads them from the accept loop.
 pub(super) struct Activity {
     epoch: Instant,
     /// Milliseconds from `epoch` to the last byte read or written, or the
     /// last request's start or end.
     last_ms: AtomicU64,
+    /// Milliseconds from `epoch` to the end of the last request (0 before
+    /// the first): since when the connection has had no request in progress.
+    quiet_ms: AtomicU64,
     /// Requests whose answer is being made.
     in_flight: AtomicUsize,
     /// Bytes of a request head came and the head is not complete yet.
@@ -26,16 +31,20 @@ impl Activity {
         Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
+            quiet_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             head_pending: AtomicBool::new(false),
             body_timed_out: AtomicBool::new(false),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Bytes moved.
     pub(super) fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     fn last(&self) -> Instant {
@@ -46,6 +55,13 @@ impl Activity {
     /// answer's headers).
     pub(super) fn in_request(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Since when no request has been in progress: the end of the last
+    /// one, or the connection's start. Bytes of an unfinished head do not
+    /// count as a request, so a slow sender is as idle as a silent one.
+    pub(super) fn quiet_since(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.quiet_ms.load(Ordering::Relaxed))
     }
 
     /// When the connection may next be found idle for `idle`.
@@ -100,8 +116,13 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
+        let activity = &self.0;
+        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            activity
+                .quiet_ms
+                .store(activity.now_ms(), Ordering::Relaxed);
+        }
+        activity.touch();
     }
 }
 
@@ -123,5 +144,21 @@ mod tests {
         let activity = request.0.clone();
         drop(request);
         assert!(activity.idle_for(Duration::ZERO));
+    }
+
+    #[test]
+    fn quiet_since_is_the_start_then_the_end_of_the_last_request() {
+        let activity = Arc::new(Activity::new());
+        let start = activity.quiet_since();
+        assert!(!activity.in_request());
+        std::thread::sleep(Duration::from_millis(5));
+        let request = InFlight::begin(activity.clone());
+        assert!(activity.in_request());
+        // Unchanged while the request runs (eviction skips it meanwhile).
+        assert_eq!(activity.quiet_since(), start);
+        std::thread::sleep(Duration::from_millis(5));
+        drop(request);
+        assert!(!activity.in_request());
+        assert!(activity.quiet_since() >= start + Duration::from_millis(10));
     }
 }

@@ -1,7 +1,7 @@
 //! One accepted connection: the TLS handshake when there is one, then
 //! hyper's HTTP/1.1 connection over a [`Guarded`] stream that enforces the
-//! header read timeout, under a loop that closes it when idle or when the
-//! server shuts down.
+//! header read timeout, under a loop that closes it when idle, when the registry picks it to
+//! make room, or when the server shuts down.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response};
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use sage_types::problem::PROBLEM_CONTENT_TYPE;
 use sage_types::{Problem, ProblemCode};
@@ -27,65 +28,85 @@ use tower::ServiceExt as _;
 
 use super::activity::{Activity, InFlight};
 use super::body::DeadlineBody;
+use super::registry::Registered;
 use super::Phase;
 use crate::config::Limits;
+use crate::server::metrics::CloseReason;
+use crate::server::AppState;
 use crate::tls::ServerTls;
 
+/// How long a refused client may take to read its answer: meanwhile what
+/// it still sends is read and dropped, so that it gets the answer rather
+/// than a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// What every connection of a server shares.
-pub(super) struct Settings {
+pub(super) struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
-    http: hyper::server::conn::http1::Builder,
+    app: Router,
+    state: AppState,
 }
 
-impl Settings {
-    pub(super) fn new(tls: Option<&ServerTls>) -> Self {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        // Our own header timeout instead (see the module documentation).
-        http.keep_alive(true).header_read_timeout(None);
-        Settings {
+impl Shared {
+    pub(super) fn new(app: Router, state: AppState, tls: Option<&ServerTls>) -> Self {
+        Shared {
             tls: tls.map(ServerTls::acceptor),
-            http,
+            app,
+            state,
         }
+    }
+
+    /// Counts a connection closed for `reason`.
+    pub(super) fn closed(&self, reason: CloseReason) {
+        self.state.inner().metrics.connection_closed(reason);
     }
 }
 
-/// A connection's timeouts: the node's limits when it was accepted (a
-/// reload applies to the connections accepted after it).
+/// A connection's limits: the node's when it was accepted (a reload
+/// applies to the connections accepted after it).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Timeouts {
+pub(super) struct PerConnection {
     header_read: Duration,
     body_read: Duration,
     idle: Duration,
 }
 
-impl Timeouts {
+impl PerConnection {
     pub(super) fn new(limits: &Limits) -> Self {
-        Timeouts {
+        PerConnection {
             header_read: limits.header_read_timeout,
             body_read: limits.body_read_timeout,
             idle: limits.idle_timeout,
         }
     }
+
+    /// hyper's HTTP/1.1 settings for a connection under these limits.
+    fn http(&self) -> http1::Builder {
+        let mut http = http1::Builder::new();
+        // Our own header timeout instead (see the module documentation).
+        http.keep_alive(true).header_read_timeout(None);
+        http
+    }
 }
 
 /// Serves one accepted connection until it closes; the slot (`_permit`)
-/// is given back when this returns.
+/// and its place in the registry are given back when this returns.
 pub(super) async fn run(
     stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
-    settings: Arc<Settings>,
-    timeouts: Timeouts,
+    shared: Arc<Shared>,
+    limits: PerConnection,
     mut phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
+    registered: Registered,
 ) {
-    let Some(acceptor) = &settings.tls else {
-        return serve_http(stream, peer, app, &settings, timeouts, phase).await;
+    let Some(acceptor) = &shared.tls else {
+        return serve_http(stream, peer, &shared, limits, &registered, phase).await;
     };
-    let limit = timeouts.header_read;
+    let limit = limits.header_read;
     let handshake = async {
         if speaks_plain_http(&stream).await {
-            answer_https_only(stream).await;
+            answer_https_only(stream, &registered).await;
             return None;
         }
         match acceptor.accept(stream).await {
@@ -105,9 +126,14 @@ pub(super) async fn run(
                 return;
             }
         },
+        () = registered.evicted() => {
+            tracing::debug!(%peer, "closing connection in its TLS handshake: the idlest, to make room (max_connections)");
+            shared.closed(CloseReason::EvictedIdle);
+            return;
+        }
         () = leaving_serving(&mut phase) => return,
     };
-    serve_http(tls, peer, app, &settings, timeouts, phase).await;
+    serve_http(tls, peer, &shared, limits, &registered, phase).await;
 }
 
 /// Completes when the server stops serving (or is gone).
@@ -122,81 +148,110 @@ async fn speaks_plain_http(stream: &TcpStream) -> bool {
     matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
 }
 
-/// Tells a plain-HTTP client that this port speaks HTTPS, then closes
-/// without a reset (reading what the client sent, for a while).
-async fn answer_https_only(mut stream: TcpStream) {
+/// Tells a plain-HTTP client that this port speaks HTTPS, then closes.
+async fn answer_https_only(stream: TcpStream, registered: &Registered) {
     let problem = Problem::new(
         ProblemCode::Malformed,
         "this port serves HTTPS only: use an https:// address (and the node's certificate fingerprint or CA)",
     );
-    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    // Boxed: its buffers are not part of every connection's future.
+    Box::pin(answer_and_close(
+        stream,
+        "400 Bad Request",
+        &problem,
+        registered,
+    ))
+    .await;
+}
+
+/// Writes one answer (`status`, `problem` as the body) and closes without
+/// a reset: after shutting down its side, reads what the client still
+/// sends and drops it, for up to [`LINGER`] or until the connection is
+/// picked to make room.
+async fn answer_and_close<I>(mut io: I, status: &str, problem: &Problem, registered: &Registered)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let body = serde_json::to_vec(problem).unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let answered = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
+        io.write_all(head.as_bytes()).await?;
+        io.write_all(&body).await?;
+        io.shutdown().await?;
+        let mut sink = [0u8; 2048];
+        while io.read(&mut sink).await? > 0 {}
         Ok::<_, io::Error>(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), answered).await;
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER, answered) => {}
+        () = registered.evicted() => {}
+    }
 }
 
 /// HTTP/1.1 on `io` until the client closes, the connection is idle too
-/// long, a timeout cuts it, or the server shuts down.
+/// long, a timeout cuts it, the registry picks it to make room, or the
+/// server shuts down.
 async fn serve_http<I>(
     io: I,
     peer: SocketAddr,
-    app: Router,
-    settings: &Settings,
-    timeouts: Timeouts,
+    shared: &Shared,
+    limits: PerConnection,
+    registered: &Registered,
     mut phase: watch::Receiver<Phase>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
-    let io = Guarded::new(io, activity.clone(), timeouts.header_read);
+    let activity = registered.activity().clone();
+    let io = Guarded::new(io, activity.clone(), limits.header_read);
     let service = RequestService {
-        app,
+        app: shared.app.clone(),
         activity: activity.clone(),
-        body_read_timeout: timeouts.body_read,
+        body_read_timeout: limits.body_read,
     };
-    let conn = settings.http.serve_connection(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
+    let mut conn = limits.http().serve_connection(TokioIo::new(io), service);
     let mut closing = false;
     if *phase.borrow_and_update() != Phase::Serving {
-        conn.as_mut().graceful_shutdown();
+        Pin::new(&mut conn).graceful_shutdown();
         closing = true;
     }
-    let idle = timeouts.idle;
+    let idle = limits.idle;
     // Once an idle connection is being closed: the most its last answer may
     // take to be written. A client that stops reading does not keep its
     // slot (and hyper's buffers) past it.
     let mut close_by: Option<Instant> = None;
-    loop {
+    let ended = loop {
         let idle_check = activity.idle_deadline(idle);
         let hard_stop = close_by.unwrap_or(idle_check);
         tokio::select! {
-            ended = conn.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(%peer, "connection closed: {e}");
-                }
-                return;
-            }
+            ended = &mut conn => break ended,
             () = tokio::time::sleep_until(idle_check), if !closing => {
                 if activity.idle_for(idle) {
                     tracing::debug!(%peer, "closing connection idle for {} s (idle_timeout)", idle.as_secs_f64());
-                    conn.as_mut().graceful_shutdown();
+                    Pin::new(&mut conn).graceful_shutdown();
                     closing = true;
-                    close_by = Some(Instant::now() + timeouts.header_read);
+                    close_by = Some(Instant::now() + limits.header_read);
                 }
             }
             () = tokio::time::sleep_until(hard_stop), if close_by.is_some() => {
-                tracing::debug!(%peer, "dropping connection: its answer was not read within {} s of closing it", timeouts.header_read.as_secs_f64());
+                tracing::debug!(%peer, "dropping connection: its answer was not read within {} s of closing it", limits.header_read.as_secs_f64());
                 return;
+            }
+            () = registered.evicted() => {
+                shared.closed(CloseReason::EvictedIdle);
+                if !activity.in_request() {
+                    tracing::debug!(%peer, "closing the idlest connection to make room (max_connections)");
+                    return;
+                }
+                // A request began since it was picked: that one is answered.
+                tracing::debug!(%peer, "closing connection after its request, to make room (max_connections)");
+                if !closing {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    closing = true;
+                    close_by = Some(Instant::now() + limits.header_read);
+                }
             }
             changed = phase.changed() => {
                 let now = match changed {
@@ -206,13 +261,16 @@ async fn serve_http<I>(
                 match now {
                     Phase::Serving => {}
                     Phase::Draining => if !closing {
-                        conn.as_mut().graceful_shutdown();
+                        Pin::new(&mut conn).graceful_shutdown();
                         closing = true;
                     },
                     Phase::Stopped => return,
                 }
             }
         }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, "connection closed: {e}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! The transport's limits against misbehaving clients on raw sockets:
 //! slow headers (slowloris), a trickled body, idle keep-alive connections,
-//! the connections of one address, and the connection limit.
+//! request heads over `max_header_bytes`, the connections of one address,
+//! and the connection limit.
 //!
 //! A second client address is a second loopback address (127.0.0.2, ...):
 //! Linux routes all of 127.0.0.0/8 to the loopback interface.
@@ -334,6 +335,95 @@ fn one_address_over_its_cap_is_closed_at_accept_while_another_is_served() {
         assert!(Instant::now() < deadline, "no place again after 10 s");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Sends `head` on a new connection; the answer, and whether the server
+/// then closed the connection.
+fn send_head(node: &Node, head: &[u8]) -> (u16, String, serde_json::Value, bool) {
+    let mut conn = connect(node.addr);
+    conn.write_all(head).unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(conn.read(&mut byte).unwrap(), 1, "closed before an answer");
+        raw.push(byte[0]);
+    }
+    let headers = String::from_utf8(raw).unwrap();
+    let status = headers.split(' ').nth(1).unwrap().parse().unwrap();
+    let length: usize = headers
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).unwrap();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let closed = closed_by_server(&mut conn);
+    (status, headers, json, closed)
+}
+
+#[test]
+fn a_request_head_over_max_header_bytes_is_answered_431_with_a_problem_and_closed() {
+    let keys = Keys::new();
+    let node = node_with_limits(&keys, "");
+    let head = |value_bytes: usize| {
+        format!(
+            "GET /health HTTP/1.1\r\nHost: thor\r\nX-Filler: {}\r\n\r\n",
+            "a".repeat(value_bytes)
+        )
+    };
+    // 100 KB, over the default 64 KiB.
+    let (status, headers, problem, closed) = send_head(&node, head(100_000).as_bytes());
+    assert_eq!(status, 431, "{headers}\n{problem}\nlog:\n{}", node.log());
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{headers}"
+    );
+    assert_eq!(problem["code"], "too_large", "{problem}");
+    assert_eq!(problem["status"], 431, "{problem}");
+    assert_eq!(problem["type"], "urn:sage:problem:too_large");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("65536 bytes (max_header_bytes)"),
+        "{detail}"
+    );
+    assert!(closed, "the connection stayed open after the 431");
+
+    // More header fields than the node takes: the same answer.
+    let many: String = (0..150).map(|i| format!("X-Field-{i}: a\r\n")).collect();
+    let (status, _, problem, closed) = send_head(
+        &node,
+        format!("GET /health HTTP/1.1\r\nHost: thor\r\n{many}\r\n").as_bytes(),
+    );
+    assert_eq!((status, problem["code"].as_str()), (431, Some("too_large")));
+    assert!(closed);
+
+    // Under the limit, a head is served.
+    let under = head(60_000).replace("Host: thor\r\n", "Host: thor\r\nConnection: close\r\n");
+    let (status, _, _, _) = send_head(&node, under.as_bytes());
+    assert_eq!(status, 200);
+    assert_eq!(closed_total(&node, "127.0.0.1", "head_too_large"), 2);
+}
+
+#[test]
+fn max_header_bytes_can_be_lowered() {
+    let keys = Keys::new();
+    let node = node_with_limits(&keys, "max_header_bytes = 8192");
+    let head = format!(
+        "GET /health HTTP/1.1\r\nHost: thor\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let (status, _, problem, _) = send_head(&node, head.as_bytes());
+    assert_eq!(status, 431);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("8192 bytes"),
+        "{problem}"
+    );
 }
 
 #[test]

@@ -23,6 +23,8 @@ const BUCKETS: [f64; 16] = [
 /// `sage_connections_closed_total{reason}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
+    /// Its request head was over `max_header_bytes` (answered 431).
+    HeadTooLarge,
     /// Its address already had `max_connections_per_address` open.
     PerAddressCap,
     /// At `max_connections`, it was the idlest and made room for a newcomer.
@@ -31,11 +33,16 @@ pub(crate) enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in the order they are declared (their index) and shown.
-    const ALL: [CloseReason; 2] = [CloseReason::PerAddressCap, CloseReason::EvictedIdle];
+    const ALL: [CloseReason; 3] = [
+        CloseReason::HeadTooLarge,
+        CloseReason::PerAddressCap,
+        CloseReason::EvictedIdle,
+    ];
 
     /// The label value.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            CloseReason::HeadTooLarge => "head_too_large",
             CloseReason::PerAddressCap => "per_address_cap",
             CloseReason::EvictedIdle => "evicted_idle",
         }
@@ -249,7 +256,7 @@ impl Metrics {
             &mut out,
             "sage_connections_closed_total",
             "counter",
-            "Connections the node closed to hold its limits: per_address_cap (closed at accept), evicted_idle (the idlest, closed to make room at max_connections).",
+            "Connections the node closed to hold its limits: head_too_large (answered 431), per_address_cap (closed at accept), evicted_idle (the idlest, closed to make room at max_connections).",
         );
         // Every reason, zeros too: a rate over a series that appears only at
         // its first event misses that event.
@@ -367,6 +374,7 @@ mod tests {
         m.refusal("unknown_platform");
         m.connection_closed(CloseReason::EvictedIdle);
         m.connection_closed(CloseReason::EvictedIdle);
+        m.connection_closed(CloseReason::HeadTooLarge);
         m.verified(Duration::from_micros(40));
         m.task(
             "Sprout",
@@ -393,6 +401,7 @@ mod tests {
             "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"+Inf\"} 3",
             "sage_request_duration_seconds_count{endpoint=\"/v1/tasks\"} 3",
             "sage_refusals_total{reason=\"unknown_platform\"} 1",
+            "sage_connections_closed_total{reason=\"head_too_large\"} 1",
             "sage_connections_closed_total{reason=\"per_address_cap\"} 0",
             "sage_connections_closed_total{reason=\"evicted_idle\"} 2",
             "sage_verify_duration_seconds_count 1",

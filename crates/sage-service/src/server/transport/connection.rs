@@ -1,6 +1,7 @@
 //! One accepted connection: the TLS handshake when there is one, then
 //! hyper's HTTP/1.1 connection over a [`Guarded`] stream that enforces the
-//! header read timeout, under a loop that closes it when idle, when the registry picks it to
+//! header read timeout and answers a head over `max_header_bytes` itself,
+//! under a loop that closes it when idle, when the registry picks it to
 //! make room, or when the server shuts down.
 
 use std::convert::Infallible;
@@ -30,10 +31,19 @@ use super::activity::{Activity, InFlight};
 use super::body::DeadlineBody;
 use super::registry::Registered;
 use super::Phase;
-use crate::config::Limits;
+use crate::config::{Limits, MAX_HEADER_BYTES_RANGE};
 use crate::server::metrics::CloseReason;
 use crate::server::AppState;
 use crate::tls::ServerTls;
+
+/// hyper's limit on the header fields of a request (its default): more
+/// are refused as too large, as a head over `max_header_bytes` is.
+const MAX_HEADER_FIELDS: usize = 100;
+
+/// How the status line of hyper's own answer to a head it refuses as too
+/// large begins. The router never answers 431, so these bytes written while
+/// a head is being read can only be that answer.
+const HYPER_HEAD_REFUSAL: &[u8] = b"HTTP/1.1 431 ";
 
 /// How long a refused client may take to read its answer: meanwhile what
 /// it still sends is read and dropped, so that it gets the answer rather
@@ -69,6 +79,7 @@ pub(super) struct PerConnection {
     header_read: Duration,
     body_read: Duration,
     idle: Duration,
+    max_header_bytes: usize,
 }
 
 impl PerConnection {
@@ -77,6 +88,12 @@ impl PerConnection {
             header_read: limits.header_read_timeout,
             body_read: limits.body_read_timeout,
             idle: limits.idle_timeout,
+            // Checked at load; clamped for limits made in code, as hyper
+            // panics below its smallest buffer.
+            max_header_bytes: limits.max_header_bytes.clamp(
+                *MAX_HEADER_BYTES_RANGE.start(),
+                *MAX_HEADER_BYTES_RANGE.end(),
+            ),
         }
     }
 
@@ -85,6 +102,13 @@ impl PerConnection {
         let mut http = http1::Builder::new();
         // Our own header timeout instead (see the module documentation).
         http.keep_alive(true).header_read_timeout(None);
+        // The head's bound, exact: hyper counts from its first byte to its
+        // last header line and refuses a longer one (431, which [`Guarded`]
+        // replaces with ours). The read buffer's bound: it holds at most
+        // that much of an unfinished head (hyper's default is ~400 KB), and
+        // body bytes in pieces no larger.
+        http.max_header_size(self.max_header_bytes)
+            .max_buf_size(self.max_header_bytes);
         http
     }
 }
@@ -154,7 +178,7 @@ async fn answer_https_only(stream: TcpStream, registered: &Registered) {
         ProblemCode::Malformed,
         "this port serves HTTPS only: use an https:// address (and the node's certificate fingerprint or CA)",
     );
-    // Boxed: its buffers are not part of every connection's future.
+    // Boxed, as a refused head's answer is (see `refusal`).
     Box::pin(answer_and_close(
         stream,
         "400 Bad Request",
@@ -162,6 +186,20 @@ async fn answer_https_only(stream: TcpStream, registered: &Registered) {
         registered,
     ))
     .await;
+}
+
+/// The answer to a request head hyper refused: over `max_header_bytes`,
+/// or with more header fields than hyper takes.
+fn head_too_large(max_header_bytes: usize) -> Problem {
+    let mut problem = Problem::new(
+        ProblemCode::TooLarge,
+        format!(
+            "the request head (request line and headers) is over this node's limit of {max_header_bytes} bytes (max_header_bytes) or has more than {MAX_HEADER_FIELDS} header fields"
+        ),
+    );
+    // `too_large` is 413 for a body; a head's status is 431 (RFC 6585).
+    problem.status = 431;
+    problem
 }
 
 /// Writes one answer (`status`, `problem` as the body) and closes without
@@ -269,20 +307,74 @@ async fn serve_http<I>(
             }
         }
     };
-    if let Err(e) = ended {
-        tracing::debug!(%peer, "connection closed: {e}");
+    // hyper is done with the stream; its buffers go now, before a refused
+    // client is answered and lingered on.
+    let guarded = conn.into_parts().io.into_inner();
+    if let Some(refusal) = refusal(guarded, ended, peer, shared, limits, registered) {
+        refusal.await;
     }
 }
 
-/// The connection's stream, noting activity and cutting a request head
-/// that does not complete within the header read timeout (counted from
-/// its first byte).
+/// What is left to do with the stream once hyper is done: answering a head
+/// it refused. Boxed: every connection's future would otherwise hold room
+/// for a second stream and the answer's buffers, which few ever need.
+fn refusal<'a, I>(
+    guarded: Guarded<I>,
+    ended: Result<(), hyper::Error>,
+    peer: SocketAddr,
+    shared: &'a Shared,
+    limits: PerConnection,
+    registered: &'a Registered,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+{
+    if !guarded.refused_head {
+        if let Err(e) = ended {
+            tracing::debug!(%peer, "connection closed: {e}");
+        }
+        return None;
+    }
+    Some(Box::pin(refuse_head(
+        guarded.io, peer, shared, limits, registered,
+    )))
+}
+
+/// Answers a request head hyper refused as too large, and closes.
+async fn refuse_head<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: &Shared,
+    limits: PerConnection,
+    registered: &Registered,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let max_header_bytes = limits.max_header_bytes;
+    tracing::debug!(%peer, max_header_bytes, "refusing a request head over max_header_bytes (431) and closing");
+    shared.closed(CloseReason::HeadTooLarge);
+    let problem = head_too_large(max_header_bytes);
+    answer_and_close(
+        io,
+        "431 Request Header Fields Too Large",
+        &problem,
+        registered,
+    )
+    .await;
+}
+
+/// The connection's stream, noting activity, cutting a request head that
+/// does not complete within the header read timeout (counted from its
+/// first byte), and holding back hyper's bodyless answer to a head too
+/// large, so that the connection answers with a problem instead.
 struct Guarded<I> {
     io: I,
     activity: Arc<Activity>,
     header_read_timeout: Duration,
     /// Allocated at the first request head, then reset for each.
     header_deadline: Option<Pin<Box<Sleep>>>,
+    /// hyper refused the head as too large; nothing more is written.
+    refused_head: bool,
 }
 
 impl<I> Guarded<I> {
@@ -297,6 +389,7 @@ impl<I> Guarded<I> {
             activity,
             header_read_timeout,
             header_deadline: Some(Box::pin(tokio::time::sleep_until(first))),
+            refused_head: false,
         }
     }
 
@@ -323,6 +416,24 @@ impl<I> Guarded<I> {
         self.header_deadline
             .as_mut()
             .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+
+    /// Whether hyper is about to write, with `first`, its answer to a head
+    /// it refuses as too large; if so the stream takes note and fails the
+    /// write, which ends hyper's connection with nothing sent.
+    fn holds_back(&mut self, first: &[u8]) -> bool {
+        if !self.refused_head
+            && self.activity.head_pending()
+            && !self.activity.in_request()
+            && first.starts_with(HYPER_HEAD_REFUSAL)
+        {
+            self.refused_head = true;
+        }
+        self.refused_head
+    }
+
+    fn head_refused_error() -> io::Error {
+        io::Error::other("request head too large (max_header_bytes); answered by the connection")
     }
 
     fn header_timeout_error(&self) -> io::Error {
@@ -364,6 +475,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.holds_back(buf) {
+            return Poll::Ready(Err(Self::head_refused_error()));
+        }
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
@@ -377,6 +491,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if this.holds_back(first) {
+            return Poll::Ready(Err(Self::head_refused_error()));
+        }
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
@@ -393,7 +514,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.refused_head {
+            // The connection still has its answer to write.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 
@@ -502,5 +628,46 @@ mod tests {
             .await
             .expect("cut within 10 s");
         assert!(cut.is_err());
+    }
+
+    #[tokio::test]
+    async fn hypers_bodyless_head_refusal_is_held_back_and_noted() {
+        let (mut client, mut server, activity) = guarded();
+        client.write_all(b"GET / HTTP/1.1\r\nX: ").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        assert!(activity.head_pending());
+        let refused = server
+            .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("max_header_bytes"),
+            "{refused}"
+        );
+        assert!(server.refused_head);
+        // Nothing more goes out, not even a shutdown: the connection
+        // answers on the inner stream itself.
+        assert!(server.write_all(b"more").await.is_err());
+        server.shutdown().await.unwrap();
+        server.io.write_all(b"ours").await.unwrap();
+        drop(server);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ours");
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_a_request_goes_through() {
+        let (mut client, mut server, activity) = guarded();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        drop(InFlight::begin(activity.clone()));
+        server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        assert!(!server.refused_head);
+        let mut got = [0u8; 19];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"HTTP/1.1 200 OK\r\n\r\n");
     }
 }

@@ -11,6 +11,10 @@
 //!   is closed and the newcomer takes its slot at once. When every
 //!   connection has a request in progress the newcomer waits for one to
 //!   close (the kernel's backlog holds those behind it).
+//! - `max_header_bytes`: hyper's own bounds on the head and on its read
+//!   buffer, so an unfinished head holds at most that much memory; a head
+//!   over it is answered 431 `too_large` (a problem) and its connection
+//!   closed ([`connection`]).
 //! - `header_read_timeout`: from the first byte of a request to its last
 //!   header, and for TLS from the accept to the end of the handshake
 //!   ([`connection`]). A slowloris client is disconnected.
@@ -29,7 +33,8 @@
 //! Connections closed to hold these limits are counted in
 //! `sage_connections_closed_total{reason}`.
 //!
-//! The timeouts and `max_connections_per_address` are read from the node's limits at each accept, so a reload applies to new
+//! The timeouts, `max_header_bytes` and `max_connections_per_address` are
+//! read from the node's limits at each accept, so a reload applies to new
 //! connections; `max_connections` is fixed at start.
 //!
 //! hyper's own `header_read_timeout` is not used: hyper 1 starts its timer

@@ -1,6 +1,10 @@
 //! The transport's limits against misbehaving clients on raw sockets:
 //! slow headers (slowloris), a trickled body, idle keep-alive connections,
+//! request heads over `max_header_bytes`, the connections of one address,
 //! and the connection limit.
+//!
+//! A second client address is a second loopback address (127.0.0.2, ...):
+//! Linux routes all of 127.0.0.0/8 to the loopback interface.
 //!
 //! Waits are bounded and generous; what is asserted is what happened (a
 //! closed socket, an answer or none), never how fast.
@@ -78,6 +82,54 @@ fn connect(addr: SocketAddr) -> TcpStream {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     stream
+}
+
+/// A connection to `addr` from the loopback address `source`: another
+/// client as far as the per-address limit goes.
+fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(format!("{source}:0").parse().unwrap())
+            .unwrap_or_else(|e| panic!("cannot bind {source}: {e}"));
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+/// `sage_connections_closed_total{reason}`, read from `source`.
+fn closed_total(node: &Node, source: &str, reason: &str) -> u64 {
+    let mut conn = connect_from(source, node.addr);
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: thor\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (status, body) = read_answer(&mut conn);
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    let series = format!("sage_connections_closed_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Whether the server closed `stream` (EOF or reset) within its read
+/// timeout, with nothing sent on it.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => panic!("bytes on a connection expected to be closed"),
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
 }
 
 fn get_health(stream: &mut TcpStream) {
@@ -189,7 +241,7 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[test]
-fn at_max_connections_the_next_connection_waits_for_a_free_slot() {
+fn at_max_connections_the_idlest_connection_makes_room_for_a_new_one() {
     let keys = Keys::new();
     let node = node_with_limits(&keys, "max_connections = 2");
     let mut first = connect(node.addr);
@@ -198,9 +250,38 @@ fn at_max_connections_the_next_connection_waits_for_a_free_slot() {
         get_health(conn);
         assert_eq!(read_answer(conn).0, 200);
     }
-    // Both stay open (kept alive). A third connects (the kernel's backlog
-    // takes it) and asks, but is not served while both are held.
-    let mut third = connect(node.addr);
+    // Both stay open (kept alive); the first has been idle the longest. A
+    // newcomer (from another address: 127.0.0.1 holds its two already) is
+    // served at once, in the first one's place.
+    let mut third = connect_from("127.0.0.2", node.addr);
+    let started = Instant::now();
+    get_health(&mut third);
+    assert_eq!(read_answer(&mut third).0, 200, "log:\n{}", node.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the newcomer waited {:?}",
+        started.elapsed()
+    );
+    assert!(closed_by_server(&mut first), "the idlest was not closed");
+    get_health(&mut second);
+    assert_eq!(read_answer(&mut second).0, 200);
+    assert!(closed_total(&node, "127.0.0.3", "evicted_idle") >= 1);
+}
+
+#[test]
+fn at_max_connections_no_request_in_progress_is_cut_and_a_newcomer_waits() {
+    let keys = Keys::new();
+    let node = node_with_limits(&keys, "max_connections = 2\nbody_read_timeout = \"60s\"");
+    // Two requests in progress: heads complete, bodies not sent yet.
+    let head = b"POST /v1/tasks HTTP/1.1\r\nHost: thor\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n";
+    let mut first = connect(node.addr);
+    let mut second = connect(node.addr);
+    for conn in [&mut first, &mut second] {
+        conn.write_all(head).unwrap();
+    }
+    // Time for the node to read both heads (it takes well under this).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut third = connect_from("127.0.0.2", node.addr);
     get_health(&mut third);
     third
         .set_read_timeout(Some(Duration::from_secs(1)))
@@ -208,17 +289,141 @@ fn at_max_connections_the_next_connection_waits_for_a_free_slot() {
     let mut byte = [0u8; 1];
     match third.read(&mut byte) {
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("the third connection was served at the limit: {other:?}"),
+        other => panic!("a connection in a request made room: {other:?}"),
     }
-    // One closes: the third is accepted and answered.
+    // One closes: the newcomer gets its slot.
     drop(first);
     third
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     assert_eq!(read_answer(&mut third).0, 200);
-    // The second is still served too.
-    get_health(&mut second);
-    assert_eq!(read_answer(&mut second).0, 200);
+    // The other request was not cut: its body is read and answered.
+    second.write_all(b"not json!!").unwrap();
+    let (status, body) = read_answer(&mut second);
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+}
+
+#[test]
+fn one_address_over_its_cap_is_closed_at_accept_while_another_is_served() {
+    let keys = Keys::new();
+    let node = node_with_limits(&keys, "max_connections_per_address = 2");
+    let mut first = connect(node.addr);
+    let mut second = connect(node.addr);
+    for conn in [&mut first, &mut second] {
+        get_health(conn);
+        assert_eq!(read_answer(conn).0, 200);
+    }
+    let mut over = connect(node.addr);
+    assert!(
+        closed_by_server(&mut over),
+        "a third connection from 127.0.0.1 stayed open; log:\n{}",
+        node.log()
+    );
+    let mut other = connect_from("127.0.0.2", node.addr);
+    get_health(&mut other);
+    assert_eq!(read_answer(&mut other).0, 200);
+    // Those within the cap are still served.
+    for conn in [&mut first, &mut second] {
+        get_health(conn);
+        assert_eq!(read_answer(conn).0, 200);
+    }
+    assert_eq!(closed_total(&node, "127.0.0.3", "per_address_cap"), 1);
+    // A place freed is a place again, once the node has seen it close.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while util::try_http(node.addr, "GET", "/health", b"").is_none() {
+        assert!(Instant::now() < deadline, "no place again after 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `head` on a new connection; the answer, and whether the server
+/// then closed the connection.
+fn send_head(node: &Node, head: &[u8]) -> (u16, String, serde_json::Value, bool) {
+    let mut conn = connect(node.addr);
+    conn.write_all(head).unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(conn.read(&mut byte).unwrap(), 1, "closed before an answer");
+        raw.push(byte[0]);
+    }
+    let headers = String::from_utf8(raw).unwrap();
+    let status = headers.split(' ').nth(1).unwrap().parse().unwrap();
+    let length: usize = headers
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; length];
+    conn.read_exact(&mut body).unwrap();
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let closed = closed_by_server(&mut conn);
+    (status, headers, json, closed)
+}
+
+#[test]
+fn a_request_head_over_max_header_bytes_is_answered_431_with_a_problem_and_closed() {
+    let keys = Keys::new();
+    let node = node_with_limits(&keys, "");
+    let head = |value_bytes: usize| {
+        format!(
+            "GET /health HTTP/1.1\r\nHost: thor\r\nX-Filler: {}\r\n\r\n",
+            "a".repeat(value_bytes)
+        )
+    };
+    // 100 KB, over the default 64 KiB.
+    let (status, headers, problem, closed) = send_head(&node, head(100_000).as_bytes());
+    assert_eq!(status, 431, "{headers}\n{problem}\nlog:\n{}", node.log());
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{headers}"
+    );
+    assert_eq!(problem["code"], "too_large", "{problem}");
+    assert_eq!(problem["status"], 431, "{problem}");
+    assert_eq!(problem["type"], "urn:sage:problem:too_large");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("65536 bytes (max_header_bytes)"),
+        "{detail}"
+    );
+    assert!(closed, "the connection stayed open after the 431");
+
+    // More header fields than the node takes: the same answer.
+    let many: String = (0..150).map(|i| format!("X-Field-{i}: a\r\n")).collect();
+    let (status, _, problem, closed) = send_head(
+        &node,
+        format!("GET /health HTTP/1.1\r\nHost: thor\r\n{many}\r\n").as_bytes(),
+    );
+    assert_eq!((status, problem["code"].as_str()), (431, Some("too_large")));
+    assert!(closed);
+
+    // Under the limit, a head is served.
+    let under = head(60_000).replace("Host: thor\r\n", "Host: thor\r\nConnection: close\r\n");
+    let (status, _, _, _) = send_head(&node, under.as_bytes());
+    assert_eq!(status, 200);
+    assert_eq!(closed_total(&node, "127.0.0.1", "head_too_large"), 2);
+}
+
+#[test]
+fn max_header_bytes_can_be_lowered() {
+    let keys = Keys::new();
+    let node = node_with_limits(&keys, "max_header_bytes = 8192");
+    let head = format!(
+        "GET /health HTTP/1.1\r\nHost: thor\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let (status, _, problem, _) = send_head(&node, head.as_bytes());
+    assert_eq!(status, 431);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("8192 bytes"),
+        "{problem}"
+    );
 }
 
 #[test]
@@ -258,9 +463,10 @@ fn a_client_that_never_reads_its_answers_does_not_keep_its_slot() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    // The only slot is taken; once the stalled connection is given up, the
-    // next client is served.
-    let mut next = connect(node.addr);
+    // The only slot is taken; the stalled connection (no request in
+    // progress, only an answer nobody reads) makes room for the next
+    // client (from another address: 127.0.0.1 holds its one already).
+    let mut next = connect_from("127.0.0.2", node.addr);
     get_health(&mut next);
     let (status, _) = read_answer(&mut next);
     assert_eq!(status, 200, "log:\n{}", node.log());

@@ -22,7 +22,7 @@ pub enum ProblemCode {
     Replayed,
     /// The body is not the expected JSON, envelope or payload.
     Malformed,
-    /// The body exceeds the receiver's limit.
+    /// The body (413) or the request head (431) exceeds the receiver's limit.
     TooLarge,
     /// No executor serves this task type.
     UnsupportedTask,
@@ -64,7 +64,8 @@ impl ProblemCode {
         }
     }
 
-    /// The HTTP status that carries this code.
+    /// The HTTP status that carries this code (`too_large` of a request
+    /// head, which the transport answers before any handler, is 431).
     pub fn http_status(self) -> u16 {
         match self {
             ProblemCode::Malformed => 400,
@@ -94,7 +95,7 @@ impl ProblemCode {
             ProblemCode::Expired => "Task outside its validity window",
             ProblemCode::Replayed => "Task already received",
             ProblemCode::Malformed => "Malformed request",
-            ProblemCode::TooLarge => "Request body too large",
+            ProblemCode::TooLarge => "Request too large",
             ProblemCode::UnsupportedTask => "Unsupported task type",
             ProblemCode::OverBudget => "Task over budget",
             ProblemCode::RateLimited => "Too many requests",

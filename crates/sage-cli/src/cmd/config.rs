@@ -85,7 +85,9 @@ fn fill_defaults(file: &mut ConfigFile) {
     l.header_read_timeout = Some(Secs(limits.header_read_timeout));
     l.body_read_timeout = Some(Secs(limits.body_read_timeout));
     l.idle_timeout = Some(Secs(limits.idle_timeout));
+    l.max_header_bytes = Some(limits.max_header_bytes);
     l.max_connections = Some(limits.max_connections);
+    l.max_connections_per_address = Some(limits.connections_per_address());
     l.max_concurrent_requests = Some(limits.max_concurrent_requests);
     // peer_rate and peer_burst stay absent when unset: no limit.
 }

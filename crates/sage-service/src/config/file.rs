@@ -18,6 +18,9 @@
 //! clock_skew = "5m"
 //! max_task_lifetime = "1h"
 //! drain_timeout = "30s"
+//! max_header_bytes = 65536       # request line and headers; 8192 to 1048576
+//! max_connections = 4096
+//! max_connections_per_address = 512   # at most max_connections
 //!
 //! [executors.sum]                # one table per task type
 //! kind = "command"               # or "http", or "builtin"
@@ -130,8 +133,12 @@ pub struct LimitsSection {
     pub body_read_timeout: Option<Secs>,
     /// Idle time of a kept-alive connection.
     pub idle_timeout: Option<Secs>,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: Option<usize>,
     /// Connections open at once.
     pub max_connections: Option<usize>,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_address: Option<usize>,
     /// Requests handled at once.
     pub max_concurrent_requests: Option<usize>,
     /// Tasks per second per verified peer.
@@ -390,7 +397,9 @@ impl ConfigFile {
             header_read_timeout: l.header_read_timeout.map_or(d.header_read_timeout, |s| s.0),
             body_read_timeout: l.body_read_timeout.map_or(d.body_read_timeout, |s| s.0),
             idle_timeout: l.idle_timeout.map_or(d.idle_timeout, |s| s.0),
+            max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
             max_connections: l.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_address: l.max_connections_per_address,
             max_concurrent_requests: l
                 .max_concurrent_requests
                 .unwrap_or(d.max_concurrent_requests),
@@ -751,6 +760,35 @@ max_concurrency = 2
         assert_eq!(limits.max_task_lifetime, Duration::from_secs(120));
         assert_eq!(limits.drain_timeout, Duration::from_secs(7));
         assert_eq!(limits.max_body_bytes, Limits::default().max_body_bytes);
+    }
+
+    #[test]
+    fn the_connection_bounds_are_read_and_checked() {
+        let file = parse(
+            "[limits]\nmax_header_bytes = 16384\nmax_connections = 100\nmax_connections_per_address = 10\n",
+        )
+        .unwrap();
+        let limits = file.limits();
+        assert_eq!(limits.max_header_bytes, 16384);
+        assert_eq!(limits.connections_per_address(), 10);
+        assert_eq!(limits.check(), Ok(()));
+        let defaults = parse("").unwrap().limits();
+        assert_eq!(defaults.max_header_bytes, 65536);
+        assert_eq!(defaults.connections_per_address(), 512);
+        let over = parse("[limits]\nmax_connections = 100\nmax_connections_per_address = 101\n")
+            .unwrap()
+            .limits();
+        assert!(over
+            .check()
+            .unwrap_err()
+            .contains("at most max_connections (100)"));
+        let small = parse("[limits]\nmax_header_bytes = 4096\n")
+            .unwrap()
+            .limits();
+        assert!(small
+            .check()
+            .unwrap_err()
+            .starts_with("max_header_bytes must be from 8192"));
     }
 
     #[test]

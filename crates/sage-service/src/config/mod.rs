@@ -4,7 +4,17 @@
 
 pub mod file;
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
+
+/// What `max_header_bytes` may be: hyper's smallest read buffer (8 KiB) up
+/// to 1 MiB, beyond which one unfinished head per connection would make
+/// `max_connections` meaningless for memory.
+pub const MAX_HEADER_BYTES_RANGE: RangeInclusive<usize> = 8 * 1024..=1024 * 1024;
+
+/// `max_connections_per_address` when the config does not set it (and
+/// `max_connections` is not lower).
+pub const DEFAULT_CONNECTIONS_PER_ADDRESS: usize = 512;
 
 /// Limits of a serving node. [`Limits::default`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -25,9 +35,21 @@ pub struct Limits {
     /// How long a kept-alive connection may sit idle between requests
     /// (default 120 s).
     pub idle_timeout: Duration,
-    /// Most connections open at once (default 4096); more wait in the
-    /// kernel's accept queue.
+    /// Largest request head (request line and headers), in bytes (default
+    /// 64 KiB): a larger one is answered 431 `too_large` and its connection
+    /// closed. It also bounds hyper's read buffer, so the memory an
+    /// unfinished head holds.
+    pub max_header_bytes: usize,
+    /// Most connections open at once (default 4096). A newcomer at the
+    /// limit makes room by closing the idlest connection (one without a
+    /// request in progress); when every one has a request in progress, it
+    /// waits for one to close.
     pub max_connections: usize,
+    /// Most connections open at once from one IP address; more are closed
+    /// as soon as they are accepted. `None` (the default): 512, or
+    /// `max_connections` when that is lower; see
+    /// [`Limits::connections_per_address`].
+    pub max_connections_per_address: Option<usize>,
     /// Most requests handled at once, all peers together (default 1024);
     /// more are refused `busy` (503) before their body is read.
     pub max_concurrent_requests: usize,
@@ -40,8 +62,15 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The connections one IP address may hold open at once.
+    pub fn connections_per_address(&self) -> usize {
+        self.max_connections_per_address
+            .unwrap_or(DEFAULT_CONNECTIONS_PER_ADDRESS.min(self.max_connections))
+    }
+
     /// Whether the values can work: counts above zero, a positive finite
-    /// rate, timeouts above zero.
+    /// rate, timeouts above zero, a head limit in its range, no more
+    /// connections per address than in all.
     ///
     /// # Errors
     /// The first key that cannot, with why.
@@ -55,6 +84,24 @@ impl Limits {
             if value == 0 {
                 return Err(format!("{key} must be at least 1"));
             }
+        }
+        if !MAX_HEADER_BYTES_RANGE.contains(&self.max_header_bytes) {
+            return Err(format!(
+                "max_header_bytes must be from {} to {} bytes, not {}",
+                MAX_HEADER_BYTES_RANGE.start(),
+                MAX_HEADER_BYTES_RANGE.end(),
+                self.max_header_bytes
+            ));
+        }
+        match self.max_connections_per_address {
+            Some(0) => return Err("max_connections_per_address must be at least 1".into()),
+            Some(n) if n > self.max_connections => {
+                return Err(format!(
+                    "max_connections_per_address ({n}) must be at most max_connections ({})",
+                    self.max_connections
+                ))
+            }
+            _ => {}
         }
         const DAY: Duration = Duration::from_secs(24 * 3600);
         // (key, value, may be zero, most): bounded so that deadlines
@@ -103,7 +150,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
+            max_header_bytes: 64 * 1024,
             max_connections: 4096,
+            max_connections_per_address: None,
             max_concurrent_requests: 1024,
             peer_rate: None,
             peer_burst: None,
@@ -160,6 +209,30 @@ mod tests {
             refused(|l| l.peer_burst = Some(0)),
             "peer_burst must be at least 1"
         );
+        assert_eq!(
+            refused(|l| l.max_header_bytes = 8191),
+            "max_header_bytes must be from 8192 to 1048576 bytes, not 8191"
+        );
+        assert_eq!(
+            refused(|l| l.max_header_bytes = 1024 * 1024 + 1),
+            "max_header_bytes must be from 8192 to 1048576 bytes, not 1048577"
+        );
+        assert_eq!(
+            refused(|l| l.max_connections_per_address = Some(0)),
+            "max_connections_per_address must be at least 1"
+        );
+        assert_eq!(
+            refused(|l| l.max_connections_per_address = Some(4097)),
+            "max_connections_per_address (4097) must be at most max_connections (4096)"
+        );
+        // The ends of the head's range are accepted.
+        for bytes in [8192, 1024 * 1024] {
+            let limits = Limits {
+                max_header_bytes: bytes,
+                ..Limits::default()
+            };
+            assert_eq!(limits.check(), Ok(()));
+        }
         // A drain timeout and a clock skew of zero are allowed.
         let zero = Limits {
             drain_timeout: Duration::ZERO,
@@ -167,5 +240,21 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(zero.check(), Ok(()));
+    }
+
+    #[test]
+    fn the_per_address_default_follows_a_lower_max_connections() {
+        assert_eq!(Limits::default().connections_per_address(), 512);
+        let small = Limits {
+            max_connections: 2,
+            ..Limits::default()
+        };
+        assert_eq!(small.connections_per_address(), 2);
+        assert_eq!(small.check(), Ok(()));
+        let set = Limits {
+            max_connections_per_address: Some(7),
+            ..Limits::default()
+        };
+        assert_eq!(set.connections_per_address(), 7);
     }
 }

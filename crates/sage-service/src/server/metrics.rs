@@ -19,6 +19,36 @@ const BUCKETS: [f64; 16] = [
     60.0, 300.0,
 ];
 
+/// Why the transport closed a connection on its own, for
+/// `sage_connections_closed_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// Its request head was over `max_header_bytes` (answered 431).
+    HeadTooLarge,
+    /// Its address already had `max_connections_per_address` open.
+    PerAddressCap,
+    /// At `max_connections`, it was the idlest and made room for a newcomer.
+    EvictedIdle,
+}
+
+impl CloseReason {
+    /// Every reason, in the order they are declared (their index) and shown.
+    const ALL: [CloseReason; 3] = [
+        CloseReason::HeadTooLarge,
+        CloseReason::PerAddressCap,
+        CloseReason::EvictedIdle,
+    ];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::HeadTooLarge => "head_too_large",
+            CloseReason::PerAddressCap => "per_address_cap",
+            CloseReason::EvictedIdle => "evicted_idle",
+        }
+    }
+}
+
 /// A latency histogram.
 #[derive(Debug, Clone, Default)]
 struct Histogram {
@@ -79,6 +109,8 @@ struct Counters {
     verify_seconds: Histogram,
     /// task type → execution latency.
     execution_seconds: BTreeMap<String, Histogram>,
+    /// Connections the transport closed, by [`CloseReason::ALL`]'s order.
+    connections_closed: [u64; CloseReason::ALL.len()],
 }
 
 /// The node's counters.
@@ -136,6 +168,11 @@ impl Metrics {
     /// A refusal with this stable code.
     pub(crate) fn refusal(&self, code: &'static str) {
         *self.counters().refusals.entry(code).or_default() += 1;
+    }
+
+    /// A connection the transport closed, and why.
+    pub(crate) fn connection_closed(&self, reason: CloseReason) {
+        self.counters().connections_closed[reason as usize] += 1;
     }
 
     /// How long verifying a task's signature took.
@@ -214,6 +251,21 @@ impl Metrics {
         );
         for (code, n) in &c.refusals {
             let _ = writeln!(out, "sage_refusals_total{{reason=\"{code}\"}} {n}");
+        }
+        head(
+            &mut out,
+            "sage_connections_closed_total",
+            "counter",
+            "Connections the node closed to hold its limits: head_too_large (answered 431), per_address_cap (closed at accept), evicted_idle (the idlest, closed to make room at max_connections).",
+        );
+        // Every reason, zeros too: a rate over a series that appears only at
+        // its first event misses that event.
+        for (reason, n) in CloseReason::ALL.iter().zip(c.connections_closed) {
+            let _ = writeln!(
+                out,
+                "sage_connections_closed_total{{reason=\"{}\"}} {n}",
+                reason.as_str()
+            );
         }
         head(
             &mut out,
@@ -320,6 +372,9 @@ mod tests {
         m.request("/v1/tasks", 200, Duration::from_millis(3));
         m.request("/v1/tasks", 403, Duration::from_micros(100));
         m.refusal("unknown_platform");
+        m.connection_closed(CloseReason::EvictedIdle);
+        m.connection_closed(CloseReason::EvictedIdle);
+        m.connection_closed(CloseReason::HeadTooLarge);
         m.verified(Duration::from_micros(40));
         m.task(
             "Sprout",
@@ -346,6 +401,9 @@ mod tests {
             "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"+Inf\"} 3",
             "sage_request_duration_seconds_count{endpoint=\"/v1/tasks\"} 3",
             "sage_refusals_total{reason=\"unknown_platform\"} 1",
+            "sage_connections_closed_total{reason=\"head_too_large\"} 1",
+            "sage_connections_closed_total{reason=\"per_address_cap\"} 0",
+            "sage_connections_closed_total{reason=\"evicted_idle\"} 2",
             "sage_verify_duration_seconds_count 1",
             "sage_tasks_total{peer=\"Sprout\",task_type=\"echo\",outcome=\"succeeded\"} 1",
             "sage_tasks_total{peer=\"Sprout\",task_type=\"echo\",outcome=\"stored\"} 1",

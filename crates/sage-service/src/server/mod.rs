@@ -85,10 +85,13 @@ pub async fn serve(
 /// process group is killed) and marked interrupted in the store.
 ///
 /// The transport enforces the node's socket limits
-/// ([`Limits`](crate::config::Limits)): `max_connections` (at the limit,
-/// no more are accepted until one closes), `header_read_timeout` (also
-/// bounding a TLS handshake), `body_read_timeout`, `idle_timeout`; and sets
-/// `TCP_NODELAY`.
+/// ([`Limits`](crate::config::Limits)): `max_connections` (at the limit, a
+/// newcomer makes room by closing the idlest connection; when every one
+/// has a request in progress, it waits for one to close),
+/// `max_connections_per_address` (more are closed at accept),
+/// `max_header_bytes` (a larger head is answered 431 `too_large`),
+/// `header_read_timeout` (also bounding a TLS handshake),
+/// `body_read_timeout`, `idle_timeout`; and sets `TCP_NODELAY`.
 ///
 /// # Errors
 /// As [`serve`].

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::connection::Activity;
+use super::activity::Activity;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

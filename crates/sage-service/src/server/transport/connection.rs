@@ -1,14 +1,14 @@
 //! One accepted connection: the TLS handshake when there is one, then
 //! hyper's HTTP/1.1 connection over a [`Guarded`] stream that enforces the
-//! header read timeout, under a loop that closes it when idle or when the
-//! server shuts down.
+//! header read timeout and answers a head over `max_header_bytes` itself,
+//! under a loop that closes it when idle, when the registry picks it to
+//! make room, or when the server shuts down.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response};
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use sage_types::problem::PROBLEM_CONTENT_TYPE;
 use sage_types::{Problem, ProblemCode};
@@ -26,66 +27,110 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
+use super::activity::{Activity, InFlight};
 use super::body::DeadlineBody;
+use super::registry::Registered;
 use super::Phase;
-use crate::config::Limits;
+use crate::config::{Limits, MAX_HEADER_BYTES_RANGE};
+use crate::server::metrics::CloseReason;
+use crate::server::AppState;
 use crate::tls::ServerTls;
 
+/// hyper's limit on the header fields of a request (its default): more
+/// are refused as too large, as a head over `max_header_bytes` is.
+const MAX_HEADER_FIELDS: usize = 100;
+
+/// How the status line of hyper's own answer to a head it refuses as too
+/// large begins. The router never answers 431, so these bytes written while
+/// a head is being read can only be that answer.
+const HYPER_HEAD_REFUSAL: &[u8] = b"HTTP/1.1 431 ";
+
+/// How long a refused client may take to read its answer: meanwhile what
+/// it still sends is read and dropped, so that it gets the answer rather
+/// than a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// What every connection of a server shares.
-pub(super) struct Settings {
+pub(super) struct Shared {
     tls: Option<tokio_rustls::TlsAcceptor>,
-    http: hyper::server::conn::http1::Builder,
+    app: Router,
+    state: AppState,
 }
 
-impl Settings {
-    pub(super) fn new(tls: Option<&ServerTls>) -> Self {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        // Our own header timeout instead (see the module documentation).
-        http.keep_alive(true).header_read_timeout(None);
-        Settings {
+impl Shared {
+    pub(super) fn new(app: Router, state: AppState, tls: Option<&ServerTls>) -> Self {
+        Shared {
             tls: tls.map(ServerTls::acceptor),
-            http,
+            app,
+            state,
         }
+    }
+
+    /// Counts a connection closed for `reason`.
+    pub(super) fn closed(&self, reason: CloseReason) {
+        self.state.inner().metrics.connection_closed(reason);
     }
 }
 
-/// A connection's timeouts: the node's limits when it was accepted (a
-/// reload applies to the connections accepted after it).
+/// A connection's limits: the node's when it was accepted (a reload
+/// applies to the connections accepted after it).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Timeouts {
+pub(super) struct PerConnection {
     header_read: Duration,
     body_read: Duration,
     idle: Duration,
+    max_header_bytes: usize,
 }
 
-impl Timeouts {
+impl PerConnection {
     pub(super) fn new(limits: &Limits) -> Self {
-        Timeouts {
+        PerConnection {
             header_read: limits.header_read_timeout,
             body_read: limits.body_read_timeout,
             idle: limits.idle_timeout,
+            // Checked at load; clamped for limits made in code, as hyper
+            // panics below its smallest buffer.
+            max_header_bytes: limits.max_header_bytes.clamp(
+                *MAX_HEADER_BYTES_RANGE.start(),
+                *MAX_HEADER_BYTES_RANGE.end(),
+            ),
         }
+    }
+
+    /// hyper's HTTP/1.1 settings for a connection under these limits.
+    fn http(&self) -> http1::Builder {
+        let mut http = http1::Builder::new();
+        // Our own header timeout instead (see the module documentation).
+        http.keep_alive(true).header_read_timeout(None);
+        // The head's bound, exact: hyper counts from its first byte to its
+        // last header line and refuses a longer one (431, which [`Guarded`]
+        // replaces with ours). The read buffer's bound: it holds at most
+        // that much of an unfinished head (hyper's default is ~400 KB), and
+        // body bytes in pieces no larger.
+        http.max_header_size(self.max_header_bytes)
+            .max_buf_size(self.max_header_bytes);
+        http
     }
 }
 
 /// Serves one accepted connection until it closes; the slot (`_permit`)
-/// is given back when this returns.
+/// and its place in the registry are given back when this returns.
 pub(super) async fn run(
     stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
-    settings: Arc<Settings>,
-    timeouts: Timeouts,
+    shared: Arc<Shared>,
+    limits: PerConnection,
     mut phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
+    registered: Registered,
 ) {
-    let Some(acceptor) = &settings.tls else {
-        return serve_http(stream, peer, app, &settings, timeouts, phase).await;
+    let Some(acceptor) = &shared.tls else {
+        return serve_http(stream, peer, &shared, limits, &registered, phase).await;
     };
-    let limit = timeouts.header_read;
+    let limit = limits.header_read;
     let handshake = async {
         if speaks_plain_http(&stream).await {
-            answer_https_only(stream).await;
+            answer_https_only(stream, &registered).await;
             return None;
         }
         match acceptor.accept(stream).await {
@@ -105,9 +150,14 @@ pub(super) async fn run(
                 return;
             }
         },
+        () = registered.evicted() => {
+            tracing::debug!(%peer, "closing connection in its TLS handshake: the idlest, to make room (max_connections)");
+            shared.closed(CloseReason::EvictedIdle);
+            return;
+        }
         () = leaving_serving(&mut phase) => return,
     };
-    serve_http(tls, peer, app, &settings, timeouts, phase).await;
+    serve_http(tls, peer, &shared, limits, &registered, phase).await;
 }
 
 /// Completes when the server stops serving (or is gone).
@@ -122,81 +172,124 @@ async fn speaks_plain_http(stream: &TcpStream) -> bool {
     matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
 }
 
-/// Tells a plain-HTTP client that this port speaks HTTPS, then closes
-/// without a reset (reading what the client sent, for a while).
-async fn answer_https_only(mut stream: TcpStream) {
+/// Tells a plain-HTTP client that this port speaks HTTPS, then closes.
+async fn answer_https_only(stream: TcpStream, registered: &Registered) {
     let problem = Problem::new(
         ProblemCode::Malformed,
         "this port serves HTTPS only: use an https:// address (and the node's certificate fingerprint or CA)",
     );
-    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    // Boxed, as a refused head's answer is (see `refusal`).
+    Box::pin(answer_and_close(
+        stream,
+        "400 Bad Request",
+        &problem,
+        registered,
+    ))
+    .await;
+}
+
+/// The answer to a request head hyper refused: over `max_header_bytes`,
+/// or with more header fields than hyper takes.
+fn head_too_large(max_header_bytes: usize) -> Problem {
+    let mut problem = Problem::new(
+        ProblemCode::TooLarge,
+        format!(
+            "the request head (request line and headers) is over this node's limit of {max_header_bytes} bytes (max_header_bytes) or has more than {MAX_HEADER_FIELDS} header fields"
+        ),
+    );
+    // `too_large` is 413 for a body; a head's status is 431 (RFC 6585).
+    problem.status = 431;
+    problem
+}
+
+/// Writes one answer (`status`, `problem` as the body) and closes without
+/// a reset: after shutting down its side, reads what the client still
+/// sends and drops it, for up to [`LINGER`] or until the connection is
+/// picked to make room.
+async fn answer_and_close<I>(mut io: I, status: &str, problem: &Problem, registered: &Registered)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let body = serde_json::to_vec(problem).unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let answered = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
+        io.write_all(head.as_bytes()).await?;
+        io.write_all(&body).await?;
+        io.shutdown().await?;
+        let mut sink = [0u8; 2048];
+        while io.read(&mut sink).await? > 0 {}
         Ok::<_, io::Error>(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), answered).await;
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER, answered) => {}
+        () = registered.evicted() => {}
+    }
 }
 
 /// HTTP/1.1 on `io` until the client closes, the connection is idle too
-/// long, a timeout cuts it, or the server shuts down.
+/// long, a timeout cuts it, the registry picks it to make room, or the
+/// server shuts down.
 async fn serve_http<I>(
     io: I,
     peer: SocketAddr,
-    app: Router,
-    settings: &Settings,
-    timeouts: Timeouts,
+    shared: &Shared,
+    limits: PerConnection,
+    registered: &Registered,
     mut phase: watch::Receiver<Phase>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
-    let io = Guarded::new(io, activity.clone(), timeouts.header_read);
+    let activity = registered.activity().clone();
+    let io = Guarded::new(io, activity.clone(), limits.header_read);
     let service = RequestService {
-        app,
+        app: shared.app.clone(),
         activity: activity.clone(),
-        body_read_timeout: timeouts.body_read,
+        body_read_timeout: limits.body_read,
     };
-    let conn = settings.http.serve_connection(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
+    let mut conn = limits.http().serve_connection(TokioIo::new(io), service);
     let mut closing = false;
     if *phase.borrow_and_update() != Phase::Serving {
-        conn.as_mut().graceful_shutdown();
+        Pin::new(&mut conn).graceful_shutdown();
         closing = true;
     }
-    let idle = timeouts.idle;
+    let idle = limits.idle;
     // Once an idle connection is being closed: the most its last answer may
     // take to be written. A client that stops reading does not keep its
     // slot (and hyper's buffers) past it.
     let mut close_by: Option<Instant> = None;
-    loop {
+    let ended = loop {
         let idle_check = activity.idle_deadline(idle);
         let hard_stop = close_by.unwrap_or(idle_check);
         tokio::select! {
-            ended = conn.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(%peer, "connection closed: {e}");
-                }
-                return;
-            }
+            ended = &mut conn => break ended,
             () = tokio::time::sleep_until(idle_check), if !closing => {
                 if activity.idle_for(idle) {
                     tracing::debug!(%peer, "closing connection idle for {} s (idle_timeout)", idle.as_secs_f64());
-                    conn.as_mut().graceful_shutdown();
+                    Pin::new(&mut conn).graceful_shutdown();
                     closing = true;
-                    close_by = Some(Instant::now() + timeouts.header_read);
+                    close_by = Some(Instant::now() + limits.header_read);
                 }
             }
             () = tokio::time::sleep_until(hard_stop), if close_by.is_some() => {
-                tracing::debug!(%peer, "dropping connection: its answer was not read within {} s of closing it", timeouts.header_read.as_secs_f64());
+                tracing::debug!(%peer, "dropping connection: its answer was not read within {} s of closing it", limits.header_read.as_secs_f64());
                 return;
+            }
+            () = registered.evicted() => {
+                shared.closed(CloseReason::EvictedIdle);
+                if !activity.in_request() {
+                    tracing::debug!(%peer, "closing the idlest connection to make room (max_connections)");
+                    return;
+                }
+                // A request began since it was picked: that one is answered.
+                tracing::debug!(%peer, "closing connection after its request, to make room (max_connections)");
+                if !closing {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    closing = true;
+                    close_by = Some(Instant::now() + limits.header_read);
+                }
             }
             changed = phase.changed() => {
                 let now = match changed {
@@ -206,79 +299,82 @@ async fn serve_http<I>(
                 match now {
                     Phase::Serving => {}
                     Phase::Draining => if !closing {
-                        conn.as_mut().graceful_shutdown();
+                        Pin::new(&mut conn).graceful_shutdown();
                         closing = true;
                     },
                     Phase::Stopped => return,
                 }
             }
         }
+    };
+    // hyper is done with the stream; its buffers go now, before a refused
+    // client is answered and lingered on.
+    let guarded = conn.into_parts().io.into_inner();
+    if let Some(refusal) = refusal(guarded, ended, peer, shared, limits, registered) {
+        refusal.await;
     }
 }
 
-/// What a connection is doing, shared by its stream, its requests and its
-/// loop (all in one task; the atomics are for `Send`).
-pub(super) struct Activity {
-    epoch: Instant,
-    /// Milliseconds from `epoch` to the last byte read or written, or the
-    /// last request's start or end.
-    last_ms: AtomicU64,
-    /// Requests whose answer is being made.
-    in_flight: AtomicUsize,
-    /// Bytes of a request head came and the head is not complete yet.
-    head_pending: AtomicBool,
-    /// The body of the request in flight did not come in time.
-    body_timed_out: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            head_pending: AtomicBool::new(false),
-            body_timed_out: AtomicBool::new(false),
+/// What is left to do with the stream once hyper is done: answering a head
+/// it refused. Boxed: every connection's future would otherwise hold room
+/// for a second stream and the answer's buffers, which few ever need.
+fn refusal<'a, I>(
+    guarded: Guarded<I>,
+    ended: Result<(), hyper::Error>,
+    peer: SocketAddr,
+    shared: &'a Shared,
+    limits: PerConnection,
+    registered: &'a Registered,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+{
+    if !guarded.refused_head {
+        if let Err(e) = ended {
+            tracing::debug!(%peer, "connection closed: {e}");
         }
+        return None;
     }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// When the connection may next be found idle for `idle`.
-    fn idle_deadline(&self, idle: Duration) -> Instant {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Instant::now() + idle;
-        }
-        self.last() + idle
-    }
-
-    /// Whether nothing is in flight and nothing moved for `idle`.
-    fn idle_for(&self, idle: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && self.last() + idle <= Instant::now()
-    }
-
-    /// The body of the request in flight did not come within its limit.
-    pub(super) fn body_timed_out(&self) {
-        self.body_timed_out.store(true, Ordering::Relaxed);
-    }
+    Some(Box::pin(refuse_head(
+        guarded.io, peer, shared, limits, registered,
+    )))
 }
 
-/// The connection's stream, noting activity and cutting a request head
-/// that does not complete within the header read timeout (counted from
-/// its first byte).
+/// Answers a request head hyper refused as too large, and closes.
+async fn refuse_head<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: &Shared,
+    limits: PerConnection,
+    registered: &Registered,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let max_header_bytes = limits.max_header_bytes;
+    tracing::debug!(%peer, max_header_bytes, "refusing a request head over max_header_bytes (431) and closing");
+    shared.closed(CloseReason::HeadTooLarge);
+    let problem = head_too_large(max_header_bytes);
+    answer_and_close(
+        io,
+        "431 Request Header Fields Too Large",
+        &problem,
+        registered,
+    )
+    .await;
+}
+
+/// The connection's stream, noting activity, cutting a request head that
+/// does not complete within the header read timeout (counted from its
+/// first byte), and holding back hyper's bodyless answer to a head too
+/// large, so that the connection answers with a problem instead.
 struct Guarded<I> {
     io: I,
     activity: Arc<Activity>,
     header_read_timeout: Duration,
     /// Allocated at the first request head, then reset for each.
     header_deadline: Option<Pin<Box<Sleep>>>,
+    /// hyper refused the head as too large; nothing more is written.
+    refused_head: bool,
 }
 
 impl<I> Guarded<I> {
@@ -286,13 +382,14 @@ impl<I> Guarded<I> {
         // The first request head is due within the header read timeout of
         // the connection's start: a connection that sends nothing is not
         // kept until the idle timeout.
-        activity.head_pending.store(true, Ordering::Relaxed);
+        activity.begin_head();
         let first = Instant::now() + header_read_timeout;
         Guarded {
             io,
             activity,
             header_read_timeout,
             header_deadline: Some(Box::pin(tokio::time::sleep_until(first))),
+            refused_head: false,
         }
     }
 
@@ -301,9 +398,7 @@ impl<I> Guarded<I> {
     fn on_read(&mut self) {
         let activity = &self.activity;
         activity.touch();
-        if activity.in_flight.load(Ordering::Relaxed) == 0
-            && !activity.head_pending.swap(true, Ordering::Relaxed)
-        {
+        if !activity.in_request() && !activity.begin_head() {
             let deadline = Instant::now() + self.header_read_timeout;
             match &mut self.header_deadline {
                 Some(sleep) => sleep.as_mut().reset(deadline),
@@ -315,12 +410,30 @@ impl<I> Guarded<I> {
     /// Whether the head being read is past its deadline; registers for a
     /// wake-up at the deadline otherwise.
     fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.activity.head_pending.load(Ordering::Relaxed) {
+        if !self.activity.head_pending() {
             return false;
         }
         self.header_deadline
             .as_mut()
             .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+
+    /// Whether hyper is about to write, with `first`, its answer to a head
+    /// it refuses as too large; if so the stream takes note and fails the
+    /// write, which ends hyper's connection with nothing sent.
+    fn holds_back(&mut self, first: &[u8]) -> bool {
+        if !self.refused_head
+            && self.activity.head_pending()
+            && !self.activity.in_request()
+            && first.starts_with(HYPER_HEAD_REFUSAL)
+        {
+            self.refused_head = true;
+        }
+        self.refused_head
+    }
+
+    fn head_refused_error() -> io::Error {
+        io::Error::other("request head too large (max_header_bytes); answered by the connection")
     }
 
     fn header_timeout_error(&self) -> io::Error {
@@ -362,6 +475,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.holds_back(buf) {
+            return Poll::Ready(Err(Self::head_refused_error()));
+        }
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
@@ -375,6 +491,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if this.holds_back(first) {
+            return Poll::Ready(Err(Self::head_refused_error()));
+        }
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
@@ -391,7 +514,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.refused_head {
+            // The connection still has its answer to write.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 
@@ -418,7 +546,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let app = self.app.clone();
         Box::pin(async move {
             let Ok(mut response) = app.oneshot(request).await;
-            if in_flight.0.body_timed_out.swap(false, Ordering::Relaxed) {
+            if in_flight.activity().take_body_timed_out() {
                 // The rest of the body is not worth waiting for.
                 response
                     .headers_mut()
@@ -427,25 +555,6 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             drop(in_flight);
             Ok(response)
         })
-    }
-}
-
-/// One request in flight on a connection, until dropped.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn begin(activity: Arc<Activity>) -> Self {
-        activity.head_pending.store(false, Ordering::Relaxed);
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        activity.touch();
-        InFlight(activity)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
     }
 }
 
@@ -507,7 +616,7 @@ mod tests {
         // Body bytes while the request is in flight do not start it either.
         client.write_all(b"x").await.unwrap();
         assert_eq!(server.read(&mut buf).await.unwrap(), 1);
-        assert!(!activity.head_pending.load(Ordering::Relaxed));
+        assert!(!activity.head_pending());
         drop(request);
         // Silence between requests is idleness (the loop's), not a head.
         let waited = tokio::time::timeout(HEADER * 3, server.read(&mut buf)).await;
@@ -521,19 +630,44 @@ mod tests {
         assert!(cut.is_err());
     }
 
-    #[test]
-    fn idle_means_nothing_in_flight_and_nothing_moving() {
-        let activity = Activity::new();
-        assert!(activity.idle_for(Duration::ZERO));
-        assert!(!activity.idle_for(Duration::from_secs(3600)));
-        let request = InFlight::begin(Arc::new(Activity::new()));
+    #[tokio::test]
+    async fn hypers_bodyless_head_refusal_is_held_back_and_noted() {
+        let (mut client, mut server, activity) = guarded();
+        client.write_all(b"GET / HTTP/1.1\r\nX: ").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        assert!(activity.head_pending());
+        let refused = server
+            .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap_err();
         assert!(
-            !request.0.idle_for(Duration::ZERO),
-            "a request is in flight"
+            refused.to_string().contains("max_header_bytes"),
+            "{refused}"
         );
-        assert!(request.0.idle_deadline(Duration::from_secs(60)) > Instant::now());
-        let activity = request.0.clone();
-        drop(request);
-        assert!(activity.idle_for(Duration::ZERO));
+        assert!(server.refused_head);
+        // Nothing more goes out, not even a shutdown: the connection
+        // answers on the inner stream itself.
+        assert!(server.write_all(b"more").await.is_err());
+        server.shutdown().await.unwrap();
+        server.io.write_all(b"ours").await.unwrap();
+        drop(server);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ours");
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_a_request_goes_through() {
+        let (mut client, mut server, activity) = guarded();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        drop(InFlight::begin(activity.clone()));
+        server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        assert!(!server.refused_head);
+        let mut got = [0u8; 19];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"HTTP/1.1 200 OK\r\n\r\n");
     }
 }

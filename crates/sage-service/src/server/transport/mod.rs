@@ -2,9 +2,19 @@
 //! connections (keep-alive on), serving the axum [`Router`], so that the
 //! socket-level [`Limits`](crate::config::Limits) hold, with or without TLS:
 //!
-//! - `max_connections`: a semaphore taken *before* `accept`; at the limit
-//!   the loop stops accepting (the kernel's backlog holds newcomers) until
-//!   a connection closes. Nothing is accepted only to be dropped.
+//! - `max_connections_per_address`: a connection from an address that
+//!   already holds this many is closed as soon as it is accepted, so one
+//!   address cannot take every slot ([`registry`] counts them).
+//! - `max_connections`: a semaphore of slots, one per open connection. A
+//!   newcomer at the limit makes room: the idlest connection (the longest
+//!   without a request in progress; never one with a request in progress)
+//!   is closed and the newcomer takes its slot at once. When every
+//!   connection has a request in progress the newcomer waits for one to
+//!   close (the kernel's backlog holds those behind it).
+//! - `max_header_bytes`: hyper's own bounds on the head and on its read
+//!   buffer, so an unfinished head holds at most that much memory; a head
+//!   over it is answered 431 `too_large` (a problem) and its connection
+//!   closed ([`connection`]).
 //! - `header_read_timeout`: from the first byte of a request to its last
 //!   header, and for TLS from the accept to the end of the handshake
 //!   ([`connection`]). A slowloris client is disconnected.
@@ -20,15 +30,21 @@
 //!   flight (idle ones close at once), and wait for all of them up to the
 //!   drain deadline; past it, the remaining connections are dropped.
 //!
-//! The timeouts are read from the node's limits at each accept, so a
-//! reload applies to new connections; `max_connections` is fixed at start.
+//! Connections closed to hold these limits are counted in
+//! `sage_connections_closed_total{reason}`.
+//!
+//! The timeouts, `max_header_bytes` and `max_connections_per_address` are
+//! read from the node's limits at each accept, so a reload applies to new
+//! connections; `max_connections` is fixed at start.
 //!
 //! hyper's own `header_read_timeout` is not used: hyper 1 starts its timer
 //! as soon as it waits for a request head, so it would also close every
 //! kept-alive connection that is merely idle.
 
+mod activity;
 mod body;
 mod connection;
+mod registry;
 
 use std::future::Future;
 use std::io;
@@ -37,14 +53,28 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use self::connection::Shared;
+use self::registry::Registry;
+use super::metrics::CloseReason;
 use super::{AppState, Shutdown};
 use crate::tls::ServerTls;
 
 /// How long the loop pauses after an accept error that is not about one
 /// connection (out of descriptors, of memory), so as not to spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How long a newcomer at `max_connections` waits for the slot of the
+/// connection closed for it before another one is picked. An idle
+/// connection gives its slot back at once; one that began a request since
+/// it was picked finishes it first.
+const EVICTION_WAIT: Duration = Duration::from_millis(500);
+
+/// How often a newcomer at `max_connections` looks again for a connection
+/// to close, while every one has a request in progress (one may end
+/// without its connection closing).
+const BUSY_RECHECK: Duration = Duration::from_millis(100);
 
 /// Where the server is in its life; connections watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +97,8 @@ pub(super) async fn serve(
     signal: impl Future<Output = ()>,
 ) -> io::Result<Shutdown> {
     let limits = state.limits();
-    let settings = Arc::new(connection::Settings::new(tls.as_ref()));
+    let shared = Arc::new(Shared::new(app, state.clone(), tls.as_ref()));
+    let registry = Arc::new(Registry::default());
     // At least one connection; `acquire_many` counts in u32.
     let capacity = limits
         .max_connections
@@ -78,13 +109,6 @@ pub(super) async fn serve(
     let mut signal = std::pin::pin!(signal);
     let mut accept_failing = false;
     loop {
-        let permit = tokio::select! {
-            () = &mut signal => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break, // closed: never happens, the semaphore is ours
-            },
-        };
         let accepted = tokio::select! {
             () = &mut signal => break,
             accepted = listener.accept() => accepted,
@@ -95,19 +119,35 @@ pub(super) async fn serve(
                     tracing::info!("accepting connections again");
                     accept_failing = false;
                 }
+                // The limits now: a reload applies to new connections.
+                let limits = state.limits();
+                // Only this loop registers connections, so the count cannot
+                // grow between this check and the registration below.
+                let per_address = limits.connections_per_address();
+                if registry.open_from(peer.ip()) >= per_address {
+                    tracing::debug!(%peer, per_address, "closing a new connection: its address holds max_connections_per_address already");
+                    shared.closed(CloseReason::PerAddressCap);
+                    continue;
+                }
+                let permit = match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => match make_room(&slots, &registry, &mut signal).await {
+                        Some(permit) => permit,
+                        None => break,
+                    },
+                };
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
                 }
-                // The limits now: a reload applies to new connections.
-                let timeouts = connection::Timeouts::new(&state.limits());
+                let registered = registry.register(peer.ip());
                 tokio::spawn(connection::run(
                     stream,
                     peer,
-                    app.clone(),
-                    settings.clone(),
-                    timeouts,
+                    shared.clone(),
+                    connection::PerConnection::new(&limits),
                     phase_rx.clone(),
                     permit,
+                    registered,
                 ));
             }
             // The client gave up between its connect and our accept.
@@ -124,7 +164,6 @@ pub(super) async fn serve(
                     );
                     accept_failing = true;
                 }
-                drop(permit);
                 tokio::select! {
                     () = &mut signal => break,
                     () = tokio::time::sleep(ACCEPT_RETRY) => {}
@@ -151,6 +190,38 @@ pub(super) async fn serve(
             let abandoned = state.in_flight();
             phase_tx.send_replace(Phase::Stopped);
             Ok(Shutdown::DeadlinePassed { abandoned })
+        }
+    }
+}
+
+/// A slot for a newcomer at `max_connections`: the idlest connection is
+/// asked to close and its slot taken; while every connection has a request
+/// in progress, the first slot given back. `None` if `signal` comes first.
+async fn make_room<S: Future<Output = ()>>(
+    slots: &Arc<Semaphore>,
+    registry: &Registry,
+    signal: &mut std::pin::Pin<&mut S>,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        let wait = match registry.evict_idlest() {
+            Some(evicted) => {
+                tracing::debug!(
+                    address = %evicted.address,
+                    quiet_secs = evicted.quiet_for.as_secs_f64(),
+                    open = registry.len(),
+                    "at max_connections: closing the idlest connection for a new one"
+                );
+                EVICTION_WAIT
+            }
+            None => BUSY_RECHECK,
+        };
+        tokio::select! {
+            () = signal.as_mut() => return None,
+            permit = tokio::time::timeout(wait, slots.clone().acquire_owned()) => {
+                if let Ok(Ok(permit)) = permit {
+                    return Some(permit);
+                }
+            }
         }
     }
 }

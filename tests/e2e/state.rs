@@ -505,6 +505,26 @@ fn marking_node(keys: &Keys, marks: &std::path::Path, secs: u32, extra: &[&str])
     keys.serve("Thor", &args)
 }
 
+/// `sage delegate` of a `mark` task to Thor at `port`, printing JSON.
+fn mark_args<'a>(port: &'a str, task_id: &'a str, timeout: &'a str) -> Vec<&'a str> {
+    vec![
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--port",
+        port,
+        "--task-type",
+        "mark",
+        "--task-id",
+        task_id,
+        "--timeout",
+        timeout,
+        "--json",
+    ]
+}
+
 /// A delegator that gives up (its timeout, a dropped connection) does not
 /// end the task: the node owns the run, which reaches its end once, and a
 /// retry gets its proof.
@@ -514,21 +534,7 @@ fn a_delegator_that_gives_up_does_not_kill_or_strand_the_task() {
     let node = marking_node(&keys, &marks, 3, &[]);
     let port = node.port();
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
-    let gave_up = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &port,
-        "--task-type",
-        "mark",
-        "--task-id",
-        "t-gave-up",
-        "--timeout",
-        "1",
-    ]);
+    let gave_up = keys.run(&mark_args(&port, "t-gave-up", "1"));
     gave_up.assert_code(1);
     assert_eq!(marked(), "started\n", "the program started once");
     wait_until("the program reached its end", || {
@@ -536,22 +542,7 @@ fn a_delegator_that_gives_up_does_not_kill_or_strand_the_task() {
     });
 
     // The retry gets the proof of that run, without a second one.
-    let retry = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &port,
-        "--task-type",
-        "mark",
-        "--task-id",
-        "t-gave-up",
-        "--timeout",
-        "30",
-        "--json",
-    ]);
+    let retry = keys.run(&mark_args(&port, "t-gave-up", "30"));
     retry.assert_code(0);
     assert_eq!(
         retry.json()["proof"]["status"],
@@ -583,42 +574,10 @@ fn a_retry_waits_for_the_run_in_progress_within_its_own_timeout() {
     let (keys, marks) = setup();
     let node = marking_node(&keys, &marks, 3, &[]);
     let port = node.port();
-    let first = in_background(
-        &keys,
-        &[
-            "delegate",
-            "--local",
-            "Sprout",
-            "--target",
-            "Thor",
-            "--port",
-            &port,
-            "--task-type",
-            "mark",
-            "--task-id",
-            "t-waited",
-            "--timeout",
-            "1",
-        ],
-    );
+    let first = in_background(&keys, &mark_args(&port, "t-waited", "1"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
-    let retry = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &port,
-        "--task-type",
-        "mark",
-        "--task-id",
-        "t-waited",
-        "--timeout",
-        "30",
-        "--json",
-    ]);
+    let retry = keys.run(&mark_args(&port, "t-waited", "30"));
     retry.assert_code(0);
     assert_eq!(retry.json()["proof"]["status"], "succeeded");
     assert!(!first.join().unwrap().status.success());
@@ -634,22 +593,7 @@ fn a_graceful_stop_drains_detached_tasks_then_marks_the_rest_interrupted() {
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     let node = marking_node(&keys, &marks, 2, &["--drain-timeout", "10"]);
     let port = node.port();
-    keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &port,
-        "--task-type",
-        "mark",
-        "--task-id",
-        "t-drained",
-        "--timeout",
-        "1",
-    ])
-    .assert_code(1);
+    keys.run(&mark_args(&port, "t-drained", "1")).assert_code(1);
     let (status, log) = node.terminate();
     assert!(status.success(), "{log}");
     assert_eq!(marked(), "started\nfinished\n", "drained to its end: {log}");
@@ -658,22 +602,7 @@ fn a_graceful_stop_drains_detached_tasks_then_marks_the_rest_interrupted() {
     std::fs::remove_file(&marks).unwrap();
     let node = marking_node(&keys, &marks, 5, &["--drain-timeout", "1"]);
     let port = node.port();
-    keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &port,
-        "--task-type",
-        "mark",
-        "--task-id",
-        "t-cut",
-        "--timeout",
-        "1",
-    ])
-    .assert_code(1);
+    keys.run(&mark_args(&port, "t-cut", "1")).assert_code(1);
     let (status, log) = node.terminate();
     assert!(status.success(), "{log}");
     assert!(log.contains("1 task(s) still running"), "{log}");
@@ -687,22 +616,7 @@ fn a_graceful_stop_drains_detached_tasks_then_marks_the_rest_interrupted() {
         node.log()
     );
     let port = node.port();
-    let retry = keys.run(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &port,
-        "--task-type",
-        "mark",
-        "--task-id",
-        "t-cut",
-        "--timeout",
-        "30",
-        "--json",
-    ]);
+    let retry = keys.run(&mark_args(&port, "t-cut", "30"));
     retry.assert_code(1);
     assert_eq!(retry.json()["proof"]["status"], "failed");
     std::thread::sleep(Duration::from_millis(300));
@@ -720,24 +634,7 @@ fn a_second_node_on_one_state_directory_is_refused() {
     let (keys, marks) = setup();
     let node = marking_node(&keys, &marks, 3, &[]);
     let port = node.port();
-    let running = in_background(
-        &keys,
-        &[
-            "delegate",
-            "--local",
-            "Sprout",
-            "--target",
-            "Thor",
-            "--port",
-            &port,
-            "--task-type",
-            "mark",
-            "--task-id",
-            "t-locked",
-            "--timeout",
-            "30",
-        ],
-    );
+    let running = in_background(&keys, &mark_args(&port, "t-locked", "30"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
     let second = keys.run(&[

@@ -131,40 +131,68 @@ fn push_u_escape(unit: u32, out: &mut String) {
 /// Writes a string literal as Python's `ensure_ascii=True` encoder does
 /// (`py_encode_basestring_ascii` / its C twin).
 fn write_string(s: &str, out: &mut String) {
+    write_str_bytes(s.as_bytes(), out);
+}
+
+/// [`write_string`] for a string in UTF-8 that may also hold lone
+/// surrogates (U+D800..U+DFFF, three bytes each, as Python's `surrogatepass`
+/// encodes them): each is written as its own `\uXXXX`, as Python does.
+pub(crate) fn write_str_bytes(s: &[u8], out: &mut String) {
     out.reserve(s.len() + 2);
     out.push('"');
     // Runs of characters that need no escape are copied in one piece.
     let mut run_start = 0;
-    for (i, ch) in s.char_indices() {
-        if matches!(ch, ' '..='~') && ch != '"' && ch != '\\' {
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        if (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
             continue;
         }
-        // `run_start` and `i` are both char boundaries of `s`.
-        out.push_str(&s[run_start..i]);
-        run_start = i + ch.len_utf8();
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            _ => {
-                let cp = u32::from(ch);
-                if cp < 0x1_0000 {
-                    push_u_escape(cp, out);
-                } else {
-                    // UTF-16 surrogate pair, as Python writes astral chars.
-                    let v = cp - 0x1_0000;
-                    push_u_escape(0xD800 | (v >> 10), out);
-                    push_u_escape(0xDC00 | (v & 0x3FF), out);
-                }
+        // The run is printable ASCII, so always valid UTF-8.
+        out.push_str(std::str::from_utf8(s.get(run_start..i).unwrap_or_default()).unwrap_or_default());
+        let (cp, len) = decode_code_point(s.get(i..).unwrap_or_default());
+        i += len;
+        run_start = i;
+        match cp {
+            0x22 => out.push_str("\\\""),
+            0x5C => out.push_str("\\\\"),
+            0x0A => out.push_str("\\n"),
+            0x0D => out.push_str("\\r"),
+            0x09 => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0C => out.push_str("\\f"),
+            cp if cp < 0x1_0000 => push_u_escape(cp, out),
+            cp => {
+                // UTF-16 surrogate pair, as Python writes astral chars.
+                let v = cp - 0x1_0000;
+                push_u_escape(0xD800 | (v >> 10), out);
+                push_u_escape(0xDC00 | (v & 0x3FF), out);
             }
         }
     }
-    out.push_str(&s[run_start..]);
+    out.push_str(std::str::from_utf8(s.get(run_start..).unwrap_or_default()).unwrap_or_default());
     out.push('"');
+}
+
+/// The code point at the start of `s` (UTF-8, lone surrogates allowed) and
+/// its length in bytes. Only called on well-formed text; a malformed byte
+/// reads as U+FFFD of length one, so the caller always advances.
+pub(crate) fn decode_code_point(s: &[u8]) -> (u32, usize) {
+    let continuation = |k: usize| s.get(k).map(|&b| u32::from(b & 0x3F));
+    let lead = s.first().copied().unwrap_or(0);
+    let decoded = match lead {
+        0x00..=0x7F => Some((u32::from(lead), 1)),
+        0xC0..=0xDF => continuation(1).map(|c1| ((u32::from(lead & 0x1F) << 6) | c1, 2)),
+        0xE0..=0xEF => continuation(1)
+            .zip(continuation(2))
+            .map(|(c1, c2)| ((u32::from(lead & 0x0F) << 12) | (c1 << 6) | c2, 3)),
+        0xF0..=0xF7 => continuation(1)
+            .zip(continuation(2))
+            .zip(continuation(3))
+            .map(|((c1, c2), c3)| ((u32::from(lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3, 4)),
+        _ => None,
+    };
+    decoded.unwrap_or((0xFFFD, 1))
 }
 
 /// Writes a JSON number (its source text) as Python prints what
@@ -174,7 +202,10 @@ fn write_string(s: &str, out: &mut String) {
 /// makes an `int` when there is neither fraction nor exponent, else a
 /// `float` of the whole text.
 fn write_number(text: &str, out: &mut String) {
-    if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+    // Python's non-finite floats, which `pyjson` views keep as their text.
+    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+        out.push_str(text);
+    } else if text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) {
         match text.parse::<f64>() {
             // Rust's parse rounds correctly, like Python's `float()`, and
             // like it gives ±infinity on overflow and ±0.0 on underflow.
@@ -386,7 +417,7 @@ fn push_zeros(count: usize, out: &mut String) {
 /// [`SciDigits::break_tie_to_even`]), positional
 /// when the scientific exponent `e` satisfies `-4 <= e < 16`, with `.0` added
 /// when there is no fraction, else `d[.ddd]e±XX`.
-fn write_python_float(f: f64, out: &mut String) {
+pub(crate) fn write_python_float(f: f64, out: &mut String) {
     if f.is_nan() {
         out.push_str("NaN");
         return;

@@ -21,6 +21,7 @@ pub mod identity;
 pub mod legacy;
 pub mod problem;
 pub mod proof;
+pub mod pyjson;
 pub mod task;
 
 pub use envelope::{Envelope, EnvelopeSignature};

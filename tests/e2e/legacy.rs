@@ -407,16 +407,36 @@ fn legacy_refusals() {
     );
     assert_refused(&thor, &answer, 403, "expired");
 
-    // The same task id again with other content.
+    // The same task id again with other signed content is another task
+    // (the original's clients reuse ids); the same bytes again run once.
     let first = request(&sprout, "sprout_sage_lct", |t| {
         t["task_id"] = json!("fixed_id")
     });
-    assert_eq!(post(&thor, &first).status, 200);
+    let answer = post(&thor, &first);
+    assert_eq!(answer.status, 200);
+    assert_eq!(post(&thor, &first).body, answer.body);
     let changed = request(&sprout, "sprout_sage_lct", |t| {
         t["task_id"] = json!("fixed_id");
-        t["estimated_cost"] = json!(999.0);
+        t["estimated_cost"] = json!(49.0);
     });
-    assert_refused(&thor, &post(&thor, &changed), 409, "replayed");
+    assert_eq!(post(&thor, &changed).status, 200);
+    let runs = thor
+        .log()
+        .matches("legacy task executed task_id=fixed_id ")
+        .count();
+    assert_eq!(runs, 2, "{}", thor.log());
+
+    // Nesting far beyond Python's: a clean refusal, no stack overflow.
+    let deep = format!(
+        r#"{{"task": {}, "requester_lct_id": "sprout_sage_lct", "signature": ""}}"#,
+        "[".repeat(100_000)
+    );
+    let answer = post(&thor, deep.as_bytes());
+    assert_refused(&thor, &answer, 400, "malformed");
+    assert!(answer.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("nesting deeper"));
 
     let answer = post(
         &thor,
@@ -441,4 +461,132 @@ fn legacy_refusals() {
         404,
         "not_found",
     );
+}
+
+/// What Python's `json.dumps(json.loads(text), sort_keys=True, ...)` prints
+/// for `text`, with `separators` and `ensure_ascii` as given.
+fn python_dumps(text: &str, compact: bool) -> String {
+    let script = if compact {
+        "import json,sys; sys.stdout.write(json.dumps(json.loads(sys.stdin.read()), sort_keys=True, separators=(',',':'), ensure_ascii=False))"
+    } else {
+        "import json,sys; sys.stdout.write(json.dumps(json.loads(sys.stdin.read()), sort_keys=True))"
+    };
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_executor_gets_the_signed_values_not_the_senders_spelling() {
+    let (keys, v) = python_keys();
+    let stdin_file = keys.path().parent().unwrap().join("stdin.json");
+    let config = keys.path().parent().unwrap().join("sage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[executors.capture]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"cat > {}; echo '{{}}'\"]\n",
+            stdin_file.display()
+        ),
+    )
+    .unwrap();
+    let thor = keys.serve("Thor", &["--config", config.to_str().unwrap()]);
+    let sprout = seed_key(&v, "Sprout");
+
+    // Spelled otherwise than Python prints it: 1e16 sent as
+    // 10000000000000001.0, 0.0 as 1e-400, and an int of 41 digits.
+    let data = format!(
+        r#"{{"n": 10000000000000001.0, "amount": 1e-400, "big": 1{}, "e": 1E16, "neg": -0, "s": "é"}}"#,
+        "0".repeat(40)
+    );
+    let mut task = vectors()["tasks"][0]["signable"].clone();
+    task["task_id"] = json!("spelling");
+    task["task_type"] = json!("capture");
+    task["deadline"] = json!(now() + 60.0);
+    task["task_data"] = json!("DATA");
+    let task_text = serde_json::to_string(&task)
+        .unwrap()
+        .replace(r#""DATA""#, &data);
+    let signature = sign_legacy(&sprout, python_dumps(&task_text, false).as_bytes());
+    let body = format!(
+        r#"{{"task": {task_text}, "requester_lct_id": "sprout_sage_lct", "signature": "{signature}"}}"#
+    );
+    let answer = post(&thor, body.as_bytes());
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let got = std::fs::read_to_string(&stdin_file).unwrap();
+    assert_eq!(got, python_dumps(&data, true));
+    assert!(
+        got.contains(&format!("\"big\":1{}", "0".repeat(40))),
+        "{got}"
+    );
+    assert!(
+        got.contains("\"n\":1e+16") && got.contains("\"amount\":0.0"),
+        "{got}"
+    );
+}
+
+#[test]
+fn what_python_writes_is_accepted_and_its_client_may_reuse_a_task_id() {
+    let (keys, v) = python_keys();
+    let thor = keys.serve("Thor", &[]);
+    let url = format!("http://{}", thor.address());
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let data =
+        format!(r#"{{"x": NaN, "y": [Infinity, -Infinity], "s": "\ud800", "deep": {deep}}}"#);
+    // The original's test client names tasks by the second: two runs in
+    // one second with other task types share the id.
+    let task_id = format!("test_task_{}", now() as u64);
+    for task_type in ["echo", "llm_inference"] {
+        let run = python(
+            &[
+                "delegate",
+                "--name",
+                "Sprout",
+                "--keys-dir",
+                keys.path().to_str().unwrap(),
+                "--url",
+                &url,
+                "--target-name",
+                "Thor",
+                "--target-public-key",
+                v["keys"]["Thor"]["public_key_hex"].as_str().unwrap(),
+                "--task-type",
+                task_type,
+                "--task-data",
+                &data,
+                "--task-id",
+                &task_id,
+            ],
+            None,
+        );
+        assert_eq!(run.code, 0, "{task_type}: {} {}", run.stdout, thor.log());
+        assert!(run.stdout.contains(r#""verified": true"#), "{}", run.stdout);
+        if task_type == "echo" {
+            // The result echoes the signed values, NaN included.
+            assert!(
+                run.stdout.contains("NaN") && run.stdout.contains("-Infinity"),
+                "{}",
+                run.stdout
+            );
+        }
+    }
 }

@@ -149,7 +149,9 @@ pub(crate) fn write_str_bytes(s: &[u8], out: &mut String) {
             continue;
         }
         // The run is printable ASCII, so always valid UTF-8.
-        out.push_str(std::str::from_utf8(s.get(run_start..i).unwrap_or_default()).unwrap_or_default());
+        out.push_str(
+            std::str::from_utf8(s.get(run_start..i).unwrap_or_default()).unwrap_or_default(),
+        );
         let (cp, len) = decode_code_point(s.get(i..).unwrap_or_default());
         i += len;
         run_start = i;
@@ -189,7 +191,12 @@ pub(crate) fn decode_code_point(s: &[u8]) -> (u32, usize) {
         0xF0..=0xF7 => continuation(1)
             .zip(continuation(2))
             .zip(continuation(3))
-            .map(|((c1, c2), c3)| ((u32::from(lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3, 4)),
+            .map(|((c1, c2), c3)| {
+                (
+                    (u32::from(lead & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3,
+                    4,
+                )
+            }),
         _ => None,
     };
     decoded.unwrap_or((0xFFFD, 1))

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::pyjson::{self, PyJsonError, PyStr, PyValue};
+
 /// The fields of a signable task, in the order the original writes them.
 pub const TASK_FIELDS: [&str; 13] = [
     "task_id",
@@ -61,6 +63,19 @@ pub enum LegacyError {
         /// `task` or `proof`.
         what: &'static str,
     },
+    /// The body is not JSON as Python reads it.
+    #[error("the body is not JSON: {0}")]
+    Json(#[from] PyJsonError),
+    /// A field has a type the original would not sign or run.
+    #[error("the {what}'s field {field:?} is not {expected}")]
+    WrongType {
+        /// `task`, `proof` or `request`.
+        what: &'static str,
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
     /// A field the signable form requires is missing.
     #[error("the {what} has no field {field:?}")]
     MissingField {
@@ -105,6 +120,103 @@ pub fn signable_proof(proof: &Value) -> Result<Value, LegacyError> {
     let epistemic = proof.get("epistemic_state").is_some();
     let extra: &[&str] = if epistemic { &EPISTEMIC_FIELDS } else { &[] };
     rebuild("proof", proof, PROOF_FIELDS.iter().chain(extra))
+}
+
+/// A received `POST /execute_task` body, read as the original reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedRequest {
+    /// The signable task, rebuilt from the received `task`.
+    pub signable: PyValue,
+    /// LCT id of the requester.
+    pub requester_lct_id: String,
+    /// The signature, as sent.
+    pub signature: String,
+}
+
+/// Reads a request body with Python's `json.loads` rules and rebuilds its
+/// signable task.
+///
+/// # Errors
+/// [`LegacyError`] when the body is not JSON, lacks a field, or a field
+/// has the wrong type.
+pub fn read_request(body: &[u8]) -> Result<ReceivedRequest, LegacyError> {
+    let doc = pyjson::loads(body)?;
+    let text = |field: &'static str| {
+        let v = doc.get(field).ok_or(LegacyError::MissingField {
+            what: "request",
+            field,
+        })?;
+        v.as_str().map(str::to_owned).ok_or(LegacyError::WrongType {
+            what: "request",
+            field,
+            expected: "a string",
+        })
+    };
+    let task = doc.get("task").ok_or(LegacyError::MissingField {
+        what: "request",
+        field: "task",
+    })?;
+    if !matches!(task, PyValue::Dict(_)) {
+        return Err(LegacyError::NotAnObject { what: "task" });
+    }
+    let mut signable = Vec::with_capacity(TASK_FIELDS.len());
+    for field in TASK_FIELDS {
+        let value = task.get(field).ok_or(LegacyError::MissingField {
+            what: "task",
+            field,
+        })?;
+        signable.push((PyStr::from(field), value.clone()));
+    }
+    signable.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(ReceivedRequest {
+        signable: PyValue::Dict(signable),
+        requester_lct_id: text("requester_lct_id")?,
+        signature: text("signature")?,
+    })
+}
+
+impl LegacyTask {
+    /// The typed fields of a signable task (see [`read_request`]); the
+    /// executor's input is the view of `task_data` ([`PyValue::to_json`]).
+    ///
+    /// # Errors
+    /// [`LegacyError::WrongType`] naming the first field of the wrong type.
+    pub fn from_signable(task: &PyValue) -> Result<LegacyTask, LegacyError> {
+        let field = |name: &'static str| task.get(name).unwrap_or(&PyValue::Null);
+        let wrong = |field: &'static str, expected: &'static str| LegacyError::WrongType {
+            what: "task",
+            field,
+            expected,
+        };
+        let text = |name: &'static str| {
+            field(name)
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| wrong(name, "a string"))
+        };
+        let number =
+            |v: &PyValue, name: &'static str| v.as_f64().ok_or_else(|| wrong(name, "a number"));
+        let quality = field("quality_requirements");
+        Ok(LegacyTask {
+            task_id: text("task_id")?,
+            task_type: text("task_type")?,
+            task_data: field("task_data").to_json(),
+            estimated_cost: number(field("estimated_cost"), "estimated_cost")?,
+            delegating_platform: text("delegating_platform")?,
+            quality_requirements: LegacyQuality {
+                min_quality: number(
+                    quality.get("min_quality").unwrap_or(&PyValue::Null),
+                    "quality_requirements",
+                )?,
+                min_convergence: number(
+                    quality.get("min_convergence").unwrap_or(&PyValue::Null),
+                    "quality_requirements",
+                )?,
+            },
+            max_latency: number(field("max_latency"), "max_latency")?,
+            deadline: number(field("deadline"), "deadline")?,
+        })
+    }
 }
 
 /// The body of `POST /execute_task`, outer keys in the original's order.

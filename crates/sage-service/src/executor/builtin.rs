@@ -64,15 +64,18 @@ impl Executor for Simulate {
 
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
         Box::pin(async move {
+            let mut result = json!({
+                "status": "success",
+                "simulated": true,
+                "output": format!("Executed {} on {}", task.task_type, self.platform),
+                "task_type": task.task_type,
+                "modelled_latency_s": Self::modelled_latency(&task.task_type),
+            });
+            // Assigned, not passed to `json!`, which would serialize it
+            // again and cannot rebuild a legacy input's `NaN`.
+            result["echo"] = task.input.clone();
             Ok(Execution {
-                result: json!({
-                    "status": "success",
-                    "simulated": true,
-                    "output": format!("Executed {} on {}", task.task_type, self.platform),
-                    "task_type": task.task_type,
-                    "modelled_latency_s": Self::modelled_latency(&task.task_type),
-                    "echo": task.input,
-                }),
+                result,
                 actual_cost: task.estimated_cost * 0.92,
                 quality: 0.78,
                 convergence: 0.85,

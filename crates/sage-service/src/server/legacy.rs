@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::response::Response;
 use sage_crypto::digest::sha256;
 use sage_crypto::legacy::{sign_legacy, signing_bytes, verify_legacy};
-use sage_types::legacy::{signable_task, LegacyRequest, LegacyResponse, LegacyTask};
+use sage_types::legacy::{read_request, LegacyResponse, LegacyTask};
 use sage_types::{ProblemCode, QualityRequirements, Task};
 use serde_json::json;
 
@@ -40,7 +40,9 @@ pub(super) async fn execute_task(
     let inner = state.inner();
     let policy = state.policy();
     let bytes = read_body(body, policy.limits.max_body_bytes).await?;
-    let request: LegacyRequest = serde_json::from_slice(&bytes).map_err(|e| {
+    // Read as the original reads it (Python's `json.loads`), so that the
+    // bytes verified are `json.dumps` of the values the executor gets.
+    let request = read_request(&bytes).map_err(|e| {
         ApiError::new(
             ProblemCode::Malformed,
             format!("body is not a legacy task request: {e}"),
@@ -50,35 +52,31 @@ pub(super) async fn execute_task(
     let peer = policy.trust.by_lct(requester).ok_or_else(|| {
         ApiError::new(
             ProblemCode::UnknownPlatform,
-            format!("Unknown platform: {requester}"),
+            format!("Unknown platform: {}", Untrusted(requester)),
         )
     })?;
-    let signable = signable_task(&request.task)
-        .map_err(|e| ApiError::new(ProblemCode::Malformed, e.to_string()))?;
-    let canonical = signing_bytes(&signable);
+    let canonical = request.signable.canonical().into_bytes();
     let verifying = Instant::now();
     verify_legacy(&peer.public_key, &canonical, &request.signature)
         .map_err(|_| ApiError::new(ProblemCode::InvalidSignature, "Invalid signature"))?;
     inner.metrics.verified(verifying.elapsed());
-    let task: LegacyTask = serde_json::from_value(signable).map_err(|e| {
-        ApiError::new(
-            ProblemCode::Malformed,
-            format!("signed task has a field of the wrong type: {e}"),
-        )
-    })?;
+    let task = LegacyTask::from_signable(&request.signable)
+        .map_err(|e| ApiError::new(ProblemCode::Malformed, format!("signed task: {e}")))?;
 
     let now = now_ms();
     let (entry, reservation) =
         admit(&policy, &task, requester, now).inspect_err(|e| refused(&task, requester, e))?;
     // After the stateless checks; a replay gets its token back below.
     check_rate(inner, &policy.limits, peer).inspect_err(|e| refused(&task, requester, e))?;
-    // No nonce in this protocol: the task id and the digest of the signed
-    // bytes make a re-sent task the same task.
+    // No nonce in this protocol: a task is its id *and* its signed bytes,
+    // so the same bytes again get the stored answer and the same id with
+    // other content (the original's clients reuse ids) is another task.
+    let content_digest = sha256(&canonical);
     let record = TaskRecord {
         issuer: requester.clone(),
-        task_id: task.task_id.clone(),
+        task_id: format!("{}#{}", task.task_id, hex::encode(content_digest)),
         nonce: None,
-        content_digest: sha256(&canonical),
+        content_digest,
         envelope: bytes.to_vec(),
         task_type: task.task_type.clone(),
         received_at_ms: now,
@@ -198,13 +196,17 @@ fn answer(inner: &Inner, task: &LegacyTask, run: Run) -> Result<Bytes, ApiError>
     let result = match run.status {
         sage_types::ProofStatus::Succeeded => e.result.clone(),
         sage_types::ProofStatus::Failed => {
-            json!({ "status": "failed", "error": e.result["error"] })
+            let mut failed = json!({ "status": "failed" });
+            failed["error"] = e.result["error"].clone();
+            failed
         }
     };
-    let proof = json!({
+    // The result is moved in, not passed to `json!`: that would serialize
+    // it again, and serde_json refuses to rebuild the `NaN` a legacy input
+    // may have brought (see `PyValue::to_json`).
+    let mut proof = json!({
         "task_id": task.task_id,
         "executing_platform": inner.name,
-        "result_data": result,
         "actual_latency": run.latency.as_secs_f64(),
         "actual_cost": e.actual_cost,
         "irp_iterations": e.iterations,
@@ -213,6 +215,7 @@ fn answer(inner: &Inner, task: &LegacyTask, run: Run) -> Result<Bytes, ApiError>
         "quality_score": e.quality,
         "execution_timestamp": run.started_at as f64 / 1000.0 + run.latency.as_secs_f64(),
     });
+    proof["result_data"] = result;
     let signature = sign_legacy(&inner.key, &signing_bytes(&proof));
     let response = LegacyResponse {
         proof,

@@ -435,7 +435,8 @@ impl Store {
         self.submit(tasks::replay_guard_size, mode).await
     }
 
-    /// Forgets the nonces kept until before `now_ms`; returns how many.
+    /// Forgets the nonces, and the finished legacy tasks, kept until before
+    /// `now_ms`; returns how many.
     pub async fn prune(&self, now_ms: u64) -> Result<u64, StoreError> {
         self.call(move |db| tasks::prune(db, now_ms)).await
     }

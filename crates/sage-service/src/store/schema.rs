@@ -97,6 +97,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE ledger ADD COLUMN proof_task BLOB;
     "#,
+    // 5: legacy tasks (the rows without a nonce that have a
+    // `keep_until_ms`) are forgotten once their deadline and the skew have
+    // passed, by `prune`, which looks them up by that time.
+    r#"
+    CREATE INDEX tasks_legacy_by_expiry ON tasks (keep_until_ms) WHERE nonce IS NULL;
+    "#,
 ];
 
 /// The schema version this code writes and knows.

@@ -101,7 +101,7 @@ pub(super) fn begin(db: &Db<'_>, record: &TaskRecord) -> Result<Begin, StoreErro
                 record.task_type,
                 ms(record.received_at_ms),
                 record.nonce,
-                record.nonce.as_ref().map(|_| ms(record.keep_until_ms)),
+                ms(record.keep_until_ms),
             ])
         })
         .map_err(|e| db.err(e))?;
@@ -264,11 +264,19 @@ pub(super) fn interrupt_one(
 }
 
 pub(super) fn prune(db: &Db<'_>, now_ms: u64) -> Result<u64, StoreError> {
-    db.conn
-        .prepare_cached("DELETE FROM nonces WHERE keep_until_ms < ?1")
-        .and_then(|mut stmt| stmt.execute(params![ms(now_ms)]))
-        .map(|count| count as u64)
-        .map_err(|e| db.err(e))
+    // A legacy task (no nonce) can no longer be accepted past its
+    // `keep_until_ms` either, and its record serves nothing else.
+    let delete = |sql: &str| {
+        db.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params![ms(now_ms)]))
+            .map(|count| count as u64)
+            .map_err(|e| db.err(e))
+    };
+    Ok(delete("DELETE FROM nonces WHERE keep_until_ms < ?1")?
+        + delete(
+            "DELETE FROM tasks WHERE nonce IS NULL AND keep_until_ms < ?1 AND state <> 'running'",
+        )?)
 }
 
 /// Deletes the rows of finished tasks whose nonces need no keeping since

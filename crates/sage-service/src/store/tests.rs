@@ -77,7 +77,7 @@ async fn open_creates_a_wal_database_at_the_current_version() {
     let path = store.path().to_path_buf();
     assert_eq!(pragma::<String>(&path, "journal_mode"), "wal");
     assert_eq!(pragma::<u32>(&path, "user_version"), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
     assert_eq!(
         pragma::<i32>(&path, "application_id"),
         schema::APPLICATION_ID
@@ -1241,4 +1241,37 @@ async fn one_node_per_state_directory_and_short_commands_beside_it() {
         "still running"
     );
     assert_eq!(node.interrupt_running(2_000).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_legacy_task_is_forgotten_at_its_deadline_and_the_skew() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Legacy records have no nonce; keep_until_ms is the deadline plus the skew.
+    let legacy = record("alice", "t1#aa", None, 1);
+    let native = record("alice", "t2", Some("n2"), 2);
+    for r in [&legacy, &native] {
+        assert_eq!(store.begin_task(r.clone()).await.unwrap(), Begin::Started);
+        store
+            .finish_task("alice", &r.task_id, b"proof".to_vec(), 2_000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.prune(10_000).await.unwrap(), 0, "kept until 10000");
+    assert!(matches!(
+        store.begin_task(legacy.clone()).await.unwrap(),
+        Begin::Done { .. }
+    ));
+    assert_eq!(
+        store.prune(10_001).await.unwrap(),
+        1,
+        "only the legacy task"
+    );
+    assert_eq!(store.begin_task(legacy).await.unwrap(), Begin::Started);
+    // The native task is kept (by its retention): a retry gets its proof.
+    let native_retry = record("alice", &native.task_id, Some("n3"), 2);
+    assert!(matches!(
+        store.begin_task(native_retry).await.unwrap(),
+        Begin::Done { .. }
+    ));
 }

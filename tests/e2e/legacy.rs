@@ -590,3 +590,40 @@ fn what_python_writes_is_accepted_and_its_client_may_reuse_a_task_id() {
         }
     }
 }
+
+#[test]
+fn a_python_nodes_proof_with_a_huge_integer_keeps_it_and_verifies_offline() {
+    let (keys, _) = python_keys();
+    let sprout = PythonNode::start(&keys, "Sprout");
+    let big = format!("1{}", "0".repeat(40));
+    let run = keys.run(&[
+        "delegate",
+        "--local",
+        "Thor",
+        "--target",
+        "Sprout",
+        "--port",
+        &sprout.port.to_string(),
+        "--protocol",
+        "legacy",
+        "--task-type",
+        "vision",
+        "--input",
+        &format!(r#"{{"big": {big}}}"#),
+        "--json",
+    ]);
+    run.assert_code(0);
+    // Echoed as the integer it is, not as the float 1e+40.
+    assert!(
+        run.stdout.contains(&format!(r#""big": {big}"#))
+            || run.stdout.contains(&format!(r#""big":{big}"#)),
+        "{}",
+        run.stdout
+    );
+    let export = keys.path().with_file_name("receipts.jsonl");
+    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
+        .assert_code(0);
+    let verify = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
+    verify.assert_code(0);
+    verify.assert_stdout(&["all 1 receipts verify"]);
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use sage_crypto::digest::{json_digest, sha256_tagged};
 use sage_crypto::legacy::{signing_bytes, verify_legacy};
 use sage_crypto::{verify_envelope, Peer, Protocol, TrustStore};
-use sage_types::legacy::{signable_proof, signable_task, LegacyRequest, LegacyResponse};
+use sage_types::legacy::{signable_proof, signable_task};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::{Envelope, Proof};
 use serde::{Deserialize, Serialize};
@@ -309,24 +309,32 @@ pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, R
     };
     let malformed = |e: String| ReceiptError::Malformed(e);
     if receipt.protocol == Protocol::Legacy.as_str() {
-        let request: LegacyRequest =
-            serde_json::from_value(receipt.task.clone()).map_err(|e| malformed(e.to_string()))?;
-        let response: LegacyResponse =
-            serde_json::from_value(proof.clone()).map_err(|e| malformed(e.to_string()))?;
+        // Fields are taken from the values as read: a `from_value` into a
+        // typed body would turn large integers into floats, and the
+        // signature would no longer verify.
+        let part = |body: &serde_json::Value, what: &str, field: &str| {
+            body.get(field)
+                .cloned()
+                .ok_or_else(|| malformed(format!("the legacy {what} has no {field:?}")))
+        };
+        let signature = part(proof, "answer", "signature")?;
+        let signature = signature
+            .as_str()
+            .ok_or_else(|| malformed("the legacy answer's signature is not a string".into()))?;
+        let (proof, task) = (
+            part(proof, "answer", "proof")?,
+            part(&receipt.task, "request", "task")?,
+        );
         let peer = trust
             .find(&receipt.peer)
             .or_else(|| trust.by_lct(&receipt.peer_lct))
             .ok_or_else(|| {
                 ReceiptError::Signature(format!("{} is not a known peer", receipt.peer))
             })?;
-        let signable = signable_proof(&response.proof).map_err(|e| malformed(e.to_string()))?;
-        verify_legacy(
-            &peer.public_key,
-            &signing_bytes(&signable),
-            &response.signature,
-        )
-        .map_err(|e| ReceiptError::Signature(e.to_string()))?;
-        let task = signable_task(&request.task).map_err(|e| malformed(e.to_string()))?;
+        let signable = signable_proof(&proof).map_err(|e| malformed(e.to_string()))?;
+        verify_legacy(&peer.public_key, &signing_bytes(&signable), signature)
+            .map_err(|e| ReceiptError::Signature(e.to_string()))?;
+        let task = signable_task(&task).map_err(|e| malformed(e.to_string()))?;
         if task.get("task_id") != signable.get("task_id") {
             return Err(ReceiptError::Mismatch("task ids differ".into()));
         }

@@ -219,6 +219,45 @@ impl LegacyTask {
     }
 }
 
+impl LegacyProof {
+    /// The typed fields of a signable proof ([`signable_proof`]), read
+    /// field by field: `result_data` is kept as it is, where a
+    /// [`serde_json::from_value`] would turn a large integer into a float.
+    ///
+    /// # Errors
+    /// [`LegacyError::WrongType`] naming the first field of the wrong type.
+    pub fn from_signable(proof: &Value) -> Result<LegacyProof, LegacyError> {
+        let wrong = |field: &'static str, expected: &'static str| LegacyError::WrongType {
+            what: "proof",
+            field,
+            expected,
+        };
+        let field = |name: &'static str| proof.get(name).unwrap_or(&Value::Null);
+        let text = |name: &'static str| {
+            field(name)
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| wrong(name, "a string"))
+        };
+        let number =
+            |name: &'static str| field(name).as_f64().ok_or_else(|| wrong(name, "a number"));
+        Ok(LegacyProof {
+            task_id: text("task_id")?,
+            executing_platform: text("executing_platform")?,
+            result_data: field("result_data").clone(),
+            actual_latency: number("actual_latency")?,
+            actual_cost: number("actual_cost")?,
+            irp_iterations: field("irp_iterations")
+                .as_u64()
+                .ok_or_else(|| wrong("irp_iterations", "a whole number"))?,
+            final_energy: number("final_energy")?,
+            convergence_quality: number("convergence_quality")?,
+            quality_score: number("quality_score")?,
+            execution_timestamp: number("execution_timestamp")?,
+        })
+    }
+}
+
 /// The body of `POST /execute_task`, outer keys in the original's order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegacyRequest {
@@ -276,7 +315,7 @@ pub struct LegacyQuality {
 }
 
 /// A signable proof, typed, for checks after its signature verified.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LegacyProof {
     /// The task id.
     pub task_id: String,

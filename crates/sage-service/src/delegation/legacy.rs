@@ -87,9 +87,8 @@ pub fn check_proof(
         executor: executor.name.clone(),
         key_id: executor.key_id.to_string(),
     })?;
-    let proof: LegacyProof = serde_json::from_value(signable).map_err(|e| {
-        ProofError::Malformed(format!("signed proof has a field of the wrong type: {e}"))
-    })?;
+    let proof = LegacyProof::from_signable(&signable)
+        .map_err(|e| ProofError::Malformed(format!("signed proof: {e}")))?;
     if proof.task_id != signed.task_id {
         return Err(ProofError::ForOtherTask {
             detail: format!(

@@ -446,6 +446,19 @@ fn legacy_refusals() {
     );
     assert_refused(&thor, &answer, 400, "malformed");
 
+    // Signed, but a field the node must read has the wrong type.
+    let answer = post(
+        &thor,
+        &request(&sprout, "sprout_sage_lct", |t| {
+            t["deadline"] = json!("soon")
+        }),
+    );
+    assert_refused(&thor, &answer, 400, "malformed");
+    assert_eq!(
+        answer.json()["detail"],
+        r#"signed task: the task's field "deadline" is not a number"#
+    );
+
     let answer = post(
         &thor,
         &request(&sprout, "sprout_sage_lct", |t| {

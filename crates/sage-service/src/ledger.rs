@@ -369,3 +369,51 @@ pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, R
     }
     Ok(verified.signer.name.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn legacy_receipt(task: serde_json::Value, proof: serde_json::Value) -> Receipt {
+        Receipt {
+            task_id: "t".into(),
+            peer: "Sprout".into(),
+            peer_lct: "sprout_sage_lct".into(),
+            protocol: Protocol::Legacy.as_str().into(),
+            sent_at_ms: 0,
+            status: "succeeded".into(),
+            task,
+            proof: Some(proof),
+        }
+    }
+
+    #[test]
+    fn a_legacy_receipt_without_its_parts_is_malformed() {
+        let trust = TrustStore::default();
+        let cases = [
+            (
+                legacy_receipt(json!({"task": {}}), json!({"proof": {}})),
+                r#"not a receipt: the legacy answer has no "signature""#,
+            ),
+            (
+                legacy_receipt(json!({"task": {}}), json!({"proof": {}, "signature": 1})),
+                "not a receipt: the legacy answer's signature is not a string",
+            ),
+            (
+                legacy_receipt(json!({"task": {}}), json!({"signature": "ab"})),
+                r#"not a receipt: the legacy answer has no "proof""#,
+            ),
+            (
+                legacy_receipt(json!({}), json!({"proof": {}, "signature": "ab"})),
+                r#"not a receipt: the legacy request has no "task""#,
+            ),
+        ];
+        for (receipt, want) in cases {
+            assert_eq!(
+                verify_receipt(&receipt, &trust).unwrap_err().to_string(),
+                want
+            );
+        }
+    }
+}

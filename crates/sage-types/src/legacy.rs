@@ -285,7 +285,7 @@ pub struct LegacyResponse {
 }
 
 /// A signable task, typed, for checks after its signature verified.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LegacyTask {
     /// The task id.
     pub task_id: String,
@@ -306,7 +306,7 @@ pub struct LegacyTask {
 }
 
 /// `quality_requirements` of a legacy task.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LegacyQuality {
     /// Lowest acceptable `quality_score`.
     pub min_quality: f64,
@@ -366,6 +366,79 @@ mod tests {
         assert_eq!(
             signable_task(&json!([1])).unwrap_err(),
             LegacyError::NotAnObject { what: "task" }
+        );
+    }
+
+    #[test]
+    fn a_proof_is_read_field_by_field_and_a_wrong_type_is_named() {
+        let mut proof = json!({});
+        for f in PROOF_FIELDS {
+            proof[f] = json!(1.5);
+        }
+        proof["task_id"] = json!("t");
+        proof["executing_platform"] = json!("Thor");
+        proof["irp_iterations"] = json!(5);
+        proof["result_data"] =
+            serde_json::from_str(r#"{"big": 10000000000000000000000000000000000000000}"#).unwrap();
+        let read = LegacyProof::from_signable(&proof).unwrap();
+        assert_eq!(
+            serde_json::to_string(&read.result_data).unwrap(),
+            r#"{"big":10000000000000000000000000000000000000000}"#
+        );
+        proof["irp_iterations"] = json!(-1);
+        assert_eq!(
+            LegacyProof::from_signable(&proof).unwrap_err().to_string(),
+            r#"the proof's field "irp_iterations" is not a whole number"#
+        );
+        proof["irp_iterations"] = json!(5);
+        proof["task_id"] = json!(7);
+        assert_eq!(
+            LegacyProof::from_signable(&proof).unwrap_err(),
+            LegacyError::WrongType {
+                what: "proof",
+                field: "task_id",
+                expected: "a string"
+            }
+        );
+    }
+
+    #[test]
+    fn a_request_is_read_as_python_reads_it() {
+        let mut task = json!({});
+        for f in TASK_FIELDS {
+            task[f] = json!(1);
+        }
+        let body = |task: &Value, signature: Value| {
+            serde_json::to_vec(
+                &json!({"task": task, "requester_lct_id": "a", "signature": signature}),
+            )
+            .unwrap()
+        };
+        let read = read_request(&body(&task, json!("ab"))).unwrap();
+        assert_eq!(
+            read.signable.canonical(),
+            crate::canonical::to_python_json(&task)
+        );
+        assert_eq!(
+            read_request(&body(&task, json!(12))).unwrap_err(),
+            LegacyError::WrongType {
+                what: "request",
+                field: "signature",
+                expected: "a string"
+            }
+        );
+        assert!(matches!(
+            read_request(b"{\"task\": "),
+            Err(LegacyError::Json(_))
+        ));
+        let err = LegacyTask::from_signable(&read.signable).unwrap_err();
+        assert_eq!(
+            err,
+            LegacyError::WrongType {
+                what: "task",
+                field: "task_id",
+                expected: "a string"
+            }
         );
     }
 

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use sage_crypto::legacy::{sign_legacy, signing_bytes, verify_legacy};
 use sage_crypto::{NodeKey, PublicKey};
-use sage_types::legacy::{signable_proof, LegacyResponse};
+use sage_types::legacy::{read_response, LegacyResponse};
 use serde_json::{json, Value};
 
 use crate::util::{assert_refused, http, HttpAnswer, Keys, Node, Run};
@@ -316,14 +316,11 @@ fn vector_requests_are_refused_when_stale_and_accepted_when_re_signed() {
             thor.log()
         );
         let response: LegacyResponse = serde_json::from_slice(&first.body).unwrap();
-        let signable = signable_proof(&response.proof).unwrap();
-        verify_legacy(&thor_key, &signing_bytes(&signable), &response.signature).unwrap();
+        let signable = read_response(&first.body).unwrap().signable.canonical();
+        verify_legacy(&thor_key, signable.as_bytes(), &response.signature).unwrap();
         // The Python rules, by Python itself: json.dumps(proof, sort_keys=True).
-        let run = python(
-            &["canonical"],
-            Some(&serde_json::to_string(&signable).unwrap()),
-        );
-        assert_eq!(run.stdout.as_bytes(), signing_bytes(&signable));
+        let run = python(&["canonical"], Some(&signable));
+        assert_eq!(run.stdout, signable);
         let task_id = vector["signable"]["task_id"].as_str().unwrap();
         assert_eq!(response.proof["task_id"], task_id);
         assert_eq!(
@@ -639,4 +636,52 @@ fn a_python_nodes_proof_with_a_huge_integer_keeps_it_and_verifies_offline() {
     let verify = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
     verify.assert_code(0);
     verify.assert_stdout(&["all 1 receipts verify"]);
+}
+
+#[test]
+fn a_python_nodes_proof_with_nan_and_a_lone_surrogate_is_accepted_and_verifies_offline() {
+    let (keys, _) = python_keys();
+    let sprout = PythonNode::start(&keys, "Sprout");
+    let port = sprout.port.to_string();
+    let delegate = |json: &[&str]| {
+        let mut args = vec![
+            "delegate",
+            "--local",
+            "Thor",
+            "--target",
+            "Sprout",
+            "--port",
+            &port,
+            "--protocol",
+            "legacy",
+            "--task-type",
+            "vision",
+            "--input",
+            r#"{"measure_nan": true}"#,
+        ];
+        args.extend(json);
+        keys.run(&args)
+    };
+    let run = delegate(&[]);
+    run.assert_code(0);
+    assert!(run.stdout.contains(r#""loss": NaN"#), "{}", run.stdout);
+    let run = delegate(&["--json"]);
+    run.assert_code(0);
+    // Python's spellings, as Python's json module reads them back.
+    for spelling in ["NaN", "Infinity", "-Infinity"] {
+        assert!(run.stdout.contains(spelling), "{}", run.stdout);
+    }
+    let export = keys.path().with_file_name("receipts.jsonl");
+    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
+        .assert_code(0);
+    let lines = std::fs::read_to_string(&export).unwrap();
+    let line = lines.lines().next().unwrap();
+    // The receipt keeps the surrogate the signature covers.
+    assert!(line.contains(r#""label": "\ud800""#), "{line}");
+    let verify = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
+    verify.assert_code(0);
+    verify.assert_stdout(&["all 2 receipts verify"]);
+    // Python reads the exported line, and writes it back the same.
+    let run = python(&["canonical"], Some(line));
+    assert_eq!(run.stdout, line);
 }

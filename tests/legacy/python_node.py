@@ -233,6 +233,16 @@ def simulate_execution(task, platform_name, execution_timestamp, epistemic=False
         "quality_score": 0.78,
         "execution_timestamp": execution_timestamp,
     }
+    data = task["task_data"]
+    if isinstance(data, dict) and data.get("measure_nan"):
+        # What a Python executor can return and json.dumps writes: NaN,
+        # infinities and lone surrogates, which are not JSON but are signed.
+        proof["result_data"]["measured"] = {
+            "loss": float("nan"),
+            "peak": float("inf"),
+            "floor": float("-inf"),
+            "label": "\ud800",
+        }
     if epistemic:
         proof.update(EPISTEMIC_EXAMPLE)
     return proof

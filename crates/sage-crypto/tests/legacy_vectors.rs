@@ -6,7 +6,7 @@
 
 use sage_crypto::legacy::{sign_legacy, signing_bytes, verify_legacy};
 use sage_crypto::NodeKey;
-use sage_types::legacy::{signable_proof, signable_task, LegacyRequest, LegacyResponse};
+use sage_types::legacy::{read_request, read_response};
 use serde_json::Value;
 
 fn vectors() -> Value {
@@ -43,13 +43,13 @@ fn task_and_proof_signatures_are_reproduced() {
             // The whole body as it travelled: rebuild, re-serialize, verify.
             let body = vector[body_field].as_str().unwrap();
             let (signable, signature) = if kind == "tasks" {
-                let r: LegacyRequest = serde_json::from_str(body).unwrap();
-                (signable_task(&r.task).unwrap(), r.signature)
+                let r = read_request(body.as_bytes()).unwrap();
+                (r.signable, r.signature)
             } else {
-                let r: LegacyResponse = serde_json::from_str(body).unwrap();
-                (signable_proof(&r.proof).unwrap(), r.signature)
+                let r = read_response(body.as_bytes()).unwrap();
+                (r.signable, r.signature)
             };
-            let bytes = signing_bytes(&signable);
+            let bytes = signable.canonical().into_bytes();
             assert_eq!(bytes, canonical);
             verify_legacy(&key.public(), &bytes, &signature).unwrap();
             checked += 1;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use sage_crypto::TlsTrust;
 use sage_types::health::HEALTHY;
-use sage_types::legacy::{LegacyRequest, LegacyResponse};
+use sage_types::legacy::{read_response, LegacyRequest, ReceivedResponse};
 use sage_types::{Envelope, Health, Problem};
 
 use crate::ClientError;
@@ -174,7 +174,8 @@ impl Client {
     }
 
     /// `POST /execute_task` of the Python original's protocol; the answer is
-    /// the (not yet verified) signed proof.
+    /// the (not yet verified) signed proof, read as Python's `json.loads`
+    /// reads it, and the body as received.
     ///
     /// # Errors
     /// As [`Client::submit_task`]; a Python node's refusals come as
@@ -184,9 +185,16 @@ impl Client {
         addr: &str,
         request: &LegacyRequest,
         timeout: Duration,
-    ) -> Result<LegacyResponse, ClientError> {
-        self.post_json(addr, "/execute_task", request, timeout, "a legacy proof")
-            .await
+    ) -> Result<(ReceivedResponse, Vec<u8>), ClientError> {
+        let body = self
+            .post_body(addr, "/execute_task", request, timeout)
+            .await?;
+        let response = read_response(&body).map_err(|e| ClientError::BadResponse {
+            addr: addr.to_owned(),
+            status: 200,
+            detail: format!("not a legacy proof: {e}"),
+        })?;
+        Ok((response, body))
     }
 
     /// Posts `body` to `url` and reads the answer: the load generator's
@@ -223,6 +231,18 @@ impl Client {
         timeout: Duration,
         expected: &str,
     ) -> Result<T, ClientError> {
+        let body = self.post_body(addr, path, body, timeout).await?;
+        parse(addr, &body, expected)
+    }
+
+    /// Posts `body` as JSON and returns the body of a `200` answer.
+    async fn post_body(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{path}", base_url(addr)?);
         let body = serde_json::to_vec(body)
             .map_err(|e| ClientError::Setup(format!("cannot encode the request to {addr}: {e}")))?;
@@ -231,7 +251,7 @@ impl Client {
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        self.answer(addr, request, timeout, expected).await
+        self.answer_body(addr, request, timeout).await
     }
 
     /// Sends `request` and reads a `200` answer as `T`; anything else is a
@@ -243,6 +263,18 @@ impl Client {
         timeout: Duration,
         expected: &str,
     ) -> Result<T, ClientError> {
+        let body = self.answer_body(addr, request, timeout).await?;
+        parse(addr, &body, expected)
+    }
+
+    /// Sends `request` and returns the body of a `200` answer; anything
+    /// else is a refusal or a bad answer.
+    async fn answer_body(
+        &self,
+        addr: &str,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
         let response = request
             .timeout(timeout)
             .send()
@@ -252,12 +284,21 @@ impl Client {
         if status != 200 {
             return Err(refusal(addr, status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-            addr: addr.to_owned(),
-            status,
-            detail: format!("not {expected}: {e}"),
-        })
+        Ok(body)
     }
+}
+
+/// A `200` answer's body read as `T`.
+fn parse<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    body: &[u8],
+    expected: &str,
+) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::BadResponse {
+        addr: addr.to_owned(),
+        status: 200,
+        detail: format!("not {expected}: {e}"),
+    })
 }
 
 /// The base URL of a node given as `HOST:PORT` or as a URL.

@@ -6,17 +6,20 @@
 //! `{"task_id", "peer", "peer_lct", "protocol", "sent_at_ms", "status", "task", "proof"}`
 //! where `task` is the signed task as sent and `proof` the signed proof as
 //! received (a DSSE envelope for the native protocol; the request and the
-//! answer bodies for the legacy one).
+//! answer bodies for the legacy one). Lines are read and written as Python's
+//! `json` module does ([`sage_types::pyjson`]), keys sorted: a Python node's
+//! answer may hold `NaN` or a lone surrogate, which its signature covers and
+//! serde_json cannot hold.
 
 use std::time::Duration;
 
 use sage_crypto::digest::{json_digest, sha256_tagged};
-use sage_crypto::legacy::{signing_bytes, verify_legacy};
+use sage_crypto::legacy::verify_legacy;
 use sage_crypto::{verify_envelope, Peer, Protocol, TrustStore};
-use sage_types::legacy::{signable_proof, signable_task};
+use sage_types::legacy::{ReceivedRequest, ReceivedResponse};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
+use sage_types::pyjson::{self, PyStr, PyValue};
 use sage_types::{Envelope, Proof};
-use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
 use crate::delegation::{Delegation, Exchange, Outgoing, ProofSummary};
@@ -24,7 +27,7 @@ use crate::store::{LedgerEntry, Outcome, Store, StoreError};
 use crate::DelegateError;
 
 /// One exported receipt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Receipt {
     /// The task id.
     pub task_id: String,
@@ -40,15 +43,15 @@ pub struct Receipt {
     pub status: String,
     /// The signed task the proof names: as sent, or for a retry answered
     /// with the proof of an earlier send, as sent then.
-    pub task: serde_json::Value,
+    pub task: PyValue,
     /// The signed proof as received, if any.
-    pub proof: Option<serde_json::Value>,
+    pub proof: Option<PyValue>,
 }
 
 impl Receipt {
     /// The receipt of a ledger entry.
     pub fn of(entry: &LedgerEntry) -> Receipt {
-        let json = |bytes: &[u8]| serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null);
+        let read = |bytes: &[u8]| pyjson::loads(bytes).unwrap_or(PyValue::Null);
         Receipt {
             task_id: entry.task_id.clone(),
             peer: entry.peer.clone(),
@@ -56,9 +59,78 @@ impl Receipt {
             protocol: entry.protocol.clone(),
             sent_at_ms: entry.sent_at_ms,
             status: entry.status.clone(),
-            task: json(entry.proof_task.as_deref().unwrap_or(&entry.task)),
-            proof: entry.proof.as_deref().map(json),
+            task: read(entry.proof_task.as_deref().unwrap_or(&entry.task)),
+            proof: entry.proof.as_deref().map(read),
         }
+    }
+
+    /// Reads one exported line.
+    ///
+    /// # Errors
+    /// [`ReceiptError::Malformed`] for a line that is not JSON or lacks a
+    /// field of a receipt.
+    pub fn from_line(line: &[u8]) -> Result<Receipt, ReceiptError> {
+        let doc = pyjson::loads(line).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        let field = |name: &str| {
+            doc.get(name)
+                .ok_or_else(|| ReceiptError::Malformed(format!("no field {name:?}")))
+        };
+        let wrong = |name: &str, expected: &str| {
+            ReceiptError::Malformed(format!("the field {name:?} is not {expected}"))
+        };
+        let text = |name: &str| {
+            field(name)?
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| wrong(name, "a string"))
+        };
+        Ok(Receipt {
+            task_id: text("task_id")?,
+            peer: text("peer")?,
+            peer_lct: text("peer_lct")?,
+            protocol: text("protocol")?,
+            sent_at_ms: field("sent_at_ms")?
+                .as_u64()
+                .ok_or_else(|| wrong("sent_at_ms", "a whole number"))?,
+            status: text("status")?,
+            task: field("task")?.clone(),
+            proof: match doc.get("proof") {
+                None | Some(PyValue::Null) => None,
+                Some(proof) => Some(proof.clone()),
+            },
+        })
+    }
+
+    /// The receipt as one line of JSON, which [`Receipt::from_line`] reads
+    /// back to the same receipt.
+    pub fn to_line(&self) -> String {
+        self.to_py().canonical()
+    }
+
+    /// The receipt as JSON for display (see [`PyValue::to_json`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        self.to_py().to_json()
+    }
+
+    fn to_py(&self) -> PyValue {
+        let text = |s: &str| PyValue::Str(PyStr::from(s));
+        // Sorted by key, as a dict is held.
+        PyValue::Dict(vec![
+            (PyStr::from("peer"), text(&self.peer)),
+            (PyStr::from("peer_lct"), text(&self.peer_lct)),
+            (
+                PyStr::from("proof"),
+                self.proof.clone().unwrap_or(PyValue::Null),
+            ),
+            (PyStr::from("protocol"), text(&self.protocol)),
+            (
+                PyStr::from("sent_at_ms"),
+                PyValue::Int(self.sent_at_ms.to_string()),
+            ),
+            (PyStr::from("status"), text(&self.status)),
+            (PyStr::from("task"), self.task.clone()),
+            (PyStr::from("task_id"), text(&self.task_id)),
+        ])
     }
 }
 
@@ -115,7 +187,7 @@ pub async fn record_outcome(
             status: d.summary.status.as_str().to_owned(),
             latency_ms: Some(d.total.as_secs_f64() * 1000.0),
             quality: Some(d.summary.quality),
-            proof: Some(serde_json::to_vec(&d.signed_proof).unwrap_or_default()),
+            proof: Some(d.proof_body.clone()),
             proof_task: d
                 .summary
                 .task_digest
@@ -161,7 +233,7 @@ pub async fn record(
         protocol: d.protocol,
         task: &d.task,
         signed_task: &d.signed_task,
-        signed_proof: &d.signed_proof,
+        proof_body: d.proof_body.clone(),
         summary: &d.summary,
         sent_at_ms,
         latency: d.total,
@@ -180,14 +252,14 @@ pub(crate) async fn record_exchange(
     sent_at_ms: u64,
     latency: Duration,
 ) -> Result<i64, StoreError> {
-    let (task, signed_task, _, _, signed_proof) = exchanged.to_json();
+    let (task, signed_task, ..) = exchanged.to_json();
     let entry = Verified {
         peer: &target.name,
         peer_lct: &target.lct_id,
         protocol: exchanged.protocol(),
         task: &task,
         signed_task: &signed_task,
-        signed_proof: &signed_proof,
+        proof_body: exchanged.proof_body(),
         summary,
         sent_at_ms,
         latency,
@@ -203,7 +275,7 @@ struct Verified<'a> {
     protocol: Protocol,
     task: &'a serde_json::Value,
     signed_task: &'a serde_json::Value,
-    signed_proof: &'a serde_json::Value,
+    proof_body: Vec<u8>,
     summary: &'a ProofSummary,
     sent_at_ms: u64,
     latency: Duration,
@@ -228,7 +300,7 @@ impl Verified<'_> {
             latency_ms: Some(self.latency.as_secs_f64() * 1000.0),
             quality: Some(self.summary.quality),
             task: serde_json::to_vec(self.signed_task).unwrap_or_default(),
-            proof: Some(serde_json::to_vec(self.signed_proof).unwrap_or_default()),
+            proof: Some(self.proof_body.clone()),
             proof_task: None,
             error: None,
         }
@@ -309,39 +381,28 @@ pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, R
     };
     let malformed = |e: String| ReceiptError::Malformed(e);
     if receipt.protocol == Protocol::Legacy.as_str() {
-        // Fields are taken from the values as read: a `from_value` into a
-        // typed body would turn large integers into floats, and the
-        // signature would no longer verify.
-        let part = |body: &serde_json::Value, what: &str, field: &str| {
-            body.get(field)
-                .cloned()
-                .ok_or_else(|| malformed(format!("the legacy {what} has no {field:?}")))
-        };
-        let signature = part(proof, "answer", "signature")?;
-        let signature = signature
-            .as_str()
-            .ok_or_else(|| malformed("the legacy answer's signature is not a string".into()))?;
-        let (proof, task) = (
-            part(proof, "answer", "proof")?,
-            part(&receipt.task, "request", "task")?,
-        );
+        let answer = ReceivedResponse::of(proof).map_err(|e| malformed(e.to_string()))?;
+        let request = ReceivedRequest::of(&receipt.task).map_err(|e| malformed(e.to_string()))?;
         let peer = trust
             .find(&receipt.peer)
             .or_else(|| trust.by_lct(&receipt.peer_lct))
             .ok_or_else(|| {
                 ReceiptError::Signature(format!("{} is not a known peer", receipt.peer))
             })?;
-        let signable = signable_proof(&proof).map_err(|e| malformed(e.to_string()))?;
-        verify_legacy(&peer.public_key, &signing_bytes(&signable), signature)
-            .map_err(|e| ReceiptError::Signature(e.to_string()))?;
-        let task = signable_task(&task).map_err(|e| malformed(e.to_string()))?;
-        if task.get("task_id") != signable.get("task_id") {
+        verify_legacy(
+            &peer.public_key,
+            answer.signable.canonical().as_bytes(),
+            &answer.signature,
+        )
+        .map_err(|e| ReceiptError::Signature(e.to_string()))?;
+        if request.signable.get("task_id") != answer.signable.get("task_id") {
             return Err(ReceiptError::Mismatch("task ids differ".into()));
         }
         return Ok(peer.name.clone());
     }
+    // The native protocol's messages are plain JSON: the view is exact.
     let envelope: Envelope =
-        serde_json::from_value(proof.clone()).map_err(|e| malformed(e.to_string()))?;
+        serde_json::from_value(proof.to_json()).map_err(|e| malformed(e.to_string()))?;
     let verified = verify_envelope(&envelope, PROOF_PAYLOAD_TYPE, trust)
         .map_err(|e| ReceiptError::Signature(e.to_string()))?;
     let parsed: Proof =
@@ -353,7 +414,7 @@ pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, R
         )));
     }
     let task: Envelope =
-        serde_json::from_value(receipt.task.clone()).map_err(|e| malformed(e.to_string()))?;
+        serde_json::from_value(receipt.task.to_json()).map_err(|e| malformed(e.to_string()))?;
     let payload = task.payload_bytes().map_err(|e| malformed(e.to_string()))?;
     if parsed.task_digest != sha256_tagged(&payload) {
         return Err(ReceiptError::Mismatch(format!(
@@ -376,6 +437,8 @@ mod tests {
     use serde_json::json;
 
     fn legacy_receipt(task: serde_json::Value, proof: serde_json::Value) -> Receipt {
+        let py = |v: serde_json::Value| pyjson::loads(v.to_string().as_bytes()).unwrap();
+        let (task, proof) = (py(task), py(proof));
         Receipt {
             task_id: "t".into(),
             peer: "Sprout".into(),
@@ -390,23 +453,38 @@ mod tests {
 
     #[test]
     fn a_legacy_receipt_without_its_parts_is_malformed() {
+        use sage_types::legacy::{PROOF_FIELDS, TASK_FIELDS};
         let trust = TrustStore::default();
+        let full = |fields: &[&str]| {
+            serde_json::Value::Object(fields.iter().map(|f| (f.to_string(), json!(1))).collect())
+        };
+        let (task, proof) = (full(&TASK_FIELDS), full(&PROOF_FIELDS));
         let cases = [
             (
-                legacy_receipt(json!({"task": {}}), json!({"proof": {}})),
-                r#"not a receipt: the legacy answer has no "signature""#,
+                legacy_receipt(json!({"task": task}), json!({"proof": proof})),
+                r#"not a receipt: the answer has no field "signature""#,
             ),
             (
-                legacy_receipt(json!({"task": {}}), json!({"proof": {}, "signature": 1})),
-                "not a receipt: the legacy answer's signature is not a string",
+                legacy_receipt(
+                    json!({"task": task}),
+                    json!({"proof": proof, "signature": 1}),
+                ),
+                r#"not a receipt: the answer's field "signature" is not a string"#,
             ),
             (
-                legacy_receipt(json!({"task": {}}), json!({"signature": "ab"})),
-                r#"not a receipt: the legacy answer has no "proof""#,
+                legacy_receipt(json!({"task": task}), json!({"signature": "ab"})),
+                r#"not a receipt: the answer has no field "proof""#,
             ),
             (
-                legacy_receipt(json!({}), json!({"proof": {}, "signature": "ab"})),
-                r#"not a receipt: the legacy request has no "task""#,
+                legacy_receipt(
+                    json!({"task": task}),
+                    json!({"proof": {}, "signature": "ab"}),
+                ),
+                r#"not a receipt: the proof has no field "task_id""#,
+            ),
+            (
+                legacy_receipt(json!({}), json!({"proof": proof, "signature": "ab"})),
+                r#"not a receipt: the request has no field "task""#,
             ),
         ];
         for (receipt, want) in cases {
@@ -415,5 +493,27 @@ mod tests {
                 want
             );
         }
+    }
+
+    #[test]
+    fn a_receipt_line_reads_back_to_the_same_receipt() {
+        let mut receipt = legacy_receipt(json!({"task": {}}), json!({"signature": "ab"}));
+        receipt.proof = Some(pyjson::loads(br#"{"x": NaN, "s": "\ud800", "n": 1e400}"#).unwrap());
+        let line = receipt.to_line();
+        assert!(line.is_ascii() && !line.contains('\n'), "{line}");
+        // NaN is not equal to itself: the lines are compared.
+        assert_eq!(Receipt::from_line(line.as_bytes()).unwrap().to_line(), line);
+        receipt.proof = None;
+        assert_eq!(
+            Receipt::from_line(receipt.to_line().as_bytes()).unwrap(),
+            receipt
+        );
+        assert_eq!(
+            Receipt::from_line(br#"{"task_id": "t"}"#)
+                .unwrap_err()
+                .to_string(),
+            r#"not a receipt: no field "peer""#
+        );
+        assert!(Receipt::from_line(b"{").is_err());
     }
 }

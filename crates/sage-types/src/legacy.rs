@@ -7,7 +7,7 @@
 //! output of [`crate::canonical::to_python_json`] over it.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::pyjson::{self, PyJsonError, PyStr, PyValue};
 
@@ -69,7 +69,7 @@ pub enum LegacyError {
     /// A field has a type the original would not sign or run.
     #[error("the {what}'s field {field:?} is not {expected}")]
     WrongType {
-        /// `task`, `proof` or `request`.
+        /// `task`, `proof`, `request` or `answer`.
         what: &'static str,
         /// The field.
         field: &'static str,
@@ -79,27 +79,53 @@ pub enum LegacyError {
     /// A field the signable form requires is missing.
     #[error("the {what} has no field {field:?}")]
     MissingField {
-        /// `task` or `proof`.
+        /// `task`, `proof`, `request` or `answer`.
         what: &'static str,
         /// The field.
         field: &'static str,
     },
 }
 
+/// The signable form the original rebuilds from a received `task` or
+/// `proof`: exactly `fields` (held sorted, as [`PyValue::Dict`] is), any
+/// other field dropped.
 fn rebuild<'a>(
     what: &'static str,
-    value: &Value,
+    object: &PyValue,
     fields: impl IntoIterator<Item = &'a &'static str>,
-) -> Result<Value, LegacyError> {
-    let object = value.as_object().ok_or(LegacyError::NotAnObject { what })?;
-    let mut out = Map::new();
-    for &field in fields {
-        let v = object
-            .get(field)
-            .ok_or(LegacyError::MissingField { what, field })?;
-        out.insert(field.to_owned(), v.clone());
+) -> Result<PyValue, LegacyError> {
+    if !matches!(object, PyValue::Dict(_)) {
+        return Err(LegacyError::NotAnObject { what });
     }
-    Ok(Value::Object(out))
+    let mut signable = Vec::new();
+    for &field in fields {
+        let value = part(object, what, field)?;
+        signable.push((PyStr::from(field), value.clone()));
+    }
+    signable.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(PyValue::Dict(signable))
+}
+
+/// The field `field` of `doc`, the `what` of a message.
+fn part<'a>(
+    doc: &'a PyValue,
+    what: &'static str,
+    field: &'static str,
+) -> Result<&'a PyValue, LegacyError> {
+    doc.get(field)
+        .ok_or(LegacyError::MissingField { what, field })
+}
+
+/// The string field `field` of `doc`.
+fn text(doc: &PyValue, what: &'static str, field: &'static str) -> Result<String, LegacyError> {
+    part(doc, what, field)?
+        .as_str()
+        .map(str::to_owned)
+        .ok_or(LegacyError::WrongType {
+            what,
+            field,
+            expected: "a string",
+        })
 }
 
 /// The signable task the Python receiver rebuilds from a received `task`:
@@ -107,7 +133,7 @@ fn rebuild<'a>(
 ///
 /// # Errors
 /// [`LegacyError`] when `task` is not an object or lacks a field.
-pub fn signable_task(task: &Value) -> Result<Value, LegacyError> {
+pub fn signable_task(task: &PyValue) -> Result<PyValue, LegacyError> {
     rebuild("task", task, &TASK_FIELDS)
 }
 
@@ -116,13 +142,13 @@ pub fn signable_task(task: &Value) -> Result<Value, LegacyError> {
 ///
 /// # Errors
 /// [`LegacyError`] when `proof` is not an object or lacks a field.
-pub fn signable_proof(proof: &Value) -> Result<Value, LegacyError> {
+pub fn signable_proof(proof: &PyValue) -> Result<PyValue, LegacyError> {
     let epistemic = proof.get("epistemic_state").is_some();
     let extra: &[&str] = if epistemic { &EPISTEMIC_FIELDS } else { &[] };
     rebuild("proof", proof, PROOF_FIELDS.iter().chain(extra))
 }
 
-/// A received `POST /execute_task` body, read as the original reads it.
+/// A `POST /execute_task` body, read as the original reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceivedRequest {
     /// The signable task, rebuilt from the received `task`.
@@ -133,6 +159,21 @@ pub struct ReceivedRequest {
     pub signature: String,
 }
 
+impl ReceivedRequest {
+    /// The parts of a request body already read with [`pyjson::loads`].
+    ///
+    /// # Errors
+    /// [`LegacyError`] when the body lacks a field or a field has the
+    /// wrong type.
+    pub fn of(doc: &PyValue) -> Result<ReceivedRequest, LegacyError> {
+        Ok(ReceivedRequest {
+            signable: signable_task(part(doc, "request", "task")?)?,
+            requester_lct_id: text(doc, "request", "requester_lct_id")?,
+            signature: text(doc, "request", "signature")?,
+        })
+    }
+}
+
 /// Reads a request body with Python's `json.loads` rules and rebuilds its
 /// signable task.
 ///
@@ -140,39 +181,42 @@ pub struct ReceivedRequest {
 /// [`LegacyError`] when the body is not JSON, lacks a field, or a field
 /// has the wrong type.
 pub fn read_request(body: &[u8]) -> Result<ReceivedRequest, LegacyError> {
-    let doc = pyjson::loads(body)?;
-    let text = |field: &'static str| {
-        let v = doc.get(field).ok_or(LegacyError::MissingField {
-            what: "request",
-            field,
-        })?;
-        v.as_str().map(str::to_owned).ok_or(LegacyError::WrongType {
-            what: "request",
-            field,
-            expected: "a string",
+    ReceivedRequest::of(&pyjson::loads(body)?)
+}
+
+/// A `200` answer to `POST /execute_task`, read as the original's client
+/// reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedResponse {
+    /// The signable proof, rebuilt from the received `proof`.
+    pub signable: PyValue,
+    /// The signature, as sent.
+    pub signature: String,
+}
+
+impl ReceivedResponse {
+    /// The parts of an answer body already read with [`pyjson::loads`].
+    ///
+    /// # Errors
+    /// [`LegacyError`] when the body lacks a field or a field has the
+    /// wrong type.
+    pub fn of(doc: &PyValue) -> Result<ReceivedResponse, LegacyError> {
+        let signature = text(doc, "answer", "signature")?;
+        Ok(ReceivedResponse {
+            signable: signable_proof(part(doc, "answer", "proof")?)?,
+            signature,
         })
-    };
-    let task = doc.get("task").ok_or(LegacyError::MissingField {
-        what: "request",
-        field: "task",
-    })?;
-    if !matches!(task, PyValue::Dict(_)) {
-        return Err(LegacyError::NotAnObject { what: "task" });
     }
-    let mut signable = Vec::with_capacity(TASK_FIELDS.len());
-    for field in TASK_FIELDS {
-        let value = task.get(field).ok_or(LegacyError::MissingField {
-            what: "task",
-            field,
-        })?;
-        signable.push((PyStr::from(field), value.clone()));
-    }
-    signable.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(ReceivedRequest {
-        signable: PyValue::Dict(signable),
-        requester_lct_id: text("requester_lct_id")?,
-        signature: text("signature")?,
-    })
+}
+
+/// Reads an answer body with Python's `json.loads` rules and rebuilds its
+/// signable proof.
+///
+/// # Errors
+/// [`LegacyError`] when the body is not JSON, lacks a field, or a field
+/// has the wrong type.
+pub fn read_response(body: &[u8]) -> Result<ReceivedResponse, LegacyError> {
+    ReceivedResponse::of(&pyjson::loads(body)?)
 }
 
 impl LegacyTask {
@@ -220,19 +264,19 @@ impl LegacyTask {
 }
 
 impl LegacyProof {
-    /// The typed fields of a signable proof ([`signable_proof`]), read
-    /// field by field: `result_data` is kept as it is, where a
-    /// [`serde_json::from_value`] would turn a large integer into a float.
+    /// The typed fields of a signable proof ([`read_response`]); the
+    /// result is the view of `result_data` ([`PyValue::to_json`]), so a
+    /// large integer stays an integer.
     ///
     /// # Errors
     /// [`LegacyError::WrongType`] naming the first field of the wrong type.
-    pub fn from_signable(proof: &Value) -> Result<LegacyProof, LegacyError> {
+    pub fn from_signable(proof: &PyValue) -> Result<LegacyProof, LegacyError> {
         let wrong = |field: &'static str, expected: &'static str| LegacyError::WrongType {
             what: "proof",
             field,
             expected,
         };
-        let field = |name: &'static str| proof.get(name).unwrap_or(&Value::Null);
+        let field = |name: &'static str| proof.get(name).unwrap_or(&PyValue::Null);
         let text = |name: &'static str| {
             field(name)
                 .as_str()
@@ -244,7 +288,7 @@ impl LegacyProof {
         Ok(LegacyProof {
             task_id: text("task_id")?,
             executing_platform: text("executing_platform")?,
-            result_data: field("result_data").clone(),
+            result_data: field("result_data").to_json(),
             actual_latency: number("actual_latency")?,
             actual_cost: number("actual_cost")?,
             irp_iterations: field("irp_iterations")
@@ -344,6 +388,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn dict_len(value: &PyValue) -> usize {
+        match value {
+            PyValue::Dict(entries) => entries.len(),
+            _ => 0,
+        }
+    }
+
+    /// `value` as Python would read it.
+    fn py(value: &Value) -> PyValue {
+        pyjson::loads(&serde_json::to_vec(value).unwrap()).unwrap()
+    }
+
     #[test]
     fn extra_fields_are_not_signed_and_missing_ones_are_named() {
         let mut task = json!({});
@@ -351,20 +407,20 @@ mod tests {
             task[f] = json!(1);
         }
         task["injected"] = json!("not signed");
-        let signable = signable_task(&task).unwrap();
-        assert_eq!(signable.as_object().unwrap().len(), TASK_FIELDS.len());
+        let signable = signable_task(&py(&task)).unwrap();
+        assert!(matches!(&signable, PyValue::Dict(d) if d.len() == TASK_FIELDS.len()));
         assert!(signable.get("injected").is_none());
 
         task.as_object_mut().unwrap().remove("deadline");
         assert_eq!(
-            signable_task(&task).unwrap_err(),
+            signable_task(&py(&task)).unwrap_err(),
             LegacyError::MissingField {
                 what: "task",
                 field: "deadline"
             }
         );
         assert_eq!(
-            signable_task(&json!([1])).unwrap_err(),
+            signable_task(&py(&json!([1]))).unwrap_err(),
             LegacyError::NotAnObject { what: "task" }
         );
     }
@@ -380,20 +436,22 @@ mod tests {
         proof["irp_iterations"] = json!(5);
         proof["result_data"] =
             serde_json::from_str(r#"{"big": 10000000000000000000000000000000000000000}"#).unwrap();
-        let read = LegacyProof::from_signable(&proof).unwrap();
+        let read = LegacyProof::from_signable(&py(&proof)).unwrap();
         assert_eq!(
             serde_json::to_string(&read.result_data).unwrap(),
             r#"{"big":10000000000000000000000000000000000000000}"#
         );
         proof["irp_iterations"] = json!(-1);
         assert_eq!(
-            LegacyProof::from_signable(&proof).unwrap_err().to_string(),
+            LegacyProof::from_signable(&py(&proof))
+                .unwrap_err()
+                .to_string(),
             r#"the proof's field "irp_iterations" is not a whole number"#
         );
         proof["irp_iterations"] = json!(5);
         proof["task_id"] = json!(7);
         assert_eq!(
-            LegacyProof::from_signable(&proof).unwrap_err(),
+            LegacyProof::from_signable(&py(&proof)).unwrap_err(),
             LegacyError::WrongType {
                 what: "proof",
                 field: "task_id",
@@ -449,13 +507,10 @@ mod tests {
             proof[f] = json!(1);
         }
         proof["confidence"] = json!(0.9);
-        assert_eq!(
-            signable_proof(&proof).unwrap().as_object().unwrap().len(),
-            10
-        );
+        assert_eq!(dict_len(&signable_proof(&py(&proof)).unwrap()), 10);
         proof["epistemic_state"] = json!("confident");
         assert_eq!(
-            signable_proof(&proof).unwrap_err(),
+            signable_proof(&py(&proof)).unwrap_err(),
             LegacyError::MissingField {
                 what: "proof",
                 field: "comprehension_depth"
@@ -464,9 +519,32 @@ mod tests {
         for f in EPISTEMIC_FIELDS {
             proof[f] = json!(1);
         }
+        assert_eq!(dict_len(&signable_proof(&py(&proof)).unwrap()), 17);
+    }
+
+    #[test]
+    fn an_answer_is_read_as_python_reads_it() {
+        let mut fields: Vec<String> = PROOF_FIELDS.iter().map(|f| format!("\"{f}\": 1")).collect();
+        fields[2] =
+            r#""result_data": {"x": NaN, "s": "\ud800", "n": 100000000000000000000}"#.into();
+        let proof = format!("{{{}}}", fields.join(", "));
+        let read = read_response(format!(r#"{{"proof": {proof}, "signature": "ab"}}"#).as_bytes())
+            .unwrap();
+        assert_eq!(read.signature, "ab");
+        assert!(read
+            .signable
+            .canonical()
+            .contains(r#""result_data": {"n": 100000000000000000000, "s": "\ud800", "x": NaN}"#));
         assert_eq!(
-            signable_proof(&proof).unwrap().as_object().unwrap().len(),
-            17
+            read_response(format!(r#"{{"proof": {proof}}}"#).as_bytes()).unwrap_err(),
+            LegacyError::MissingField {
+                what: "answer",
+                field: "signature"
+            }
+        );
+        assert_eq!(
+            read_response(br#"{"proof": [], "signature": "ab"}"#).unwrap_err(),
+            LegacyError::NotAnObject { what: "proof" }
         );
     }
 }

@@ -236,7 +236,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn report_json(d: &Delegation, local: &str, target: &Peer, addr: &str) -> serde_json::Value {
-    json!({
+    let mut report = json!({
         "verified": true,
         "accepted": d.shortfall.is_none(),
         "shortfall": d.shortfall,
@@ -244,10 +244,7 @@ fn report_json(d: &Delegation, local: &str, target: &Peer, addr: &str) -> serde_
         "local": local,
         "target": target.name,
         "address": addr,
-        "task": d.task,
         "task_digest": d.task_digest,
-        "proof": d.proof,
-        "signed_proof": d.signed_proof,
         "executor_key_id": target.key_id.to_string(),
         "timing_ms": {
             "health_rtt": ms(d.health_rtt),
@@ -256,7 +253,17 @@ fn report_json(d: &Delegation, local: &str, target: &Peer, addr: &str) -> serde_
             "network_overhead": (ms(d.round_trip) - d.summary.latency_ms).max(0.0),
             "total": ms(d.total),
         },
-    })
+    });
+    // Inserted, not passed to json!, which re-serializes them and panics on
+    // a Python node's NaN (a value serde_json holds but cannot rebuild).
+    for (key, value) in [
+        ("task", &d.task),
+        ("proof", &d.proof),
+        ("signed_proof", &d.signed_proof),
+    ] {
+        report[key] = value.clone();
+    }
+    report
 }
 
 fn print_report(d: &Delegation, spec: &TaskSpec, local: &str, target: &Peer, addr: &str) {

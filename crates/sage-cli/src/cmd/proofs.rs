@@ -119,7 +119,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
                         state_dir.display()
                     ))
                 })?;
-            print_json(&serde_json::to_value(Receipt::of(&entry)).unwrap_or_default());
+            print_json(&Receipt::of(&entry).to_json());
             Ok(())
         }
         Command::Export(args) => {
@@ -132,7 +132,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
             };
             let mut count = 0;
             for entry in entries.iter().filter(|e| e.proof.is_some()) {
-                let line = serde_json::to_string(&Receipt::of(entry)).unwrap_or_default();
+                let line = Receipt::of(entry).to_line();
                 writeln!(out, "{line}")?;
                 count += 1;
             }
@@ -161,8 +161,8 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
         if line.trim().is_empty() {
             continue;
         }
-        let outcome = serde_json::from_str::<Receipt>(&line)
-            .map_err(|e| format!("not a receipt: {e}"))
+        let outcome = Receipt::from_line(line.as_bytes())
+            .map_err(|e| e.to_string())
             .and_then(|r| {
                 verify_receipt(&r, &trust)
                     .map(|signer| (r.task_id.clone(), signer))

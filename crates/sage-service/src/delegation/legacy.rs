@@ -4,7 +4,7 @@
 
 use sage_crypto::legacy::{sign_legacy, signing_bytes, verify_legacy};
 use sage_crypto::{NodeKey, Peer};
-use sage_types::legacy::{signable_proof, LegacyProof, LegacyRequest, LegacyResponse};
+use sage_types::legacy::{LegacyProof, LegacyRequest, ReceivedResponse};
 use sage_types::ProofStatus;
 use serde_json::json;
 
@@ -66,28 +66,27 @@ pub fn sign_task(key: &NodeKey, issuer: &str, spec: &TaskSpec) -> SignedLegacyTa
 }
 
 /// Accepts a legacy answer only if its proof's signature verifies with
-/// `executor`'s known key over the rebuilt signable proof, and the proof
-/// names this task and this executor.
+/// `executor`'s known key over the signable proof rebuilt as Python reads
+/// it, and the proof names this task and this executor.
 ///
 /// # Errors
 /// [`ProofError`] naming the first check that failed.
 pub fn check_proof(
-    response: &LegacyResponse,
+    response: &ReceivedResponse,
     signed: &SignedLegacyTask,
     executor: &Peer,
 ) -> Result<ProofSummary, ProofError> {
-    let signable =
-        signable_proof(&response.proof).map_err(|e| ProofError::Malformed(e.to_string()))?;
+    let signable = &response.signable;
     verify_legacy(
         &executor.public_key,
-        &signing_bytes(&signable),
+        signable.canonical().as_bytes(),
         &response.signature,
     )
     .map_err(|_| ProofError::InvalidSignature {
         executor: executor.name.clone(),
         key_id: executor.key_id.to_string(),
     })?;
-    let proof = LegacyProof::from_signable(&signable)
+    let proof = LegacyProof::from_signable(signable)
         .map_err(|e| ProofError::Malformed(format!("signed proof: {e}")))?;
     if proof.task_id != signed.task_id {
         return Err(ProofError::ForOtherTask {

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use rand::RngCore as _;
 use sage_crypto::digest::{json_digest, sha256_tagged};
 use sage_crypto::{sign_envelope, verify_envelope_with, NodeKey, Peer, Protocol, VerifyError};
-use sage_types::legacy::LegacyResponse;
+use sage_types::legacy::ReceivedResponse;
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
+use sage_types::pyjson;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, Health, Proof, ProofStatus, QualityRequirements, Task};
 use serde_json::Value;
@@ -251,8 +252,13 @@ pub struct Delegation {
     pub proof: serde_json::Value,
     /// The same, in common terms.
     pub summary: ProofSummary,
-    /// The signed proof as received (envelope, or legacy answer).
+    /// The signed proof as received (envelope, or legacy answer), as JSON
+    /// for reports.
     pub signed_proof: serde_json::Value,
+    /// The same, the bytes a receipt keeps: the legacy answer exactly as
+    /// received, for Python's spellings (`NaN`, lone surrogates) that a
+    /// [`serde_json::Value`] cannot hold.
+    pub proof_body: Vec<u8>,
     /// The target's health answer.
     pub health: Health,
     /// Round trip of the health check.
@@ -281,7 +287,9 @@ pub enum Exchange {
         /// What was sent.
         signed: legacy::SignedLegacyTask,
         /// The answer received.
-        response: LegacyResponse,
+        response: ReceivedResponse,
+        /// The answer's body, as received.
+        body: Vec<u8>,
     },
 }
 
@@ -296,7 +304,9 @@ impl Exchange {
             Exchange::V1 { signed, proof } => {
                 check_proof(proof, signed, target).map(|p| ProofSummary::from(&p))
             }
-            Exchange::Legacy { signed, response } => legacy::check_proof(response, signed, target),
+            Exchange::Legacy {
+                signed, response, ..
+            } => legacy::check_proof(response, signed, target),
         }
     }
 
@@ -323,13 +333,29 @@ impl Exchange {
                     .unwrap_or_default(),
                 serde_json::to_value(proof).unwrap_or_default(),
             ),
-            Exchange::Legacy { signed, response } => (
+            Exchange::Legacy {
+                signed,
+                response,
+                body,
+            } => (
                 signed.request.task.clone(),
                 serde_json::to_value(&signed.request).unwrap_or_default(),
                 sha256_tagged(&signed.canonical),
-                response.proof.clone(),
-                serde_json::to_value(response).unwrap_or_default(),
+                response.signable.to_json(),
+                // Read once already, so it reads again.
+                pyjson::loads(body)
+                    .map(|answer| answer.to_json())
+                    .unwrap_or_default(),
             ),
+        }
+    }
+
+    /// The signed proof's bytes for the ledger: the envelope, or the legacy
+    /// answer as received.
+    pub(crate) fn proof_body(&self) -> Vec<u8> {
+        match self {
+            Exchange::V1 { proof, .. } => serde_json::to_vec(proof).unwrap_or_default(),
+            Exchange::Legacy { body, .. } => body.clone(),
         }
     }
 }
@@ -394,10 +420,14 @@ impl Outgoing {
                 Exchange::V1 { signed, proof }
             }
             Outgoing::Legacy(signed) => {
-                let response = client
+                let (response, body) = client
                     .execute_task_legacy(addr, &signed.request, timeout)
                     .await?;
-                Exchange::Legacy { signed, response }
+                Exchange::Legacy {
+                    signed,
+                    response,
+                    body,
+                }
             }
         };
         Ok((exchanged, sent.elapsed()))
@@ -478,6 +508,7 @@ pub fn conclude(
         proof,
         summary,
         signed_proof,
+        proof_body: exchanged.proof_body(),
         health,
         health_rtt,
         round_trip,

@@ -441,6 +441,37 @@ fn a_task_id_with_a_newline_cannot_forge_a_log_line() {
     );
 }
 
+/// What a peer says in a refusal reaches the delegator's terminal escaped:
+/// no terminal control sequence, no line of its own.
+#[test]
+fn a_peers_refusal_cannot_write_to_the_terminal() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let hostile = "\u{1b}[2J\nFORGED ✓ proof verified";
+    let thor = FakeNode::start(move |method, path, _| {
+        let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0});
+        match (method, path) {
+            ("GET", "/health") => Some((200, serde_json::to_vec(&health).unwrap())),
+            ("POST", "/v1/tasks") => {
+                let problem = serde_json::json!({"type": "urn:sage:problem:busy", "title": "busy", "status": 503, "detail": hostile, "code": "busy"});
+                Some((503, serde_json::to_vec(&problem).unwrap()))
+            }
+            _ => Some((404, b"{}".to_vec())),
+        }
+    });
+    let port = thor.addr.port().to_string();
+    let run = keys.delegate(&["--port", &port]);
+    run.assert_code(1);
+    run.assert_stderr(&["refused", r"\u{1b}[2J\nFORGED"]);
+    assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+    assert!(
+        !run.stderr.lines().any(|line| line.starts_with("FORGED")),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Every task type the Python original defines is served by default,
 /// `consolidation` included, over both protocols.
 #[test]

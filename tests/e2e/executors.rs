@@ -367,3 +367,56 @@ fn capabilities_are_signed_and_a_tampered_copy_is_refused() {
     run.assert_stdout(&["task type:  sum (command, 0/2 running"]);
     let _ = assert_refused; // shared helper, used by other modules
 }
+
+/// What a peer chose reaches the executors' debug log escaped: a legacy
+/// task id (free text in that protocol) in the http executor's line, and a
+/// program's stderr that echoes its input in the command executor's.
+#[test]
+fn executor_logs_escape_what_the_peer_chose() {
+    let llm = fake_llm();
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    keys.keygen("Sprout");
+    let config = format!(
+        "[executors.llm_inference]\nkind = \"http\"\nurl = \"http://{}/v1/chat/completions\"\nmode = \"openai\"\nmodel = \"tiny\"\ntimeout = \"5s\"\n\n\
+         [executors.shout]\nkind = \"command\"\ncommand = [\"python3\", \"-c\", \"import sys, json; sys.stderr.write(json.load(sys.stdin)['say']); print('{{}}')\"]\n",
+        llm.addr
+    );
+    let path = keys.path().parent().unwrap().join("sage.toml");
+    std::fs::write(&path, config).unwrap();
+    let node = keys.serve_with_env(
+        "Thor",
+        &["--config", path.to_str().unwrap()],
+        &[("SAGE_LOG", std::ffi::OsStr::new("debug"))],
+    );
+    let port = node.addr.port().to_string();
+    for (task_type, input, task_id) in [
+        (
+            "llm_inference",
+            r#"{"prompt": "hi"}"#,
+            "t1\nFORGED http executor",
+        ),
+        ("shout", r#"{"say": "ok\nFORGED command finished"}"#, "t2"),
+    ] {
+        let run = keys.delegate(&[
+            "--port",
+            &port,
+            "--protocol",
+            "legacy",
+            "--task-type",
+            task_type,
+            "--input",
+            input,
+            "--task-id",
+            task_id,
+        ]);
+        run.assert_code(0);
+    }
+    let log = node.log();
+    assert!(log.contains("http executor"), "{log}");
+    assert!(log.contains("command finished"), "{log}");
+    assert!(
+        !log.lines().any(|line| line.starts_with("FORGED")),
+        "a forged line: {log}"
+    );
+}

@@ -7,6 +7,7 @@ use sage_types::health::HEALTHY;
 use sage_types::legacy::{read_response, LegacyRequest, ReceivedResponse};
 use sage_types::{Envelope, Health, Problem};
 
+use crate::untrusted::Untrusted;
 use crate::ClientError;
 
 /// An HTTP client for `sage` nodes. Clone it freely: connections are pooled
@@ -370,7 +371,7 @@ fn refusal(addr: &str, status: u16, body: &[u8]) -> ClientError {
         Err(_) => ClientError::BadResponse {
             addr: addr.to_owned(),
             status,
-            detail: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            detail: Untrusted(&String::from_utf8_lossy(&body[..body.len().min(1024)])).to_string(),
         },
     }
 }

@@ -9,6 +9,7 @@ use sage_types::identity::LctIdError;
 use sage_types::Problem;
 
 use crate::keydir::{FileKind, KeyDirFile};
+use crate::untrusted::{Untrusted, EXPLANATION_CHARS};
 
 /// Errors of the key directory: key files and `peers.toml`.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,7 @@ pub enum ClientError {
         after: Duration,
     },
     /// The node refused with a problem body.
-    #[error("{addr} refused the request: {} ({}): {}", problem.code, problem.status, problem.detail)]
+    #[error("{addr} refused the request: {} ({}): {}", problem.code, problem.status, Untrusted(&problem.detail).up_to(EXPLANATION_CHARS))]
     Refused {
         /// The address.
         addr: String,

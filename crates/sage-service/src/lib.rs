@@ -14,8 +14,8 @@
 //! - [`bench`]: the load generator of `sage bench`.
 //! - [`tls`]: TLS for `sage serve` and for `https://` peers: loading the
 //!   certificate and key, pinning by fingerprint, self-signed certificates.
-//! - [`untrusted`]: peer-supplied text, escaped and bounded for logs and
-//!   refusals.
+//! - [`untrusted`]: peer-supplied text, escaped and bounded for logs,
+//!   refusals and the delegator's messages.
 //! - [`systemd`]: running as a systemd service: readiness, watchdog and
 //!   reload notifications (`sd_notify`), and the key as a credential.
 #![warn(missing_docs)]

@@ -17,10 +17,40 @@ pub const SHOWN_CHARS: usize = 256;
 #[derive(Debug, Clone, Copy)]
 pub struct Untrusted<'a>(pub &'a str);
 
+impl<'a> Untrusted<'a> {
+    /// The same, showing up to `max_chars` characters: for a peer's
+    /// explanation (a refusal's detail, an executor's error), whose whole
+    /// text the user may need.
+    pub fn up_to(self, max_chars: usize) -> Shown<'a> {
+        Shown {
+            text: self.0,
+            max_chars,
+        }
+    }
+}
+
+/// Peer-supplied text shown escaped, up to a given length (see
+/// [`Untrusted::up_to`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Shown<'a> {
+    text: &'a str,
+    max_chars: usize,
+}
+
+/// The most characters of a peer's explanation shown (see
+/// [`Untrusted::up_to`]).
+pub const EXPLANATION_CHARS: usize = 1024;
+
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chars = self.0.chars();
-        for c in chars.by_ref().take(SHOWN_CHARS) {
+        self.up_to(SHOWN_CHARS).fmt(f)
+    }
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = self.text.chars();
+        for c in chars.by_ref().take(self.max_chars) {
             write!(f, "{}", c.escape_debug())?;
         }
         if chars.next().is_some() {
@@ -47,5 +77,10 @@ mod tests {
         let shown = Untrusted(&long).to_string();
         assert_eq!(shown, format!("{}…", "x".repeat(SHOWN_CHARS)));
         assert!(!Untrusted(&"\n".repeat(10_000)).to_string().contains('\n'));
+        assert_eq!(
+            Untrusted(&long).up_to(3).to_string(),
+            "xxx…",
+            "a longer or shorter cut"
+        );
     }
 }

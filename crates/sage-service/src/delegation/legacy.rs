@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{ProofSummary, TaskSpec};
 use crate::clock::now_secs_f64;
+use crate::untrusted::Untrusted;
 use crate::ProofError;
 
 /// A signed legacy task: the request to send and the bytes that were signed.
@@ -92,7 +93,8 @@ pub fn check_proof(
         return Err(ProofError::ForOtherTask {
             detail: format!(
                 "task id {} where {} was sent",
-                proof.task_id, signed.task_id
+                Untrusted(&proof.task_id),
+                signed.task_id
             ),
         });
     }
@@ -103,7 +105,8 @@ pub fn check_proof(
         return Err(ProofError::Mismatch {
             detail: format!(
                 "executing platform {} where {} was asked",
-                proof.executing_platform, executor.name
+                Untrusted(&proof.executing_platform),
+                executor.name
             ),
         });
     }

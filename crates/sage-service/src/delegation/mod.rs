@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::client::Client;
 use crate::clock::now_ms;
 use crate::keydir::Identity;
+use crate::untrusted::{Untrusted, EXPLANATION_CHARS};
 use crate::{ClientError, DelegateError, ProofError};
 
 /// What to delegate.
@@ -132,14 +133,19 @@ pub fn check_proof(
     let task = &signed.task;
     if proof.task_id != task.task_id {
         return Err(ProofError::ForOtherTask {
-            detail: format!("task id {} where {} was sent", proof.task_id, task.task_id),
+            detail: format!(
+                "task id {} where {} was sent",
+                Untrusted(&proof.task_id),
+                task.task_id
+            ),
         });
     }
     if proof.task_digest != signed.digest && !signed.earlier_digests.contains(&proof.task_digest) {
         return Err(ProofError::ForOtherTask {
             detail: format!(
                 "task digest {} where {} was sent",
-                proof.task_digest, signed.digest
+                Untrusted(&proof.task_digest),
+                signed.digest
             ),
         });
     }
@@ -147,20 +153,22 @@ pub fn check_proof(
     if proof.executor != executor.lct_id {
         return mismatch(format!(
             "executor {} where {} was asked",
-            proof.executor, executor.lct_id
+            Untrusted(&proof.executor),
+            executor.lct_id
         ));
     }
     if proof.issuer != task.issuer {
         return mismatch(format!(
             "issuer {} where {} delegated",
-            proof.issuer, task.issuer
+            Untrusted(&proof.issuer),
+            task.issuer
         ));
     }
     let digest = json_digest(&proof.result);
     if proof.result_digest != digest {
         return mismatch(format!(
             "result digest {} where the result hashes to {digest}",
-            proof.result_digest
+            Untrusted(&proof.result_digest)
         ));
     }
     Ok(proof)
@@ -220,7 +228,10 @@ pub fn shortfall(proof: &ProofSummary, required: &QualityRequirements) -> Option
             .get("error")
             .and_then(|e| e.as_str())
             .unwrap_or("no reason given");
-        return Some(format!("execution failed: {why}"));
+        return Some(format!(
+            "execution failed: {}",
+            Untrusted(why).up_to(EXPLANATION_CHARS)
+        ));
     }
     if proof.quality < required.min_quality {
         return Some(format!(
@@ -469,7 +480,11 @@ pub async fn check_target(
         return Err(DelegateError::WrongNode {
             addr: addr.to_owned(),
             expected: format!("{} ({})", target.name, target.lct_id),
-            found: format!("{} ({})", health.platform, health.lct_id),
+            found: format!(
+                "{} ({})",
+                Untrusted(&health.platform),
+                Untrusted(&health.lct_id)
+            ),
         });
     }
     Ok((health, health_rtt))

@@ -106,6 +106,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{BoxFuture, ExecError, Execution, Executor, Leftovers};
+use crate::untrusted::Untrusted;
 
 /// Variables of the daemon's environment that programs get.
 const INHERITED_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
@@ -250,7 +251,7 @@ impl CommandExecutor {
                 if let Some(mut stdin) = stdin {
                     // A program may exit without reading its input: not an error.
                     if let Err(e) = stdin.write_all(&input).await {
-                        tracing::debug!(task_id, error = %e, "command did not take all its input");
+                        tracing::debug!(task_id = %Untrusted(task_id), error = %e, "command did not take all its input");
                     }
                 } // Dropping stdin closes it: the program sees end of file.
             };
@@ -291,12 +292,13 @@ impl CommandExecutor {
             err.map_err(|e| ExecError::new(format!("cannot read the command's stderr: {e}")))?;
         let stderr_text = String::from_utf8_lossy(&err.kept);
         tracing::debug!(
-            task_id,
+            task_id = %Untrusted(task_id),
             task_type = %self.name,
             status = %status,
             stdout_bytes = out.total,
             stderr_bytes = err.total,
-            stderr = %stderr_text,
+            // Escaped: a program may echo what the peer sent.
+            stderr = ?stderr_text,
             "command finished"
         );
 

@@ -67,6 +67,7 @@ use sage_types::Task;
 use serde_json::{json, Map, Value};
 
 use super::{BoxFuture, ExecError, Execution, Executor};
+use crate::untrusted::Untrusted;
 
 /// The default of [`HttpConfig::timeout`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -375,7 +376,7 @@ impl Executor for HttpExecutor {
             // No bodies and no headers in logs: they may hold secrets.
             tracing::debug!(
                 executor = %self.name,
-                task_id = %task.task_id,
+                task_id = %Untrusted(&task.task_id),
                 url = %self.shown_url,
                 status = ?status,
                 latency_ms = started.elapsed().as_millis() as u64,

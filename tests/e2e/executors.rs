@@ -248,6 +248,12 @@ fn config_errors_name_the_file_line_and_key() {
     run.assert_code(1);
     run.assert_stderr(&["bad.toml:3: command: invalid type"]);
 
+    // An LCT id outside the rules `peer add` applies.
+    std::fs::write(&bad, "[node]\nname = \"Thor\"\nlct_id = \"thor lct\"\n").unwrap();
+    let run = keys.run(&["config", "check", "--config", bad.to_str().unwrap()]);
+    run.assert_code(1);
+    run.assert_stderr(&["bad.toml:3: node.lct_id:", "U+0020"]);
+
     // No file given and none in the default places.
     let out = crate::util::sage()
         .current_dir(&dir)

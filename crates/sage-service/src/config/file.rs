@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sage_types::identity::check_lct_id;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Limits;
@@ -376,11 +377,20 @@ impl ConfigFile {
             if let Err((key, message)) = section.check() {
                 return Err(ConfigError {
                     path: path.to_owned(),
-                    line: line_of_key(text, task_type, key),
+                    line: line_of_key(text, &format!("executors.{task_type}"), key),
                     key: Some(format!("executors.{task_type}.{key}")),
                     message,
                 });
             }
+        }
+        // The rules `serve` and `peer add` apply to every LCT id.
+        if let Some(lct_id) = &file.node.lct_id {
+            check_lct_id(lct_id).map_err(|e| ConfigError {
+                path: path.to_owned(),
+                line: line_of_key(text, "node", "lct_id"),
+                key: Some("node.lct_id".into()),
+                message: e.to_string(),
+            })?;
         }
         Ok(file)
     }
@@ -446,8 +456,8 @@ impl ConfigFile {
 
 /// The line (1-based) where `key` is set in `[executors.TASK_TYPE]`, or
 /// else the table's header line.
-fn line_of_key(text: &str, task_type: &str, key: &str) -> Option<usize> {
-    let header = format!("[executors.{task_type}]");
+fn line_of_key(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
     let start = text.lines().position(|l| l.trim() == header)?;
     let key_line = text
         .lines()

@@ -110,4 +110,22 @@ mod tests {
         drop(first);
         StateLock::acquire(&state).expect("free again once the holder is gone");
     }
+
+    #[test]
+    fn a_lock_file_that_cannot_be_opened_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the lock file goes: not openable for writing,
+        // whoever runs the test (root included).
+        std::fs::create_dir(dir.path().join(LOCK_FILE)).unwrap();
+        let refusal = StateLock::acquire(dir.path()).unwrap_err();
+        assert!(matches!(refusal, StoreError::Lock { .. }), "{refusal:?}");
+        let shown = refusal.to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "cannot lock {}",
+                dir.path().join(LOCK_FILE).display()
+            )),
+            "{shown}"
+        );
+    }
 }

@@ -15,12 +15,12 @@ use axum::routing::post;
 use sage_crypto::{Peer, Protocol};
 
 use crate::client::{base_url, Client};
-use crate::clock::now_ms;
 use crate::delegation::{exchange, TaskSpec};
 use crate::keydir::Identity;
 use crate::ledger;
-use crate::store::{Store, StoreError};
 use crate::{ClientError, DelegateError};
+use sage_store::{Store, StoreError};
+use sage_types::clock::now_ms;
 
 /// When a run stops.
 #[derive(Debug, Clone, Copy, PartialEq)]

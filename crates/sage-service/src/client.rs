@@ -7,8 +7,8 @@ use sage_types::health::HEALTHY;
 use sage_types::legacy::{read_response, LegacyRequest, ReceivedResponse};
 use sage_types::{Envelope, Health, Problem};
 
-use crate::untrusted::Untrusted;
 use crate::ClientError;
+use sage_types::untrusted::Untrusted;
 
 /// An HTTP client for `sage` nodes. Clone it freely: connections are pooled
 /// and shared.
@@ -39,8 +39,7 @@ pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 // A node's proof of a default-sized result must fit, encoded, with a MiB
 // to spare.
 const _: () = assert!(
-    DEFAULT_MAX_ANSWER_BYTES
-        > crate::executor::http::DEFAULT_MAX_RESPONSE_BYTES / 3 * 4 + 1024 * 1024
+    DEFAULT_MAX_ANSWER_BYTES > sage_exec::http::DEFAULT_MAX_RESPONSE_BYTES / 3 * 4 + 1024 * 1024
 );
 
 impl Client {

@@ -9,7 +9,7 @@ use sage_types::identity::LctIdError;
 use sage_types::Problem;
 
 use crate::keydir::{FileKind, KeyDirFile};
-use crate::untrusted::{Untrusted, EXPLANATION_CHARS};
+use sage_types::untrusted::{Untrusted, EXPLANATION_CHARS};
 
 /// Errors of the key directory: key files and `peers.toml`.
 #[derive(Debug, thiserror::Error)]

@@ -21,10 +21,10 @@ use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::pyjson::{self, PyStr, PyValue};
 use sage_types::{Envelope, Proof};
 
-use crate::clock::now_ms;
 use crate::delegation::{Delegation, Exchange, Outgoing, ProofSummary};
-use crate::store::{LedgerEntry, Outcome, Store, StoreError};
 use crate::DelegateError;
+use sage_store::{LedgerEntry, Outcome, Store, StoreError};
+use sage_types::clock::now_ms;
 
 /// One exported receipt.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,7 +135,7 @@ impl Receipt {
 }
 
 /// Records `outgoing`, about to be sent to `target`, before it is sent
-/// (status [`crate::store::SENT`]); [`record_outcome`] gives the entry its
+/// (status [`sage_store::SENT`]); [`record_outcome`] gives the entry its
 /// outcome. A delegator killed in between leaves the entry `sent`.
 ///
 /// # Errors
@@ -158,7 +158,7 @@ pub async fn record_sent(
             protocol: protocol.as_str().to_owned(),
             task_type: task_type.to_owned(),
             sent_at_ms,
-            status: crate::store::SENT.to_owned(),
+            status: sage_store::SENT.to_owned(),
             latency_ms: None,
             quality: None,
             task: outgoing.body(),

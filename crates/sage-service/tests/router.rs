@@ -11,11 +11,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
+use sage_exec::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet};
 use sage_service::config::Limits;
 use sage_service::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
-use sage_service::executor::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet};
 use sage_service::server::{router, AppState, NodeSetup};
-use sage_service::store::Store;
+use sage_store::Store;
 use sage_types::{Envelope, ProofStatus, Task};
 use tower::ServiceExt as _;
 

@@ -43,7 +43,7 @@ impl Envelope {
         }
     }
 
-    /// Adds a signature made over [`Envelope::pae`].
+    /// Adds a signature made over [`pae`].
     pub fn push_signature(&mut self, keyid: &str, sig: &[u8]) {
         self.signatures.push(EnvelopeSignature {
             keyid: keyid.to_owned(),

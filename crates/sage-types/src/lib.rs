@@ -7,13 +7,16 @@
 //! ([`Problem`]), the health answer ([`Health`]), the signed self-description
 //! of a node ([`capabilities`]), and the Python-compatible
 //! canonical JSON writer and the message shapes of the Python original's
-//! protocol ([`canonical`], [`legacy`]).
+//! protocol ([`canonical`], [`legacy`]); and two things every layer above
+//! shares: the protocol's units of wall-clock time ([`clock`]) and how
+//! peer-supplied text is shown ([`untrusted`]).
 //!
 //! It does no I/O and knows nothing of keys: signing lives in `sage-crypto`.
 #![warn(missing_docs)]
 
 pub mod canonical;
 pub mod capabilities;
+pub mod clock;
 pub mod envelope;
 mod error;
 pub mod health;
@@ -23,6 +26,7 @@ pub mod problem;
 pub mod proof;
 pub mod pyjson;
 pub mod task;
+pub mod untrusted;
 
 pub use envelope::{Envelope, EnvelopeSignature};
 pub use error::EnvelopeError;

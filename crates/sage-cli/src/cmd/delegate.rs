@@ -155,7 +155,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let task_id = args
         .task_id
         .clone()
-        .unwrap_or_else(|| new_task_id(sage_service::clock::now_ms()));
+        .unwrap_or_else(|| new_task_id(sage_types::clock::now_ms()));
     spec.task_id = Some(task_id.clone());
     // A retry: the node may answer with the proof of an earlier send,
     // which names that payload; the receipt keeps that send beside it.
@@ -184,7 +184,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         }
     };
     let outgoing = Outgoing::sign(&local, &target, protocol, &spec);
-    let sent_at = sage_service::clock::now_ms();
+    let sent_at = sage_types::clock::now_ms();
     let entry = runtime
         .block_on(ledger::record_sent(
             &store,

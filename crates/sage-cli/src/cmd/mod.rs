@@ -33,8 +33,8 @@ pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, crate::fai
 /// at start, and damage met here is reported all the same.
 pub fn open_store(
     state_dir: &std::path::Path,
-) -> Result<sage_service::store::Store, crate::failure::Failure> {
-    sage_service::store::Store::open_shared(state_dir)
+) -> Result<sage_store::Store, crate::failure::Failure> {
+    sage_store::Store::open_shared(state_dir)
         .map_err(|e| crate::failure::Failure::Failed(e.to_string()))
 }
 

@@ -238,7 +238,7 @@ fn tls_json(tls: &sage_crypto::TlsTrust) -> serde_json::Value {
 }
 
 /// The delegation statistics of the ledger, if there is a state directory.
-fn peer_stats(state_dir: &Path) -> Vec<sage_service::store::PeerStats> {
+fn peer_stats(state_dir: &Path) -> Vec<sage_store::PeerStats> {
     if !state_dir.join("sage.db").exists() {
         return Vec::new();
     }

@@ -225,5 +225,5 @@ fn parse_since(text: &str) -> Result<u64, Failure> {
         "d" => n * 86400,
         _ => return Err(bad()),
     };
-    Ok(sage_service::clock::now_ms().saturating_sub(secs * 1000))
+    Ok(sage_types::clock::now_ms().saturating_sub(secs * 1000))
 }

@@ -4,13 +4,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sage_exec::Leftovers;
 use sage_service::config::file::{ConfigFile, NodeSection, DEFAULT_PATHS};
 use sage_service::config::Limits;
-use sage_service::executor::Leftovers;
 use sage_service::keydir::KeyDir;
 use sage_service::server::{self, AppState, NodeSetup, Policy, Shutdown};
-use sage_service::store::{Check, Durability, Store};
 use sage_service::tls::ServerTls;
+use sage_store::{Check, Durability, Store};
 
 use crate::failure::{CmdResult, Failure};
 
@@ -251,7 +251,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
     }
     let runtime = super::runtime(true)?;
     let interrupted = runtime
-        .block_on(store.interrupt_running(sage_service::clock::now_ms()))
+        .block_on(store.interrupt_running(sage_types::clock::now_ms()))
         .map_err(|e| Failure::Failed(e.to_string()))?;
     let retention = match retention_days {
         0 => "every task kept".to_string(),
@@ -431,7 +431,7 @@ async fn prune(store: Store, retention_days: u32) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         every.tick().await;
-        let now = sage_service::clock::now_ms();
+        let now = sage_types::clock::now_ms();
         if let Err(e) = store.prune(now).await {
             tracing::warn!("cannot prune old nonces: {e}");
         }

@@ -48,11 +48,9 @@ use sage_types::identity::check_lct_id;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Limits;
-use crate::executor::command::{CommandConfig, CommandExecutor};
-use crate::executor::http::{HeaderValue, HttpConfig, HttpExecutor, HttpMode};
-use crate::executor::{
-    CostModel, Echo, Entry, Executor, ExecutorSet, Leftovers, Limiter, Simulate,
-};
+use sage_exec::command::{CommandConfig, CommandExecutor};
+use sage_exec::http::{HeaderValue, HttpConfig, HttpExecutor, HttpMode};
+use sage_exec::{CostModel, Echo, Entry, Executor, ExecutorSet, Leftovers, Limiter, Simulate};
 
 /// Where `sage serve` looks for a config file when none is given.
 pub const DEFAULT_PATHS: [&str; 2] = ["sage.toml", "/etc/sage/sage.toml"];
@@ -103,7 +101,7 @@ pub struct NodeSection {
     /// State directory (the SQLite database).
     pub state_dir: Option<PathBuf>,
     /// `power-loss` (default: fsync before answering) or `crash`.
-    pub durability: Option<crate::store::Durability>,
+    pub durability: Option<sage_store::Durability>,
     /// Days a finished task is kept after its envelope expired (default
     /// 30); 0 keeps every task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,9 +150,9 @@ pub struct LimitsSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutorKind {
-    /// A program run per task (see [`crate::executor::command`]).
+    /// A program run per task (see [`sage_exec::command`]).
     Command,
-    /// An HTTP service (see [`crate::executor::http`]).
+    /// An HTTP service (see [`sage_exec::http`]).
     Http,
     /// A built-in executor.
     Builtin,

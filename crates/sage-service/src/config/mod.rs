@@ -1,5 +1,5 @@
 //! A node's configuration: the [`Limits`] it enforces, and the config file
-//! (`sage.toml`, see [`file`]) that sets them with its identity, listen
+//! (`sage.toml`, see [`file`](mod@file)) that sets them with its identity, listen
 //! address and executors.
 
 pub mod file;

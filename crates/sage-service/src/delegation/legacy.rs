@@ -9,9 +9,9 @@ use sage_types::ProofStatus;
 use serde_json::json;
 
 use super::{ProofSummary, TaskSpec};
-use crate::clock::now_secs_f64;
-use crate::untrusted::Untrusted;
 use crate::ProofError;
+use sage_types::clock::now_secs_f64;
+use sage_types::untrusted::Untrusted;
 
 /// A signed legacy task: the request to send and the bytes that were signed.
 #[derive(Debug, Clone)]

@@ -17,10 +17,10 @@ use sage_types::{Envelope, Health, Proof, ProofStatus, QualityRequirements, Task
 use serde_json::Value;
 
 use crate::client::Client;
-use crate::clock::now_ms;
 use crate::keydir::Identity;
-use crate::untrusted::{Untrusted, EXPLANATION_CHARS};
 use crate::{ClientError, DelegateError, ProofError};
+use sage_types::clock::now_ms;
+use sage_types::untrusted::{Untrusted, EXPLANATION_CHARS};
 
 /// What to delegate.
 #[derive(Debug, Clone)]

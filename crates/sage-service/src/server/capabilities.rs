@@ -8,7 +8,7 @@ use sage_types::capabilities::{Capabilities, CostInfo, TaskTypeInfo, CAPABILITIE
 use sage_types::ProblemCode;
 
 use super::{ApiError, AppState};
-use crate::clock::now_ms;
+use sage_types::clock::now_ms;
 
 pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Response, ApiError> {
     let inner = state.inner();

@@ -6,7 +6,7 @@ use sage_types::health::HEALTHY;
 use sage_types::Health;
 
 use super::AppState;
-use crate::clock::now_secs_f64;
+use sage_types::clock::now_secs_f64;
 
 /// The node's identity and uptime; the first fields are the Python
 /// original's, so its client accepts a `sage` node.

@@ -28,10 +28,10 @@ use super::tasks::{
     refund_rate,
 };
 use super::{ApiError, AppState};
-use crate::clock::{now_ms, now_secs_f64};
-use crate::executor::{Entry, Reservation, Run};
-use crate::store::TaskRecord;
-use crate::untrusted::Untrusted;
+use sage_exec::{Entry, Reservation, Run};
+use sage_store::TaskRecord;
+use sage_types::clock::{now_ms, now_secs_f64};
+use sage_types::untrusted::Untrusted;
 
 pub(super) async fn execute_task(
     State(state): State<AppState>,

@@ -148,7 +148,7 @@ async fn abandon_running(state: &AppState) -> usize {
     match state
         .inner()
         .store
-        .interrupt_running(crate::clock::now_ms())
+        .interrupt_running(sage_types::clock::now_ms())
         .await
     {
         Ok(marked) => tracing::info!(

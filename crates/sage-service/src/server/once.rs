@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use super::tasks::{still_running, store_error};
 use super::{ApiError, AppState};
-use crate::clock::now_ms;
-use crate::executor::Run;
-use crate::store::{Begin, Ended, StoreError, TaskRecord};
-use crate::untrusted::Untrusted;
+use sage_exec::Run;
+use sage_store::{Begin, Ended, StoreError, TaskRecord};
+use sage_types::clock::now_ms;
+use sage_types::untrusted::Untrusted;
 use sage_types::ProblemCode;
 
 /// What [`run_once`] came to.

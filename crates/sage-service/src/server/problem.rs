@@ -6,7 +6,7 @@ use sage_crypto::VerifyError;
 use sage_types::problem::PROBLEM_CONTENT_TYPE;
 use sage_types::{Problem, ProblemCode};
 
-use crate::untrusted::Untrusted;
+use sage_types::untrusted::Untrusted;
 
 /// A refusal: a stable code and a detail for the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]

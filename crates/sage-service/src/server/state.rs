@@ -8,8 +8,8 @@ use sage_crypto::{KeyId, NodeKey, TrustStore};
 use sage_types::capabilities::Hardware;
 
 use crate::config::Limits;
-use crate::executor::ExecutorSet;
-use crate::store::Store;
+use sage_exec::ExecutorSet;
+use sage_store::Store;
 
 use super::metrics::Metrics;
 use super::rate::PeerRate;

@@ -26,11 +26,11 @@ use super::once::{run_once, Once};
 use super::rate::default_burst;
 use super::state::{Inner, Policy};
 use super::{ApiError, AppState};
-use crate::clock::now_ms;
 use crate::config::Limits;
-use crate::executor::{Entry, Reservation, Run};
-use crate::store::{StoreError, TaskRecord};
-use crate::untrusted::Untrusted;
+use sage_exec::{Entry, Reservation, Run};
+use sage_store::{StoreError, TaskRecord};
+use sage_types::clock::now_ms;
+use sage_types::untrusted::Untrusted;
 
 /// Longest task id accepted.
 const MAX_TASK_ID_LEN: usize = 128;

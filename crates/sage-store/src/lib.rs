@@ -444,7 +444,7 @@ impl Store {
     /// Forgets finished tasks (done or interrupted) whose envelopes could
     /// no longer be accepted since before `before_ms` (their expiry plus
     /// the clock skew allowed), oldest first; returns how many were
-    /// deleted. Each transaction looks at the [`PRUNE_TASKS_LIMIT`] oldest
+    /// deleted. Each transaction looks at the `PRUNE_TASKS_LIMIT` oldest
     /// rows, so that requests' writes come in between. A task re-signed
     /// after that (same task id, new envelope) runs again: retention bounds
     /// how long retries are answered from the record. Running tasks are
@@ -478,7 +478,7 @@ impl Store {
     /// [`Begin::Running`] was answered for): its proof, or its interruption
     /// ([`Store::interrupt_task`]). Woken by [`Store::finish_task`],
     /// [`Store::set_proof_of_interrupted`] and [`Store::interrupt_task`],
-    /// and looking at the database every [`POLL`] besides. `None` if the
+    /// and looking at the database every `POLL` besides. `None` if the
     /// task is still running at the deadline; [`StoreError::UnknownTask`]
     /// if there is no such task.
     pub async fn wait_done(

@@ -106,7 +106,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{BoxFuture, ExecError, Execution, Executor, Leftovers};
-use crate::untrusted::Untrusted;
+use sage_types::untrusted::Untrusted;
 
 /// Variables of the daemon's environment that programs get.
 const INHERITED_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ"];

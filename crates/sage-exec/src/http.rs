@@ -67,12 +67,12 @@ use sage_types::Task;
 use serde_json::{json, Map, Value};
 
 use super::{BoxFuture, ExecError, Execution, Executor};
-use crate::untrusted::Untrusted;
+use sage_types::untrusted::Untrusted;
 
 /// The default of [`HttpConfig::timeout`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The default of [`HttpConfig::max_response_bytes`].
-pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// How much of an error answer's body is read (enough for its first 300
 /// characters, which is all the message shows).
 const ERROR_BODY_BYTES: usize = 4 * 1024;

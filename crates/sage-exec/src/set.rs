@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::{Echo, ExecError, Execution, Executor, Simulate, SIMULATED_TASK_TYPES};
-use crate::clock::now_ms;
+use sage_types::clock::now_ms;
 
 /// How an executor's runs are priced: `base + per_second x execution time`, in ATP.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -266,7 +266,7 @@ impl std::fmt::Debug for ExecutorSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::BoxFuture;
+    use crate::BoxFuture;
 
     /// Waits until told to finish.
     struct Gate(Arc<tokio::sync::Notify>);

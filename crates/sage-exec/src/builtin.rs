@@ -90,7 +90,7 @@ impl Executor for Simulate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::ExecutorSet;
+    use crate::ExecutorSet;
 
     fn task(task_type: &str) -> Task {
         Task {

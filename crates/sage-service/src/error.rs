@@ -8,7 +8,7 @@ use sage_crypto::{KeyFileError, TrustError};
 use sage_types::identity::LctIdError;
 use sage_types::Problem;
 
-use crate::keydir::{FileKind, KeyDirFile};
+use crate::files::{FileKind, KeyDirFile};
 use sage_types::untrusted::{Untrusted, EXPLANATION_CHARS};
 
 /// Errors of the key directory: key files and `peers.toml`.

@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod delegation;
 mod error;
+mod files;
 pub mod hardware;
 pub mod keydir;
 pub mod ledger;

@@ -24,7 +24,11 @@ use std::path::{Path, PathBuf};
 use sage_crypto::{CertFingerprint, Peer, PeerSource, Protocol, PublicKey, TlsTrust};
 use serde::{Deserialize, Serialize};
 
-use crate::keydir::{read_checked, write_atomically, Checked, KeyDirFile, MAX_PEERS_FILE_BYTES};
+use crate::files::{read_checked, write_atomically, Checked, KeyDirFile};
+
+/// The largest `peers.toml` read: a record is a few hundred bytes, so this
+/// holds some ten thousand peers.
+pub(crate) const MAX_PEERS_FILE_BYTES: u64 = 4 * 1024 * 1024;
 use crate::KeyDirError;
 
 /// The file's contents.

@@ -26,7 +26,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use sage_crypto::{CertFingerprint, TlsTrust};
 use zeroize::Zeroizing;
 
-use crate::keydir::write_atomically;
+use crate::files::write_atomically;
 use crate::{KeyDirError, TlsError};
 
 /// The crypto provider of every TLS config `sage` builds.

@@ -120,12 +120,7 @@ fn bench_with_a_ledger_keeps_a_receipt_of_every_delegation() {
     let list = keys.run(&["proofs", "list", "--peer", "Thor", "--json"]);
     list.assert_code(0);
     assert_eq!(list.json()["delegations"].as_array().unwrap().len(), 30);
-    let export = keys.path().with_file_name("bench-receipts.jsonl");
-    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
-        .assert_code(0);
-    keys.run(&["proofs", "verify", export.to_str().unwrap()])
-        .assert_code(0)
-        .assert_stdout(&["all 30 receipts verify"]);
+    keys.export_and_verify(30);
 
     // Without --ledger nothing more is kept; unverified proofs never are.
     bench(&[]).assert_code(0);

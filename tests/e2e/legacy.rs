@@ -10,7 +10,7 @@ use sage_crypto::{NodeKey, PublicKey};
 use sage_types::legacy::{read_response, LegacyResponse};
 use serde_json::{json, Value};
 
-use crate::util::{assert_refused, http, HttpAnswer, Keys, Node, Run};
+use crate::util::{assert_refused, http, FakeNode, HttpAnswer, Keys, Node, Run};
 
 const PYTHON_NODE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -93,6 +93,29 @@ impl PythonNode {
     }
 }
 
+/// `sage delegate` of a `vision` task with `input` from Thor to the Python
+/// node `sprout`, over the legacy protocol, with `extra` arguments.
+fn delegate_to_python(keys: &Keys, sprout: &PythonNode, input: &str, extra: &[&str]) -> Run {
+    let port = sprout.port.to_string();
+    let mut args = vec![
+        "delegate",
+        "--local",
+        "Thor",
+        "--target",
+        "Sprout",
+        "--port",
+        &port,
+        "--protocol",
+        "legacy",
+        "--task-type",
+        "vision",
+        "--input",
+        input,
+    ];
+    args.extend_from_slice(extra);
+    keys.run(&args)
+}
+
 impl Drop for PythonNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -157,22 +180,12 @@ fn sage_delegates_to_a_python_node() {
     let sprout_pub = v["keys"]["Sprout"]["public_key_hex"].as_str().unwrap();
 
     // For one call...
-    let run = keys.run(&[
-        "delegate",
-        "--local",
-        "Thor",
-        "--target",
-        "Sprout",
-        "--port",
-        &sprout.port.to_string(),
-        "--protocol",
-        "legacy",
-        "--task-type",
-        "vision",
-        "--input",
+    let run = delegate_to_python(
+        &keys,
+        &sprout,
         r#"{"image": "frame_000123.jpg"}"#,
-        "--json",
-    ]);
+        &["--json"],
+    );
     run.assert_code(0);
     let out = run.json();
     assert_eq!(out["verified"], true);
@@ -606,22 +619,7 @@ fn a_python_nodes_proof_with_a_huge_integer_keeps_it_and_verifies_offline() {
     let (keys, _) = python_keys();
     let sprout = PythonNode::start(&keys, "Sprout");
     let big = format!("1{}", "0".repeat(40));
-    let run = keys.run(&[
-        "delegate",
-        "--local",
-        "Thor",
-        "--target",
-        "Sprout",
-        "--port",
-        &sprout.port.to_string(),
-        "--protocol",
-        "legacy",
-        "--task-type",
-        "vision",
-        "--input",
-        &format!(r#"{{"big": {big}}}"#),
-        "--json",
-    ]);
+    let run = delegate_to_python(&keys, &sprout, &format!(r#"{{"big": {big}}}"#), &["--json"]);
     run.assert_code(0);
     // Echoed as the integer it is, not as the float 1e+40.
     assert!(
@@ -630,38 +628,15 @@ fn a_python_nodes_proof_with_a_huge_integer_keeps_it_and_verifies_offline() {
         "{}",
         run.stdout
     );
-    let export = keys.path().with_file_name("receipts.jsonl");
-    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
-        .assert_code(0);
-    let verify = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
-    verify.assert_code(0);
-    verify.assert_stdout(&["all 1 receipts verify"]);
+    keys.export_and_verify(1);
 }
 
 #[test]
 fn a_python_nodes_proof_with_nan_and_a_lone_surrogate_is_accepted_and_verifies_offline() {
     let (keys, _) = python_keys();
     let sprout = PythonNode::start(&keys, "Sprout");
-    let port = sprout.port.to_string();
-    let delegate = |json: &[&str]| {
-        let mut args = vec![
-            "delegate",
-            "--local",
-            "Thor",
-            "--target",
-            "Sprout",
-            "--port",
-            &port,
-            "--protocol",
-            "legacy",
-            "--task-type",
-            "vision",
-            "--input",
-            r#"{"measure_nan": true}"#,
-        ];
-        args.extend(json);
-        keys.run(&args)
-    };
+    let delegate =
+        |extra: &[&str]| delegate_to_python(&keys, &sprout, r#"{"measure_nan": true}"#, extra);
     let run = delegate(&[]);
     run.assert_code(0);
     assert!(run.stdout.contains(r#""loss": NaN"#), "{}", run.stdout);
@@ -671,17 +646,52 @@ fn a_python_nodes_proof_with_nan_and_a_lone_surrogate_is_accepted_and_verifies_o
     for spelling in ["NaN", "Infinity", "-Infinity"] {
         assert!(run.stdout.contains(spelling), "{}", run.stdout);
     }
-    let export = keys.path().with_file_name("receipts.jsonl");
-    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
-        .assert_code(0);
+    let export = keys.export_and_verify(2);
     let lines = std::fs::read_to_string(&export).unwrap();
     let line = lines.lines().next().unwrap();
     // The receipt keeps the surrogate the signature covers.
     assert!(line.contains(r#""label": "\ud800""#), "{line}");
-    let verify = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
-    verify.assert_code(0);
-    verify.assert_stdout(&["all 2 receipts verify"]);
     // Python reads the exported line, and writes it back the same.
     let run = python(&["canonical"], Some(line));
     assert_eq!(run.stdout, line);
+}
+
+/// A legacy answer that is not a signed proof is refused as such, naming
+/// what is wrong, and nothing is accepted.
+#[test]
+fn a_legacy_answer_that_is_not_a_signed_proof_is_refused() {
+    let (keys, _) = python_keys();
+    for (answer, want) in [
+        (&b"{\"proof\": {}, \"signature\": "[..], "is not JSON"),
+        (
+            &br#"{"proof": {}}"#[..],
+            r#"the answer has no field "signature""#,
+        ),
+        (
+            &br#"{"proof": [], "signature": "ab"}"#[..],
+            "the proof is not a JSON object",
+        ),
+    ] {
+        let sprout = FakeNode::start(move |method, path, _| {
+            let health = json!({"status": "healthy", "platform": "Sprout", "lct_id": "sprout_sage_lct", "timestamp": 1.0});
+            match (method, path) {
+                ("GET", "/health") => Some((200, serde_json::to_vec(&health).unwrap())),
+                ("POST", "/execute_task") => Some((200, answer.to_vec())),
+                _ => Some((404, b"{}".to_vec())),
+            }
+        });
+        let run = keys.run(&[
+            "delegate",
+            "--local",
+            "Thor",
+            "--target",
+            "Sprout",
+            "--port",
+            &sprout.addr.port().to_string(),
+            "--protocol",
+            "legacy",
+        ]);
+        run.assert_code(1);
+        run.assert_stderr(&["not a legacy proof", want]);
+    }
 }

@@ -225,12 +225,7 @@ fn proofs_verify_refuses_an_export_with_one_byte_changed() {
     let port = node.port();
     keys.run(&delegate_args(&node, &port, "t-a")).assert_code(0);
     keys.run(&delegate_args(&node, &port, "t-b")).assert_code(0);
-    let export = keys.path().with_file_name("receipts.jsonl");
-    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
-        .assert_code(0);
-    let run = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
-    run.assert_code(0);
-    run.assert_stdout(&["all 2 receipts verify"]);
+    let export = keys.export_and_verify(2);
 
     // One byte of the second proof's signed payload.
     let text = std::fs::read_to_string(&export).unwrap();
@@ -276,12 +271,7 @@ fn the_receipt_of_a_retry_verifies_offline() {
     assert_eq!(first.json()["signed_proof"], retry.json()["signed_proof"]);
     assert_ne!(first.json()["task_digest"], retry.json()["task_digest"]);
 
-    let export = keys.path().with_file_name("receipts.jsonl");
-    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
-        .assert_code(0);
-    let run = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
-    run.assert_code(0);
-    run.assert_stdout(&["all 2 receipts verify"]);
+    keys.export_and_verify(2);
     let ledger = ledger_of(&keys);
     let statuses: Vec<_> = ledger
         .iter()
@@ -559,12 +549,7 @@ fn a_delegator_that_gives_up_does_not_kill_or_strand_the_task() {
         .map(|e| e["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["timed_out", "succeeded"]);
-    let export = keys.path().with_file_name("receipts.jsonl");
-    keys.run(&["proofs", "export", "--out", export.to_str().unwrap()])
-        .assert_code(0);
-    let run = keys.run(&["proofs", "verify", export.to_str().unwrap()]);
-    run.assert_code(0);
-    run.assert_stdout(&["all 1 receipts verify"]);
+    keys.export_and_verify(1);
 }
 
 /// A retry that comes while the first run goes on waits for it, within its

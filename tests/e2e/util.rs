@@ -164,6 +164,19 @@ impl Keys {
         self.run(&all)
     }
 
+    /// `sage proofs export` to a file beside the key directory, then
+    /// `sage proofs verify` of it, which must find `receipts` receipts and
+    /// all of them valid; the export's path.
+    pub fn export_and_verify(&self, receipts: usize) -> PathBuf {
+        let export = self.path().with_file_name("receipts.jsonl");
+        self.run(&["proofs", "export", "--out", export.to_str().unwrap()])
+            .assert_code(0);
+        let run = self.run(&["proofs", "verify", export.to_str().unwrap()]);
+        run.assert_code(0);
+        run.assert_stdout(&[&format!("all {receipts} receipts verify")]);
+        export
+    }
+
     /// `sage keygen --name NAME`; the public key hex.
     pub fn keygen(&self, name: &str) -> String {
         let run = self.run(&["keygen", "--name", name]);

@@ -514,6 +514,22 @@ mod tests {
                 .to_string(),
             r#"not a receipt: no field "peer""#
         );
+        let mut line: serde_json::Value = serde_json::from_str(&receipt.to_line()).unwrap();
+        line["sent_at_ms"] = json!("yesterday");
+        assert_eq!(
+            Receipt::from_line(line.to_string().as_bytes())
+                .unwrap_err()
+                .to_string(),
+            r#"not a receipt: the field "sent_at_ms" is not a whole number"#
+        );
+        line["sent_at_ms"] = json!(0);
+        line["peer"] = json!(7);
+        assert_eq!(
+            Receipt::from_line(line.to_string().as_bytes())
+                .unwrap_err()
+                .to_string(),
+            r#"not a receipt: the field "peer" is not a string"#
+        );
         assert!(Receipt::from_line(b"{").is_err());
     }
 }

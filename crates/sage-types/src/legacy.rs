@@ -388,6 +388,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An object with each of `fields` set to `value`.
+    fn filled(fields: &[&str], value: Value) -> Value {
+        Value::Object(
+            fields
+                .iter()
+                .map(|f| (f.to_string(), value.clone()))
+                .collect(),
+        )
+    }
+
     fn dict_len(value: &PyValue) -> usize {
         match value {
             PyValue::Dict(entries) => entries.len(),
@@ -402,10 +412,7 @@ mod tests {
 
     #[test]
     fn extra_fields_are_not_signed_and_missing_ones_are_named() {
-        let mut task = json!({});
-        for f in TASK_FIELDS {
-            task[f] = json!(1);
-        }
+        let mut task = filled(&TASK_FIELDS, json!(1));
         task["injected"] = json!("not signed");
         let signable = signable_task(&py(&task)).unwrap();
         assert!(matches!(&signable, PyValue::Dict(d) if d.len() == TASK_FIELDS.len()));
@@ -427,10 +434,7 @@ mod tests {
 
     #[test]
     fn a_proof_is_read_field_by_field_and_a_wrong_type_is_named() {
-        let mut proof = json!({});
-        for f in PROOF_FIELDS {
-            proof[f] = json!(1.5);
-        }
+        let mut proof = filled(&PROOF_FIELDS, json!(1.5));
         proof["task_id"] = json!("t");
         proof["executing_platform"] = json!("Thor");
         proof["irp_iterations"] = json!(5);
@@ -462,10 +466,7 @@ mod tests {
 
     #[test]
     fn a_request_is_read_as_python_reads_it() {
-        let mut task = json!({});
-        for f in TASK_FIELDS {
-            task[f] = json!(1);
-        }
+        let task = filled(&TASK_FIELDS, json!(1));
         let body = |task: &Value, signature: Value| {
             serde_json::to_vec(
                 &json!({"task": task, "requester_lct_id": "a", "signature": signature}),
@@ -502,10 +503,7 @@ mod tests {
 
     #[test]
     fn epistemic_fields_are_signed_only_with_epistemic_state() {
-        let mut proof = json!({});
-        for f in PROOF_FIELDS {
-            proof[f] = json!(1);
-        }
+        let mut proof = filled(&PROOF_FIELDS, json!(1));
         proof["confidence"] = json!(0.9);
         assert_eq!(dict_len(&signable_proof(&py(&proof)).unwrap()), 10);
         proof["epistemic_state"] = json!("confident");

@@ -104,7 +104,7 @@ fn every_problem_code_is_documented() {
         "{DOC} has no row for the problem code(s) {missing:?} \
          (crates/sage-types/src/problem.rs): add each as `code` with its HTTP status, \
          the details the node sends with it (grep `ApiError::new(` in \
-         crates/sage-service/src/server) and the fix"
+         crates/sage-service/src/node) and the fix"
     );
 }
 

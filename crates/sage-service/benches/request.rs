@@ -23,10 +23,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::BodyExt as _;
 use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
 use sage_exec::ExecutorSet;
-use sage_service::client::Client;
 use sage_service::config::Limits;
-use sage_service::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
-use sage_service::server::{self, AppState, NodeSetup};
+use sage_service::delegator::client::Client;
+use sage_service::delegator::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
+use sage_service::node::{self, AppState, NodeSetup};
 use sage_store::Store;
 use sage_types::{Envelope, QualityRequirements};
 use tokio::runtime::Runtime;
@@ -122,7 +122,7 @@ async fn delegate_in_process(fleet: &Fleet, app: &Router) {
 fn in_process(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let fleet = Fleet::new();
-    let app = server::router(fleet.state.clone());
+    let app = node::router(fleet.state.clone());
     rt.block_on(delegate_in_process(&fleet, &app));
 
     // The baseline: one POST route that echoes its body, with a body the
@@ -149,7 +149,7 @@ fn loopback(c: &mut Criterion) {
     let (addr, serving) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let serving = tokio::spawn(server::serve(listener, fleet.state.clone(), async {
+        let serving = tokio::spawn(node::serve(listener, fleet.state.clone(), async {
             let _ = stopped.await;
         }));
         (addr, serving)

@@ -157,7 +157,7 @@ impl KeyDir {
 
     /// Loads the identity of platform `name` with its private key read from
     /// `key_path` instead of the directory (a systemd credential, see
-    /// [`crate::systemd::credential_identity`]). The name is spelled as the
+    /// [`crate::node::systemd::credential_identity`]). The name is spelled as the
     /// directory's key file spells it, if it has one; the LCT id comes from
     /// the directory as for [`KeyDir::load_identity`].
     ///

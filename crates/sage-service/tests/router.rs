@@ -13,8 +13,8 @@ use http_body_util::BodyExt as _;
 use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
 use sage_exec::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet};
 use sage_service::config::Limits;
-use sage_service::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
-use sage_service::server::{router, AppState, NodeSetup};
+use sage_service::delegator::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
+use sage_service::node::{router, AppState, NodeSetup};
 use sage_store::Store;
 use sage_types::{Envelope, ProofStatus, Task};
 use tower::ServiceExt as _;
@@ -124,8 +124,9 @@ async fn a_failed_execution_still_gets_a_signed_proof() {
     assert_eq!(proof.status, ProofStatus::Failed);
     assert_eq!(proof.result["error"], "GPU fell off the bus");
     assert_eq!(proof.quality, 0.0);
-    let summary = sage_service::delegation::ProofSummary::from(&proof);
-    let why = sage_service::delegation::shortfall(&summary, &signed.task.quality).unwrap();
+    let summary = sage_service::delegator::delegation::ProofSummary::from(&proof);
+    let why =
+        sage_service::delegator::delegation::shortfall(&summary, &signed.task.quality).unwrap();
     assert!(why.contains("GPU fell off the bus"), "{why}");
 }
 

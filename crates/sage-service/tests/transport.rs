@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use sage_crypto::{NodeKey, Peer, PeerSource, TlsTrust, TrustStore};
 use sage_exec::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet};
-use sage_service::client::Client;
 use sage_service::config::Limits;
-use sage_service::delegation::{sign_task, SignedTask, TaskSpec};
-use sage_service::server::{serve_with, AppState, NodeSetup, Shutdown};
+use sage_service::delegator::client::Client;
+use sage_service::delegator::delegation::{sign_task, SignedTask, TaskSpec};
+use sage_service::node::{serve_with, AppState, NodeSetup, Shutdown};
 use sage_service::tls::{write_self_signed, SelfSignedPlan, ServerTls};
 use sage_service::ClientError;
 use sage_store::Store;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sage_crypto::{Peer, Protocol};
-use sage_service::bench::{self, Plan, Report, Stop};
-use sage_service::client::Client;
-use sage_service::delegation::{sign_task, TaskSpec};
+use sage_service::delegator::bench::{self, Plan, Report, Stop};
+use sage_service::delegator::client::Client;
+use sage_service::delegator::delegation::{sign_task, TaskSpec};
 use sage_service::keydir::KeyDir;
 use sage_types::QualityRequirements;
 use serde_json::json;

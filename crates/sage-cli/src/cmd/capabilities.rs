@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sage_crypto::{verify_envelope, VerifyError};
-use sage_service::client::Client;
+use sage_service::delegator::client::Client;
 use sage_service::keydir::KeyDir;
 use sage_types::capabilities::{Capabilities, CAPABILITIES_PAYLOAD_TYPE};
 use serde_json::json;

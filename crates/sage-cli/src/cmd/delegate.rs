@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sage_crypto::{Peer, Protocol};
-use sage_service::client::{Client, CONNECT_TIMEOUT};
-use sage_service::delegation::{
+use sage_service::delegator::client::{Client, CONNECT_TIMEOUT};
+use sage_service::delegator::delegation::{
     check_target, conclude, new_task_id, Delegation, Outgoing, TaskSpec,
 };
+use sage_service::delegator::ledger::{self, payload_digest};
 use sage_service::keydir::KeyDir;
-use sage_service::ledger::{self, payload_digest};
 use sage_service::DelegateError;
 use sage_types::QualityRequirements;
 use serde_json::json;

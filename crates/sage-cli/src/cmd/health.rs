@@ -3,7 +3,7 @@
 use crate::output::out;
 use std::path::Path;
 
-use sage_service::client::Client;
+use sage_service::delegator::client::Client;
 use sage_service::keydir::KeyDir;
 use serde_json::json;
 

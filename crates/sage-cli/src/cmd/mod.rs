@@ -47,7 +47,7 @@ pub struct AnswerLimit {
     #[arg(
         long,
         value_name = "BYTES",
-        default_value_t = sage_service::client::DEFAULT_MAX_ANSWER_BYTES as u64,
+        default_value_t = sage_service::delegator::client::DEFAULT_MAX_ANSWER_BYTES as u64,
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     max_answer_bytes: u64,
@@ -55,7 +55,10 @@ pub struct AnswerLimit {
 
 impl AnswerLimit {
     /// `client`, bounded by the flag.
-    pub fn apply(self, client: sage_service::client::Client) -> sage_service::client::Client {
+    pub fn apply(
+        self,
+        client: sage_service::delegator::client::Client,
+    ) -> sage_service::delegator::client::Client {
         client.with_max_answer_bytes(usize::try_from(self.max_answer_bytes).unwrap_or(usize::MAX))
     }
 }

@@ -95,7 +95,8 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
     let key = PublicKey::from_hex(&args.public_key)
         .map_err(|e| Failure::Usage(format!("--public-key: {e}")))?;
     if let Some(address) = &args.address {
-        sage_service::client::base_url(address).map_err(|e| Failure::Usage(e.to_string()))?;
+        sage_service::delegator::client::base_url(address)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
     }
     let tls_set = args.tls_ca.is_some() || args.tls_fingerprint.is_some();
     if let (true, Some(address)) = (tls_set, &args.address) {

@@ -4,8 +4,8 @@ use crate::output::out;
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 
+use sage_service::delegator::ledger::{verify_receipt, Receipt};
 use sage_service::keydir::KeyDir;
-use sage_service::ledger::{verify_receipt, Receipt};
 use serde_json::json;
 
 use crate::failure::{print_json, CmdResult, Failure};

@@ -8,7 +8,7 @@ use sage_exec::Leftovers;
 use sage_service::config::file::{ConfigFile, NodeSection, DEFAULT_PATHS};
 use sage_service::config::Limits;
 use sage_service::keydir::KeyDir;
-use sage_service::server::{self, AppState, NodeSetup, Policy, Shutdown};
+use sage_service::node::{self, AppState, NodeSetup, Policy, Shutdown};
 use sage_service::tls::ServerTls;
 use sage_store::{Check, Durability, Store};
 
@@ -174,10 +174,11 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
     let store = Store::open_with(&state_dir, durability, Check::Whole)
         .map_err(|e| Failure::Failed(e.to_string()))?;
     // Under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
-    let (identity, key_source) = match sage_service::systemd::credential_identity(&keys, &name)? {
-        Some(identity) => (identity, "systemd credential sage.key"),
-        None => (keys.load_identity(&name)?, "key directory"),
-    };
+    let (identity, key_source) =
+        match sage_service::node::systemd::credential_identity(&keys, &name)? {
+            Some(identity) => (identity, "systemd credential sage.key"),
+            None => (keys.load_identity(&name)?, "key directory"),
+        };
     let lct_id = file
         .node
         .lct_id
@@ -264,7 +265,7 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
     if interrupted > 0 {
         tracing::warn!("{interrupted} task(s) were running when the node stopped: marked interrupted; a retry gets a signed proof saying so");
     }
-    let hardware = runtime.block_on(sage_service::hardware::detect());
+    let hardware = runtime.block_on(sage_service::node::hardware::detect());
     tracing::info!(
         "  hardware:   {} CPUs{}{}",
         hardware.cpus,
@@ -314,18 +315,18 @@ pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> Cmd
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{bound}");
         // Tell systemd (if it started us) we are ready, stopping, and alive.
-        sage_service::systemd::ready(&format!("serving on {bound}"));
+        sage_service::node::systemd::ready(&format!("serving on {bound}"));
         if let (Some(notifier), Some(timeout)) = (
-            sage_service::systemd::notifier(),
-            sage_service::systemd::watchdog_interval(),
+            sage_service::node::systemd::notifier(),
+            sage_service::node::systemd::watchdog_interval(),
         ) {
-            tokio::spawn(sage_service::systemd::watchdog_task(notifier, timeout));
+            tokio::spawn(sage_service::node::systemd::watchdog_task(notifier, timeout));
         }
         let signal = async {
-            server::shutdown_signal().await;
-            sage_service::systemd::stopping();
+            node::shutdown_signal().await;
+            sage_service::node::systemd::stopping();
         };
-        match server::serve_with(listener, state, tls, signal).await? {
+        match node::serve_with(listener, state, tls, signal).await? {
             Shutdown::Drained => tracing::info!("stopped: all in-flight tasks finished"),
             Shutdown::DeadlinePassed { abandoned } => {
                 tracing::warn!("stopped: drain deadline passed with {abandoned} task(s) still running: their programs were killed and the tasks marked interrupted; a retry gets a signed proof saying so")
@@ -477,7 +478,7 @@ fn reload_on_hangup(
 async fn reload_loop(state: &AppState, reload: &Reload, hangups: &mut tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         tracing::info!("received SIGHUP: reloading the config and the trust store");
-        sage_service::systemd::reloading();
+        sage_service::node::systemd::reloading();
         let reading = reload.clone();
         // Reading files and building executors: off the runtime's workers.
         let loaded = tokio::task::spawn_blocking(move || reading.policy())
@@ -504,7 +505,7 @@ async fn reload_loop(state: &AppState, reload: &Reload, hangups: &mut tokio::sig
                 "serving (reload failed: previous config kept; see the log)"
             }
         };
-        sage_service::systemd::ready(status);
+        sage_service::node::systemd::ready(status);
     }
 }
 

@@ -6,7 +6,7 @@ use crate::output::out;
 use std::path::{Path, PathBuf};
 
 use sage_crypto::{CertFingerprint, TlsTrust, TrustStore};
-use sage_service::client::base_url;
+use sage_service::delegator::client::base_url;
 use sage_service::keydir::KeyDir;
 use sage_service::tls::{self, SelfSignedPlan};
 use serde_json::json;

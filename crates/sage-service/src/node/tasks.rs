@@ -11,24 +11,22 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use axum::response::Response;
 use sage_crypto::digest::{json_digest, sha256, sha256_tagged};
 use sage_crypto::{sign_envelope, verify_envelope, Peer};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, ProblemCode, Proof, Task};
 
-use super::once::{run_once, Once};
-use super::rate::default_burst;
+use super::admission::{
+    busy, check_cost, check_not_expired, check_rate, executor_for, refund_rate, TaskBody,
+};
+use super::once::{json_response, run_once, Once};
 use super::state::{Inner, Policy};
 use super::{ApiError, AppState};
-use crate::config::Limits;
 use sage_exec::{Entry, Reservation, Run};
-use sage_store::{StoreError, TaskRecord};
+use sage_store::TaskRecord;
 use sage_types::clock::now_ms;
 use sage_types::untrusted::Untrusted;
 
@@ -36,16 +34,12 @@ use sage_types::untrusted::Untrusted;
 const MAX_TASK_ID_LEN: usize = 128;
 /// Nonce length bounds, in hex characters (64 to 512 bits).
 const NONCE_HEX_LEN: std::ops::RangeInclusive<usize> = 16..=128;
-/// What a retry whose wait for the first run ran out is told to wait.
-const RETRY_AFTER_SECS: u64 = 5;
 
 pub(super) async fn submit(
     State(state): State<AppState>,
-    body: Body,
+    TaskBody { policy, bytes }: TaskBody,
 ) -> Result<Response, ApiError> {
     let inner = state.inner();
-    let policy = state.policy();
-    let bytes = read_body(body, policy.limits.max_body_bytes).await?;
     let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             ProblemCode::Malformed,
@@ -149,35 +143,6 @@ fn content_digest(task: &Task) -> Result<[u8; 32], ApiError> {
     Ok(sha256(&bytes))
 }
 
-/// A `200` with a JSON body.
-pub(super) fn json_response(body: Vec<u8>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
-}
-
-/// A store failure: the node cannot promise anything about the task.
-pub(super) fn store_error(e: StoreError) -> ApiError {
-    ApiError::new(ProblemCode::Internal, format!("node state: {e}"))
-}
-
-/// A retry whose validity ended while the first run of its task went on.
-pub(super) fn still_running(task_id: &str) -> ApiError {
-    ApiError::new(
-        ProblemCode::Busy,
-        format!(
-            "task {} is still running from an earlier request; retry later for its proof",
-            Untrusted(task_id)
-        ),
-    )
-    .retry_after(RETRY_AFTER_SECS)
-}
-
 /// Signs the v1 proof of `run` and encodes the envelope.
 fn sign_proof(
     inner: &Inner,
@@ -197,21 +162,6 @@ fn sign_proof(
     let proof_bytes = serde_json::to_vec(&proof).map_err(internal)?;
     let signed = sign_envelope(&inner.key, PROOF_PAYLOAD_TYPE, &proof_bytes);
     serde_json::to_vec(&signed).map_err(internal)
-}
-
-/// Reads at most `limit` bytes of body.
-pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
-            ProblemCode::TooLarge,
-            format!("request body exceeds this node's limit of {limit} bytes"),
-        )),
-        Err(e) => Err(ApiError::new(
-            ProblemCode::Malformed,
-            format!("cannot read request body: {e}"),
-        )),
-    }
 }
 
 /// Every check a verified task must pass before it is recorded. Returns
@@ -299,117 +249,6 @@ fn admit<'a>(
     // `busy` refusal leaves the signed task valid for a retry.
     let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
     Ok((entry, reservation))
-}
-
-/// Takes one task from the signer's rate budget, if the node has one:
-/// refused `rate_limited` (429) with `Retry-After` when it is spent.
-pub(super) fn check_rate(inner: &Inner, limits: &Limits, signer: &Peer) -> Result<(), ApiError> {
-    let Some(rate) = limits.peer_rate else {
-        return Ok(());
-    };
-    let burst = limits.peer_burst.unwrap_or_else(|| default_burst(rate));
-    inner
-        .peer_rate
-        .take(signer.key_id.as_str(), rate, burst, Instant::now())
-        .map_err(|wait| {
-            ApiError::new(
-                ProblemCode::RateLimited,
-                format!(
-                    "{} sent more than this node's limit of {rate} tasks per second (burst {burst}); retry in {:.1} s",
-                    signer.name,
-                    wait.as_secs_f64()
-                ),
-            )
-            .retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
-        })
-}
-
-/// Gives back the token [`check_rate`] took, for a request refused as a
-/// replay or conflict.
-pub(super) fn refund_rate(inner: &Inner, limits: &Limits, signer: &Peer) {
-    if let Some(rate) = limits.peer_rate {
-        let burst = limits.peer_burst.unwrap_or_else(|| default_burst(rate));
-        inner.peer_rate.refund(signer.key_id.as_str(), burst);
-    }
-}
-
-/// The refusal of an executor whose runs and queue are full.
-pub(super) fn busy(task_type: &str) -> ApiError {
-    ApiError::new(
-        ProblemCode::Busy,
-        format!("the {task_type} executor is at its concurrency limit and its queue is full; retry shortly"),
-    )
-    .retry_after(1)
-}
-
-/// Refuses a task whose estimate is above its own `max_cost` or the
-/// executor's ceiling, or whose `max_cost` is below the executor's base price.
-pub(super) fn check_cost(
-    entry: &Entry,
-    estimate: f64,
-    max_cost: Option<f64>,
-) -> Result<(), ApiError> {
-    let over = |detail: String| Err(ApiError::new(ProblemCode::OverBudget, detail));
-    if let Some(max) = max_cost {
-        if estimate > max {
-            return over(format!(
-                "the task's estimate of {estimate} ATP exceeds its own max_cost of {max} ATP"
-            ));
-        }
-        if let Some(model) = &entry.cost {
-            if model.base > max {
-                return over(format!(
-                    "this executor charges at least {} ATP, above the task's max_cost of {max} ATP",
-                    model.base
-                ));
-            }
-        }
-    }
-    if let Some(ceiling) = entry.max_cost {
-        if estimate > ceiling {
-            return over(format!("the task's estimate of {estimate} ATP exceeds this executor's ceiling of {ceiling} ATP"));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a task whose expiry (unix ms) passed more than the skew ago.
-pub(super) fn check_not_expired(
-    limits: &Limits,
-    expires_at: u64,
-    now: u64,
-) -> Result<(), ApiError> {
-    if expires_at.saturating_add(limits.clock_skew.as_millis() as u64) < now {
-        return Err(ApiError::new(
-            ProblemCode::Expired,
-            format!(
-                "task expired {:.1} s ago (allowed skew {} s)",
-                (now - expires_at) as f64 / 1000.0,
-                limits.clock_skew.as_secs()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The executor of `task_type`, or the refusal naming what this node serves.
-pub(super) fn executor_for<'a>(policy: &'a Policy, task_type: &str) -> Result<&'a Entry, ApiError> {
-    policy.executors.get(task_type).ok_or_else(|| {
-        let served: Vec<&str> = policy
-            .executors
-            .describe()
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
-        ApiError::new(
-            ProblemCode::UnsupportedTask,
-            format!(
-                "no executor for task type \"{}\"; this node serves: {}",
-                Untrusted(task_type),
-                served.join(", ")
-            ),
-        )
-    })
 }
 
 /// The v1 proof of `run`.

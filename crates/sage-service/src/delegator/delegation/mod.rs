@@ -16,7 +16,7 @@ use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, Health, Proof, ProofStatus, QualityRequirements, Task};
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::delegator::client::Client;
 use crate::keydir::Identity;
 use crate::{ClientError, DelegateError, ProofError};
 use sage_types::clock::now_ms;

@@ -11,13 +11,19 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::tasks::{still_running, store_error};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use super::admission::store_error;
 use super::{ApiError, AppState};
 use sage_exec::Run;
 use sage_store::{Begin, Ended, StoreError, TaskRecord};
 use sage_types::clock::now_ms;
 use sage_types::untrusted::Untrusted;
 use sage_types::ProblemCode;
+
+/// What a retry whose wait for the first run ran out is told to wait.
+const RETRY_AFTER_SECS: u64 = 5;
 
 /// What [`run_once`] came to.
 pub(super) enum Once {
@@ -235,4 +241,28 @@ where
         .task(peer, task_type, "interrupted", None);
     tracing::warn!(task_id = %Untrusted(task_id), issuer = %Untrusted(issuer), "retry of an interrupted task: answered with a signed proof saying so");
     Ok(signed)
+}
+
+/// A `200` with a JSON body.
+pub(super) fn json_response(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// A retry whose validity ended while the first run of its task went on.
+pub(super) fn still_running(task_id: &str) -> ApiError {
+    ApiError::new(
+        ProblemCode::Busy,
+        format!(
+            "task {} is still running from an earlier request; retry later for its proof",
+            Untrusted(task_id)
+        ),
+    )
+    .retry_after(RETRY_AFTER_SECS)
 }

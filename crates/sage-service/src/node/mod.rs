@@ -1,9 +1,13 @@
-//! The HTTP side of a node: [`router`] builds the axum app (`/health`,
+//! The serving node: [`router`] builds the axum app (`/health`,
 //! `/v1/tasks`, and the Python original's `/execute_task`) (tests drive it
 //! with `oneshot`, no socket), [`serve`] runs it on a listener until a
 //! shutdown signal, then drains in-flight tasks up to a deadline.
+//! [`systemd`] is its life as a service, [`hardware`] what the machine has.
+//! It never imports the delegator ([`crate::delegator`]).
 
+mod admission;
 mod capabilities;
+pub mod hardware;
 mod health;
 mod legacy;
 mod metrics;
@@ -13,6 +17,7 @@ mod problem;
 mod rate;
 mod running;
 mod state;
+pub mod systemd;
 mod tasks;
 mod transport;
 

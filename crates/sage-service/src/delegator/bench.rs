@@ -14,10 +14,10 @@ use axum::body::Bytes;
 use axum::routing::post;
 use sage_crypto::{Peer, Protocol};
 
-use crate::client::{base_url, Client};
-use crate::delegation::{exchange, TaskSpec};
+use crate::delegator::client::{base_url, Client};
+use crate::delegator::delegation::{exchange, TaskSpec};
+use crate::delegator::ledger;
 use crate::keydir::Identity;
-use crate::ledger;
 use crate::{ClientError, DelegateError};
 use sage_store::{Store, StoreError};
 use sage_types::clock::now_ms;

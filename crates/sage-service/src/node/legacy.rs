@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use sage_crypto::digest::sha256;
@@ -21,12 +21,11 @@ use sage_types::legacy::{read_request, LegacyResponse, LegacyTask};
 use sage_types::{ProblemCode, QualityRequirements, Task};
 use serde_json::json;
 
-use super::once::{run_once, Once};
-use super::state::{Inner, Policy};
-use super::tasks::{
-    busy, check_cost, check_not_expired, check_rate, executor_for, json_response, read_body,
-    refund_rate,
+use super::admission::{
+    busy, check_cost, check_not_expired, check_rate, executor_for, refund_rate, TaskBody,
 };
+use super::once::{json_response, run_once, Once};
+use super::state::{Inner, Policy};
 use super::{ApiError, AppState};
 use sage_exec::{Entry, Reservation, Run};
 use sage_store::TaskRecord;
@@ -35,11 +34,9 @@ use sage_types::untrusted::Untrusted;
 
 pub(super) async fn execute_task(
     State(state): State<AppState>,
-    body: Body,
+    TaskBody { policy, bytes }: TaskBody,
 ) -> Result<Response, ApiError> {
     let inner = state.inner();
-    let policy = state.policy();
-    let bytes = read_body(body, policy.limits.max_body_bytes).await?;
     // Read as the original reads it (Python's `json.loads`), so that the
     // bytes verified are `json.dumps` of the values the executor gets.
     let request = read_request(&bytes).map_err(|e| {

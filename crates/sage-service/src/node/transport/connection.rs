@@ -32,8 +32,8 @@ use super::body::DeadlineBody;
 use super::registry::Registered;
 use super::Phase;
 use crate::config::{Limits, MAX_HEADER_BYTES_RANGE};
-use crate::server::metrics::CloseReason;
-use crate::server::AppState;
+use crate::node::metrics::CloseReason;
+use crate::node::AppState;
 use crate::tls::ServerTls;
 
 /// hyper's limit on the header fields of a request (its default): more

@@ -21,7 +21,7 @@ use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::pyjson::{self, PyStr, PyValue};
 use sage_types::{Envelope, Proof};
 
-use crate::delegation::{Delegation, Exchange, Outgoing, ProofSummary};
+use crate::delegator::delegation::{Delegation, Exchange, Outgoing, ProofSummary};
 use crate::DelegateError;
 use sage_store::{LedgerEntry, Outcome, Store, StoreError};
 use sage_types::clock::now_ms;

@@ -154,7 +154,7 @@ impl Drop for Registered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::transport::activity::InFlight;
+    use crate::node::transport::activity::InFlight;
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));

@@ -41,7 +41,32 @@ macro_rules! failed_from {
     )*};
 }
 
-failed_from!(sage_service::TlsError, std::io::Error);
+failed_from!(
+    sage_service::TlsError,
+    std::io::Error,
+    sage_service::config::file::ConfigError,
+    sage_store::StoreError
+);
+
+/// A configuration that cannot be resolved; the flags that fix it are the
+/// CLI's, so the advice is too.
+impl From<sage_service::config::ResolveError> for Failure {
+    fn from(err: sage_service::config::ResolveError) -> Self {
+        use sage_service::config::ResolveError;
+        match err {
+            ResolveError::NoName => Failure::Usage(format!(
+                "{err}: pass --name NAME or set [node] name in the config file"
+            )),
+            ResolveError::CertWithoutKey => Failure::Usage(format!(
+                "{err}: pass --tls-key FILE (or set [node] tls_key)"
+            )),
+            ResolveError::KeyWithoutCert => Failure::Usage(format!(
+                "{err}: pass --tls-cert FILE (or set [node] tls_cert)"
+            )),
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
 
 impl From<sage_service::KeyDirError> for Failure {
     fn from(err: sage_service::KeyDirError) -> Self {

@@ -45,14 +45,6 @@ enum LogFormat {
     Json,
 }
 
-/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `./state`.
-pub fn default_state_dir() -> PathBuf {
-    std::env::var_os("STATE_DIRECTORY")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("state"))
-}
-
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 the operation failed (refused, unreachable, invalid proof), 2 bad usage.\nLogs go to stderr; set SAGE_LOG (e.g. SAGE_LOG=debug) to change the level.";
 
 #[derive(Debug, Subcommand)]
@@ -95,7 +87,10 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(|| PathBuf::from("keys"));
     let keys_dir = keys_dir.as_path();
-    let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(sage_service::config::node::default_state_dir);
     let result = match cli.command {
         Command::Serve(args) => {
             cmd::serve::run(cli.keys_dir.as_deref(), cli.state_dir.as_deref(), args)

@@ -4,8 +4,8 @@ use crate::output::{out, out_part};
 use std::path::{Path, PathBuf};
 
 use sage_service::config::file::{ConfigFile, DEFAULT_PATHS};
+use sage_service::config::node::{check_limits, find_config};
 
-use super::serve::find_config;
 use crate::failure::{CmdResult, Failure};
 
 #[derive(Debug, clap::Subcommand)]
@@ -33,14 +33,11 @@ pub fn run(command: Command) -> CmdResult {
     // Build the executors too: a missing secret variable is an error now,
     // not at the first task.
     let platform = file.node.name.clone().unwrap_or_else(|| "node".into());
-    let executors = file
-        .executors(&path, &platform, None)
-        .map_err(|e| Failure::Failed(e.to_string()))?;
+    let executors = file.executors(&path, &platform, None)?;
     // And the TLS certificate and key: a garbage file is an error now.
     match (&file.node.tls_cert, &file.node.tls_key) {
         (Some(cert), Some(key)) => {
-            sage_service::tls::ServerTls::load(cert, key)
-                .map_err(|e| Failure::Failed(e.to_string()))?;
+            sage_service::tls::ServerTls::load(cert, key)?;
         }
         (None, None) => {}
         _ => {
@@ -50,7 +47,7 @@ pub fn run(command: Command) -> CmdResult {
             )))
         }
     }
-    super::serve::check_limits(&file.limits(), Some(&path))?;
+    check_limits(&file.limits(), Some(&path))?;
     fill_defaults(&mut file);
     out!("# effective configuration of {}", path.display());
     if file.executors.is_empty() {

@@ -1,14 +1,14 @@
 //! `sage serve`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sage_exec::Leftovers;
-use sage_service::config::file::{ConfigFile, NodeSection, DEFAULT_PATHS};
-use sage_service::config::Limits;
-use sage_service::keydir::KeyDir;
-use sage_service::node::{self, AppState, NodeSetup, Policy, Shutdown};
+use sage_crypto::TrustStore;
+use sage_exec::{ExecutorSet, Leftovers};
+use sage_service::config::{NodeConfig, Overrides, TlsFiles};
+use sage_service::keydir::Identity;
+use sage_service::node::{self, hardware, systemd, AppState, NodeSetup, Policy, Shutdown};
 use sage_service::tls::ServerTls;
 use sage_store::{Check, Durability, Store};
 
@@ -78,273 +78,242 @@ impl From<DurabilityArg> for Durability {
     }
 }
 
-/// The config file: the one given, else the first default path that
-/// exists, else none.
-pub fn find_config(given: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>, Failure> {
-    let path = match given {
-        Some(path) => Some(path.to_owned()),
-        None => DEFAULT_PATHS.iter().map(PathBuf::from).find(|p| p.exists()),
-    };
-    path.map(|path| {
-        let file = ConfigFile::load(&path).map_err(|e| Failure::Failed(e.to_string()))?;
-        Ok((path, file))
-    })
-    .transpose()
-}
-
-/// The key directory: the flag's, else the config file's, else `./keys`,
-/// with the config file's `peers_file` if it names one.
-fn key_dir(flag: Option<&Path>, file: &ConfigFile) -> KeyDir {
-    let dir = flag
-        .map(Path::to_owned)
-        .or_else(|| file.node.keys_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("keys"));
-    let keys = KeyDir::new(dir);
-    match &file.node.peers_file {
-        Some(peers) => keys.with_peers_file(peers),
-        None => keys,
+impl Args {
+    /// What the flags set, for [`NodeConfig::resolve`].
+    fn overrides(&self, keys_dir: Option<&Path>, state_dir: Option<&Path>) -> Overrides {
+        let secs = |flag: Option<u64>| flag.map(Duration::from_secs);
+        Overrides {
+            config: self.config.clone(),
+            keys_dir: keys_dir.map(Path::to_owned),
+            state_dir: state_dir.map(Path::to_owned),
+            name: self.name.clone(),
+            host: self.host,
+            port: self.port,
+            max_body_bytes: self.max_body_bytes,
+            clock_skew: secs(self.clock_skew),
+            max_task_lifetime: secs(self.max_task_lifetime),
+            drain_timeout: secs(self.drain_timeout),
+            durability: self.durability.map(Durability::from),
+            task_retention_days: self.task_retention_days,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
     }
-}
-
-/// Refuses limits that cannot work, naming the config file (or the flags).
-pub fn check_limits(limits: &Limits, config: Option<&Path>) -> Result<(), Failure> {
-    limits.check().map_err(|e| {
-        let from = config.map_or_else(|| "flags".to_owned(), |p| p.display().to_string());
-        Failure::Failed(format!("{from}: [limits] {e}"))
-    })
-}
-
-/// The config file's limits, with the flags' overrides, checked.
-fn limits(file: &ConfigFile, config: Option<&Path>, args: &Args) -> Result<Limits, Failure> {
-    let mut limits = file.limits();
-    let secs = Duration::from_secs;
-    limits.max_body_bytes = args.max_body_bytes.unwrap_or(limits.max_body_bytes);
-    limits.clock_skew = args.clock_skew.map_or(limits.clock_skew, secs);
-    limits.max_task_lifetime = args
-        .max_task_lifetime
-        .map_or(limits.max_task_lifetime, secs);
-    limits.drain_timeout = args.drain_timeout.map_or(limits.drain_timeout, secs);
-    check_limits(&limits, config)?;
-    Ok(limits)
 }
 
 pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> CmdResult {
-    let (config_path, file) = match find_config(args.config.as_deref())? {
-        Some((path, file)) => (Some(path), file),
-        None => (None, ConfigFile::default()),
-    };
-    let name = args
-        .name
-        .clone()
-        .or_else(|| file.node.name.clone())
-        .ok_or_else(|| {
-            Failure::Usage(
-                "no platform name: pass --name NAME or set [node] name in the config file".into(),
-            )
-        })?;
-    let keys_dir_flag = keys_dir.map(Path::to_owned);
-    let keys = key_dir(keys_dir_flag.as_deref(), &file);
-    let listen = file
-        .node
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 50051)));
-    let addr = SocketAddr::new(
-        args.host.unwrap_or(listen.ip()),
-        args.port.unwrap_or(listen.port()),
-    );
-    let limits = limits(&file, config_path.as_deref(), &args)?;
-    let tls = server_tls(&file, &args)?;
+    let config = NodeConfig::resolve(args.overrides(keys_dir, state_dir))?;
+    let node = Opened::open(&config)?;
+    node.banner(&config);
+    node.serve(config)
+}
 
-    let state_dir = state_dir
-        .map(Path::to_owned)
-        .or_else(|| file.node.state_dir.clone())
-        .unwrap_or_else(crate::default_state_dir);
-    let durability = args
-        .durability
-        .map(Durability::from)
-        .or(file.node.durability)
-        .unwrap_or_default();
-    let retention_days = args
-        .task_retention_days
-        .or(file.node.task_retention_days)
-        .unwrap_or(DEFAULT_TASK_RETENTION_DAYS);
-    // The state directory's lock first, so that nothing below touches a
-    // live node's state; every page is then read once: damage is found
-    // before any task.
-    let store = Store::open_with(&state_dir, durability, Check::Whole)
-        .map_err(|e| Failure::Failed(e.to_string()))?;
-    // Under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
-    let (identity, key_source) =
-        match sage_service::node::systemd::credential_identity(&keys, &name)? {
+/// What a node opens before it serves: the TLS files, the state directory
+/// (under its lock), the key, the trust store and the executors.
+struct Opened {
+    tls: Option<ServerTls>,
+    store: Store,
+    identity: Identity,
+    key_source: &'static str,
+    lct_id: String,
+    trust: TrustStore,
+    leftovers: Leftovers,
+    executors: ExecutorSet,
+}
+
+impl Opened {
+    fn open(config: &NodeConfig) -> Result<Self, Failure> {
+        let tls = config.tls.as_ref().map(server_tls).transpose()?;
+        // The state directory's lock first, so that nothing below touches a
+        // live node's state; every page is then read once: damage is found
+        // before any task.
+        let store = Store::open_with(&config.state_dir, config.durability, Check::Whole)?;
+        // Under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
+        let keys = &config.keys;
+        let (identity, key_source) = match systemd::credential_identity(keys, &config.name)? {
             Some(identity) => (identity, "systemd credential sage.key"),
-            None => (keys.load_identity(&name)?, "key directory"),
+            None => (keys.load_identity(&config.name)?, "key directory"),
         };
-    let lct_id = file
-        .node
-        .lct_id
-        .clone()
-        .unwrap_or_else(|| identity.lct_id.clone());
-    let trust = keys.trust_store(&identity.name)?;
-    let leftovers = Leftovers::new(state_dir.join(PROGRAMS_DIR));
-    let executors = file
-        .executors(
-            config_path.as_deref().unwrap_or(Path::new("(flags)")),
-            &identity.name,
-            Some(&leftovers),
-        )
-        .map_err(|e| Failure::Failed(e.to_string()))?;
+        let lct_id = config
+            .lct_id
+            .clone()
+            .unwrap_or_else(|| identity.lct_id.clone());
+        let trust = keys.trust_store(&identity.name)?;
+        let leftovers = Leftovers::new(config.state_dir.join(PROGRAMS_DIR));
+        let executors = config.executors(Some(&leftovers))?;
+        Ok(Opened {
+            tls,
+            store,
+            identity,
+            key_source,
+            lct_id,
+            trust,
+            leftovers,
+            executors,
+        })
+    }
 
-    let public = identity.key.public();
-    tracing::info!("SAGE federation node {}", identity.name);
-    match &config_path {
-        Some(path) => tracing::info!("  config:     {}", path.display()),
-        None => tracing::info!("  config:     none (flags and defaults)"),
-    }
-    tracing::info!("  LCT id:     {lct_id}");
-    tracing::info!("  key file:   {}", identity.key_path.display());
-    tracing::info!("  key from:   {key_source}");
-    tracing::info!(
-        "  public key: {}... ({})",
-        &public.to_hex()[..16],
-        public.key_id()
-    );
-    if let Some(mode) = identity.loose_mode {
-        tracing::warn!(
-            "private key file {} has mode {mode:o}: group or others can read it; run `chmod 600 {}`",
-            identity.key_path.display(),
-            identity.key_path.display()
-        );
-    }
-    if trust.is_empty() {
-        tracing::warn!(
-            "no known platforms: every task will be refused; add peers with `sage peer add`"
-        );
-    }
-    for peer in trust.iter() {
+    /// Logs who the node is, what it trusts and what it serves.
+    fn banner(&self, config: &NodeConfig) {
+        let identity = &self.identity;
+        let public = identity.key.public();
+        tracing::info!("SAGE federation node {}", identity.name);
+        match &config.path {
+            Some(path) => tracing::info!("  config:     {}", path.display()),
+            None => tracing::info!("  config:     none (flags and defaults)"),
+        }
+        tracing::info!("  LCT id:     {}", self.lct_id);
+        tracing::info!("  key file:   {}", identity.key_path.display());
+        tracing::info!("  key from:   {}", self.key_source);
         tracing::info!(
-            "  known platform: {} ({}, {}) from {}",
-            peer.name,
-            peer.lct_id,
-            peer.key_id,
-            peer.sources_text()
+            "  public key: {}... ({})",
+            &public.to_hex()[..16],
+            public.key_id()
         );
-    }
-    let served: Vec<String> = executors
-        .describe()
-        .iter()
-        .map(|(t, k)| format!("{t}={k}"))
-        .collect();
-    tracing::info!("  executors:  {}", served.join(", "));
-
-    // Under the state directory's lock (taken by the store), before the
-    // tasks they ran are marked interrupted: from then on they are not
-    // running.
-    match leftovers.kill_left() {
-        Ok(killed) if !killed.is_empty() => tracing::warn!(
-            "killed {} program(s) that the stopped node's tasks left running (process groups {killed:?})",
-            killed.len()
-        ),
-        Ok(_) => {}
-        Err(error) => tracing::warn!(
-            dir = %leftovers.dir().display(), %error,
-            "cannot look for programs that the stopped node's tasks left running"
-        ),
-    }
-    let runtime = super::runtime(true)?;
-    let interrupted = runtime
-        .block_on(store.interrupt_running(sage_types::clock::now_ms()))
-        .map_err(|e| Failure::Failed(e.to_string()))?;
-    let retention = match retention_days {
-        0 => "every task kept".to_string(),
-        days => format!("finished tasks kept {days} days past their expiry"),
-    };
-    tracing::info!(
-        "  state:      {} (durable against {durability:?}; {retention})",
-        store.path().display()
-    );
-    if interrupted > 0 {
-        tracing::warn!("{interrupted} task(s) were running when the node stopped: marked interrupted; a retry gets a signed proof saying so");
-    }
-    let hardware = runtime.block_on(sage_service::node::hardware::detect());
-    tracing::info!(
-        "  hardware:   {} CPUs{}{}",
-        hardware.cpus,
-        hardware
-            .gpus
+        if let Some(mode) = identity.loose_mode {
+            tracing::warn!(
+                "private key file {} has mode {mode:o}: group or others can read it; run `chmod 600 {}`",
+                identity.key_path.display(),
+                identity.key_path.display()
+            );
+        }
+        if self.trust.is_empty() {
+            tracing::warn!(
+                "no known platforms: every task will be refused; add peers with `sage peer add`"
+            );
+        }
+        for peer in self.trust.iter() {
+            tracing::info!(
+                "  known platform: {} ({}, {}) from {}",
+                peer.name,
+                peer.lct_id,
+                peer.key_id,
+                peer.sources_text()
+            );
+        }
+        let served: Vec<String> = self
+            .executors
+            .describe()
             .iter()
-            .map(|g| format!(", {}", g.name))
-            .collect::<String>(),
-        hardware
-            .device_model
-            .as_ref()
-            .map(|m| format!(", {m}"))
-            .unwrap_or_default()
-    );
-    let state = AppState::new(NodeSetup {
-        name: identity.name.clone(),
-        lct_id,
-        key: identity.key,
-        trust,
-        executors,
-        limits,
-        hardware,
-        store: store.clone(),
-    });
-    let reload = Reload {
-        args: args.clone(),
-        keys_dir_flag,
-        name: identity.name.clone(),
-        node: file.node.clone(),
-        leftovers,
-    };
-
-    let closer = store.closer();
-    let served = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Failure::Failed(format!(
-                "cannot listen on {addr}: {e}; is another process using the port? (try --port)"
-            ))
-        })?;
-        let bound = listener.local_addr()?;
-        tokio::spawn(prune(store, retention_days));
-        tokio::spawn(reload_on_hangup(state.clone(), reload));
-        tracing::info!("  endpoints:  GET /health, GET /metrics, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
-        if let Some(tls) = &tls {
-            tracing::info!("  TLS:        certificate {} (peers pin it with --tls-fingerprint)", tls.fingerprint());
-        }
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!("listening on {scheme}://{bound}");
-        // Tell systemd (if it started us) we are ready, stopping, and alive.
-        sage_service::node::systemd::ready(&format!("serving on {bound}"));
-        if let (Some(notifier), Some(timeout)) = (
-            sage_service::node::systemd::notifier(),
-            sage_service::node::systemd::watchdog_interval(),
-        ) {
-            tokio::spawn(sage_service::node::systemd::watchdog_task(notifier, timeout));
-        }
-        let signal = async {
-            node::shutdown_signal().await;
-            sage_service::node::systemd::stopping();
-        };
-        match node::serve_with(listener, state, tls, signal).await? {
-            Shutdown::Drained => tracing::info!("stopped: all in-flight tasks finished"),
-            Shutdown::DeadlinePassed { abandoned } => {
-                tracing::warn!("stopped: drain deadline passed with {abandoned} task(s) still running: their programs were killed and the tasks marked interrupted; a retry gets a signed proof saying so")
-            }
-        }
-        Ok(())
-    });
-    // The runtime's tasks (nonce pruning, the SIGHUP watcher, abandoned
-    // tasks) hold the last clones of the store; once they are dropped the
-    // database thread checkpoints the log into the file and closes it.
-    drop(runtime);
-    if !closer.wait(CLOSE_TIMEOUT) {
-        tracing::warn!(
-            "the database was still closing after {} s; its write-ahead log is replayed at the next start",
-            CLOSE_TIMEOUT.as_secs()
-        );
+            .map(|(t, k)| format!("{t}={k}"))
+            .collect();
+        tracing::info!("  executors:  {}", served.join(", "));
     }
-    served
+
+    /// Cleans up after a stopped node, then serves until SIGINT or SIGTERM
+    /// and closes the database.
+    fn serve(self, config: NodeConfig) -> CmdResult {
+        let Opened {
+            tls,
+            store,
+            identity,
+            lct_id,
+            trust,
+            leftovers,
+            executors,
+            ..
+        } = self;
+        // Under the state directory's lock (taken by the store), before the
+        // tasks they ran are marked interrupted: from then on they are not
+        // running.
+        match leftovers.kill_left() {
+            Ok(killed) if !killed.is_empty() => tracing::warn!(
+                "killed {} program(s) that the stopped node's tasks left running (process groups {killed:?})",
+                killed.len()
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                dir = %leftovers.dir().display(), %error,
+                "cannot look for programs that the stopped node's tasks left running"
+            ),
+        }
+        let runtime = super::runtime(true)?;
+        let interrupted = runtime.block_on(store.interrupt_running(sage_types::clock::now_ms()))?;
+        let retention = match config.task_retention_days {
+            0 => "every task kept".to_string(),
+            days => format!("finished tasks kept {days} days past their expiry"),
+        };
+        tracing::info!(
+            "  state:      {} (durable against {:?}; {retention})",
+            store.path().display(),
+            config.durability
+        );
+        if interrupted > 0 {
+            tracing::warn!("{interrupted} task(s) were running when the node stopped: marked interrupted; a retry gets a signed proof saying so");
+        }
+        let hardware = runtime.block_on(hardware::detect());
+        tracing::info!(
+            "  hardware:   {} CPUs{}{}",
+            hardware.cpus,
+            hardware
+                .gpus
+                .iter()
+                .map(|g| format!(", {}", g.name))
+                .collect::<String>(),
+            hardware
+                .device_model
+                .as_ref()
+                .map(|m| format!(", {m}"))
+                .unwrap_or_default()
+        );
+        let state = AppState::new(NodeSetup {
+            name: identity.name.clone(),
+            lct_id,
+            key: identity.key,
+            trust,
+            executors,
+            limits: config.limits.clone(),
+            hardware,
+            store: store.clone(),
+        });
+        let (addr, retention_days) = (config.listen, config.task_retention_days);
+        let reload = Reload { config, leftovers };
+
+        let closer = store.closer();
+        let served = runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Failure::Failed(format!(
+                    "cannot listen on {addr}: {e}; is another process using the port? (try --port)"
+                ))
+            })?;
+            let bound = listener.local_addr()?;
+            tokio::spawn(prune(store, retention_days));
+            tokio::spawn(reload_on_hangup(state.clone(), reload));
+            tracing::info!("  endpoints:  GET /health, GET /metrics, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
+            if let Some(tls) = &tls {
+                tracing::info!("  TLS:        certificate {} (peers pin it with --tls-fingerprint)", tls.fingerprint());
+            }
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!("listening on {scheme}://{bound}");
+            // Tell systemd (if it started us) we are ready, stopping, and alive.
+            systemd::ready(&format!("serving on {bound}"));
+            if let (Some(notifier), Some(timeout)) = (systemd::notifier(), systemd::watchdog_interval()) {
+                tokio::spawn(systemd::watchdog_task(notifier, timeout));
+            }
+            let signal = async {
+                node::shutdown_signal().await;
+                systemd::stopping();
+            };
+            match node::serve_with(listener, state, tls, signal).await? {
+                Shutdown::Drained => tracing::info!("stopped: all in-flight tasks finished"),
+                Shutdown::DeadlinePassed { abandoned } => {
+                    tracing::warn!("stopped: drain deadline passed with {abandoned} task(s) still running: their programs were killed and the tasks marked interrupted; a retry gets a signed proof saying so")
+                }
+            }
+            Ok(())
+        });
+        // The runtime's tasks (nonce pruning, the SIGHUP watcher, abandoned
+        // tasks) hold the last clones of the store; once they are dropped the
+        // database thread checkpoints the log into the file and closes it.
+        drop(runtime);
+        if !closer.wait(CLOSE_TIMEOUT) {
+            tracing::warn!(
+                "the database was still closing after {} s; its write-ahead log is replayed at the next start",
+                CLOSE_TIMEOUT.as_secs()
+            );
+        }
+        served
+    }
 }
 
 /// How long a stopping node waits for its database to close (within the
@@ -354,74 +323,28 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The state directory's subdirectory where running programs are recorded.
 const PROGRAMS_DIR: &str = "programs";
 
-/// Days a finished task is kept past its expiry unless told otherwise: a
-/// retry that late is unlikely, and at a few KB per task the database stays
-/// bounded by the work of a month.
-const DEFAULT_TASK_RETENTION_DAYS: u32 = 30;
-
 /// What SIGHUP needs to read the policy again from the same places as at
-/// start: the flags, the config file, the key directory.
+/// start: the resolved configuration (which knows its flags and file) and
+/// where `command` executors record their running programs.
 #[derive(Debug, Clone)]
 struct Reload {
-    args: Args,
-    keys_dir_flag: Option<PathBuf>,
-    /// This node's platform name: a reload does not change who it is.
-    name: String,
-    /// The `[node]` table the node started with: what only a restart changes.
-    node: NodeSection,
-    /// Where `command` executors record their running programs.
+    config: NodeConfig,
     leftovers: Leftovers,
 }
 
 impl Reload {
-    /// Reads the config file (the one given, or the first default path that
-    /// exists now) and the trust store, and builds the executors.
+    /// Reads the config file and the trust store again and builds the
+    /// executors; logs each setting that changed but needs a restart.
     fn policy(&self) -> Result<Policy, Failure> {
-        let (path, file) = match find_config(self.args.config.as_deref())? {
-            Some((path, file)) => (Some(path), file),
-            None => (None, ConfigFile::default()),
-        };
-        self.warn_fixed(&file.node);
-        let limits = limits(&file, path.as_deref(), &self.args)?;
-        let keys = key_dir(self.keys_dir_flag.as_deref(), &file);
-        let trust = keys.trust_store(&self.name)?;
-        let executors = file
-            .executors(
-                path.as_deref().unwrap_or(Path::new("(flags)")),
-                &self.name,
-                Some(&self.leftovers),
-            )
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        Ok(Policy {
-            trust,
-            executors,
-            limits,
-        })
-    }
-
-    /// Logs each `[node]` setting that changed but needs a restart.
-    fn warn_fixed(&self, now: &NodeSection) {
-        let before = &self.node;
-        let changed = [
-            ("name", before.name != now.name),
-            ("lct_id", before.lct_id != now.lct_id),
-            ("listen", before.listen != now.listen),
-            ("state_dir", before.state_dir != now.state_dir),
-            ("durability", before.durability != now.durability),
-            (
-                "task_retention_days",
-                before.task_retention_days != now.task_retention_days,
-            ),
-            ("tls_cert", before.tls_cert != now.tls_cert),
-            ("tls_key", before.tls_key != now.tls_key),
-        ];
-        for (key, differs) in changed {
-            if differs {
-                tracing::warn!(
-                    "reload: [node] {key} changed; it takes effect only after a restart"
-                );
-            }
+        let config = self.config.reload()?;
+        for key in self.config.restart_only_changes(&config) {
+            tracing::warn!("reload: {key} changed; it takes effect only after a restart");
         }
+        Ok(Policy {
+            trust: config.keys.trust_store(&config.name)?,
+            executors: config.executors(Some(&self.leftovers))?,
+            limits: config.limits,
+        })
     }
 }
 
@@ -478,7 +401,7 @@ fn reload_on_hangup(
 async fn reload_loop(state: &AppState, reload: &Reload, hangups: &mut tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         tracing::info!("received SIGHUP: reloading the config and the trust store");
-        sage_service::node::systemd::reloading();
+        systemd::reloading();
         let reading = reload.clone();
         // Reading files and building executors: off the runtime's workers.
         let loaded = tokio::task::spawn_blocking(move || reading.policy())
@@ -486,9 +409,6 @@ async fn reload_loop(state: &AppState, reload: &Reload, hangups: &mut tokio::sig
             .unwrap_or_else(|e| Err(Failure::Failed(format!("the reload panicked: {e}"))));
         let status = match loaded {
             Ok(policy) => {
-                if policy.limits.max_connections != state.limits().max_connections {
-                    tracing::warn!("reload: [limits] max_connections changed; it takes effect only after a restart");
-                }
                 let peers = policy.trust.len();
                 let change = state.reload(policy);
                 tracing::info!(
@@ -505,35 +425,20 @@ async fn reload_loop(state: &AppState, reload: &Reload, hangups: &mut tokio::sig
                 "serving (reload failed: previous config kept; see the log)"
             }
         };
-        sage_service::node::systemd::ready(status);
+        systemd::ready(status);
     }
 }
 
-/// The TLS certificate and key to serve with, flags over the config file;
-/// both or neither.
-fn server_tls(file: &ConfigFile, args: &Args) -> Result<Option<ServerTls>, Failure> {
-    let cert = args.tls_cert.clone().or_else(|| file.node.tls_cert.clone());
-    let key = args.tls_key.clone().or_else(|| file.node.tls_key.clone());
-    let (cert, key) =
-        match (cert, key) {
-            (None, None) => return Ok(None),
-            (Some(cert), Some(key)) => (cert, key),
-            (Some(_), None) => return Err(Failure::Usage(
-                "a TLS certificate without its key: pass --tls-key FILE (or set [node] tls_key)"
-                    .into(),
-            )),
-            (None, Some(_)) => return Err(Failure::Usage(
-                "a TLS key without its certificate: pass --tls-cert FILE (or set [node] tls_cert)"
-                    .into(),
-            )),
-        };
-    let tls = ServerTls::load(&cert, &key).map_err(|e| Failure::Failed(e.to_string()))?;
+/// Loads the TLS certificate and key to serve with, warning when the key
+/// file is readable by others.
+fn server_tls(files: &TlsFiles) -> Result<ServerTls, Failure> {
+    let tls = ServerTls::load(&files.cert, &files.key)?;
     if let Some(mode) = tls.key_loose_mode() {
         tracing::warn!(
             "TLS key file {} has mode {mode:o}: group or others can read it; run `chmod 600 {}`",
-            key.display(),
-            key.display()
+            files.key.display(),
+            files.key.display()
         );
     }
-    Ok(Some(tls))
+    Ok(tls)
 }

@@ -789,6 +789,7 @@ max_concurrency = 2
         assert!(over
             .check()
             .unwrap_err()
+            .to_string()
             .contains("at most max_connections (100)"));
         let small = parse("[limits]\nmax_header_bytes = 4096\n")
             .unwrap()
@@ -796,6 +797,7 @@ max_concurrency = 2
         assert!(small
             .check()
             .unwrap_err()
+            .to_string()
             .starts_with("max_header_bytes must be from 8192"));
     }
 

@@ -3,6 +3,9 @@
 //! address and executors.
 
 pub mod file;
+pub mod node;
+
+pub use node::{NodeConfig, Overrides, ResolveError, TlsFiles};
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -74,7 +77,7 @@ impl Limits {
     ///
     /// # Errors
     /// The first key that cannot, with why.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), LimitsError> {
         let positive = [
             ("max_body_bytes", self.max_body_bytes),
             ("max_connections", self.max_connections),
@@ -82,24 +85,25 @@ impl Limits {
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(format!("{key} must be at least 1"));
+                return Err(LimitsError::Zero { key });
             }
         }
         if !MAX_HEADER_BYTES_RANGE.contains(&self.max_header_bytes) {
-            return Err(format!(
-                "max_header_bytes must be from {} to {} bytes, not {}",
-                MAX_HEADER_BYTES_RANGE.start(),
-                MAX_HEADER_BYTES_RANGE.end(),
-                self.max_header_bytes
-            ));
+            return Err(LimitsError::HeaderBytes {
+                value: self.max_header_bytes,
+            });
         }
         match self.max_connections_per_address {
-            Some(0) => return Err("max_connections_per_address must be at least 1".into()),
+            Some(0) => {
+                return Err(LimitsError::Zero {
+                    key: "max_connections_per_address",
+                })
+            }
             Some(n) if n > self.max_connections => {
-                return Err(format!(
-                    "max_connections_per_address ({n}) must be at most max_connections ({})",
-                    self.max_connections
-                ))
+                return Err(LimitsError::PerAddressAboveTotal {
+                    per_address: n,
+                    total: self.max_connections,
+                })
             }
             _ => {}
         }
@@ -116,28 +120,76 @@ impl Limits {
         ];
         for (key, value, zero_ok, most) in durations {
             if value.is_zero() && !zero_ok {
-                return Err(format!("{key} must be above zero"));
+                return Err(LimitsError::ZeroDuration { key });
             }
             if value > most {
-                return Err(format!(
-                    "{key} must be at most {} s, not {} s",
-                    most.as_secs(),
-                    value.as_secs()
-                ));
+                return Err(LimitsError::TooLong { key, value, most });
             }
         }
         if let Some(rate) = self.peer_rate {
             if !(rate.is_finite() && (0.001..=1e9).contains(&rate)) {
-                return Err(format!(
-                    "peer_rate must be from 0.001 to 1e9 tasks per second, not {rate}"
-                ));
+                return Err(LimitsError::PeerRate { rate });
             }
         }
         if self.peer_burst == Some(0) {
-            return Err("peer_burst must be at least 1".into());
+            return Err(LimitsError::Zero { key: "peer_burst" });
         }
         Ok(())
     }
+}
+
+/// A [`Limits`] value that cannot work, naming its key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// A count that must be at least 1 is 0.
+    #[error("{key} must be at least 1")]
+    Zero {
+        /// The key.
+        key: &'static str,
+    },
+    /// `max_header_bytes` outside [`MAX_HEADER_BYTES_RANGE`].
+    #[error(
+        "max_header_bytes must be from {} to {} bytes, not {value}",
+        MAX_HEADER_BYTES_RANGE.start(),
+        MAX_HEADER_BYTES_RANGE.end()
+    )]
+    HeaderBytes {
+        /// The value given.
+        value: usize,
+    },
+    /// More connections per address than in all.
+    #[error(
+        "max_connections_per_address ({per_address}) must be at most max_connections ({total})"
+    )]
+    PerAddressAboveTotal {
+        /// `max_connections_per_address`.
+        per_address: usize,
+        /// `max_connections`.
+        total: usize,
+    },
+    /// A timeout that must be above zero is zero.
+    #[error("{key} must be above zero")]
+    ZeroDuration {
+        /// The key.
+        key: &'static str,
+    },
+    /// A duration above its bound.
+    #[error("{key} must be at most {} s, not {} s", most.as_secs(), value.as_secs())]
+    TooLong {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The bound.
+        most: Duration,
+    },
+    /// `peer_rate` not a finite rate in its range.
+    #[error("peer_rate must be from 0.001 to 1e9 tasks per second, not {rate}")]
+    PeerRate {
+        /// The value given.
+        rate: f64,
+    },
 }
 
 impl Default for Limits {
@@ -170,7 +222,7 @@ mod tests {
         let refused = |change: fn(&mut Limits)| {
             let mut limits = Limits::default();
             change(&mut limits);
-            limits.check().unwrap_err()
+            limits.check().unwrap_err().to_string()
         };
         assert_eq!(
             refused(|l| l.max_connections = 0),
@@ -200,7 +252,7 @@ mod tests {
                 peer_rate: Some(rate),
                 ..Limits::default()
             };
-            let error = limits.check().unwrap_err();
+            let error = limits.check().unwrap_err().to_string();
             assert!(error.starts_with("peer_rate must be from 0.001"), "{error}");
             limits.peer_rate = Some(0.001);
             assert_eq!(limits.check(), Ok(()));

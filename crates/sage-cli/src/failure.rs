@@ -9,15 +9,35 @@ use std::process::ExitCode;
 pub enum Failure {
     /// The arguments cannot work (exit 2).
     Usage(String),
-    /// The operation failed (exit 1).
+    /// The operation failed (exit 1), in the CLI's own words.
     Failed(String),
+    /// A library's error (exit 1), kept typed. Its message includes its
+    /// causes, so they are printed once; `advice` is the CLI's fix for it
+    /// (a flag or a command), which library errors do not know.
+    Error {
+        /// The error.
+        error: Box<dyn std::error::Error + Send + Sync>,
+        /// What to do about it, if the CLI knows.
+        advice: Option<&'static str>,
+    },
 }
 
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Failure::Usage(_) => ExitCode::from(2),
-            Failure::Failed(_) => ExitCode::from(1),
+            Failure::Failed(_) | Failure::Error { .. } => ExitCode::from(1),
+        }
+    }
+
+    /// A library error with the CLI's advice.
+    fn advised(
+        error: impl std::error::Error + Send + Sync + 'static,
+        advice: &'static str,
+    ) -> Self {
+        Failure::Error {
+            error: Box::new(error),
+            advice: Some(advice),
         }
     }
 }
@@ -26,16 +46,23 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Usage(msg) | Failure::Failed(msg) => f.write_str(msg),
+            Failure::Error { error, advice } => {
+                write!(f, "{error}")?;
+                match advice {
+                    Some(advice) => write!(f, "; {advice}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
 
-/// Library errors are failed operations; their messages already name the fix.
+/// Library errors that are failed operations, kept typed.
 macro_rules! failed_from {
-    ($($t:ty),*) => {$(
+    ($($t:ty),* $(,)?) => {$(
         impl From<$t> for Failure {
             fn from(err: $t) -> Self {
-                Failure::Failed(err.to_string())
+                failed(err)
             }
         }
     )*};
@@ -45,7 +72,8 @@ failed_from!(
     sage_service::TlsError,
     std::io::Error,
     sage_service::config::file::ConfigError,
-    sage_store::StoreError
+    sage_store::StoreError,
+    sage_service::delegator::ledger::ReceiptError,
 );
 
 /// A configuration that cannot be resolved; the flags that fix it are the
@@ -63,7 +91,7 @@ impl From<sage_service::config::ResolveError> for Failure {
             ResolveError::KeyWithoutCert => Failure::Usage(format!(
                 "{err}: pass --tls-cert FILE (or set [node] tls_cert)"
             )),
-            other => Failure::Failed(other.to_string()),
+            other => failed(other),
         }
     }
 }
@@ -71,16 +99,24 @@ impl From<sage_service::config::ResolveError> for Failure {
 impl From<sage_service::KeyDirError> for Failure {
     fn from(err: sage_service::KeyDirError) -> Self {
         use sage_service::KeyDirError;
-        let fix = match &err {
-            KeyDirError::NotAFile { .. } => {
-                "; replace it with the file itself (a symbolic link to a regular file is fine)"
-            }
+        match &err {
+            KeyDirError::NotAFile { .. } => Failure::advised(
+                err,
+                "replace it with the file itself (a symbolic link to a regular file is fine)",
+            ),
             KeyDirError::TooLarge { .. } => {
-                "; it is not what its name says: restore the right file"
+                Failure::advised(err, "it is not what its name says: restore the right file")
             }
-            _ => "",
-        };
-        Failure::Failed(format!("{err}{fix}"))
+            _ => failed(err),
+        }
+    }
+}
+
+/// A library error without advice.
+fn failed(error: impl std::error::Error + Send + Sync + 'static) -> Failure {
+    Failure::Error {
+        error: Box::new(error),
+        advice: None,
     }
 }
 
@@ -92,10 +128,8 @@ const TOO_LARGE_ADVICE: &str =
 impl From<sage_service::ClientError> for Failure {
     fn from(err: sage_service::ClientError) -> Self {
         match err {
-            sage_service::ClientError::TooLarge { .. } => {
-                Failure::Failed(format!("{err}; {TOO_LARGE_ADVICE}"))
-            }
-            other => Failure::Failed(other.to_string()),
+            sage_service::ClientError::TooLarge { .. } => Failure::advised(err, TOO_LARGE_ADVICE),
+            other => failed(other),
         }
     }
 }
@@ -104,7 +138,7 @@ impl From<sage_service::DelegateError> for Failure {
     fn from(err: sage_service::DelegateError) -> Self {
         match err {
             sage_service::DelegateError::Client(client) => client.into(),
-            other => Failure::Failed(other.to_string()),
+            other => failed(other),
         }
     }
 }

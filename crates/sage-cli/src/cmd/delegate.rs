@@ -162,8 +162,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let earlier: Vec<Vec<u8>> = match &args.task_id {
         None => Vec::new(),
         Some(task_id) => runtime
-            .block_on(store.ledger(Some(target.name.clone()), None))
-            .map_err(|e| Failure::Failed(e.to_string()))?
+            .block_on(store.ledger(Some(target.name.clone()), None))?
             .into_iter()
             .filter(|e| &e.task_id == task_id && !e.task.is_empty())
             .map(|e| e.task)

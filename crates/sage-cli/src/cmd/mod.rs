@@ -34,8 +34,7 @@ pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, crate::fai
 pub fn open_store(
     state_dir: &std::path::Path,
 ) -> Result<sage_store::Store, crate::failure::Failure> {
-    sage_store::Store::open_shared(state_dir)
-        .map_err(|e| crate::failure::Failure::Failed(e.to_string()))
+    Ok(sage_store::Store::open_shared(state_dir)?)
 }
 
 /// `--max-answer-bytes`: the bound on each answer a command reads from a

@@ -64,11 +64,8 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
     }
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
-    let ledger = |peer: Option<String>, since: Option<u64>| {
-        runtime
-            .block_on(store.ledger(peer, since))
-            .map_err(|e| Failure::Failed(e.to_string()))
-    };
+    let ledger =
+        |peer: Option<String>, since: Option<u64>| runtime.block_on(store.ledger(peer, since));
     match command {
         Command::List(args) => {
             let since = args.since.as_deref().map(parse_since).transpose()?;
@@ -110,8 +107,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
         }
         Command::Show(args) => {
             let entry = runtime
-                .block_on(store.ledger_entry(args.task_id.clone()))
-                .map_err(|e| Failure::Failed(e.to_string()))?
+                .block_on(store.ledger_entry(args.task_id.clone()))?
                 .ok_or_else(|| {
                     Failure::Failed(format!(
                         "no delegation with task id {} in {}",

@@ -76,8 +76,7 @@ fn self_signed(keys_dir: &Path, args: SelfSignedArgs) -> CmdResult {
         sans: args.sans.clone(),
         days: args.days,
     };
-    let files = tls::write_self_signed(&args.out_dir, &plan, args.force)
-        .map_err(|e| Failure::Failed(e.to_string()))?;
+    let files = tls::write_self_signed(&args.out_dir, &plan, args.force)?;
     let fingerprint = files.cert.fingerprint.to_string();
     if args.json {
         print_json(&json!({
@@ -121,8 +120,7 @@ fn self_signed(keys_dir: &Path, args: SelfSignedArgs) -> CmdResult {
 }
 
 fn fingerprint(args: &FingerprintArgs) -> CmdResult {
-    let fingerprint =
-        tls::certificate_fingerprint(&args.file).map_err(|e| Failure::Failed(e.to_string()))?;
+    let fingerprint = tls::certificate_fingerprint(&args.file)?;
     if args.json {
         print_json(&json!({ "file": args.file, "fingerprint": fingerprint.to_string() }));
     } else {

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use sage_crypto::digest::{json_digest, sha256_tagged};
 use sage_crypto::legacy::verify_legacy;
-use sage_crypto::{verify_envelope, Peer, Protocol, TrustStore};
-use sage_types::legacy::{ReceivedRequest, ReceivedResponse};
+use sage_crypto::{verify_envelope, Peer, Protocol, TrustStore, VerifyError};
+use sage_types::legacy::{LegacyError, ReceivedRequest, ReceivedResponse};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
-use sage_types::pyjson::{self, PyStr, PyValue};
-use sage_types::{Envelope, Proof};
+use sage_types::pyjson::{self, PyJsonError, PyStr, PyValue};
+use sage_types::{Envelope, EnvelopeError, Proof};
 
 use crate::delegator::delegation::{Delegation, Exchange, Outgoing, ProofSummary};
 use crate::DelegateError;
@@ -70,15 +70,11 @@ impl Receipt {
     /// [`ReceiptError::Malformed`] for a line that is not JSON or lacks a
     /// field of a receipt.
     pub fn from_line(line: &[u8]) -> Result<Receipt, ReceiptError> {
-        let doc = pyjson::loads(line).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        let field = |name: &str| {
-            doc.get(name)
-                .ok_or_else(|| ReceiptError::Malformed(format!("no field {name:?}")))
-        };
-        let wrong = |name: &str, expected: &str| {
-            ReceiptError::Malformed(format!("the field {name:?} is not {expected}"))
-        };
-        let text = |name: &str| {
+        let doc = pyjson::loads(line).map_err(Malformed::Json)?;
+        let field = |name: &'static str| doc.get(name).ok_or(Malformed::MissingField(name));
+        let wrong =
+            |field: &'static str, expected: &'static str| Malformed::WrongType { field, expected };
+        let text = |name: &'static str| {
             field(name)?
                 .as_str()
                 .map(str::to_owned)
@@ -352,21 +348,88 @@ pub async fn record_failure(
 }
 
 /// Why a receipt does not check out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReceiptError {
     /// The line is not a receipt.
     #[error("not a receipt: {0}")]
-    Malformed(String),
+    Malformed(#[from] Malformed),
     /// The receipt holds no proof (the delegation failed).
-    #[error("no proof: the delegation ended {0}")]
-    NoProof(String),
+    #[error("no proof: the delegation ended {status}")]
+    NoProof {
+        /// The status the delegation ended with.
+        status: String,
+    },
+    /// The receipt's legacy peer is not in the trust store.
+    #[error("proof signature: {peer} is not a known peer")]
+    UnknownPeer {
+        /// The peer the receipt names.
+        peer: String,
+    },
     /// The proof's signature does not verify with a known key.
     #[error("proof signature: {0}")]
-    Signature(String),
+    Signature(#[source] VerifyError),
     /// The proof is not about the task beside it.
     #[error("proof does not match its task: {0}")]
-    Mismatch(String),
+    Mismatch(#[from] Mismatch),
+}
+
+/// What makes a line not a receipt.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// Not JSON as Python reads it.
+    #[error(transparent)]
+    Json(PyJsonError),
+    /// A field of a receipt is missing.
+    #[error("no field {0:?}")]
+    MissingField(&'static str),
+    /// A field has the wrong type.
+    #[error("the field {field:?} is not {expected}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// A native task or proof that is not an envelope, or a proof payload
+    /// that is not a proof.
+    #[error(transparent)]
+    Native(serde_json::Error),
+    /// An envelope whose payload does not decode.
+    #[error(transparent)]
+    Payload(EnvelopeError),
+    /// A legacy task or answer without its parts.
+    #[error(transparent)]
+    Legacy(LegacyError),
+}
+
+/// How a proof and the task beside it disagree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// A legacy answer for another task id.
+    #[error("task ids differ")]
+    TaskIds,
+    /// The proof names one executor and is signed by another.
+    #[error("the proof names executor {named} but is signed by {signer}")]
+    Executor {
+        /// The executor the proof names.
+        named: String,
+        /// The LCT id of the key that signed it.
+        signer: String,
+    },
+    /// The proof is about another payload.
+    #[error("the proof is for payload {proof}, the task beside it is {task}")]
+    Payload {
+        /// The payload digest the proof names.
+        proof: String,
+        /// The digest of the task beside it.
+        task: String,
+    },
+    /// The result and its digest disagree.
+    #[error("the result does not match its digest")]
+    Result,
 }
 
 /// Checks one receipt offline: the proof's signature with the executor's
@@ -377,56 +440,55 @@ pub enum ReceiptError {
 /// [`ReceiptError`] naming the first check that failed.
 pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, ReceiptError> {
     let Some(proof) = &receipt.proof else {
-        return Err(ReceiptError::NoProof(receipt.status.clone()));
+        return Err(ReceiptError::NoProof {
+            status: receipt.status.clone(),
+        });
     };
-    let malformed = |e: String| ReceiptError::Malformed(e);
     if receipt.protocol == Protocol::Legacy.as_str() {
-        let answer = ReceivedResponse::of(proof).map_err(|e| malformed(e.to_string()))?;
-        let request = ReceivedRequest::of(&receipt.task).map_err(|e| malformed(e.to_string()))?;
+        let answer = ReceivedResponse::of(proof).map_err(Malformed::Legacy)?;
+        let request = ReceivedRequest::of(&receipt.task).map_err(Malformed::Legacy)?;
         let peer = trust
             .find(&receipt.peer)
             .or_else(|| trust.by_lct(&receipt.peer_lct))
-            .ok_or_else(|| {
-                ReceiptError::Signature(format!("{} is not a known peer", receipt.peer))
+            .ok_or_else(|| ReceiptError::UnknownPeer {
+                peer: receipt.peer.clone(),
             })?;
         verify_legacy(
             &peer.public_key,
             answer.signable.canonical().as_bytes(),
             &answer.signature,
         )
-        .map_err(|e| ReceiptError::Signature(e.to_string()))?;
+        .map_err(ReceiptError::Signature)?;
         if request.signable.get("task_id") != answer.signable.get("task_id") {
-            return Err(ReceiptError::Mismatch("task ids differ".into()));
+            return Err(Mismatch::TaskIds.into());
         }
         return Ok(peer.name.clone());
     }
     // The native protocol's messages are plain JSON: the view is exact.
-    let envelope: Envelope =
-        serde_json::from_value(proof.to_json()).map_err(|e| malformed(e.to_string()))?;
-    let verified = verify_envelope(&envelope, PROOF_PAYLOAD_TYPE, trust)
-        .map_err(|e| ReceiptError::Signature(e.to_string()))?;
-    let parsed: Proof =
-        serde_json::from_slice(&verified.payload).map_err(|e| malformed(e.to_string()))?;
+    let envelope: Envelope = serde_json::from_value(proof.to_json()).map_err(Malformed::Native)?;
+    let verified =
+        verify_envelope(&envelope, PROOF_PAYLOAD_TYPE, trust).map_err(ReceiptError::Signature)?;
+    let parsed: Proof = serde_json::from_slice(&verified.payload).map_err(Malformed::Native)?;
     if parsed.executor != verified.signer.lct_id {
-        return Err(ReceiptError::Mismatch(format!(
-            "the proof names executor {} but is signed by {}",
-            parsed.executor, verified.signer.lct_id
-        )));
+        return Err(Mismatch::Executor {
+            named: parsed.executor,
+            signer: verified.signer.lct_id.clone(),
+        }
+        .into());
     }
     let task: Envelope =
-        serde_json::from_value(receipt.task.to_json()).map_err(|e| malformed(e.to_string()))?;
-    let payload = task.payload_bytes().map_err(|e| malformed(e.to_string()))?;
-    if parsed.task_digest != sha256_tagged(&payload) {
-        return Err(ReceiptError::Mismatch(format!(
-            "the proof is for payload {}, the task beside it is {}",
-            parsed.task_digest,
-            sha256_tagged(&payload)
-        )));
+        serde_json::from_value(receipt.task.to_json()).map_err(Malformed::Native)?;
+    let payload = task.payload_bytes().map_err(Malformed::Payload)?;
+    let task_digest = sha256_tagged(&payload);
+    if parsed.task_digest != task_digest {
+        return Err(Mismatch::Payload {
+            proof: parsed.task_digest,
+            task: task_digest,
+        }
+        .into());
     }
     if parsed.result_digest != json_digest(&parsed.result) {
-        return Err(ReceiptError::Mismatch(
-            "the result does not match its digest".into(),
-        ));
+        return Err(Mismatch::Result.into());
     }
     Ok(verified.signer.name.clone())
 }

@@ -594,4 +594,119 @@ mod tests {
         );
         assert!(Receipt::from_line(b"{").is_err());
     }
+
+    /// A native receipt whose task Thor signed and whose proof Sprout
+    /// signed, changed by `tamper` before the proof is signed.
+    fn native_receipt(tamper: impl FnOnce(&mut Proof, &mut Vec<u8>)) -> (Receipt, TrustStore) {
+        use sage_crypto::{sign_envelope, NodeKey, PeerSource};
+        use sage_types::proof::ProofStatus;
+        use sage_types::task::TASK_PAYLOAD_TYPE;
+        let (thor, sprout) = (NodeKey::from_seed(&[1; 32]), NodeKey::from_seed(&[2; 32]));
+        let mut trust = TrustStore::default();
+        for (name, key) in [("Thor", &thor), ("Sprout", &sprout)] {
+            let peer = Peer::new(name, key.public(), PeerSource::Given);
+            trust.insert(peer).unwrap();
+        }
+        let task = br#"{"task_id":"t","input":"hi"}"#.to_vec();
+        let result = json!({"echo": "hi"});
+        let mut proof = Proof {
+            executor: sage_types::default_lct_id("Sprout"),
+            issuer: sage_types::default_lct_id("Thor"),
+            task_id: "t".into(),
+            task_digest: sha256_tagged(&task),
+            status: ProofStatus::Succeeded,
+            executor_kind: "echo".into(),
+            exit_status: None,
+            result_digest: json_digest(&result),
+            result,
+            started_at: 0,
+            finished_at: 1,
+            latency_ms: 1.0,
+            actual_cost: 0.0,
+            quality: 1.0,
+            convergence: 1.0,
+            iterations: 1,
+        };
+        let mut signed_task = task.clone();
+        tamper(&mut proof, &mut signed_task);
+        let envelope = |key: &NodeKey, kind: &str, bytes: &[u8]| {
+            let signed = sign_envelope(key, kind, bytes);
+            pyjson::loads(&serde_json::to_vec(&signed).unwrap()).unwrap()
+        };
+        let receipt = Receipt {
+            task_id: "t".into(),
+            peer: "Sprout".into(),
+            peer_lct: proof.executor.clone(),
+            protocol: Protocol::V1.as_str().into(),
+            sent_at_ms: 0,
+            status: "succeeded".into(),
+            task: envelope(&thor, TASK_PAYLOAD_TYPE, &signed_task),
+            proof: Some(envelope(
+                &sprout,
+                PROOF_PAYLOAD_TYPE,
+                &serde_json::to_vec(&proof).unwrap(),
+            )),
+        };
+        (receipt, trust)
+    }
+
+    #[test]
+    fn each_tampered_native_receipt_is_refused_for_its_own_reason() {
+        let (receipt, trust) = native_receipt(|_, _| {});
+        assert_eq!(verify_receipt(&receipt, &trust).unwrap(), "Sprout");
+
+        type Tamper = fn(&mut Proof, &mut Vec<u8>);
+        let cases: [(&str, Tamper, fn(&ReceiptError) -> bool); 3] = [
+            (
+                "another task beside the proof",
+                |_, task| task.extend_from_slice(b" "),
+                |e| matches!(e, ReceiptError::Mismatch(Mismatch::Payload { .. })),
+            ),
+            (
+                "a proof naming another executor",
+                |proof, _| proof.executor = sage_types::default_lct_id("Legion"),
+                |e| matches!(e, ReceiptError::Mismatch(Mismatch::Executor { .. })),
+            ),
+            (
+                "a result that is not the one digested",
+                |proof, _| proof.result = json!({"echo": "bye"}),
+                |e| matches!(e, ReceiptError::Mismatch(Mismatch::Result)),
+            ),
+        ];
+        for (what, tamper, expected) in cases {
+            let (receipt, trust) = native_receipt(tamper);
+            let error = verify_receipt(&receipt, &trust).unwrap_err();
+            assert!(expected(&error), "{what}: {error:?}");
+        }
+
+        // Signed by a key the trust store does not hold.
+        let (receipt, _) = native_receipt(|_, _| {});
+        let error = verify_receipt(&receipt, &TrustStore::default()).unwrap_err();
+        assert!(matches!(error, ReceiptError::Signature(_)), "{error:?}");
+
+        // A proof whose bytes changed after it was signed.
+        let (mut receipt, trust) = native_receipt(|_, _| {});
+        let mut proof = receipt.proof.take().unwrap().to_json();
+        let payload = proof["payload"].as_str().unwrap().to_owned();
+        proof["payload"] = json!(format!("{}A", &payload[..payload.len() - 1]));
+        receipt.proof = Some(pyjson::loads(proof.to_string().as_bytes()).unwrap());
+        let error = verify_receipt(&receipt, &trust).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ReceiptError::Signature(_) | ReceiptError::Malformed(_)
+            ),
+            "{error:?}"
+        );
+
+        // No proof at all.
+        let (mut receipt, trust) = native_receipt(|_, _| {});
+        receipt.proof = None;
+        receipt.status = "timed_out".into();
+        let error = verify_receipt(&receipt, &trust).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "no proof: the delegation ended timed_out"
+        );
+    }
 }

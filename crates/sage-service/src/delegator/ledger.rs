@@ -656,7 +656,8 @@ mod tests {
         assert_eq!(verify_receipt(&receipt, &trust).unwrap(), "Sprout");
 
         type Tamper = fn(&mut Proof, &mut Vec<u8>);
-        let cases: [(&str, Tamper, fn(&ReceiptError) -> bool); 3] = [
+        type Expected = fn(&ReceiptError) -> bool;
+        let cases: [(&str, Tamper, Expected); 3] = [
             (
                 "another task beside the proof",
                 |_, task| task.extend_from_slice(b" "),

@@ -378,6 +378,30 @@ fn receipt_commands_refuse_bad_input() {
 }
 
 #[test]
+fn an_age_or_time_too_large_for_the_clock_is_refused_not_a_crash() {
+    let (keys, _) = setup();
+    for since in [
+        "999999999999999999d",
+        "999999999999999999",
+        "99999999999999999999999h",
+    ] {
+        let run = keys.run(&["proofs", "list", "--since", since]);
+        run.assert_code(2);
+        run.assert_stderr(&["give unix seconds or an age like 30m, 12h, 7d"]);
+    }
+    for since in ["90s", "1h 30m", "7d", "1764554629"] {
+        keys.run(&["proofs", "list", "--since", since])
+            .assert_code(0);
+    }
+    for timeout in ["0", "0s", "-1", "soon"] {
+        let flag = format!("--timeout={timeout}");
+        let run = keys.run(&["health", "127.0.0.1:9", &flag]);
+        run.assert_code(2);
+        run.assert_stderr(&["--timeout"]);
+    }
+}
+
+#[test]
 fn the_task_retention_comes_from_the_flag_or_the_config() {
     let keys = Keys::new();
     keys.keygen("Thor");

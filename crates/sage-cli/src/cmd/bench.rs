@@ -14,7 +14,7 @@ use sage_service::keydir::KeyDir;
 use sage_types::QualityRequirements;
 use serde_json::json;
 
-use super::delegate::{read_input, seconds};
+use super::delegate::read_input;
 use super::ProtocolArg;
 use crate::failure::{print_json, CmdResult, Failure};
 
@@ -33,9 +33,10 @@ pub struct Args {
     /// Requests in flight at once (with --rate: at most).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Seconds to run (the default, 10 s, unless --requests is given).
-    #[arg(long, conflicts_with = "requests")]
-    duration: Option<f64>,
+    /// How long to run (seconds, or e.g. `1m`; the default, 10 s, unless
+    /// --requests is given).
+    #[arg(long, conflicts_with = "requests", value_name = "DURATION", value_parser = super::positive_duration)]
+    duration: Option<Duration>,
     /// Requests to send, instead of a duration.
     #[arg(long)]
     requests: Option<u64>,
@@ -60,9 +61,9 @@ pub struct Args {
     /// way, and report sage's throughput as a ratio of it.
     #[arg(long)]
     baseline: bool,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
+    /// Per-request timeout (seconds, or e.g. `500ms`).
+    #[arg(long, default_value = "30", value_name = "DURATION", value_parser = super::positive_duration)]
+    timeout: Duration,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -71,11 +72,11 @@ pub struct Args {
 }
 
 pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
-    let timeout = seconds(args.timeout, "--timeout")?;
+    let timeout = args.timeout;
     let stop = match (args.duration, args.requests) {
         (_, Some(0)) => return Err(Failure::Usage("--requests must be at least 1".into())),
         (_, Some(n)) => Stop::Requests(n),
-        (Some(secs), None) => Stop::After(seconds(secs, "--duration")?),
+        (Some(duration), None) => Stop::After(duration),
         (None, None) => Stop::After(Duration::from_secs(10)),
     };
     if args.concurrency == 0 {

@@ -18,9 +18,9 @@ use crate::failure::{print_json, CmdResult, Failure};
 pub struct Args {
     /// The node: HOST:PORT or http(s)://HOST:PORT.
     address: String,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 5.0)]
-    timeout: f64,
+    /// How long to wait for the answer (seconds, or e.g. `500ms`).
+    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = super::positive_duration)]
+    timeout: Duration,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
-    let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
+    let timeout = args.timeout;
     let trust = KeyDir::new(keys_dir).trust_store("")?;
     let client = args.answer_limit.apply(Client::with_tls(
         &args.tls.trust_for(Some(&trust), &args.address)?,

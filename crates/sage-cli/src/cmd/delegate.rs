@@ -49,16 +49,17 @@ pub struct Args {
     /// Lowest convergence the proof may report.
     #[arg(long, default_value_t = QualityRequirements::default().min_convergence)]
     min_convergence: f64,
-    /// Seconds to wait for the proof; also the task's validity.
-    #[arg(long, default_value_t = 60.0)]
-    timeout: f64,
+    /// How long to wait for the proof (seconds, or e.g. `2m`); also the
+    /// task's validity.
+    #[arg(long, default_value = "60", value_name = "DURATION", value_parser = super::positive_duration)]
+    timeout: Duration,
     /// The most this task may cost, in ATP: a node whose price or ceiling
     /// is above it refuses the task before running it (native protocol).
     #[arg(long)]
     max_cost: Option<f64>,
-    /// The legacy task's max_latency, in seconds.
-    #[arg(long, default_value_t = 30.0)]
-    max_latency: f64,
+    /// The legacy task's max_latency (seconds, or e.g. `500ms`).
+    #[arg(long, default_value = "30", value_name = "DURATION", value_parser = super::positive_duration)]
+    max_latency: Duration,
     /// Protocol for this call, instead of the peer record's.
     #[arg(long, value_enum)]
     protocol: Option<ProtocolArg>,
@@ -70,14 +71,6 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-/// `secs` as a duration, refusing what cannot be one.
-pub fn seconds(secs: f64, flag: &str) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| Failure::Usage(format!("{flag} must be a positive number of seconds")))
 }
 
 pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
@@ -95,7 +88,7 @@ pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
 
 pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     // Validate everything before any I/O on the network.
-    let timeout = seconds(args.timeout, "--timeout")?;
+    let timeout = args.timeout;
     let mut spec = TaskSpec {
         task_type: args.task_type.clone(),
         input: read_input(&args.input)?,
@@ -105,7 +98,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             min_convergence: args.min_convergence,
         },
         lifetime: timeout,
-        max_latency: seconds(args.max_latency, "--max-latency")?,
+        max_latency: args.max_latency,
         max_cost: args.max_cost,
         task_id: args.task_id.clone(),
         earlier_digests: Vec::new(),

@@ -2,6 +2,7 @@
 
 use crate::output::out;
 use std::path::Path;
+use std::time::Duration;
 
 use sage_service::delegator::client::Client;
 use sage_service::keydir::KeyDir;
@@ -14,9 +15,9 @@ use crate::failure::{print_json, CmdResult};
 pub struct Args {
     /// The node: HOST:PORT or http(s)://HOST:PORT.
     address: String,
-    /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 5.0)]
-    timeout: f64,
+    /// How long to wait for the answer (seconds, or e.g. `500ms`).
+    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = super::positive_duration)]
+    timeout: Duration,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -29,7 +30,7 @@ pub struct Args {
 const TROUBLESHOOTING: &str = "troubleshooting:\n  - is the node running? (`sage serve --name NAME` there, or `systemctl status sage`)\n  - is the port open? (`sudo ufw allow 50051/tcp`, or your firewall's equivalent)\n  - can this machine reach it? (`ping HOST`; same network or VPN?)\n  - does it listen on the network, not only on 127.0.0.1? (`sage serve --host 0.0.0.0`)";
 
 pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
-    let timeout = super::delegate::seconds(args.timeout, "--timeout")?;
+    let timeout = args.timeout;
     // A known peer at this address lends its TLS settings; the key
     // directory is optional here, so a bad one is no error.
     let peers = KeyDir::new(keys_dir).trust_store("").ok();

@@ -1,5 +1,7 @@
 //! One module per subcommand: its arguments and its `run`.
 
+use std::time::Duration;
+
 pub mod bench;
 pub mod capabilities;
 pub mod config;
@@ -59,6 +61,21 @@ impl AnswerLimit {
         client: sage_service::delegator::client::Client,
     ) -> sage_service::delegator::client::Client {
         client.with_max_answer_bytes(usize::try_from(self.max_answer_bytes).unwrap_or(usize::MAX))
+    }
+}
+
+/// Parses a duration flag: seconds (`30`, `0.5`) or text with units
+/// (`500ms`, `2m`, `1h 30m`), the syntax of `sage.toml`'s durations.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    sage_service::config::duration::parse_duration(text)
+        .map_err(|e| format!("{e}: give seconds or text like 500ms, 30s, 2m"))
+}
+
+/// [`duration`], refusing zero.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d.is_zero() => Err("must be above zero".into()),
+        d => Ok(d),
     }
 }
 

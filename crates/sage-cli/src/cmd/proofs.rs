@@ -204,22 +204,15 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
 
 /// Unix seconds, or an age (`90s`, `30m`, `12h`, `7d`) before now, as unix ms.
 fn parse_since(text: &str) -> Result<u64, Failure> {
+    use sage_service::config::duration::{millis, parse_duration};
     let bad = || {
         Failure::Usage(format!(
             "--since {text:?}: give unix seconds or an age like 30m, 12h, 7d"
         ))
     };
     if let Ok(secs) = text.parse::<u64>() {
-        return Ok(secs * 1000);
+        return secs.checked_mul(1000).ok_or_else(bad);
     }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(bad()),
-    };
-    Ok(sage_types::clock::now_ms().saturating_sub(secs * 1000))
+    let age = parse_duration(text).ok().and_then(millis).ok_or_else(bad)?;
+    Ok(sage_types::clock::now_ms().saturating_sub(age))
 }

@@ -32,12 +32,14 @@ pub struct Args {
     /// Largest request body accepted, in bytes [default: 1048576].
     #[arg(long)]
     max_body_bytes: Option<usize>,
-    /// Seconds that task times may differ from this node's clock [default: 300].
-    #[arg(long)]
-    clock_skew: Option<u64>,
-    /// Longest validity, in seconds, that a task may claim [default: 3600].
-    #[arg(long)]
-    max_task_lifetime: Option<u64>,
+    /// How far task times may differ from this node's clock (seconds, or
+    /// e.g. `5m`) [default: 300].
+    #[arg(long, value_name = "DURATION", value_parser = super::duration)]
+    clock_skew: Option<Duration>,
+    /// Longest validity that a task may claim (seconds, or e.g. `1h`)
+    /// [default: 3600].
+    #[arg(long, value_name = "DURATION", value_parser = super::duration)]
+    max_task_lifetime: Option<Duration>,
     /// What an accepted task survives before the node answers: `power-loss`
     /// (fsync first) or `crash` (no fsync on the request path, faster where
     /// fsync is slow) [default: power-loss; config: node.durability].
@@ -48,9 +50,10 @@ pub struct Args {
     /// node.task_retention_days].
     #[arg(long, value_name = "DAYS")]
     task_retention_days: Option<u32>,
-    /// Seconds that in-flight tasks may run after SIGINT/SIGTERM [default: 30].
-    #[arg(long)]
-    drain_timeout: Option<u64>,
+    /// How long in-flight tasks may run after SIGINT/SIGTERM (seconds, or
+    /// e.g. `2m`) [default: 30].
+    #[arg(long, value_name = "DURATION", value_parser = super::duration)]
+    drain_timeout: Option<Duration>,
     /// Serve HTTPS only, with this PEM certificate chain (`sage tls
     /// self-signed` makes one) [config: node.tls_cert].
     #[arg(long, value_name = "FILE")]
@@ -81,7 +84,6 @@ impl From<DurabilityArg> for Durability {
 impl Args {
     /// What the flags set, for [`NodeConfig::resolve`].
     fn overrides(&self, keys_dir: Option<&Path>, state_dir: Option<&Path>) -> Overrides {
-        let secs = |flag: Option<u64>| flag.map(Duration::from_secs);
         Overrides {
             config: self.config.clone(),
             keys_dir: keys_dir.map(Path::to_owned),
@@ -90,9 +92,9 @@ impl Args {
             host: self.host,
             port: self.port,
             max_body_bytes: self.max_body_bytes,
-            clock_skew: secs(self.clock_skew),
-            max_task_lifetime: secs(self.max_task_lifetime),
-            drain_timeout: secs(self.drain_timeout),
+            clock_skew: self.clock_skew,
+            max_task_lifetime: self.max_task_lifetime,
+            drain_timeout: self.drain_timeout,
             durability: self.durability.map(Durability::from),
             task_retention_days: self.task_retention_days,
             tls_cert: self.tls_cert.clone(),

@@ -47,7 +47,7 @@ use std::time::Duration;
 use sage_types::identity::check_lct_id;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Limits;
+use super::{duration, Limits};
 use sage_exec::command::{CommandConfig, CommandExecutor};
 use sage_exec::http::{HeaderValue, HttpConfig, HttpExecutor, HttpMode};
 use sage_exec::{CostModel, Echo, Entry, Executor, ExecutorSet, Leftovers, Limiter, Simulate};
@@ -269,7 +269,7 @@ impl<'de> Deserialize<'de> for NonEmpty {
 }
 
 /// A duration: seconds as a number, or text such as `"500ms"`, `"10s"`,
-/// `"5m"`, `"1h"`.
+/// `"5m"`, `"1h 30m"` (see [`duration::parse_duration`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Secs(pub Duration);
 
@@ -281,31 +281,16 @@ impl<'de> Deserialize<'de> for Secs {
             Number(f64),
             Text(String),
         }
-        let bad = |what: &str| {
-            serde::de::Error::custom(format!("invalid duration {what}: use seconds or text like \"500ms\", \"10s\", \"5m\", \"1h\""))
-        };
-        let secs = match Raw::deserialize(d)? {
-            Raw::Number(n) => n,
-            Raw::Text(text) => {
-                let t = text.trim();
-                let (number, unit) =
-                    t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
-                let n: f64 = number
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(&format!("{text:?}")))?;
-                match unit {
-                    "ms" => n / 1000.0,
-                    "" | "s" => n,
-                    "m" => n * 60.0,
-                    "h" => n * 3600.0,
-                    _ => return Err(bad(&format!("{text:?}"))),
-                }
-            }
-        };
-        Duration::try_from_secs_f64(secs)
-            .map(Secs)
-            .map_err(|_| bad(&secs.to_string()))
+        match Raw::deserialize(d)? {
+            Raw::Number(secs) => duration::from_secs_f64(secs),
+            Raw::Text(text) => duration::parse_duration(&text),
+        }
+        .map(Secs)
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{e}: use seconds or text like \"500ms\", \"10s\", \"5m\", \"1h\""
+            ))
+        })
     }
 }
 

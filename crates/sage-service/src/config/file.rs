@@ -47,6 +47,7 @@ use std::time::Duration;
 use sage_types::identity::check_lct_id;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::position::Positions;
 use super::{duration, Limits};
 use sage_exec::command::{CommandConfig, CommandExecutor};
 use sage_exec::http::{HeaderValue, HttpConfig, HttpExecutor, HttpMode};
@@ -56,8 +57,8 @@ use sage_exec::{CostModel, Echo, Entry, Executor, ExecutorSet, Leftovers, Limite
 pub const DEFAULT_PATHS: [&str; 2] = ["sage.toml", "/etc/sage/sage.toml"];
 
 /// A config file that cannot be used: which file, where, which key, why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), key.as_ref().map(|k| format!(": {k}")).unwrap_or_default())]
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}{}: {problem}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), key.as_ref().map(|k| format!(": {k}")).unwrap_or_default())]
 pub struct ConfigError {
     /// The file.
     pub path: PathBuf,
@@ -66,7 +67,53 @@ pub struct ConfigError {
     /// The key, where known.
     pub key: Option<String>,
     /// What is wrong.
-    pub message: String,
+    #[source]
+    pub problem: ConfigProblem,
+}
+
+/// What is wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// The file cannot be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// Not TOML, or a value of the wrong type or out of range: the TOML
+    /// parser's own message (it keeps no typed cause).
+    #[error("{0}")]
+    Toml(String),
+    /// A key of another kind of executor.
+    #[error("not a setting of a {kind} executor")]
+    NotForKind {
+        /// The executor's kind.
+        kind: &'static str,
+    },
+    /// A key the executor's kind requires is missing.
+    #[error("a {kind} executor needs `{key}`")]
+    Missing {
+        /// The executor's kind.
+        kind: &'static str,
+        /// The missing key.
+        key: &'static str,
+    },
+    /// `max_concurrency = 0`.
+    #[error("must be at least 1")]
+    Zero,
+    /// A URL that is not `http://` or `https://`.
+    #[error("{0:?} must start with http:// or https://")]
+    UrlScheme(String),
+    /// `mode = "openai"` without a model.
+    #[error("mode = \"openai\" needs a model = \"...\"")]
+    NoModel,
+    /// A mode that is neither `raw` nor `openai`.
+    #[error("{0:?} is neither \"raw\" nor \"openai\"")]
+    UnknownMode(String),
+    /// `node.lct_id` breaks the rules of LCT ids.
+    #[error(transparent)]
+    LctId(#[from] sage_types::identity::LctIdError),
+    /// An `http` executor that cannot be built.
+    #[error(transparent)]
+    Http(#[from] sage_exec::http::HttpConfigError),
 }
 
 /// The whole file.
@@ -156,6 +203,17 @@ pub enum ExecutorKind {
     Http,
     /// A built-in executor.
     Builtin,
+}
+
+impl ExecutorKind {
+    /// The name written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Command => "command",
+            ExecutorKind::Http => "http",
+            ExecutorKind::Builtin => "builtin",
+        }
+    }
 }
 
 /// One `[executors.TASK_TYPE]` table. One flat table rather than one per
@@ -316,7 +374,7 @@ impl ConfigFile {
             path: path.to_owned(),
             line: None,
             key: None,
-            message: format!("cannot read: {e}"),
+            problem: ConfigProblem::Read(e),
         })?;
         let mut file = Self::parse(path, &text)?;
         let base = path
@@ -344,25 +402,23 @@ impl ConfigFile {
     /// # Errors
     /// [`ConfigError`] naming the line and key.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let positions = Positions::new(text);
         let file: ConfigFile = toml::from_str(text).map_err(|e| {
-            let (line, key) = match e.span() {
-                Some(span) => locate(text, span.start),
-                None => (None, None),
-            };
+            let start = e.span().map(|span| span.start);
             ConfigError {
                 path: path.to_owned(),
-                line,
-                key,
-                message: e.message().trim().to_owned(),
+                line: start.map(|offset| positions.line(offset)),
+                key: start.and_then(|offset| positions.key_at(offset)),
+                problem: ConfigProblem::Toml(e.message().trim().to_owned()),
             }
         })?;
         for (task_type, section) in &file.executors {
-            if let Err((key, message)) = section.check() {
+            if let Err((key, problem)) = section.check() {
                 return Err(ConfigError {
                     path: path.to_owned(),
-                    line: line_of_key(text, &format!("executors.{task_type}"), key),
+                    line: positions.line_of_key(&["executors", task_type], key),
                     key: Some(format!("executors.{task_type}.{key}")),
-                    message,
+                    problem,
                 });
             }
         }
@@ -370,9 +426,9 @@ impl ConfigFile {
         if let Some(lct_id) = &file.node.lct_id {
             check_lct_id(lct_id).map_err(|e| ConfigError {
                 path: path.to_owned(),
-                line: line_of_key(text, "node", "lct_id"),
+                line: positions.line_of_key(&["node"], "lct_id"),
                 key: Some("node.lct_id".into()),
-                message: e.to_string(),
+                problem: e.into(),
             })?;
         }
         Ok(file)
@@ -420,11 +476,11 @@ impl ConfigFile {
         for (task_type, section) in &self.executors {
             let entry = section
                 .build(task_type, platform, leftovers)
-                .map_err(|message| ConfigError {
+                .map_err(|e| ConfigError {
                     path: path.to_owned(),
                     line: None,
                     key: Some(format!("executors.{task_type}")),
-                    message,
+                    problem: e.into(),
                 })?;
             set.insert(task_type, entry);
         }
@@ -437,37 +493,10 @@ impl ConfigFile {
     }
 }
 
-/// The line (1-based) where `key` is set in `[executors.TASK_TYPE]`, or
-/// else the table's header line.
-fn line_of_key(text: &str, table: &str, key: &str) -> Option<usize> {
-    let header = format!("[{table}]");
-    let start = text.lines().position(|l| l.trim() == header)?;
-    let key_line = text
-        .lines()
-        .enumerate()
-        .skip(start + 1)
-        .take_while(|(_, l)| !l.trim_start().starts_with('['))
-        .find(|(_, l)| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
-        .map(|(i, _)| i);
-    Some(key_line.unwrap_or(start) + 1)
-}
-
-/// The line (1-based) of byte `offset`, and the key written on that line.
-fn locate(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
-    let before = &text[..offset.min(text.len())];
-    let line_no = before.matches('\n').count() + 1;
-    let line = text.lines().nth(line_no - 1).unwrap_or("");
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
-    (Some(line_no), key)
-}
-
 impl ExecutorSection {
     /// Which keys each kind takes, and what they must say together.
     /// Errors name the key at fault.
-    fn check(&self) -> Result<(), (&'static str, String)> {
+    fn check(&self) -> Result<(), (&'static str, ConfigProblem)> {
         let kind = self.kind;
         let set: [(&'static str, bool, &[ExecutorKind]); 14] = {
             use ExecutorKind::*;
@@ -504,12 +533,12 @@ impl ExecutorSection {
                 ("queue", self.queue.is_some(), &[Command, Http]),
             ]
         };
-        let kind_name = format!("{kind:?}").to_lowercase();
+        let kind_name = kind.name();
         if let Some((key, _, _)) = set
             .iter()
             .find(|(_, present, kinds)| *present && !kinds.contains(&kind))
         {
-            return Err((key, format!("not a setting of a {kind_name} executor")));
+            return Err((key, ConfigProblem::NotForKind { kind: kind_name }));
         }
         let required = match kind {
             ExecutorKind::Command => ("command", self.command.is_some()),
@@ -519,29 +548,24 @@ impl ExecutorSection {
         if !required.1 {
             return Err((
                 "kind",
-                format!("a {kind_name} executor needs `{}`", required.0),
+                ConfigProblem::Missing {
+                    kind: kind_name,
+                    key: required.0,
+                },
             ));
         }
         if self.max_concurrency == Some(0) {
-            return Err(("max_concurrency", "must be at least 1".into()));
+            return Err(("max_concurrency", ConfigProblem::Zero));
         }
         if let Some(url) = &self.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err((
-                    "url",
-                    format!("{url:?} must start with http:// or https://"),
-                ));
+                return Err(("url", ConfigProblem::UrlScheme(url.clone())));
             }
         }
         match (self.mode.as_deref(), &self.model) {
             (None | Some("raw"), _) | (Some("openai"), Some(_)) => Ok(()),
-            (Some("openai"), None) => {
-                Err(("mode", "mode = \"openai\" needs a model = \"...\"".into()))
-            }
-            (Some(other), _) => Err((
-                "mode",
-                format!("{other:?} is neither \"raw\" nor \"openai\""),
-            )),
+            (Some("openai"), None) => Err(("mode", ConfigProblem::NoModel)),
+            (Some(other), _) => Err(("mode", ConfigProblem::UnknownMode(other.to_owned()))),
         }
     }
 
@@ -550,7 +574,7 @@ impl ExecutorSection {
         task_type: &str,
         platform: &str,
         leftovers: Option<&Leftovers>,
-    ) -> Result<Entry, String> {
+    ) -> Result<Entry, sage_exec::http::HttpConfigError> {
         let max = self
             .max_concurrency
             .unwrap_or(if self.kind == ExecutorKind::Http {
@@ -606,7 +630,7 @@ impl ExecutorSection {
                     },
                     max_response_bytes: self.max_response_bytes.unwrap_or(d.max_response_bytes),
                 };
-                let executor = HttpExecutor::new(task_type, config).map_err(|e| e.to_string())?;
+                let executor = HttpExecutor::new(task_type, config)?;
                 (Arc::new(executor), limiter)
             }
             ExecutorKind::Builtin => {
@@ -698,10 +722,16 @@ max_concurrency = 2
             (Some(2), Some("clock_skew")),
             "{err}"
         );
-        assert!(err.message.contains("invalid duration"), "{err}");
+        assert!(
+            err.problem.to_string().contains("invalid duration"),
+            "{err}"
+        );
 
         let err = parse("[executors.x]\nkind = \"command\"\ncommand = []\n").unwrap_err();
-        assert!(err.message.contains("needs at least a program"), "{err}");
+        assert!(
+            err.problem.to_string().contains("needs at least a program"),
+            "{err}"
+        );
 
         let err = parse("\n[executors.chat]\nkind = \"http\"\nurl = \"http://127.0.0.1:8080/v1/chat/completions\"\nmode = \"openai\"\n").unwrap_err();
         assert_eq!(
@@ -709,7 +739,7 @@ max_concurrency = 2
             (Some(5), Some("executors.chat.mode")),
             "{err}"
         );
-        assert!(err.message.contains("needs a model"), "{err}");
+        assert!(err.problem.to_string().contains("needs a model"), "{err}");
 
         let err =
             parse("[executors.x]\nkind = \"command\"\ncommand = [\"true\"]\nurl = \"http://a/\"\n")
@@ -720,7 +750,9 @@ max_concurrency = 2
             "{err}"
         );
         assert!(
-            err.message.contains("not a setting of a command executor"),
+            err.problem
+                .to_string()
+                .contains("not a setting of a command executor"),
             "{err}"
         );
 
@@ -733,13 +765,43 @@ max_concurrency = 2
         );
 
         let err = parse("[executors.x]\nkind = \"http\"\n").unwrap_err();
-        assert!(err.message.contains("needs `url`"), "{err}");
+        assert!(err.problem.to_string().contains("needs `url`"), "{err}");
 
         let err = parse("[executors.x]\nkind = \"gpu\"\n").unwrap_err();
-        assert!(err.message.contains("unknown variant `gpu`"), "{err}");
+        assert!(
+            err.problem.to_string().contains("unknown variant `gpu`"),
+            "{err}"
+        );
 
         let err = parse("[node]\nlisten = \"thor:50051\"\n").unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn errors_are_placed_by_the_documents_spans_not_by_scanning_lines() {
+        let at = |text: &str| {
+            let err = parse(text).unwrap_err();
+            (err.line, err.key)
+        };
+        // A value in an inline table: its own key, not the line's first.
+        assert_eq!(
+            at("[executors.x]\nkind = \"command\"\ncommand = [\"true\"]\ncost = { base = 1.0, per_second = \"fast\" }\n"),
+            (Some(4), Some("per_second".into()))
+        );
+        // A value after a multi-line array.
+        assert_eq!(
+            at("[executors.x]\nkind = \"command\"\ncommand = [\n  \"true\",\n]\ntimeout = \"soon\"\n"),
+            (Some(6), Some("timeout".into()))
+        );
+        // Dotted keys and a spaced header: no `[executors.x]` line exists.
+        assert_eq!(
+            at("[executors]\nx.kind = \"command\"\nx.command = [\"true\"]\nx.url = \"http://a/\"\n"),
+            (Some(4), Some("executors.x.url".into()))
+        );
+        assert_eq!(
+            at("[ executors.chat ]\nkind = \"http\"\nurl = \"http://a/\"\nmode = \"openai\"\n"),
+            (Some(4), Some("executors.chat.mode".into()))
+        );
     }
 
     #[test]

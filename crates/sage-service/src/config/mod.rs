@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod file;
 pub mod node;
+mod position;
 
 pub use node::{NodeConfig, Overrides, ResolveError, TlsFiles};
 

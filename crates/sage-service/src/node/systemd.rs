@@ -1,11 +1,12 @@
 //! Running under systemd: the `sd_notify` protocol, the watchdog and
-//! credentials, by hand (no libsystemd).
+//! credentials, without libsystemd.
 //!
 //! - [`Notifier`] sends state changes (`READY=1`, `RELOADING=1`,
-//!   `STOPPING=1`, `STATUS=...`, `WATCHDOG=1`) as datagrams to the socket
-//!   named by `NOTIFY_SOCKET`: a filesystem path (`/run/systemd/notify`) or
-//!   an abstract socket (`@name`). [`notifier`] is this process's, read
-//!   once from the environment (which is left as it is), and [`ready`],
+//!   `STOPPING=1`, `STATUS=...`, `WATCHDOG=1`), spelled by the `sd-notify`
+//!   crate's [`NotifyState`], as datagrams to the socket named by
+//!   `NOTIFY_SOCKET`: a filesystem path (`/run/systemd/notify`) or an
+//!   abstract socket (`@name`). [`notifier`] is this process's, read once
+//!   from the environment (which is left as it is), and [`ready`],
 //!   [`reloading`], [`stopping`] and [`status`] send through it and do
 //!   nothing outside systemd.
 //! - [`watchdog_interval`] is `WATCHDOG_USEC` (when `WATCHDOG_PID` is unset
@@ -26,6 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use sd_notify::NotifyState;
+
 use crate::keydir::{Identity, KeyDir};
 use crate::KeyDirError;
 
@@ -33,6 +36,11 @@ use crate::KeyDirError;
 pub const KEY_CREDENTIAL: &str = "sage.key";
 
 /// Sends notifications to the service manager's socket.
+///
+/// The socket is our own rather than `sd_notify::notify`'s: that one reads
+/// `NOTIFY_SOCKET` at each call and connects to it as a path (no `@name`
+/// abstract sockets), blocks on a full queue, and ends the datagram with a
+/// newline, where ours carry exactly the assignments.
 #[derive(Debug)]
 pub struct Notifier {
     socket: UnixDatagram,
@@ -99,40 +107,44 @@ impl Notifier {
     /// `READY=1`: start-up (or a reload) finished; `status` is what
     /// `systemctl status` shows.
     pub fn ready(&self, status: &str) {
-        self.send(&format!(
-            "READY=1\nSTATUS={}\nMAINPID={}",
-            one_line(status),
-            std::process::id()
-        ));
+        self.send(&[
+            NotifyState::Ready,
+            NotifyState::Status(&one_line(status)),
+            NotifyState::MainPid(std::process::id()),
+        ]);
     }
 
     /// `RELOADING=1` with `MONOTONIC_USEC` (the time of the request on
     /// `CLOCK_MONOTONIC`, as `Type=notify-reload` of systemd ≥ 253 wants):
     /// a reload started; [`Notifier::ready`] ends it.
     pub fn reloading(&self) {
-        self.send(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            monotonic_usec().unwrap_or_default()
-        ));
+        let now = NotifyState::monotonic_usec_now().unwrap_or(NotifyState::MonotonicUsec(0));
+        self.send(&[NotifyState::Reloading, now]);
     }
 
     /// `STOPPING=1`: shutdown started.
     pub fn stopping(&self) {
-        self.send("STOPPING=1");
+        self.send(&[NotifyState::Stopping]);
     }
 
     /// `STATUS=...`: a line for `systemctl status`.
     pub fn status(&self, status: &str) {
-        self.send(&format!("STATUS={}", one_line(status)));
+        self.send(&[NotifyState::Status(&one_line(status))]);
     }
 
     /// `WATCHDOG=1`: the node is alive.
     pub fn watchdog(&self) {
-        self.send("WATCHDOG=1");
+        self.send(&[NotifyState::Watchdog]);
     }
 
-    /// Sends one datagram; a failure is logged, never returned.
-    fn send(&self, message: &str) {
+    /// Sends `states` as one datagram, one assignment a line; a failure is
+    /// logged, never returned.
+    fn send(&self, states: &[NotifyState<'_>]) {
+        let message = states
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
         if let Err(e) = self.socket.send_to_addr(message.as_bytes(), &self.addr) {
             let first = message.lines().next().unwrap_or_default();
             if self.warned.swap(true, Ordering::Relaxed) {
@@ -167,14 +179,6 @@ fn abstract_addr(_name: &[u8]) -> io::Result<SocketAddr> {
 /// A status text as one line: a newline would start another assignment.
 fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
-}
-
-/// Now on `CLOCK_MONOTONIC`, in microseconds.
-fn monotonic_usec() -> Option<u64> {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
-    let secs = u64::try_from(now.tv_sec()).ok()?;
-    let nanos = u64::try_from(now.tv_nsec()).ok()?;
-    Some(secs * 1_000_000 + nanos / 1_000)
 }
 
 /// This process's notifier ([`Notifier::from_env`], read once), or `None`
@@ -217,6 +221,10 @@ pub fn status(status: &str) {
 /// The watchdog timeout systemd set (`WatchdogSec=`, as `WATCHDOG_USEC`),
 /// when it is meant for this process: `WATCHDOG_PID` unset or equal to our
 /// pid. Ping at least every half of it ([`watchdog_task`] does).
+///
+/// Not `sd_notify::watchdog_enabled`, which takes `WATCHDOG_USEC=0` for a
+/// zero interval (a ping a millisecond) and an unreadable `WATCHDOG_PID`
+/// for ours.
 pub fn watchdog_interval() -> Option<Duration> {
     let usec = std::env::var("WATCHDOG_USEC").ok();
     let pid = std::env::var("WATCHDOG_PID").ok();
@@ -279,6 +287,14 @@ fn credential_identity_in(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
+
+    /// Now on `CLOCK_MONOTONIC`, in microseconds, as `MONOTONIC_USEC` has it.
+    fn monotonic_usec() -> Option<u64> {
+        match NotifyState::monotonic_usec_now().ok()? {
+            NotifyState::MonotonicUsec(usec) => u64::try_from(usec).ok(),
+            _ => None,
+        }
+    }
 
     fn receiver() -> (tempfile::TempDir, UnixDatagram, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

@@ -384,6 +384,7 @@ fn an_age_or_time_too_large_for_the_clock_is_refused_not_a_crash() {
         "999999999999999999d",
         "999999999999999999",
         "99999999999999999999999h",
+        "1.5",
     ] {
         let run = keys.run(&["proofs", "list", "--since", since]);
         run.assert_code(2);

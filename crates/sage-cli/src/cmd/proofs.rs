@@ -213,6 +213,10 @@ fn parse_since(text: &str) -> Result<u64, Failure> {
     if let Ok(secs) = text.parse::<u64>() {
         return secs.checked_mul(1000).ok_or_else(bad);
     }
+    // A bare number is a time, never an age: `1.5` or `-3` is neither.
+    if text.trim().parse::<f64>().is_ok() {
+        return Err(bad());
+    }
     let age = parse_duration(text).ok().and_then(millis).ok_or_else(bad)?;
     Ok(sage_types::clock::now_ms().saturating_sub(age))
 }

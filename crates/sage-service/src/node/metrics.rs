@@ -10,8 +10,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus_client::encoding::LabelValueEncoder;
-use prometheus_client::encoding::{prometheus_text, EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -122,6 +123,7 @@ struct BuildLabels {
 /// A histogram family over [`BUCKETS`].
 type Histograms<S> = Family<S, Histogram, fn() -> Histogram>;
 
+/// An empty latency histogram.
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -146,12 +148,12 @@ pub(crate) struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let requests = Family::default();
-        let request_seconds = Histograms::new_with_constructor(histogram as fn() -> Histogram);
+        let request_seconds = Histograms::new_with_constructor(histogram);
         let tasks = Family::default();
         let refusals = Family::default();
         let connections_closed = Family::<CloseLabels, Counter>::default();
         let verify_seconds = histogram();
-        let execution_seconds = Histograms::new_with_constructor(histogram as fn() -> Histogram);
+        let execution_seconds = Histograms::new_with_constructor(histogram);
         let execution_failures = Family::default();
         // Every reason from the start, zeros too: a rate over a series that
         // appears only at its first event misses that event.

@@ -91,6 +91,27 @@ fn a_command_executor_runs_the_program_and_the_proof_says_so() {
 }
 
 #[test]
+fn metrics_count_a_failed_command_by_the_kind_of_its_failure() {
+    let keys = Keys::new();
+    let (node, _) = serve_with(&keys, SUM);
+    delegate(&keys, &node, "fail", "{}", &[]).assert_code(1);
+    delegate(&keys, &node, "sum", r#"{"numbers": [1]}"#, &[]).assert_code(0);
+    let answer = http(node.addr, "GET", "/metrics", b"");
+    assert_eq!(answer.status, 200);
+    let text = String::from_utf8(answer.body).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == r#"sage_execution_failures_total{task_type="fail",kind="exited"} 1"#),
+        "{text}"
+    );
+    // A success is no failure of any kind.
+    assert!(
+        !text.contains(r#"sage_execution_failures_total{task_type="sum""#),
+        "{text}"
+    );
+}
+
+#[test]
 fn cost_ceilings_refuse_before_running() {
     let keys = Keys::new();
     let (node, _) = serve_with(&keys, SUM);

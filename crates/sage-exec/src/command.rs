@@ -69,6 +69,9 @@
 //! - A program that cannot be started (not found, not executable, bad
 //!   working directory) fails with a message naming it and the OS error.
 //!
+//! Each failure's [`FailureKind`] says which of these it
+//! was: `Exited(N)`, `Signaled(N)`, `Spawn`, or `Timeout` (see *Time limit*).
+//!
 //! stderr is for diagnostics: the last `max_stderr_bytes` (default 64 KiB)
 //! are kept (the end is where a failing program says why), logged at debug
 //! level with the task id, and the last 500 characters go into the failure
@@ -105,7 +108,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{BoxFuture, ExecError, Execution, Executor, Leftovers};
+use super::{BoxFuture, ExecError, Execution, Executor, FailureKind, Leftovers};
 use sage_types::untrusted::Untrusted;
 
 /// Variables of the daemon's environment that programs get.
@@ -189,13 +192,20 @@ impl CommandExecutor {
 
     async fn run(&self, task: &Task) -> Result<Execution, ExecError> {
         let Some((program, args)) = self.config.command.split_first() else {
-            return Err(ExecError::new(format!(
-                "the command executor of `{}` has no command to run",
-                self.name
-            )));
+            return Err(ExecError::new(
+                FailureKind::Spawn,
+                format!(
+                    "the command executor of `{}` has no command to run",
+                    self.name
+                ),
+            ));
         };
-        let input = serde_json::to_vec(&task.input)
-            .map_err(|e| ExecError::new(format!("cannot serialize the task input: {e}")))?;
+        let input = serde_json::to_vec(&task.input).map_err(|e| {
+            ExecError::new(
+                FailureKind::BadInput,
+                format!("cannot serialize the task input: {e}"),
+            )
+        })?;
 
         let mut command = Command::new(program);
         command.args(args).env_clear();
@@ -221,17 +231,28 @@ impl CommandExecutor {
         let mut child = command
             .spawn()
             .map_err(|e| match &self.config.working_dir {
-                Some(dir) => ExecError::new(format!(
-                    "cannot start command `{program}` in `{}`: {e}",
-                    dir.display()
-                )),
-                None => ExecError::new(format!("cannot start command `{program}`: {e}")),
+                Some(dir) => ExecError::new(
+                    FailureKind::Spawn,
+                    format!(
+                        "cannot start command `{program}` in `{}`: {e}",
+                        dir.display()
+                    ),
+                ),
+                None => ExecError::new(
+                    FailureKind::Spawn,
+                    format!("cannot start command `{program}`: {e}"),
+                ),
             })?;
         // The child leads its own group, so the group id is its pid.
         let pgid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
-            .ok_or_else(|| ExecError::new("the command exited before it could be watched"))?;
+            .ok_or_else(|| {
+                ExecError::new(
+                    FailureKind::Other,
+                    "the command exited before it could be watched",
+                )
+            })?;
         // Declared after `child` so that it drops first, while the group's id
         // is still held by the unreaped child.
         let mut group = GroupGuard {
@@ -273,23 +294,38 @@ impl CommandExecutor {
             if child.wait().await.is_ok() {
                 group.armed = false;
             }
-            return Err(ExecError::new(format!(
-                "command timed out after {} s; killed its process group",
-                self.config.timeout.as_secs_f64()
-            )));
+            return Err(ExecError::new(
+                FailureKind::Timeout,
+                format!(
+                    "command timed out after {} s; killed its process group",
+                    self.config.timeout.as_secs_f64()
+                ),
+            ));
         };
-        let status = status
-            .map_err(|e| ExecError::new(format!("cannot wait for command `{program}`: {e}")))?;
+        let status = status.map_err(|e| {
+            ExecError::new(
+                FailureKind::Other,
+                format!("cannot wait for command `{program}`: {e}"),
+            )
+        })?;
         group.armed = false;
         // Kills what the program left behind. The leader is reaped, but POSIX
         // keeps its id reserved while any member of its group lives, so this
         // reaches only the leftovers (or no one).
         group.kill();
 
-        let out =
-            out.map_err(|e| ExecError::new(format!("cannot read the command's stdout: {e}")))?;
-        let err =
-            err.map_err(|e| ExecError::new(format!("cannot read the command's stderr: {e}")))?;
+        let out = out.map_err(|e| {
+            ExecError::new(
+                FailureKind::Other,
+                format!("cannot read the command's stdout: {e}"),
+            )
+        })?;
+        let err = err.map_err(|e| {
+            ExecError::new(
+                FailureKind::Other,
+                format!("cannot read the command's stderr: {e}"),
+            )
+        })?;
         let stderr_text = String::from_utf8_lossy(&err.kept);
         tracing::debug!(
             task_id = %Untrusted(task_id),
@@ -411,17 +447,23 @@ async fn capture<R: AsyncRead + Unpin>(
 
 /// The error of a program that did not exit 0, if it did not.
 fn failure(status: ExitStatus, stderr: &str, stderr_cut: bool) -> Option<ExecError> {
-    let (head, exit_status) = match (status.code(), status.signal()) {
+    let (head, kind) = match (status.code(), status.signal()) {
         (Some(0), _) => return None,
-        (Some(code), _) => (format!("command exited with status {code}"), Some(code)),
+        (Some(code), _) => (
+            format!("command exited with status {code}"),
+            FailureKind::Exited(code),
+        ),
         (None, Some(signal)) => {
             let name = Signal::try_from(signal).map_or("an unknown signal", Signal::as_str);
             (
                 format!("command was killed by signal {name} ({signal})"),
-                None,
+                FailureKind::Signaled(signal),
             )
         }
-        (None, None) => (format!("command ended abnormally ({status})"), None),
+        (None, None) => (
+            format!("command ended abnormally ({status})"),
+            FailureKind::Other,
+        ),
     };
     let stderr = stderr.trim();
     let message = if stderr.is_empty() {
@@ -431,10 +473,7 @@ fn failure(status: ExitStatus, stderr: &str, stderr_cut: bool) -> Option<ExecErr
         let ellipsis = if cut || stderr_cut { "…" } else { "" };
         format!("{head}: {ellipsis}{tail}")
     };
-    Some(ExecError {
-        message,
-        exit_status,
-    })
+    Some(ExecError::new(kind, message))
 }
 
 /// The last `n` characters of `text`, and whether that is not all of it.
@@ -810,6 +849,39 @@ mod tests {
         assert_eq!(out.result, json!("done"));
         let leftover = read_pid(&pidfile).await;
         assert!(is_dead(leftover).await, "sleep {leftover} survived");
+    }
+
+    #[tokio::test]
+    async fn each_failure_carries_its_kind() {
+        let err = run(sh("exit 3"), json!(null)).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Exited(3));
+        assert_eq!(err.kind.as_str(), "exited");
+        assert_eq!(err.exit_status, Some(3));
+
+        let err = run(sh("kill -9 $$"), json!(null)).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Signaled(9));
+        assert_eq!(err.kind.as_str(), "signaled");
+
+        let mut slow = config(&["sleep", "30"]);
+        slow.timeout = Duration::from_millis(200);
+        let err = run(slow, json!(null)).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Timeout);
+        assert_eq!(err.exit_status, None);
+
+        let err = run(config(&["/nonexistent/sage-no-such-program"]), json!(null))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Spawn);
+
+        let mut elsewhere = config(&["true"]);
+        elsewhere.working_dir = Some("/nonexistent/dir".into());
+        let err = run(elsewhere, json!(null)).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::Spawn);
+
+        let err = run(CommandConfig::default(), json!(null))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Spawn);
     }
 
     #[test]

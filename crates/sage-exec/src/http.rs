@@ -55,9 +55,13 @@
 //! message naming the URL: the service is unreachable (with the OS's
 //! reason), gave no answer within the timeout, answered with a non-2xx status
 //! (`HTTP 500 from URL: ` and the first 300 characters of its body), or
-//! answered too much. Redirects are not followed: a redirect is reported
-//! as its status, so that a task is never re-sent elsewhere, nor with its
-//! headers. Proxy settings from the environment are ignored.
+//! answered too much; the error's [`FailureKind`] is
+//! `Unreachable`, `Timeout`, `HttpStatus(N)` or `TooLarge` accordingly
+//! (`Transport` for an exchange cut short, `BadInput` for an input that
+//! cannot be sent, `BadAnswer` for a chat answer that cannot be read).
+//! Redirects are not followed: a redirect is reported as its status, so that
+//! a task is never re-sent elsewhere, nor with its headers. Proxy settings
+//! from the environment are ignored.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -66,7 +70,7 @@ use reqwest::header::{HeaderMap, HeaderName};
 use sage_types::Task;
 use serde_json::{json, Map, Value};
 
-use super::{BoxFuture, ExecError, Execution, Executor};
+use super::{BoxFuture, ExecError, Execution, Executor, FailureKind};
 use sage_types::untrusted::Untrusted;
 
 /// The default of [`HttpConfig::timeout`].
@@ -265,17 +269,19 @@ impl HttpExecutor {
                 .unwrap_or_default();
             let text = String::from_utf8_lossy(&body);
             let excerpt: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
-            return Err(ExecError::new(format!(
-                "HTTP {} from {}: {excerpt}",
-                code.as_u16(),
-                self.shown_url
-            )));
+            return Err(ExecError::new(
+                FailureKind::HttpStatus(code.as_u16()),
+                format!("HTTP {} from {}: {excerpt}", code.as_u16(), self.shown_url),
+            ));
         }
         let too_large = || {
-            ExecError::new(format!(
-                "response larger than {} bytes from {}",
-                self.max_response_bytes, self.shown_url
-            ))
+            ExecError::new(
+                FailureKind::TooLarge,
+                format!(
+                    "response larger than {} bytes from {}",
+                    self.max_response_bytes, self.shown_url
+                ),
+            )
         };
         // Refuse early when the length is announced; count anyway, since it
         // may not be.
@@ -307,18 +313,27 @@ impl HttpExecutor {
             cause = next;
         }
         if err.is_connect() {
-            ExecError::new(format!("cannot connect to {}: {cause}", self.shown_url))
+            ExecError::new(
+                FailureKind::Unreachable,
+                format!("cannot connect to {}: {cause}", self.shown_url),
+            )
         } else {
-            ExecError::new(format!("request to {} failed: {cause}", self.shown_url))
+            ExecError::new(
+                FailureKind::Transport,
+                format!("request to {} failed: {cause}", self.shown_url),
+            )
         }
     }
 
     fn timed_out(&self) -> ExecError {
-        ExecError::new(format!(
-            "no answer within {} s from {}",
-            self.timeout.as_secs_f64(),
-            self.shown_url
-        ))
+        ExecError::new(
+            FailureKind::Timeout,
+            format!(
+                "no answer within {} s from {}",
+                self.timeout.as_secs_f64(),
+                self.shown_url
+            ),
+        )
     }
 
     /// The request for `task`, or why there can be none.
@@ -347,7 +362,10 @@ impl HttpExecutor {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))),
             HttpMode::OpenAiChat { .. } => {
                 let answer: Value = serde_json::from_slice(body).map_err(|e| {
-                    ExecError::new(format!("answer from {} is not JSON: {e}", self.shown_url))
+                    ExecError::new(
+                        FailureKind::BadAnswer,
+                        format!("answer from {} is not JSON: {e}", self.shown_url),
+                    )
                 })?;
                 chat_result(&answer, &self.shown_url)
             }
@@ -466,28 +484,49 @@ fn resolve_headers(headers: &[(String, HeaderValue)]) -> Result<HeaderMap, HttpC
 
 /// A task field as a header value.
 fn task_header(what: &str, value: &str) -> Result<reqwest::header::HeaderValue, ExecError> {
-    reqwest::header::HeaderValue::from_str(value)
-        .map_err(|_| ExecError::new(format!("the {what} cannot be sent as an HTTP header")))
+    reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        ExecError::new(
+            FailureKind::BadInput,
+            format!("the {what} cannot be sent as an HTTP header"),
+        )
+    })
 }
 
 /// The chat completion request for `input`.
 fn chat_request(model: &str, input: &Value) -> Result<Value, ExecError> {
     let needs = "input needs `prompt` (a string) or `messages` (an array)";
-    let input = input.as_object().ok_or_else(|| ExecError::new(needs))?;
+    let input = input
+        .as_object()
+        .ok_or_else(|| ExecError::new(FailureKind::BadInput, needs))?;
     // A null field counts as absent.
     let field = |key: &str| input.get(key).filter(|v| !v.is_null());
     let mut messages = match (field("messages"), field("prompt")) {
         (Some(Value::Array(messages)), _) => messages.clone(),
-        (Some(_), _) => return Err(ExecError::new("input `messages` must be an array")),
+        (Some(_), _) => {
+            return Err(ExecError::new(
+                FailureKind::BadInput,
+                "input `messages` must be an array",
+            ))
+        }
         (None, Some(Value::String(prompt))) => vec![json!({"role": "user", "content": prompt})],
-        (None, Some(_)) => return Err(ExecError::new("input `prompt` must be a string")),
-        (None, None) => return Err(ExecError::new(needs)),
+        (None, Some(_)) => {
+            return Err(ExecError::new(
+                FailureKind::BadInput,
+                "input `prompt` must be a string",
+            ))
+        }
+        (None, None) => return Err(ExecError::new(FailureKind::BadInput, needs)),
     };
     match field("system") {
         Some(Value::String(system)) => {
             messages.insert(0, json!({"role": "system", "content": system}));
         }
-        Some(_) => return Err(ExecError::new("input `system` must be a string")),
+        Some(_) => {
+            return Err(ExecError::new(
+                FailureKind::BadInput,
+                "input `system` must be a string",
+            ))
+        }
         None => {}
     }
     let mut request = Map::new();
@@ -505,9 +544,10 @@ fn chat_request(model: &str, input: &Value) -> Result<Value, ExecError> {
 /// The result made of a chat completion answer.
 fn chat_result(answer: &Value, url: &str) -> Result<Value, ExecError> {
     let missing = |what: &str| {
-        ExecError::new(format!(
-            "answer from {url} has no `{what}`: not an OpenAI chat completion"
-        ))
+        ExecError::new(
+            FailureKind::BadAnswer,
+            format!("answer from {url} has no `{what}`: not an OpenAI chat completion"),
+        )
     };
     let choice = answer
         .get("choices")
@@ -1042,6 +1082,73 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.result, json!("z".repeat(500)));
+    }
+
+    #[tokio::test]
+    async fn each_failure_carries_its_kind() {
+        let (base, _) = server().await;
+        let err = raw_executor(format!("{base}/fail"))
+            .execute(&task(json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::HttpStatus(500));
+        assert_eq!(err.kind.as_str(), "http_status");
+
+        let err = raw_executor(format!("{base}/slow"))
+            .execute(&task(json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Timeout);
+
+        // Bind, learn the port, close: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = raw_executor(format!("http://127.0.0.1:{port}/run"))
+            .execute(&task(json!({})))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::Unreachable);
+        assert_eq!(err.kind.as_str(), "unreachable");
+
+        let small = HttpExecutor::new(
+            "svc",
+            HttpConfig {
+                url: format!("{base}/big"),
+                max_response_bytes: 1024,
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap();
+        let err = small.execute(&task(json!({}))).await.unwrap_err();
+        assert_eq!(err.kind, FailureKind::TooLarge);
+
+        let chat = |path: &str| {
+            HttpExecutor::new(
+                "llama",
+                HttpConfig {
+                    url: format!("{base}{path}"),
+                    mode: HttpMode::OpenAiChat {
+                        model: MODEL.into(),
+                    },
+                    ..HttpConfig::default()
+                },
+            )
+            .unwrap()
+        };
+        let err = chat("/empty-chat")
+            .execute(&task(json!({"prompt": "hi"})))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::BadAnswer);
+        let err = chat("/v1/chat/completions")
+            .execute(&task(json!({"query": "hi"})))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, FailureKind::BadInput);
+        assert_eq!(err.exit_status, None);
     }
 
     #[test]

@@ -62,15 +62,80 @@ pub struct ExecError {
     pub message: String,
     /// Exit status of the program, when it ran and exited.
     pub exit_status: Option<i32>,
+    /// What kind of failure it was, for metrics and callers that branch on it.
+    pub kind: FailureKind,
 }
 
 impl ExecError {
-    /// A failure with no exit status.
-    pub fn new(message: impl Into<String>) -> Self {
+    /// A failure of `kind`; the exit status is the one `kind` carries, if any.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        let exit_status = match kind {
+            FailureKind::Exited(code) => Some(code),
+            _ => None,
+        };
         ExecError {
             message: message.into(),
-            exit_status: None,
+            exit_status,
+            kind,
         }
+    }
+}
+
+/// The kind of an execution failure. The message says the details; the
+/// kind is the part a program can count or branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The execution did not finish within its time limit.
+    Timeout,
+    /// The program ran and exited with this non-zero status.
+    Exited(i32),
+    /// The program was killed by this signal.
+    Signaled(i32),
+    /// The program could not be started (not found, not executable, bad
+    /// working directory, no command configured).
+    Spawn,
+    /// The service could not be connected to.
+    Unreachable,
+    /// The exchange with the service broke off after connecting.
+    Transport,
+    /// The service answered with this non-2xx HTTP status.
+    HttpStatus(u16),
+    /// The answer was larger than the configured bound.
+    TooLarge,
+    /// The service's answer is not what its mode expects.
+    BadAnswer,
+    /// The task's input cannot be sent the way the executor sends it.
+    BadInput,
+    /// The node stopped while the task was running.
+    Interrupted,
+    /// Anything else: the node could not watch or read the program.
+    Other,
+}
+
+impl FailureKind {
+    /// A stable lowercase label, as metrics show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Exited(_) => "exited",
+            FailureKind::Signaled(_) => "signaled",
+            FailureKind::Spawn => "spawn",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Transport => "transport",
+            FailureKind::HttpStatus(_) => "http_status",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::BadAnswer => "bad_answer",
+            FailureKind::BadInput => "bad_input",
+            FailureKind::Interrupted => "interrupted",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -81,4 +146,40 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Runs `task`.
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_carries_its_status_and_other_kinds_none() {
+        let exited = ExecError::new(FailureKind::Exited(3), "command exited with status 3");
+        assert_eq!(exited.exit_status, Some(3));
+        assert_eq!(exited.to_string(), "command exited with status 3");
+        let timed_out = ExecError::new(FailureKind::Timeout, "late");
+        assert_eq!(timed_out.exit_status, None);
+    }
+
+    #[test]
+    fn labels_are_stable_and_lowercase() {
+        let labels = [
+            (FailureKind::Timeout, "timeout"),
+            (FailureKind::Exited(1), "exited"),
+            (FailureKind::Signaled(9), "signaled"),
+            (FailureKind::Spawn, "spawn"),
+            (FailureKind::Unreachable, "unreachable"),
+            (FailureKind::Transport, "transport"),
+            (FailureKind::HttpStatus(503), "http_status"),
+            (FailureKind::TooLarge, "too_large"),
+            (FailureKind::BadAnswer, "bad_answer"),
+            (FailureKind::BadInput, "bad_input"),
+            (FailureKind::Interrupted, "interrupted"),
+            (FailureKind::Other, "other"),
+        ];
+        for (kind, label) in labels {
+            assert_eq!(kind.as_str(), label);
+            assert_eq!(kind.to_string(), label);
+        }
+    }
 }

@@ -10,7 +10,7 @@ use sage_types::{ProofStatus, Task};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::{Echo, ExecError, Execution, Executor, Simulate, SIMULATED_TASK_TYPES};
+use super::{Echo, ExecError, Execution, Executor, FailureKind, Simulate, SIMULATED_TASK_TYPES};
 use sage_types::clock::now_ms;
 
 /// How an executor's runs are priced: `base + per_second x execution time`, in ATP.
@@ -97,6 +97,8 @@ pub struct Run {
     pub latency: Duration,
     /// Whether it succeeded.
     pub status: ProofStatus,
+    /// The kind of its failure, when it failed.
+    pub failure: Option<FailureKind>,
     /// What the executor reported (on failure, `{"error": ...}` and zeros),
     /// with the cost model applied.
     pub execution: Execution,
@@ -110,7 +112,9 @@ impl Run {
             started_at: now_ms,
             latency: Duration::ZERO,
             status: ProofStatus::Failed,
+            failure: Some(FailureKind::Interrupted),
             execution: failed(ExecError::new(
+                FailureKind::Interrupted,
                 "interrupted: the node stopped while this task was running; it was not run again",
             )),
         }
@@ -169,9 +173,9 @@ impl Entry {
         let latency = clock.elapsed();
         drop(permit);
         drop(reservation);
-        let (status, mut execution) = match outcome {
-            Ok(execution) => (ProofStatus::Succeeded, execution),
-            Err(e) => (ProofStatus::Failed, failed(e)),
+        let (status, failure, mut execution) = match outcome {
+            Ok(execution) => (ProofStatus::Succeeded, None, execution),
+            Err(e) => (ProofStatus::Failed, Some(e.kind), failed(e)),
         };
         if let Some(model) = &self.cost {
             execution.actual_cost = model.cost(latency);
@@ -180,6 +184,7 @@ impl Entry {
             started_at,
             latency,
             status,
+            failure,
             execution,
         }
     }
@@ -355,6 +360,33 @@ mod tests {
         // Places are given back, also by a reservation that is dropped unused.
         drop(entry.reserve().unwrap());
         assert!(entry.reserve().is_some());
+    }
+
+    /// Fails as a program that exited 3 would.
+    struct Exits3;
+
+    impl Executor for Exits3 {
+        fn kind(&self) -> &'static str {
+            "exits3"
+        }
+        fn execute<'a>(&'a self, _task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
+            Box::pin(async { Err(ExecError::new(FailureKind::Exited(3), "exit 3")) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_keeps_the_kind_of_its_failure() {
+        let entry = Entry::new(Arc::new(Exits3));
+        let run = entry.run(&task(), entry.reserve().unwrap()).await;
+        assert_eq!(run.status, ProofStatus::Failed);
+        assert_eq!(run.failure, Some(FailureKind::Exited(3)));
+        assert_eq!(run.execution.exit_status, Some(3));
+        assert_eq!(run.execution.result, serde_json::json!({"error": "exit 3"}));
+
+        let entry = Entry::new(Arc::new(Echo));
+        let run = entry.run(&task(), entry.reserve().unwrap()).await;
+        assert_eq!(run.failure, None);
+        assert_eq!(Run::interrupted(0).failure, Some(FailureKind::Interrupted));
     }
 
     #[tokio::test]

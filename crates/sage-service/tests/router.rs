@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
-use sage_exec::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet};
+use sage_exec::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet, FailureKind};
 use sage_service::config::Limits;
 use sage_service::delegator::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
 use sage_service::node::{router, AppState, NodeSetup};
@@ -26,7 +26,7 @@ impl Executor for Broken {
         "broken"
     }
     fn execute<'a>(&'a self, _task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
-        Box::pin(async { Err(ExecError::new("GPU fell off the bus")) })
+        Box::pin(async { Err(ExecError::new(FailureKind::Other, "GPU fell off the bus")) })
     }
 }
 

@@ -1,16 +1,28 @@
 //! `GET /metrics`: the node's counters in Prometheus' text format (0.0.4),
-//! written by hand: a few counters and histograms do not need a registry.
+//! encoded by `prometheus-client`.
 //!
 //! Labels carry only what the node itself decided or verified (endpoint,
-//! status, verified peer name, task type, outcome, refusal code), never a
-//! raw request value, so a client cannot grow the label sets at will: a
-//! peer name is one of the trusted peers, a task type one the node runs
-//! (tasks are counted once admitted), and an unknown path is `other`.
+//! status, verified peer name, task type, outcome, refusal code, failure
+//! kind), never a raw request value, so a client cannot grow the label sets
+//! at will: a peer name is one of the trusted peers, a task type one the node
+//! runs (tasks are counted once admitted), and an unknown path is `other`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::{
+    prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use sage_exec::FailureKind;
+
+/// The `Content-Type` of the text format that [`Metrics::render`] writes.
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the latency buckets, in seconds: from a fraction of a
 /// millisecond (an echo on loopback) to minutes (a model run).
@@ -21,7 +33,7 @@ const BUCKETS: [f64; 16] = [
 
 /// Why the transport closed a connection on its own, for
 /// `sage_connections_closed_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum CloseReason {
     /// Its request head was over `max_header_bytes` (answered 431).
     HeadTooLarge,
@@ -32,7 +44,7 @@ pub(crate) enum CloseReason {
 }
 
 impl CloseReason {
-    /// Every reason, in the order they are declared (their index) and shown.
+    /// Every reason.
     const ALL: [CloseReason; 3] = [
         CloseReason::HeadTooLarge,
         CloseReason::PerAddressCap,
@@ -49,76 +61,169 @@ impl CloseReason {
     }
 }
 
-/// A latency histogram.
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, value: Duration) {
-        let secs = value.as_secs_f64();
-        // Cumulative buckets are summed at render time.
-        if let Some(i) = BUCKETS.iter().position(|&bound| secs <= bound) {
-            self.counts[i] += 1;
-        }
-        self.count += 1;
-        self.sum += secs;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().zip(self.counts) {
-            cumulative += count;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!("{{{s}}}")
-            }
-        };
-        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
-        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
+impl EncodeLabelValue for CloseReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
     }
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    /// (endpoint, status) → requests.
-    requests: BTreeMap<(&'static str, u16), u64>,
-    /// endpoint → whole-request latency.
-    request_seconds: BTreeMap<&'static str, Histogram>,
-    /// (peer, task type, outcome) → tasks answered.
-    tasks: BTreeMap<(String, String, &'static str), u64>,
-    /// refusal code → refusals.
-    refusals: BTreeMap<&'static str, u64>,
-    /// Signature verification of task envelopes.
-    verify_seconds: Histogram,
-    /// task type → execution latency.
-    execution_seconds: BTreeMap<String, Histogram>,
-    /// Connections the transport closed, by [`CloseReason::ALL`]'s order.
-    connections_closed: [u64; CloseReason::ALL.len()],
+/// `sage_requests_total`'s labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    status: u16,
 }
 
-/// The node's counters.
-#[derive(Debug, Default)]
+/// A request histogram's labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+/// `sage_tasks_total`'s labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TaskLabels {
+    peer: String,
+    task_type: String,
+    outcome: &'static str,
+}
+
+/// Labels of a series kept per task type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TaskTypeLabels {
+    task_type: String,
+}
+
+/// `sage_execution_failures_total`'s labels; `kind` is
+/// [`FailureKind::as_str`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FailureLabels {
+    task_type: String,
+    kind: &'static str,
+}
+
+/// `sage_refusals_total`'s labels: `reason` is a stable problem code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+/// `sage_connections_closed_total`'s labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CloseLabels {
+    reason: CloseReason,
+}
+
+/// `sage_build_info`'s labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// A histogram family over [`BUCKETS`].
+type Histograms<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// An empty latency histogram.
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The node's counters and histograms. The gauges are read at each scrape
+/// ([`Gauges`]) and encoded after them.
+#[derive(Debug)]
 pub(crate) struct Metrics {
-    counters: Mutex<Counters>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Histograms<EndpointLabels>,
+    tasks: Family<TaskLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
+    connections_closed: Family<CloseLabels, Counter>,
+    verify_seconds: Histogram,
+    execution_seconds: Histograms<TaskTypeLabels>,
+    execution_failures: Family<FailureLabels, Counter>,
     /// The replay guard's size as last read, and when (see `observe`).
     pub(crate) replay_guard: Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::default();
+        let request_seconds = Histograms::new_with_constructor(histogram);
+        let tasks = Family::default();
+        let refusals = Family::default();
+        let connections_closed = Family::<CloseLabels, Counter>::default();
+        let verify_seconds = histogram();
+        let execution_seconds = Histograms::new_with_constructor(histogram);
+        let execution_failures = Family::default();
+        // Every reason from the start, zeros too: a rate over a series that
+        // appears only at its first event misses that event.
+        for reason in CloseReason::ALL {
+            drop(connections_closed.get_or_create(&CloseLabels { reason }));
+        }
+
+        // The registry appends `_total` to counters and `.` to help texts.
+        let mut registry = Registry::default();
+        registry.register(
+            "sage_requests",
+            "HTTP requests answered, by endpoint and status",
+            requests.clone(),
+        );
+        registry.register(
+            "sage_request_duration_seconds",
+            "Whole request, from routing to the response's headers",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "sage_tasks",
+            "Tasks answered with a signed proof, by verified peer, task type and outcome (succeeded, failed, stored: a retry answered with the stored proof, interrupted)",
+            tasks.clone(),
+        );
+        registry.register(
+            "sage_execution_failures",
+            "Executions that failed, by task type and kind of failure (exited, signaled, timeout, spawn, unreachable, http_status, ...)",
+            execution_failures.clone(),
+        );
+        registry.register(
+            "sage_refusals",
+            "Requests refused, by stable problem code",
+            refusals.clone(),
+        );
+        registry.register(
+            "sage_connections_closed",
+            "Connections the node closed to hold its limits: head_too_large (answered 431), per_address_cap (closed at accept), evicted_idle (the idlest, closed to make room at max_connections)",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "sage_verify_duration_seconds",
+            "Verifying a task envelope's signature",
+            verify_seconds.clone(),
+        );
+        registry.register(
+            "sage_execution_duration_seconds",
+            "Running a task on its executor, by task type",
+            execution_seconds.clone(),
+        );
+        // An info metric: the encoder names it `sage_build_info`.
+        registry.register(
+            "sage_build",
+            "The running version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            tasks,
+            refusals,
+            connections_closed,
+            verify_seconds,
+            execution_seconds,
+            execution_failures,
+            replay_guard: Mutex::new(None),
+        }
+    }
 }
 
 /// Gauges read when `/metrics` is scraped.
@@ -138,6 +243,63 @@ pub(crate) struct Gauges {
     pub(crate) uptime: f64,
 }
 
+impl Gauges {
+    /// A registry of these values alone, made per scrape: the task types of
+    /// a reloaded config replace the old ones instead of lingering.
+    fn registry(&self) -> Registry {
+        let count = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut registry = Registry::default();
+        registry.register(
+            "sage_tasks_in_flight",
+            "Tasks executing now",
+            count(self.tasks_in_flight),
+        );
+        registry.register(
+            "sage_requests_in_flight",
+            "Requests being handled now (what max_concurrent_requests bounds)",
+            count(self.requests_in_flight),
+        );
+        let running = Family::<TaskTypeLabels, Gauge>::default();
+        let waiting = Family::<TaskTypeLabels, Gauge>::default();
+        for (task_type, run, wait) in &self.executors {
+            let labels = TaskTypeLabels {
+                task_type: task_type.clone(),
+            };
+            running
+                .get_or_create(&labels)
+                .set(i64::try_from(*run).unwrap_or(i64::MAX));
+            waiting
+                .get_or_create(&labels)
+                .set(i64::try_from(*wait).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "sage_executor_running",
+            "Tasks running on each executor",
+            running,
+        );
+        registry.register(
+            "sage_executor_queue_depth",
+            "Tasks waiting in each executor's queue",
+            waiting,
+        );
+        if let Some(size) = self.replay_guard {
+            registry.register(
+                "sage_replay_guard_entries",
+                "Envelopes the replay guard remembers: one per recorded task and one per retry's nonce not yet pruned",
+                ConstGauge::new(i64::try_from(size).unwrap_or(i64::MAX)),
+            );
+        }
+        registry.register("sage_peers", "Trusted peers", count(self.peers));
+        registry.register(
+            "sage_uptime_seconds",
+            "Seconds since the node started",
+            // To the millisecond: more digits would only be noise.
+            ConstGauge::new((self.uptime * 1000.0).round() / 1000.0),
+        );
+        registry
+    }
+}
+
 /// The endpoints that get their own label; anything else is `other`.
 pub(crate) fn endpoint_label(path: &str) -> &'static str {
     match path {
@@ -151,33 +313,33 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
 }
 
 impl Metrics {
-    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// A request answered with `status` after `elapsed`.
     pub(crate) fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
-        let mut c = self.counters();
-        *c.requests.entry((endpoint, status)).or_default() += 1;
-        c.request_seconds
-            .entry(endpoint)
-            .or_default()
-            .observe(elapsed);
+        self.requests
+            .get_or_create(&RequestLabels { endpoint, status })
+            .inc();
+        self.request_seconds
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A refusal with this stable code.
     pub(crate) fn refusal(&self, code: &'static str) {
-        *self.counters().refusals.entry(code).or_default() += 1;
+        self.refusals
+            .get_or_create(&RefusalLabels { reason: code })
+            .inc();
     }
 
     /// A connection the transport closed, and why.
     pub(crate) fn connection_closed(&self, reason: CloseReason) {
-        self.counters().connections_closed[reason as usize] += 1;
+        self.connections_closed
+            .get_or_create(&CloseLabels { reason })
+            .inc();
     }
 
     /// How long verifying a task's signature took.
     pub(crate) fn verified(&self, elapsed: Duration) {
-        self.counters().verify_seconds.observe(elapsed);
+        self.verify_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// A task of `peer` answered with a proof of `outcome`; `ran` is the
@@ -189,176 +351,40 @@ impl Metrics {
         outcome: &'static str,
         ran: Option<Duration>,
     ) {
-        let mut c = self.counters();
-        *c.tasks
-            .entry((peer.to_owned(), task_type.to_owned(), outcome))
-            .or_default() += 1;
+        self.tasks
+            .get_or_create(&TaskLabels {
+                peer: peer.to_owned(),
+                task_type: task_type.to_owned(),
+                outcome,
+            })
+            .inc();
         if let Some(elapsed) = ran {
-            c.execution_seconds
-                .entry(task_type.to_owned())
-                .or_default()
-                .observe(elapsed);
+            self.execution_seconds
+                .get_or_create(&TaskTypeLabels {
+                    task_type: task_type.to_owned(),
+                })
+                .observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// An execution of `task_type` that failed with `kind`.
+    pub(crate) fn execution_failed(&self, task_type: &str, kind: FailureKind) {
+        self.execution_failures
+            .get_or_create(&FailureLabels {
+                task_type: task_type.to_owned(),
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 
     /// The text exposition of every counter and of `gauges`.
     pub(crate) fn render(&self, gauges: &Gauges) -> String {
-        let c = self.counters();
         let mut out = String::with_capacity(8 * 1024);
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-
-        head(
-            &mut out,
-            "sage_requests_total",
-            "counter",
-            "HTTP requests answered, by endpoint and status.",
-        );
-        for ((endpoint, status), n) in &c.requests {
-            let _ = writeln!(
-                out,
-                "sage_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
-            );
-        }
-        head(
-            &mut out,
-            "sage_request_duration_seconds",
-            "histogram",
-            "Whole request, from routing to the response's headers.",
-        );
-        for (endpoint, h) in &c.request_seconds {
-            h.render(
-                &mut out,
-                "sage_request_duration_seconds",
-                &format!("endpoint=\"{endpoint}\""),
-            );
-        }
-        head(&mut out, "sage_tasks_total", "counter", "Tasks answered with a signed proof, by verified peer, task type and outcome (succeeded, failed, stored: a retry answered with the stored proof, interrupted).");
-        for ((peer, task_type, outcome), n) in &c.tasks {
-            let _ = writeln!(
-                out,
-                "sage_tasks_total{{peer=\"{}\",task_type=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(peer),
-                escape(task_type)
-            );
-        }
-        head(
-            &mut out,
-            "sage_refusals_total",
-            "counter",
-            "Requests refused, by stable problem code.",
-        );
-        for (code, n) in &c.refusals {
-            let _ = writeln!(out, "sage_refusals_total{{reason=\"{code}\"}} {n}");
-        }
-        head(
-            &mut out,
-            "sage_connections_closed_total",
-            "counter",
-            "Connections the node closed to hold its limits: head_too_large (answered 431), per_address_cap (closed at accept), evicted_idle (the idlest, closed to make room at max_connections).",
-        );
-        // Every reason, zeros too: a rate over a series that appears only at
-        // its first event misses that event.
-        for (reason, n) in CloseReason::ALL.iter().zip(c.connections_closed) {
-            let _ = writeln!(
-                out,
-                "sage_connections_closed_total{{reason=\"{}\"}} {n}",
-                reason.as_str()
-            );
-        }
-        head(
-            &mut out,
-            "sage_verify_duration_seconds",
-            "histogram",
-            "Verifying a task envelope's signature.",
-        );
-        c.verify_seconds
-            .render(&mut out, "sage_verify_duration_seconds", "");
-        head(
-            &mut out,
-            "sage_execution_duration_seconds",
-            "histogram",
-            "Running a task on its executor, by task type.",
-        );
-        for (task_type, h) in &c.execution_seconds {
-            h.render(
-                &mut out,
-                "sage_execution_duration_seconds",
-                &format!("task_type=\"{}\"", escape(task_type)),
-            );
-        }
-        drop(c);
-
-        head(
-            &mut out,
-            "sage_tasks_in_flight",
-            "gauge",
-            "Tasks executing now.",
-        );
-        let _ = writeln!(out, "sage_tasks_in_flight {}", gauges.tasks_in_flight);
-        head(
-            &mut out,
-            "sage_requests_in_flight",
-            "gauge",
-            "Requests being handled now (what max_concurrent_requests bounds).",
-        );
-        let _ = writeln!(out, "sage_requests_in_flight {}", gauges.requests_in_flight);
-        head(
-            &mut out,
-            "sage_executor_running",
-            "gauge",
-            "Tasks running on each executor.",
-        );
-        for (task_type, running, _) in &gauges.executors {
-            let _ = writeln!(
-                out,
-                "sage_executor_running{{task_type=\"{}\"}} {running}",
-                escape(task_type)
-            );
-        }
-        head(
-            &mut out,
-            "sage_executor_queue_depth",
-            "gauge",
-            "Tasks waiting in each executor's queue.",
-        );
-        for (task_type, _, waiting) in &gauges.executors {
-            let _ = writeln!(
-                out,
-                "sage_executor_queue_depth{{task_type=\"{}\"}} {waiting}",
-                escape(task_type)
-            );
-        }
-        if let Some(size) = gauges.replay_guard {
-            head(&mut out, "sage_replay_guard_entries", "gauge", "Envelopes the replay guard remembers: one per recorded task and one per retry's nonce not yet pruned.");
-            let _ = writeln!(out, "sage_replay_guard_entries {size}");
-        }
-        head(&mut out, "sage_peers", "gauge", "Trusted peers.");
-        let _ = writeln!(out, "sage_peers {}", gauges.peers);
-        head(
-            &mut out,
-            "sage_uptime_seconds",
-            "gauge",
-            "Seconds since the node started.",
-        );
-        let _ = writeln!(out, "sage_uptime_seconds {:.3}", gauges.uptime);
-        head(&mut out, "sage_build_info", "gauge", "The running version.");
-        let _ = writeln!(
-            out,
-            "sage_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_text::encode(&mut out, &gauges.registry());
         out
     }
-}
-
-/// A label value as the text format wants it.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -427,6 +453,57 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn failed_executions_are_counted_by_task_type_and_kind() {
+        let m = Metrics::default();
+        m.execution_failed("summarize", FailureKind::Exited(3));
+        m.execution_failed("summarize", FailureKind::Exited(1));
+        m.execution_failed("summarize", FailureKind::Timeout);
+        m.execution_failed("llama", FailureKind::HttpStatus(500));
+        let text = m.render(&Gauges::default());
+        for line in [
+            "# TYPE sage_execution_failures_total counter",
+            "sage_execution_failures_total{task_type=\"summarize\",kind=\"exited\"} 2",
+            "sage_execution_failures_total{task_type=\"summarize\",kind=\"timeout\"} 1",
+            "sage_execution_failures_total{task_type=\"llama\",kind=\"http_status\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_exposition_is_the_plain_text_format() {
+        let m = Metrics::default();
+        m.request("/health", 200, Duration::from_millis(1));
+        let text = m.render(&Gauges {
+            uptime: 2.0,
+            ..Gauges::default()
+        });
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+        // 0.0.4 has no end marker, and a counter's TYPE names its series.
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l == "# TYPE sage_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("sage_build_info{version=\"") && l.ends_with("\"} 1")),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l == "sage_uptime_seconds 2.0"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l == "sage_peers 0"), "{text}");
+        // No replay guard figure when the store did not answer.
+        assert!(!text.contains("sage_replay_guard_entries"), "{text}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use sage_types::ProblemCode;
 use tracing::Instrument as _;
 
-use super::metrics::{endpoint_label, Gauges};
+use super::metrics::{endpoint_label, Gauges, CONTENT_TYPE};
 use super::{ApiError, AppState};
 
 /// The header that carries a request's id, both ways.
@@ -123,7 +123,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(CONTENT_TYPE),
         )],
         text,
     )

@@ -162,6 +162,9 @@ where
     };
     let run = run().await;
     let (outcome, ran) = (run.status.as_str(), run.latency);
+    if let Some(kind) = run.failure {
+        inner.metrics.execution_failed(&task_type, kind);
+    }
     let signed = prove(run)?;
     inner.metrics.task(&peer, &task_type, outcome, Some(ran));
     inner

@@ -94,6 +94,7 @@
 //! ([`Leftovers`]). Their tasks are `interrupted`, never run again.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -170,6 +171,9 @@ pub struct CommandExecutor {
     name: String,
     config: CommandConfig,
     leftovers: Option<Leftovers>,
+    /// Where [`INHERITED_ENV`] is read: the daemon's environment, or a
+    /// test's stand-in for it.
+    daemon_env: fn(&str) -> Option<OsString>,
 }
 
 impl CommandExecutor {
@@ -179,7 +183,16 @@ impl CommandExecutor {
             name: name.to_owned(),
             config,
             leftovers: None,
+            daemon_env: daemon_var,
         }
+    }
+
+    /// Reads the inherited variables from `lookup` instead of this
+    /// process's environment, which tests must not change.
+    #[cfg(test)]
+    fn with_daemon_env(mut self, lookup: fn(&str) -> Option<OsString>) -> Self {
+        self.daemon_env = lookup;
+        self
     }
 
     /// Records each running program's group in `leftovers`, so that a
@@ -210,7 +223,7 @@ impl CommandExecutor {
         let mut command = Command::new(program);
         command.args(args).env_clear();
         for key in INHERITED_ENV {
-            if let Some(value) = std::env::var_os(key) {
+            if let Some(value) = (self.daemon_env)(key) {
                 command.env(key, value);
             }
         }
@@ -356,6 +369,11 @@ impl Executor for CommandExecutor {
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
         Box::pin(self.run(task))
     }
+}
+
+/// A variable of this process's environment.
+fn daemon_var(key: &str) -> Option<OsString> {
+    std::env::var_os(key)
 }
 
 /// Kills the process group on drop unless disarmed, so that a dropped
@@ -701,9 +719,16 @@ mod tests {
         );
     }
 
+    /// A daemon environment holding a secret meant for another executor.
+    fn daemon_env_with_secret(key: &str) -> Option<OsString> {
+        match key {
+            "SAGE_DAEMON_SECRET" => Some("hunter2".into()),
+            _ => std::env::var_os(key),
+        }
+    }
+
     #[tokio::test]
     async fn stdin_is_the_input_and_the_environment_is_clean() {
-        std::env::set_var("SAGE_DAEMON_SECRET", "hunter2");
         let dir = tempfile::tempdir().unwrap();
         let script = "import json, os, sys\n\
                       print(json.dumps({'stdin': sys.stdin.read(), 'env': dict(os.environ), 'cwd': os.getcwd()}))";
@@ -715,7 +740,11 @@ mod tests {
             .insert("SAGE_TASK_ID".into(), "overridden".into());
         let input = json!({"query": "hi", "n": [1, 2.5, "é"], "nested": {"a": null}});
 
-        let out = run(config, input.clone()).await.unwrap();
+        let out = CommandExecutor::new("summarize", config)
+            .with_daemon_env(daemon_env_with_secret)
+            .execute(&task(input.clone()))
+            .await
+            .unwrap();
         assert_eq!(
             out.result["stdin"],
             json!(serde_json::to_string(&input).unwrap())
@@ -735,6 +764,39 @@ mod tests {
             Path::new(cwd).canonicalize().unwrap(),
             dir.path().canonicalize().unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn the_program_gets_only_the_listed_variables() {
+        // `env` itself, not a wrapper (a `python3` shim may add its own).
+        let mut config = config(&["env", "-0"]);
+        config.env.insert("SAGE_EXTRA".into(), "configured".into());
+        let out = CommandExecutor::new("summarize", config)
+            .with_daemon_env(daemon_env_with_secret)
+            .execute(&task(json!(null)))
+            .await
+            .unwrap();
+        let listed = [
+            "SAGE_TASK_ID",
+            "SAGE_TASK_TYPE",
+            "SAGE_TASK_ISSUER",
+            "SAGE_EXTRA",
+        ];
+        let env = out.result.as_str().unwrap();
+        let keys: Vec<&str> = env
+            .split('\0')
+            .filter(|e| !e.is_empty())
+            .map(|e| e.split_once('=').map_or(e, |(key, _)| key))
+            .collect();
+        for key in &keys {
+            assert!(
+                INHERITED_ENV.contains(key) || listed.contains(key),
+                "{key} in {keys:?}"
+            );
+        }
+        for key in listed {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
     }
 
     #[tokio::test]

@@ -224,9 +224,19 @@ impl HttpExecutor {
     /// # Errors
     /// [`HttpConfigError`] naming the URL, header or variable at fault.
     pub fn new(name: &str, config: HttpConfig) -> Result<Self, HttpConfigError> {
+        HttpExecutor::with_env(name, config, |var| std::env::var(var))
+    }
+
+    /// [`HttpExecutor::new`], reading the headers' variables from `env`
+    /// instead of this process's environment, which tests must not change.
+    fn with_env(
+        name: &str,
+        config: HttpConfig,
+        env: impl Fn(&str) -> Result<String, std::env::VarError>,
+    ) -> Result<Self, HttpConfigError> {
         let url = parse_url(&config.url)?;
         let shown_url = shown(&url);
-        let headers = resolve_headers(&config.headers)?;
+        let headers = resolve_headers(&config.headers, env)?;
         let client = reqwest::Client::builder()
             // A node talks to its service directly, whatever the environment says.
             .no_proxy()
@@ -441,8 +451,11 @@ fn shown(url: &reqwest::Url) -> String {
     url.to_string()
 }
 
-/// Resolves the configured headers, reading environment variables now.
-fn resolve_headers(headers: &[(String, HeaderValue)]) -> Result<HeaderMap, HttpConfigError> {
+/// Resolves the configured headers, reading variables from `env` now.
+fn resolve_headers(
+    headers: &[(String, HeaderValue)],
+    env: impl Fn(&str) -> Result<String, std::env::VarError>,
+) -> Result<HeaderMap, HttpConfigError> {
     let mut map = HeaderMap::new();
     for (header, source) in headers {
         let bad = |detail: String| HttpConfigError::BadHeader {
@@ -456,7 +469,7 @@ fn resolve_headers(headers: &[(String, HeaderValue)]) -> Result<HeaderMap, HttpC
         }
         let value = match source {
             HeaderValue::Literal(value) => value.clone(),
-            HeaderValue::Env(var) => match std::env::var(var) {
+            HeaderValue::Env(var) => match env(var) {
                 // Values kept in files often end with a newline.
                 Ok(value) if !value.trim().is_empty() => value.trim().to_owned(),
                 Ok(_) | Err(std::env::VarError::NotPresent) => {
@@ -719,10 +732,21 @@ mod tests {
         .unwrap()
     }
 
-    /// A chat executor whose token comes from the variable `var`, set here.
+    /// The environment `var=value` alone.
+    fn only(var: &str, value: &str) -> impl Fn(&str) -> Result<String, std::env::VarError> {
+        let (var, value) = (var.to_owned(), value.to_owned());
+        move |asked| {
+            if asked == var {
+                Ok(value.clone())
+            } else {
+                Err(std::env::VarError::NotPresent)
+            }
+        }
+    }
+
+    /// A chat executor whose token comes from the variable `var`.
     fn chat_executor(base: &str, var: &str) -> HttpExecutor {
-        std::env::set_var(var, format!("Bearer {SECRET}\n"));
-        HttpExecutor::new(
+        HttpExecutor::with_env(
             "llama",
             HttpConfig {
                 url: format!("{base}/v1/chat/completions"),
@@ -732,6 +756,7 @@ mod tests {
                 },
                 ..HttpConfig::default()
             },
+            only(var, &format!("Bearer {SECRET}\n")),
         )
         .unwrap()
     }
@@ -1154,7 +1179,6 @@ mod tests {
     #[test]
     fn debug_output_shows_no_header_value() {
         let var = "SAGE_TEST_HTTP_TOKEN_DEBUG";
-        std::env::set_var(var, "env-secret-value");
         let config = HttpConfig {
             url: "https://api.example.invalid/v1/chat/completions".into(),
             headers: vec![
@@ -1167,7 +1191,8 @@ mod tests {
             ..HttpConfig::default()
         };
         let config_debug = format!("{config:?}");
-        let executor = HttpExecutor::new("remote", config).unwrap();
+        let executor =
+            HttpExecutor::with_env("remote", config, only(var, "env-secret-value")).unwrap();
         let executor_debug = format!("{executor:?}");
         for shown in [&config_debug, &executor_debug] {
             assert!(!shown.contains("env-secret-value"), "{shown}");

@@ -10,8 +10,9 @@ pub fn sha256_tagged(bytes: &[u8]) -> String {
 /// Digest of a JSON value as proofs define it: compact JSON with sorted keys
 /// (what `serde_json` writes for a [`serde_json::Value`]).
 pub fn json_digest(value: &serde_json::Value) -> String {
-    // Serializing a Value into a Vec cannot fail: keys are strings.
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    // A Value's keys are strings and a Vec takes every write, so this
+    // cannot fail; an empty fallback would digest nothing.
+    let bytes = serde_json::to_vec(value).expect("a JSON value always serializes");
     sha256_tagged(&bytes)
 }
 
@@ -23,6 +24,87 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sage_types::task::TASK_PAYLOAD_TYPE;
+    use sage_types::{QualityRequirements, Task};
+    use serde_json::{json, Map, Value};
+
+    /// An object with `entries` inserted in that order.
+    fn object(entries: &[(&str, Value)]) -> Value {
+        let mut map = Map::new();
+        for (key, value) in entries {
+            map.insert((*key).to_owned(), value.clone());
+        }
+        Value::Object(map)
+    }
+
+    fn task(input: Value) -> Task {
+        Task {
+            task_id: "task_1".into(),
+            task_type: "summarize".into(),
+            issuer: "sprout_sage_lct".into(),
+            audience: "thor_sage_lct".into(),
+            issued_at: 1_700_000_000_000,
+            expires_at: 1_700_000_060_000,
+            nonce: "00112233445566778899aabbccddeeff".into(),
+            input,
+            estimated_cost: 10.0,
+            quality: QualityRequirements::default(),
+            max_cost: None,
+        }
+    }
+
+    /// The workspace leaves serde_json's `preserve_order` feature off, so a
+    /// `Map` is sorted. Should a dependency turn it on, a `Map` would keep
+    /// insertion order, and the same input would give another payload,
+    /// digest and signature: this test fails then.
+    #[test]
+    fn digests_do_not_depend_on_key_insertion_order() {
+        let inner = [
+            ("z", json!(1)),
+            ("a", json!([1.5, "x"])),
+            ("m", Value::Null),
+        ];
+        let inner_reversed: Vec<_> = inner.iter().rev().cloned().collect();
+        let entries = [
+            ("query", json!("hi")),
+            ("options", object(&inner)),
+            ("b", json!(2)),
+            ("a", json!(true)),
+        ];
+        let mut entries_reversed: Vec<_> = entries.iter().rev().cloned().collect();
+        entries_reversed[2].1 = object(&inner_reversed);
+        let one = object(&entries);
+        let other = object(&entries_reversed);
+
+        assert_eq!(
+            json_digest(&one),
+            json_digest(&other),
+            "the digest follows insertion order: is serde_json's preserve_order on?"
+        );
+        assert_eq!(
+            json_digest(&one),
+            sha256_tagged(
+                br#"{"a":true,"b":2,"options":{"a":[1.5,"x"],"m":null,"z":1},"query":"hi"}"#
+            )
+        );
+
+        let (task_one, task_other) = (task(one.clone()), task(other.clone()));
+        assert_eq!(task_one.payload(), task_other.payload());
+        assert_eq!(
+            sha256_tagged(&task_one.payload()),
+            sha256_tagged(&task_other.payload())
+        );
+        let key = crate::NodeKey::from_seed(&[7; 32]);
+        assert_eq!(
+            crate::sign_envelope(&key, TASK_PAYLOAD_TYPE, &task_one.payload()),
+            crate::sign_envelope(&key, TASK_PAYLOAD_TYPE, &task_other.payload())
+        );
+
+        assert_eq!(
+            crate::legacy::signing_bytes(&one),
+            crate::legacy::signing_bytes(&other)
+        );
+    }
 
     #[test]
     fn known_answer() {

@@ -148,10 +148,7 @@ pub(crate) fn write_str_bytes(s: &[u8], out: &mut String) {
             i += 1;
             continue;
         }
-        // The run is printable ASCII, so always valid UTF-8.
-        out.push_str(
-            std::str::from_utf8(s.get(run_start..i).unwrap_or_default()).unwrap_or_default(),
-        );
+        push_ascii_run(s.get(run_start..i).unwrap_or_default(), out);
         let (cp, len) = decode_code_point(s.get(i..).unwrap_or_default());
         i += len;
         run_start = i;
@@ -172,8 +169,14 @@ pub(crate) fn write_str_bytes(s: &[u8], out: &mut String) {
             }
         }
     }
-    out.push_str(std::str::from_utf8(s.get(run_start..).unwrap_or_default()).unwrap_or_default());
+    push_ascii_run(s.get(run_start..).unwrap_or_default(), out);
     out.push('"');
+}
+
+/// Copies a run of printable ASCII, which is always valid UTF-8: dropping
+/// it instead would change the signed bytes.
+fn push_ascii_run(run: &[u8], out: &mut String) {
+    out.push_str(std::str::from_utf8(run).expect("printable ASCII is UTF-8"));
 }
 
 /// The code point at the start of `s` (UTF-8, lone surrogates allowed) and

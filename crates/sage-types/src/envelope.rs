@@ -61,6 +61,19 @@ impl Envelope {
             .map_err(|_| EnvelopeError::PayloadEncoding)
     }
 
+    /// The envelope as JSON bytes: a request body, or a proof as the ledger
+    /// keeps it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Strings only: serde_json cannot fail on them writing to a `Vec`.
+        serde_json::to_vec(self).expect("an Envelope always serializes to JSON")
+    }
+
+    /// The envelope as a JSON value, for reports.
+    pub fn to_json(&self) -> serde_json::Value {
+        // Strings only, as for `to_bytes`.
+        serde_json::to_value(self).expect("an Envelope always serializes to JSON")
+    }
+
     /// The raw bytes of signature `index`.
     ///
     /// # Errors
@@ -131,6 +144,11 @@ mod tests {
     fn wire_names_are_dsse_names() {
         let env = Envelope::new("t", b"x");
         let json = serde_json::to_string(&env).unwrap();
+        assert_eq!(env.to_bytes(), json.as_bytes());
+        assert_eq!(
+            env.to_json(),
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()
+        );
         assert_eq!(
             json,
             r#"{"payloadType":"t","payload":"eA==","signatures":[]}"#

@@ -328,6 +328,22 @@ pub struct LegacyResponse {
     pub timestamp: Option<f64>,
 }
 
+impl LegacyRequest {
+    /// The request body, outer keys in the original's order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Strings, an optional float (a non-finite one is written as
+        // `null`) and a `Value` with string keys: serde_json cannot fail on
+        // them writing to a `Vec`.
+        serde_json::to_vec(self).expect("a LegacyRequest always serializes to JSON")
+    }
+
+    /// The request as a JSON value, for reports.
+    pub fn to_json(&self) -> Value {
+        // As for `to_bytes`.
+        serde_json::to_value(self).expect("a LegacyRequest always serializes to JSON")
+    }
+}
+
 /// A signable task, typed, for checks after its signature verified.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegacyTask {

@@ -9,6 +9,9 @@ pub const TASK_PAYLOAD_TYPE: &str = "application/vnd.sage.task+json; version=1";
 ///
 /// Unknown fields are refused rather than ignored: a field the receiver does
 /// not understand might carry a condition the issuer relies on.
+///
+/// Every field serializes infallibly (see [`Task::payload`]): a field whose
+/// serialization can fail needs `payload` to return an error instead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Task {
@@ -36,6 +39,25 @@ pub struct Task {
     /// ceiling is above it refuses the task before running it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost: Option<f64>,
+}
+
+impl Task {
+    /// The JSON bytes an issuer signs: the envelope's payload, whose
+    /// SHA-256 is the task digest.
+    pub fn payload(&self) -> Vec<u8> {
+        // serde_json fails only on a writer's error (a `Vec` has none), a
+        // map key that is not a string, or a failing `Serialize` impl: here
+        // every key is a field name or a `Value`'s `String`, the fields are
+        // derived or serde_json's own, and a non-finite float is written as
+        // `null`, not refused.
+        serde_json::to_vec(self).expect("a Task always serializes to JSON")
+    }
+
+    /// The task as a JSON value, for reports and the ledger.
+    pub fn to_json(&self) -> serde_json::Value {
+        // As for `payload`: nothing in a Task can fail to serialize.
+        serde_json::to_value(self).expect("a Task always serializes to JSON")
+    }
 }
 
 /// The least quality and convergence a proof must report to be accepted.
@@ -77,6 +99,33 @@ mod tests {
             let parsed: f64 = serde_json::from_str(text).unwrap();
             assert_eq!(parsed, text.parse::<f64>().unwrap(), "{text}");
         }
+    }
+
+    #[test]
+    fn the_payload_is_the_serialized_task_even_with_odd_floats() {
+        let mut task = Task {
+            task_id: "t1".into(),
+            task_type: "echo".into(),
+            issuer: "sprout_sage_lct".into(),
+            audience: "thor_sage_lct".into(),
+            issued_at: 1,
+            expires_at: 2,
+            nonce: "00".into(),
+            input: serde_json::json!({"b": [1, 2.5], "a": {"z": null}}),
+            estimated_cost: 1.5,
+            quality: QualityRequirements::default(),
+            max_cost: Some(3.0),
+        };
+        assert_eq!(task.payload(), serde_json::to_vec(&task).unwrap());
+        assert_eq!(task.to_json(), serde_json::to_value(&task).unwrap());
+        // Not refused: written as `null`, which a receiver then refuses.
+        task.estimated_cost = f64::NAN;
+        task.max_cost = Some(f64::INFINITY);
+        let text = String::from_utf8(task.payload()).unwrap();
+        assert!(
+            text.contains(r#""estimated_cost":null"#) && text.contains(r#""max_cost":null"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -184,10 +184,9 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         }
         let baseline = if args.baseline {
             // The same body size as a real task envelope.
-            let body = serde_json::to_vec(
-                &sign_task(&local.key, &local.lct_id, &target.lct_id, &spec).envelope,
-            )
-            .unwrap_or_default();
+            let body = sign_task(&local.key, &local.lct_id, &target.lct_id, &spec)
+                .envelope
+                .to_bytes();
             let echo = bench::start_echo_server()?;
             Some(bench::baseline(&client, &echo.to_string(), body.into(), &plan).await)
         } else {

@@ -92,8 +92,7 @@ pub fn sign_task(key: &NodeKey, issuer: &str, audience: &str, spec: &TaskSpec) -
         quality: spec.quality,
         max_cost: spec.max_cost,
     };
-    // A struct of strings, numbers and a JSON value always serializes.
-    let payload = serde_json::to_vec(&task).unwrap_or_default();
+    let payload = task.payload();
     let envelope = sign_envelope(key, TASK_PAYLOAD_TYPE, &payload);
     SignedTask {
         earlier_digests: spec.earlier_digests.clone(),
@@ -334,15 +333,15 @@ impl Exchange {
     pub(crate) fn to_json(&self) -> (Value, Value, String, Value, Value) {
         match self {
             Exchange::V1 { signed, proof } => (
-                serde_json::to_value(&signed.task).unwrap_or_default(),
-                serde_json::to_value(&signed.envelope).unwrap_or_default(),
+                signed.task.to_json(),
+                signed.envelope.to_json(),
                 signed.digest.clone(),
                 proof
                     .payload_bytes()
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                     .unwrap_or_default(),
-                serde_json::to_value(proof).unwrap_or_default(),
+                proof.to_json(),
             ),
             Exchange::Legacy {
                 signed,
@@ -350,7 +349,7 @@ impl Exchange {
                 body,
             } => (
                 signed.request.task.clone(),
-                serde_json::to_value(&signed.request).unwrap_or_default(),
+                signed.request.to_json(),
                 sha256_tagged(&signed.canonical),
                 response.signable.to_json(),
                 // Read once already, so it reads again.
@@ -365,7 +364,7 @@ impl Exchange {
     /// answer as received.
     pub(crate) fn proof_body(&self) -> Vec<u8> {
         match self {
-            Exchange::V1 { proof, .. } => serde_json::to_vec(proof).unwrap_or_default(),
+            Exchange::V1 { proof, .. } => proof.to_bytes(),
             Exchange::Legacy { body, .. } => body.clone(),
         }
     }
@@ -406,10 +405,9 @@ impl Outgoing {
 
     /// The body sent: the envelope, or the legacy request.
     pub fn body(&self) -> Vec<u8> {
-        // Structs of strings, numbers and JSON values always serialize.
         match self {
-            Outgoing::V1(signed) => serde_json::to_vec(&signed.envelope).unwrap_or_default(),
-            Outgoing::Legacy(signed) => serde_json::to_vec(&signed.request).unwrap_or_default(),
+            Outgoing::V1(signed) => signed.envelope.to_bytes(),
+            Outgoing::Legacy(signed) => signed.request.to_bytes(),
         }
     }
 

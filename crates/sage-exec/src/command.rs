@@ -183,7 +183,7 @@ impl CommandExecutor {
             name: name.to_owned(),
             config,
             leftovers: None,
-            daemon_env: daemon_var,
+            daemon_env: |key| std::env::var_os(key),
         }
     }
 
@@ -369,11 +369,6 @@ impl Executor for CommandExecutor {
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
         Box::pin(self.run(task))
     }
-}
-
-/// A variable of this process's environment.
-fn daemon_var(key: &str) -> Option<OsString> {
-    std::env::var_os(key)
 }
 
 /// Kills the process group on drop unless disarmed, so that a dropped
@@ -689,7 +684,7 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(err.exit_status, Some(3));
+        assert_eq!(err.exit_status(), Some(3));
         assert_eq!(err.message, "command exited with status 3: something broke");
     }
 
@@ -697,7 +692,7 @@ mod tests {
     async fn long_stderr_leaves_its_end_in_the_message() {
         let script = "yes 'noise' | head -c 199998 >&2; echo 'the real cause' >&2; exit 1";
         let err = run(sh(script), json!(null)).await.unwrap_err();
-        assert_eq!(err.exit_status, Some(1));
+        assert_eq!(err.exit_status(), Some(1));
         assert!(err.message.starts_with("command exited with status 1: …"));
         assert!(
             err.message.ends_with("noise\nthe real cause"),
@@ -712,7 +707,7 @@ mod tests {
         let err = run(sh("echo dying >&2; kill -9 $$"), json!(null))
             .await
             .unwrap_err();
-        assert_eq!(err.exit_status, None);
+        assert_eq!(err.exit_status(), None);
         assert_eq!(
             err.message,
             "command was killed by signal SIGKILL (9): dying"
@@ -826,7 +821,7 @@ mod tests {
         let err = run(config(&["/nonexistent/sage-no-such-program"]), json!(null))
             .await
             .unwrap_err();
-        assert_eq!(err.exit_status, None);
+        assert_eq!(err.exit_status(), None);
         assert!(
             err.message
                 .starts_with("cannot start command `/nonexistent/sage-no-such-program`: "),
@@ -869,7 +864,7 @@ mod tests {
             err.message,
             "command timed out after 0.5 s; killed its process group"
         );
-        assert_eq!(err.exit_status, None);
+        assert_eq!(err.exit_status(), None);
         let grandchild = read_pid(&pidfile).await;
         assert!(is_dead(grandchild).await, "sleep {grandchild} survived");
     }
@@ -918,7 +913,7 @@ mod tests {
         let err = run(sh("exit 3"), json!(null)).await.unwrap_err();
         assert_eq!(err.kind, FailureKind::Exited(3));
         assert_eq!(err.kind.as_str(), "exited");
-        assert_eq!(err.exit_status, Some(3));
+        assert_eq!(err.exit_status(), Some(3));
 
         let err = run(sh("kill -9 $$"), json!(null)).await.unwrap_err();
         assert_eq!(err.kind, FailureKind::Signaled(9));
@@ -928,7 +923,7 @@ mod tests {
         slow.timeout = Duration::from_millis(200);
         let err = run(slow, json!(null)).await.unwrap_err();
         assert_eq!(err.kind, FailureKind::Timeout);
-        assert_eq!(err.exit_status, None);
+        assert_eq!(err.exit_status(), None);
 
         let err = run(config(&["/nonexistent/sage-no-such-program"]), json!(null))
             .await

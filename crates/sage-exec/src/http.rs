@@ -982,7 +982,7 @@ mod tests {
         );
         assert!(!err.message.contains("hidden"), "{err}");
         assert!(err.message.len() < 400, "{err}");
-        assert_eq!(err.exit_status, None);
+        assert_eq!(err.exit_status(), None);
     }
 
     #[tokio::test]
@@ -1173,7 +1173,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, FailureKind::BadInput);
-        assert_eq!(err.exit_status, None);
+        assert_eq!(err.exit_status(), None);
     }
 
     #[test]

@@ -60,23 +60,25 @@ impl Execution {
 pub struct ExecError {
     /// What went wrong, for the proof and the log.
     pub message: String,
-    /// Exit status of the program, when it ran and exited.
-    pub exit_status: Option<i32>,
     /// What kind of failure it was, for metrics and callers that branch on it.
     pub kind: FailureKind,
 }
 
 impl ExecError {
-    /// A failure of `kind`; the exit status is the one `kind` carries, if any.
+    /// A failure of `kind`.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        let exit_status = match kind {
-            FailureKind::Exited(code) => Some(code),
-            _ => None,
-        };
         ExecError {
             message: message.into(),
-            exit_status,
             kind,
+        }
+    }
+
+    /// Exit status of the program, when it ran and exited: the one its
+    /// kind carries, so the two cannot disagree.
+    pub fn exit_status(&self) -> Option<i32> {
+        match self.kind {
+            FailureKind::Exited(code) => Some(code),
+            _ => None,
         }
     }
 }
@@ -155,10 +157,10 @@ mod tests {
     #[test]
     fn an_exit_carries_its_status_and_other_kinds_none() {
         let exited = ExecError::new(FailureKind::Exited(3), "command exited with status 3");
-        assert_eq!(exited.exit_status, Some(3));
+        assert_eq!(exited.exit_status(), Some(3));
         assert_eq!(exited.to_string(), "command exited with status 3");
         let timed_out = ExecError::new(FailureKind::Timeout, "late");
-        assert_eq!(timed_out.exit_status, None);
+        assert_eq!(timed_out.exit_status(), None);
     }
 
     #[test]

@@ -198,7 +198,7 @@ fn failed(e: ExecError) -> Execution {
         convergence: 0.0,
         iterations: 0,
         energy: 0.0,
-        exit_status: e.exit_status,
+        exit_status: e.exit_status(),
     }
 }
 

@@ -247,7 +247,7 @@ impl Gauges {
     /// A registry of these values alone, made per scrape: the task types of
     /// a reloaded config replace the old ones instead of lingering.
     fn registry(&self) -> Registry {
-        let count = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+        let count = |n: usize| ConstGauge::new(level(n));
         let mut registry = Registry::default();
         registry.register(
             "sage_tasks_in_flight",
@@ -265,12 +265,8 @@ impl Gauges {
             let labels = TaskTypeLabels {
                 task_type: task_type.clone(),
             };
-            running
-                .get_or_create(&labels)
-                .set(i64::try_from(*run).unwrap_or(i64::MAX));
-            waiting
-                .get_or_create(&labels)
-                .set(i64::try_from(*wait).unwrap_or(i64::MAX));
+            running.get_or_create(&labels).set(level(*run));
+            waiting.get_or_create(&labels).set(level(*wait));
         }
         registry.register(
             "sage_executor_running",
@@ -286,7 +282,7 @@ impl Gauges {
             registry.register(
                 "sage_replay_guard_entries",
                 "Envelopes the replay guard remembers: one per recorded task and one per retry's nonce not yet pruned",
-                ConstGauge::new(i64::try_from(size).unwrap_or(i64::MAX)),
+                ConstGauge::new(level(size)),
             );
         }
         registry.register("sage_peers", "Trusted peers", count(self.peers));
@@ -298,6 +294,11 @@ impl Gauges {
         );
         registry
     }
+}
+
+/// A count as a gauge's value (a count beyond `i64` shows as its maximum).
+fn level(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
 
 /// The endpoints that get their own label; anything else is `other`.

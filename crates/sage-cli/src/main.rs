@@ -4,6 +4,7 @@
 //! This binary only parses arguments, calls the libraries and prints; the
 //! one place that turns errors into messages and exit codes is [`main`].
 
+mod advice;
 mod cmd;
 mod failure;
 mod output;

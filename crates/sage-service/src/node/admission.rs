@@ -165,7 +165,13 @@ pub(super) fn executor_for<'a>(policy: &'a Policy, task_type: &str) -> Result<&'
     })
 }
 
-/// A store failure: the node cannot promise anything about the task.
+/// A store failure: the node cannot promise anything about the task. The
+/// detail is logged, so a stopped database thread carries the operator's
+/// fix, which the store's own message leaves to its caller.
 pub(super) fn store_error(e: StoreError) -> ApiError {
-    ApiError::new(ProblemCode::Internal, format!("node state: {e}"))
+    let fix = match e {
+        StoreError::Closed { .. } => "; restart sage (the log has the cause)",
+        _ => "",
+    };
+    ApiError::new(ProblemCode::Internal, format!("node state: {e}{fix}"))
 }

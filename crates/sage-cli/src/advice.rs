@@ -8,7 +8,7 @@ use std::error::Error;
 use std::fmt;
 
 use sage_crypto::FingerprintError;
-use sage_service::{ClientError, DelegateError, KeyDirError, ProofError, TlsError};
+use sage_service::{ClientError, DelegateError, KeyDirError, ProofError, TlsError, TlsProblem};
 use sage_store::StoreError;
 
 /// The CLI's fix for an error, written to follow its message: it starts
@@ -134,9 +134,21 @@ fn client(err: &ClientError) -> Option<Advice> {
         ClientError::TooLarge { .. } => Advice::joined(
             "; if the node's answers are meant to be that long, raise --max-answer-bytes",
         ),
+        ClientError::Tls { problem, .. } => return handshake(*problem),
         ClientError::TlsSettings(err) => return tls(err),
         _ => return None,
     })
+}
+
+/// What to do about a failed TLS handshake: the flags that give a peer
+/// its trust, or the command that makes a certificate.
+fn handshake(problem: TlsProblem) -> Option<Advice> {
+    Some(Advice::joined(match problem {
+        TlsProblem::PinMismatch => "; if the node made a new certificate, pin the new one (`sage tls fingerprint CERT` on it, then `sage peer add ... --tls-fingerprint ... --replace`)",
+        TlsProblem::UnknownIssuer => "; give the peer `--tls-ca CA.pem`, or pin its certificate with `--tls-fingerprint sha256:...`",
+        TlsProblem::WrongName => "; use an address named in the certificate, or make one that names it (`sage tls self-signed --san HOST`)",
+        _ => return None,
+    }))
 }
 
 fn proof(err: &ProofError) -> Option<Advice> {
@@ -226,6 +238,36 @@ mod tests {
         let err = write_self_signed(dir.path(), &plan, false).unwrap_err();
         let err = shown(err);
         assert!(err.contains("--force"), "{err}");
+    }
+
+    #[test]
+    fn failed_handshakes_get_the_trust_flags() {
+        use sage_service::{ClientError, TlsProblem};
+        for (problem, fix) in [
+            (TlsProblem::PinMismatch, "pin the new one"),
+            (TlsProblem::UnknownIssuer, "give the peer `--tls-ca CA.pem`"),
+            (TlsProblem::WrongName, "`sage tls self-signed --san HOST`"),
+        ] {
+            let err = shown(ClientError::Tls {
+                addr: "https://thor:50051".into(),
+                detail: "invalid peer certificate".into(),
+                problem,
+            });
+            assert!(
+                err.starts_with("TLS with https://thor:50051 failed: invalid peer certificate; ")
+                    && err.contains(fix),
+                "{err}"
+            );
+        }
+        let err = shown(ClientError::Tls {
+            addr: "https://thor:50051".into(),
+            detail: "received corrupt message".into(),
+            problem: TlsProblem::Other,
+        });
+        assert_eq!(
+            err,
+            "TLS with https://thor:50051 failed: received corrupt message"
+        );
     }
 
     #[test]

@@ -237,13 +237,30 @@ pub enum ClientError {
     Tls {
         /// The address.
         addr: String,
-        /// What went wrong and what to check.
+        /// What went wrong.
         detail: String,
+        /// Which of the usual failures it was.
+        problem: TlsProblem,
     },
     /// The TLS settings for the peer cannot be used (a CA file that cannot
     /// be read, say).
     #[error(transparent)]
     TlsSettings(#[from] TlsError),
+}
+
+/// The kind of a failed TLS handshake, for a caller that says what to do
+/// about it (pin the new certificate, give a CA, use another name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// The certificate is not the pinned one.
+    PinMismatch,
+    /// The certificate is not issued by a trusted CA.
+    UnknownIssuer,
+    /// The certificate does not name the address.
+    WrongName,
+    /// Anything else, a node that does not speak TLS included.
+    Other,
 }
 
 /// Why a proof returned by a peer is not accepted.

@@ -26,4 +26,4 @@ pub mod node;
 pub mod peers_file;
 pub mod tls;
 
-pub use error::{ClientError, DelegateError, KeyDirError, ProofError, TlsError};
+pub use error::{ClientError, DelegateError, KeyDirError, ProofError, TlsError, TlsProblem};

@@ -384,7 +384,7 @@ impl std::fmt::Debug for SelfSigned {
 pub fn self_signed(plan: &SelfSignedPlan) -> Result<SelfSigned, TlsError> {
     let bad = |detail: String| TlsError::Generate { detail };
     if plan.days == 0 {
-        return Err(bad("--days must be at least 1".into()));
+        return Err(bad("its validity must be at least 1 day".into()));
     }
     let sans = if plan.sans.is_empty() {
         vec![plan.name.clone()]

@@ -1,5 +1,6 @@
 //! How a command fails: bad usage (exit 2) or a failed operation (exit 1).
 
+use crate::advice::{self, Advice};
 use crate::output::out;
 use std::fmt;
 use std::process::ExitCode;
@@ -12,13 +13,14 @@ pub enum Failure {
     /// The operation failed (exit 1), in the CLI's own words.
     Failed(String),
     /// A library's error (exit 1), kept typed. Its message includes its
-    /// causes, so they are printed once; `advice` is the CLI's fix for it
-    /// (a flag or a command), which library errors do not know.
+    /// causes, so they are printed once, and its source chain is not
+    /// printed again; `advice` is the CLI's fix for it (a flag or a
+    /// command), which library errors do not know.
     Error {
         /// The error.
         error: Box<dyn std::error::Error + Send + Sync>,
-        /// What to do about it, if the CLI knows.
-        advice: Option<&'static str>,
+        /// What to do about it, if the CLI knows ([`advice::for_error`]).
+        advice: Option<Advice>,
     },
 }
 
@@ -27,17 +29,6 @@ impl Failure {
         match self {
             Failure::Usage(_) => ExitCode::from(2),
             Failure::Failed(_) | Failure::Error { .. } => ExitCode::from(1),
-        }
-    }
-
-    /// A library error with the CLI's advice.
-    fn advised(
-        error: impl std::error::Error + Send + Sync + 'static,
-        advice: &'static str,
-    ) -> Self {
-        Failure::Error {
-            error: Box::new(error),
-            advice: Some(advice),
         }
     }
 }
@@ -49,7 +40,7 @@ impl fmt::Display for Failure {
             Failure::Error { error, advice } => {
                 write!(f, "{error}")?;
                 match advice {
-                    Some(advice) => write!(f, "; {advice}"),
+                    Some(advice) => write!(f, "{advice}"),
                     None => Ok(()),
                 }
             }
@@ -74,6 +65,9 @@ failed_from!(
     sage_service::config::file::ConfigError,
     sage_store::StoreError,
     sage_service::delegator::ledger::ReceiptError,
+    sage_service::KeyDirError,
+    sage_service::ClientError,
+    sage_service::DelegateError,
 );
 
 /// A configuration that cannot be resolved; the flags that fix it are the
@@ -96,50 +90,12 @@ impl From<sage_service::config::ResolveError> for Failure {
     }
 }
 
-impl From<sage_service::KeyDirError> for Failure {
-    fn from(err: sage_service::KeyDirError) -> Self {
-        use sage_service::KeyDirError;
-        match &err {
-            KeyDirError::NotAFile { .. } => Failure::advised(
-                err,
-                "replace it with the file itself (a symbolic link to a regular file is fine)",
-            ),
-            KeyDirError::TooLarge { .. } => {
-                Failure::advised(err, "it is not what its name says: restore the right file")
-            }
-            _ => failed(err),
-        }
-    }
-}
-
-/// A library error without advice.
+/// A library error with the CLI's advice for it, if it has any.
 fn failed(error: impl std::error::Error + Send + Sync + 'static) -> Failure {
+    let advice = advice::for_error(&error);
     Failure::Error {
         error: Box::new(error),
-        advice: None,
-    }
-}
-
-/// What to do about an answer longer than the client reads: the flag is
-/// the CLI's, so the advice is too.
-const TOO_LARGE_ADVICE: &str =
-    "if the node's answers are meant to be that long, raise --max-answer-bytes";
-
-impl From<sage_service::ClientError> for Failure {
-    fn from(err: sage_service::ClientError) -> Self {
-        match err {
-            sage_service::ClientError::TooLarge { .. } => Failure::advised(err, TOO_LARGE_ADVICE),
-            other => failed(other),
-        }
-    }
-}
-
-impl From<sage_service::DelegateError> for Failure {
-    fn from(err: sage_service::DelegateError) -> Self {
-        match err {
-            sage_service::DelegateError::Client(client) => client.into(),
-            other => failed(other),
-        }
+        advice,
     }
 }
 

@@ -3,7 +3,11 @@
 //!
 //! This binary only parses arguments, calls the libraries and prints; the
 //! one place that turns errors into messages and exit codes is [`main`].
+// A binary has no API: a doc comment here is worth it only where it says
+// more than the item's name (clap's are the `--help` text).
+#![allow(missing_docs)]
 
+mod advice;
 mod cmd;
 mod failure;
 mod output;

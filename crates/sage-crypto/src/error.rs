@@ -102,7 +102,7 @@ pub enum TrustError {
 
 /// A certificate fingerprint that is not `sha256:` and 64 hex digits.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid certificate fingerprint {given:?}: expected sha256: and 64 hex digits, as `sage tls fingerprint CERT.pem` prints")]
+#[error("invalid certificate fingerprint {given:?}: expected sha256: and 64 hex digits")]
 pub struct FingerprintError {
     /// The text given.
     pub given: String,

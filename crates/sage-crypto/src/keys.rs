@@ -9,8 +9,8 @@ use crate::{digest, KeyFileError, KeyParseError};
 
 /// Size of a key file written by the Python original: the seed alone.
 pub const SEED_FILE_LEN: usize = 32;
-/// Size of a key file as the deployment guide (and `sage keygen`) writes it:
-/// seed followed by public key, libsodium's layout.
+/// Size of a key file as the Python original's deployment guide (and
+/// `sage keygen`) writes it: seed followed by public key, libsodium's layout.
 pub const FULL_FILE_LEN: usize = 64;
 
 /// A node's private key. Its secret is zeroized on drop (ed25519-dalek's

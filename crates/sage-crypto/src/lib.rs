@@ -14,7 +14,8 @@
 //!
 //! Like `sage-types`, this crate does no I/O: reading and writing key files
 //! and `peers.toml` is the service's job.
-#![warn(missing_docs)]
+// Part of the wire format's public API: every public item says what it is.
+#![deny(missing_docs)]
 
 pub mod digest;
 pub mod envelope;

@@ -29,10 +29,12 @@ impl Protocol {
 /// Where the store learned of a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerSource {
-    /// A record in a peers file (the guide's method 2).
+    /// A record in a peers file (method 2 of the Python original's
+    /// deployment guide).
     PeersFile(PathBuf),
-    /// Another platform's key file in the key directory (the guide's method
-    /// 1, for testing); only its public half is used.
+    /// Another platform's key file in the key directory (method 1 of the
+    /// Python original's deployment guide, for testing); only its public
+    /// half is used.
     KeyFile(PathBuf),
     /// Given directly by a caller (tests, one-off commands).
     Given,

@@ -29,10 +29,11 @@ pub const SIMULATED_TASK_TYPES: [&str; 5] = [
     "consolidation",
 ];
 
-/// The federation guide's simulated execution: no real work, the guide's
-/// figures (cost 0.92 x estimate, quality 0.78, convergence 0.85, 5 IRP
-/// iterations, final energy 0.22) and its modelled latency per task type, which is reported in
-/// the result rather than slept. The result says `"simulated": true` so that
+/// The simulated execution of the Python original's deployment guide: no
+/// real work, that guide's figures (cost 0.92 x estimate, quality 0.78,
+/// convergence 0.85, 5 IRP iterations, final energy 0.22) and its modelled
+/// latency per task type, which is reported in the result rather than
+/// slept. The result says `"simulated": true` so that
 /// no one takes it for real work.
 #[derive(Debug, Clone)]
 pub struct Simulate {
@@ -47,7 +48,8 @@ impl Simulate {
         }
     }
 
-    /// The guide's modelled latency of a task type, in seconds.
+    /// The modelled latency of a task type in the Python original's
+    /// deployment guide, in seconds.
     pub fn modelled_latency(task_type: &str) -> f64 {
         match task_type {
             "llm_inference" => 15.0,

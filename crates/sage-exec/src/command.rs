@@ -1,97 +1,12 @@
-//! The `command` executor: runs a program per task.
+//! The `command` executor: runs a program per task ([`CommandExecutor`],
+//! settings [`CommandConfig`]).
 //!
-//! A task type configured with kind `command` runs its program once per task
-//! (settings: [`CommandConfig`]). The program reads the task's input on
-//! stdin and writes its result on stdout; the exit status says whether it
-//! succeeded.
-//!
-//! # Running
-//!
-//! - The program and its arguments are run directly, **without a shell**:
-//!   no expansion, quoting or redirection. To use shell features, configure
-//!   `["sh", "-c", "..."]` explicitly. A program name without a `/` is looked
-//!   up in the program's `PATH` (see *Environment*).
-//! - It runs in the configured working directory, or the daemon's own.
-//! - It runs in a **process group of its own**, so that the daemon can kill
-//!   it together with everything it started (see *Time limit*).
-//!
-//! # Environment
-//!
-//! The environment is cleared, because the daemon's may hold secrets meant
-//! for other executors. The program gets only:
-//! 1. `PATH`, `HOME`, `LANG`, `LC_ALL` and `TZ`, copied from the daemon when
-//!    set;
-//! 2. the configured `env` variables (which may override those);
-//! 3. `SAGE_TASK_ID`, `SAGE_TASK_TYPE` and `SAGE_TASK_ISSUER` (the issuer's
-//!    LCT id), which override everything else.
-//!
-//! # Input
-//!
-//! stdin receives the task's `input` as JSON, then end of file. It is fed
-//! while stdout and stderr are read, so a program may write any amount
-//! before reading its input; one that does not read it at all is fine too.
-//!
-//! # Result
-//!
-//! stdout is the result:
-//! - if it is one JSON value (surrounding whitespace allowed), that value;
-//! - otherwise its text as a JSON string (invalid UTF-8 replaced by U+FFFD,
-//!   one trailing line break removed); an empty stdout gives `""`;
-//! - if it is longer than `max_output_bytes` (default 1 MiB), only the
-//!   first `max_output_bytes` are kept (the rest is read and discarded, so
-//!   the program is never stuck on a full pipe) and the result is
-//!   `{"output": "<kept text>", "truncated": true, "output_bytes": <bytes
-//!   the program wrote>}`. This is still a success if the program exits 0.
-//!
-//! # Quality report
-//!
-//! A program that can judge its own work reports it in a `_sage` object
-//! member of a JSON object result. For example, the output
-//!
-//! ```json
-//! {"summary": "...", "_sage": {"quality": 0.82, "convergence": 0.9, "iterations": 4}}
-//! ```
-//!
-//! gives the result `{"summary": "..."}` and a proof stating quality 0.82,
-//! convergence 0.9 and 4 iterations. `quality` and `convergence` are
-//! numbers clamped to 0..1, `iterations` a non-negative integer; each is
-//! optional and defaults to 1 (a program that says nothing claims to have
-//! done exactly what was asked, in one pass). Other members of `_sage` are
-//! ignored, and a `_sage` that is not an object stays in the result.
-//!
-//! # Failure
-//!
-//! - Exit status 0 is success; the proof records `exit_status` 0.
-//! - A non-zero exit status fails the task with `command exited with status
-//!   N: <end of stderr>` and records `N`.
-//! - A program killed by a signal fails with a message naming the signal,
-//!   and no exit status.
-//! - A program that cannot be started (not found, not executable, bad
-//!   working directory) fails with a message naming it and the OS error.
-//!
-//! Each failure's [`FailureKind`] says which of these it
-//! was: `Exited(N)`, `Signaled(N)`, `Spawn`, or `Timeout` (see *Time limit*).
-//!
-//! stderr is for diagnostics: the last `max_stderr_bytes` (default 64 KiB)
-//! are kept (the end is where a failing program says why), logged at debug
-//! level with the task id, and the last 500 characters go into the failure
-//! message, which the delegator sees in the signed proof. stdout and the
-//! input are never logged.
-//!
-//! # Time limit and cancellation
-//!
-//! A task ends when the program has exited **and** closed stdout and
-//! stderr; a background process that keeps them open keeps the task
-//! running. After `timeout` (default 60 s) the whole process group is killed
-//! with `SIGKILL`, grandchildren included, and the task fails with `command
-//! timed out after X s; killed its process group`. The group is killed the
-//! same way if the task is abandoned (the request is cancelled, or the node
-//! shuts down). Processes left in the group after the program exits
-//! normally are killed too: nothing a task starts outlives it unless it
-//! leaves the group (`setsid`). A node killed with `SIGKILL` can kill
-//! nothing: under systemd the unit's whole cgroup dies with it; elsewhere
-//! its programs run on until the next start kills the groups it recorded
-//! ([`Leftovers`]). Their tasks are `interrupted`, never run again.
+//! What the program gets and must give back (arguments without a shell,
+//! its cleared environment, the input on stdin, the result on stdout, the
+//! `_sage` quality report, exit status and stderr, the time limit that
+//! kills its whole process group) is the contract of the
+//! [crate documentation](crate) (`docs/executors.md`). A program's process
+//! group is recorded in [`Leftovers`] while it runs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -1,67 +1,10 @@
 //! The `http` executor: posts each task to an HTTP service and makes the
-//! service's answer the task's result.
+//! service's answer the task's result ([`HttpExecutor`], settings
+//! [`HttpConfig`], modes [`HttpMode`]).
 //!
-//! It fronts a local model server or any other HTTP service: the node checks
-//! the task (signature, issuer, replay, ...), the service does the work, and
-//! the node signs a proof of what the service answered.
-//!
-//! # Settings ([`HttpConfig`])
-//!
-//! - `url`: the full endpoint, `http://` or `https://` (for a chat server,
-//!   e.g. `http://127.0.0.1:8080/v1/chat/completions`).
-//! - `timeout` (default 120 s): the whole exchange, from connecting to the
-//!   last byte of the answer.
-//! - `headers`: extra request headers, each a literal value or the *name* of
-//!   an environment variable that holds it (for tokens: keep secrets out of
-//!   the config file). Every header is resolved once, when the node starts; a
-//!   variable that is unset or empty stops the start. Header values are
-//!   never logged nor shown in `Debug` output. `Content-Type`,
-//!   `Content-Length`, `Host`, `Transfer-Encoding`, `Connection` and the
-//!   `X-Sage-*` headers are the executor's own and cannot be set.
-//! - `mode`: [`HttpMode::Raw`] or [`HttpMode::OpenAiChat`].
-//! - `max_response_bytes` (default 4 MiB): a longer answer fails the task.
-//!
-//! Put secrets in headers rather than in the URL: logs and error messages
-//! show the URL without its query string and credentials, but the URL itself
-//! is part of the configuration.
-//!
-//! # Raw mode
-//!
-//! The task's `input` is POSTed as the JSON body, with the headers
-//! `X-Sage-Task-Id`, `X-Sage-Task-Type` and `X-Sage-Issuer`. A 2xx answer
-//! becomes the result: its JSON when it parses, else its text as a JSON
-//! string.
-//!
-//! # OpenAI chat mode
-//!
-//! For servers with an OpenAI-compatible `/v1/chat/completions` (llama.cpp's
-//! server, Ollama, vLLM). The request is built from the input:
-//!
-//! - `messages` (an array of chat messages) is used as is; otherwise
-//!   `prompt` (a string) becomes one user message; an input with neither
-//!   fails without sending anything;
-//! - `system` (a string), if present, is put first as a system message;
-//! - `temperature`, `max_tokens`, `top_p`, `stop` and `seed` are copied;
-//! - `model` is the configured one, and `stream` is `false`.
-//!
-//! The result is `{"content", "model", "finish_reason", "usage"}` from the
-//! answer's `choices[0].message.content`, `model`, `choices[0].finish_reason`
-//! and `usage` (null when absent). A 2xx answer without
-//! `choices[0].message.content` fails the task.
-//!
-//! # Failures
-//!
-//! Every failure fails the task (the node signs a proof that says so), with a
-//! message naming the URL: the service is unreachable (with the OS's
-//! reason), gave no answer within the timeout, answered with a non-2xx status
-//! (`HTTP 500 from URL: ` and the first 300 characters of its body), or
-//! answered too much; the error's [`FailureKind`] is
-//! `Unreachable`, `Timeout`, `HttpStatus(N)` or `TooLarge` accordingly
-//! (`Transport` for an exchange cut short, `BadInput` for an input that
-//! cannot be sent, `BadAnswer` for a chat answer that cannot be read).
-//! Redirects are not followed: a redirect is reported as its status, so that
-//! a task is never re-sent elsewhere, nor with its headers. Proxy settings
-//! from the environment are ignored.
+//! What is sent and what is expected back, in raw and in OpenAI chat mode,
+//! and how each failure is reported, is the contract of the
+//! [crate documentation](crate) (`docs/executors.md`).
 
 use std::fmt;
 use std::time::{Duration, Instant};

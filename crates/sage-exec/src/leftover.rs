@@ -1,20 +1,13 @@
 //! Programs that a killed node left running.
 //!
-//! A node that stops in order kills each command's process group itself
-//! ([`super::command`]); one killed with `SIGKILL` cannot, and outside
-//! systemd (which kills the unit's whole cgroup) its programs run on after
-//! their tasks were marked `interrupted`: the delegator is told the task
-//! did not finish while its program still works, and may run it again
-//! elsewhere. So while a program runs, a file named for its process group
-//! (in `<state_dir>/programs/`) says which process leads the group, and the
-//! next start kills each group whose leader is still that process.
-//!
-//! "That process" is checked, never assumed: the file holds the boot's id
-//! and the leader's start time (in clock ticks since boot), and a group is
-//! killed only if `/proc/<pgid>` shows the same. After a reboot, or once
-//! the leader has exited and its id may have been reused, the group is left
-//! alone. Records of a node still running (the owner's pid and start time
-//! match a live process) are left alone too.
+//! While a program runs, a file named for its process group (in
+//! `<state_dir>/programs/`) holds a `Stamp` of the group's leader and
+//! one of the node that owns it (boot id, pid, start time in clock ticks
+//! since boot); the next start kills each group whose leader `/proc`
+//! still shows with the same stamp, and leaves alone the groups of an
+//! owner still alive. Why, and what an operator sees, is
+//! in the [crate documentation](crate) (`docs/executors.md`, "Programs
+//! left after a crash").
 
 use std::fs;
 use std::io;

@@ -1,5 +1,4 @@
-//! Executors run tasks. A node maps each task type it serves to one
-//! [`Executor`]; a type with none is refused as `unsupported_task`.
+#![doc = include_str!("../../../docs/executors.md")]
 
 mod builtin;
 pub mod command;

@@ -210,7 +210,8 @@ pub struct ExecutorSet {
 
 impl ExecutorSet {
     /// The built-in set of a node named `platform`: `echo`, and `simulate`
-    /// for the guide's task types ([`SIMULATED_TASK_TYPES`]).
+    /// for the task types of the Python original's deployment guide
+    /// ([`SIMULATED_TASK_TYPES`]).
     pub fn builtin(platform: &str) -> Self {
         let mut set = ExecutorSet::default();
         set.insert("echo", Entry::new(Arc::new(Echo)));

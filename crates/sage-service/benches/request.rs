@@ -89,7 +89,8 @@ fn echo_spec() -> TaskSpec {
         quality: QualityRequirements::default(),
         max_cost: None,
         lifetime: Duration::from_secs(60),
-        // Used by the legacy protocol only; 30 s is the guide's figure.
+        // Used by the legacy protocol only; 30 s is the figure of the
+        // Python original's deployment guide.
         max_latency: Duration::from_secs(30),
         task_id: None,
         earlier_digests: Vec::new(),

@@ -1,10 +1,12 @@
-//! Typed errors of the service's operations. Each message names the cause
-//! and, where the user can act, the fix.
+//! Typed errors of the service's operations. Each message says what is
+//! wrong, with the file, peer or address involved; the flags and commands
+//! that fix it are the caller's to add (the CLI's `advice.rs`), since a
+//! program that uses this crate has no command line.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sage_crypto::{KeyFileError, TrustError};
+use sage_crypto::{FingerprintError, KeyFileError, TrustError};
 use sage_types::identity::LctIdError;
 use sage_types::Problem;
 
@@ -37,7 +39,7 @@ pub enum KeyDirError {
         source: LctIdError,
     },
     /// No key file for the platform.
-    #[error("no key for platform {name} in {dir} (looked for {expected}); create one with `sage keygen --name {name} --keys-dir {dir}`")]
+    #[error("no key for platform {name} in {dir} (looked for {expected})")]
     NotFound {
         /// The platform.
         name: String,
@@ -79,7 +81,7 @@ pub enum KeyDirError {
         source: std::io::Error,
     },
     /// The key file's bytes are not a key.
-    #[error("key file {} ({size} bytes) is corrupt: {source}; restore it from a backup, or make a new key with `sage keygen --name {name} --force` and give peers the new public key", path.display())]
+    #[error("key file {} ({size} bytes) is corrupt: {source}", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -91,7 +93,7 @@ pub enum KeyDirError {
         source: KeyFileError,
     },
     /// `keygen` would overwrite a key.
-    #[error("key file {} already exists; pass --force to replace it (the old key is lost and peers must re-add the new public key)", path.display())]
+    #[error("key file {} already exists", path.display())]
     Exists {
         /// The file.
         path: PathBuf,
@@ -120,8 +122,19 @@ pub enum KeyDirError {
         /// What is wrong, with line and column where known.
         detail: String,
     },
+    /// A record of `peers.toml` pins a certificate fingerprint that is not
+    /// one.
+    #[error("invalid peers file {}: peer {name:?}: tls_fingerprint: {source}", path.display())]
+    PeerFingerprint {
+        /// The file.
+        path: PathBuf,
+        /// The record's platform name.
+        name: String,
+        /// What is wrong with the fingerprint.
+        source: FingerprintError,
+    },
     /// Adding a peer under a name known with another key.
-    #[error("peer {name} is already known with public key {existing}; pass --replace to trust the new key instead")]
+    #[error("peer {name} is already known with public key {existing}")]
     PeerExists {
         /// The platform.
         name: String,
@@ -154,7 +167,7 @@ pub enum ClientError {
         detail: String,
     },
     /// No connection could be made.
-    #[error("cannot reach {addr}: {detail}. Is `sage serve` running there? Check the host and port, and that the port is open in the firewall (e.g. `sudo ufw allow 50051/tcp`)")]
+    #[error("cannot reach {addr}: {detail}")]
     Unreachable {
         /// The address.
         addr: String,
@@ -167,7 +180,7 @@ pub enum ClientError {
     Setup(String),
     /// No connection within the timeout: nothing answered the connection
     /// attempt (a firewall that drops, a host that is down).
-    #[error("{addr} did not accept a connection within {:.1} s: the host is down or unreachable, or a firewall drops the port. Check `ping` to the host, that `sage serve` runs there, and that the port is open (e.g. `sudo ufw allow 50051/tcp`)", after.as_secs_f64())]
+    #[error("{addr} did not accept a connection within {:.1} s: the host is down or unreachable, or a firewall drops the port", after.as_secs_f64())]
     NoConnection {
         /// The address.
         addr: String,
@@ -175,7 +188,7 @@ pub enum ClientError {
         after: Duration,
     },
     /// Connected, but no answer within the timeout.
-    #[error("{addr} did not answer within {:.1} s; the node may be overloaded or the task slow: raise --timeout (within the node's max_task_lifetime) or check the node's log", after.as_secs_f64())]
+    #[error("{addr} did not answer within {:.1} s; the node may be overloaded or the task slow", after.as_secs_f64())]
     TimedOut {
         /// The address.
         addr: String,
@@ -224,8 +237,10 @@ pub enum ClientError {
     Tls {
         /// The address.
         addr: String,
-        /// What went wrong and what to check.
+        /// What went wrong.
         detail: String,
+        /// Which of the usual failures it was.
+        problem: TlsProblem,
     },
     /// The TLS settings for the peer cannot be used (a CA file that cannot
     /// be read, say).
@@ -233,12 +248,27 @@ pub enum ClientError {
     TlsSettings(#[from] TlsError),
 }
 
+/// The kind of a failed TLS handshake, for a caller that says what to do
+/// about it (pin the new certificate, give a CA, use another name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// The certificate is not the pinned one.
+    PinMismatch,
+    /// The certificate is not issued by a trusted CA.
+    UnknownIssuer,
+    /// The certificate does not name the address.
+    WrongName,
+    /// Anything else, a node that does not speak TLS included.
+    Other,
+}
+
 /// Why a proof returned by a peer is not accepted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProofError {
     /// Signed by a key that is not the target's known key.
-    #[error("the proof is signed by another key ({found}), not {executor}'s known key {expected}; if {executor} changed its key, re-add it with `sage peer add --replace`, otherwise something else answered at its address")]
+    #[error("the proof is signed by another key ({found}), not {executor}'s known key {expected}")]
     SignedByOtherKey {
         /// The target.
         executor: String,
@@ -288,7 +318,7 @@ pub enum DelegateError {
         source: ProofError,
     },
     /// The health check found another platform at the address.
-    #[error("{addr} is {found}, not {expected}; check --host/--port or the peer's address")]
+    #[error("{addr} is {found}, not {expected}")]
     WrongNode {
         /// The address.
         addr: String,
@@ -314,7 +344,7 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// The file holds no PEM block of the expected kind.
-    #[error("{} is not a PEM {what} file: {detail}; expected a block starting with \"-----BEGIN {label}-----\" (`sage tls self-signed` writes one)", path.display())]
+    #[error("{} is not a PEM {what} file: {detail}; expected a block starting with \"-----BEGIN {label}-----\"", path.display())]
     NotPem {
         /// `certificate`, `private key` or `CA certificate`.
         what: &'static str,
@@ -353,7 +383,7 @@ pub enum TlsError {
         detail: String,
     },
     /// A file `sage tls self-signed` would overwrite.
-    #[error("{} already exists; pass --force to replace it (nodes that pinned the old certificate must pin the new one)", path.display())]
+    #[error("{} already exists", path.display())]
     Exists {
         /// The file.
         path: PathBuf,

@@ -16,7 +16,6 @@
 //! - [`config`]: the limits a node enforces.
 //! - [`tls`]: TLS for `sage serve` and for `https://` peers: loading the
 //!   certificate and key, pinning by fingerprint, self-signed certificates.
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod delegator;
@@ -27,4 +26,4 @@ pub mod node;
 pub mod peers_file;
 pub mod tls;
 
-pub use error::{ClientError, DelegateError, KeyDirError, ProofError, TlsError};
+pub use error::{ClientError, DelegateError, KeyDirError, ProofError, TlsError, TlsProblem};

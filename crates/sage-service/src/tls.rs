@@ -27,7 +27,7 @@ use sage_crypto::{CertFingerprint, TlsTrust};
 use zeroize::Zeroizing;
 
 use crate::files::write_atomically;
-use crate::{KeyDirError, TlsError};
+use crate::{KeyDirError, TlsError, TlsProblem};
 
 /// The crypto provider of every TLS config `sage` builds.
 fn provider() -> Arc<CryptoProvider> {
@@ -314,26 +314,27 @@ impl ServerCertVerifier for PinnedCertVerifier {
     }
 }
 
-/// A TLS failure as a sentence: the pin mismatch as the verifier words
-/// it, the rest as rustls does, with a hint at the usual cause.
-pub(crate) fn describe_tls_error(err: &rustls::Error) -> String {
+/// A TLS failure as a sentence (the pin mismatch as the verifier words
+/// it, the rest as rustls does, with the usual cause where there is one)
+/// and its kind, on which a caller can base its advice.
+pub(crate) fn describe_tls_error(err: &rustls::Error) -> (String, TlsProblem) {
     use rustls::CertificateError as C;
     match err {
-        rustls::Error::InvalidCertificate(C::Other(other)) => format!(
-            "{other}; if the node made a new certificate, pin the new one (`sage tls fingerprint CERT` on it, then `sage peer add ... --tls-fingerprint ... --replace`)"
-        ),
-        rustls::Error::InvalidCertificate(C::UnknownIssuer) => format!(
-            "{err} (the certificate is not issued by a trusted CA); give the peer `--tls-ca CA.pem`, or pin its certificate with `--tls-fingerprint sha256:...`"
+        rustls::Error::InvalidCertificate(C::Other(other)) => {
+            (other.to_string(), TlsProblem::PinMismatch)
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => (
+            format!("{err} (the certificate is not issued by a trusted CA)"),
+            TlsProblem::UnknownIssuer,
         ),
         rustls::Error::InvalidCertificate(
             C::NotValidForName | C::NotValidForNameContext { .. },
-        ) => format!(
-            "{err}; use an address named in the certificate, or make one that names it (`sage tls self-signed --san HOST`)"
+        ) => (err.to_string(), TlsProblem::WrongName),
+        rustls::Error::InvalidMessage(_) => (
+            format!("{err}; is the node serving plain HTTP? then use an http:// address"),
+            TlsProblem::Other,
         ),
-        rustls::Error::InvalidMessage(_) => format!(
-            "{err}; is the node serving plain HTTP? then use an http:// address"
-        ),
-        other => other.to_string(),
+        other => (other.to_string(), TlsProblem::Other),
     }
 }
 
@@ -383,7 +384,7 @@ impl std::fmt::Debug for SelfSigned {
 pub fn self_signed(plan: &SelfSignedPlan) -> Result<SelfSigned, TlsError> {
     let bad = |detail: String| TlsError::Generate { detail };
     if plan.days == 0 {
-        return Err(bad("--days must be at least 1".into()));
+        return Err(bad("its validity must be at least 1 day".into()));
     }
     let sans = if plan.sans.is_empty() {
         vec![plan.name.clone()]
@@ -550,7 +551,6 @@ mod tests {
             matches!(&err, TlsError::Exists { path } if path.ends_with("thor.crt")),
             "{err}"
         );
-        assert!(err.to_string().contains("--force"), "{err}");
         assert_eq!(
             certificate_fingerprint(&first.cert_path).unwrap(),
             first.cert.fingerprint
@@ -646,7 +646,8 @@ mod tests {
         assert!(verify(thor.fingerprint).is_ok());
         let wrong = CertFingerprint::of_der(b"another certificate");
         let err = verify(wrong).unwrap_err();
-        let text = describe_tls_error(&err);
+        let (text, problem) = describe_tls_error(&err);
+        assert_eq!(problem, TlsProblem::PinMismatch);
         assert!(
             text.contains("fingerprint mismatch")
                 && text.contains(&thor.fingerprint.to_string())

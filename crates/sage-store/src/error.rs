@@ -151,7 +151,7 @@ pub enum StoreError {
     },
     /// The database thread has stopped (it panicked); nothing more can be
     /// recorded.
-    #[error("the database thread for {} has stopped; restart sage (the log has the cause)", path.display())]
+    #[error("the database thread for {} has stopped", path.display())]
     Closed {
         /// The database file.
         path: PathBuf,

@@ -12,7 +12,8 @@
 //! peer-supplied text is shown ([`untrusted`]).
 //!
 //! It does no I/O and knows nothing of keys: signing lives in `sage-crypto`.
-#![warn(missing_docs)]
+// The wire format's public API: every public item says what it is.
+#![deny(missing_docs)]
 
 pub mod canonical;
 pub mod capabilities;

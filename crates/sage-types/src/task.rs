@@ -71,7 +71,8 @@ pub struct QualityRequirements {
 }
 
 impl Default for QualityRequirements {
-    /// The federation guide's defaults: quality 0.6, convergence 0.7.
+    /// The defaults of the Python original's deployment guide: quality
+    /// 0.6, convergence 0.7.
     fn default() -> Self {
         QualityRequirements {
             min_quality: 0.6,

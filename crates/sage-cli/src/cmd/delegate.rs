@@ -16,6 +16,7 @@ use sage_types::QualityRequirements;
 use serde_json::json;
 
 use super::ProtocolArg;
+use crate::advice;
 use crate::failure::{print_json, CmdResult, Failure};
 
 /// Sign a task with the local key, send it to the target, verify the proof.
@@ -170,7 +171,10 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             let recorded =
                 ledger::record_failure(&store, &target, protocol, &task_id, &spec.task_type, &e);
             if let Err(store_err) = runtime.block_on(recorded) {
-                tracing::warn!("cannot record the failure in the ledger: {store_err}");
+                tracing::warn!(
+                    "cannot record the failure in the ledger: {}",
+                    advice::message(&store_err)
+                );
             }
             return Err(e.into());
         }
@@ -188,7 +192,8 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         ))
         .map_err(|e| {
             Failure::Failed(format!(
-                "the task was not sent: it cannot be recorded in the ledger: {e}"
+                "the task was not sent: it cannot be recorded in the ledger: {}",
+                advice::message(&e)
             ))
         })?;
     let outcome = runtime
@@ -199,13 +204,17 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let delegation = match (outcome, recorded) {
         (Ok(_), Err(e)) => {
             return Err(Failure::Failed(format!(
-                "the proof verified but cannot be kept: {e}"
+                "the proof verified but cannot be kept: {}",
+                advice::message(&e)
             )))
         }
         (Ok(d), Ok(())) => d,
         (Err(e), recorded) => {
             if let Err(store_err) = recorded {
-                tracing::warn!("cannot record the failure in the ledger: {store_err}");
+                tracing::warn!(
+                    "cannot record the failure in the ledger: {}",
+                    advice::message(&store_err)
+                );
             }
             return Err(e.into());
         }

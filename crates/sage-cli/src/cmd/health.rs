@@ -8,6 +8,7 @@ use sage_service::delegator::client::Client;
 use sage_service::keydir::KeyDir;
 use serde_json::json;
 
+use crate::advice;
 use crate::failure::{print_json, CmdResult};
 
 /// Check a node: prints platform, LCT id, status and round-trip time.
@@ -43,7 +44,7 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         Err(err) => {
             if args.json {
                 print_json(
-                    &json!({ "address": args.address, "healthy": false, "error": err.to_string() }),
+                    &json!({ "address": args.address, "healthy": false, "error": advice::message(&err) }),
                 );
             } else if !matches!(
                 err,

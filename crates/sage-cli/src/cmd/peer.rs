@@ -9,6 +9,7 @@ use sage_service::peers_file::{AddOutcome, PeerRecord, PeersFile};
 use serde_json::json;
 
 use super::ProtocolArg;
+use crate::advice;
 use crate::failure::{print_json, CmdResult, Failure};
 
 #[derive(Debug, clap::Subcommand)]
@@ -116,7 +117,7 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
             // Check it now, and record it absolute: peers.toml resolves
             // relative paths against its own directory.
             sage_service::tls::read_certificates(ca, "CA certificate")
-                .map_err(|e| Failure::Usage(format!("--tls-ca: {e}")))?;
+                .map_err(|e| Failure::Usage(format!("--tls-ca: {}", advice::message(&e))))?;
             Some(
                 std::path::absolute(ca)
                     .map_err(|e| Failure::Usage(format!("--tls-ca {}: {e}", ca.display())))?,

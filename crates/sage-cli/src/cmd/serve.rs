@@ -12,6 +12,7 @@ use sage_service::node::{self, hardware, systemd, AppState, NodeSetup, Policy, S
 use sage_service::tls::ServerTls;
 use sage_store::{Check, Durability, Store};
 
+use crate::advice;
 use crate::failure::{CmdResult, Failure};
 
 /// Run a node until SIGINT or SIGTERM. Flags override the config file.
@@ -359,7 +360,7 @@ async fn prune(store: Store, retention_days: u32) {
         every.tick().await;
         let now = sage_types::clock::now_ms();
         if let Err(e) = store.prune(now).await {
-            tracing::warn!("cannot prune old nonces: {e}");
+            tracing::warn!("cannot prune old nonces: {}", advice::message(&e));
         }
         if retention_days == 0 {
             continue;
@@ -370,7 +371,7 @@ async fn prune(store: Store, retention_days: u32) {
             Ok(forgotten) => tracing::info!(
                 "forgot {forgotten} finished task(s) past the {retention_days}-day retention"
             ),
-            Err(e) => tracing::warn!("cannot prune old task records: {e}"),
+            Err(e) => tracing::warn!("cannot prune old task records: {}", advice::message(&e)),
         }
     }
 }

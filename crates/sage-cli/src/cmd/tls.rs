@@ -11,6 +11,7 @@ use sage_service::keydir::KeyDir;
 use sage_service::tls::{self, SelfSignedPlan};
 use serde_json::json;
 
+use crate::advice;
 use crate::failure::{print_json, CmdResult, Failure};
 
 #[derive(Debug, clap::Subcommand)]
@@ -181,5 +182,5 @@ pub fn peer_at<'a>(peers: &'a TrustStore, addr: &str) -> Option<&'a sage_crypto:
 /// `--tls-fingerprint`'s value.
 pub fn parse_fingerprint(text: &str) -> Result<CertFingerprint, Failure> {
     text.parse()
-        .map_err(|e| Failure::Usage(format!("--tls-fingerprint: {e}")))
+        .map_err(|e| Failure::Usage(format!("--tls-fingerprint: {}", advice::message(&e))))
 }

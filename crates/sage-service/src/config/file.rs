@@ -266,7 +266,7 @@ pub struct ExecutorSection {
 pub enum BuiltinKind {
     /// The result is the input.
     Echo,
-    /// The federation guide's simulation.
+    /// The simulation of the Python original's deployment guide.
     Simulate,
 }
 
@@ -667,7 +667,7 @@ mod tests {
         ConfigFile::parse(Path::new("sage.toml"), text)
     }
 
-    const ISSUE_EXAMPLE: &str = r#"
+    const FULL_EXAMPLE: &str = r#"
 [node]
 name = "Thor"
 listen = "127.0.0.1:50051"
@@ -682,7 +682,7 @@ max_concurrency = 2
 
     #[test]
     fn the_documented_example_parses() {
-        let file = parse(ISSUE_EXAMPLE).unwrap();
+        let file = parse(FULL_EXAMPLE).unwrap();
         assert_eq!(file.node.name.as_deref(), Some("Thor"));
         let sum = &file.executors["sum"];
         assert_eq!(sum.kind, ExecutorKind::Command);

@@ -167,5 +167,17 @@ pub(super) fn executor_for<'a>(policy: &'a Policy, task_type: &str) -> Result<&'
 
 /// A store failure: the node cannot promise anything about the task.
 pub(super) fn store_error(e: StoreError) -> ApiError {
-    ApiError::new(ProblemCode::Internal, format!("node state: {e}"))
+    ApiError::new(
+        ProblemCode::Internal,
+        format!("node state: {}", for_operator(&e)),
+    )
+}
+
+/// A store failure as the node logs it: a stopped database thread gets the
+/// operator's fix, which the store's own message leaves to its caller.
+pub(super) fn for_operator(e: &StoreError) -> String {
+    match e {
+        StoreError::Closed { .. } => format!("{e}; restart sage (the log has the cause)"),
+        _ => e.to_string(),
+    }
 }

@@ -160,7 +160,8 @@ async fn abandon_running(state: &AppState) -> usize {
             "{marked} task(s) still running at the drain deadline: marked interrupted"
         ),
         Err(e) => tracing::warn!(
-            "cannot mark the tasks still running as interrupted ({e}); the next start does"
+            "cannot mark the tasks still running as interrupted ({}); the next start does",
+            admission::for_operator(&e)
         ),
     }
     abandoned

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use super::admission::store_error;
+use super::admission::{for_operator, store_error};
 use super::{ApiError, AppState};
 use sage_exec::Run;
 use sage_store::{Begin, Ended, StoreError, TaskRecord};
@@ -202,7 +202,7 @@ impl Drop for Unfinished {
         runtime.spawn(async move {
             match store.interrupt_task(&issuer, &task_id, now_ms()).await {
                 Ok(_) => tracing::warn!(task_id = %Untrusted(&task_id), issuer = %Untrusted(&issuer), "a run ended without a stored proof: the task is marked interrupted"),
-                Err(e) => tracing::error!(task_id = %Untrusted(&task_id), issuer = %Untrusted(&issuer), "a run ended without a stored proof and cannot be marked interrupted: {e}"),
+                Err(e) => tracing::error!(task_id = %Untrusted(&task_id), issuer = %Untrusted(&issuer), "a run ended without a stored proof and cannot be marked interrupted: {}", for_operator(&e)),
             }
         });
     }

@@ -15,6 +15,7 @@ mod delegate;
 mod executors;
 mod legacy;
 mod limits;
+mod manual;
 mod protocol_doc;
 mod refusals;
 mod service;

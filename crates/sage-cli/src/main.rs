@@ -80,6 +80,10 @@ enum Command {
     /// TLS certificates for `sage serve --tls-cert`: make a self-signed one, print a fingerprint.
     #[command(subcommand)]
     Tls(cmd::tls::Command),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the man page sage(1), or write every page into a directory.
+    Man(cmd::docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +113,8 @@ fn main() -> ExitCode {
         Command::Key(command) => cmd::key::run(keys_dir, command),
         Command::Peer(command) => cmd::peer::run(keys_dir, &state_dir, command),
         Command::Tls(command) => cmd::tls::run(keys_dir, command),
+        Command::Completions(args) => cmd::docs::completions::<Cli>(args),
+        Command::Man(args) => cmd::docs::man::<Cli>(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod capabilities;
 pub mod config;
 pub mod delegate;
+pub mod docs;
 pub mod health;
 pub mod key;
 pub mod keygen;

@@ -19,6 +19,7 @@ mod manual;
 mod protocol_doc;
 mod refusals;
 mod service;
+mod setup;
 mod soak;
 mod state;
 mod systemd;

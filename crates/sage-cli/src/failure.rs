@@ -76,9 +76,11 @@ impl From<sage_service::config::ResolveError> for Failure {
     fn from(err: sage_service::config::ResolveError) -> Self {
         use sage_service::config::ResolveError;
         match err {
-            ResolveError::NoName => Failure::Usage(format!(
-                "{err}: pass --name NAME or set [node] name in the config file"
-            )),
+            ResolveError::NoName {
+                ref keys_dir,
+                ref found,
+            } => Failure::Usage(no_name(&err, keys_dir, found)),
+            ResolveError::KeyDir(keys) => keys.into(),
             ResolveError::CertWithoutKey => Failure::Usage(format!(
                 "{err}: pass --tls-key FILE (or set [node] tls_key)"
             )),
@@ -87,6 +89,23 @@ impl From<sage_service::config::ResolveError> for Failure {
             )),
             other => failed(other),
         }
+    }
+}
+
+/// What `serve` without a name says: the keys it could take the name from.
+fn no_name(err: &impl std::fmt::Display, keys_dir: &std::path::Path, found: &[String]) -> String {
+    let dir = keys_dir.display();
+    let fix = "pass --name NAME or set [node] name in the config file";
+    if !found.is_empty() {
+        return format!(
+            "{err}: the key directory {dir} holds keys for {}; {fix}",
+            found.join(", ")
+        );
+    }
+    if keys_dir.is_dir() {
+        format!("{err}: no key in {dir} to take it from; {fix} (`sage keygen --name NAME --keys-dir {dir}` makes a key)")
+    } else {
+        format!("{err}: the key directory {dir} does not exist; pass --keys-dir DIR (or set [node] keys_dir), or {fix}")
     }
 }
 

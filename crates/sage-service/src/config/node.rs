@@ -112,9 +112,18 @@ pub enum ResolveError {
     /// The config file cannot be read or used.
     #[error(transparent)]
     File(#[from] ConfigError),
-    /// Neither flag nor file names the platform.
+    /// Neither flag nor file names the platform, and the key directory
+    /// does not hold exactly one key to take it from.
     #[error("no platform name")]
-    NoName,
+    NoName {
+        /// The key directory looked in.
+        keys_dir: PathBuf,
+        /// The platforms it holds keys of (none, or more than one).
+        found: Vec<String>,
+    },
+    /// The key directory, looked in for the platform name, cannot be listed.
+    #[error(transparent)]
+    KeyDir(#[from] crate::KeyDirError),
     /// A TLS certificate is set without its key.
     #[error("a TLS certificate without its key")]
     CertWithoutKey,
@@ -157,6 +166,23 @@ pub fn check_limits(limits: &Limits, from: Option<&Path>) -> Result<(), ResolveE
     })
 }
 
+/// The platform of the only key in `keys`: a node set up with one key
+/// needs no name.
+fn only_key(keys: &KeyDir) -> Result<String, ResolveError> {
+    let mut found: Vec<String> = keys
+        .key_files()?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if found.len() == 1 {
+        return Ok(found.remove(0));
+    }
+    Err(ResolveError::NoName {
+        keys_dir: keys.path().to_owned(),
+        found,
+    })
+}
+
 impl NodeConfig {
     /// Resolves the configuration from `overrides`, the config file, the
     /// environment and the defaults.
@@ -184,14 +210,6 @@ impl NodeConfig {
             None => (None, ConfigFile::default()),
         };
         let node = &file.node;
-        let name = match name {
-            Some(name) => name.to_owned(),
-            None => overrides
-                .name
-                .clone()
-                .or_else(|| node.name.clone())
-                .ok_or(ResolveError::NoName)?,
-        };
         let keys = KeyDir::new(
             overrides
                 .keys_dir
@@ -202,6 +220,13 @@ impl NodeConfig {
         let keys = match &node.peers_file {
             Some(peers) => keys.with_peers_file(peers),
             None => keys,
+        };
+        let name = match name {
+            Some(name) => name.to_owned(),
+            None => match overrides.name.clone().or_else(|| node.name.clone()) {
+                Some(name) => name,
+                None => only_key(&keys)?,
+            },
         };
         let listen = node.listen.unwrap_or(DEFAULT_LISTEN);
         let listen = SocketAddr::new(
@@ -294,6 +319,36 @@ mod tests {
     }
 
     #[test]
+    fn without_a_name_the_only_key_in_the_key_directory_names_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let resolve = || {
+            NodeConfig::resolve(Overrides {
+                config: Some(file(dir.path(), "")),
+                keys_dir: Some(keys.clone()),
+                ..Overrides::default()
+            })
+        };
+        let found = |result: Result<NodeConfig, ResolveError>| match result {
+            Err(ResolveError::NoName { keys_dir, found }) => {
+                assert_eq!(keys_dir, keys);
+                found
+            }
+            other => panic!("{:?}", other.map(|c| c.name)),
+        };
+        // A directory that does not exist, then one without keys.
+        assert!(found(resolve()).is_empty());
+        std::fs::create_dir(&keys).unwrap();
+        assert!(found(resolve()).is_empty());
+
+        KeyDir::new(&keys).generate("Thor", None, false).unwrap();
+        assert_eq!(resolve().unwrap().name, "Thor");
+
+        KeyDir::new(&keys).generate("Sprout", None, false).unwrap();
+        assert_eq!(found(resolve()), ["Sprout", "Thor"]);
+    }
+
+    #[test]
     fn flags_win_over_the_file_and_the_file_over_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let config = file(
@@ -329,7 +384,7 @@ mod tests {
         };
         assert!(matches!(
             given(Overrides::default()),
-            Err(ResolveError::NoName)
+            Err(ResolveError::NoName { .. })
         ));
         let named = || Overrides {
             name: Some("Thor".into()),

@@ -76,3 +76,88 @@ fn serve_without_a_name_lists_the_keys_it_found_or_says_there_are_none() {
     ]);
     assert!(!keys.state_dir().join("sage.db").exists());
 }
+
+/// `sage init` for `name` in `keys`, listening on loopback; the config
+/// file and the `sage peer add` line it printed, as argv without `sage`.
+fn init(keys: &Keys, name: &str) -> (std::path::PathBuf, Vec<String>) {
+    let config = keys.path().with_file_name("sage.toml");
+    let run = keys.run(&[
+        "init",
+        "--name",
+        name,
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:50051",
+    ]);
+    run.assert_code(0);
+    run.assert_stderr(&["made", "wrote", "sage serve --config"]);
+    let line: Vec<String> = run.stdout.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(line[..3], ["sage", "peer", "add"], "{}", run.stdout);
+    (config, line[1..].to_vec())
+}
+
+#[test]
+fn init_makes_a_node_that_serves_and_prints_the_line_its_peers_run() {
+    let thor = Keys::new();
+    let sprout = Keys::new();
+    let (thor_config, thor_line) = init(&thor, "Thor");
+    let (_, sprout_line) = init(&sprout, "Sprout");
+    assert!(thor_line.contains(&"127.0.0.1:50051".to_owned()));
+
+    thor.run(&["config", "check", "--config", thor_config.to_str().unwrap()])
+        .assert_code(0)
+        .assert_stdout(&["[executors.echo]", "[executors.cat]"]);
+    // Each runs the other's line as printed.
+    thor.run(&argv(&sprout_line)).assert_code(0);
+    sprout.run(&argv(&thor_line)).assert_code(0);
+
+    let node = thor.serve("Thor", &["--config", thor_config.to_str().unwrap()]);
+    for task_type in ["echo", "cat"] {
+        let run = sprout.run(&[
+            "delegate",
+            "--local",
+            "Sprout",
+            "--target",
+            "Thor",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &node.port(),
+            "--task-type",
+            task_type,
+            "--input",
+            r#"{"n": 1}"#,
+            "--json",
+        ]);
+        run.assert_code(0);
+        assert_eq!(
+            run.json()["proof"]["result"],
+            serde_json::json!({"n": 1}),
+            "{task_type}"
+        );
+    }
+
+    // Again: the config is not replaced without --force, the key never.
+    let public = thor
+        .run(&["key", "show", "--name", "Thor", "--public-only"])
+        .stdout;
+    let again = [
+        "init",
+        "--name",
+        "Thor",
+        "--config",
+        thor_config.to_str().unwrap(),
+    ];
+    let run = thor.run(&again);
+    run.assert_code(1);
+    run.assert_stderr(&["already exists", "--force"]);
+    let run = thor.run(&[&again[..], &["--force"]].concat());
+    run.assert_code(0);
+    run.assert_stderr(&["kept the existing key"]);
+    assert!(run.stdout.contains(public.trim()), "{}", run.stdout);
+}
+
+fn argv(line: &[String]) -> Vec<&str> {
+    line.iter().map(String::as_str).collect()
+}

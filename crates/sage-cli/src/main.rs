@@ -63,6 +63,9 @@ enum Command {
     Capabilities(cmd::capabilities::Args),
     /// Check that a node answers and is healthy.
     Health(cmd::health::Args),
+    /// Set up a node: its key (if missing), a starter sage.toml, and the
+    /// `sage peer add` line for the other machines.
+    Init(cmd::init::Args),
     /// Make a new Ed25519 key for a platform.
     Keygen(cmd::keygen::Args),
     /// Inspect keys.
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Health(args) => cmd::health::run(keys_dir, args),
         Command::Bench(args) => cmd::bench::run(keys_dir, &state_dir, args),
         Command::Capabilities(args) => cmd::capabilities::run(keys_dir, args),
+        Command::Init(args) => cmd::init::run(keys_dir, args),
         Command::Keygen(args) => cmd::keygen::run(keys_dir, args),
         Command::Key(command) => cmd::key::run(keys_dir, command),
         Command::Peer(command) => cmd::peer::run(keys_dir, &state_dir, command),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod delegate;
 pub mod docs;
 pub mod health;
+pub mod init;
 pub mod key;
 pub mod keygen;
 pub mod peer;

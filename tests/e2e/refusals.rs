@@ -73,7 +73,7 @@ fn a_well_formed_task_is_accepted_and_a_resent_one_is_refused_as_replayed() {
     );
     let again = post_envelope(&node, &env);
     assert_refused(&node, &again, 409, "replayed");
-    assert!(node.wait_for_log("task refused"));
+    assert!(node.wait_for_log("request refused"));
     assert_eq!(node.executions_of(&task.task_id), 1, "{}", node.log());
 }
 
@@ -281,4 +281,50 @@ fn base64_decode(text: &str) -> Vec<u8> {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn a_flood_of_refusals_logs_the_first_of_each_kind_and_then_counts() {
+    let (_keys, node, sprout) = setup();
+    // From a verified peer: the first at info, the repeats counted.
+    for _ in 0..20 {
+        let answer = post_envelope(&node, &sign(&sprout, &fresh_task("no_such_type")));
+        assert_eq!(
+            answer.status,
+            422,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    // Before a signature verifies: by the client's address.
+    for _ in 0..5 {
+        let answer = post_envelope(&node, &sign(&NodeKey::generate(), &fresh_task("echo")));
+        assert_eq!(answer.status, 403);
+    }
+    let (_, log) = node.terminate();
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{log}");
+    assert!(
+        refused[0].contains("code=\"unsupported_task\" from=Sprout"),
+        "{log}"
+    );
+    assert!(
+        refused[1].contains("code=\"unknown_platform\" from=127.0.0.1 (unverified)"),
+        "{log}"
+    );
+    // At the stop, the repeats since the last count.
+    assert_eq!(
+        lines("refused 19 requests from Sprout: unsupported_task"),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        lines("refused 4 requests from 127.0.0.1 (unverified): unknown_platform"),
+        1,
+        "{log}"
+    );
 }

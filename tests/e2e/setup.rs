@@ -161,3 +161,21 @@ fn init_makes_a_node_that_serves_and_prints_the_line_its_peers_run() {
 fn argv(line: &[String]) -> Vec<&str> {
     line.iter().map(String::as_str).collect()
 }
+
+#[test]
+fn a_new_state_directory_is_migrated_quietly_by_a_command_and_in_one_line_by_serve() {
+    let keys = Keys::new();
+    keys.keygen("Thor");
+    let run = keys.run(&["proofs", "list"]);
+    run.assert_code(0);
+    assert!(!run.stderr.contains("migrated"), "{}", run.stderr);
+
+    let other = Keys::new();
+    other.keygen("Thor");
+    let node = other.serve("Thor", &[]);
+    let (_, log) = node.terminate();
+    let migrated: Vec<&str> = log.lines().filter(|l| l.contains("migrated")).collect();
+    assert_eq!(migrated.len(), 1, "{log}");
+    assert!(migrated[0].contains("database schema migrated"), "{log}");
+    assert!(migrated[0].contains("from=0"), "{log}");
+}

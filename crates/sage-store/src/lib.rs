@@ -223,7 +223,16 @@ impl Store {
     ) -> Result<Store, StoreError> {
         create_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
-        let conn = schema::open(&path, SCHEMA_VERSION, check)?;
+        let (conn, migrated_from) = schema::open_migrating(&path, SCHEMA_VERSION, check)?;
+        if let Some(from) = migrated_from {
+            // Worth a line when a node starts; a short command's first
+            // open of a new directory is routine.
+            if lock.is_some() {
+                tracing::info!(path = %path.display(), from, to = SCHEMA_VERSION, "database schema migrated");
+            } else {
+                tracing::debug!(path = %path.display(), from, to = SCHEMA_VERSION, "database schema migrated");
+            }
+        }
         let checkpointer = Checkpointer::start(&path)?;
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let thread = worker::spawn(conn, path.clone(), receiver, checkpointer).map_err(|e| {

@@ -112,7 +112,18 @@ pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// that it is a sound sage database this code can use, sets the
 /// connection up, and migrates it to `target`. Nothing is written to a file
 /// that fails a check.
+#[cfg(test)]
 pub(super) fn open(path: &Path, target: u32, check: Check) -> Result<Connection, StoreError> {
+    open_migrating(path, target, check).map(|(conn, _)| conn)
+}
+
+/// As [`open`], with the schema version the file had if it was migrated
+/// (0: a new file).
+pub(super) fn open_migrating(
+    path: &Path,
+    target: u32,
+    check: Check,
+) -> Result<(Connection, Option<u32>), StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -172,7 +183,7 @@ pub(super) fn open(path: &Path, target: u32, check: Check) -> Result<Connection,
     conn.set_prepared_statement_cache_capacity(64);
 
     migrate(&conn, path, target)?;
-    Ok(conn)
+    Ok((conn, (version < target).then_some(version)))
 }
 
 /// `application_id`, `user_version` and the number of schema objects.
@@ -273,7 +284,7 @@ fn migrate_in_transaction(conn: &Connection, path: &Path, target: u32) -> Result
             "PRAGMA user_version = {next}; PRAGMA application_id = {APPLICATION_ID};"
         ))
         .map_err(failed)?;
-        tracing::info!(path = %path.display(), version = next, "database schema migrated");
+        tracing::debug!(path = %path.display(), version = next, "database schema step applied");
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod observe;
 mod once;
 mod problem;
 mod rate;
+mod refusals;
 mod running;
 mod state;
 pub mod systemd;
@@ -113,7 +114,11 @@ pub async fn serve_with(
         signal.await;
         let _ = mark.set(tokio::time::Instant::now());
     };
-    let connections = transport::serve(listener, app, state.clone(), tls, signal).await?;
+    let summaries = tokio::spawn(summarize_refusals(state.clone()));
+    let served = transport::serve(listener, app, state.clone(), tls, signal).await;
+    summaries.abort();
+    state.inner().refusals.summarize();
+    let connections = served?;
     let running = &state.inner().running;
     let drain = state.limits().drain_timeout;
     let deadline = signalled
@@ -130,6 +135,17 @@ pub async fn serve_with(
     Ok(Shutdown::DeadlinePassed {
         abandoned: abandon_running(&state).await,
     })
+}
+
+/// Logs the counts of repeated refusals, every [`refusals::SUMMARY_EVERY`].
+async fn summarize_refusals(state: AppState) {
+    let mut every = tokio::time::interval(refusals::SUMMARY_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        state.inner().refusals.summarize();
+    }
 }
 
 /// How long aborted tasks get to end (their futures are dropped at their

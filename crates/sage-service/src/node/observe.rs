@@ -12,6 +12,9 @@ use sage_types::ProblemCode;
 use tracing::Instrument as _;
 
 use super::metrics::{endpoint_label, Gauges, CONTENT_TYPE};
+use super::problem::Refused;
+use super::refusals::Sender;
+use super::transport::ClientAddr;
 use super::{ApiError, AppState};
 
 /// The header that carries a request's id, both ways.
@@ -28,6 +31,7 @@ pub(super) async fn observe(
     let started = Instant::now();
     let endpoint = endpoint_label(request.uri().path());
     let id = request_id(&request);
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
     let span = tracing::info_span!("request", id = %id);
     // Monitoring answers even when the node is saturated.
     let limited = !matches!(endpoint, "/health" | "/metrics");
@@ -48,7 +52,8 @@ pub(super) async fn observe(
                     ),
                 )
                 .retry_after(1);
-                return finish(&state, endpoint, &id, started, refusal.into_response());
+                let response = refusal.into_response();
+                return finish(&state, endpoint, &id, client, started, response);
             }
         }
     } else {
@@ -56,20 +61,27 @@ pub(super) async fn observe(
     };
     let response = next.run(request).instrument(span).await;
     drop(slot);
-    finish(&state, endpoint, &id, started, response)
+    finish(&state, endpoint, &id, client, started, response)
 }
 
-/// Counts the answer and tags it with the request id.
+/// Counts the answer, logs a refusal, and tags it with the request id.
 fn finish(
     state: &AppState,
     endpoint: &'static str,
     id: &str,
+    client: Option<std::net::SocketAddr>,
     started: Instant,
     mut response: Response,
 ) -> Response {
     let metrics = &state.inner().metrics;
-    if let Some(code) = response.extensions().get::<ProblemCode>() {
-        metrics.refusal(code.as_str());
+    if let Some(refused) = response.extensions().get::<Refused>() {
+        metrics.refusal(refused.code.as_str());
+        let sender = Sender::of(refused.peer.as_deref(), client);
+        let _entered = tracing::info_span!("request", id = %id).entered();
+        state
+            .inner()
+            .refusals
+            .refused(sender, refused.code, endpoint, &refused.detail);
     }
     metrics.request(endpoint, response.status().as_u16(), started.elapsed());
     if let Ok(value) = HeaderValue::from_str(id) {

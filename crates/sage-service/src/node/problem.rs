@@ -17,6 +17,18 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds after which a retry may succeed (`busy`, `rate_limited`).
     pub retry_after: Option<u64>,
+    /// The verified peer refused, for the log (`None`: not verified).
+    pub peer: Option<String>,
+}
+
+/// A refusal as the log sees it, carried on its response to the layer
+/// that logs and counts every answer.
+#[derive(Debug, Clone)]
+pub(super) struct Refused {
+    pub(super) code: ProblemCode,
+    pub(super) peer: Option<String>,
+    /// As sent back: cut, not yet escaped.
+    pub(super) detail: String,
 }
 
 impl ApiError {
@@ -26,7 +38,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            peer: None,
         }
+    }
+
+    /// Names the verified peer that is refused.
+    pub fn from_peer(mut self, name: &str) -> Self {
+        self.peer = Some(name.to_owned());
+        self
     }
 
     /// Adds a `Retry-After`.
@@ -73,13 +92,18 @@ impl IntoResponse for ApiError {
         } else {
             self.detail
         };
+        let refused = Refused {
+            code: self.code,
+            peer: self.peer,
+            detail: detail.clone(),
+        };
         let problem = Problem::new(self.code, detail);
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, body).into_response();
-        // For the metrics' refusal counts (see `observe`).
-        response.extensions_mut().insert(self.code);
+        // For the refusal counts and the log (see `observe`).
+        response.extensions_mut().insert(refused);
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

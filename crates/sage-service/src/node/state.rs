@@ -13,6 +13,7 @@ use sage_store::Store;
 
 use super::metrics::Metrics;
 use super::rate::PeerRate;
+use super::refusals::RefusalLog;
 use super::running::Running;
 
 /// What a node is made of.
@@ -67,6 +68,7 @@ pub(super) struct Inner {
     pub(super) started: Instant,
     pub(super) metrics: Metrics,
     pub(super) peer_rate: PeerRate,
+    pub(super) refusals: RefusalLog,
     /// The tasks running now, owned by the node.
     pub(super) running: Running,
     policy: RwLock<Arc<Policy>>,
@@ -89,6 +91,7 @@ impl AppState {
                 started: Instant::now(),
                 metrics: Metrics::default(),
                 peer_rate: PeerRate::default(),
+                refusals: RefusalLog::default(),
                 policy: RwLock::new(Arc::new(Policy {
                     trust: setup.trust,
                     executors: setup.executors,

@@ -57,12 +57,12 @@ pub(super) async fn submit(
         )
     })?;
     let now = now_ms();
+    let peer = verified.signer.name.as_str();
     let (entry, reservation) =
-        admit(inner, &policy, &task, verified.signer, now).inspect_err(|e| refused(&task, e))?;
+        admit(inner, &policy, &task, verified.signer, now).map_err(|e| refused(&task, peer, e))?;
     // After the checks that need no state, so that an expired copy of an
     // envelope costs its signer nothing; a replay gets its token back below.
-    check_rate(inner, &policy.limits, verified.signer).inspect_err(|e| refused(&task, e))?;
-    let peer = verified.signer.name.as_str();
+    check_rate(inner, &policy.limits, verified.signer).map_err(|e| refused(&task, peer, e))?;
 
     let record = TaskRecord {
         issuer: task.issuer.clone(),
@@ -113,13 +113,14 @@ pub(super) async fn submit(
         }
         Err(e) => e,
     };
-    refused(&task, &e);
-    Err(e)
+    Err(refused(&task, peer, e))
 }
 
-/// Logs a refusal of `task` (peer-supplied text escaped).
-fn refused(task: &Task, e: &ApiError) {
-    tracing::info!(code = %e.code, task_id = %Untrusted(&task.task_id), issuer = %Untrusted(&task.issuer), detail = %Untrusted(&e.detail), "task refused");
+/// A refusal of `task` from the verified `peer`: named for the refusal
+/// log (see `observe`), and logged with the task's fields at debug.
+fn refused(task: &Task, peer: &str, e: ApiError) -> ApiError {
+    tracing::debug!(code = %e.code, task_id = %Untrusted(&task.task_id), issuer = %Untrusted(&task.issuer), detail = %Untrusted(&e.detail), "task refused");
+    e.from_peer(peer)
 }
 
 /// The digest of what a task asks for, without its nonce and times: a

@@ -245,6 +245,7 @@ async fn serve_http<I>(
     let activity = registered.activity().clone();
     let io = Guarded::new(io, activity.clone(), limits.header_read);
     let service = RequestService {
+        client: ClientAddr(peer),
         app: shared.app.clone(),
         activity: activity.clone(),
         body_read_timeout: limits.body_read,
@@ -523,10 +524,16 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     }
 }
 
+/// The address of the client that sent a request: an extension of every
+/// request the transport hands on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
 /// Hands each request to the router with a body that must arrive in
 /// time, and counts it in flight meanwhile.
 #[derive(Clone)]
 struct RequestService {
+    client: ClientAddr,
     app: Router,
     activity: Arc<Activity>,
     body_read_timeout: Duration,
@@ -541,8 +548,9 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let in_flight = InFlight::begin(self.activity.clone());
         let deadline = Instant::now() + self.body_read_timeout;
         let (activity, limit) = (self.activity.clone(), self.body_read_timeout);
-        let request = request
+        let mut request = request
             .map(|incoming| Body::new(DeadlineBody::new(incoming, deadline, limit, activity)));
+        request.extensions_mut().insert(self.client);
         let app = self.app.clone();
         Box::pin(async move {
             let Ok(mut response) = app.oneshot(request).await;

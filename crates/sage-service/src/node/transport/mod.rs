@@ -46,6 +46,8 @@ mod body;
 mod connection;
 mod registry;
 
+pub(super) use connection::ClientAddr;
+
 use std::future::Future;
 use std::io;
 use std::sync::Arc;

@@ -9,7 +9,7 @@
     check.py bench FILE                 print "ok errors p50 p99 errors-by-kind" of `sage bench --json`
     check.py ping FILE                  print "p50 sent received" of ping's output (p50 "-" if none)
     check.py pctl P                     nearest-rank percentile P of the numbers on stdin
-    check.py guide WARM RTT [COLD]      where delegations (ms) fall against the guide's LAN or internet figures
+    check.py guide WARM RTT [COLD]      where delegations (ms) fall against the LAN or internet figures of the Python original's deployment guide
 """
 
 import json
@@ -94,7 +94,7 @@ def pctl_of(values, p):
 
 
 def guide(warm, rtt, cold=None):
-    """The guide's regime for this round trip (LAN below 20 ms, else
+    """The regime of the Python original's deployment guide for this round trip (LAN below 20 ms, else
     internet) and where the warm (and cold) delegation falls against it."""
     rtt = float(rtt) if rtt not in ("-", "") else 0.0
     lo, hi, regime = (50, 100, "LAN") if rtt < 20 else (100, 500, "internet")

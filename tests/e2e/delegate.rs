@@ -1,4 +1,4 @@
-//! The guide's scenarios with real nodes, and every way the delegator
+//! The scenarios of the Python original's deployment guide with real nodes, and every way the delegator
 //! refuses a proof or a peer.
 
 use sage_crypto::{sign_envelope, NodeKey};
@@ -62,7 +62,7 @@ fn scenario_1_loopback_delegation_is_verified() {
     assert_eq!(serde_json::to_value(&signed).unwrap(), *proof);
     assert_eq!(thor.executions_of(proof["task_id"].as_str().unwrap()), 1);
 
-    // The human summary shows the guide's sections.
+    // The human summary shows the sections of the Python original's deployment guide.
     let run = keys.run(&[
         "delegate",
         "--local",

@@ -553,22 +553,14 @@ mod tests {
     use std::path::Path;
     use std::time::Instant;
 
-    // Parsed rather than built, so that optional fields added to `Task`
-    // need no change here.
     fn task(input: Value) -> Task {
-        serde_json::from_value(json!({
-            "task_id": "task-42",
-            "task_type": "summarize",
-            "issuer": "sprout_sage_lct",
-            "audience": "thor_sage_lct",
-            "issued_at": 0,
-            "expires_at": 1,
-            "nonce": "00",
-            "input": input,
-            "estimated_cost": 10.0,
-            "quality": {"min_quality": 0.0, "min_convergence": 0.0},
-        }))
-        .unwrap()
+        Task {
+            quality: sage_types::QualityRequirements {
+                min_quality: 0.0,
+                min_convergence: 0.0,
+            },
+            ..sage_types::testing::task("summarize", input)
+        }
     }
 
     fn config(command: &[&str]) -> CommandConfig {

@@ -717,19 +717,10 @@ mod tests {
     }
 
     fn task(input: Value) -> Task {
-        serde_json::from_value(json!({
-            "task_id": "task-42",
-            "task_type": "llm_inference",
-            "issuer": "sprout_sage_lct",
-            "audience": "thor_sage_lct",
-            "issued_at": 0,
-            "expires_at": 1,
-            "nonce": "00",
-            "input": input,
-            "estimated_cost": 1.0,
-            "quality": {"min_quality": 0.6, "min_convergence": 0.7},
-        }))
-        .unwrap()
+        Task {
+            estimated_cost: 1.0,
+            ..sage_types::testing::task("llm_inference", input)
+        }
     }
 
     /// The environment `var=value` alone.

@@ -81,10 +81,7 @@ impl Fleet {
 fn echo_spec() -> TaskSpec {
     TaskSpec {
         task_type: "echo".into(),
-        input: serde_json::json!({
-            "prompt": "Describe the east camera frame.",
-            "max_tokens": 256
-        }),
+        input: sage_types::testing::typical_input(),
         estimated_cost: 50.0,
         quality: QualityRequirements::default(),
         max_cost: None,

@@ -89,15 +89,7 @@ pub fn check_proof(
     })?;
     let proof = LegacyProof::from_signable(signable)
         .map_err(|e| ProofError::Malformed(format!("signed proof: {e}")))?;
-    if proof.task_id != signed.task_id {
-        return Err(ProofError::ForOtherTask {
-            detail: format!(
-                "task id {} where {} was sent",
-                Untrusted(&proof.task_id),
-                signed.task_id
-            ),
-        });
-    }
+    super::same_task_id(&proof.task_id, &signed.task_id)?;
     if !proof
         .executing_platform
         .eq_ignore_ascii_case(&executor.name)

@@ -130,15 +130,7 @@ pub fn check_proof(
     let proof: Proof = serde_json::from_slice(&verified.payload)
         .map_err(|e| ProofError::Malformed(format!("signed payload is not a v1 proof: {e}")))?;
     let task = &signed.task;
-    if proof.task_id != task.task_id {
-        return Err(ProofError::ForOtherTask {
-            detail: format!(
-                "task id {} where {} was sent",
-                Untrusted(&proof.task_id),
-                task.task_id
-            ),
-        });
-    }
+    same_task_id(&proof.task_id, &task.task_id)?;
     if proof.task_digest != signed.digest && !signed.earlier_digests.contains(&proof.task_digest) {
         return Err(ProofError::ForOtherTask {
             detail: format!(
@@ -171,6 +163,16 @@ pub fn check_proof(
         ));
     }
     Ok(proof)
+}
+
+/// A proof of either protocol names the task id that was sent.
+fn same_task_id(proved: &str, sent: &str) -> Result<(), ProofError> {
+    if proved == sent {
+        return Ok(());
+    }
+    Err(ProofError::ForOtherTask {
+        detail: format!("task id {} where {sent} was sent", Untrusted(proved)),
+    })
 }
 
 /// What a verified proof says, in the same terms for both protocols.

@@ -445,25 +445,6 @@ impl Outgoing {
     }
 }
 
-/// Signs a task from `local` for `target` in `protocol` and sends it to
-/// `addr`; returns what was exchanged and the time from sending to answer.
-///
-/// # Errors
-/// [`ClientError`]: the target unreachable, silent or refusing.
-pub async fn exchange(
-    client: &Client,
-    local: &Identity,
-    target: &Peer,
-    addr: &str,
-    protocol: Protocol,
-    spec: &TaskSpec,
-    timeout: Duration,
-) -> Result<(Exchange, Duration), ClientError> {
-    Outgoing::sign(local, target, protocol, spec)
-        .send(client, addr, timeout)
-        .await
-}
-
 /// Checks that the node at `addr` is up and is `target`; returns its
 /// health answer and the round trip.
 ///
@@ -547,6 +528,8 @@ pub async fn delegate(
 ) -> Result<Delegation, DelegateError> {
     let started = Instant::now();
     let checked = check_target(client, target, addr, timeout).await?;
-    let exchanged = exchange(client, local, target, addr, protocol, spec, timeout).await?;
+    let exchanged = Outgoing::sign(local, target, protocol, spec)
+        .send(client, addr, timeout)
+        .await?;
     conclude(exchanged, target, spec, checked, started)
 }

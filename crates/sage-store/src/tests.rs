@@ -442,7 +442,7 @@ async fn finished_tasks_are_forgotten_after_their_time_oldest_first() {
 async fn finish_tasks(store: &Store, numbers: std::ops::Range<u64>) {
     for i in numbers {
         let task_id = format!("t{i:05}");
-        start(&store, record("alice", &task_id, Some(&task_id), 1)).await;
+        start(store, record("alice", &task_id, Some(&task_id), 1)).await;
         finish(store, &task_id, b"p", 2_000).await;
     }
 }

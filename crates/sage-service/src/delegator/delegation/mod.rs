@@ -3,6 +3,8 @@
 //! Python original's protocol.
 
 pub mod legacy;
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, Instant};
 

@@ -124,37 +124,22 @@ pub fn check_proof(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use sage_crypto::PeerSource;
     use sage_types::legacy::signable_proof;
-    use sage_types::{pyjson, QualityRequirements};
+    use sage_types::pyjson;
     use serde_json::Value;
 
+    use super::super::tests::{spec, thor, THOR_SEED};
     use super::*;
-
-    const THOR_SEED: [u8; 32] = [1; 32];
 
     /// Thor as the delegator knows it, and a legacy task Sprout signed.
     fn sent() -> (Peer, SignedLegacyTask) {
-        let thor = Peer::new(
-            "Thor",
-            NodeKey::from_seed(&THOR_SEED).public(),
-            PeerSource::Given,
-        );
         let spec = TaskSpec {
-            task_type: "echo".into(),
-            input: json!({"x": 1}),
-            estimated_cost: 1.0,
-            quality: QualityRequirements::default(),
-            lifetime: Duration::from_secs(60),
-            max_cost: None,
-            max_latency: Duration::from_secs(30),
             task_id: Some("t1".into()),
             earlier_digests: Vec::new(),
+            ..spec()
         };
         let signed = sign_task(&NodeKey::from_seed(&[2; 32]), "Sprout", &spec);
-        (thor, signed)
+        (thor(), signed)
     }
 
     /// Thor's proof of task `t1`, as its JSON.

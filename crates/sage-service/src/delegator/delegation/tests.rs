@@ -16,9 +16,20 @@ use crate::ProofError;
 /// Whether an error is the one a case expects.
 type Expected = fn(&ProofError) -> bool;
 
-const THOR_SEED: [u8; 32] = [1; 32];
+/// The seed of Thor's key.
+pub(super) const THOR_SEED: [u8; 32] = [1; 32];
 
-fn spec() -> TaskSpec {
+/// Thor as the delegator knows it.
+pub(super) fn thor() -> Peer {
+    Peer::new(
+        "Thor",
+        NodeKey::from_seed(&THOR_SEED).public(),
+        PeerSource::Given,
+    )
+}
+
+/// A task to delegate, which may be proved by an earlier send of it.
+pub(super) fn spec() -> TaskSpec {
     TaskSpec {
         task_type: "echo".into(),
         input: json!({"x": 1}),
@@ -34,11 +45,7 @@ fn spec() -> TaskSpec {
 
 /// Thor as the delegator knows it, and a task Sprout signed for it.
 fn sent() -> (Peer, SignedTask) {
-    let thor = Peer::new(
-        "Thor",
-        NodeKey::from_seed(&THOR_SEED).public(),
-        PeerSource::Given,
-    );
+    let thor = thor();
     let sprout = NodeKey::from_seed(&[2; 32]);
     let signed = sign_task(&sprout, "sprout_sage_lct", &thor.lct_id, &spec());
     (thor, signed)

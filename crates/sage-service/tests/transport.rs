@@ -107,33 +107,34 @@ fn limits(drain: Duration) -> Limits {
     }
 }
 
+/// Shuts down, with a drain deadline of `drain`, a node running a task
+/// that takes `run`; returns how `serve` ended and the delegator's wait.
+async fn shut_down_in_flight(
+    run: Duration,
+    drain: Duration,
+) -> (
+    Shutdown,
+    JoinHandle<Result<sage_types::Envelope, ClientError>>,
+) {
+    let node = Node::start(run, limits(drain), None).await;
+    let sent = node.task_in_flight().await;
+    (node.shut_down().await, sent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_in_flight_finishes_before_serve_returns() {
-    let node = Node::start(
-        Duration::from_millis(300),
-        limits(Duration::from_secs(30)),
-        None,
-    )
-    .await;
-    let sent = node.task_in_flight().await;
-    assert_eq!(node.shut_down().await, Shutdown::Drained);
+    let (shutdown, sent) =
+        shut_down_in_flight(Duration::from_millis(300), Duration::from_secs(30)).await;
+    assert_eq!(shutdown, Shutdown::Drained);
     let proof = sent.await.unwrap();
     assert!(proof.is_ok(), "{proof:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_drain_deadline_the_task_is_abandoned() {
-    let node = Node::start(
-        Duration::from_secs(600),
-        limits(Duration::from_millis(200)),
-        None,
-    )
-    .await;
-    let sent = node.task_in_flight().await;
-    assert_eq!(
-        node.shut_down().await,
-        Shutdown::DeadlinePassed { abandoned: 1 }
-    );
+    let (shutdown, sent) =
+        shut_down_in_flight(Duration::from_secs(600), Duration::from_millis(200)).await;
+    assert_eq!(shutdown, Shutdown::DeadlinePassed { abandoned: 1 });
     // Its connection is closed: the delegator hears about it.
     let result = tokio::time::timeout(Duration::from_secs(20), sent)
         .await

@@ -17,28 +17,12 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _};
 use sage_crypto::{sign_envelope, verify_envelope, NodeKey, Peer, PeerSource, TrustStore};
 use sage_types::task::TASK_PAYLOAD_TYPE;
-use sage_types::{QualityRequirements, Task};
 
 const SEED: [u8; 32] = [7; 32];
 
 /// A typical delegated task as its issuer serializes it (about 350 bytes).
 fn typical_payload() -> Vec<u8> {
-    let task = Task {
-        task_id: "task_5f3a9c1e7b2d4a60".into(),
-        task_type: "llm_inference".into(),
-        issuer: "sprout_sage_lct".into(),
-        audience: "thor_sage_lct".into(),
-        issued_at: 1_764_554_630_250,
-        expires_at: 1_764_554_690_250,
-        nonce: "9f86d081884c7d659a2feaa0c55ad015".into(),
-        input: serde_json::json!({
-            "prompt": "Describe the east camera frame.",
-            "max_tokens": 256
-        }),
-        estimated_cost: 50.0,
-        quality: QualityRequirements::default(),
-        max_cost: None,
-    };
+    let task = sage_types::testing::typical_task();
     let payload = serde_json::to_vec(&task).unwrap();
     assert!(
         (300..=400).contains(&payload.len()),

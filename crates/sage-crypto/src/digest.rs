@@ -25,7 +25,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
     use sage_types::task::TASK_PAYLOAD_TYPE;
-    use sage_types::{QualityRequirements, Task};
+    use sage_types::testing;
     use serde_json::{json, Map, Value};
 
     /// An object with `entries` inserted in that order.
@@ -35,22 +35,6 @@ mod tests {
             map.insert((*key).to_owned(), value.clone());
         }
         Value::Object(map)
-    }
-
-    fn task(input: Value) -> Task {
-        Task {
-            task_id: "task_1".into(),
-            task_type: "summarize".into(),
-            issuer: "sprout_sage_lct".into(),
-            audience: "thor_sage_lct".into(),
-            issued_at: 1_700_000_000_000,
-            expires_at: 1_700_000_060_000,
-            nonce: "00112233445566778899aabbccddeeff".into(),
-            input,
-            estimated_cost: 10.0,
-            quality: QualityRequirements::default(),
-            max_cost: None,
-        }
     }
 
     /// The workspace leaves serde_json's `preserve_order` feature off, so a
@@ -88,7 +72,10 @@ mod tests {
             )
         );
 
-        let (task_one, task_other) = (task(one.clone()), task(other.clone()));
+        let (task_one, task_other) = (
+            testing::task("summarize", one.clone()),
+            testing::task("summarize", other.clone()),
+        );
         assert_eq!(task_one.payload(), task_other.payload());
         assert_eq!(
             sha256_tagged(&task_one.payload()),

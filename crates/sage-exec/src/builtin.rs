@@ -97,16 +97,8 @@ mod tests {
     fn task(task_type: &str) -> Task {
         Task {
             task_id: "t".into(),
-            task_type: task_type.into(),
-            issuer: "sprout_sage_lct".into(),
-            audience: "thor_sage_lct".into(),
-            issued_at: 0,
-            expires_at: 1,
-            nonce: "00".into(),
-            input: json!({"query": "hi"}),
             estimated_cost: 50.0,
-            quality: Default::default(),
-            max_cost: None,
+            ..sage_types::testing::task(task_type, json!({"query": "hi"}))
         }
     }
 

@@ -468,22 +468,14 @@ mod tests {
     use std::path::Path;
     use std::time::Instant;
 
-    // Parsed rather than built, so that optional fields added to `Task`
-    // need no change here.
     fn task(input: Value) -> Task {
-        serde_json::from_value(json!({
-            "task_id": "task-42",
-            "task_type": "summarize",
-            "issuer": "sprout_sage_lct",
-            "audience": "thor_sage_lct",
-            "issued_at": 0,
-            "expires_at": 1,
-            "nonce": "00",
-            "input": input,
-            "estimated_cost": 10.0,
-            "quality": {"min_quality": 0.0, "min_convergence": 0.0},
-        }))
-        .unwrap()
+        Task {
+            quality: sage_types::QualityRequirements {
+                min_quality: 0.0,
+                min_convergence: 0.0,
+            },
+            ..sage_types::testing::task("summarize", input)
+        }
     }
 
     fn config(command: &[&str]) -> CommandConfig {
@@ -759,17 +751,18 @@ mod tests {
         assert!(err.message.contains("no command"), "{}", err.message);
     }
 
-    #[tokio::test]
-    async fn timeout_kills_the_whole_group() {
+    /// A config that runs `script` with `sh -c`, given as `$1` a file
+    /// (in the directory returned, which the caller keeps) to write a pid to.
+    fn with_pidfile(script: &str) -> (tempfile::TempDir, std::path::PathBuf, CommandConfig) {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
-        let mut config = config(&[
-            "sh",
-            "-c",
-            "sleep 30 & echo $! > \"$1\"; wait",
-            "sh",
-            pidfile.to_str().unwrap(),
-        ]);
+        let config = config(&["sh", "-c", script, "sh", pidfile.to_str().unwrap()]);
+        (dir, pidfile, config)
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_group() {
+        let (_dir, pidfile, mut config) = with_pidfile("sleep 30 & echo $! > \"$1\"; wait");
         config.timeout = Duration::from_millis(500);
 
         let started = Instant::now();
@@ -786,15 +779,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_execution_kills_the_whole_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let config = config(&[
-            "sh",
-            "-c",
-            "sleep 30 & echo $! > \"$1\"; wait",
-            "sh",
-            pidfile.to_str().unwrap(),
-        ]);
+        let (_dir, pidfile, config) = with_pidfile("sleep 30 & echo $! > \"$1\"; wait");
         let executor = CommandExecutor::new("summarize", config);
         let task = task(json!(null));
 
@@ -808,15 +793,8 @@ mod tests {
 
     #[tokio::test]
     async fn leftovers_die_when_the_program_exits() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("pid");
-        let config = config(&[
-            "sh",
-            "-c",
-            "sleep 30 >/dev/null 2>&1 & echo $! > \"$1\"; echo done",
-            "sh",
-            pidfile.to_str().unwrap(),
-        ]);
+        let (_dir, pidfile, config) =
+            with_pidfile("sleep 30 >/dev/null 2>&1 & echo $! > \"$1\"; echo done");
         let out = run(config, json!(null)).await.unwrap();
         assert_eq!(out.result, json!("done"));
         let leftover = read_pid(&pidfile).await;

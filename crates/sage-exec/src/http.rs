@@ -660,19 +660,10 @@ mod tests {
     }
 
     fn task(input: Value) -> Task {
-        serde_json::from_value(json!({
-            "task_id": "task-42",
-            "task_type": "llm_inference",
-            "issuer": "sprout_sage_lct",
-            "audience": "thor_sage_lct",
-            "issued_at": 0,
-            "expires_at": 1,
-            "nonce": "00",
-            "input": input,
-            "estimated_cost": 1.0,
-            "quality": {"min_quality": 0.6, "min_convergence": 0.7},
-        }))
-        .unwrap()
+        Task {
+            estimated_cost: 1.0,
+            ..sage_types::testing::task("llm_inference", input)
+        }
     }
 
     /// The environment `var=value` alone.
@@ -702,6 +693,51 @@ mod tests {
             only(var, &format!("Bearer {SECRET}\n")),
         )
         .unwrap()
+    }
+
+    /// A chat executor at `url`, without headers.
+    fn plain_chat_executor(url: String) -> HttpExecutor {
+        HttpExecutor::new(
+            "llama",
+            HttpConfig {
+                url,
+                mode: HttpMode::OpenAiChat {
+                    model: MODEL.into(),
+                },
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// A raw executor at `url` that reads at most `max_response_bytes`.
+    fn bounded_executor(url: String, max_response_bytes: usize) -> HttpExecutor {
+        HttpExecutor::new(
+            "svc",
+            HttpConfig {
+                url,
+                max_response_bytes,
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// How a raw executor at `url` fails an empty input.
+    async fn raw_error(url: String) -> ExecError {
+        raw_executor(url)
+            .execute(&task(json!({})))
+            .await
+            .unwrap_err()
+    }
+
+    /// A port nothing listens on: bound, learnt, closed.
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     fn raw_executor(url: String) -> HttpExecutor {
@@ -782,17 +818,7 @@ mod tests {
     #[tokio::test]
     async fn chat_input_without_prompt_or_messages_fails_before_sending() {
         // Nothing listens at this URL: the failure must come first.
-        let executor = HttpExecutor::new(
-            "llama",
-            HttpConfig {
-                url: "http://127.0.0.1:9/v1/chat/completions".into(),
-                mode: HttpMode::OpenAiChat {
-                    model: MODEL.into(),
-                },
-                ..HttpConfig::default()
-            },
-        )
-        .unwrap();
+        let executor = plain_chat_executor("http://127.0.0.1:9/v1/chat/completions".into());
         for input in [json!({"query": "hi"}), json!("hi"), json!({"prompt": 3})] {
             let err = executor.execute(&task(input)).await.unwrap_err();
             assert!(err.message.starts_with("input "), "{err}");
@@ -807,17 +833,7 @@ mod tests {
     #[tokio::test]
     async fn a_chat_answer_without_content_fails_naming_what_is_missing() {
         let (base, _) = server().await;
-        let executor = HttpExecutor::new(
-            "llama",
-            HttpConfig {
-                url: format!("{base}/empty-chat"),
-                mode: HttpMode::OpenAiChat {
-                    model: MODEL.into(),
-                },
-                ..HttpConfig::default()
-            },
-        )
-        .unwrap();
+        let executor = plain_chat_executor(format!("{base}/empty-chat"));
         let err = executor
             .execute(&task(json!({"prompt": "hi"})))
             .await
@@ -914,10 +930,7 @@ mod tests {
     #[tokio::test]
     async fn a_500_fails_with_the_status_and_the_start_of_the_body() {
         let (base, _) = server().await;
-        let err = raw_executor(format!("{base}/fail?key=hidden"))
-            .execute(&task(json!({})))
-            .await
-            .unwrap_err();
+        let err = raw_error(format!("{base}/fail?key=hidden")).await;
         assert!(
             err.message
                 .starts_with(&format!("HTTP 500 from {base}/fail: model exploded")),
@@ -932,26 +945,15 @@ mod tests {
     async fn a_slow_service_times_out() {
         let (base, _) = server().await;
         let started = Instant::now();
-        let err = raw_executor(format!("{base}/slow"))
-            .execute(&task(json!({})))
-            .await
-            .unwrap_err();
+        let err = raw_error(format!("{base}/slow")).await;
         assert!(err.message.contains("no answer within 0.3 s"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[tokio::test]
     async fn a_refused_connection_names_the_url_without_secrets() {
-        // Bind, learn the port, close: nothing listens there now.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let err = raw_executor(format!("http://user:pw@127.0.0.1:{port}/run?token=abc"))
-            .execute(&task(json!({})))
-            .await
-            .unwrap_err();
+        let port = closed_port();
+        let err = raw_error(format!("http://user:pw@127.0.0.1:{port}/run?token=abc")).await;
         assert!(
             err.message
                 .contains(&format!("cannot connect to http://127.0.0.1:{port}/run:")),
@@ -964,15 +966,7 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_answer_fails() {
         let (base, _) = server().await;
-        let executor = HttpExecutor::new(
-            "svc",
-            HttpConfig {
-                url: format!("{base}/big"),
-                max_response_bytes: 1024,
-                ..HttpConfig::default()
-            },
-        )
-        .unwrap();
+        let executor = bounded_executor(format!("{base}/big"), 1024);
         let err = executor.execute(&task(json!({}))).await.unwrap_err();
         assert!(
             err.message.contains("response larger than 1024 bytes"),
@@ -1025,17 +1019,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_streamed_answer_is_bounded_while_it_is_read() {
-        let executor = |url| {
-            HttpExecutor::new(
-                "svc",
-                HttpConfig {
-                    url,
-                    max_response_bytes: 1000,
-                    ..HttpConfig::default()
-                },
-            )
-            .unwrap()
-        };
+        let executor = |url| bounded_executor(url, 1000);
         let err = executor(chunked_server(100, 100).await)
             .execute(&task(json!({})))
             .await
@@ -1055,57 +1039,23 @@ mod tests {
     #[tokio::test]
     async fn each_failure_carries_its_kind() {
         let (base, _) = server().await;
-        let err = raw_executor(format!("{base}/fail"))
-            .execute(&task(json!({})))
-            .await
-            .unwrap_err();
+        let err = raw_error(format!("{base}/fail")).await;
         assert_eq!(err.kind, FailureKind::HttpStatus(500));
         assert_eq!(err.kind.as_str(), "http_status");
 
-        let err = raw_executor(format!("{base}/slow"))
-            .execute(&task(json!({})))
-            .await
-            .unwrap_err();
+        let err = raw_error(format!("{base}/slow")).await;
         assert_eq!(err.kind, FailureKind::Timeout);
 
-        // Bind, learn the port, close: nothing listens there now.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let err = raw_executor(format!("http://127.0.0.1:{port}/run"))
-            .execute(&task(json!({})))
-            .await
-            .unwrap_err();
+        let port = closed_port();
+        let err = raw_error(format!("http://127.0.0.1:{port}/run")).await;
         assert_eq!(err.kind, FailureKind::Unreachable);
         assert_eq!(err.kind.as_str(), "unreachable");
 
-        let small = HttpExecutor::new(
-            "svc",
-            HttpConfig {
-                url: format!("{base}/big"),
-                max_response_bytes: 1024,
-                ..HttpConfig::default()
-            },
-        )
-        .unwrap();
+        let small = bounded_executor(format!("{base}/big"), 1024);
         let err = small.execute(&task(json!({}))).await.unwrap_err();
         assert_eq!(err.kind, FailureKind::TooLarge);
 
-        let chat = |path: &str| {
-            HttpExecutor::new(
-                "llama",
-                HttpConfig {
-                    url: format!("{base}{path}"),
-                    mode: HttpMode::OpenAiChat {
-                        model: MODEL.into(),
-                    },
-                    ..HttpConfig::default()
-                },
-            )
-            .unwrap()
-        };
+        let chat = |path: &str| plain_chat_executor(format!("{base}{path}"));
         let err = chat("/empty-chat")
             .execute(&task(json!({"prompt": "hi"})))
             .await

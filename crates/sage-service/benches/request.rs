@@ -21,80 +21,36 @@ use axum::routing::post;
 use axum::Router;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body_util::BodyExt as _;
-use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
-use sage_exec::ExecutorSet;
 use sage_service::config::Limits;
 use sage_service::delegator::client::Client;
-use sage_service::delegator::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
-use sage_service::node::{self, AppState, NodeSetup};
-use sage_store::Store;
-use sage_types::{Envelope, QualityRequirements};
+use sage_service::delegator::delegation::{check_proof, SignedTask, TaskSpec};
+use sage_service::node;
+use sage_types::Envelope;
 use tokio::runtime::Runtime;
 use tower::ServiceExt as _;
 
-const SENDER_LCT: &str = "sprout_sage_lct";
-const TARGET_LCT: &str = "thor_sage_lct";
+#[path = "../tests/fleet/mod.rs"]
+mod fleet;
+use fleet::Fleet;
 
-/// Sprout delegates to Thor; Thor trusts Sprout.
-struct Fleet {
-    sprout: NodeKey,
-    /// Thor as Sprout knows it: the key its proofs must carry.
-    thor: Peer,
-    state: AppState,
-    _state_dir: tempfile::TempDir,
+/// Thor with the built-in executors and the default limits.
+fn thor() -> Fleet {
+    Fleet::new(Limits::default(), Vec::new())
 }
 
-impl Fleet {
-    fn new() -> Self {
-        let sprout = NodeKey::generate();
-        let thor_key = NodeKey::generate();
-        let thor = Peer::new("Thor", thor_key.public(), PeerSource::Given);
-        let mut trust = TrustStore::default();
-        trust
-            .insert(Peer::new("Sprout", sprout.public(), PeerSource::Given))
-            .unwrap();
-        let state_dir = tempfile::tempdir().unwrap();
-        let state = AppState::new(NodeSetup {
-            name: "Thor".into(),
-            lct_id: TARGET_LCT.into(),
-            key: thor_key,
-            trust,
-            executors: ExecutorSet::builtin("Thor"),
-            limits: Limits::default(),
-            hardware: Default::default(),
-            store: Store::open(state_dir.path()).unwrap(),
-        });
-        Fleet {
-            sprout,
-            thor,
-            state,
-            _state_dir: state_dir,
-        }
-    }
-
-    /// A freshly signed echo task (new task id and nonce).
-    fn sign(&self) -> SignedTask {
-        sign_task(&self.sprout, SENDER_LCT, TARGET_LCT, &echo_spec())
-    }
-}
-
-fn echo_spec() -> TaskSpec {
-    TaskSpec {
-        task_type: "echo".into(),
-        input: serde_json::json!({
-            "prompt": "Describe the east camera frame.",
-            "max_tokens": 256
-        }),
+/// A freshly signed echo task (new task id and nonce).
+fn sign(fleet: &Fleet) -> SignedTask {
+    fleet.sign(&TaskSpec {
         estimated_cost: 50.0,
-        quality: QualityRequirements::default(),
-        max_cost: None,
-        lifetime: Duration::from_secs(60),
         // Used by the legacy protocol only; 30 s is the figure of the
         // Python original's deployment guide.
         max_latency: Duration::from_secs(30),
-        task_id: None,
-        earlier_digests: Vec::new(),
-    }
+        ..fleet::spec(
+            "echo",
+            sage_types::testing::typical_input(),
+            Duration::from_secs(60),
+        )
+    })
 }
 
 fn post_request(body: Bytes) -> Request<Body> {
@@ -113,7 +69,7 @@ async fn round_trip(app: &Router, body: Bytes) -> Bytes {
 
 /// Sign, POST in-process, read, check the proof.
 async fn delegate_in_process(fleet: &Fleet, app: &Router) {
-    let signed = fleet.sign();
+    let signed = sign(fleet);
     let body = serde_json::to_vec(&signed.envelope).unwrap();
     let answer = round_trip(app, body.into()).await;
     let proof: Envelope = serde_json::from_slice(&answer).unwrap();
@@ -122,14 +78,14 @@ async fn delegate_in_process(fleet: &Fleet, app: &Router) {
 
 fn in_process(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
-    let fleet = Fleet::new();
+    let fleet = thor();
     let app = node::router(fleet.state.clone());
     rt.block_on(delegate_in_process(&fleet, &app));
 
     // The baseline: one POST route that echoes its body, with a body the
     // size of a signed task envelope.
     let echo = Router::new().route("/v1/tasks", post(|body: Bytes| async move { body }));
-    let sample = Bytes::from(serde_json::to_vec(&fleet.sign().envelope).unwrap());
+    let sample = Bytes::from(serde_json::to_vec(&sign(&fleet).envelope).unwrap());
     let size = sample.len();
     assert_eq!(rt.block_on(round_trip(&echo, sample.clone())), sample);
 
@@ -145,7 +101,7 @@ fn in_process(c: &mut Criterion) {
 
 fn loopback(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
-    let fleet = Fleet::new();
+    let fleet = thor();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, serving) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,7 +114,7 @@ fn loopback(c: &mut Criterion) {
     let client = Client::new().unwrap();
     let timeout = Duration::from_secs(10);
     let delegate = || async {
-        let signed = fleet.sign();
+        let signed = sign(&fleet);
         let proof = client
             .submit_task(&addr, &signed.envelope, timeout)
             .await

@@ -10,14 +10,15 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use sage_crypto::{NodeKey, Peer, PeerSource, TrustStore};
-use sage_exec::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet, FailureKind};
+use sage_exec::{BoxFuture, ExecError, Execution, Executor, FailureKind};
 use sage_service::config::Limits;
-use sage_service::delegator::delegation::{check_proof, sign_task, SignedTask, TaskSpec};
-use sage_service::node::{router, AppState, NodeSetup};
-use sage_store::Store;
+use sage_service::delegator::delegation::{check_proof, SignedTask, TaskSpec};
+use sage_service::node::router;
 use sage_types::{Envelope, ProofStatus, Task};
 use tower::ServiceExt as _;
+
+mod fleet;
+use fleet::Fleet;
 
 struct Broken;
 
@@ -32,38 +33,15 @@ impl Executor for Broken {
 
 struct Fixture {
     app: axum::Router,
-    sprout: NodeKey,
-    thor: Peer,
-    _state_dir: tempfile::TempDir,
+    fleet: Fleet,
 }
 
 fn fixture(limits: Limits) -> Fixture {
-    let sprout = NodeKey::generate();
-    let thor_key = NodeKey::generate();
-    let thor = Peer::new("Thor", thor_key.public(), PeerSource::Given);
-    let mut trust = TrustStore::default();
-    trust
-        .insert(Peer::new("Sprout", sprout.public(), PeerSource::Given))
-        .unwrap();
-    let mut executors = ExecutorSet::builtin("Thor");
-    executors.insert("broken", Entry::new(Arc::new(Broken)));
-    let state_dir = tempfile::tempdir().unwrap();
-    let store = Store::open(state_dir.path()).unwrap();
-    let state = AppState::new(NodeSetup {
-        name: "Thor".into(),
-        lct_id: "thor_sage_lct".into(),
-        key: thor_key,
-        trust,
-        executors,
-        limits,
-        hardware: Default::default(),
-        store,
-    });
+    let broken: Arc<dyn Executor> = Arc::new(Broken);
+    let fleet = Fleet::new(limits, vec![("broken", broken)]);
     Fixture {
-        app: router(state),
-        sprout,
-        thor,
-        _state_dir: state_dir,
+        app: router(fleet.state.clone()),
+        fleet,
     }
 }
 
@@ -79,18 +57,12 @@ fn signed(
     task_id: Option<String>,
     earlier_digests: Vec<String>,
 ) -> SignedTask {
-    let spec = TaskSpec {
-        task_type: task_type.into(),
-        input,
-        estimated_cost: 1.0,
-        quality: Default::default(),
-        lifetime: Duration::from_secs(60),
+    f.fleet.sign(&TaskSpec {
         max_latency: Duration::from_secs(30),
-        max_cost: None,
         task_id,
         earlier_digests,
-    };
-    sign_task(&f.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)
+        ..fleet::spec(task_type, input, Duration::from_secs(60))
+    })
 }
 
 async fn post(f: &Fixture, signed: &SignedTask) -> (StatusCode, Option<String>, Vec<u8>) {
@@ -120,7 +92,7 @@ async fn a_failed_execution_still_gets_a_signed_proof() {
     let (status, _, body) = post(&f, &signed).await;
     assert_eq!(status, StatusCode::OK);
     let envelope: Envelope = serde_json::from_slice(&body).unwrap();
-    let proof = check_proof(&envelope, &signed, &f.thor).unwrap();
+    let proof = check_proof(&envelope, &signed, &f.fleet.thor).unwrap();
     assert_eq!(proof.status, ProofStatus::Failed);
     assert_eq!(proof.result["error"], "GPU fell off the bus");
     assert_eq!(proof.quality, 0.0);
@@ -155,7 +127,7 @@ async fn a_resent_envelope_is_refused_and_a_re_signed_retry_gets_the_stored_proo
     assert_eq!(status, StatusCode::OK);
     assert_eq!(again, proof, "a retry gets the stored proof, byte for byte");
     let envelope: Envelope = serde_json::from_slice(&again).unwrap();
-    check_proof(&envelope, &spec_retry, &f.thor).unwrap();
+    check_proof(&envelope, &spec_retry, &f.fleet.thor).unwrap();
     // The same task id with another input: a conflict.
     let other = signed(&f, "echo", serde_json::json!({"x": 2}), id, Vec::new());
     let (status, _, body) = post(&f, &other).await;
@@ -178,6 +150,6 @@ async fn health_names_the_node_and_its_key() {
     assert_eq!(health.status, "healthy");
     assert_eq!(health.platform, "Thor");
     assert_eq!(health.lct_id, "thor_sage_lct");
-    assert_eq!(health.key_id.as_deref(), Some(f.thor.key_id.as_str()));
+    assert_eq!(health.key_id.as_deref(), Some(f.fleet.thor.key_id.as_str()));
     assert!(health.timestamp > 1.7e9);
 }

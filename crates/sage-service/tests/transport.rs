@@ -9,18 +9,20 @@ use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sage_crypto::{NodeKey, Peer, PeerSource, TlsTrust, TrustStore};
-use sage_exec::{BoxFuture, Entry, ExecError, Execution, Executor, ExecutorSet};
+use sage_crypto::TlsTrust;
+use sage_exec::{BoxFuture, ExecError, Execution, Executor};
 use sage_service::config::Limits;
 use sage_service::delegator::client::Client;
-use sage_service::delegator::delegation::{sign_task, SignedTask, TaskSpec};
-use sage_service::node::{serve_with, AppState, NodeSetup, Shutdown};
+use sage_service::delegator::delegation::SignedTask;
+use sage_service::node::{serve_with, Shutdown};
 use sage_service::tls::{write_self_signed, SelfSignedPlan, ServerTls};
 use sage_service::ClientError;
-use sage_store::Store;
 use sage_types::Task;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+mod fleet;
+use fleet::Fleet;
 
 /// Answers after sleeping this long.
 struct Slow(Duration);
@@ -39,62 +41,33 @@ impl Executor for Slow {
 
 struct Node {
     addr: String,
-    state: AppState,
-    sprout: NodeKey,
+    fleet: Fleet,
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<std::io::Result<Shutdown>>,
-    _dir: tempfile::TempDir,
 }
 
 impl Node {
     async fn start(slow: Duration, limits: Limits, tls: Option<ServerTls>) -> Node {
-        let sprout = NodeKey::generate();
-        let mut trust = TrustStore::default();
-        trust
-            .insert(Peer::new("Sprout", sprout.public(), PeerSource::Given))
-            .unwrap();
-        let mut executors = ExecutorSet::builtin("Thor");
-        executors.insert("slow", Entry::new(Arc::new(Slow(slow))));
-        let dir = tempfile::tempdir().unwrap();
-        let state = AppState::new(NodeSetup {
-            name: "Thor".into(),
-            lct_id: "thor_sage_lct".into(),
-            key: NodeKey::generate(),
-            trust,
-            executors,
-            limits,
-            hardware: Default::default(),
-            store: Store::open(dir.path()).unwrap(),
-        });
+        let slow: Arc<dyn Executor> = Arc::new(Slow(slow));
+        let fleet = Fleet::new(limits, vec![("slow", slow)]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(serve_with(listener, state.clone(), tls, async {
+        let serving = tokio::spawn(serve_with(listener, fleet.state.clone(), tls, async {
             let _ = stopped.await;
         }));
         Node {
             addr,
-            state,
-            sprout,
+            fleet,
             stop: Some(stop),
             serving,
-            _dir: dir,
         }
     }
 
     fn task(&self, task_type: &str) -> SignedTask {
-        let spec = TaskSpec {
-            task_type: task_type.into(),
-            input: serde_json::json!({"x": 1}),
-            estimated_cost: 1.0,
-            quality: Default::default(),
-            lifetime: Duration::from_secs(120),
-            max_latency: Duration::from_secs(120),
-            max_cost: None,
-            task_id: None,
-            earlier_digests: Vec::new(),
-        };
-        sign_task(&self.sprout, "sprout_sage_lct", "thor_sage_lct", &spec)
+        let input = serde_json::json!({"x": 1});
+        self.fleet
+            .sign(&fleet::spec(task_type, input, Duration::from_secs(120)))
     }
 
     /// Sends a slow task and waits until it runs.
@@ -108,7 +81,7 @@ impl Node {
                 .await
         });
         for _ in 0..1000 {
-            if self.state.in_flight() == 1 {
+            if self.fleet.state.in_flight() == 1 {
                 return sent;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -134,33 +107,34 @@ fn limits(drain: Duration) -> Limits {
     }
 }
 
+/// Shuts down, with a drain deadline of `drain`, a node running a task
+/// that takes `run`; returns how `serve` ended and the delegator's wait.
+async fn shut_down_in_flight(
+    run: Duration,
+    drain: Duration,
+) -> (
+    Shutdown,
+    JoinHandle<Result<sage_types::Envelope, ClientError>>,
+) {
+    let node = Node::start(run, limits(drain), None).await;
+    let sent = node.task_in_flight().await;
+    (node.shut_down().await, sent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_in_flight_finishes_before_serve_returns() {
-    let node = Node::start(
-        Duration::from_millis(300),
-        limits(Duration::from_secs(30)),
-        None,
-    )
-    .await;
-    let sent = node.task_in_flight().await;
-    assert_eq!(node.shut_down().await, Shutdown::Drained);
+    let (shutdown, sent) =
+        shut_down_in_flight(Duration::from_millis(300), Duration::from_secs(30)).await;
+    assert_eq!(shutdown, Shutdown::Drained);
     let proof = sent.await.unwrap();
     assert!(proof.is_ok(), "{proof:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_drain_deadline_the_task_is_abandoned() {
-    let node = Node::start(
-        Duration::from_secs(600),
-        limits(Duration::from_millis(200)),
-        None,
-    )
-    .await;
-    let sent = node.task_in_flight().await;
-    assert_eq!(
-        node.shut_down().await,
-        Shutdown::DeadlinePassed { abandoned: 1 }
-    );
+    let (shutdown, sent) =
+        shut_down_in_flight(Duration::from_secs(600), Duration::from_millis(200)).await;
+    assert_eq!(shutdown, Shutdown::DeadlinePassed { abandoned: 1 });
     // Its connection is closed: the delegator hears about it.
     let result = tokio::time::timeout(Duration::from_secs(20), sent)
         .await

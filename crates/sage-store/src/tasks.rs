@@ -191,16 +191,9 @@ pub(super) fn finish(
     if changed == 1 {
         return Ok(());
     }
-    match state_of(db, issuer, task_id)? {
-        None => Err(unknown(db, issuer, task_id)),
-        Some((_, Some(stored))) if stored == proof => Ok(()),
-        Some((state, _)) => Err(wrong_state(
-            db,
-            issuer,
-            task_id,
-            format!("it is {state} and already has another proof, which retries are answered with; a task is proved once"),
-        )),
-    }
+    // The update takes a task in any state: only a missing row or a proof
+    // already there leaves it unchanged.
+    unchanged_proof(db, issuer, task_id, proof, another_proof)
 }
 
 pub(super) fn set_interrupted_proof(
@@ -220,22 +213,32 @@ pub(super) fn set_interrupted_proof(
     if changed == 1 {
         return Ok(());
     }
+    unchanged_proof(db, issuer, task_id, proof, |state| {
+        format!("it is {state}, not interrupted: only a task interrupted by a restart gets an interruption proof")
+    })
+}
+
+/// Why an `UPDATE` that gives a task its proof changed no row: the task is
+/// unknown, already holds this very proof (a retry, no error), holds
+/// another, or holds none in a state that takes none (`without_proof`
+/// words that).
+fn unchanged_proof(
+    db: &Db<'_>,
+    issuer: &str,
+    task_id: &str,
+    proof: &[u8],
+    without_proof: impl FnOnce(&str) -> String,
+) -> Result<(), StoreError> {
     match state_of(db, issuer, task_id)? {
         None => Err(unknown(db, issuer, task_id)),
         Some((_, Some(stored))) if stored == proof => Ok(()),
-        Some((state, Some(_))) => Err(wrong_state(
-            db,
-            issuer,
-            task_id,
-            format!("it is {state} and already has another proof, which retries are answered with; a task is proved once"),
-        )),
-        Some((state, None)) => Err(wrong_state(
-            db,
-            issuer,
-            task_id,
-            format!("it is {state}, not interrupted: only a task interrupted by a restart gets an interruption proof"),
-        )),
+        Some((state, Some(_))) => Err(wrong_state(db, issuer, task_id, another_proof(&state))),
+        Some((state, None)) => Err(wrong_state(db, issuer, task_id, without_proof(&state))),
     }
+}
+
+fn another_proof(state: &str) -> String {
+    format!("it is {state} and already has another proof, which retries are answered with; a task is proved once")
 }
 
 pub(super) fn interrupt_running(db: &Db<'_>, now_ms: u64) -> Result<usize, StoreError> {

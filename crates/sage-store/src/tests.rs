@@ -62,6 +62,57 @@ fn entry(peer: &str, task_id: &str, sent_at_ms: u64, status: &str) -> LedgerEntr
     }
 }
 
+/// A store in a new temporary directory.
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+/// Offers each task of `cases` in turn: a case is what the task is, the
+/// task, and the store's answer expected.
+async fn begins(store: &Store, cases: Vec<(&str, TaskRecord, Begin)>) {
+    for (what, task, expected) in cases {
+        assert_eq!(store.begin_task(task).await.unwrap(), expected, "{what}");
+    }
+}
+
+/// Begins `task`, which the store has not seen.
+async fn start(store: &Store, task: TaskRecord) {
+    begins(store, vec![("a new task", task, Begin::Started)]).await;
+}
+
+/// Another envelope of `task` (a retry): the same task with another nonce.
+fn with_nonce(task: &TaskRecord, nonce: &str) -> TaskRecord {
+    TaskRecord {
+        nonce: Some(nonce.to_string()),
+        ..task.clone()
+    }
+}
+
+/// `task`, kept until `keep_until_ms`.
+fn kept_until(task: TaskRecord, keep_until_ms: u64) -> TaskRecord {
+    TaskRecord {
+        keep_until_ms,
+        ..task
+    }
+}
+
+/// The answer to a task done with `proof`.
+fn done(proof: &[u8]) -> Begin {
+    Begin::Done {
+        proof: proof.to_vec(),
+    }
+}
+
+/// Gives alice's `task_id` its `proof` at `now_ms`.
+async fn finish(store: &Store, task_id: &str, proof: &[u8], now_ms: u64) {
+    store
+        .finish_task("alice", task_id, proof.to_vec(), now_ms)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn open_creates_a_wal_database_at_the_current_version() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,8 +138,7 @@ async fn open_creates_a_wal_database_at_the_current_version() {
 
 #[tokio::test]
 async fn the_connection_is_durable_and_checks_foreign_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     let (synchronous, foreign_keys, busy) = store
         .call(|db| {
             let get = |name: &str| -> Result<i64, StoreError> {
@@ -111,17 +161,10 @@ async fn the_connection_is_durable_and_checks_foreign_keys() {
 
 #[tokio::test]
 async fn reopening_keeps_the_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (dir, store) = open();
     let first = record("alice", "t1", Some("n1"), 1);
-    assert_eq!(
-        store.begin_task(first.clone()).await.unwrap(),
-        Begin::Started
-    );
-    store
-        .finish_task("alice", "t1", b"proof-1".to_vec(), 2_000)
-        .await
-        .unwrap();
+    start(&store, first.clone()).await;
+    finish(&store, "t1", b"proof-1", 2_000).await;
     let id = store
         .record_delegation(entry("bob", "d1", 5, "succeeded"))
         .await
@@ -129,16 +172,8 @@ async fn reopening_keeps_the_data() {
     close(store).await;
 
     let store = Store::open(dir.path()).unwrap();
-    let retry = TaskRecord {
-        nonce: Some("n2".to_string()),
-        ..first
-    };
-    assert_eq!(
-        store.begin_task(retry).await.unwrap(),
-        Begin::Done {
-            proof: b"proof-1".to_vec()
-        }
-    );
+    let retry = with_nonce(&first, "n2");
+    begins(&store, vec![("a retry", retry, done(b"proof-1"))]).await;
     let ledger = store.ledger(None, None).await.unwrap();
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger[0].id, id);
@@ -148,50 +183,42 @@ async fn reopening_keeps_the_data() {
 
 #[tokio::test]
 async fn begin_then_finish_then_a_retry_gets_the_same_proof() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     let task = record("alice", "t1", Some("n1"), 7);
-    assert_eq!(
-        store.begin_task(task.clone()).await.unwrap(),
-        Begin::Started
-    );
-
     // A retry (new envelope, new nonce) while it runs.
-    let retry = TaskRecord {
-        nonce: Some("n2".to_string()),
-        ..task.clone()
-    };
-    assert_eq!(
-        store.begin_task(retry.clone()).await.unwrap(),
-        Begin::Running
-    );
+    let retry = with_nonce(&task, "n2");
+    begins(
+        &store,
+        vec![
+            ("the first envelope", task.clone(), Begin::Started),
+            ("a retry while it runs", retry.clone(), Begin::Running),
+        ],
+    )
+    .await;
 
-    store
-        .finish_task("alice", "t1", b"signed proof".to_vec(), 1_500)
-        .await
-        .unwrap();
-    let retry3 = TaskRecord {
-        nonce: Some("n3".to_string()),
-        ..task.clone()
-    };
-    let done = Begin::Done {
-        proof: b"signed proof".to_vec(),
-    };
-    assert_eq!(store.begin_task(retry3).await.unwrap(), done);
-    // Without a nonce (the legacy protocol) too.
+    finish(&store, "t1", b"signed proof", 1_500).await;
     let bare = TaskRecord {
         nonce: None,
-        ..task
+        ..task.clone()
     };
-    assert_eq!(store.begin_task(bare).await.unwrap(), done);
-    // The retry's nonce was recorded: its envelope cannot come back.
-    assert_eq!(store.begin_task(retry).await.unwrap(), Begin::Replayed);
+    begins(
+        &store,
+        vec![
+            (
+                "a retry once done",
+                with_nonce(&task, "n3"),
+                done(b"signed proof"),
+            ),
+            // Without a nonce (the legacy protocol) too.
+            ("a retry without a nonce", bare, done(b"signed proof")),
+            // The retry's nonce was recorded: its envelope cannot come back.
+            ("the retry's envelope again", retry, Begin::Replayed),
+        ],
+    )
+    .await;
 
     // Finishing again: the same bytes are fine, others are refused.
-    store
-        .finish_task("alice", "t1", b"signed proof".to_vec(), 1_600)
-        .await
-        .unwrap();
+    finish(&store, "t1", b"signed proof", 1_600).await;
     let other = store
         .finish_task("alice", "t1", b"another proof".to_vec(), 1_600)
         .await
@@ -225,11 +252,8 @@ async fn the_log_is_copied_into_the_database_in_the_background() {
             envelope: envelope.clone(),
             ..record("alice", &task_id, Some(&format!("n{i}")), 7)
         };
-        assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
-        store
-            .finish_task("alice", &task_id, vec![b'p'; 1000], 2_000)
-            .await
-            .unwrap();
+        start(&store, task).await;
+        finish(&store, &task_id, &[b'p'; 1000], 2_000).await;
     }
     // The envelopes alone are 2000 bytes each: most of them must be in
     // the database file itself, not only in the log.
@@ -249,106 +273,95 @@ async fn the_log_is_copied_into_the_database_in_the_background() {
 
 #[tokio::test]
 async fn the_same_task_id_with_another_digest_is_a_conflict() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        store
-            .begin_task(record("alice", "t1", Some("n1"), 1))
-            .await
-            .unwrap(),
-        Begin::Started
-    );
-    assert_eq!(
-        store
-            .begin_task(record("alice", "t1", Some("n2"), 2))
-            .await
-            .unwrap(),
-        Begin::Conflict
-    );
-    // A refusal records no nonce: n2 may still bring the right task.
-    let right = record("alice", "t1", Some("n2"), 1);
-    assert_eq!(store.begin_task(right).await.unwrap(), Begin::Running);
-    // Another issuer's task ids are its own.
-    assert_eq!(
-        store
-            .begin_task(record("bob", "t1", Some("n1"), 2))
-            .await
-            .unwrap(),
-        Begin::Started
-    );
+    let (_dir, store) = open();
+    begins(
+        &store,
+        vec![
+            ("t1", record("alice", "t1", Some("n1"), 1), Begin::Started),
+            (
+                "t1 with another digest",
+                record("alice", "t1", Some("n2"), 2),
+                Begin::Conflict,
+            ),
+            // A refusal records no nonce: n2 may still bring the right task.
+            (
+                "the refused nonce with the right task",
+                record("alice", "t1", Some("n2"), 1),
+                Begin::Running,
+            ),
+            // Another issuer's task ids are its own.
+            (
+                "another issuer's t1",
+                record("bob", "t1", Some("n1"), 2),
+                Begin::Started,
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_envelope_is_refused_again_also_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (dir, store) = open();
     let first = record("alice", "t1", Some("n1"), 1);
-    assert_eq!(
-        store.begin_task(first.clone()).await.unwrap(),
-        Begin::Started
-    );
-    assert_eq!(
-        store.begin_task(first.clone()).await.unwrap(),
-        Begin::Replayed
-    );
     // A retry: another envelope (nonce) of the same task.
     let retry = record("alice", "t1", Some("n2"), 1);
-    assert_eq!(
-        store.begin_task(retry.clone()).await.unwrap(),
-        Begin::Running
-    );
+    begins(
+        &store,
+        vec![
+            ("the first envelope", first.clone(), Begin::Started),
+            ("the first envelope again", first.clone(), Begin::Replayed),
+            ("a retry", retry.clone(), Begin::Running),
+        ],
+    )
+    .await;
     close(store).await;
 
     let store = Store::open(dir.path()).unwrap();
-    // Both envelopes are still refused: the first nonce is in the task's
-    // row, the retry's in `nonces`.
-    assert_eq!(store.begin_task(first).await.unwrap(), Begin::Replayed);
-    assert_eq!(store.begin_task(retry).await.unwrap(), Begin::Replayed);
-    // The same nonce from another issuer is another envelope.
-    assert_eq!(
-        store
-            .begin_task(record("bob", "t1", Some("n1"), 1))
-            .await
-            .unwrap(),
-        Begin::Started
-    );
-    // So is a task of the same issuer that happens to use the same nonce:
-    // its envelope was signed for that task id, so it replays nothing.
-    assert_eq!(
-        store
-            .begin_task(record("alice", "t2", Some("n1"), 2))
-            .await
-            .unwrap(),
-        Begin::Started
-    );
+    begins(
+        &store,
+        vec![
+            // Both envelopes are still refused: the first nonce is in the
+            // task's row, the retry's in `nonces`.
+            ("the first envelope", first, Begin::Replayed),
+            ("the retry", retry, Begin::Replayed),
+            // The same nonce from another issuer is another envelope.
+            (
+                "another issuer's nonce n1",
+                record("bob", "t1", Some("n1"), 1),
+                Begin::Started,
+            ),
+            // So is a task of the same issuer that happens to use the same
+            // nonce: its envelope was signed for that task id, so it
+            // replays nothing.
+            (
+                "another task with nonce n1",
+                record("alice", "t2", Some("n1"), 2),
+                Begin::Started,
+            ),
+        ],
+    )
+    .await;
     close(store).await;
 }
 
 #[tokio::test]
 async fn an_expired_nonce_is_pruned_then_the_envelope_gets_the_stored_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let mut first = record("alice", "t1", Some("n1"), 1);
-    first.keep_until_ms = 5_000;
-    assert_eq!(
-        store.begin_task(first.clone()).await.unwrap(),
-        Begin::Started
-    );
-    let mut retry = record("alice", "t1", Some("n2"), 1);
-    retry.keep_until_ms = 5_000;
-    assert_eq!(
-        store.begin_task(retry.clone()).await.unwrap(),
-        Begin::Running
-    );
-    let mut other = record("alice", "t2", Some("n3"), 2);
-    other.keep_until_ms = 50_000;
-    assert_eq!(
-        store.begin_task(other.clone()).await.unwrap(),
-        Begin::Started
-    );
-    let mut other_retry = record("alice", "t2", Some("n4"), 2);
-    other_retry.keep_until_ms = 50_000;
-    assert_eq!(store.begin_task(other_retry).await.unwrap(), Begin::Running);
+    let (_dir, store) = open();
+    let first = kept_until(record("alice", "t1", Some("n1"), 1), 5_000);
+    let retry = kept_until(record("alice", "t1", Some("n2"), 1), 5_000);
+    let other = kept_until(record("alice", "t2", Some("n3"), 2), 50_000);
+    let other_retry = kept_until(record("alice", "t2", Some("n4"), 2), 50_000);
+    begins(
+        &store,
+        vec![
+            ("t1", first.clone(), Begin::Started),
+            ("a retry of t1", retry.clone(), Begin::Running),
+            ("t2", other, Begin::Started),
+            ("a retry of t2", other_retry, Begin::Running),
+        ],
+    )
+    .await;
 
     // Kept until 5000 inclusive.
     assert_eq!(store.prune(5_000).await.unwrap(), 0);
@@ -363,20 +376,12 @@ async fn an_expired_nonce_is_pruned_then_the_envelope_gets_the_stored_answer() {
     assert_eq!(store.prune(5_001).await.unwrap(), 0);
     // Past its time, an envelope of the task is no replay (a node refuses it
     // as expired before the store sees it); the store answers as to a retry.
-    store
-        .finish_task("alice", "t1", b"p1".to_vec(), 5_500)
-        .await
-        .unwrap();
+    finish(&store, "t1", b"p1", 5_500).await;
     for envelope in [first, retry] {
         let mut later = envelope;
         later.received_at_ms = 6_000;
         later.keep_until_ms = 20_000;
-        assert_eq!(
-            store.begin_task(later).await.unwrap(),
-            Begin::Done {
-                proof: b"p1".to_vec()
-            }
-        );
+        assert_eq!(store.begin_task(later).await.unwrap(), done(b"p1"));
     }
     let mut again = record("alice", "t1", Some("n2"), 1);
     again.received_at_ms = 7_000;
@@ -386,8 +391,7 @@ async fn an_expired_nonce_is_pruned_then_the_envelope_gets_the_stored_answer() {
 
 #[tokio::test]
 async fn finished_tasks_are_forgotten_after_their_time_oldest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     // t0..t3 kept until 10000, t4 until 90000; t1 is still running.
     for i in 0..5u64 {
         let task_id = format!("t{i}");
@@ -396,13 +400,9 @@ async fn finished_tasks_are_forgotten_after_their_time_oldest_first() {
         if i == 4 {
             task.keep_until_ms = 90_000;
         }
-        assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
+        start(&store, task).await;
         if i != 1 {
-            let proof = format!("p{i}").into_bytes();
-            store
-                .finish_task("alice", &task_id, proof, 2_000)
-                .await
-                .unwrap();
+            finish(&store, &task_id, format!("p{i}").as_bytes(), 2_000).await;
         }
     }
     assert_eq!(store.replay_guard_size().await.unwrap(), 5);
@@ -422,20 +422,15 @@ async fn finished_tasks_are_forgotten_after_their_time_oldest_first() {
     };
     // A forgotten task, re-signed, is a new task; the others are answered
     // from their records.
-    assert_eq!(
-        store.begin_task(again("t0", "m0")).await.unwrap(),
-        Begin::Started
-    );
-    assert_eq!(
-        store.begin_task(again("t1", "m1")).await.unwrap(),
-        Begin::Running
-    );
-    assert_eq!(
-        store.begin_task(again("t4", "m4")).await.unwrap(),
-        Begin::Done {
-            proof: b"p4".to_vec()
-        }
-    );
+    begins(
+        &store,
+        vec![
+            ("forgotten t0", again("t0", "m0"), Begin::Started),
+            ("running t1", again("t1", "m1"), Begin::Running),
+            ("kept t4", again("t4", "m4"), done(b"p4")),
+        ],
+    )
+    .await;
     // Interrupted tasks go too; running ones never.
     assert_eq!(store.interrupt_running(25_000).await.unwrap(), 2);
     assert_eq!(store.prune_tasks(u64::MAX / 2).await.unwrap(), 3);
@@ -447,12 +442,8 @@ async fn finished_tasks_are_forgotten_after_their_time_oldest_first() {
 async fn finish_tasks(store: &Store, numbers: std::ops::Range<u64>) {
     for i in numbers {
         let task_id = format!("t{i:05}");
-        let task = record("alice", &task_id, Some(&task_id), 1);
-        assert_eq!(store.begin_task(task).await.unwrap(), Begin::Started);
-        store
-            .finish_task("alice", &task_id, b"p".to_vec(), 2_000)
-            .await
-            .unwrap();
+        start(store, record("alice", &task_id, Some(&task_id), 1)).await;
+        finish(store, &task_id, b"p", 2_000).await;
     }
 }
 
@@ -476,24 +467,11 @@ async fn pruning_tasks_looks_at_the_oldest_rows_only() {
 
 #[tokio::test]
 async fn an_interrupted_task_gets_its_interruption_proof() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (dir, store) = open();
     let task = record("alice", "t1", Some("n1"), 1);
-    assert_eq!(
-        store.begin_task(task.clone()).await.unwrap(),
-        Begin::Started
-    );
-    assert_eq!(
-        store
-            .begin_task(record("alice", "t2", Some("n2"), 2))
-            .await
-            .unwrap(),
-        Begin::Started
-    );
-    store
-        .finish_task("alice", "t2", b"p2".to_vec(), 1_100)
-        .await
-        .unwrap();
+    start(&store, task.clone()).await;
+    start(&store, record("alice", "t2", Some("n2"), 2)).await;
+    finish(&store, "t2", b"p2", 1_100).await;
     // Too early: t1 is running.
     let early = store
         .set_proof_of_interrupted("alice", "t1", b"x".to_vec())
@@ -506,10 +484,7 @@ async fn an_interrupted_task_gets_its_interruption_proof() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.interrupt_running(3_000).await.unwrap(), 1);
     assert_eq!(store.interrupt_running(3_001).await.unwrap(), 0);
-    let retry = TaskRecord {
-        nonce: Some("n3".to_string()),
-        ..task.clone()
-    };
+    let retry = with_nonce(&task, "n3");
     assert_eq!(store.begin_task(retry).await.unwrap(), Begin::Interrupted);
 
     store
@@ -521,15 +496,10 @@ async fn an_interrupted_task_gets_its_interruption_proof() {
         .set_proof_of_interrupted("alice", "t1", b"interrupted proof".to_vec())
         .await
         .unwrap();
-    let retry = TaskRecord {
-        nonce: Some("n4".to_string()),
-        ..task
-    };
+    let retry = with_nonce(&task, "n4");
     assert_eq!(
         store.begin_task(retry).await.unwrap(),
-        Begin::Done {
-            proof: b"interrupted proof".to_vec()
-        }
+        done(b"interrupted proof")
     );
     let state: String = store
         .call(|db| {
@@ -555,8 +525,7 @@ async fn an_interrupted_task_gets_its_interruption_proof() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_begins_of_one_task_start_it_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     let mut handles = Vec::new();
     for i in 0..20 {
         let store = store.clone();
@@ -598,15 +567,8 @@ async fn concurrent_begins_of_one_task_start_it_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_done_returns_the_proof_when_it_comes_or_none_in_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        store
-            .begin_task(record("alice", "t1", Some("n1"), 1))
-            .await
-            .unwrap(),
-        Begin::Started
-    );
+    let (_dir, store) = open();
+    start(&store, record("alice", "t1", Some("n1"), 1)).await;
 
     // Nothing comes.
     let none = store
@@ -625,10 +587,7 @@ async fn wait_done_returns_the_proof_when_it_comes_or_none_in_time() {
         })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
-    store
-        .finish_task("alice", "t1", b"the proof".to_vec(), 2_000)
-        .await
-        .unwrap();
+    finish(&store, "t1", b"the proof", 2_000).await;
     let proof = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the waiter is woken")
@@ -657,15 +616,8 @@ async fn wait_done_returns_the_proof_when_it_comes_or_none_in_time() {
 
 #[tokio::test]
 async fn wait_done_sees_a_proof_stored_by_another_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    assert_eq!(
-        store
-            .begin_task(record("alice", "t1", None, 1))
-            .await
-            .unwrap(),
-        Begin::Started
-    );
+    let (_dir, store) = open();
+    start(&store, record("alice", "t1", None, 1)).await;
     let path = store.path().to_path_buf();
     let writer = tokio::task::spawn_blocking(move || {
         std::thread::sleep(Duration::from_millis(30));
@@ -687,8 +639,7 @@ async fn wait_done_sees_a_proof_stored_by_another_connection() {
 
 #[tokio::test]
 async fn the_ledger_lists_by_peer_and_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     let mut first = entry("Bob", "d1", 100, "succeeded");
     first.latency_ms = Some(12.5);
     first.quality = Some(0.9);
@@ -714,48 +665,32 @@ async fn the_ledger_lists_by_peer_and_time() {
     assert_eq!(all[1], LedgerEntry { id: id1, ..first });
     assert_eq!(all[2], LedgerEntry { id: id2, ..failed });
 
-    let bob: Vec<i64> = store
-        .ledger(Some("BOB".to_string()), None)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    assert_eq!(bob, vec![id3, id1, id4]);
-    let bob_since: Vec<i64> = store
-        .ledger(Some("bob".to_string()), Some(100))
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    assert_eq!(bob_since, vec![id1, id4]);
-    let since: Vec<i64> = store
-        .ledger(None, Some(150))
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    assert_eq!(since, vec![id2, id4]);
-    assert!(store
-        .ledger(Some("dave".to_string()), None)
-        .await
-        .unwrap()
-        .is_empty());
+    for (what, peer, since, expected) in [
+        ("bob, any case", Some("BOB"), None, vec![id3, id1, id4]),
+        ("bob since 100", Some("bob"), Some(100), vec![id1, id4]),
+        ("anyone since 150", None, Some(150), vec![id2, id4]),
+        ("nobody's", Some("dave"), None, vec![]),
+    ] {
+        let ids: Vec<i64> = store
+            .ledger(peer.map(str::to_string), since)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, expected, "{what}");
+    }
 
     // The latest entry that holds a proof, before later ones without.
-    let latest = store.ledger_entry("d1".to_string()).await.unwrap().unwrap();
-    assert_eq!(latest.id, id1);
-    let latest = store.ledger_entry("d3".to_string()).await.unwrap().unwrap();
-    assert_eq!(latest.id, id3);
-    assert_eq!(store.ledger_entry("zz".to_string()).await.unwrap(), None);
+    for (task_id, expected) in [("d1", Some(id1)), ("d3", Some(id3)), ("zz", None)] {
+        let latest = store.ledger_entry(task_id.to_string()).await.unwrap();
+        assert_eq!(latest.map(|e| e.id), expected, "{task_id}");
+    }
 }
 
 #[tokio::test]
 async fn a_delegation_is_recorded_sent_then_closed_once_with_its_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     let id = store
         .open_delegation(entry("bob", "d1", 100, "ignored"))
         .await
@@ -801,8 +736,7 @@ async fn a_delegation_is_recorded_sent_then_closed_once_with_its_outcome() {
 
 #[tokio::test]
 async fn peer_stats_count_by_status_and_average_the_latest_most() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     let latencies = [100.0, 200.0, 50.0];
     for (i, latency) in latencies.iter().enumerate() {
         let mut e = entry("bob", &format!("d{i}"), 1_000 + i as u64, "succeeded");
@@ -927,24 +861,32 @@ async fn migrated_keeps_its_data(version: u32) {
         .await
         .unwrap();
     assert_eq!(indexes, 2);
-    let mut old = record("alice", "old", Some("n-new"), 3);
-    old.received_at_ms = 10;
-    assert_eq!(
-        store.begin_task(old).await.unwrap(),
-        Begin::Done { proof: vec![0xaa] }
-    );
-    // An envelope of the old task seen before the migration: its nonce is
-    // in `nonces` (the old row has none of its own).
-    let mut replay = record("alice", "old", Some("n-old"), 3);
-    replay.received_at_ms = 10;
-    assert_eq!(store.begin_task(replay).await.unwrap(), Begin::Replayed);
+    let received_at_10 = |nonce: &str| TaskRecord {
+        received_at_ms: 10,
+        ..record("alice", "old", Some(nonce), 3)
+    };
     // New tasks keep their nonce in their row.
     let fresh = record("alice", "new", Some("n-fresh"), 5);
-    assert_eq!(
-        store.begin_task(fresh.clone()).await.unwrap(),
-        Begin::Started
-    );
-    assert_eq!(store.begin_task(fresh).await.unwrap(), Begin::Replayed);
+    begins(
+        &store,
+        vec![
+            (
+                "a retry of the old task",
+                received_at_10("n-new"),
+                done(&[0xaa]),
+            ),
+            // An envelope of the old task seen before the migration: its
+            // nonce is in `nonces` (the old row has none of its own).
+            (
+                "an envelope seen before",
+                received_at_10("n-old"),
+                Begin::Replayed,
+            ),
+            ("a new task", fresh.clone(), Begin::Started),
+            ("the new task again", fresh, Begin::Replayed),
+        ],
+    )
+    .await;
     close(store).await;
 }
 
@@ -1159,8 +1101,7 @@ fn one_failing_job_does_not_fail_its_batch() {
 
 #[tokio::test]
 async fn a_closer_waits_no_longer_than_it_is_told() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     let closer = store.closer();
     // The store is alive, so its thread runs on: the wait gives up.
     let closed = tokio::task::spawn_blocking(move || closer.wait(Duration::from_millis(50)))
@@ -1174,8 +1115,7 @@ async fn a_closer_waits_no_longer_than_it_is_told() {
 
 #[tokio::test]
 async fn the_thread_stops_with_the_last_clone() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (dir, store) = open();
     let clone = store.clone();
     drop(store);
     assert_eq!(clone.prune(0).await.unwrap(), 0, "a clone keeps it running");
@@ -1186,8 +1126,7 @@ async fn the_thread_stops_with_the_last_clone() {
 
 #[tokio::test]
 async fn an_interrupted_run_wakes_its_waiters_and_is_interrupted_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     store
         .begin_task(record("alice", "t1", None, 1))
         .await
@@ -1245,8 +1184,7 @@ async fn one_node_per_state_directory_and_short_commands_beside_it() {
 
 #[tokio::test]
 async fn a_legacy_task_is_forgotten_at_its_deadline_and_the_skew() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let (_dir, store) = open();
     // Legacy records have no nonce; keep_until_ms is the deadline plus the skew.
     let legacy = record("alice", "t1#aa", None, 1);
     let native = record("alice", "t2", Some("n2"), 2);

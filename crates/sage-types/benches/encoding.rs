@@ -17,7 +17,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use sage_types::canonical::to_python_json;
 use sage_types::envelope::pae;
 use sage_types::task::TASK_PAYLOAD_TYPE;
-use sage_types::{Envelope, QualityRequirements, Task};
+use sage_types::testing::typical_task;
+use sage_types::{Envelope, Task};
 
 /// The legacy protocol's golden vectors, `<repo>/tests/data/legacy-v0.json`.
 const LEGACY_VECTORS: &str = concat!(
@@ -29,27 +30,6 @@ const LEGACY_VECTORS: &str = concat!(
 /// and only their lengths matter to the encoding.
 const KEY_ID: &str = "ed25519:0123456789abcdef0123456789abcdef";
 const SIGNATURE: [u8; 64] = [0x5a; 64];
-
-/// A typical delegated task (its payload is about 350 bytes); the same task
-/// as the `sage-crypto` benchmarks sign.
-fn typical_task() -> Task {
-    Task {
-        task_id: "task_5f3a9c1e7b2d4a60".into(),
-        task_type: "llm_inference".into(),
-        issuer: "sprout_sage_lct".into(),
-        audience: "thor_sage_lct".into(),
-        issued_at: 1_764_554_630_250,
-        expires_at: 1_764_554_690_250,
-        nonce: "9f86d081884c7d659a2feaa0c55ad015".into(),
-        input: serde_json::json!({
-            "prompt": "Describe the east camera frame.",
-            "max_tokens": 256
-        }),
-        estimated_cost: 50.0,
-        quality: QualityRequirements::default(),
-        max_cost: None,
-    }
-}
 
 /// The envelope as it goes on the wire: payload and one signature.
 fn encode_envelope(payload: &[u8]) -> Vec<u8> {

@@ -226,39 +226,26 @@ impl LegacyTask {
     /// # Errors
     /// [`LegacyError::WrongType`] naming the first field of the wrong type.
     pub fn from_signable(task: &PyValue) -> Result<LegacyTask, LegacyError> {
-        let field = |name: &'static str| task.get(name).unwrap_or(&PyValue::Null);
-        let wrong = |field: &'static str, expected: &'static str| LegacyError::WrongType {
-            what: "task",
-            field,
-            expected,
+        let task = Signable::new(task, "task");
+        let quality = task.field("quality_requirements");
+        let quality_number = |name: &'static str| {
+            task.number_of(
+                quality.get(name).unwrap_or(&PyValue::Null),
+                "quality_requirements",
+            )
         };
-        let text = |name: &'static str| {
-            field(name)
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| wrong(name, "a string"))
-        };
-        let number =
-            |v: &PyValue, name: &'static str| v.as_f64().ok_or_else(|| wrong(name, "a number"));
-        let quality = field("quality_requirements");
         Ok(LegacyTask {
-            task_id: text("task_id")?,
-            task_type: text("task_type")?,
-            task_data: field("task_data").to_json(),
-            estimated_cost: number(field("estimated_cost"), "estimated_cost")?,
-            delegating_platform: text("delegating_platform")?,
+            task_id: task.text("task_id")?,
+            task_type: task.text("task_type")?,
+            task_data: task.field("task_data").to_json(),
+            estimated_cost: task.number("estimated_cost")?,
+            delegating_platform: task.text("delegating_platform")?,
             quality_requirements: LegacyQuality {
-                min_quality: number(
-                    quality.get("min_quality").unwrap_or(&PyValue::Null),
-                    "quality_requirements",
-                )?,
-                min_convergence: number(
-                    quality.get("min_convergence").unwrap_or(&PyValue::Null),
-                    "quality_requirements",
-                )?,
+                min_quality: quality_number("min_quality")?,
+                min_convergence: quality_number("min_convergence")?,
             },
-            max_latency: number(field("max_latency"), "max_latency")?,
-            deadline: number(field("deadline"), "deadline")?,
+            max_latency: task.number("max_latency")?,
+            deadline: task.number("deadline")?,
         })
     }
 }
@@ -271,34 +258,65 @@ impl LegacyProof {
     /// # Errors
     /// [`LegacyError::WrongType`] naming the first field of the wrong type.
     pub fn from_signable(proof: &PyValue) -> Result<LegacyProof, LegacyError> {
-        let wrong = |field: &'static str, expected: &'static str| LegacyError::WrongType {
-            what: "proof",
+        let proof = Signable::new(proof, "proof");
+        Ok(LegacyProof {
+            task_id: proof.text("task_id")?,
+            executing_platform: proof.text("executing_platform")?,
+            result_data: proof.field("result_data").to_json(),
+            actual_latency: proof.number("actual_latency")?,
+            actual_cost: proof.number("actual_cost")?,
+            irp_iterations: proof
+                .field("irp_iterations")
+                .as_u64()
+                .ok_or_else(|| proof.wrong("irp_iterations", "a whole number"))?,
+            final_energy: proof.number("final_energy")?,
+            convergence_quality: proof.number("convergence_quality")?,
+            quality_score: proof.number("quality_score")?,
+            execution_timestamp: proof.number("execution_timestamp")?,
+        })
+    }
+}
+
+/// The fields of a signable object read as typed values; a field missing
+/// or of the wrong type is a [`LegacyError::WrongType`] naming it.
+struct Signable<'a> {
+    object: &'a PyValue,
+    /// `task` or `proof`, for the error.
+    what: &'static str,
+}
+
+impl<'a> Signable<'a> {
+    fn new(object: &'a PyValue, what: &'static str) -> Self {
+        Signable { object, what }
+    }
+
+    /// The field `name`, `null` when missing.
+    fn field(&self, name: &str) -> &'a PyValue {
+        self.object.get(name).unwrap_or(&PyValue::Null)
+    }
+
+    fn wrong(&self, field: &'static str, expected: &'static str) -> LegacyError {
+        LegacyError::WrongType {
+            what: self.what,
             field,
             expected,
-        };
-        let field = |name: &'static str| proof.get(name).unwrap_or(&PyValue::Null);
-        let text = |name: &'static str| {
-            field(name)
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| wrong(name, "a string"))
-        };
-        let number =
-            |name: &'static str| field(name).as_f64().ok_or_else(|| wrong(name, "a number"));
-        Ok(LegacyProof {
-            task_id: text("task_id")?,
-            executing_platform: text("executing_platform")?,
-            result_data: field("result_data").to_json(),
-            actual_latency: number("actual_latency")?,
-            actual_cost: number("actual_cost")?,
-            irp_iterations: field("irp_iterations")
-                .as_u64()
-                .ok_or_else(|| wrong("irp_iterations", "a whole number"))?,
-            final_energy: number("final_energy")?,
-            convergence_quality: number("convergence_quality")?,
-            quality_score: number("quality_score")?,
-            execution_timestamp: number("execution_timestamp")?,
-        })
+        }
+    }
+
+    fn text(&self, name: &'static str) -> Result<String, LegacyError> {
+        self.field(name)
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.wrong(name, "a string"))
+    }
+
+    fn number(&self, name: &'static str) -> Result<f64, LegacyError> {
+        self.number_of(self.field(name), name)
+    }
+
+    /// `value` as a number; an error names `field`, where it was read.
+    fn number_of(&self, value: &PyValue, field: &'static str) -> Result<f64, LegacyError> {
+        value.as_f64().ok_or_else(|| self.wrong(field, "a number"))
     }
 }
 

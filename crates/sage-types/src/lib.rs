@@ -27,6 +27,9 @@ pub mod problem;
 pub mod proof;
 pub mod pyjson;
 pub mod task;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 pub mod untrusted;
 
 pub use envelope::{Envelope, EnvelopeSignature};

@@ -84,6 +84,7 @@ impl Default for QualityRequirements {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
 
     #[test]
     fn floats_parse_exactly() {
@@ -105,17 +106,9 @@ mod tests {
     #[test]
     fn the_payload_is_the_serialized_task_even_with_odd_floats() {
         let mut task = Task {
-            task_id: "t1".into(),
-            task_type: "echo".into(),
-            issuer: "sprout_sage_lct".into(),
-            audience: "thor_sage_lct".into(),
-            issued_at: 1,
-            expires_at: 2,
-            nonce: "00".into(),
-            input: serde_json::json!({"b": [1, 2.5], "a": {"z": null}}),
             estimated_cost: 1.5,
-            quality: QualityRequirements::default(),
             max_cost: Some(3.0),
+            ..testing::task("echo", serde_json::json!({"b": [1, 2.5], "a": {"z": null}}))
         };
         assert_eq!(task.payload(), serde_json::to_vec(&task).unwrap());
         assert_eq!(task.to_json(), serde_json::to_value(&task).unwrap());
@@ -132,17 +125,8 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         let task = Task {
-            task_id: "t1".into(),
-            task_type: "echo".into(),
-            issuer: "sprout_sage_lct".into(),
-            audience: "thor_sage_lct".into(),
-            issued_at: 1,
-            expires_at: 2,
-            nonce: "00".into(),
-            input: serde_json::json!({"x": 1}),
             estimated_cost: 1.0,
-            quality: QualityRequirements::default(),
-            max_cost: None,
+            ..testing::task("echo", serde_json::json!({"x": 1}))
         };
         let mut value = serde_json::to_value(&task).unwrap();
         assert_eq!(serde_json::from_value::<Task>(value.clone()).unwrap(), task);

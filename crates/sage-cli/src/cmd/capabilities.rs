@@ -16,26 +16,14 @@ use crate::failure::{print_json, CmdResult, Failure};
 /// against the known peers.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The node: HOST:PORT or http(s)://HOST:PORT.
-    address: String,
-    /// How long to wait for the answer (seconds, or e.g. `500ms`).
-    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = super::positive_duration)]
-    timeout: Duration,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
-    tls: super::tls::TrustArgs,
-    #[command(flatten)]
-    answer_limit: super::AnswerLimit,
+    node: super::NodeQuery,
 }
 
-pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
+pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
     let timeout = args.timeout;
     let trust = KeyDir::new(keys_dir).trust_store("")?;
-    let client = args.answer_limit.apply(Client::with_tls(
-        &args.tls.trust_for(Some(&trust), &args.address)?,
-    )?);
+    let client = args.client(Some(&trust))?;
     let envelope = super::runtime(false)?.block_on(client.capabilities(&args.address, timeout))?;
     let verified = verify_envelope(&envelope, CAPABILITIES_PAYLOAD_TYPE, &trust).map_err(|e| {
         let fix = match e {

@@ -2,9 +2,7 @@
 
 use crate::output::out;
 use std::path::Path;
-use std::time::Duration;
 
-use sage_service::delegator::client::Client;
 use sage_service::keydir::KeyDir;
 use serde_json::json;
 
@@ -14,29 +12,18 @@ use crate::failure::{print_json, CmdResult};
 /// Check a node: prints platform, LCT id, status and round-trip time.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The node: HOST:PORT or http(s)://HOST:PORT.
-    address: String,
-    /// How long to wait for the answer (seconds, or e.g. `500ms`).
-    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = super::positive_duration)]
-    timeout: Duration,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
-    tls: super::tls::TrustArgs,
-    #[command(flatten)]
-    answer_limit: super::AnswerLimit,
+    node: super::NodeQuery,
 }
 
 const TROUBLESHOOTING: &str = "troubleshooting:\n  - is the node running? (`sage serve --name NAME` there, or `systemctl status sage`)\n  - is the port open? (`sudo ufw allow 50051/tcp`, or your firewall's equivalent)\n  - can this machine reach it? (`ping HOST`; same network or VPN?)\n  - does it listen on the network, not only on 127.0.0.1? (`sage serve --host 0.0.0.0`)";
 
-pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
+pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
     let timeout = args.timeout;
     // A known peer at this address lends its TLS settings; the key
     // directory is optional here, so a bad one is no error.
     let peers = KeyDir::new(keys_dir).trust_store("").ok();
-    let trust = args.tls.trust_for(peers.as_ref(), &args.address)?;
-    let client = args.answer_limit.apply(Client::with_tls(&trust)?);
+    let client = args.client(peers.as_ref())?;
     let runtime = super::runtime(false)?;
     let result = runtime.block_on(client.health(&args.address, timeout));
     let (health, rtt) = match result {

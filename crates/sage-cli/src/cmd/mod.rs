@@ -66,6 +66,38 @@ impl AnswerLimit {
     }
 }
 
+/// The arguments of a command that asks one node one question (`health`,
+/// `capabilities`).
+#[derive(Debug, clap::Args)]
+pub struct NodeQuery {
+    /// The node: HOST:PORT or http(s)://HOST:PORT.
+    pub address: String,
+    /// How long to wait for the answer (seconds, or e.g. `500ms`).
+    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = positive_duration)]
+    pub timeout: Duration,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    tls: tls::TrustArgs,
+    #[command(flatten)]
+    answer_limit: AnswerLimit,
+}
+
+impl NodeQuery {
+    /// A client for the node, with the TLS settings of the flags or of a
+    /// known peer at its address, and the answer bound.
+    pub fn client(
+        &self,
+        peers: Option<&sage_crypto::TrustStore>,
+    ) -> Result<sage_service::delegator::client::Client, crate::failure::Failure> {
+        let trust = self.tls.trust_for(peers, &self.address)?;
+        Ok(self
+            .answer_limit
+            .apply(sage_service::delegator::client::Client::with_tls(&trust)?))
+    }
+}
+
 /// Parses a duration flag: seconds (`30`, `0.5`) or text with units
 /// (`500ms`, `2m`, `1h 30m`), the syntax of `sage.toml`'s durations.
 pub fn duration(text: &str) -> Result<Duration, String> {

@@ -318,6 +318,14 @@ mod tests {
         path
     }
 
+    /// `overrides` resolved with `config` as the file.
+    fn resolve(config: &Path, overrides: Overrides) -> Result<NodeConfig, ResolveError> {
+        NodeConfig::resolve(Overrides {
+            config: Some(config.to_owned()),
+            ..overrides
+        })
+    }
+
     #[test]
     fn without_a_name_the_only_key_in_the_key_directory_names_the_node() {
         let dir = tempfile::tempdir().unwrap();
@@ -355,12 +363,14 @@ mod tests {
             dir.path(),
             "[node]\nname = \"Thor\"\nlisten = \"127.0.0.1:6000\"\ntask_retention_days = 3\n[limits]\nclock_skew = 7\nmax_body_bytes = 4096\n",
         );
-        let resolved = NodeConfig::resolve(Overrides {
-            config: Some(config.clone()),
-            port: Some(7000),
-            max_body_bytes: Some(8192),
-            ..Overrides::default()
-        })
+        let resolved = resolve(
+            &config,
+            Overrides {
+                port: Some(7000),
+                max_body_bytes: Some(8192),
+                ..Overrides::default()
+            },
+        )
         .unwrap();
         assert_eq!(resolved.name, "Thor");
         assert_eq!(resolved.listen, "127.0.0.1:7000".parse().unwrap());
@@ -376,12 +386,7 @@ mod tests {
     fn what_cannot_be_resolved_is_a_typed_error() {
         let dir = tempfile::tempdir().unwrap();
         let config = file(dir.path(), "[limits]\nmax_connections = 0\n");
-        let given = |overrides: Overrides| {
-            NodeConfig::resolve(Overrides {
-                config: Some(config.clone()),
-                ..overrides
-            })
-        };
+        let given = |overrides: Overrides| resolve(&config, overrides);
         assert!(matches!(
             given(Overrides::default()),
             Err(ResolveError::NoName { .. })
@@ -418,11 +423,7 @@ mod tests {
             dir.path(),
             "[node]\nname = \"Thor\"\nlisten = \"127.0.0.1:6000\"\n",
         );
-        let first = NodeConfig::resolve(Overrides {
-            config: Some(config.clone()),
-            ..Overrides::default()
-        })
-        .unwrap();
+        let first = resolve(&config, Overrides::default()).unwrap();
         file(
             dir.path(),
             "[node]\nname = \"Sprout\"\nlisten = \"127.0.0.1:6001\"\n[limits]\nmax_connections = 9\n",

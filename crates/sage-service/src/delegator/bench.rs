@@ -15,7 +15,7 @@ use axum::routing::post;
 use sage_crypto::{Peer, Protocol};
 
 use crate::delegator::client::{base_url, Client};
-use crate::delegator::delegation::{exchange, TaskSpec};
+use crate::delegator::delegation::{Outgoing, TaskSpec};
 use crate::delegator::ledger;
 use crate::keydir::Identity;
 use crate::{ClientError, DelegateError};
@@ -132,8 +132,9 @@ pub async fn delegations(
             );
             async move {
                 let (sent_at, started) = (now_ms(), Instant::now());
-                let (exchanged, _) =
-                    exchange(&client, &local, &target, &addr, protocol, &spec, timeout).await?;
+                let (exchanged, _) = Outgoing::sign(&local, &target, protocol, &spec)
+                    .send(&client, &addr, timeout)
+                    .await?;
                 if !verify {
                     return Ok(());
                 }

@@ -208,19 +208,9 @@ impl Client {
         body: axum::body::Bytes,
         timeout: Duration,
     ) -> Result<(), ClientError> {
-        let response = self
-            .http
-            .post(url)
-            .timeout(timeout)
-            .body(body)
-            .send()
+        self.answer_body(url, self.http.post(url).body(body), timeout)
             .await
-            .map_err(|e| transport_error(url, timeout, self.connect_timeout, &e))?;
-        let (status, body) = read(url, timeout, self.max_answer_bytes, response).await?;
-        if status != 200 {
-            return Err(refusal(url, status, &body));
-        }
-        Ok(())
+            .map(drop)
     }
 
     async fn post_json<T: serde::de::DeserializeOwned>(

@@ -712,4 +712,88 @@ mod tests {
             "no proof: the delegation ended timed_out"
         );
     }
+
+    /// A legacy receipt of task `t` whose proof the key of `seed` signed
+    /// (Sprout's is `[2; 32]`), its proof and request changed by `tamper`
+    /// after signing; and a trust store holding Sprout.
+    fn signed_legacy_receipt(
+        seed: [u8; 32],
+        tamper: impl FnOnce(&mut serde_json::Value, &mut serde_json::Value),
+    ) -> (Receipt, TrustStore) {
+        use sage_crypto::legacy::sign_legacy;
+        use sage_crypto::{NodeKey, PeerSource};
+        use sage_types::legacy::{signable_proof, PROOF_FIELDS, TASK_FIELDS};
+        let fields = |names: &[&str]| -> serde_json::Value {
+            let mut object: serde_json::Map<_, _> =
+                names.iter().map(|f| (f.to_string(), json!(1))).collect();
+            object.insert("task_id".into(), json!("t"));
+            object.into()
+        };
+        let mut proof = fields(&PROOF_FIELDS);
+        let py = |v: &serde_json::Value| pyjson::loads(v.to_string().as_bytes()).unwrap();
+        let signable = signable_proof(&py(&proof)).unwrap();
+        let signature = sign_legacy(&NodeKey::from_seed(&seed), signable.canonical().as_bytes());
+        let mut task = fields(&TASK_FIELDS);
+        tamper(&mut proof, &mut task);
+        let receipt = legacy_receipt(
+            json!({"task": task, "requester_lct_id": "thor_sage_lct", "signature": "ab"}),
+            json!({"proof": proof, "signature": signature}),
+        );
+        let mut trust = TrustStore::default();
+        let sprout = NodeKey::from_seed(&SPROUT_SEED).public();
+        trust
+            .insert(Peer::new("Sprout", sprout, PeerSource::Given))
+            .unwrap();
+        (receipt, trust)
+    }
+
+    const SPROUT_SEED: [u8; 32] = [2; 32];
+
+    #[test]
+    fn each_tampered_legacy_receipt_is_refused_for_its_own_reason() {
+        let (receipt, trust) = signed_legacy_receipt(SPROUT_SEED, |_, _| {});
+        assert_eq!(verify_receipt(&receipt, &trust).unwrap(), "Sprout");
+
+        type Tamper = fn(&mut serde_json::Value, &mut serde_json::Value);
+        type Expected = fn(&ReceiptError) -> bool;
+        let cases: [(&str, [u8; 32], Tamper, Expected); 4] = [
+            (
+                "signed by another key",
+                [3; 32],
+                |_, _| {},
+                |e| matches!(e, ReceiptError::Signature(_)),
+            ),
+            (
+                "a result changed after signing",
+                SPROUT_SEED,
+                |proof, _| proof["result_data"] = json!({"echo": "bye"}),
+                |e| matches!(e, ReceiptError::Signature(_)),
+            ),
+            (
+                "a task id changed after signing",
+                SPROUT_SEED,
+                |proof, _| proof["task_id"] = json!("t2"),
+                |e| matches!(e, ReceiptError::Signature(_)),
+            ),
+            (
+                "a signed proof beside another task",
+                SPROUT_SEED,
+                |_, task| task["task_id"] = json!("t2"),
+                |e| matches!(e, ReceiptError::Mismatch(Mismatch::TaskIds)),
+            ),
+        ];
+        for (what, seed, tamper, expected) in cases {
+            let (receipt, trust) = signed_legacy_receipt(seed, tamper);
+            let error = verify_receipt(&receipt, &trust).unwrap_err();
+            assert!(expected(&error), "{what}: {error:?}");
+        }
+
+        // A peer the trust store does not hold, by name or LCT id.
+        let (receipt, _) = signed_legacy_receipt(SPROUT_SEED, |_, _| {});
+        let error = verify_receipt(&receipt, &TrustStore::default()).unwrap_err();
+        assert!(
+            matches!(&error, ReceiptError::UnknownPeer { peer } if peer == "Sprout"),
+            "{error:?}"
+        );
+    }
 }

@@ -392,6 +392,16 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Every one of `lines` is a whole line of `text`.
+    fn assert_has_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                text.lines().any(|l| l == *line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
     #[test]
     fn counters_and_histograms_render_in_the_text_format() {
         let m = Metrics::default();
@@ -419,36 +429,34 @@ mod tests {
             peers: 2,
             uptime: 1.5,
         });
-        for line in [
-            "sage_requests_total{endpoint=\"/v1/tasks\",status=\"200\"} 2",
-            "sage_requests_total{endpoint=\"/v1/tasks\",status=\"403\"} 1",
-            "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"0.00025\"} 1",
-            "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"0.0005\"} 2",
-            "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"0.005\"} 3",
-            "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"+Inf\"} 3",
-            "sage_request_duration_seconds_count{endpoint=\"/v1/tasks\"} 3",
-            "sage_refusals_total{reason=\"unknown_platform\"} 1",
-            "sage_connections_closed_total{reason=\"head_too_large\"} 1",
-            "sage_connections_closed_total{reason=\"per_address_cap\"} 0",
-            "sage_connections_closed_total{reason=\"evicted_idle\"} 2",
-            "sage_verify_duration_seconds_count 1",
-            "sage_tasks_total{peer=\"Sprout\",task_type=\"echo\",outcome=\"succeeded\"} 1",
-            "sage_tasks_total{peer=\"Sprout\",task_type=\"echo\",outcome=\"stored\"} 1",
-            "sage_tasks_total{peer=\"we\\\"ird\",task_type=\"echo\",outcome=\"failed\"} 1",
-            "sage_execution_duration_seconds_bucket{task_type=\"echo\",le=\"2.5\"} 2",
-            "sage_execution_duration_seconds_bucket{task_type=\"echo\",le=\"1\"} 1",
-            "sage_executor_queue_depth{task_type=\"echo\"} 3",
-            "sage_executor_running{task_type=\"echo\"} 1",
-            "sage_replay_guard_entries 42",
-            "sage_tasks_in_flight 1",
-            "sage_requests_in_flight 2",
-            "# TYPE sage_request_duration_seconds histogram",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        assert_has_lines(
+            &text,
+            &[
+                "sage_requests_total{endpoint=\"/v1/tasks\",status=\"200\"} 2",
+                "sage_requests_total{endpoint=\"/v1/tasks\",status=\"403\"} 1",
+                "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"0.00025\"} 1",
+                "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"0.0005\"} 2",
+                "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"0.005\"} 3",
+                "sage_request_duration_seconds_bucket{endpoint=\"/v1/tasks\",le=\"+Inf\"} 3",
+                "sage_request_duration_seconds_count{endpoint=\"/v1/tasks\"} 3",
+                "sage_refusals_total{reason=\"unknown_platform\"} 1",
+                "sage_connections_closed_total{reason=\"head_too_large\"} 1",
+                "sage_connections_closed_total{reason=\"per_address_cap\"} 0",
+                "sage_connections_closed_total{reason=\"evicted_idle\"} 2",
+                "sage_verify_duration_seconds_count 1",
+                "sage_tasks_total{peer=\"Sprout\",task_type=\"echo\",outcome=\"succeeded\"} 1",
+                "sage_tasks_total{peer=\"Sprout\",task_type=\"echo\",outcome=\"stored\"} 1",
+                "sage_tasks_total{peer=\"we\\\"ird\",task_type=\"echo\",outcome=\"failed\"} 1",
+                "sage_execution_duration_seconds_bucket{task_type=\"echo\",le=\"2.5\"} 2",
+                "sage_execution_duration_seconds_bucket{task_type=\"echo\",le=\"1\"} 1",
+                "sage_executor_queue_depth{task_type=\"echo\"} 3",
+                "sage_executor_running{task_type=\"echo\"} 1",
+                "sage_replay_guard_entries 42",
+                "sage_tasks_in_flight 1",
+                "sage_requests_in_flight 2",
+                "# TYPE sage_request_duration_seconds histogram",
+            ],
+        );
         // Every sample line is NAME{...} VALUE or NAME VALUE with a number.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
@@ -464,17 +472,15 @@ mod tests {
         m.execution_failed("summarize", FailureKind::Timeout);
         m.execution_failed("llama", FailureKind::HttpStatus(500));
         let text = m.render(&Gauges::default());
-        for line in [
-            "# TYPE sage_execution_failures_total counter",
-            "sage_execution_failures_total{task_type=\"summarize\",kind=\"exited\"} 2",
-            "sage_execution_failures_total{task_type=\"summarize\",kind=\"timeout\"} 1",
-            "sage_execution_failures_total{task_type=\"llama\",kind=\"http_status\"} 1",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        assert_has_lines(
+            &text,
+            &[
+                "# TYPE sage_execution_failures_total counter",
+                "sage_execution_failures_total{task_type=\"summarize\",kind=\"exited\"} 2",
+                "sage_execution_failures_total{task_type=\"summarize\",kind=\"timeout\"} 1",
+                "sage_execution_failures_total{task_type=\"llama\",kind=\"http_status\"} 1",
+            ],
+        );
     }
 
     #[test]

@@ -79,33 +79,35 @@ mod tests {
     fn a_bucket_allows_its_burst_then_its_rate() {
         let rate = PeerRate::default();
         let t0 = Instant::now();
-        assert!(rate.take("a", 2.0, 3, t0).is_ok());
-        assert!(rate.take("a", 2.0, 3, t0).is_ok());
-        assert!(rate.take("a", 2.0, 3, t0).is_ok());
-        let wait = rate.take("a", 2.0, 3, t0).unwrap_err();
+        // Key `a`: 2 tokens a second, 3 at most.
+        let take = |at| rate.take("a", 2.0, 3, at);
+        assert!(take(t0).is_ok());
+        assert!(take(t0).is_ok());
+        assert!(take(t0).is_ok());
+        let wait = take(t0).unwrap_err();
         assert_eq!(wait, Duration::from_millis(500));
         // Another key has its own bucket.
         assert!(rate.take("b", 2.0, 3, t0).is_ok());
         // Half a second later, one token (2 per second).
         let t1 = t0 + Duration::from_millis(500);
-        assert!(rate.take("a", 2.0, 3, t1).is_ok());
-        assert!(rate.take("a", 2.0, 3, t1).is_err());
+        assert!(take(t1).is_ok());
+        assert!(take(t1).is_err());
         // A long pause refills to the burst, not beyond.
         let t2 = t1 + Duration::from_secs(60);
         for _ in 0..3 {
-            assert!(rate.take("a", 2.0, 3, t2).is_ok());
+            assert!(take(t2).is_ok());
         }
-        assert!(rate.take("a", 2.0, 3, t2).is_err());
+        assert!(take(t2).is_err());
         // A refund gives one back, never beyond the burst.
         rate.refund("a", 3);
-        assert!(rate.take("a", 2.0, 3, t2).is_ok());
+        assert!(take(t2).is_ok());
         for _ in 0..10 {
             rate.refund("a", 3);
         }
         for _ in 0..3 {
-            assert!(rate.take("a", 2.0, 3, t2).is_ok());
+            assert!(take(t2).is_ok());
         }
-        assert!(rate.take("a", 2.0, 3, t2).is_err());
+        assert!(take(t2).is_err());
     }
 
     #[test]

@@ -89,15 +89,7 @@ pub fn check_proof(
     })?;
     let proof = LegacyProof::from_signable(signable)
         .map_err(|e| ProofError::Malformed(format!("signed proof: {e}")))?;
-    if proof.task_id != signed.task_id {
-        return Err(ProofError::ForOtherTask {
-            detail: format!(
-                "task id {} where {} was sent",
-                Untrusted(&proof.task_id),
-                signed.task_id
-            ),
-        });
-    }
+    super::same_task_id(&proof.task_id, &signed.task_id)?;
     if !proof
         .executing_platform
         .eq_ignore_ascii_case(&executor.name)
@@ -128,4 +120,126 @@ pub fn check_proof(
         task_digest: None,
         result_digest: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sage_types::legacy::signable_proof;
+    use sage_types::pyjson;
+    use serde_json::Value;
+
+    use super::super::tests::{spec, thor, THOR_SEED};
+    use super::*;
+
+    /// Thor as the delegator knows it, and a legacy task Sprout signed.
+    fn sent() -> (Peer, SignedLegacyTask) {
+        let spec = TaskSpec {
+            task_id: Some("t1".into()),
+            earlier_digests: Vec::new(),
+            ..spec()
+        };
+        let signed = sign_task(&NodeKey::from_seed(&[2; 32]), "Sprout", &spec);
+        (thor(), signed)
+    }
+
+    /// Thor's proof of task `t1`, as its JSON.
+    fn proof() -> Value {
+        json!({
+            "task_id": "t1",
+            "executing_platform": "Thor",
+            "result_data": {"x": 1},
+            "actual_latency": 0.5,
+            "actual_cost": 1.0,
+            "irp_iterations": 3,
+            "final_energy": 0.1,
+            "convergence_quality": 0.9,
+            "quality_score": 0.8,
+            "execution_timestamp": 1.5,
+        })
+    }
+
+    /// The answer carrying `proof` signed by `signer`.
+    fn answer(proof: &Value, signer: &NodeKey) -> ReceivedResponse {
+        let signable =
+            signable_proof(&pyjson::loads(proof.to_string().as_bytes()).unwrap()).unwrap();
+        let signature = sign_legacy(signer, signable.canonical().as_bytes());
+        ReceivedResponse {
+            signable,
+            signature,
+        }
+    }
+
+    #[test]
+    fn the_honest_proof_is_accepted_whatever_the_case_of_the_platform() {
+        let (thor, signed) = sent();
+        let thor_key = NodeKey::from_seed(&THOR_SEED);
+        let summary = check_proof(&answer(&proof(), &thor_key), &signed, &thor).unwrap();
+        assert_eq!(
+            (summary.task_id.as_str(), summary.executor.as_str()),
+            ("t1", "Thor")
+        );
+        assert_eq!(summary.status, ProofStatus::Succeeded);
+        let mut shouted = proof();
+        shouted["executing_platform"] = json!("THOR");
+        check_proof(&answer(&shouted, &thor_key), &signed, &thor).unwrap();
+    }
+
+    #[test]
+    fn each_forged_or_tampered_proof_is_refused_for_its_own_reason() {
+        type Forge = fn(&mut Value, &mut NodeKey);
+        type Expected = fn(&ProofError) -> bool;
+        let cases: [(&str, Forge, Expected); 4] = [
+            (
+                "signed by another key",
+                |_, key| *key = NodeKey::from_seed(&[3; 32]),
+                |e| matches!(e, ProofError::InvalidSignature { .. }),
+            ),
+            (
+                "another task id",
+                |proof, _| proof["task_id"] = json!("t2"),
+                |e| matches!(e, ProofError::ForOtherTask { detail } if detail.starts_with("task id")),
+            ),
+            (
+                "another executing platform",
+                |proof, _| proof["executing_platform"] = json!("Legion"),
+                |e| matches!(e, ProofError::Mismatch { detail } if detail.starts_with("executing platform")),
+            ),
+            (
+                "a field of the wrong type",
+                |proof, _| proof["irp_iterations"] = json!(2.5),
+                |e| matches!(e, ProofError::Malformed(m) if m.contains("irp_iterations")),
+            ),
+        ];
+        let (thor, signed) = sent();
+        for (what, forge, expected) in cases {
+            let (mut proof, mut key) = (proof(), NodeKey::from_seed(&THOR_SEED));
+            forge(&mut proof, &mut key);
+            let error = check_proof(&answer(&proof, &key), &signed, &thor).unwrap_err();
+            assert!(expected(&error), "{what}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn a_proof_altered_after_it_was_signed_is_refused() {
+        let (thor, signed) = sent();
+        let thor_key = NodeKey::from_seed(&THOR_SEED);
+        let signature = answer(&proof(), &thor_key).signature;
+        for (what, field, value) in [
+            ("its result", "result_data", json!({"x": 2})),
+            ("its quality", "quality_score", json!(0.99)),
+            ("its task id", "task_id", json!("t2")),
+        ] {
+            let mut altered = proof();
+            altered[field] = value;
+            let answer = ReceivedResponse {
+                signature: signature.clone(),
+                ..answer(&altered, &thor_key)
+            };
+            let error = check_proof(&answer, &signed, &thor).unwrap_err();
+            assert!(
+                matches!(error, ProofError::InvalidSignature { .. }),
+                "{what}: {error:?}"
+            );
+        }
+    }
 }

@@ -3,6 +3,8 @@
 //! Python original's protocol.
 
 pub mod legacy;
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, Instant};
 
@@ -130,15 +132,7 @@ pub fn check_proof(
     let proof: Proof = serde_json::from_slice(&verified.payload)
         .map_err(|e| ProofError::Malformed(format!("signed payload is not a v1 proof: {e}")))?;
     let task = &signed.task;
-    if proof.task_id != task.task_id {
-        return Err(ProofError::ForOtherTask {
-            detail: format!(
-                "task id {} where {} was sent",
-                Untrusted(&proof.task_id),
-                task.task_id
-            ),
-        });
-    }
+    same_task_id(&proof.task_id, &task.task_id)?;
     if proof.task_digest != signed.digest && !signed.earlier_digests.contains(&proof.task_digest) {
         return Err(ProofError::ForOtherTask {
             detail: format!(
@@ -171,6 +165,16 @@ pub fn check_proof(
         ));
     }
     Ok(proof)
+}
+
+/// A proof of either protocol names the task id that was sent.
+fn same_task_id(proved: &str, sent: &str) -> Result<(), ProofError> {
+    if proved == sent {
+        return Ok(());
+    }
+    Err(ProofError::ForOtherTask {
+        detail: format!("task id {} where {sent} was sent", Untrusted(proved)),
+    })
 }
 
 /// What a verified proof says, in the same terms for both protocols.
@@ -443,25 +447,6 @@ impl Outgoing {
     }
 }
 
-/// Signs a task from `local` for `target` in `protocol` and sends it to
-/// `addr`; returns what was exchanged and the time from sending to answer.
-///
-/// # Errors
-/// [`ClientError`]: the target unreachable, silent or refusing.
-pub async fn exchange(
-    client: &Client,
-    local: &Identity,
-    target: &Peer,
-    addr: &str,
-    protocol: Protocol,
-    spec: &TaskSpec,
-    timeout: Duration,
-) -> Result<(Exchange, Duration), ClientError> {
-    Outgoing::sign(local, target, protocol, spec)
-        .send(client, addr, timeout)
-        .await
-}
-
 /// Checks that the node at `addr` is up and is `target`; returns its
 /// health answer and the round trip.
 ///
@@ -545,6 +530,8 @@ pub async fn delegate(
 ) -> Result<Delegation, DelegateError> {
     let started = Instant::now();
     let checked = check_target(client, target, addr, timeout).await?;
-    let exchanged = exchange(client, local, target, addr, protocol, spec, timeout).await?;
+    let exchanged = Outgoing::sign(local, target, protocol, spec)
+        .send(client, addr, timeout)
+        .await?;
     conclude(exchanged, target, spec, checked, started)
 }

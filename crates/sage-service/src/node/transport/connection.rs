@@ -433,6 +433,25 @@ impl<I> Guarded<I> {
         self.refused_head
     }
 
+    /// One write of hyper's, which starts with `first`: held back when it
+    /// is the refusal of a head too large ([`Self::holds_back`]), else
+    /// made by `write` on the inner stream, and counted as activity when
+    /// it moved a byte.
+    fn write_with(
+        &mut self,
+        first: &[u8],
+        write: impl FnOnce(&mut I) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if self.holds_back(first) {
+            return Poll::Ready(Err(Self::head_refused_error()));
+        }
+        let written = write(&mut self.io);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        written
+    }
+
     fn head_refused_error() -> io::Error {
         io::Error::other("request head too large (max_header_bytes); answered by the connection")
     }
@@ -475,15 +494,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.holds_back(buf) {
-            return Poll::Ready(Err(Self::head_refused_error()));
-        }
-        let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        written
+        self.get_mut()
+            .write_with(buf, |io| Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -491,19 +503,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
         let first = bufs
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &b[..]);
-        if this.holds_back(first) {
-            return Poll::Ready(Err(Self::head_refused_error()));
-        }
-        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        written
+        self.get_mut()
+            .write_with(first, |io| Pin::new(io).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

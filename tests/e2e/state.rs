@@ -444,7 +444,7 @@ fn durable_commits_sync_the_log_with_fdatasync() {
     let traced = std::process::Command::new("strace")
         .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
         .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_sage"))
+        .arg(crate::util::sage_path())
         .env("SAGE_STATE_DIR", keys.state_dir())
         .arg("--keys-dir")
         .arg(keys.path())

@@ -24,7 +24,7 @@ const UNIT: &str = concat!(
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(UNIT).unwrap();
-    let sage = env!("CARGO_BIN_EXE_sage");
+    let sage = crate::util::sage_path().display();
     let mut rewritten = 0;
     let unit: String = unit
         .lines()

@@ -5,14 +5,119 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sage_crypto::NodeKey;
 
+/// The `sage` binary under test: sage-cli's `target/<profile>/sage`,
+/// beside the `deps/` directory that holds this test executable, brought up
+/// to date once per run.
+///
+/// Cargo sets `CARGO_BIN_EXE_sage`, and builds a binary before the
+/// integration tests, only for the tests of the package that owns the
+/// binary; this package is not that one, so `cargo test` alone would leave
+/// a missing or stale `sage`. The first call therefore runs
+/// `$CARGO build --workspace --bins --examples` in the same target
+/// directory and profile: `--examples` makes cargo resolve features with
+/// the dev-dependencies, as `cargo test --workspace` does, so the build
+/// reuses the test build's libraries and only links `sage` when it is stale.
+pub fn sage_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable is in target/<profile>/deps/");
+        build_sage(profile_dir);
+        let path = profile_dir.join(format!("sage{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            path.is_file(),
+            "no sage binary at {} after building it: the e2e tests run sage-cli's \
+             target/<profile>/sage, beside the deps/ directory of the test executable {}",
+            path.display(),
+            exe.display()
+        );
+        path
+    })
+}
+
+/// Runs cargo to build the workspace's binaries into `profile_dir`
+/// (`target/debug`, `target/release`, `target/<triple>/<profile>`).
+fn build_sage(profile_dir: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let name = profile_dir
+        .file_name()
+        .and_then(OsStr::to_str)
+        .expect("a profile directory name");
+    let profile = match name {
+        "debug" => "dev",
+        "release" => "release",
+        other => other,
+    };
+    let parent = profile_dir.parent().expect("a target directory");
+    let mut build = Command::new(&cargo);
+    // Without the variables cargo sets for this test (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, ...): build scripts that watch them would see a
+    // change and rebuild, back and forth with the next `cargo test`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_for_tests = key.starts_with("CARGO_PKG_")
+            || matches!(
+                &*key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_for_tests {
+            build.env_remove(&*key);
+        }
+    }
+    build.args([
+        "build",
+        "--workspace",
+        "--bins",
+        "--examples",
+        "--profile",
+        profile,
+    ]);
+    // target/<triple>/<profile> when the tests were built with --target.
+    let target_dir =
+        if parent.join(".rustc_info.json").is_file() || parent.join("CACHEDIR.TAG").is_file() {
+            parent
+        } else {
+            let triple = parent
+                .file_name()
+                .and_then(OsStr::to_str)
+                .unwrap_or_default();
+            build.args(["--target", triple]);
+            parent.parent().expect("a target directory")
+        };
+    let out = build
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} to build sage: {e}", cargo.to_string_lossy()));
+    assert!(
+        out.status.success(),
+        "{} build --workspace --bins (to build the sage binary under test) failed:\n{}",
+        cargo.to_string_lossy(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The `sage` binary under test.
 pub fn sage() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sage"));
+    let mut cmd = Command::new(sage_path());
     cmd.env_remove("SAGE_KEYS_DIR")
         .env_remove("STATE_DIRECTORY")
         // The runner's own systemd settings, if any; tests pass their own.

@@ -45,9 +45,7 @@ fn assert_cut_short(fake: &FakeNode, count: usize) {
 
 #[test]
 fn a_flooded_proof_fails_the_delegation_and_is_kept_in_the_ledger() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
 
     // No length announced: the client counts as it reads.
     let chunked = flooding_thor(false);
@@ -114,9 +112,7 @@ fn a_flooded_proof_fails_the_delegation_and_is_kept_in_the_ledger() {
 
 #[test]
 fn a_flooded_health_answer_fails_health_and_delegate() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     for announce in [true, false] {
         let fake = FakeNode::replying(move |_, _, _| Reply::Flood {
             total: FLOOD,

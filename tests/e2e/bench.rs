@@ -4,9 +4,7 @@ use crate::util::Keys;
 
 #[test]
 fn bench_counts_verified_delegations_and_compares_with_the_baseline() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor = keys.serve("Thor", &[]);
     let run = keys.run(&[
         "bench",
@@ -38,9 +36,7 @@ fn bench_counts_verified_delegations_and_compares_with_the_baseline() {
 
 #[test]
 fn bench_counts_refusals_by_kind_and_fails_when_nothing_succeeds() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor = keys.serve("Thor", &[]);
     let run = keys.run(&[
         "bench",
@@ -61,9 +57,7 @@ fn bench_counts_refusals_by_kind_and_fails_when_nothing_succeeds() {
 
 #[test]
 fn bench_drives_the_legacy_endpoint_open_loop() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor = keys.serve("Thor", &[]);
     let run = keys.run(&[
         "bench",
@@ -93,9 +87,7 @@ fn bench_drives_the_legacy_endpoint_open_loop() {
 
 #[test]
 fn bench_with_a_ledger_keeps_a_receipt_of_every_delegation() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor = keys.serve("Thor", &[]);
     let address = thor.address();
     let bench = |extra: &[&str]| {

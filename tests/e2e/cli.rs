@@ -82,8 +82,7 @@ fn custom_lct_ids_are_kept() {
 
 #[test]
 fn corrupt_and_unreadable_key_files_are_refused_with_the_fix() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let path = keys.path().join("Thor_ed25519.key");
 
     let mut bytes = std::fs::read(&path).unwrap();
@@ -125,8 +124,7 @@ fn mkfifo(path: &std::path::Path) {
 
 #[test]
 fn key_files_that_are_not_regular_files_are_refused_before_they_are_read() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let legion = keys.path().join("Legion_ed25519.key");
     let within = std::time::Duration::from_secs(20);
 
@@ -183,8 +181,7 @@ fn key_files_that_are_not_regular_files_are_refused_before_they_are_read() {
 #[test]
 fn symlinks_to_key_files_are_followed() {
     let keys = Keys::new();
-    let vault = Keys::new();
-    vault.keygen("Thor");
+    let vault = Keys::with(&["Thor"]);
     let legion_pub = vault.keygen("Legion");
     std::fs::create_dir_all(keys.path()).unwrap();
     for name in ["Thor", "Legion"] {
@@ -206,8 +203,7 @@ fn symlinks_to_key_files_are_followed() {
 
 #[test]
 fn serve_warns_about_a_key_others_can_read() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let path = keys.path().join("Thor_ed25519.key");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let node = keys.serve("Thor", &[]);
@@ -278,8 +274,7 @@ fn peers_are_added_listed_and_removed() {
 
 #[test]
 fn peer_add_refuses_an_lct_id_another_peer_claims_as_serve_does() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let legion_pub = keys.keygen("Legion");
     let add = |name: &str, key: &str, lct: &str| {
         keys.run(&[
@@ -335,8 +330,7 @@ fn peer_add_refuses_an_lct_id_another_peer_claims_as_serve_does() {
 
 #[test]
 fn lct_ids_outside_the_rules_are_refused_by_peer_add_keygen_and_serve() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     keys.run(&[
         "peer",
         "add",

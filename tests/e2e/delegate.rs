@@ -5,6 +5,7 @@ use sage_crypto::{sign_envelope, NodeKey};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::{Envelope, Proof, Task};
 
+use crate::fixture::Fleet;
 use crate::util::{FakeNode, Keys};
 
 /// Scenario 1: server and client on one machine, keys made on the fly.
@@ -87,51 +88,17 @@ fn scenario_1_loopback_delegation_is_verified() {
 /// public key with addresses, each delegating to the other.
 #[test]
 fn scenario_3_two_nodes_delegate_to_each_other() {
-    let thor_keys = Keys::new();
-    let sprout_keys = Keys::new();
-    let thor_pub = thor_keys.keygen("Thor");
-    let sprout_pub = sprout_keys.keygen("Sprout");
     // Each learns the other's public key first (no address yet: ports are picked at start).
-    thor_keys
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Sprout",
-            "--public-key",
-            &sprout_pub,
-        ])
-        .assert_code(0);
-    sprout_keys
-        .run(&["peer", "add", "--name", "Thor", "--public-key", &thor_pub])
-        .assert_code(0);
+    let fleet = Fleet::new()
+        .node("Thor")
+        .node("Sprout")
+        .trusting_each_other();
+    let (thor_keys, sprout_keys) = (fleet.keys("Thor"), fleet.keys("Sprout"));
     let thor = thor_keys.serve("Thor", &[]);
     let sprout = sprout_keys.serve("Sprout", &[]);
     // Record the addresses; the key is unchanged, so no --replace is needed.
-    thor_keys
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Sprout",
-            "--public-key",
-            &sprout_pub,
-            "--address",
-            &sprout.address(),
-        ])
-        .assert_code(0);
-    sprout_keys
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Thor",
-            "--public-key",
-            &thor_pub,
-            "--address",
-            &thor.address(),
-        ])
-        .assert_code(0);
+    thor_keys.trust("Sprout", fleet.public("Sprout"), Some(&sprout.address()));
+    sprout_keys.trust("Thor", fleet.public("Thor"), Some(&thor.address()));
 
     let run = sprout_keys.delegate(&["--task-type", "echo", "--input", r#"{"n": 1}"#, "--json"]);
     run.assert_code(0);
@@ -166,9 +133,7 @@ fn scenario_3_two_nodes_delegate_to_each_other() {
 
 #[test]
 fn sigterm_drains_and_exits_zero() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor = keys.serve("Thor", &[]);
     keys.delegate(&["--port", &thor.port(), "--task-type", "echo"])
         .assert_code(0);
@@ -190,9 +155,7 @@ fn sigterm_drains_and_exits_zero() {
 
 #[test]
 fn unreachable_unknown_and_silent_targets_are_reported() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
 
     // Nothing listens on a port that was just released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -288,9 +251,7 @@ fn delegate_to(keys: &Keys, fake: &FakeNode) -> crate::util::Run {
 
 #[test]
 fn forged_proofs_are_refused() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor_key = std::sync::Arc::new(keys.key("Thor"));
 
     // Control: the fake with Thor's real key and an honest proof passes, so
@@ -383,9 +344,7 @@ fn forged_proofs_are_refused() {
 
 #[test]
 fn a_refusal_is_reported_with_its_code() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor = keys.serve("Thor", &[]);
     let run = keys.delegate(&["--port", &thor.port(), "--task-type", "shell"]);
     run.assert_code(1);
@@ -399,10 +358,7 @@ fn a_refusal_is_reported_with_its_code() {
 
 #[test]
 fn another_platform_at_the_address_is_refused_before_anything_is_sent() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    keys.keygen("Legion");
+    let keys = Keys::with(&["Thor", "Sprout", "Legion"]);
     // Legion answers where Thor was expected.
     let legion = keys.serve("Legion", &[]);
     let run = keys.delegate(&["--port", &legion.port()]);
@@ -416,9 +372,7 @@ fn another_platform_at_the_address_is_refused_before_anything_is_sent() {
 /// ids are free text) has it logged escaped.
 #[test]
 fn a_task_id_with_a_newline_cannot_forge_a_log_line() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor = keys.serve("Thor", &[]);
     let forged = "t1\nFORGED task executed";
     let run = keys.delegate(&["--port", &thor.port(), "--task-id", forged]);
@@ -445,9 +399,7 @@ fn a_task_id_with_a_newline_cannot_forge_a_log_line() {
 /// no terminal control sequence, no line of its own.
 #[test]
 fn a_peers_refusal_cannot_write_to_the_terminal() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let hostile = "\u{1b}[2J\nFORGED ✓ proof verified";
     let thor = FakeNode::start(move |method, path, _| {
         let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0});
@@ -476,9 +428,7 @@ fn a_peers_refusal_cannot_write_to_the_terminal() {
 /// `consolidation` included, over both protocols.
 #[test]
 fn every_task_type_of_the_original_is_served_by_default() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor = keys.serve("Thor", &[]);
     for task_type in [
         "llm_inference",

@@ -51,9 +51,7 @@ fn post_envelope(node: &Node, env: &Envelope) -> crate::util::HttpAnswer {
 
 /// Thor serves; Sprout is a known peer (its key file is in the directory).
 fn setup() -> (Keys, Node, NodeKey) {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let node = keys.serve("Thor", &[]);
     let sprout = keys.key("Sprout");
     (keys, node, sprout)
@@ -184,9 +182,7 @@ fn old_and_far_future_tasks_are_refused() {
 
 #[test]
 fn the_skew_tolerance_is_configurable() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let node = keys.serve("Thor", &["--clock-skew", "1"]);
     let sprout = keys.key("Sprout");
     // 10 s in the future: fine with the default 5 min, refused with 1 s.
@@ -241,9 +237,7 @@ fn an_oversized_body_is_refused() {
     assert_refused(&node, &answer, 413, "too_large");
     assert_eq!(node.executions_of(&task.task_id), 0);
 
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let small = keys.serve("Thor", &["--max-body-bytes", "2048"]);
     let answer = post(&small, &vec![b' '; 4096]);
     assert_refused(&small, &answer, 413, "too_large");

@@ -40,9 +40,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn setup() -> (Keys, std::path::PathBuf) {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let runs = keys.path().with_file_name("runs.txt");
     (keys, runs)
 }
@@ -67,32 +65,17 @@ fn delegate_args<'a>(node: &'a Node, port: &'a str, task_id: &'a str) -> Vec<&'a
     ]
 }
 
-/// `sage ARGS...` on a thread of its own, for a node to be killed under it.
-fn in_background(keys: &Keys, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (dir, state) = (keys.path().to_owned(), keys.state_dir());
-    std::thread::spawn(move || {
-        crate::util::sage()
-            .env("SAGE_STATE_DIR", state)
-            .arg("--keys-dir")
-            .arg(dir)
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-}
-
 #[test]
 fn a_task_killed_mid_run_is_reported_interrupted_and_never_run_twice() {
     let (keys, runs) = setup();
     let node = counting_node(&keys, &runs, 4);
     let port = node.port();
-    let first = in_background(&keys, &delegate_args(&node, &port, "t-killed"));
+    let first = keys.spawn(&delegate_args(&node, &port, "t-killed"));
     wait_until("the program started", || runs_of(&runs) == 1);
     node.kill_hard();
     let out = first.join().unwrap();
     assert!(
-        !out.status.success(),
+        out.code != 0,
         "the delegation of a killed node cannot succeed"
     );
 
@@ -404,8 +387,7 @@ fn an_age_or_time_too_large_for_the_clock_is_refused_not_a_crash() {
 
 #[test]
 fn the_task_retention_comes_from_the_flag_or_the_config() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let node = keys.serve("Thor", &["--task-retention-days", "7"]);
     assert!(
         node.log()
@@ -487,7 +469,7 @@ fn a_program_left_running_by_a_killed_node_is_killed_at_the_next_start() {
     let serve = || keys.serve("Thor", &["--config", config.to_str().unwrap()]);
     let node = serve();
     let port = node.port();
-    let first = in_background(&keys, &delegate_args(&node, &port, "t-left"));
+    let first = keys.spawn(&delegate_args(&node, &port, "t-left"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
     node.kill_hard();
@@ -584,13 +566,13 @@ fn a_retry_waits_for_the_run_in_progress_within_its_own_timeout() {
     let (keys, marks) = setup();
     let node = marking_node(&keys, &marks, 3, &[]);
     let port = node.port();
-    let first = in_background(&keys, &mark_args(&port, "t-waited", "1"));
+    let first = keys.spawn(&mark_args(&port, "t-waited", "1"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
     let retry = keys.run(&mark_args(&port, "t-waited", "30"));
     retry.assert_code(0);
     assert_eq!(retry.json()["proof"]["status"], "succeeded");
-    assert!(!first.join().unwrap().status.success());
+    assert!(first.join().unwrap().code != 0);
     assert_eq!(marked(), "started\nfinished\n");
 }
 
@@ -644,7 +626,7 @@ fn a_second_node_on_one_state_directory_is_refused() {
     let (keys, marks) = setup();
     let node = marking_node(&keys, &marks, 3, &[]);
     let port = node.port();
-    let running = in_background(&keys, &mark_args(&port, "t-locked", "30"));
+    let running = keys.spawn(&mark_args(&port, "t-locked", "30"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
     let second = keys.run(&[
@@ -661,11 +643,7 @@ fn a_second_node_on_one_state_directory_is_refused() {
     second.assert_stderr(&[&dir.display().to_string(), &format!("pid {}", node.pid())]);
     // The first node's task was not marked interrupted: it ends well.
     let out = running.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.code == 0, "{}", out.stderr);
     assert_eq!(marked(), "started\nfinished\n");
     // Short commands work beside the running node.
     keys.run(&["proofs", "list"]).assert_code(0);

@@ -98,8 +98,7 @@ fn next_other(rx: &Receiver<String>, within: Duration) -> (Option<String>, usize
 
 #[test]
 fn serve_notifies_ready_watchdog_and_stopping() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     // The node's notify socket is the one util.rs binds for readiness.
     let node = keys.serve_with_env(
         "Thor",
@@ -134,8 +133,7 @@ fn serve_notifies_ready_watchdog_and_stopping() {
 
 #[test]
 fn serve_without_our_watchdog_pid_does_not_ping() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let node = keys.serve_with_env(
         "Thor",
         &[],

@@ -209,8 +209,7 @@ fn delegation_over_https_to_a_pinned_self_signed_node() {
 
 #[test]
 fn a_silent_tls_client_is_cut_off_after_the_header_read_timeout() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let dir = keys.path().with_file_name("tls");
     let (cert, key, _) = self_signed(&keys, &dir, "Thor", &["127.0.0.1"]);
     let config = keys.path().with_file_name("sage.toml");
@@ -231,8 +230,7 @@ fn a_silent_tls_client_is_cut_off_after_the_header_read_timeout() {
 
 #[test]
 fn unusable_tls_files_stop_serve_naming_the_file() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let dir = keys.path().with_file_name("tls");
     let (cert, key, _) = self_signed(&keys, &dir, "Thor", &["127.0.0.1"]);
     let (_, other_key, _) = self_signed(&keys, &dir, "Other", &["127.0.0.1"]);

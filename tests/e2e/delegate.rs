@@ -97,8 +97,16 @@ fn scenario_3_two_nodes_delegate_to_each_other() {
     let thor = thor_keys.serve("Thor", &[]);
     let sprout = sprout_keys.serve("Sprout", &[]);
     // Record the addresses; the key is unchanged, so no --replace is needed.
-    thor_keys.trust("Sprout", fleet.public("Sprout"), Some(&sprout.address()));
-    sprout_keys.trust("Thor", fleet.public("Thor"), Some(&thor.address()));
+    thor_keys.trust(
+        "Sprout",
+        fleet.public("Sprout"),
+        &["--address", &sprout.address()],
+    );
+    sprout_keys.trust(
+        "Thor",
+        fleet.public("Thor"),
+        &["--address", &thor.address()],
+    );
 
     let run = sprout_keys.delegate(&["--task-type", "echo", "--input", r#"{"n": 1}"#, "--json"]);
     run.assert_code(0);

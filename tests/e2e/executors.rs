@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::fixture::delegation;
 use crate::util::{assert_refused, http, FakeNode, Keys, Node};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
@@ -149,17 +150,7 @@ fn a_full_executor_answers_busy_with_retry_after() {
     let (node, _) = serve_with(&keys, SUM);
     // The first takes the only place (3 s); the second is refused at once.
     let port = node.port();
-    let first = keys.spawn(&[
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
-        "--port",
-        &port,
-        "--task-type",
-        "slow",
-    ]);
+    let first = keys.spawn(&delegation(&["--port", &port, "--task-type", "slow"]));
     assert!(wait_running(&node), "the first task never started");
     let run = delegate(&keys, &node, "slow", "{}", &[]);
     run.assert_code(1);

@@ -11,7 +11,15 @@
 
 use std::thread::JoinHandle;
 
-use crate::util::{sage, Keys, Run};
+use crate::util::{Keys, Run};
+
+/// `delegate --local Sprout --target Thor EXTRA...`: the arguments of the
+/// delegation most tests make.
+pub fn delegation<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["delegate", "--local", "Sprout", "--target", "Thor"];
+    args.extend_from_slice(extra);
+    args
+}
 
 impl Keys {
     /// A key directory holding a key for each of `names`.
@@ -23,36 +31,48 @@ impl Keys {
         keys
     }
 
-    /// The public key hex of `name`, whose key is in this directory.
-    pub fn public(&self, name: &str) -> String {
-        self.key(name).public().to_hex()
+    /// A key directory holding copies of `from`'s key files of `names`:
+    /// the same platforms, with another trust store.
+    pub fn copying(from: &Keys, names: &[&str]) -> Keys {
+        let keys = Keys::new();
+        std::fs::create_dir_all(keys.path()).expect("create the key directory");
+        for name in names {
+            let file = format!("{name}_ed25519.key");
+            std::fs::copy(from.path().join(&file), keys.path().join(&file))
+                .expect("copy a key file");
+        }
+        keys
     }
 
-    /// `sage peer add --name NAME --public-key KEY [--address ADDR]`.
-    pub fn trust(&self, name: &str, public_key: &str, address: Option<&str>) {
+    /// `sage peer add --name NAME --public-key KEY EXTRA...` (`--address`,
+    /// `--protocol`), which must succeed.
+    pub fn trust(&self, name: &str, public_key: &str, extra: &[&str]) {
         let mut args = vec!["peer", "add", "--name", name, "--public-key", public_key];
-        if let Some(address) = address {
-            args.extend(["--address", address]);
-        }
+        args.extend_from_slice(extra);
         self.run(&args).assert_code(0);
+    }
+
+    /// `sage serve --name NAME --host 127.0.0.1 --port 0 EXTRA...` run to
+    /// its end: for a node that must refuse to start.
+    pub fn serve_to_end(&self, name: &str, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "serve",
+            "--name",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
     }
 
     /// [`Keys::run`] on a thread of its own: for a command that a test
     /// acts on while it runs (a node killed under it, a queue it fills).
     pub fn spawn(&self, args: &[&str]) -> JoinHandle<Run> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (dir, state) = (self.path().to_owned(), self.state_dir());
-        std::thread::spawn(move || {
-            let output = sage()
-                .env("SAGE_STATE_DIR", state)
-                .arg("--keys-dir")
-                .arg(dir)
-                .args(&args)
-                .stdin(std::process::Stdio::null())
-                .output()
-                .expect("run sage");
-            Run::from(output)
-        })
+        let mut command = self.command(args);
+        std::thread::spawn(move || Run::from(command.output().expect("run sage")))
     }
 }
 
@@ -83,7 +103,7 @@ impl Fleet {
         for (name, keys, _) in &self.members {
             for (peer, _, public) in &self.members {
                 if peer != name {
-                    keys.trust(peer, public, None);
+                    keys.trust(peer, public, &[]);
                 }
             }
         }
@@ -93,7 +113,7 @@ impl Fleet {
     /// `name` trusts each of `peers`.
     pub fn trust(self, name: &str, peers: &[&str]) -> Fleet {
         for peer in peers {
-            self.keys(name).trust(peer, self.public(peer), None);
+            self.keys(name).trust(peer, self.public(peer), &[]);
         }
         self
     }

@@ -51,7 +51,7 @@ impl Fleet {
     /// Thor's `sage peer add` of Legion.
     fn trust_legion(&self) {
         self.thor()
-            .trust("Legion", self.nodes.public("Legion"), None);
+            .trust("Legion", self.nodes.public("Legion"), &[]);
     }
 
     fn thor(&self) -> &Keys {

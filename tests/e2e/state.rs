@@ -8,6 +8,7 @@ use sage_crypto::sign_envelope;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{QualityRequirements, Task};
 
+use crate::fixture::delegation;
 use crate::util::{http, Keys, Node};
 
 /// A node whose `count` tasks append a line to `runs` and then sleep
@@ -47,12 +48,7 @@ fn setup() -> (Keys, std::path::PathBuf) {
 
 fn delegate_args<'a>(node: &'a Node, port: &'a str, task_id: &'a str) -> Vec<&'a str> {
     let _ = node;
-    vec![
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    delegation(&[
         "--port",
         port,
         "--task-type",
@@ -62,7 +58,7 @@ fn delegate_args<'a>(node: &'a Node, port: &'a str, task_id: &'a str) -> Vec<&'a
         "--timeout",
         "30",
         "--json",
-    ]
+    ])
 }
 
 #[test]
@@ -278,19 +274,7 @@ fn failed_attempts_are_recorded_with_their_task_id() {
         listener.local_addr().unwrap().port().to_string()
     };
     let attempt = |port: &str, task_type: &str, task_id: Option<&str>| {
-        let mut args = vec![
-            "delegate",
-            "--local",
-            "Sprout",
-            "--target",
-            "Thor",
-            "--port",
-            port,
-            "--task-type",
-            task_type,
-            "--timeout",
-            "10",
-        ];
+        let mut args = delegation(&["--port", port, "--task-type", task_type, "--timeout", "10"]);
         if let Some(task_id) = task_id {
             args.extend(["--task-id", task_id]);
         }
@@ -504,12 +488,7 @@ fn marking_node(keys: &Keys, marks: &std::path::Path, secs: u32, extra: &[&str])
 
 /// `sage delegate` of a `mark` task to Thor at `port`, printing JSON.
 fn mark_args<'a>(port: &'a str, task_id: &'a str, timeout: &'a str) -> Vec<&'a str> {
-    vec![
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    delegation(&[
         "--port",
         port,
         "--task-type",
@@ -519,7 +498,7 @@ fn mark_args<'a>(port: &'a str, task_id: &'a str, timeout: &'a str) -> Vec<&'a s
         "--timeout",
         timeout,
         "--json",
-    ]
+    ])
 }
 
 /// A delegator that gives up (its timeout, a dropped connection) does not
@@ -629,15 +608,7 @@ fn a_second_node_on_one_state_directory_is_refused() {
     let running = keys.spawn(&mark_args(&port, "t-locked", "30"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
-    let second = keys.run(&[
-        "serve",
-        "--name",
-        "Thor",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-    ]);
+    let second = keys.serve_to_end("Thor", &[]);
     second.assert_code(1);
     let dir = keys.state_dir();
     second.assert_stderr(&[&dir.display().to_string(), &format!("pid {}", node.pid())]);

@@ -181,16 +181,8 @@ fn serve_reads_the_key_from_the_systemd_credential() {
     );
 
     // Sprout, which knows Thor by the credential's key, gets a verified proof.
-    let sprout_keys = Keys::new();
-    std::fs::create_dir_all(sprout_keys.path()).unwrap();
-    std::fs::copy(
-        thor_keys.path().join("Sprout_ed25519.key"),
-        sprout_keys.path().join("Sprout_ed25519.key"),
-    )
-    .unwrap();
-    sprout_keys
-        .run(&["peer", "add", "--name", "Thor", "--public-key", &cred_pub])
-        .assert_code(0);
+    let sprout_keys = Keys::copying(&thor_keys, &["Sprout"]);
+    sprout_keys.trust("Thor", &cred_pub, &[]);
     let run = sprout_keys.delegate(&["--port", &thor.port(), "--json"]);
     run.assert_code(0);
     assert_eq!(run.json()["verified"], true);

@@ -237,19 +237,15 @@ fn unusable_tls_files_stop_serve_naming_the_file() {
     let garbage = dir.join("garbage.crt");
     std::fs::write(&garbage, "this is not a certificate\n").unwrap();
     let serve = |cert: &Path, key: &Path| {
-        keys.run(&[
-            "serve",
-            "--name",
+        keys.serve_to_end(
             "Thor",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ])
+            &[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+        )
     };
     serve(&garbage, &key)
         .assert_code(1)

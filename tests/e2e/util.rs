@@ -222,29 +222,30 @@ impl Keys {
         self.path.with_file_name("state")
     }
 
-    /// Runs `sage --keys-dir DIR ARGS...` to completion.
-    pub fn run(&self, args: &[&str]) -> Run {
-        let output = sage()
+    /// `sage --keys-dir DIR ARGS...` with this directory's state
+    /// directory and no standard input.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = sage();
+        command
             .env("SAGE_STATE_DIR", self.state_dir())
             .arg("--keys-dir")
             .arg(&self.path)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run sage");
-        Run::from(output)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `sage --keys-dir DIR ARGS...` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run sage"))
     }
 
     /// [`Keys::run`], failing the test if the command is not done within
     /// `limit` (it is killed then): for a command that must not hang.
     #[track_caller]
     pub fn run_within(&self, limit: Duration, args: &[&str]) -> Run {
-        let mut child = sage()
-            .env("SAGE_STATE_DIR", self.state_dir())
-            .arg("--keys-dir")
-            .arg(&self.path)
-            .args(args)
-            .stdin(Stdio::null())
+        let mut child = self
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -267,9 +268,7 @@ impl Keys {
     /// `sage delegate --local Sprout --target Thor ARGS...`: the delegation
     /// most tests make.
     pub fn delegate(&self, args: &[&str]) -> Run {
-        let mut all = vec!["delegate", "--local", "Sprout", "--target", "Thor"];
-        all.extend_from_slice(args);
-        self.run(&all)
+        self.run(&crate::fixture::delegation(args))
     }
 
     /// `sage proofs export` to a file beside the key directory, then

@@ -5,7 +5,7 @@ use sage_crypto::{sign_envelope, NodeKey};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::{Envelope, Proof, Task};
 
-use crate::fixture::Fleet;
+use crate::fixture::{serving_thor, Fleet};
 use crate::util::{FakeNode, Keys};
 
 /// Scenario 1: server and client on one machine, keys made on the fly.
@@ -141,8 +141,7 @@ fn scenario_3_two_nodes_delegate_to_each_other() {
 
 #[test]
 fn sigterm_drains_and_exits_zero() {
-    let keys = Keys::with(&["Thor", "Sprout"]);
-    let thor = keys.serve("Thor", &[]);
+    let (keys, thor) = serving_thor();
     keys.delegate(&["--port", &thor.port(), "--task-type", "echo"])
         .assert_code(0);
     let (status, log) = thor.terminate();
@@ -352,8 +351,7 @@ fn forged_proofs_are_refused() {
 
 #[test]
 fn a_refusal_is_reported_with_its_code() {
-    let keys = Keys::with(&["Thor", "Sprout"]);
-    let thor = keys.serve("Thor", &[]);
+    let (keys, thor) = serving_thor();
     let run = keys.delegate(&["--port", &thor.port(), "--task-type", "shell"]);
     run.assert_code(1);
     assert!(
@@ -380,8 +378,7 @@ fn another_platform_at_the_address_is_refused_before_anything_is_sent() {
 /// ids are free text) has it logged escaped.
 #[test]
 fn a_task_id_with_a_newline_cannot_forge_a_log_line() {
-    let keys = Keys::with(&["Thor", "Sprout"]);
-    let thor = keys.serve("Thor", &[]);
+    let (keys, thor) = serving_thor();
     let forged = "t1\nFORGED task executed";
     let run = keys.delegate(&["--port", &thor.port(), "--task-id", forged]);
     run.assert_code(1);
@@ -436,8 +433,7 @@ fn a_peers_refusal_cannot_write_to_the_terminal() {
 /// `consolidation` included, over both protocols.
 #[test]
 fn every_task_type_of_the_original_is_served_by_default() {
-    let keys = Keys::with(&["Thor", "Sprout"]);
-    let thor = keys.serve("Thor", &[]);
+    let (keys, thor) = serving_thor();
     for task_type in [
         "llm_inference",
         "vision",

@@ -11,7 +11,7 @@
 
 use std::thread::JoinHandle;
 
-use crate::util::{Keys, Run};
+use crate::util::{Keys, Node, Run};
 
 /// `delegate --local Sprout --target Thor EXTRA...`: the arguments of the
 /// delegation most tests make.
@@ -19,6 +19,14 @@ pub fn delegation<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["delegate", "--local", "Sprout", "--target", "Thor"];
     args.extend_from_slice(extra);
     args
+}
+
+/// The set-up most tests start from: one key directory with Thor's and
+/// Sprout's keys, and Thor serving (Sprout is a known peer).
+pub fn serving_thor() -> (Keys, Node) {
+    let keys = Keys::with(&["Thor", "Sprout"]);
+    let thor = keys.serve("Thor", &[]);
+    (keys, thor)
 }
 
 impl Keys {
@@ -55,15 +63,7 @@ impl Keys {
     /// `sage serve --name NAME --host 127.0.0.1 --port 0 EXTRA...` run to
     /// its end: for a node that must refuse to start.
     pub fn serve_to_end(&self, name: &str, extra: &[&str]) -> Run {
-        let mut args = vec![
-            "serve",
-            "--name",
-            name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ];
+        let mut args = crate::util::serve_args(name).to_vec();
         args.extend_from_slice(extra);
         self.run(&args)
     }

@@ -7,6 +7,7 @@ use sage_crypto::{sign_envelope, NodeKey};
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, QualityRequirements, Task};
 
+use crate::fixture::serving_thor;
 use crate::util::{assert_refused, http, Keys, Node};
 
 fn now_ms() -> u64 {
@@ -51,8 +52,7 @@ fn post_envelope(node: &Node, env: &Envelope) -> crate::util::HttpAnswer {
 
 /// Thor serves; Sprout is a known peer (its key file is in the directory).
 fn setup() -> (Keys, Node, NodeKey) {
-    let keys = Keys::with(&["Thor", "Sprout"]);
-    let node = keys.serve("Thor", &[]);
+    let (keys, node) = serving_thor();
     let sprout = keys.key("Sprout");
     (keys, node, sprout)
 }

@@ -312,6 +312,19 @@ impl Keys {
     }
 }
 
+/// `serve --name NAME` on a free loopback port.
+pub fn serve_args(name: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--name",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
+}
+
 /// A running `sage serve`; killed when dropped.
 pub struct Node {
     child: Child,
@@ -363,15 +376,7 @@ impl Node {
             .env("NOTIFY_SOCKET", &socket_path)
             .arg("--keys-dir")
             .arg(keys)
-            .args([
-                "serve",
-                "--name",
-                name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
+            .args(serve_args(name))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -294,44 +294,36 @@ fn forged_proofs_are_refused() {
     run.assert_code(1);
     run.assert_stderr(&["signature does not verify"]);
 
-    // Validly signed by Thor, but for another task.
-    let k = thor_key.clone();
-    let run = delegate_to(
-        &keys,
-        &fake_thor(move |t, p| {
-            let mut proof = honest_proof(t, p);
-            proof.task_id = "task_from_yesterday".into();
-            sign_proof(&k, &proof)
-        }),
-    );
-    run.assert_code(1);
-    run.assert_stderr(&["proof is for another task"]);
-
-    // Right task id, but a digest of other payload bytes.
-    let k = thor_key.clone();
-    let run = delegate_to(
-        &keys,
-        &fake_thor(move |t, p| {
-            let mut proof = honest_proof(t, p);
-            proof.task_digest = sage_crypto::digest::sha256_tagged(b"other bytes");
-            sign_proof(&k, &proof)
-        }),
-    );
-    run.assert_code(1);
-    run.assert_stderr(&["task digest"]);
-
-    // A result that does not match its digest.
-    let k = thor_key.clone();
-    let run = delegate_to(
-        &keys,
-        &fake_thor(move |t, p| {
-            let mut proof = honest_proof(t, p);
-            proof.result = serde_json::json!({"swapped": true});
-            sign_proof(&k, &proof)
-        }),
-    );
-    run.assert_code(1);
-    run.assert_stderr(&["result digest"]);
+    // Validly signed by Thor, but tampered with before signing: for another
+    // task, with a digest of other payload bytes, a result that does not
+    // match its digest.
+    let tampered: [(fn(&mut Proof), &str); 3] = [
+        (
+            |proof| proof.task_id = "task_from_yesterday".into(),
+            "proof is for another task",
+        ),
+        (
+            |proof| proof.task_digest = sage_crypto::digest::sha256_tagged(b"other bytes"),
+            "task digest",
+        ),
+        (
+            |proof| proof.result = serde_json::json!({"swapped": true}),
+            "result digest",
+        ),
+    ];
+    for (tamper, refusal) in tampered {
+        let k = thor_key.clone();
+        let run = delegate_to(
+            &keys,
+            &fake_thor(move |t, p| {
+                let mut proof = honest_proof(t, p);
+                tamper(&mut proof);
+                sign_proof(&k, &proof)
+            }),
+        );
+        run.assert_code(1);
+        run.assert_stderr(&[refusal]);
+    }
 
     // A valid proof below the required quality: verified, but not accepted.
     let k = thor_key.clone();

@@ -8,6 +8,9 @@ use sage_types::{Envelope, Proof, Task};
 use crate::fixture::{serving_thor, Fleet};
 use crate::util::{FakeNode, Keys};
 
+/// A change made to an honest proof before it is signed.
+type Tamper = fn(&mut Proof);
+
 /// Scenario 1: server and client on one machine, keys made on the fly.
 #[test]
 fn scenario_1_loopback_delegation_is_verified() {
@@ -297,7 +300,7 @@ fn forged_proofs_are_refused() {
     // Validly signed by Thor, but tampered with before signing: for another
     // task, with a digest of other payload bytes, a result that does not
     // match its digest.
-    let tampered: [(fn(&mut Proof), &str); 3] = [
+    let tampered: [(Tamper, &str); 3] = [
         (
             |proof| proof.task_id = "task_from_yesterday".into(),
             "proof is for another task",

@@ -68,6 +68,19 @@ impl Keys {
         self.run(&args)
     }
 
+    /// The record of peer `name` in `sage peer list --json`.
+    #[track_caller]
+    pub fn peer_record(&self, name: &str) -> serde_json::Value {
+        let list = self.run(&["peer", "list", "--json"]);
+        list.json()["peers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no peers in {}", list.stdout))
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {}", list.stdout))
+            .clone()
+    }
+
     /// [`Keys::run`] on a thread of its own: for a command that a test
     /// acts on while it runs (a node killed under it, a queue it fills).
     pub fn spawn(&self, args: &[&str]) -> JoinHandle<Run> {

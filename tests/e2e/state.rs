@@ -119,14 +119,7 @@ fn a_retry_of_a_finished_task_gets_the_same_proof_without_a_second_run() {
     let list = keys.run(&["proofs", "list", "--peer", "thor", "--json"]);
     list.assert_code(0);
     assert_eq!(list.json()["delegations"].as_array().unwrap().len(), 2);
-    let peers = keys.run(&["peer", "list", "--json"]);
-    let thor = peers.json()["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "Thor")
-        .unwrap()
-        .clone();
+    let thor = keys.peer_record("Thor");
     assert_eq!(thor["stats"]["by_status"]["succeeded"], 2, "{thor}");
     assert!(thor["stats"]["latency_ms_ewma"].as_f64().unwrap() > 0.0);
 }

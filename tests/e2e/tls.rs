@@ -150,15 +150,7 @@ fn delegation_over_https_to_a_pinned_self_signed_node() {
         &["--tls-ca", cert.to_str().unwrap()],
     );
     delegate(&keys).assert_code(0);
-    let list = keys.run(&["peer", "list", "--json"]);
-    let peers = list.json();
-    let thor_record = peers["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "Thor")
-        .unwrap()
-        .clone();
+    let thor_record = keys.peer_record("Thor");
     assert!(thor_record["tls"]["ca"]
         .as_str()
         .unwrap()

@@ -217,17 +217,7 @@ fn serve_warns_about_a_key_others_can_read() {
 #[test]
 fn peers_are_added_listed_and_removed() {
     let keys = Keys::new();
-    keys.run(&[
-        "peer",
-        "add",
-        "--name",
-        "Sprout",
-        "--public-key",
-        SPROUT_PUB,
-        "--address",
-        "127.0.0.1:50052",
-    ])
-    .assert_code(0);
+    keys.trust("Sprout", SPROUT_PUB, &["--address", "127.0.0.1:50052"]);
     let run = keys.run(&["peer", "list", "--json"]);
     run.assert_code(0);
     let peers = run.json()["peers"].as_array().unwrap().clone();
@@ -245,16 +235,7 @@ fn peers_are_added_listed_and_removed() {
     let run = keys.run(&["peer", "add", "--name", "sprout", "--public-key", THOR_PUB]);
     run.assert_code(1);
     run.assert_stderr(&["--replace"]);
-    keys.run(&[
-        "peer",
-        "add",
-        "--name",
-        "Sprout",
-        "--public-key",
-        THOR_PUB,
-        "--replace",
-    ])
-    .assert_code(0);
+    keys.trust("Sprout", THOR_PUB, &["--replace"]);
     assert_eq!(
         keys.run(&["peer", "list", "--json"]).json()["peers"][0]["public_key"],
         THOR_PUB
@@ -331,15 +312,7 @@ fn peer_add_refuses_an_lct_id_another_peer_claims_as_serve_does() {
 #[test]
 fn lct_ids_outside_the_rules_are_refused_by_peer_add_keygen_and_serve() {
     let keys = Keys::with(&["Thor"]);
-    keys.run(&[
-        "peer",
-        "add",
-        "--name",
-        "Sprout",
-        "--public-key",
-        SPROUT_PUB,
-    ])
-    .assert_code(0);
+    keys.trust("Sprout", SPROUT_PUB, &[]);
     let peers = keys.path().join("peers.toml");
     let before = std::fs::read(&peers).unwrap();
     // "thor_sage_lct" with a Cyrillic о (U+043E) for the o.

@@ -9,7 +9,7 @@ use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{QualityRequirements, Task};
 
 use crate::fixture::delegation;
-use crate::util::{http, Keys, Node};
+use crate::util::{http, Keys, Node, Run};
 
 /// A node whose `count` tasks append a line to `runs` and then sleep
 /// `secs`: the file says how often the program ran.
@@ -61,6 +61,16 @@ fn delegate_args<'a>(node: &'a Node, port: &'a str, task_id: &'a str) -> Vec<&'a
     ])
 }
 
+/// The same `count` delegation twice, both succeeding: the task and its
+/// retry.
+fn delegate_twice(keys: &Keys, node: &Node, port: &str, task_id: &str) -> (Run, Run) {
+    let first = keys.run(&delegate_args(node, port, task_id));
+    first.assert_code(0);
+    let again = keys.run(&delegate_args(node, port, task_id));
+    again.assert_code(0);
+    (first, again)
+}
+
 #[test]
 fn a_task_killed_mid_run_is_reported_interrupted_and_never_run_twice() {
     let (keys, runs) = setup();
@@ -104,10 +114,7 @@ fn a_retry_of_a_finished_task_gets_the_same_proof_without_a_second_run() {
     let (keys, runs) = setup();
     let node = counting_node(&keys, &runs, 0);
     let port = node.port();
-    let first = keys.run(&delegate_args(&node, &port, "t-retry"));
-    first.assert_code(0);
-    let again = keys.run(&delegate_args(&node, &port, "t-retry"));
-    again.assert_code(0);
+    let (first, again) = delegate_twice(&keys, &node, &port, "t-retry");
     assert_eq!(
         first.json()["signed_proof"],
         again.json()["signed_proof"],
@@ -235,10 +242,7 @@ fn the_receipt_of_a_retry_verifies_offline() {
     let (keys, runs) = setup();
     let node = counting_node(&keys, &runs, 0);
     let port = node.port();
-    let first = keys.run(&delegate_args(&node, &port, "t-twice"));
-    first.assert_code(0);
-    let retry = keys.run(&delegate_args(&node, &port, "t-twice"));
-    retry.assert_code(0);
+    let (first, retry) = delegate_twice(&keys, &node, &port, "t-twice");
     assert_eq!(runs_of(&runs), 1, "the retry got the stored proof");
     assert_eq!(first.json()["signed_proof"], retry.json()["signed_proof"]);
     assert_ne!(first.json()["task_digest"], retry.json()["task_digest"]);

@@ -16,7 +16,12 @@ use crate::util::{Keys, Node, Run};
 /// `delegate --local Sprout --target Thor EXTRA...`: the arguments of the
 /// delegation most tests make.
 pub fn delegation<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["delegate", "--local", "Sprout", "--target", "Thor"];
+    delegation_from("Sprout", "Thor", extra)
+}
+
+/// `delegate --local LOCAL --target TARGET EXTRA...`.
+pub fn delegation_from<'a>(local: &'a str, target: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["delegate", "--local", local, "--target", target];
     args.extend_from_slice(extra);
     args
 }

@@ -10,6 +10,7 @@ use sage_crypto::{NodeKey, PublicKey};
 use sage_types::legacy::{read_response, LegacyResponse};
 use serde_json::{json, Value};
 
+use crate::fixture::delegation_from;
 use crate::util::{assert_refused, http, FakeNode, HttpAnswer, Keys, Node, Run};
 
 const PYTHON_NODE: &str = concat!(
@@ -113,21 +114,20 @@ impl PythonNode {
 /// node `sprout`, over the legacy protocol, with `extra` arguments.
 fn delegate_to_python(keys: &Keys, sprout: &PythonNode, input: &str, extra: &[&str]) -> Run {
     let port = sprout.port.to_string();
-    let mut args = vec![
-        "delegate",
-        "--local",
+    let mut args = delegation_from(
         "Thor",
-        "--target",
         "Sprout",
-        "--port",
-        &port,
-        "--protocol",
-        "legacy",
-        "--task-type",
-        "vision",
-        "--input",
-        input,
-    ];
+        &[
+            "--port",
+            &port,
+            "--protocol",
+            "legacy",
+            "--task-type",
+            "vision",
+            "--input",
+            input,
+        ],
+    );
     args.extend_from_slice(extra);
     keys.run(&args)
 }
@@ -223,15 +223,8 @@ fn sage_delegates_to_a_python_node() {
     let wrong = Keys::copying(&keys, &["Thor"]);
     let other = NodeKey::generate().public().to_hex();
     wrong.trust("Sprout", &other, &["--protocol", "legacy"]);
-    let run = wrong.run(&[
-        "delegate",
-        "--local",
-        "Thor",
-        "--target",
-        "Sprout",
-        "--port",
-        &sprout.port.to_string(),
-    ]);
+    let port = sprout.port.to_string();
+    let run = wrong.run(&delegation_from("Thor", "Sprout", &["--port", &port]));
     run.assert_code(1);
     run.assert_stderr(&["signature does not verify"]);
 }
@@ -632,17 +625,12 @@ fn a_legacy_answer_that_is_not_a_signed_proof_is_refused() {
                 _ => Some((404, b"{}".to_vec())),
             }
         });
-        let run = keys.run(&[
-            "delegate",
-            "--local",
+        let port = sprout.addr.port().to_string();
+        let run = keys.run(&delegation_from(
             "Thor",
-            "--target",
             "Sprout",
-            "--port",
-            &sprout.addr.port().to_string(),
-            "--protocol",
-            "legacy",
-        ]);
+            &["--port", &port, "--protocol", "legacy"],
+        ));
         run.assert_code(1);
         run.assert_stderr(&["not a legacy proof", want]);
     }

@@ -3,7 +3,7 @@
 //! node and the limit, and `delegate` keeps the failed attempt in its
 //! ledger.
 
-use crate::util::{FakeNode, Keys, Reply};
+use crate::util::{FakeNode, Keys, Reply, Run};
 
 /// What a flooding node sends: far more than any bound, so that a client
 /// that read it whole would be seen to.
@@ -43,24 +43,29 @@ fn assert_cut_short(fake: &FakeNode, count: usize) {
     }
 }
 
-#[test]
-fn a_flooded_proof_fails_the_delegation_and_is_kept_in_the_ledger() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-
-    // No length announced: the client counts as it reads.
-    let chunked = flooding_thor(false);
-    let addr = chunked.addr.to_string();
-    let port = chunked.addr.port().to_string();
-    let run = keys.delegate(&[
+/// An `echo` delegation from Sprout to `thor`, with `extra` arguments.
+fn delegate_echo(keys: &Keys, thor: &FakeNode, extra: &[&str]) -> Run {
+    let port = thor.addr.port().to_string();
+    let mut args = vec![
         "--host",
         "127.0.0.1",
         "--port",
         &port,
         "--task-type",
         "echo",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    keys.delegate(&args)
+}
+
+#[test]
+fn a_flooded_proof_fails_the_delegation_and_is_kept_in_the_ledger() {
+    let keys = Keys::with(&["Thor", "Sprout"]);
+
+    // No length announced: the client counts as it reads.
+    let chunked = flooding_thor(false);
+    let addr = chunked.addr.to_string();
+    let run = delegate_echo(&keys, &chunked, &[]);
     run.assert_code(1);
     run.assert_stderr(&[
         &format!("sage: {addr} sent an answer longer than {DEFAULT_LIMIT}"),
@@ -71,20 +76,12 @@ fn a_flooded_proof_fails_the_delegation_and_is_kept_in_the_ledger() {
     // An announced length above the bound, with a bound of one's own, and
     // the legacy protocol's answer the same.
     let announced = flooding_thor(true);
-    let port = announced.addr.port().to_string();
     for protocol in ["v1", "legacy"] {
-        let run = keys.delegate(&[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--task-type",
-            "echo",
-            "--protocol",
-            protocol,
-            "--max-answer-bytes",
-            "100000",
-        ]);
+        let run = delegate_echo(
+            &keys,
+            &announced,
+            &["--protocol", protocol, "--max-answer-bytes", "100000"],
+        );
         run.assert_code(1);
         run.assert_stderr(&[&format!(
             "{} sent an answer longer than 100000 bytes",
@@ -114,9 +111,7 @@ fn a_flooded_proof_fails_the_delegation_and_is_kept_in_the_ledger() {
 
 #[test]
 fn a_flooded_health_answer_fails_health_and_delegate() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     for announce in [true, false] {
         let fake = FakeNode::replying(move |_, _, _| Reply::Flood {
             total: FLOOD,

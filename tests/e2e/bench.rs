@@ -1,26 +1,24 @@
 //! `sage bench` against real nodes: counts, errors by kind, both protocols.
 
-use crate::util::Keys;
+use crate::fixture::serving_thor;
+use crate::util::{Keys, Node, Run};
+
+/// `sage bench --local Sprout --target THOR --json EXTRA...`.
+fn bench(keys: &Keys, thor: &Node, extra: &[&str]) -> Run {
+    let address = thor.address();
+    let mut args = vec!["bench", "--local", "Sprout", "--target", &address, "--json"];
+    args.extend_from_slice(extra);
+    keys.run(&args)
+}
 
 #[test]
 fn bench_counts_verified_delegations_and_compares_with_the_baseline() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let thor = keys.serve("Thor", &[]);
-    let run = keys.run(&[
-        "bench",
-        "--local",
-        "Sprout",
-        "--target",
-        &thor.address(),
-        "--requests",
-        "200",
-        "--concurrency",
-        "4",
-        "--baseline",
-        "--json",
-    ]);
+    let (keys, thor) = serving_thor();
+    let run = bench(
+        &keys,
+        &thor,
+        &["--requests", "200", "--concurrency", "4", "--baseline"],
+    );
     run.assert_code(0);
     let out = run.json();
     assert_eq!(out["sage"]["ok"], 200);
@@ -38,22 +36,8 @@ fn bench_counts_verified_delegations_and_compares_with_the_baseline() {
 
 #[test]
 fn bench_counts_refusals_by_kind_and_fails_when_nothing_succeeds() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let thor = keys.serve("Thor", &[]);
-    let run = keys.run(&[
-        "bench",
-        "--local",
-        "Sprout",
-        "--target",
-        &thor.address(),
-        "--requests",
-        "20",
-        "--task-type",
-        "shell",
-        "--json",
-    ]);
+    let (keys, thor) = serving_thor();
+    let run = bench(&keys, &thor, &["--requests", "20", "--task-type", "shell"]);
     run.assert_code(1);
     assert_eq!(run.json()["sage"]["errors"]["refused:unsupported_task"], 20);
     run.assert_stderr(&["no request succeeded"]);
@@ -61,24 +45,12 @@ fn bench_counts_refusals_by_kind_and_fails_when_nothing_succeeds() {
 
 #[test]
 fn bench_drives_the_legacy_endpoint_open_loop() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let thor = keys.serve("Thor", &[]);
-    let run = keys.run(&[
-        "bench",
-        "--local",
-        "Sprout",
-        "--target",
-        &thor.address(),
-        "--protocol",
-        "legacy",
-        "--requests",
-        "30",
-        "--rate",
-        "300",
-        "--json",
-    ]);
+    let (keys, thor) = serving_thor();
+    let run = bench(
+        &keys,
+        &thor,
+        &["--protocol", "legacy", "--requests", "30", "--rate", "300"],
+    );
     run.assert_code(0);
     let out = run.json();
     assert_eq!(out["protocol"], "legacy");
@@ -93,26 +65,11 @@ fn bench_drives_the_legacy_endpoint_open_loop() {
 
 #[test]
 fn bench_with_a_ledger_keeps_a_receipt_of_every_delegation() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let thor = keys.serve("Thor", &[]);
-    let address = thor.address();
+    let (keys, thor) = serving_thor();
     let bench = |extra: &[&str]| {
-        let mut args = vec![
-            "bench",
-            "--local",
-            "Sprout",
-            "--target",
-            &address,
-            "--requests",
-            "30",
-            "--concurrency",
-            "4",
-            "--json",
-        ];
+        let mut args = vec!["--requests", "30", "--concurrency", "4"];
         args.extend_from_slice(extra);
-        keys.run(&args)
+        bench(&keys, &thor, &args)
     };
     let run = bench(&["--ledger"]);
     run.assert_code(0);

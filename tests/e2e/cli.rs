@@ -82,8 +82,7 @@ fn custom_lct_ids_are_kept() {
 
 #[test]
 fn corrupt_and_unreadable_key_files_are_refused_with_the_fix() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let path = keys.path().join("Thor_ed25519.key");
 
     let mut bytes = std::fs::read(&path).unwrap();
@@ -125,8 +124,7 @@ fn mkfifo(path: &std::path::Path) {
 
 #[test]
 fn key_files_that_are_not_regular_files_are_refused_before_they_are_read() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let legion = keys.path().join("Legion_ed25519.key");
     let within = std::time::Duration::from_secs(20);
 
@@ -183,8 +181,7 @@ fn key_files_that_are_not_regular_files_are_refused_before_they_are_read() {
 #[test]
 fn symlinks_to_key_files_are_followed() {
     let keys = Keys::new();
-    let vault = Keys::new();
-    vault.keygen("Thor");
+    let vault = Keys::with(&["Thor"]);
     let legion_pub = vault.keygen("Legion");
     std::fs::create_dir_all(keys.path()).unwrap();
     for name in ["Thor", "Legion"] {
@@ -206,8 +203,7 @@ fn symlinks_to_key_files_are_followed() {
 
 #[test]
 fn serve_warns_about_a_key_others_can_read() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let path = keys.path().join("Thor_ed25519.key");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let node = keys.serve("Thor", &[]);
@@ -221,17 +217,7 @@ fn serve_warns_about_a_key_others_can_read() {
 #[test]
 fn peers_are_added_listed_and_removed() {
     let keys = Keys::new();
-    keys.run(&[
-        "peer",
-        "add",
-        "--name",
-        "Sprout",
-        "--public-key",
-        SPROUT_PUB,
-        "--address",
-        "127.0.0.1:50052",
-    ])
-    .assert_code(0);
+    keys.trust("Sprout", SPROUT_PUB, &["--address", "127.0.0.1:50052"]);
     let run = keys.run(&["peer", "list", "--json"]);
     run.assert_code(0);
     let peers = run.json()["peers"].as_array().unwrap().clone();
@@ -249,16 +235,7 @@ fn peers_are_added_listed_and_removed() {
     let run = keys.run(&["peer", "add", "--name", "sprout", "--public-key", THOR_PUB]);
     run.assert_code(1);
     run.assert_stderr(&["--replace"]);
-    keys.run(&[
-        "peer",
-        "add",
-        "--name",
-        "Sprout",
-        "--public-key",
-        THOR_PUB,
-        "--replace",
-    ])
-    .assert_code(0);
+    keys.trust("Sprout", THOR_PUB, &["--replace"]);
     assert_eq!(
         keys.run(&["peer", "list", "--json"]).json()["peers"][0]["public_key"],
         THOR_PUB
@@ -278,8 +255,7 @@ fn peers_are_added_listed_and_removed() {
 
 #[test]
 fn peer_add_refuses_an_lct_id_another_peer_claims_as_serve_does() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let legion_pub = keys.keygen("Legion");
     let add = |name: &str, key: &str, lct: &str| {
         keys.run(&[
@@ -335,17 +311,8 @@ fn peer_add_refuses_an_lct_id_another_peer_claims_as_serve_does() {
 
 #[test]
 fn lct_ids_outside_the_rules_are_refused_by_peer_add_keygen_and_serve() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.run(&[
-        "peer",
-        "add",
-        "--name",
-        "Sprout",
-        "--public-key",
-        SPROUT_PUB,
-    ])
-    .assert_code(0);
+    let keys = Keys::with(&["Thor"]);
+    keys.trust("Sprout", SPROUT_PUB, &[]);
     let peers = keys.path().join("peers.toml");
     let before = std::fs::read(&peers).unwrap();
     // "thor_sage_lct" with a Cyrillic о (U+043E) for the o.
@@ -353,19 +320,23 @@ fn lct_ids_outside_the_rules_are_refused_by_peer_add_keygen_and_serve() {
     let rule = "invalid LCT id \"th\\u{43e}r_sage_lct\": it holds U+043E; \
                 an LCT id is 1 to 128 ASCII letters, digits, '-' or '_'";
 
-    let run = keys.run(&[
-        "peer",
-        "add",
-        "--name",
-        "Legion",
-        "--public-key",
-        THOR_PUB,
-        "--lct",
-        lookalike,
-    ]);
-    run.assert_code(2);
-    run.assert_stderr(&[&format!("sage: {rule}")]);
-    for bad in ["", "legion.lct", "legion lct"] {
+    let exact = format!("sage: {rule}");
+    let cases: [(&str, &[&str]); 4] = [
+        (lookalike, &[&exact]),
+        (
+            "",
+            &["invalid LCT id", "an LCT id is 1 to 128 ASCII letters"],
+        ),
+        (
+            "legion.lct",
+            &["invalid LCT id", "an LCT id is 1 to 128 ASCII letters"],
+        ),
+        (
+            "legion lct",
+            &["invalid LCT id", "an LCT id is 1 to 128 ASCII letters"],
+        ),
+    ];
+    for (lct, stderr) in cases {
         let run = keys.run(&[
             "peer",
             "add",
@@ -374,10 +345,10 @@ fn lct_ids_outside_the_rules_are_refused_by_peer_add_keygen_and_serve() {
             "--public-key",
             THOR_PUB,
             "--lct",
-            bad,
+            lct,
         ]);
         run.assert_code(2);
-        run.assert_stderr(&["invalid LCT id", "an LCT id is 1 to 128 ASCII letters"]);
+        run.assert_stderr(stderr);
     }
     assert_eq!(
         std::fs::read(&peers).unwrap(),

@@ -5,7 +5,11 @@ use sage_crypto::{sign_envelope, NodeKey};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::{Envelope, Proof, Task};
 
+use crate::fixture::{serving_thor, Fleet};
 use crate::util::{FakeNode, Keys};
+
+/// A change made to an honest proof before it is signed.
+type Tamper = fn(&mut Proof);
 
 /// Scenario 1: server and client on one machine, keys made on the fly.
 #[test]
@@ -87,51 +91,25 @@ fn scenario_1_loopback_delegation_is_verified() {
 /// public key with addresses, each delegating to the other.
 #[test]
 fn scenario_3_two_nodes_delegate_to_each_other() {
-    let thor_keys = Keys::new();
-    let sprout_keys = Keys::new();
-    let thor_pub = thor_keys.keygen("Thor");
-    let sprout_pub = sprout_keys.keygen("Sprout");
     // Each learns the other's public key first (no address yet: ports are picked at start).
-    thor_keys
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Sprout",
-            "--public-key",
-            &sprout_pub,
-        ])
-        .assert_code(0);
-    sprout_keys
-        .run(&["peer", "add", "--name", "Thor", "--public-key", &thor_pub])
-        .assert_code(0);
+    let fleet = Fleet::new()
+        .node("Thor")
+        .node("Sprout")
+        .trusting_each_other();
+    let (thor_keys, sprout_keys) = (fleet.keys("Thor"), fleet.keys("Sprout"));
     let thor = thor_keys.serve("Thor", &[]);
     let sprout = sprout_keys.serve("Sprout", &[]);
     // Record the addresses; the key is unchanged, so no --replace is needed.
-    thor_keys
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Sprout",
-            "--public-key",
-            &sprout_pub,
-            "--address",
-            &sprout.address(),
-        ])
-        .assert_code(0);
-    sprout_keys
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Thor",
-            "--public-key",
-            &thor_pub,
-            "--address",
-            &thor.address(),
-        ])
-        .assert_code(0);
+    thor_keys.trust(
+        "Sprout",
+        fleet.public("Sprout"),
+        &["--address", &sprout.address()],
+    );
+    sprout_keys.trust(
+        "Thor",
+        fleet.public("Thor"),
+        &["--address", &thor.address()],
+    );
 
     let run = sprout_keys.delegate(&["--task-type", "echo", "--input", r#"{"n": 1}"#, "--json"]);
     run.assert_code(0);
@@ -166,10 +144,7 @@ fn scenario_3_two_nodes_delegate_to_each_other() {
 
 #[test]
 fn sigterm_drains_and_exits_zero() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let thor = keys.serve("Thor", &[]);
+    let (keys, thor) = serving_thor();
     keys.delegate(&["--port", &thor.port(), "--task-type", "echo"])
         .assert_code(0);
     let (status, log) = thor.terminate();
@@ -190,9 +165,7 @@ fn sigterm_drains_and_exits_zero() {
 
 #[test]
 fn unreachable_unknown_and_silent_targets_are_reported() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
 
     // Nothing listens on a port that was just released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -288,9 +261,7 @@ fn delegate_to(keys: &Keys, fake: &FakeNode) -> crate::util::Run {
 
 #[test]
 fn forged_proofs_are_refused() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let thor_key = std::sync::Arc::new(keys.key("Thor"));
 
     // Control: the fake with Thor's real key and an honest proof passes, so
@@ -326,44 +297,36 @@ fn forged_proofs_are_refused() {
     run.assert_code(1);
     run.assert_stderr(&["signature does not verify"]);
 
-    // Validly signed by Thor, but for another task.
-    let k = thor_key.clone();
-    let run = delegate_to(
-        &keys,
-        &fake_thor(move |t, p| {
-            let mut proof = honest_proof(t, p);
-            proof.task_id = "task_from_yesterday".into();
-            sign_proof(&k, &proof)
-        }),
-    );
-    run.assert_code(1);
-    run.assert_stderr(&["proof is for another task"]);
-
-    // Right task id, but a digest of other payload bytes.
-    let k = thor_key.clone();
-    let run = delegate_to(
-        &keys,
-        &fake_thor(move |t, p| {
-            let mut proof = honest_proof(t, p);
-            proof.task_digest = sage_crypto::digest::sha256_tagged(b"other bytes");
-            sign_proof(&k, &proof)
-        }),
-    );
-    run.assert_code(1);
-    run.assert_stderr(&["task digest"]);
-
-    // A result that does not match its digest.
-    let k = thor_key.clone();
-    let run = delegate_to(
-        &keys,
-        &fake_thor(move |t, p| {
-            let mut proof = honest_proof(t, p);
-            proof.result = serde_json::json!({"swapped": true});
-            sign_proof(&k, &proof)
-        }),
-    );
-    run.assert_code(1);
-    run.assert_stderr(&["result digest"]);
+    // Validly signed by Thor, but tampered with before signing: for another
+    // task, with a digest of other payload bytes, a result that does not
+    // match its digest.
+    let tampered: [(Tamper, &str); 3] = [
+        (
+            |proof| proof.task_id = "task_from_yesterday".into(),
+            "proof is for another task",
+        ),
+        (
+            |proof| proof.task_digest = sage_crypto::digest::sha256_tagged(b"other bytes"),
+            "task digest",
+        ),
+        (
+            |proof| proof.result = serde_json::json!({"swapped": true}),
+            "result digest",
+        ),
+    ];
+    for (tamper, refusal) in tampered {
+        let k = thor_key.clone();
+        let run = delegate_to(
+            &keys,
+            &fake_thor(move |t, p| {
+                let mut proof = honest_proof(t, p);
+                tamper(&mut proof);
+                sign_proof(&k, &proof)
+            }),
+        );
+        run.assert_code(1);
+        run.assert_stderr(&[refusal]);
+    }
 
     // A valid proof below the required quality: verified, but not accepted.
     let k = thor_key.clone();
@@ -383,10 +346,7 @@ fn forged_proofs_are_refused() {
 
 #[test]
 fn a_refusal_is_reported_with_its_code() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let thor = keys.serve("Thor", &[]);
+    let (keys, thor) = serving_thor();
     let run = keys.delegate(&["--port", &thor.port(), "--task-type", "shell"]);
     run.assert_code(1);
     assert!(
@@ -399,10 +359,7 @@ fn a_refusal_is_reported_with_its_code() {
 
 #[test]
 fn another_platform_at_the_address_is_refused_before_anything_is_sent() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    keys.keygen("Legion");
+    let keys = Keys::with(&["Thor", "Sprout", "Legion"]);
     // Legion answers where Thor was expected.
     let legion = keys.serve("Legion", &[]);
     let run = keys.delegate(&["--port", &legion.port()]);
@@ -416,10 +373,7 @@ fn another_platform_at_the_address_is_refused_before_anything_is_sent() {
 /// ids are free text) has it logged escaped.
 #[test]
 fn a_task_id_with_a_newline_cannot_forge_a_log_line() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let thor = keys.serve("Thor", &[]);
+    let (keys, thor) = serving_thor();
     let forged = "t1\nFORGED task executed";
     let run = keys.delegate(&["--port", &thor.port(), "--task-id", forged]);
     run.assert_code(1);
@@ -445,9 +399,7 @@ fn a_task_id_with_a_newline_cannot_forge_a_log_line() {
 /// no terminal control sequence, no line of its own.
 #[test]
 fn a_peers_refusal_cannot_write_to_the_terminal() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let hostile = "\u{1b}[2J\nFORGED ✓ proof verified";
     let thor = FakeNode::start(move |method, path, _| {
         let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0});
@@ -476,10 +428,7 @@ fn a_peers_refusal_cannot_write_to_the_terminal() {
 /// `consolidation` included, over both protocols.
 #[test]
 fn every_task_type_of_the_original_is_served_by_default() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let thor = keys.serve("Thor", &[]);
+    let (keys, thor) = serving_thor();
     for task_type in [
         "llm_inference",
         "vision",

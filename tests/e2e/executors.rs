@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::fixture::delegation;
 use crate::util::{assert_refused, http, FakeNode, Keys, Node};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
@@ -148,35 +149,13 @@ fn a_full_executor_answers_busy_with_retry_after() {
     let keys = Keys::new();
     let (node, _) = serve_with(&keys, SUM);
     // The first takes the only place (3 s); the second is refused at once.
-    let first = {
-        let port = node.addr.port().to_string();
-        let dir = keys.path().to_owned();
-        let state = keys.state_dir();
-        std::thread::spawn(move || {
-            crate::util::sage()
-                .env("SAGE_STATE_DIR", state)
-                .arg("--keys-dir")
-                .arg(dir)
-                .args([
-                    "delegate",
-                    "--local",
-                    "Sprout",
-                    "--target",
-                    "Thor",
-                    "--port",
-                    &port,
-                    "--task-type",
-                    "slow",
-                ])
-                .output()
-                .unwrap()
-        })
-    };
+    let port = node.port();
+    let first = keys.spawn(&delegation(&["--port", &port, "--task-type", "slow"]));
     assert!(wait_running(&node), "the first task never started");
     let run = delegate(&keys, &node, "slow", "{}", &[]);
     run.assert_code(1);
     run.assert_stderr(&["busy (503)", "retry"]);
-    assert!(first.join().unwrap().status.success());
+    assert!(first.join().unwrap().code == 0);
 }
 
 /// Waits until the node's capabilities show a running task.
@@ -401,9 +380,7 @@ fn capabilities_are_signed_and_a_tampered_copy_is_refused() {
 #[test]
 fn executor_logs_escape_what_the_peer_chose() {
     let llm = fake_llm();
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let config = format!(
         "[executors.llm_inference]\nkind = \"http\"\nurl = \"http://{}/v1/chat/completions\"\nmode = \"openai\"\nmodel = \"tiny\"\ntimeout = \"5s\"\n\n\
          [executors.shout]\nkind = \"command\"\ncommand = [\"python3\", \"-c\", \"import sys, json; sys.stderr.write(json.load(sys.stdin)['say']); print('{{}}')\"]\n",

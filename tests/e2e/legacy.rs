@@ -10,6 +10,7 @@ use sage_crypto::{NodeKey, PublicKey};
 use sage_types::legacy::{read_response, LegacyResponse};
 use serde_json::{json, Value};
 
+use crate::fixture::delegation_from;
 use crate::util::{assert_refused, http, FakeNode, HttpAnswer, Keys, Node, Run};
 
 const PYTHON_NODE: &str = concat!(
@@ -53,12 +54,28 @@ fn python(args: &[&str], stdin: Option<&str>) -> Run {
         let mut input = child.stdin.take().unwrap();
         input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
     }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// The Python client's `delegate` from Sprout (in `keys`) to Thor at
+/// `url`, which it knows by the vectors' public key.
+fn python_delegates(
+    keys: &Keys,
+    v: &Value,
+    url: &str,
+    task_type: &str,
+    data: &str,
+    extra: &[&str],
+) -> Run {
+    #[rustfmt::skip]
+    let mut args = vec![
+        "delegate", "--name", "Sprout", "--keys-dir", keys.path().to_str().unwrap(),
+        "--url", url, "--target-name", "Thor",
+        "--target-public-key", v["keys"]["Thor"]["public_key_hex"].as_str().unwrap(),
+        "--task-type", task_type, "--task-data", data,
+    ];
+    args.extend_from_slice(extra);
+    python(&args, None)
 }
 
 /// A Python node serving; killed when dropped.
@@ -97,21 +114,20 @@ impl PythonNode {
 /// node `sprout`, over the legacy protocol, with `extra` arguments.
 fn delegate_to_python(keys: &Keys, sprout: &PythonNode, input: &str, extra: &[&str]) -> Run {
     let port = sprout.port.to_string();
-    let mut args = vec![
-        "delegate",
-        "--local",
+    let mut args = delegation_from(
         "Thor",
-        "--target",
         "Sprout",
-        "--port",
-        &port,
-        "--protocol",
-        "legacy",
-        "--task-type",
-        "vision",
-        "--input",
-        input,
-    ];
+        &[
+            "--port",
+            &port,
+            "--protocol",
+            "legacy",
+            "--task-type",
+            "vision",
+            "--input",
+            input,
+        ],
+    );
     args.extend_from_slice(extra);
     keys.run(&args)
 }
@@ -139,25 +155,13 @@ fn the_python_client_delegates_to_sage_and_accepts_its_proof() {
     let (keys, v) = python_keys();
     let thor = keys.serve("Thor", &[]);
     for task_type in ["llm_inference", "echo"] {
-        let run = python(
-            &[
-                "delegate",
-                "--name",
-                "Sprout",
-                "--keys-dir",
-                keys.path().to_str().unwrap(),
-                "--url",
-                &format!("http://{}", thor.address()),
-                "--target-name",
-                "Thor",
-                "--target-public-key",
-                v["keys"]["Thor"]["public_key_hex"].as_str().unwrap(),
-                "--task-type",
-                task_type,
-                "--task-data",
-                r#"{"prompt": "Thor→Sprout 😀", "x": 1e-05}"#,
-            ],
-            None,
+        let run = python_delegates(
+            &keys,
+            &v,
+            &format!("http://{}", thor.address()),
+            task_type,
+            r#"{"prompt": "Thor→Sprout 😀", "x": 1e-05}"#,
+            &[],
         );
         run.assert_code(0);
         let out = run.json();
@@ -198,27 +202,13 @@ fn sage_delegates_to_a_python_node() {
     assert_eq!(out["task"]["delegating_platform"], "thor_sage_lct");
 
     // ...or through the peer record, with the same summary as native peers.
-    let peers = Keys::new();
-    std::fs::create_dir_all(peers.path()).unwrap();
-    std::fs::copy(
-        keys.path().join("Thor_ed25519.key"),
-        peers.path().join("Thor_ed25519.key"),
-    )
-    .unwrap();
-    peers
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Sprout",
-            "--public-key",
-            sprout_pub,
-            "--protocol",
-            "legacy",
-            "--address",
-            &format!("127.0.0.1:{}", sprout.port),
-        ])
-        .assert_code(0);
+    let peers = Keys::copying(&keys, &["Thor"]);
+    let address = format!("127.0.0.1:{}", sprout.port);
+    peers.trust(
+        "Sprout",
+        sprout_pub,
+        &["--protocol", "legacy", "--address", &address],
+    );
     let run = peers.run(&["delegate", "--local", "Thor", "--target", "sprout"]);
     run.assert_code(0);
     run.assert_stdout(&[
@@ -230,35 +220,11 @@ fn sage_delegates_to_a_python_node() {
     ]);
 
     // A wrong key on record: the Python node's proof is refused.
-    let wrong = Keys::new();
-    std::fs::create_dir_all(wrong.path()).unwrap();
-    std::fs::copy(
-        keys.path().join("Thor_ed25519.key"),
-        wrong.path().join("Thor_ed25519.key"),
-    )
-    .unwrap();
+    let wrong = Keys::copying(&keys, &["Thor"]);
     let other = NodeKey::generate().public().to_hex();
-    wrong
-        .run(&[
-            "peer",
-            "add",
-            "--name",
-            "Sprout",
-            "--public-key",
-            &other,
-            "--protocol",
-            "legacy",
-        ])
-        .assert_code(0);
-    let run = wrong.run(&[
-        "delegate",
-        "--local",
-        "Thor",
-        "--target",
-        "Sprout",
-        "--port",
-        &sprout.port.to_string(),
-    ]);
+    wrong.trust("Sprout", &other, &["--protocol", "legacy"]);
+    let port = sprout.port.to_string();
+    let run = wrong.run(&delegation_from("Thor", "Sprout", &["--port", &port]));
     run.assert_code(1);
     run.assert_stderr(&["signature does not verify"]);
 }
@@ -579,28 +545,7 @@ fn what_python_writes_is_accepted_and_its_client_may_reuse_a_task_id() {
     // one second with other task types share the id.
     let task_id = format!("test_task_{}", now() as u64);
     for task_type in ["echo", "llm_inference"] {
-        let run = python(
-            &[
-                "delegate",
-                "--name",
-                "Sprout",
-                "--keys-dir",
-                keys.path().to_str().unwrap(),
-                "--url",
-                &url,
-                "--target-name",
-                "Thor",
-                "--target-public-key",
-                v["keys"]["Thor"]["public_key_hex"].as_str().unwrap(),
-                "--task-type",
-                task_type,
-                "--task-data",
-                &data,
-                "--task-id",
-                &task_id,
-            ],
-            None,
-        );
+        let run = python_delegates(&keys, &v, &url, task_type, &data, &["--task-id", &task_id]);
         assert_eq!(run.code, 0, "{task_type}: {} {}", run.stdout, thor.log());
         assert!(run.stdout.contains(r#""verified": true"#), "{}", run.stdout);
         if task_type == "echo" {
@@ -680,17 +625,12 @@ fn a_legacy_answer_that_is_not_a_signed_proof_is_refused() {
                 _ => Some((404, b"{}".to_vec())),
             }
         });
-        let run = keys.run(&[
-            "delegate",
-            "--local",
+        let port = sprout.addr.port().to_string();
+        let run = keys.run(&delegation_from(
             "Thor",
-            "--target",
             "Sprout",
-            "--port",
-            &sprout.addr.port().to_string(),
-            "--protocol",
-            "legacy",
-        ]);
+            &["--port", &port, "--protocol", "legacy"],
+        ));
         run.assert_code(1);
         run.assert_stderr(&["not a legacy proof", want]);
     }

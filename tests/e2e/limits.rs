@@ -240,16 +240,23 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     assert!(answered.elapsed() >= Duration::from_millis(950));
 }
 
-#[test]
-fn at_max_connections_the_idlest_connection_makes_room_for_a_new_one() {
-    let keys = Keys::new();
-    let node = node_with_limits(&keys, "max_connections = 2");
-    let mut first = connect(node.addr);
-    let mut second = connect(node.addr);
+/// Two connections to `addr`, each kept alive after one `GET /health`
+/// answered 200.
+fn two_kept_alive(addr: SocketAddr) -> (TcpStream, TcpStream) {
+    let mut first = connect(addr);
+    let mut second = connect(addr);
     for conn in [&mut first, &mut second] {
         get_health(conn);
         assert_eq!(read_answer(conn).0, 200);
     }
+    (first, second)
+}
+
+#[test]
+fn at_max_connections_the_idlest_connection_makes_room_for_a_new_one() {
+    let keys = Keys::new();
+    let node = node_with_limits(&keys, "max_connections = 2");
+    let (mut first, mut second) = two_kept_alive(node.addr);
     // Both stay open (kept alive); the first has been idle the longest. A
     // newcomer (from another address: 127.0.0.1 holds its two already) is
     // served at once, in the first one's place.
@@ -307,12 +314,7 @@ fn at_max_connections_no_request_in_progress_is_cut_and_a_newcomer_waits() {
 fn one_address_over_its_cap_is_closed_at_accept_while_another_is_served() {
     let keys = Keys::new();
     let node = node_with_limits(&keys, "max_connections_per_address = 2");
-    let mut first = connect(node.addr);
-    let mut second = connect(node.addr);
-    for conn in [&mut first, &mut second] {
-        get_health(conn);
-        assert_eq!(read_answer(conn).0, 200);
-    }
+    let (mut first, mut second) = two_kept_alive(node.addr);
     let mut over = connect(node.addr);
     assert!(
         closed_by_server(&mut over),

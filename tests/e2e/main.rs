@@ -6,6 +6,7 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
+mod fixture;
 mod util;
 
 mod answers;

@@ -7,7 +7,8 @@ use sage_crypto::{sign_envelope, NodeKey};
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, QualityRequirements, Task};
 
-use crate::util::{assert_refused, http, Keys, Node};
+use crate::fixture::serving_thor;
+use crate::util::{assert_refused, http, HttpAnswer, Keys, Node};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -41,20 +42,26 @@ fn sign(key: &NodeKey, task: &Task) -> Envelope {
     sign_envelope(key, TASK_PAYLOAD_TYPE, &serde_json::to_vec(task).unwrap())
 }
 
-fn post(node: &Node, body: &[u8]) -> crate::util::HttpAnswer {
+fn post(node: &Node, body: &[u8]) -> HttpAnswer {
     http(node.addr, "POST", "/v1/tasks", body)
 }
 
-fn post_envelope(node: &Node, env: &Envelope) -> crate::util::HttpAnswer {
+fn post_envelope(node: &Node, env: &Envelope) -> HttpAnswer {
     post(node, &serde_json::to_vec(env).unwrap())
+}
+
+/// Posts `task` signed by `key` and checks that `node` refuses it with
+/// `status` and the problem `code`; the answer.
+#[track_caller]
+fn refused(node: &Node, key: &NodeKey, task: &Task, status: u16, code: &str) -> HttpAnswer {
+    let answer = post_envelope(node, &sign(key, task));
+    assert_refused(node, &answer, status, code);
+    answer
 }
 
 /// Thor serves; Sprout is a known peer (its key file is in the directory).
 fn setup() -> (Keys, Node, NodeKey) {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
-    let node = keys.serve("Thor", &[]);
+    let (keys, node) = serving_thor();
     let sprout = keys.key("Sprout");
     (keys, node, sprout)
 }
@@ -116,12 +123,7 @@ fn forgeries_are_refused_before_anything_runs() {
     // Sprout's valid signature over a task that claims Legion issued it.
     let mut task5 = fresh_task("echo");
     task5.issuer = "legion_sage_lct".into();
-    assert_refused(
-        &node,
-        &post_envelope(&node, &sign(&sprout, &task5)),
-        403,
-        "invalid_signature",
-    );
+    refused(&node, &sprout, &task5, 403, "invalid_signature");
 
     for t in [&task, &task2, &task3, &task4, &task5] {
         assert_eq!(node.executions_of(&t.task_id), 0, "{}", node.log());
@@ -133,8 +135,7 @@ fn a_task_for_another_platform_is_refused() {
     let (_keys, node, sprout) = setup();
     let mut task = fresh_task("echo");
     task.audience = "legion_sage_lct".into();
-    let answer = post_envelope(&node, &sign(&sprout, &task));
-    assert_refused(&node, &answer, 403, "wrong_audience");
+    let answer = refused(&node, &sprout, &task, 403, "wrong_audience");
     assert!(answer.json()["detail"]
         .as_str()
         .unwrap()
@@ -150,8 +151,7 @@ fn old_and_far_future_tasks_are_refused() {
     let mut old = fresh_task("echo");
     old.issued_at -= 2 * hour;
     old.expires_at = old.issued_at + 60_000;
-    let answer = post_envelope(&node, &sign(&sprout, &old));
-    assert_refused(&node, &answer, 403, "expired");
+    let answer = refused(&node, &sprout, &old, 403, "expired");
     assert!(answer.json()["detail"]
         .as_str()
         .unwrap()
@@ -160,8 +160,7 @@ fn old_and_far_future_tasks_are_refused() {
     let mut future = fresh_task("echo");
     future.issued_at += hour;
     future.expires_at = future.issued_at + 60_000;
-    let answer = post_envelope(&node, &sign(&sprout, &future));
-    assert_refused(&node, &answer, 403, "expired");
+    let answer = refused(&node, &sprout, &future, 403, "expired");
     assert!(answer.json()["detail"]
         .as_str()
         .unwrap()
@@ -170,12 +169,7 @@ fn old_and_far_future_tasks_are_refused() {
     // Valid now, but claiming a day of validity: a replay window too long to guard.
     let mut long = fresh_task("echo");
     long.expires_at = long.issued_at + 24 * hour;
-    assert_refused(
-        &node,
-        &post_envelope(&node, &sign(&sprout, &long)),
-        403,
-        "expired",
-    );
+    refused(&node, &sprout, &long, 403, "expired");
 
     for t in [&old, &future, &long] {
         assert_eq!(node.executions_of(&t.task_id), 0);
@@ -184,21 +178,14 @@ fn old_and_far_future_tasks_are_refused() {
 
 #[test]
 fn the_skew_tolerance_is_configurable() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let node = keys.serve("Thor", &["--clock-skew", "1"]);
     let sprout = keys.key("Sprout");
     // 10 s in the future: fine with the default 5 min, refused with 1 s.
     let mut task = fresh_task("echo");
     task.issued_at += 10_000;
     task.expires_at += 10_000;
-    assert_refused(
-        &node,
-        &post_envelope(&node, &sign(&sprout, &task)),
-        403,
-        "expired",
-    );
+    refused(&node, &sprout, &task, 403, "expired");
 }
 
 #[test]
@@ -222,12 +209,7 @@ fn garbage_and_malformed_bodies_are_refused() {
     // A bad nonce.
     let mut task = fresh_task("echo");
     task.nonce = "not-hex".into();
-    assert_refused(
-        &node,
-        &post_envelope(&node, &sign(&sprout, &task)),
-        400,
-        "malformed",
-    );
+    refused(&node, &sprout, &task, 400, "malformed");
     assert_eq!(node.executions_of(&task.task_id), 0);
 }
 
@@ -237,13 +219,10 @@ fn an_oversized_body_is_refused() {
     // Over the default 1 MiB limit, and correctly signed: size alone refuses it.
     let mut task = fresh_task("echo");
     task.input = serde_json::json!({ "blob": "a".repeat(1024 * 1024) });
-    let answer = post_envelope(&node, &sign(&sprout, &task));
-    assert_refused(&node, &answer, 413, "too_large");
+    refused(&node, &sprout, &task, 413, "too_large");
     assert_eq!(node.executions_of(&task.task_id), 0);
 
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let small = keys.serve("Thor", &["--max-body-bytes", "2048"]);
     let answer = post(&small, &vec![b' '; 4096]);
     assert_refused(&small, &answer, 413, "too_large");
@@ -253,8 +232,7 @@ fn an_oversized_body_is_refused() {
 fn an_unsupported_task_type_is_refused() {
     let (_keys, node, sprout) = setup();
     let task = fresh_task("rm_rf");
-    let answer = post_envelope(&node, &sign(&sprout, &task));
-    assert_refused(&node, &answer, 422, "unsupported_task");
+    let answer = refused(&node, &sprout, &task, 422, "unsupported_task");
     assert!(answer.json()["detail"].as_str().unwrap().contains("echo"));
     // Refused before anything is recorded: the same nonce is still fresh.
     let mut retry = task.clone();

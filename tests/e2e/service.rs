@@ -8,6 +8,7 @@ use std::process::Command;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::fixture;
 use crate::util::{http, http_with, Keys, Node, Run};
 
 /// Thor's config: a 3 s command task and the built-in echo.
@@ -24,61 +25,51 @@ builtin = "echo"
 /// A fleet: Thor serves; Sprout and Legion each have their own key
 /// directory and know Thor; Thor's peers.toml trusts only Sprout.
 struct Fleet {
-    thor: Keys,
-    sprout: Keys,
-    legion: Keys,
-    legion_pub: String,
+    nodes: fixture::Fleet,
     config: PathBuf,
 }
 
 impl Fleet {
     fn new(limits: &str) -> Fleet {
-        let (thor, sprout, legion) = (Keys::new(), Keys::new(), Keys::new());
-        let thor_pub = thor.keygen("Thor");
-        let sprout_pub = sprout.keygen("Sprout");
-        let legion_pub = legion.keygen("Legion");
-        thor.run(&[
-            "peer",
-            "add",
-            "--name",
-            "Sprout",
-            "--public-key",
-            &sprout_pub,
-        ])
-        .assert_code(0);
-        for peer in [&sprout, &legion] {
-            peer.run(&["peer", "add", "--name", "Thor", "--public-key", &thor_pub])
-                .assert_code(0);
-        }
-        let config = thor.path().parent().unwrap().join("sage.toml");
+        let nodes = fixture::Fleet::new()
+            .node("Thor")
+            .node("Sprout")
+            .node("Legion")
+            .trust("Thor", &["Sprout"])
+            .trust("Sprout", &["Thor"])
+            .trust("Legion", &["Thor"]);
+        let config = nodes
+            .keys("Thor")
+            .path()
+            .parent()
+            .unwrap()
+            .join("sage.toml");
         std::fs::write(&config, format!("{limits}\n{BASE}")).unwrap();
-        Fleet {
-            thor,
-            sprout,
-            legion,
-            legion_pub,
-            config,
-        }
+        Fleet { nodes, config }
     }
 
     /// Thor's `sage peer add` of Legion.
     fn trust_legion(&self) {
-        self.thor
-            .run(&[
-                "peer",
-                "add",
-                "--name",
-                "Legion",
-                "--public-key",
-                &self.legion_pub,
-            ])
-            .assert_code(0);
+        self.thor()
+            .trust("Legion", self.nodes.public("Legion"), &[]);
+    }
+
+    fn thor(&self) -> &Keys {
+        self.nodes.keys("Thor")
+    }
+
+    fn sprout(&self) -> &Keys {
+        self.nodes.keys("Sprout")
+    }
+
+    fn legion(&self) -> &Keys {
+        self.nodes.keys("Legion")
     }
 
     fn serve(&self, extra: &[&str]) -> Node {
         let mut args = vec!["--config", self.config.to_str().unwrap()];
         args.extend_from_slice(extra);
-        self.thor.serve("Thor", &args)
+        self.thor().serve("Thor", &args)
     }
 }
 
@@ -109,31 +100,12 @@ fn delegate_in_background(
     node: &Node,
     task_type: &str,
 ) -> JoinHandle<Run> {
-    let (dir, state) = (from.path().to_owned(), from.state_dir());
-    let (name, port, task_type) = (name.to_owned(), node.port(), task_type.to_owned());
-    std::thread::spawn(move || {
-        let output = crate::util::sage()
-            .env("SAGE_STATE_DIR", state)
-            .arg("--keys-dir")
-            .arg(dir)
-            .args([
-                "delegate",
-                "--local",
-                &name,
-                "--target",
-                "Thor",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--task-type",
-                &task_type,
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        Run::from(output)
-    })
+    #[rustfmt::skip]
+    let args = [
+        "delegate", "--local", name, "--target", "Thor", "--host", "127.0.0.1",
+        "--port", &node.port(), "--task-type", task_type, "--json",
+    ];
+    from.spawn(&args)
 }
 
 fn hangup(node: &Node) {
@@ -175,17 +147,17 @@ fn write(path: &Path, text: &str) {
 fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old() {
     let fleet = Fleet::new("");
     let node = fleet.serve(&[]);
-    delegate(&fleet.legion, "Legion", &node, "echo")
+    delegate(fleet.legion(), "Legion", &node, "echo")
         .assert_code(1)
         .assert_stderr(&["unknown_platform"]);
 
     // A task in flight across the reload.
-    let slow = delegate_in_background(&fleet.sprout, "Sprout", &node, "slow");
+    let slow = delegate_in_background(fleet.sprout(), "Sprout", &node, "slow");
     assert!(wait_in_flight(&node), "the slow task never started");
 
     // Sprout removed, Legion added, then SIGHUP.
     fleet
-        .thor
+        .thor()
         .run(&["peer", "remove", "--name", "Sprout"])
         .assert_code(0);
     fleet.trust_legion();
@@ -199,11 +171,11 @@ fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old()
     );
 
     // From the next request on: Sprout refused, Legion accepted.
-    delegate(&fleet.sprout, "Sprout", &node, "echo")
+    delegate(fleet.sprout(), "Sprout", &node, "echo")
         .assert_code(1)
         .assert_stderr(&["unknown_platform"]);
     assert_eq!(
-        delegate(&fleet.legion, "Legion", &node, "echo").json()["verified"],
+        delegate(fleet.legion(), "Legion", &node, "echo").json()["verified"],
         true
     );
     // The task that was running finished on its connection with a proof.
@@ -228,7 +200,7 @@ fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old()
         node.log()
     );
     assert_eq!(
-        delegate(&fleet.legion, "Legion", &node, "echo").json()["verified"],
+        delegate(fleet.legion(), "Legion", &node, "echo").json()["verified"],
         true
     );
 
@@ -249,7 +221,7 @@ fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old()
         node.log()
     );
     assert_eq!(
-        delegate(&fleet.legion, "Legion", &node, "vision").json()["verified"],
+        delegate(fleet.legion(), "Legion", &node, "vision").json()["verified"],
         true
     );
 }
@@ -259,10 +231,10 @@ fn a_peer_over_its_rate_is_refused_429_and_others_are_not() {
     let fleet = Fleet::new("[limits]\npeer_rate = 0.2\npeer_burst = 2\n");
     fleet.trust_legion();
     let node = fleet.serve(&[]);
-    delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
+    delegate(fleet.sprout(), "Sprout", &node, "echo").assert_code(0);
     // A captured envelope sent again is refused as a replay and does not
     // spend Sprout's budget (else anyone could lock a peer out).
-    let export = fleet.sprout.run(&["proofs", "export"]);
+    let export = fleet.sprout().run(&["proofs", "export"]);
     export.assert_code(0);
     let receipt: serde_json::Value =
         serde_json::from_str(export.stdout.lines().next().unwrap()).unwrap();
@@ -271,12 +243,12 @@ fn a_peer_over_its_rate_is_refused_429_and_others_are_not() {
         let answer = http(node.addr, "POST", "/v1/tasks", &envelope);
         assert_eq!(answer.problem_code(), "replayed");
     }
-    delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
-    delegate(&fleet.sprout, "Sprout", &node, "echo")
+    delegate(fleet.sprout(), "Sprout", &node, "echo").assert_code(0);
+    delegate(fleet.sprout(), "Sprout", &node, "echo")
         .assert_code(1)
         .assert_stderr(&["rate_limited (429)", "0.2 tasks per second"]);
     // Keyed by the verified key: Legion has its own budget.
-    delegate(&fleet.legion, "Legion", &node, "echo").assert_code(0);
+    delegate(fleet.legion(), "Legion", &node, "echo").assert_code(0);
     let metrics = String::from_utf8(http(node.addr, "GET", "/metrics", b"").body).unwrap();
     assert!(
         metrics
@@ -290,7 +262,7 @@ fn a_peer_over_its_rate_is_refused_429_and_others_are_not() {
 fn over_the_request_limit_a_node_answers_busy_and_still_reports_health() {
     let fleet = Fleet::new("[limits]\nmax_concurrent_requests = 1\n");
     let node = fleet.serve(&[]);
-    let slow = delegate_in_background(&fleet.sprout, "Sprout", &node, "slow");
+    let slow = delegate_in_background(fleet.sprout(), "Sprout", &node, "slow");
     assert!(wait_in_flight(&node), "the slow task never started");
     let answer = http(node.addr, "POST", "/v1/tasks", b"{}");
     assert_eq!(
@@ -311,14 +283,14 @@ fn over_the_request_limit_a_node_answers_busy_and_still_reports_health() {
     assert_eq!(http(node.addr, "GET", "/health", b"").status, 200);
     slow.join().unwrap().assert_code(0);
     // The place is free again.
-    delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
+    delegate(fleet.sprout(), "Sprout", &node, "echo").assert_code(0);
 }
 
 #[test]
 fn metrics_count_requests_tasks_refusals_and_latency() {
     let fleet = Fleet::new("");
     let node = fleet.serve(&[]);
-    delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
+    delegate(fleet.sprout(), "Sprout", &node, "echo").assert_code(0);
     assert_eq!(
         http(node.addr, "POST", "/v1/tasks", b"not json").status,
         400
@@ -379,7 +351,7 @@ fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
     );
     assert!(!answer.headers.contains("a b"), "{}", answer.headers);
 
-    delegate(&fleet.sprout, "Sprout", &node, "echo").assert_code(0);
+    delegate(fleet.sprout(), "Sprout", &node, "echo").assert_code(0);
     assert!(wait_for_count(&node, "task executed", 1), "{}", node.log());
     let log = node.log();
     let lines: Vec<serde_json::Value> = log
@@ -401,7 +373,7 @@ fn json_logs_carry_the_request_id_on_every_line_of_a_request() {
         .iter()
         .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
     // Nothing secret: no private key bytes, no signature-bearing body.
-    let secret = hex_of(&fleet.thor.key("Thor").to_key_file()[..32]);
+    let secret = hex_of(&fleet.thor().key("Thor").to_key_file()[..32]);
     assert!(!log.contains(&secret));
     assert!(!log.contains("\"sig\""), "{log}");
 }

@@ -89,9 +89,7 @@ fn proof_of(answer: &[u8]) -> serde_json::Value {
 #[test]
 #[ignore = "soak: .ci/run runs it with SAGE_SOAK_SECS"]
 fn a_node_killed_again_and_again_loses_no_answer_and_runs_nothing_twice() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let key = Arc::new(keys.key("Sprout"));
     let runs = keys.path().with_file_name("runs.txt");
     let mut node = recording_node(&keys, &runs);

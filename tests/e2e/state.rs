@@ -8,7 +8,8 @@ use sage_crypto::sign_envelope;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{QualityRequirements, Task};
 
-use crate::util::{http, Keys, Node};
+use crate::fixture::delegation;
+use crate::util::{http, Keys, Node, Run};
 
 /// A node whose `count` tasks append a line to `runs` and then sleep
 /// `secs`: the file says how often the program ran.
@@ -40,21 +41,14 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn setup() -> (Keys, std::path::PathBuf) {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    keys.keygen("Sprout");
+    let keys = Keys::with(&["Thor", "Sprout"]);
     let runs = keys.path().with_file_name("runs.txt");
     (keys, runs)
 }
 
 fn delegate_args<'a>(node: &'a Node, port: &'a str, task_id: &'a str) -> Vec<&'a str> {
     let _ = node;
-    vec![
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    delegation(&[
         "--port",
         port,
         "--task-type",
@@ -64,22 +58,17 @@ fn delegate_args<'a>(node: &'a Node, port: &'a str, task_id: &'a str) -> Vec<&'a
         "--timeout",
         "30",
         "--json",
-    ]
+    ])
 }
 
-/// `sage ARGS...` on a thread of its own, for a node to be killed under it.
-fn in_background(keys: &Keys, args: &[&str]) -> std::thread::JoinHandle<std::process::Output> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let (dir, state) = (keys.path().to_owned(), keys.state_dir());
-    std::thread::spawn(move || {
-        crate::util::sage()
-            .env("SAGE_STATE_DIR", state)
-            .arg("--keys-dir")
-            .arg(dir)
-            .args(&args)
-            .output()
-            .unwrap()
-    })
+/// The same `count` delegation twice, both succeeding: the task and its
+/// retry.
+fn delegate_twice(keys: &Keys, node: &Node, port: &str, task_id: &str) -> (Run, Run) {
+    let first = keys.run(&delegate_args(node, port, task_id));
+    first.assert_code(0);
+    let again = keys.run(&delegate_args(node, port, task_id));
+    again.assert_code(0);
+    (first, again)
 }
 
 #[test]
@@ -87,12 +76,12 @@ fn a_task_killed_mid_run_is_reported_interrupted_and_never_run_twice() {
     let (keys, runs) = setup();
     let node = counting_node(&keys, &runs, 4);
     let port = node.port();
-    let first = in_background(&keys, &delegate_args(&node, &port, "t-killed"));
+    let first = keys.spawn(&delegate_args(&node, &port, "t-killed"));
     wait_until("the program started", || runs_of(&runs) == 1);
     node.kill_hard();
     let out = first.join().unwrap();
     assert!(
-        !out.status.success(),
+        out.code != 0,
         "the delegation of a killed node cannot succeed"
     );
 
@@ -125,10 +114,7 @@ fn a_retry_of_a_finished_task_gets_the_same_proof_without_a_second_run() {
     let (keys, runs) = setup();
     let node = counting_node(&keys, &runs, 0);
     let port = node.port();
-    let first = keys.run(&delegate_args(&node, &port, "t-retry"));
-    first.assert_code(0);
-    let again = keys.run(&delegate_args(&node, &port, "t-retry"));
-    again.assert_code(0);
+    let (first, again) = delegate_twice(&keys, &node, &port, "t-retry");
     assert_eq!(
         first.json()["signed_proof"],
         again.json()["signed_proof"],
@@ -140,14 +126,7 @@ fn a_retry_of_a_finished_task_gets_the_same_proof_without_a_second_run() {
     let list = keys.run(&["proofs", "list", "--peer", "thor", "--json"]);
     list.assert_code(0);
     assert_eq!(list.json()["delegations"].as_array().unwrap().len(), 2);
-    let peers = keys.run(&["peer", "list", "--json"]);
-    let thor = peers.json()["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "Thor")
-        .unwrap()
-        .clone();
+    let thor = keys.peer_record("Thor");
     assert_eq!(thor["stats"]["by_status"]["succeeded"], 2, "{thor}");
     assert!(thor["stats"]["latency_ms_ewma"].as_f64().unwrap() > 0.0);
 }
@@ -263,10 +242,7 @@ fn the_receipt_of_a_retry_verifies_offline() {
     let (keys, runs) = setup();
     let node = counting_node(&keys, &runs, 0);
     let port = node.port();
-    let first = keys.run(&delegate_args(&node, &port, "t-twice"));
-    first.assert_code(0);
-    let retry = keys.run(&delegate_args(&node, &port, "t-twice"));
-    retry.assert_code(0);
+    let (first, retry) = delegate_twice(&keys, &node, &port, "t-twice");
     assert_eq!(runs_of(&runs), 1, "the retry got the stored proof");
     assert_eq!(first.json()["signed_proof"], retry.json()["signed_proof"]);
     assert_ne!(first.json()["task_digest"], retry.json()["task_digest"]);
@@ -295,19 +271,7 @@ fn failed_attempts_are_recorded_with_their_task_id() {
         listener.local_addr().unwrap().port().to_string()
     };
     let attempt = |port: &str, task_type: &str, task_id: Option<&str>| {
-        let mut args = vec![
-            "delegate",
-            "--local",
-            "Sprout",
-            "--target",
-            "Thor",
-            "--port",
-            port,
-            "--task-type",
-            task_type,
-            "--timeout",
-            "10",
-        ];
+        let mut args = delegation(&["--port", port, "--task-type", task_type, "--timeout", "10"]);
         if let Some(task_id) = task_id {
             args.extend(["--task-id", task_id]);
         }
@@ -404,8 +368,7 @@ fn an_age_or_time_too_large_for_the_clock_is_refused_not_a_crash() {
 
 #[test]
 fn the_task_retention_comes_from_the_flag_or_the_config() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let node = keys.serve("Thor", &["--task-retention-days", "7"]);
     assert!(
         node.log()
@@ -444,7 +407,7 @@ fn durable_commits_sync_the_log_with_fdatasync() {
     let traced = std::process::Command::new("strace")
         .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
         .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_sage"))
+        .arg(crate::util::sage_path())
         .env("SAGE_STATE_DIR", keys.state_dir())
         .arg("--keys-dir")
         .arg(keys.path())
@@ -487,7 +450,7 @@ fn a_program_left_running_by_a_killed_node_is_killed_at_the_next_start() {
     let serve = || keys.serve("Thor", &["--config", config.to_str().unwrap()]);
     let node = serve();
     let port = node.port();
-    let first = in_background(&keys, &delegate_args(&node, &port, "t-left"));
+    let first = keys.spawn(&delegate_args(&node, &port, "t-left"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
     node.kill_hard();
@@ -522,12 +485,7 @@ fn marking_node(keys: &Keys, marks: &std::path::Path, secs: u32, extra: &[&str])
 
 /// `sage delegate` of a `mark` task to Thor at `port`, printing JSON.
 fn mark_args<'a>(port: &'a str, task_id: &'a str, timeout: &'a str) -> Vec<&'a str> {
-    vec![
-        "delegate",
-        "--local",
-        "Sprout",
-        "--target",
-        "Thor",
+    delegation(&[
         "--port",
         port,
         "--task-type",
@@ -537,7 +495,7 @@ fn mark_args<'a>(port: &'a str, task_id: &'a str, timeout: &'a str) -> Vec<&'a s
         "--timeout",
         timeout,
         "--json",
-    ]
+    ])
 }
 
 /// A delegator that gives up (its timeout, a dropped connection) does not
@@ -584,13 +542,13 @@ fn a_retry_waits_for_the_run_in_progress_within_its_own_timeout() {
     let (keys, marks) = setup();
     let node = marking_node(&keys, &marks, 3, &[]);
     let port = node.port();
-    let first = in_background(&keys, &mark_args(&port, "t-waited", "1"));
+    let first = keys.spawn(&mark_args(&port, "t-waited", "1"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
     let retry = keys.run(&mark_args(&port, "t-waited", "30"));
     retry.assert_code(0);
     assert_eq!(retry.json()["proof"]["status"], "succeeded");
-    assert!(!first.join().unwrap().status.success());
+    assert!(first.join().unwrap().code != 0);
     assert_eq!(marked(), "started\nfinished\n");
 }
 
@@ -644,28 +602,16 @@ fn a_second_node_on_one_state_directory_is_refused() {
     let (keys, marks) = setup();
     let node = marking_node(&keys, &marks, 3, &[]);
     let port = node.port();
-    let running = in_background(&keys, &mark_args(&port, "t-locked", "30"));
+    let running = keys.spawn(&mark_args(&port, "t-locked", "30"));
     let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
     wait_until("the program started", || marked().contains("started"));
-    let second = keys.run(&[
-        "serve",
-        "--name",
-        "Thor",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-    ]);
+    let second = keys.serve_to_end("Thor", &[]);
     second.assert_code(1);
     let dir = keys.state_dir();
     second.assert_stderr(&[&dir.display().to_string(), &format!("pid {}", node.pid())]);
     // The first node's task was not marked interrupted: it ends well.
     let out = running.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.code == 0, "{}", out.stderr);
     assert_eq!(marked(), "started\nfinished\n");
     // Short commands work beside the running node.
     keys.run(&["proofs", "list"]).assert_code(0);

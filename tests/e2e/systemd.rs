@@ -5,8 +5,6 @@
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::net::UnixDatagram;
-use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -24,7 +22,7 @@ const UNIT: &str = concat!(
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(UNIT).unwrap();
-    let sage = env!("CARGO_BIN_EXE_sage");
+    let sage = crate::util::sage_path().display();
     let mut rewritten = 0;
     let unit: String = unit
         .lines()
@@ -83,25 +81,6 @@ fn unit_file_passes_systemd_analyze_verify() {
     );
 }
 
-/// Binds a notify socket in `dir` and forwards what arrives on it.
-fn notify_socket(dir: &Path) -> (std::path::PathBuf, Receiver<String>) {
-    let path = dir.join("notify");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = socket.recv(&mut buf) {
-            if tx
-                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (path, rx)
-}
-
 /// The next message other than `WATCHDOG=1`, and how many of those came first.
 fn next_other(rx: &Receiver<String>, within: Duration) -> (Option<String>, usize) {
     let deadline = Instant::now() + within;
@@ -119,22 +98,17 @@ fn next_other(rx: &Receiver<String>, within: Duration) -> (Option<String>, usize
 
 #[test]
 fn serve_notifies_ready_watchdog_and_stopping() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    let tmp = tempfile::tempdir().unwrap();
-    let (socket, rx) = notify_socket(tmp.path());
+    let keys = Keys::with(&["Thor"]);
+    // The node's notify socket is the one util.rs binds for readiness.
     let node = keys.serve_with_env(
         "Thor",
         &[],
-        &[
-            ("NOTIFY_SOCKET", socket.as_os_str()),
-            // 200 ms: a ping every 100 ms.
-            ("WATCHDOG_USEC", OsStr::new("200000")),
-        ],
+        // 200 ms: a ping every 100 ms.
+        &[("WATCHDOG_USEC", OsStr::new("200000"))],
     );
+    let rx = node.notices();
 
-    let (ready, _) = next_other(&rx, Duration::from_secs(10));
-    let ready = ready.unwrap_or_else(|| panic!("no READY=1; log:\n{}", node.log()));
+    let ready = node.ready_notice();
     assert_eq!(
         ready,
         format!(
@@ -146,11 +120,11 @@ fn serve_notifies_ready_watchdog_and_stopping() {
     // Ready means serving.
     assert_eq!(http(node.addr, "GET", "/health", b"").status, 200);
 
-    let (other, pings) = next_other(&rx, Duration::from_millis(1200));
+    let (other, pings) = next_other(rx, Duration::from_millis(1200));
     assert_eq!(other, None, "only watchdog pings while serving");
     assert!(pings >= 5, "{pings} watchdog pings in 1.2 s at 100 ms");
 
-    let (status, log) = node.terminate();
+    let (status, log, rx) = node.terminate_keeping_notices();
     assert!(status.success(), "{status}\n{log}");
     let (stopping, _) = next_other(&rx, Duration::from_secs(5));
     assert_eq!(stopping.as_deref(), Some("STOPPING=1"), "log:\n{log}");
@@ -159,23 +133,19 @@ fn serve_notifies_ready_watchdog_and_stopping() {
 
 #[test]
 fn serve_without_our_watchdog_pid_does_not_ping() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
-    let tmp = tempfile::tempdir().unwrap();
-    let (socket, rx) = notify_socket(tmp.path());
+    let keys = Keys::with(&["Thor"]);
     let node = keys.serve_with_env(
         "Thor",
         &[],
         &[
-            ("NOTIFY_SOCKET", socket.as_os_str()),
             ("WATCHDOG_USEC", OsStr::new("200000")),
             // Meant for another process (pid 1 is never sage here).
             ("WATCHDOG_PID", OsStr::new("1")),
         ],
     );
-    let (ready, _) = next_other(&rx, Duration::from_secs(10));
+    let ready = Some(node.ready_notice());
     assert!(ready.is_some_and(|m| m.starts_with("READY=1\n")));
-    let (other, pings) = next_other(&rx, Duration::from_millis(500));
+    let (other, pings) = next_other(node.notices(), Duration::from_millis(500));
     assert_eq!((other, pings), (None, 0));
     drop(node);
 }
@@ -211,16 +181,8 @@ fn serve_reads_the_key_from_the_systemd_credential() {
     );
 
     // Sprout, which knows Thor by the credential's key, gets a verified proof.
-    let sprout_keys = Keys::new();
-    std::fs::create_dir_all(sprout_keys.path()).unwrap();
-    std::fs::copy(
-        thor_keys.path().join("Sprout_ed25519.key"),
-        sprout_keys.path().join("Sprout_ed25519.key"),
-    )
-    .unwrap();
-    sprout_keys
-        .run(&["peer", "add", "--name", "Thor", "--public-key", &cred_pub])
-        .assert_code(0);
+    let sprout_keys = Keys::copying(&thor_keys, &["Sprout"]);
+    sprout_keys.trust("Thor", &cred_pub, &[]);
     let run = sprout_keys.delegate(&["--port", &thor.port(), "--json"]);
     run.assert_code(0);
     assert_eq!(run.json()["verified"], true);

@@ -150,15 +150,7 @@ fn delegation_over_https_to_a_pinned_self_signed_node() {
         &["--tls-ca", cert.to_str().unwrap()],
     );
     delegate(&keys).assert_code(0);
-    let list = keys.run(&["peer", "list", "--json"]);
-    let peers = list.json();
-    let thor_record = peers["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "Thor")
-        .unwrap()
-        .clone();
+    let thor_record = keys.peer_record("Thor");
     assert!(thor_record["tls"]["ca"]
         .as_str()
         .unwrap()
@@ -209,8 +201,7 @@ fn delegation_over_https_to_a_pinned_self_signed_node() {
 
 #[test]
 fn a_silent_tls_client_is_cut_off_after_the_header_read_timeout() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let dir = keys.path().with_file_name("tls");
     let (cert, key, _) = self_signed(&keys, &dir, "Thor", &["127.0.0.1"]);
     let config = keys.path().with_file_name("sage.toml");
@@ -231,27 +222,22 @@ fn a_silent_tls_client_is_cut_off_after_the_header_read_timeout() {
 
 #[test]
 fn unusable_tls_files_stop_serve_naming_the_file() {
-    let keys = Keys::new();
-    keys.keygen("Thor");
+    let keys = Keys::with(&["Thor"]);
     let dir = keys.path().with_file_name("tls");
     let (cert, key, _) = self_signed(&keys, &dir, "Thor", &["127.0.0.1"]);
     let (_, other_key, _) = self_signed(&keys, &dir, "Other", &["127.0.0.1"]);
     let garbage = dir.join("garbage.crt");
     std::fs::write(&garbage, "this is not a certificate\n").unwrap();
     let serve = |cert: &Path, key: &Path| {
-        keys.run(&[
-            "serve",
-            "--name",
+        keys.serve_to_end(
             "Thor",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ])
+            &[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+        )
     };
     serve(&garbage, &key)
         .assert_code(1)

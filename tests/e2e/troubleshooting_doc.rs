@@ -45,15 +45,22 @@ enum Part {
     Hole,
 }
 
+/// Checks that the scan found at least `min` messages of its `kind` (fewer
+/// means the parser missed some), and that each has a row.
+#[track_caller]
+fn assert_found_and_documented(messages: &[Message], min: usize, kind: &str) {
+    assert!(
+        messages.len() >= min,
+        "the scan found only {} {kind}: is the parser broken?",
+        messages.len()
+    );
+    assert_documented(messages);
+}
+
 #[test]
 fn every_error_type_message_is_documented() {
     let messages = scan(&["#[error("], |_| true);
-    assert!(
-        messages.len() >= 50,
-        "the scan found only {} #[error] messages: is the parser broken?",
-        messages.len()
-    );
-    assert_documented(&messages);
+    assert_found_and_documented(&messages, 50, "#[error] messages");
 }
 
 #[test]
@@ -61,23 +68,13 @@ fn every_cli_failure_is_documented() {
     let messages = scan(&["Failure::Usage(", "Failure::Failed("], |path| {
         path.starts_with("crates/sage-cli/")
     });
-    assert!(
-        messages.len() >= 20,
-        "the scan found only {} CLI failures: is the parser broken?",
-        messages.len()
-    );
-    assert_documented(&messages);
+    assert_found_and_documented(&messages, 20, "CLI failures");
 }
 
 #[test]
 fn every_logged_warning_and_error_is_documented() {
     let messages = scan(&["warn!(", "error!("], |_| true);
-    assert!(
-        messages.len() >= 10,
-        "the scan found only {} warn!/error! messages: is the parser broken?",
-        messages.len()
-    );
-    assert_documented(&messages);
+    assert_found_and_documented(&messages, 10, "warn!/error! messages");
 }
 
 #[test]

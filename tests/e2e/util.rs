@@ -3,16 +3,124 @@
 use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sage_crypto::NodeKey;
 
+/// The `sage` binary under test: sage-cli's `target/<profile>/sage`,
+/// beside the `deps/` directory that holds this test executable, brought up
+/// to date once per run.
+///
+/// Cargo sets `CARGO_BIN_EXE_sage`, and builds a binary before the
+/// integration tests, only for the tests of the package that owns the
+/// binary; this package is not that one, so `cargo test` alone would leave
+/// a missing or stale `sage`. The first call therefore runs
+/// `$CARGO build --workspace --bins --examples` in the same target
+/// directory and profile: `--examples` makes cargo resolve features with
+/// the dev-dependencies, as `cargo test --workspace` does, so the build
+/// reuses the test build's libraries and only links `sage` when it is stale.
+pub fn sage_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable is in target/<profile>/deps/");
+        build_sage(profile_dir);
+        let path = profile_dir.join(format!("sage{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            path.is_file(),
+            "no sage binary at {} after building it: the e2e tests run sage-cli's \
+             target/<profile>/sage, beside the deps/ directory of the test executable {}",
+            path.display(),
+            exe.display()
+        );
+        path
+    })
+}
+
+/// Runs cargo to build the workspace's binaries into `profile_dir`
+/// (`target/debug`, `target/release`, `target/<triple>/<profile>`).
+fn build_sage(profile_dir: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let name = profile_dir
+        .file_name()
+        .and_then(OsStr::to_str)
+        .expect("a profile directory name");
+    let profile = match name {
+        "debug" => "dev",
+        "release" => "release",
+        other => other,
+    };
+    let parent = profile_dir.parent().expect("a target directory");
+    let mut build = Command::new(&cargo);
+    // Without the variables cargo sets for this test (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, ...): build scripts that watch them would see a
+    // change and rebuild, back and forth with the next `cargo test`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_for_tests = key.starts_with("CARGO_PKG_")
+            || matches!(
+                &*key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_for_tests {
+            build.env_remove(&*key);
+        }
+    }
+    build.args([
+        "build",
+        "--workspace",
+        "--bins",
+        "--examples",
+        "--profile",
+        profile,
+    ]);
+    // target/<triple>/<profile> when the tests were built with --target.
+    let target_dir =
+        if parent.join(".rustc_info.json").is_file() || parent.join("CACHEDIR.TAG").is_file() {
+            parent
+        } else {
+            let triple = parent
+                .file_name()
+                .and_then(OsStr::to_str)
+                .unwrap_or_default();
+            build.args(["--target", triple]);
+            parent.parent().expect("a target directory")
+        };
+    let out = build
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} to build sage: {e}", cargo.to_string_lossy()));
+    assert!(
+        out.status.success(),
+        "{} build --workspace --bins (to build the sage binary under test) failed:\n{}",
+        cargo.to_string_lossy(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The `sage` binary under test.
 pub fn sage() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sage"));
+    let mut cmd = Command::new(sage_path());
     cmd.env_remove("SAGE_KEYS_DIR")
         .env_remove("STATE_DIRECTORY")
         // The runner's own systemd settings, if any; tests pass their own.
@@ -114,29 +222,30 @@ impl Keys {
         self.path.with_file_name("state")
     }
 
-    /// Runs `sage --keys-dir DIR ARGS...` to completion.
-    pub fn run(&self, args: &[&str]) -> Run {
-        let output = sage()
+    /// `sage --keys-dir DIR ARGS...` with this directory's state
+    /// directory and no standard input.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = sage();
+        command
             .env("SAGE_STATE_DIR", self.state_dir())
             .arg("--keys-dir")
             .arg(&self.path)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run sage");
-        Run::from(output)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `sage --keys-dir DIR ARGS...` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run sage"))
     }
 
     /// [`Keys::run`], failing the test if the command is not done within
     /// `limit` (it is killed then): for a command that must not hang.
     #[track_caller]
     pub fn run_within(&self, limit: Duration, args: &[&str]) -> Run {
-        let mut child = sage()
-            .env("SAGE_STATE_DIR", self.state_dir())
-            .arg("--keys-dir")
-            .arg(&self.path)
-            .args(args)
-            .stdin(Stdio::null())
+        let mut child = self
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -159,9 +268,7 @@ impl Keys {
     /// `sage delegate --local Sprout --target Thor ARGS...`: the delegation
     /// most tests make.
     pub fn delegate(&self, args: &[&str]) -> Run {
-        let mut all = vec!["delegate", "--local", "Sprout", "--target", "Thor"];
-        all.extend_from_slice(args);
-        self.run(&all)
+        self.run(&crate::fixture::delegation(args))
     }
 
     /// `sage proofs export` to a file beside the key directory, then
@@ -198,10 +305,24 @@ impl Keys {
     }
 
     /// [`Keys::serve`] with extra environment variables (systemd's
-    /// `NOTIFY_SOCKET`, `WATCHDOG_USEC`, `CREDENTIALS_DIRECTORY`).
+    /// `WATCHDOG_USEC`, `CREDENTIALS_DIRECTORY`; `NOTIFY_SOCKET` is always
+    /// the one [`Node`] binds, see [`Node::notices`]).
     pub fn serve_with_env(&self, name: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Node {
         Node::start(&self.path, &self.state_dir(), name, extra, env)
     }
+}
+
+/// `serve --name NAME` on a free loopback port.
+pub fn serve_args(name: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--name",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
 }
 
 /// A running `sage serve`; killed when dropped.
@@ -209,9 +330,23 @@ pub struct Node {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    state: PathBuf,
+    /// What the node sent to its notify socket after `READY=1`.
+    notices: Receiver<String>,
+    /// The `READY=1` notification that said the node is serving.
+    ready: String,
 }
 
+/// Tells the notify sockets of the nodes of one test run apart.
+static NOTIFY_SOCKETS: AtomicUsize = AtomicUsize::new(0);
+
 impl Node {
+    /// Starts `sage serve` and returns once it is serving.
+    ///
+    /// Readiness is the node's own `READY=1`, sent to the notify socket
+    /// (`NOTIFY_SOCKET`) bound here beside the key directory, whose
+    /// `STATUS=serving on ADDR` names the bound address (with or without
+    /// TLS). A `NOTIFY_SOCKET` in `env` is overridden.
     fn start(
         keys: &Path,
         state: &Path,
@@ -219,20 +354,29 @@ impl Node {
         extra: &[&str],
         env: &[(&str, &OsStr)],
     ) -> Node {
+        let socket_path = keys.with_file_name(format!(
+            "notify-{}",
+            NOTIFY_SOCKETS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&socket_path);
+        let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+        let (notices_tx, notices) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let notice = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if notices_tx.send(notice).is_err() {
+                    return;
+                }
+            }
+        });
         let mut child = sage()
             .env("SAGE_STATE_DIR", state)
             .envs(env.iter().copied())
+            .env("NOTIFY_SOCKET", &socket_path)
             .arg("--keys-dir")
             .arg(keys)
-            .args([
-                "serve",
-                "--name",
-                name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
+            .args(serve_args(name))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -241,34 +385,65 @@ impl Node {
             .expect("spawn sage serve");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // `listening on http://ADDR`, or https:// with --tls-cert.
-                let url = line.split("listening on http://").nth(1);
-                if let Some(rest) = url.or_else(|| line.split("listening on https://").nth(1)) {
-                    // The address ends where a JSON log line's quote starts.
-                    let addr = rest
-                        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                        .next()
-                        .unwrap_or_default();
-                    let _ = tx.send(addr.to_owned());
-                }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr.parse().expect("listening address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "sage serve did not start; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
+        let mut node = Node {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            state: state.to_owned(),
+            notices,
+            ready: String::new(),
+        };
+        (node.addr, node.ready) = node.wait_ready(Duration::from_secs(30));
+        node
+    }
+
+    /// Waits for `READY=1` and its `STATUS=serving on ADDR`; fails the
+    /// test with the log if the node exits first or is not ready in time.
+    fn wait_ready(&mut self, within: Duration) -> (SocketAddr, String) {
+        let deadline = Instant::now() + within;
+        let (notice, addr) = loop {
+            match self.notices.recv_timeout(Duration::from_millis(20)) {
+                Ok(notice) => {
+                    let addr: Option<SocketAddr> = notice
+                        .lines()
+                        .find_map(|line| line.strip_prefix("STATUS=serving on "))
+                        .and_then(|addr| addr.parse().ok());
+                    if let (true, Some(addr)) = (notice.starts_with("READY=1\n"), addr) {
+                        break (notice, addr);
+                    }
+                }
+                Err(_) => {
+                    if let Some(status) = self.child.try_wait().expect("wait") {
+                        // Let the reader thread drain the last lines.
+                        std::thread::sleep(Duration::from_millis(50));
+                        panic!(
+                            "sage serve exited ({status}) before it was ready; log:\n{}",
+                            self.log()
+                        );
+                    }
+                    if Instant::now() > deadline {
+                        let _ = self.child.kill();
+                        panic!(
+                            "sage serve was not ready within {within:?}; log:\n{}",
+                            self.log()
+                        );
+                    }
+                }
             }
         };
-        Node { child, addr, log }
+        // The start-up log is whole when the line naming the address, logged
+        // just before READY=1, has come through the pipe: tests read it.
+        let bound = addr.to_string();
+        while !self.log().contains(&bound) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (addr, notice)
     }
 
     /// `127.0.0.1:PORT`.
@@ -290,15 +465,37 @@ impl Node {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// How many times the node logged that it executed `task_id`.
+    /// The `READY=1` notification (`READY=1\nSTATUS=...\nMAINPID=...`).
+    pub fn ready_notice(&self) -> &str {
+        &self.ready
+    }
+
+    /// The notifications sent after [`Node::ready_notice`] (watchdog
+    /// pings, `STOPPING=1`, ...), as they arrive.
+    pub fn notices(&self) -> &Receiver<String> {
+        &self.notices
+    }
+
+    /// How many times the node ran `task_id`: its rows in the store's
+    /// `tasks` table. The node records a task (`running`) before its
+    /// executor starts and runs only a task it could record, and a retry or
+    /// a replay finds the row and runs nothing; so the rows are the runs,
+    /// whatever the log says.
     pub fn executions_of(&self, task_id: &str) -> usize {
-        let needle = format!("task executed task_id={task_id} ");
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(&needle))
-            .count()
+        let db = self.state.join("sage.db");
+        let conn = rusqlite::Connection::open_with_flags(
+            &db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .unwrap_or_else(|e| panic!("open {} read-only: {e}", db.display()));
+        let count: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM tasks WHERE task_id = ?1",
+                [task_id],
+                |row| row.get(0),
+            )
+            .unwrap_or_else(|e| panic!("count the runs in {}: {e}", db.display()));
+        usize::try_from(count).expect("a count")
     }
 
     /// Waits until the log contains `needle` (up to 10 s).
@@ -320,7 +517,14 @@ impl Node {
     }
 
     /// Sends SIGTERM and waits for the exit.
-    pub fn terminate(mut self) -> (ExitStatus, String) {
+    pub fn terminate(self) -> (ExitStatus, String) {
+        let (status, log, _) = self.terminate_keeping_notices();
+        (status, log)
+    }
+
+    /// [`Node::terminate`], with the notifications not read yet (the last
+    /// is `STOPPING=1`).
+    pub fn terminate_keeping_notices(mut self) -> (ExitStatus, String, Receiver<String>) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -331,7 +535,8 @@ impl Node {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 // Let the reader thread drain the last lines.
                 std::thread::sleep(Duration::from_millis(50));
-                return (status, self.log());
+                let notices = std::mem::replace(&mut self.notices, std::sync::mpsc::channel().1);
+                return (status, self.log(), notices);
             }
             assert!(
                 Instant::now() < deadline,

@@ -179,3 +179,66 @@ fn a_new_state_directory_is_migrated_quietly_by_a_command_and_in_one_line_by_ser
     assert!(migrated[0].contains("database schema migrated"), "{log}");
     assert!(migrated[0].contains("from=0"), "{log}");
 }
+
+#[test]
+fn times_read_as_rfc_3339_and_peer_list_shows_this_node_apart() {
+    let keys = Keys::new();
+    let thor_pub = keys.keygen("Thor");
+    keys.keygen("Sprout");
+    // A delegation that fails still leaves its row in the ledger.
+    keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Thor",
+        "--public-key",
+        &thor_pub,
+        "--address",
+        "127.0.0.1:9",
+    ])
+    .assert_code(0);
+    keys.delegate(&["--task-type", "echo", "--input", "{}"])
+        .assert_code(1);
+
+    let run = keys.run(&["proofs", "list"]);
+    run.assert_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "sent  task id  task type → peer  status  latency");
+    let sent = lines[1].split("  ").next().unwrap();
+    let json = keys.run(&["proofs", "list", "--json"]).json();
+    let sent_ms = json["delegations"][0]["sent_at_ms"].as_u64().unwrap();
+    // Local RFC 3339 to the second: `YYYY-MM-DDTHH:MM:SS+HH:MM`.
+    assert_eq!(sent.len(), 25, "{sent}");
+    assert_eq!(&sent[10..11], "T", "{sent}");
+
+    // --since takes that time back: the row is at or after it, not after
+    // a second later.
+    let since = |text: &str| {
+        let run = keys.run(&["proofs", "list", "--json", "--since", text]);
+        run.assert_code(0);
+        run.json()["delegations"].as_array().unwrap().len()
+    };
+    let whole_second = sent_ms / 1000 * 1000;
+    assert_eq!(since(sent), 1);
+    assert_eq!(since(&format!("{}", whole_second / 1000 + 1)), 0);
+
+    let run = keys.run(&["peer", "list", "--local", "Sprout"]);
+    run.assert_code(0);
+    run.assert_stdout(&[
+        "this node: Sprout (sprout_sage_lct)",
+        "peers:",
+        "Thor (thor_sage_lct)",
+    ]);
+    assert!(
+        !run.stdout
+            .split("peers:")
+            .nth(1)
+            .unwrap()
+            .contains("Sprout ("),
+        "{}",
+        run.stdout
+    );
+    let run = keys.run(&["peer", "list", "--local", "Sprot"]);
+    run.assert_code(1);
+    run.assert_stderr(&["no key for platform Sprot"]);
+}

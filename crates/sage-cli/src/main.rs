@@ -11,6 +11,7 @@ mod advice;
 mod cmd;
 mod failure;
 mod output;
+mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

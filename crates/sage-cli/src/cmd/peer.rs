@@ -57,7 +57,8 @@ pub struct AddArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// This node's name, whose own key file is not a peer.
+    /// This node's name, whose own key file is not a peer: shown apart, and
+    /// it must have a key in the key directory.
     #[arg(long)]
     local: Option<String>,
     /// Print one JSON object.
@@ -151,6 +152,11 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
 }
 
 fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
+    let this = args
+        .local
+        .as_deref()
+        .map(|name| keys.load_identity(name))
+        .transpose()?;
     let store = keys.trust_store(args.local.as_deref().unwrap_or(""))?;
     let stats = peer_stats(state_dir);
     let stats_of = |name: &str| stats.iter().find(|s| s.peer.eq_ignore_ascii_case(name));
@@ -171,8 +177,16 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
                 })
             })
             .collect();
-        print_json(&json!({ "peers": peers }));
+        let this = this.as_ref().map(super::key::identity_json);
+        print_json(&json!({ "this_node": this, "peers": peers }));
         return Ok(());
+    }
+    if let Some(this) = &this {
+        let public = this.key.public();
+        out!("this node: {} ({})", this.name, this.lct_id);
+        out!("  key:      {public} ({})", public.key_id());
+        out!("  file:     {}", this.key_path.display());
+        out!("peers:");
     }
     if store.is_empty() {
         out!(
@@ -208,7 +222,7 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
                 counts.join(", ")
             );
             if let Some(seen) = st.last_seen_ms {
-                out!("  seen:     {seen} (unix ms)");
+                out!("  seen:     {}", crate::time::local(seen));
             }
         }
     }

@@ -27,8 +27,9 @@ pub struct ListArgs {
     /// Only delegations to this peer (case-insensitive).
     #[arg(long)]
     peer: Option<String>,
-    /// Only delegations sent at or after this time: unix seconds, or an age
-    /// such as `90s`, `30m`, `12h`, `7d`.
+    /// Only delegations sent at or after this time: an age such as `90s`,
+    /// `30m`, `12h`, `7d`, an RFC 3339 time (`2026-12-04T18:00:00Z`), or unix
+    /// seconds.
     #[arg(long)]
     since: Option<String>,
     /// Print one JSON object.
@@ -83,6 +84,8 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
             } else {
                 if entries.is_empty() {
                     out!("no delegations recorded in {}", state_dir.display());
+                } else {
+                    out!("sent  task id  task type → peer  status  latency");
                 }
                 for e in &entries {
                     let latency = e
@@ -96,7 +99,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
                     };
                     out!(
                         "{}  {id}  {} → {}  {}  {latency}",
-                        e.sent_at_ms,
+                        crate::time::local(e.sent_at_ms),
                         e.task_type,
                         e.peer,
                         e.status
@@ -202,16 +205,20 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
     Ok(())
 }
 
-/// Unix seconds, or an age (`90s`, `30m`, `12h`, `7d`) before now, as unix ms.
+/// Unix seconds, an RFC 3339 time, or an age (`90s`, `30m`, `12h`, `7d`)
+/// before now, as unix ms.
 fn parse_since(text: &str) -> Result<u64, Failure> {
     use sage_service::config::duration::{millis, parse_duration};
     let bad = || {
         Failure::Usage(format!(
-            "--since {text:?}: give unix seconds or an age like 30m, 12h, 7d"
+            "--since {text:?}: give unix seconds or an age like 30m, 12h, 7d, or an RFC 3339 time like 2026-12-04T18:00:00Z"
         ))
     };
     if let Ok(secs) = text.parse::<u64>() {
         return secs.checked_mul(1000).ok_or_else(bad);
+    }
+    if let Some(ms) = crate::time::parse_rfc3339(text) {
+        return Ok(ms);
     }
     // A bare number is a time, never an age: `1.5` or `-3` is neither.
     if text.trim().parse::<f64>().is_ok() {

@@ -5,6 +5,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::fixture::delegation;
 use crate::util::{http, sage, Keys};
 
 #[test]
@@ -114,22 +115,18 @@ fn init_makes_a_node_that_serves_and_prints_the_line_its_peers_run() {
 
     let node = thor.serve("Thor", &["--config", thor_config.to_str().unwrap()]);
     for task_type in ["echo", "cat"] {
-        let run = sprout.run(&[
-            "delegate",
-            "--local",
-            "Sprout",
-            "--target",
-            "Thor",
+        let port = node.port();
+        let run = sprout.run(&delegation(&[
             "--host",
             "127.0.0.1",
             "--port",
-            &node.port(),
+            &port,
             "--task-type",
             task_type,
             "--input",
             r#"{"n": 1}"#,
             "--json",
-        ]);
+        ]));
         run.assert_code(0);
         assert_eq!(
             run.json()["proof"]["result"],

@@ -135,6 +135,20 @@ fn init_makes_a_node_that_serves_and_prints_the_line_its_peers_run() {
         );
     }
 
+    // The receipts verify offline, each with the status its proof signs.
+    let export = sprout.path().with_file_name("receipts.jsonl");
+    sprout
+        .run(&["proofs", "export", "--out", export.to_str().unwrap()])
+        .assert_code(0);
+    let run = sprout.run(&["proofs", "verify", export.to_str().unwrap()]);
+    run.assert_code(0);
+    assert_eq!(
+        run.stdout.matches("proven by Thor: succeeded").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+
     // Again: the config is not replaced without --force, the key never.
     let public = thor
         .run(&["key", "show", "--name", "Thor", "--public-only"])

@@ -164,7 +164,7 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
             .map_err(|e| e.to_string())
             .and_then(|r| {
                 verify_receipt(&r, &trust)
-                    .map(|signer| (r.task_id.clone(), signer))
+                    .map(|verified| (r.task_id.clone(), verified))
                     .map_err(|e| e.to_string())
             });
         results.push((i + 1, outcome));
@@ -174,8 +174,9 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
         let rows: Vec<_> = results
             .iter()
             .map(|(line, r)| match r {
-                Ok((task_id, signer)) => {
-                    json!({"line": line, "ok": true, "task_id": task_id, "signer": signer})
+                Ok((task_id, verified)) => {
+                    json!({"line": line, "ok": true, "task_id": task_id, "signer": verified.signer,
+                           "status": verified.status.map(|s| s.as_str())})
                 }
                 Err(e) => json!({"line": line, "ok": false, "error": e}),
             })
@@ -184,7 +185,13 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
     } else {
         for (line, r) in &results {
             match r {
-                Ok((task_id, signer)) => out!("line {line}: ✓ {task_id} proven by {signer}"),
+                Ok((task_id, verified)) => out!(
+                    "line {line}: ✓ {task_id} proven by {}: {}",
+                    verified.signer,
+                    verified
+                        .status
+                        .map_or("a legacy proof, which states no status", |s| s.as_str())
+                ),
                 Err(e) => out!("line {line}: ✗ {e}"),
             }
         }

@@ -434,13 +434,26 @@ pub enum Mismatch {
     Result,
 }
 
+/// What a receipt proves, once verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedReceipt {
+    /// The name of the peer whose key signed the proof.
+    pub signer: String,
+    /// The outcome the proof states under that signature; `None` for a
+    /// legacy proof, which states none.
+    pub status: Option<sage_types::ProofStatus>,
+}
+
 /// Checks one receipt offline: the proof's signature with the executor's
 /// key from `trust`, and that the proof names the task beside it (its
 /// exact payload digest for v1) and the right result digest.
 ///
 /// # Errors
 /// [`ReceiptError`] naming the first check that failed.
-pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, ReceiptError> {
+pub fn verify_receipt(
+    receipt: &Receipt,
+    trust: &TrustStore,
+) -> Result<VerifiedReceipt, ReceiptError> {
     let Some(proof) = &receipt.proof else {
         return Err(ReceiptError::NoProof {
             status: receipt.status.clone(),
@@ -464,7 +477,10 @@ pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, R
         if request.signable.get("task_id") != answer.signable.get("task_id") {
             return Err(Mismatch::TaskIds.into());
         }
-        return Ok(peer.name.clone());
+        return Ok(VerifiedReceipt {
+            signer: peer.name.clone(),
+            status: None,
+        });
     }
     // The native protocol's messages are plain JSON: the view is exact.
     let envelope: Envelope = serde_json::from_value(proof.to_json()).map_err(Malformed::Native)?;
@@ -492,12 +508,16 @@ pub fn verify_receipt(receipt: &Receipt, trust: &TrustStore) -> Result<String, R
     if parsed.result_digest != json_digest(&parsed.result) {
         return Err(Mismatch::Result.into());
     }
-    Ok(verified.signer.name.clone())
+    Ok(VerifiedReceipt {
+        signer: verified.signer.name.clone(),
+        status: Some(parsed.status),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sage_types::ProofStatus;
     use serde_json::json;
 
     fn legacy_receipt(task: serde_json::Value, proof: serde_json::Value) -> Receipt {
@@ -601,7 +621,6 @@ mod tests {
     /// signed, changed by `tamper` before the proof is signed.
     fn native_receipt(tamper: impl FnOnce(&mut Proof, &mut Vec<u8>)) -> (Receipt, TrustStore) {
         use sage_crypto::{sign_envelope, NodeKey, PeerSource};
-        use sage_types::proof::ProofStatus;
         use sage_types::task::TASK_PAYLOAD_TYPE;
         let (thor, sprout) = (NodeKey::from_seed(&[1; 32]), NodeKey::from_seed(&[2; 32]));
         let mut trust = TrustStore::default();
@@ -655,7 +674,14 @@ mod tests {
     #[test]
     fn each_tampered_native_receipt_is_refused_for_its_own_reason() {
         let (receipt, trust) = native_receipt(|_, _| {});
-        assert_eq!(verify_receipt(&receipt, &trust).unwrap(), "Sprout");
+        assert_eq!(verify_receipt(&receipt, &trust).unwrap().signer, "Sprout");
+        // The status is the signed one, not the receipt's own field.
+        let (receipt, trust) = native_receipt(|proof, _| proof.status = ProofStatus::Failed);
+        assert_eq!(receipt.status, "succeeded");
+        assert_eq!(
+            verify_receipt(&receipt, &trust).unwrap().status,
+            Some(ProofStatus::Failed)
+        );
 
         type Tamper = fn(&mut Proof, &mut Vec<u8>);
         type Expected = fn(&ReceiptError) -> bool;
@@ -752,7 +778,7 @@ mod tests {
     #[test]
     fn each_tampered_legacy_receipt_is_refused_for_its_own_reason() {
         let (receipt, trust) = signed_legacy_receipt(SPROUT_SEED, |_, _| {});
-        assert_eq!(verify_receipt(&receipt, &trust).unwrap(), "Sprout");
+        assert_eq!(verify_receipt(&receipt, &trust).unwrap().signer, "Sprout");
 
         type Tamper = fn(&mut serde_json::Value, &mut serde_json::Value);
         type Expected = fn(&ReceiptError) -> bool;

@@ -253,3 +253,20 @@ fn times_read_as_rfc_3339_and_peer_list_shows_this_node_apart() {
     run.assert_code(1);
     run.assert_stderr(&["no key for platform Sprot"]);
 }
+
+#[test]
+fn init_into_a_directory_that_does_not_exist_makes_nothing() {
+    let keys = Keys::new();
+    let config = keys.path().with_file_name("etc").join("sage.toml");
+    let run = keys.run(&[
+        "init",
+        "--name",
+        "Thor",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    run.assert_code(2);
+    run.assert_stderr(&["--config", "is not a directory"]);
+    assert!(!keys.path().exists(), "a key was made");
+    assert!(!config.exists());
+}

@@ -44,17 +44,32 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
             args.config.display()
         )));
     }
+    // Before the key is made: a config that cannot be written changes
+    // nothing.
+    let config_dir = match args.config.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !config_dir.is_dir() {
+        return Err(Failure::Usage(format!(
+            "--config {}: {} is not a directory",
+            args.config.display(),
+            config_dir.display()
+        )));
+    }
     let keys = KeyDir::new(keys_dir);
     let (identity, created) = match keys.load_identity(&args.name) {
         Ok(identity) => (identity, false),
         Err(KeyDirError::NotFound { .. }) => (keys.generate(&args.name, None, false)?, true),
         Err(e) => return Err(e.into()),
     };
-    let keys_path = std::fs::canonicalize(keys_dir)?;
+    let keys_path = std::fs::canonicalize(keys_dir)
+        .map_err(|e| Failure::Failed(format!("cannot resolve {}: {e}", keys_dir.display())))?;
     std::fs::write(
         &args.config,
         starter_config(&identity.name, args.listen, &keys_path),
-    )?;
+    )
+    .map_err(|e| Failure::Failed(format!("cannot write {}: {e}", args.config.display())))?;
     let address = args.address.unwrap_or_else(|| {
         let host = match args.listen.ip() {
             ip if ip.is_unspecified() => hostname(),

@@ -61,10 +61,11 @@ pub(super) async fn execute_task(
         .map_err(|e| ApiError::new(ProblemCode::Malformed, format!("signed task: {e}")))?;
 
     let now = now_ms();
-    let (entry, reservation) =
-        admit(&policy, &task, requester, now).map_err(|e| refused(&task, &peer.name, e))?;
+    let (entry, reservation) = admit(&policy, &task, requester, now)
+        .map_err(|e| refused(&task, requester, &peer.name, e))?;
     // After the stateless checks; a replay gets its token back below.
-    check_rate(inner, &policy.limits, peer).map_err(|e| refused(&task, &peer.name, e))?;
+    check_rate(inner, &policy.limits, peer)
+        .map_err(|e| refused(&task, requester, &peer.name, e))?;
     // No nonce in this protocol: a task is its id *and* its signed bytes,
     // so the same bytes again get the stored answer and the same id with
     // other content (the original's clients reuse ids) is another task.
@@ -114,15 +115,15 @@ pub(super) async fn execute_task(
                     Untrusted(requester)
                 ),
             );
-            Err(refused(&task, &peer.name, e))
+            Err(refused(&task, requester, &peer.name, e))
         }
     }
 }
 
-/// A refusal of `task` from the verified `peer`: named for the refusal
-/// log (see `observe`), and logged with the task's fields at debug.
-fn refused(task: &LegacyTask, peer: &str, e: ApiError) -> ApiError {
-    tracing::debug!(code = %e.code, task_id = %Untrusted(&task.task_id), issuer = %Untrusted(peer), detail = %Untrusted(&e.detail), "legacy task refused");
+/// A refusal of `task` from `requester`, verified as `peer`: named for the
+/// refusal log (see `observe`), and logged with the task's fields at debug.
+fn refused(task: &LegacyTask, requester: &str, peer: &str, e: ApiError) -> ApiError {
+    tracing::debug!(code = %e.code, task_id = %Untrusted(&task.task_id), issuer = %Untrusted(requester), detail = %Untrusted(&e.detail), "legacy task refused");
     e.from_peer(peer)
 }
 

@@ -53,15 +53,15 @@ pub(super) async fn observe(
                 )
                 .retry_after(1);
                 let response = refusal.into_response();
-                return finish(&state, endpoint, &id, client, started, response);
+                return finish(&state, endpoint, &id, &span, client, started, response);
             }
         }
     } else {
         None
     };
-    let response = next.run(request).instrument(span).await;
+    let response = next.run(request).instrument(span.clone()).await;
     drop(slot);
-    finish(&state, endpoint, &id, client, started, response)
+    finish(&state, endpoint, &id, &span, client, started, response)
 }
 
 /// Counts the answer, logs a refusal, and tags it with the request id.
@@ -69,6 +69,7 @@ fn finish(
     state: &AppState,
     endpoint: &'static str,
     id: &str,
+    span: &tracing::Span,
     client: Option<std::net::SocketAddr>,
     started: Instant,
     mut response: Response,
@@ -77,7 +78,7 @@ fn finish(
     if let Some(refused) = response.extensions().get::<Refused>() {
         metrics.refusal(refused.code.as_str());
         let sender = Sender::of(refused.peer.as_deref(), client);
-        let _entered = tracing::info_span!("request", id = %id).entered();
+        let _entered = span.enter();
         state
             .inner()
             .refusals

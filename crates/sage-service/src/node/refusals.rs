@@ -66,7 +66,7 @@ impl RefusalLog {
     /// debug, counted for the next summary. `detail` is as sent back
     /// (bounded); it is escaped here.
     pub(super) fn refused(&self, sender: Sender, code: ProblemCode, endpoint: &str, detail: &str) {
-        if self.first(sender.clone(), code) {
+        if self.first(&sender, code) {
             tracing::info!(code = code.as_str(), from = %sender, endpoint, detail = %Untrusted(detail), "request refused (repeats are counted every {} s)", SUMMARY_EVERY.as_secs());
         } else {
             tracing::debug!(code = code.as_str(), from = %sender, endpoint, detail = %Untrusted(detail), "request refused");
@@ -74,14 +74,15 @@ impl RefusalLog {
     }
 
     /// Whether this is the first of its kind; counts it otherwise.
-    fn first(&self, sender: Sender, code: ProblemCode) -> bool {
+    fn first(&self, sender: &Sender, code: ProblemCode) -> bool {
+        let key = (sender.clone(), code);
         let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = kinds.get_mut(&(sender.clone(), code)) {
+        if let Some(count) = kinds.get_mut(&key) {
             *count += 1;
             return false;
         }
         if kinds.len() < MAX_KINDS {
-            kinds.insert((sender, code), 0);
+            kinds.insert(key, 0);
             return true;
         }
         *kinds.entry((Sender::Others, code)).or_insert(0) += 1;
@@ -122,15 +123,15 @@ mod tests {
     fn the_first_of_each_kind_stands_alone_and_repeats_are_counted_once_per_summary() {
         let log = RefusalLog::default();
         let sprout = || Sender::Peer("Sprout".into());
-        assert!(log.first(sprout(), ProblemCode::UnsupportedTask));
+        assert!(log.first(&sprout(), ProblemCode::UnsupportedTask));
         for _ in 0..3 {
-            assert!(!log.first(sprout(), ProblemCode::UnsupportedTask));
+            assert!(!log.first(&sprout(), ProblemCode::UnsupportedTask));
         }
         // Another code, another sender: firsts of their own.
-        assert!(log.first(sprout(), ProblemCode::Replayed));
+        assert!(log.first(&sprout(), ProblemCode::Replayed));
         let addr = Sender::of(None, Some("192.0.2.7:4000".parse().unwrap()));
-        assert!(log.first(addr.clone(), ProblemCode::UnsupportedTask));
-        assert!(!log.first(addr.clone(), ProblemCode::UnsupportedTask));
+        assert!(log.first(&addr, ProblemCode::UnsupportedTask));
+        assert!(!log.first(&addr, ProblemCode::UnsupportedTask));
 
         let repeats = log.take_repeats();
         assert_eq!(
@@ -143,7 +144,7 @@ mod tests {
         // Counted once: the next summary starts from zero, and a kind seen
         // before is still not a first.
         assert!(log.take_repeats().is_empty());
-        assert!(!log.first(sprout(), ProblemCode::UnsupportedTask));
+        assert!(!log.first(&sprout(), ProblemCode::UnsupportedTask));
         assert_eq!(log.take_repeats().len(), 1);
         assert_eq!(addr.to_string(), "192.0.2.7 (unverified)");
     }
@@ -153,7 +154,7 @@ mod tests {
         let log = RefusalLog::default();
         for i in 0..(MAX_KINDS as u32 + 100) {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
-            log.first(Sender::Address(ip.into()), ProblemCode::InvalidSignature);
+            log.first(&Sender::Address(ip.into()), ProblemCode::InvalidSignature);
         }
         assert!(log.kinds.lock().unwrap().len() <= MAX_KINDS + 1);
         let repeats = log.take_repeats();

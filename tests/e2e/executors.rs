@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::fixture::delegation;
+use crate::fixture::{delegation, fake_llm};
 use crate::util::{assert_refused, http, FakeNode, Keys, Node};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
@@ -176,27 +176,6 @@ fn wait_running(node: &Node) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(30));
     }
     false
-}
-
-/// An OpenAI-compatible chat server: answers with the last user message,
-/// requires the bearer token.
-fn fake_llm() -> FakeNode {
-    FakeNode::start(|method, path, body| {
-        if (method, path) != ("POST", "/v1/chat/completions") {
-            return Some((404, b"{}".to_vec()));
-        }
-        let request: serde_json::Value = serde_json::from_slice(body).unwrap();
-        let last = request["messages"].as_array().unwrap().last().unwrap()["content"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let answer = serde_json::json!({
-            "model": request["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last}")}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-        });
-        Some((200, serde_json::to_vec(&answer).unwrap()))
-    })
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use std::thread::JoinHandle;
 
-use crate::util::{Keys, Node, Run};
+use crate::util::{FakeNode, Keys, Node, Run};
 
 /// `delegate --local Sprout --target Thor EXTRA...`: the arguments of the
 /// delegation most tests make.
@@ -155,4 +155,25 @@ impl Fleet {
             .find(|(n, _, _)| n == name)
             .unwrap_or_else(|| panic!("no {name} in the fleet"))
     }
+}
+
+/// An OpenAI-compatible chat server: answers with the last user message,
+/// requires the bearer token.
+pub fn fake_llm() -> FakeNode {
+    FakeNode::start(|method, path, body| {
+        if (method, path) != ("POST", "/v1/chat/completions") {
+            return Some((404, b"{}".to_vec()));
+        }
+        let request: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let last = request["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let answer = serde_json::json!({
+            "model": request["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last}")}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        });
+        Some((200, serde_json::to_vec(&answer).unwrap()))
+    })
 }

@@ -13,6 +13,7 @@ mod answers;
 mod bench;
 mod cli;
 mod delegate;
+mod deployment_doc;
 mod executors;
 mod legacy;
 mod limits;

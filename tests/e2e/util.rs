@@ -341,12 +341,9 @@ pub struct Node {
 static NOTIFY_SOCKETS: AtomicUsize = AtomicUsize::new(0);
 
 impl Node {
-    /// Starts `sage serve` and returns once it is serving.
-    ///
-    /// Readiness is the node's own `READY=1`, sent to the notify socket
-    /// (`NOTIFY_SOCKET`) bound here beside the key directory, whose
-    /// `STATUS=serving on ADDR` names the bound address (with or without
-    /// TLS). A `NOTIFY_SOCKET` in `env` is overridden.
+    /// Starts `sage serve --name NAME` on the key directory and returns
+    /// once it is serving (see [`Node::spawn`]). A `NOTIFY_SOCKET` in `env`
+    /// is overridden.
     fn start(
         keys: &Path,
         state: &Path,
@@ -354,8 +351,27 @@ impl Node {
         extra: &[&str],
         env: &[(&str, &OsStr)],
     ) -> Node {
-        let socket_path = keys.with_file_name(format!(
-            "notify-{}",
+        let mut command = sage();
+        command
+            .envs(env.iter().copied())
+            .arg("--keys-dir")
+            .arg(keys)
+            .args(serve_args(name))
+            .args(extra);
+        Node::spawn(command, &keys.with_file_name("notify"), state)
+    }
+
+    /// Starts `command`, a `sage serve` with its own arguments, on the state
+    /// directory `state`, and returns once it is serving.
+    ///
+    /// Readiness is the node's own `READY=1`, sent to the notify socket
+    /// (`NOTIFY_SOCKET`) bound here at `socket_stem-N`, whose
+    /// `STATUS=serving on ADDR` names the bound address (with or without
+    /// TLS).
+    pub fn spawn(mut command: Command, socket_stem: &Path, state: &Path) -> Node {
+        let socket_path = socket_stem.with_file_name(format!(
+            "{}-{}",
+            socket_stem.file_name().unwrap().to_string_lossy(),
             NOTIFY_SOCKETS.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&socket_path);
@@ -370,14 +386,9 @@ impl Node {
                 }
             }
         });
-        let mut child = sage()
+        let mut child = command
             .env("SAGE_STATE_DIR", state)
-            .envs(env.iter().copied())
             .env("NOTIFY_SOCKET", &socket_path)
-            .arg("--keys-dir")
-            .arg(keys)
-            .args(serve_args(name))
-            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

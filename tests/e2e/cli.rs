@@ -241,10 +241,13 @@ fn peers_are_added_listed_and_removed() {
         THOR_PUB
     );
 
-    // Method 1: another platform's key file is a peer too, and says so.
+    // Method 1: another platform's key file is a peer too, and says so
+    // (the only key file of a directory is this node's; here are two).
     keys.keygen("Legion");
+    keys.keygen("Thor");
     let run = keys.run(&["peer", "list"]);
     run.assert_stdout(&["Legion (legion_sage_lct)", "key file"]);
+    assert!(!run.stdout.contains("this node"), "{}", run.stdout);
 
     keys.run(&["peer", "remove", "--name", "SPROUT"])
         .assert_code(0);

@@ -270,3 +270,92 @@ fn init_into_a_directory_that_does_not_exist_makes_nothing() {
     assert!(!keys.path().exists(), "a key was made");
     assert!(!config.exists());
 }
+
+#[test]
+fn proofs_show_opens_both_signed_messages_and_says_whether_the_proof_verifies() {
+    let (keys, thor) = crate::fixture::serving_thor();
+    let port = thor.port();
+    keys.delegate(&[
+        "--task-type",
+        "echo",
+        "--input",
+        r#"{"text": "hi\u001b[2J"}"#,
+        "--port",
+        &port,
+        "--task-id",
+        "t-show",
+    ])
+    .assert_code(0);
+
+    let run = keys.run(&["proofs", "show", "t-show"]);
+    run.assert_code(0);
+    run.assert_stdout(&[
+        "delegation t-show",
+        "to Thor (thor_sage_lct), protocol v1",
+        "outcome:   succeeded",
+        "proof:     ✓ signed by Thor: succeeded",
+        "task (signed by key ",
+        "task_type:",
+        "echo",
+        "proof (signed by key ",
+        "status:",
+        "result_digest:",
+    ]);
+    // Times of the signed fields read as RFC 3339, unix ms beside them.
+    let issued = run
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("issued_at:"))
+        .unwrap();
+    assert!(issued.contains('T') && issued.contains(" ("), "{issued}");
+    // The input, indented JSON; the terminal escape it carries stays escaped.
+    assert!(run.stdout.contains("\\u001b[2J"), "{}", run.stdout);
+    assert!(!run.stdout.contains('\u{1b}'), "{}", run.stdout);
+    // No base64 envelope in sight: that is `--raw`.
+    let raw = keys.run(&["proofs", "show", "t-show", "--raw"]);
+    let payload = raw.json()["proof"]["payload"].as_str().unwrap().to_owned();
+    assert!(!run.stdout.contains(&payload[..40]));
+
+    // Checked with a trust store that holds another key for Thor: refused.
+    let other = Keys::new();
+    other.keygen("Thor");
+    let moved = keys.path().join("Thor_ed25519.key");
+    std::fs::rename(&moved, keys.path().join("Thor.bak")).unwrap();
+    std::fs::copy(other.path().join("Thor_ed25519.key"), &moved).unwrap();
+    let run = keys.run(&["proofs", "show", "t-show"]);
+    run.assert_code(0);
+    run.assert_stdout(&["proof:     ✗ "]);
+
+    let run = keys.run(&["proofs", "show", "t-none"]);
+    run.assert_code(1);
+    run.assert_stderr(&["no delegation with task id t-none"]);
+}
+
+#[test]
+fn peer_list_takes_the_only_key_of_the_directory_as_this_node() {
+    let keys = Keys::new();
+    keys.keygen("Sprout");
+    let thor = Keys::new();
+    let thor_pub = thor.keygen("Thor");
+    keys.run(&["peer", "add", "--name", "Thor", "--public-key", &thor_pub])
+        .assert_code(0);
+    let run = keys.run(&["peer", "list"]);
+    run.assert_code(0);
+    run.assert_stdout(&[
+        "this node: Sprout (sprout_sage_lct)",
+        "peers:",
+        "Thor (thor_sage_lct)",
+    ]);
+    assert!(
+        !run.stdout
+            .split("peers:")
+            .nth(1)
+            .unwrap()
+            .contains("Sprout ("),
+        "{}",
+        run.stdout
+    );
+    let json = keys.run(&["peer", "list", "--json"]).json();
+    assert_eq!(json["this_node"]["name"], "Sprout");
+    assert_eq!(json["peers"].as_array().unwrap().len(), 1);
+}

@@ -222,10 +222,12 @@ fn proofs_verify_refuses_an_export_with_one_byte_changed() {
     run.assert_stdout(&["line 1: ✓", "line 2: ✗"]);
     run.assert_stderr(&["1 of 2 receipts do not verify"]);
 
-    // And `proofs show` gives one receipt.
-    let run = keys.run(&["proofs", "show", "t-a"]);
+    // And `proofs show --raw` gives one receipt, as the export has it.
+    let run = keys.run(&["proofs", "show", "t-a", "--raw"]);
     run.assert_code(0);
     assert_eq!(run.json()["task_id"], "t-a");
+    let exported: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(run.json(), exported);
 }
 
 /// The ledger's delegations, as `sage proofs list --json` gives them.

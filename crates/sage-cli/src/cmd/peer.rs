@@ -152,12 +152,20 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
 }
 
 fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
-    let this = args
-        .local
+    // Without --local, the only key of the directory is this node's, as
+    // `serve` takes it; with several, each is listed as a peer.
+    let local = match args.local {
+        Some(name) => Some(name),
+        None => match keys.key_files()?.as_slice() {
+            [(name, _)] => Some(name.clone()),
+            _ => None,
+        },
+    };
+    let this = local
         .as_deref()
         .map(|name| keys.load_identity(name))
         .transpose()?;
-    let store = keys.trust_store(args.local.as_deref().unwrap_or(""))?;
+    let store = keys.trust_store(local.as_deref().unwrap_or(""))?;
     let stats = peer_stats(state_dir);
     let stats_of = |name: &str| stats.iter().find(|s| s.peer.eq_ignore_ascii_case(name));
     if args.json {

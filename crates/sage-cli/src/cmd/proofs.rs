@@ -4,8 +4,11 @@ use crate::output::out;
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use sage_service::delegator::ledger::{verify_receipt, Receipt};
+use sage_crypto::TrustStore;
+use sage_service::delegator::ledger::{open_receipt, verify_receipt, OpenedMessage, Receipt};
 use sage_service::keydir::KeyDir;
+use sage_store::LedgerEntry;
+use sage_types::untrusted::{Untrusted, EXPLANATION_CHARS};
 use serde_json::json;
 
 use crate::failure::{print_json, CmdResult, Failure};
@@ -41,6 +44,10 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// The task id.
     task_id: String,
+    /// Print the receipt as `proofs export` writes it: the signed task and
+    /// proof as they travelled (base64 payloads), for tools.
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,11 +99,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
                         .latency_ms
                         .map(|l| format!("{l:.2} ms"))
                         .unwrap_or_else(|| "-".into());
-                    let id = if e.task_id.is_empty() {
-                        "-"
-                    } else {
-                        &e.task_id
-                    };
+                    let id = display_id(&e.task_id);
                     out!(
                         "{}  {id}  {} → {}  {}  {latency}",
                         crate::time::local(e.sent_at_ms),
@@ -118,7 +121,15 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
                         state_dir.display()
                     ))
                 })?;
-            print_json(&Receipt::of(&entry).to_json());
+            let receipt = Receipt::of(&entry);
+            if args.raw {
+                print_json(&receipt.to_json());
+            } else {
+                // A key directory is optional here: without one the
+                // receipt is shown, unchecked.
+                let trust = KeyDir::new(keys_dir).trust_store("").ok();
+                show(&entry, &receipt, trust.as_ref());
+            }
             Ok(())
         }
         Command::Export(args) => {
@@ -142,6 +153,97 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
             Ok(())
         }
         Command::Verify(_) => Ok(()),
+    }
+}
+
+/// `proofs show`: the delegation, whether its proof verifies with the
+/// trust store, and both signed messages field by field.
+fn show(entry: &LedgerEntry, receipt: &Receipt, trust: Option<&TrustStore>) {
+    out!("delegation {}", display_id(&entry.task_id));
+    out!(
+        "  sent:      {} to {} ({}), protocol {}",
+        crate::time::local(entry.sent_at_ms),
+        entry.peer,
+        entry.peer_lct,
+        entry.protocol
+    );
+    out!("  outcome:   {}", entry.status);
+    if let Some(error) = &entry.error {
+        out!("  error:     {}", Untrusted(error).up_to(EXPLANATION_CHARS));
+    }
+    let verdict = match (trust, &receipt.proof) {
+        (_, None) => "no proof came back".to_owned(),
+        (None, Some(_)) => "not checked: no key directory to check it with".to_owned(),
+        (Some(trust), Some(_)) => match verify_receipt(receipt, trust) {
+            Ok(verified) => format!(
+                "✓ signed by {}: {}",
+                verified.signer,
+                verified
+                    .status
+                    .map_or("a legacy proof, which states no status", |s| s.as_str())
+            ),
+            Err(e) => format!("✗ {e}"),
+        },
+    };
+    out!("  proof:     {verdict}");
+    let opened = open_receipt(receipt);
+    for (title, message) in [("task", &opened.task), ("proof", &opened.proof)] {
+        match message {
+            Some(message) => print_message(title, message),
+            None if title == "proof" && receipt.proof.is_none() => {}
+            None => out!("{title}: cannot be opened (`--raw` shows it as stored)"),
+        }
+    }
+}
+
+/// One signed message's fields, one per line; times of the signed fields
+/// (unix ms) also as local RFC 3339, JSON values indented below their name.
+fn print_message(title: &str, message: &OpenedMessage) {
+    out!();
+    match message.key_ids.as_slice() {
+        [] => out!("{title}"),
+        ids => out!("{title} (signed by key {})", ids.join(", ")),
+    }
+    let Some(fields) = message.fields.as_object() else {
+        out!("  {}", message.fields);
+        return;
+    };
+    let width = fields.keys().map(String::len).max().unwrap_or(0) + 1;
+    for (name, value) in fields {
+        let label = format!("{name}:");
+        match value {
+            serde_json::Value::Object(_) | serde_json::Value::Array(_) => {
+                out!("  {label}");
+                let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
+                for line in pretty.lines() {
+                    out!("    {line}");
+                }
+            }
+            // Signed by a peer, still chosen by it: escaped for the terminal.
+            serde_json::Value::String(text) => out!(
+                "  {label:width$} {}",
+                Untrusted(text).up_to(EXPLANATION_CHARS)
+            ),
+            serde_json::Value::Number(n) if MS_FIELDS.contains(&name.as_str()) => {
+                match n.as_u64() {
+                    Some(ms) => out!("  {label:width$} {} ({ms})", crate::time::local(ms)),
+                    None => out!("  {label:width$} {n}"),
+                }
+            }
+            other => out!("  {label:width$} {other}"),
+        }
+    }
+}
+
+/// The signed fields that hold unix milliseconds.
+const MS_FIELDS: [&str; 4] = ["issued_at", "expires_at", "started_at", "finished_at"];
+
+/// A task id as printed; a legacy refusal may have none.
+fn display_id(id: &str) -> &str {
+    if id.is_empty() {
+        "-"
+    } else {
+        id
     }
 }
 

@@ -434,6 +434,52 @@ pub enum Mismatch {
     Result,
 }
 
+/// One signed message of a receipt, opened for reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenedMessage {
+    /// The signed fields: a native envelope's payload, or a legacy
+    /// message's `task` or `proof` object.
+    pub fields: serde_json::Value,
+    /// The key ids its signatures name (none for a legacy message, whose
+    /// signature names no key).
+    pub key_ids: Vec<String>,
+}
+
+/// A receipt's task and proof, opened for a person to read. Nothing is
+/// verified here: [`verify_receipt`] says whether the signatures hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenedReceipt {
+    /// The signed task, if it could be opened.
+    pub task: Option<OpenedMessage>,
+    /// The signed proof, if there is one and it could be opened.
+    pub proof: Option<OpenedMessage>,
+}
+
+/// Opens a receipt's messages: the base64 payloads of native envelopes
+/// decoded, the signed object of legacy ones taken out.
+pub fn open_receipt(receipt: &Receipt) -> OpenedReceipt {
+    let legacy = receipt.protocol == Protocol::Legacy.as_str();
+    let open = |message: &PyValue, inner: &str| -> Option<OpenedMessage> {
+        let json = message.to_json();
+        if legacy {
+            return Some(OpenedMessage {
+                fields: json.get(inner)?.clone(),
+                key_ids: Vec::new(),
+            });
+        }
+        let envelope: Envelope = serde_json::from_value(json).ok()?;
+        let payload = envelope.payload_bytes().ok()?;
+        Some(OpenedMessage {
+            fields: serde_json::from_slice(&payload).ok()?,
+            key_ids: envelope.signatures.into_iter().map(|s| s.keyid).collect(),
+        })
+    };
+    OpenedReceipt {
+        task: open(&receipt.task, "task"),
+        proof: receipt.proof.as_ref().and_then(|p| open(p, "proof")),
+    }
+}
+
 /// What a receipt proves, once verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedReceipt {

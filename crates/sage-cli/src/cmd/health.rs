@@ -47,13 +47,18 @@ pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
     // A summary of what it serves; a Python node has no capabilities.
     let caps = super::capabilities::fetch_unverified(&client, &runtime, &args.address);
     if json::enabled() {
-        json::report(json!({
+        let mut report = json!({
             "address": args.address,
             "healthy": true,
             "rtt_ms": json::ms3(rtt_ms),
             "health": health,
             "capabilities": caps,
-        }));
+        });
+        // The node's own clock, in unix seconds on the wire.
+        let answered = (health.timestamp.is_finite() && health.timestamp >= 0.0)
+            .then(|| (health.timestamp * 1000.0).round() as u64);
+        json::insert_time(&mut report, "answered_at", answered);
+        json::report(report);
     } else {
         out!(
             "{} ({}) at {}: {}",

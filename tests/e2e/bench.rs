@@ -56,10 +56,7 @@ fn bench_drives_the_legacy_endpoint_open_loop() {
     assert_eq!(out["protocol"], "legacy");
     assert_eq!(out["sage"]["ok"], 30);
     // 30 requests due at 300/s span at least 97 ms of schedule.
-    assert!(
-        out["sage"]["elapsed_ms"].as_f64().unwrap() >= 97.0,
-        "{out}"
-    );
+    assert!(out["sage"]["elapsed_ms"].as_f64().unwrap() >= 97.0, "{out}");
     assert!(thor.wait_for_log("legacy task executed"));
 }
 

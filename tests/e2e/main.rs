@@ -14,6 +14,7 @@ mod bench;
 mod cli;
 mod delegate;
 mod executors;
+mod json_doc;
 mod legacy;
 mod limits;
 mod manual;

@@ -126,7 +126,7 @@ fn error_code(error: &(dyn std::error::Error + 'static)) -> String {
 fn client_code(e: &sage_service::ClientError) -> String {
     use sage_service::ClientError;
     match e {
-        ClientError::Refused { problem, .. } => problem.code.as_str().into(),
+        ClientError::Refused { problem, .. } => problem.code.as_str(),
         ClientError::BadAddress { .. } => "bad_address",
         ClientError::Unreachable { .. } => "unreachable",
         ClientError::NoConnection { .. } => "no_connection",
@@ -158,4 +158,51 @@ pub fn duration_ms(d: std::time::Duration) -> Value {
 pub fn insert_time(object: &mut Value, name: &str, ms: Option<u64>) {
     object[name] = ms.map_or(Value::Null, |ms| Value::String(crate::time::utc(ms)));
     object[format!("{name}_ms")] = ms.map_or(Value::Null, Value::from);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_to_the_microsecond() {
+        assert_eq!(ms3(0.6155820000000001).to_string(), "0.616");
+        assert_eq!(ms3(12.0).to_string(), "12.0");
+        assert_eq!(
+            duration_ms(std::time::Duration::from_micros(1500)).to_string(),
+            "1.5"
+        );
+        assert_eq!(ms3(f64::NAN), Value::Null);
+    }
+
+    #[test]
+    fn codes_come_from_the_typed_error() {
+        assert_eq!(code(&Failure::Usage("x".into())), "usage");
+        assert_eq!(code(&Failure::Failed("x".into())), "failed");
+        let refused: Failure = sage_service::ClientError::TimedOut {
+            addr: "a".into(),
+            after: std::time::Duration::from_secs(1),
+        }
+        .into();
+        assert_eq!(code(&refused), "timed_out");
+        let wrapped: Failure =
+            sage_service::DelegateError::Client(sage_service::ClientError::Unhealthy {
+                addr: "a".into(),
+                status: "starting".into(),
+            })
+            .into();
+        assert_eq!(code(&wrapped), "unhealthy");
+    }
+
+    #[test]
+    fn times_are_a_pair() {
+        let mut object = json!({});
+        insert_time(&mut object, "sent_at", Some(1_796_407_200_250));
+        assert_eq!(
+            object,
+            json!({"sent_at": "2026-12-04T18:00:00.250Z", "sent_at_ms": 1_796_407_200_250_u64})
+        );
+        insert_time(&mut object, "sent_at", None);
+        assert_eq!(object, json!({"sent_at": null, "sent_at_ms": null}));
+    }
 }

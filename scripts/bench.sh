@@ -47,7 +47,7 @@ name, d = sys.argv[1], json.load(sys.stdin)
 def line(label, r):
     l = r["latency_ms"]
     errors = sum(r["errors"].values())
-    cpu = r["cpu_secs"] * 1e6 / max(r["ok"], 1) if r["cpu_secs"] is not None else float("nan")
+    cpu = r["cpu_ms"] * 1e3 / max(r["ok"], 1) if r["cpu_ms"] is not None else float("nan")
     print(f"| {label} | {r['per_second']:.0f} | {l['p50']:.3f} | {l['p99']:.3f} | {l['p999']:.3f} | {cpu:.0f} | {errors} |")
 line(name, d["sage"])
 if d.get("baseline"):

@@ -128,7 +128,9 @@ fn a_flooded_health_answer_fails_health_and_delegate() {
 
         let run = keys.run(&["health", &addr, "--max-answer-bytes", "4096", "--json"]);
         run.assert_code(1);
-        let error = run.json()["error"].as_str().unwrap().to_owned();
+        let json = run.json();
+        assert_eq!(json["error"]["code"], "answer_too_large", "{json}");
+        let error = json["error"]["message"].as_str().unwrap().to_owned();
         assert!(
             error.contains(&format!("{addr} sent an answer longer than 4096 bytes")),
             "{error}"

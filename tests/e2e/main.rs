@@ -15,6 +15,7 @@ mod cli;
 mod delegate;
 mod deployment_doc;
 mod executors;
+mod json_doc;
 mod legacy;
 mod limits;
 mod manual;

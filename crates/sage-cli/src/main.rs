@@ -10,13 +10,14 @@
 mod advice;
 mod cmd;
 mod failure;
+mod json;
 mod output;
 mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Signed task delegation between the machines of an AI fleet.
 #[derive(Debug, Parser)]
@@ -35,6 +36,11 @@ struct Cli {
     /// log shippers).
     #[arg(long, global = true, env = "SAGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+
+    /// Print one JSON object on stdout, a failure included: its fields
+    /// are in docs/cli-json.md. Exit codes are the same.
+    #[arg(long, global = true)]
+    json: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -91,8 +97,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.log_format);
+    if cli.json {
+        json::enable(&command_path(&matches));
+    }
     // `serve` may take the key directory from its config file instead.
     let keys_dir = cli
         .keys_dir
@@ -104,6 +114,11 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(sage_service::config::node::default_state_dir);
     let result = match cli.command {
+        Command::Serve(_) | Command::Completions(_) | Command::Man(_) if cli.json => {
+            Err(failure::Failure::Usage(
+                "--json is for commands that report; serve, completions and man print none".into(),
+            ))
+        }
         Command::Serve(args) => {
             cmd::serve::run(cli.keys_dir.as_deref(), cli.state_dir.as_deref(), args)
         }
@@ -121,6 +136,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => cmd::docs::completions::<Cli>(args),
         Command::Man(args) => cmd::docs::man::<Cli>(args),
     };
+    json::finish(result.as_ref().err());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -128,6 +144,17 @@ fn main() -> ExitCode {
             failure.exit_code()
         }
     }
+}
+
+/// The subcommands run, as typed: `proofs show`.
+fn command_path(matches: &clap::ArgMatches) -> String {
+    let mut names = Vec::new();
+    let mut at = matches;
+    while let Some((name, sub)) = at.subcommand() {
+        names.push(name);
+        at = sub;
+    }
+    names.join(" ")
 }
 
 fn init_logging(format: LogFormat) {

@@ -20,6 +20,17 @@ pub fn local(ms: u64) -> String {
         .unwrap_or_else(|| format!("{ms} (unix ms)"))
 }
 
+/// `ms` (unix milliseconds) as RFC 3339 in UTC to the millisecond, for
+/// JSON: `2026-12-04T18:02:11.250Z`. A value outside the calendar's range
+/// is printed as it is, in ms.
+pub fn utc(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| format!("{ms} (unix ms)"))
+}
+
 /// An RFC 3339 time (`2026-12-04T18:00:00Z`, `2026-12-04T19:00:00+01:00`)
 /// as unix milliseconds; `None` if `text` is not one or lies before 1970.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
@@ -40,6 +51,8 @@ mod tests {
         assert_eq!(parse_rfc3339("yesterday"), None);
         // Back again, whatever the machine's zone.
         assert_eq!(parse_rfc3339(&local(ms)), Some(ms));
+        assert_eq!(utc(ms + 250), "2026-12-04T18:00:00.250Z");
+        assert_eq!(parse_rfc3339(&utc(ms + 250)), Some(ms + 250));
         assert_eq!(local(u64::MAX), format!("{} (unix ms)", u64::MAX));
     }
 }

@@ -16,7 +16,8 @@ use serde_json::json;
 
 use super::delegate::read_input;
 use super::ProtocolArg;
-use crate::failure::{print_json, CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
+use crate::json;
 
 /// Load a node with delegations and report throughput, latency and errors.
 #[derive(Debug, clap::Args)]
@@ -64,9 +65,6 @@ pub struct Args {
     /// Per-request timeout (seconds, or e.g. `500ms`).
     #[arg(long, default_value = "30", value_name = "DURATION", value_parser = super::positive_duration)]
     timeout: Duration,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     answer_limit: super::AnswerLimit,
 }
@@ -157,7 +155,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         timeout,
     };
 
-    let show_progress = !args.json && std::io::stderr().is_terminal();
+    let show_progress = !json::enabled() && std::io::stderr().is_terminal();
     let report = runtime.block_on(async {
         client.health(&addr, Duration::from_secs(5)).await?;
         let sage = bench::delegations(
@@ -198,17 +196,17 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let ratio = baseline
         .as_ref()
         .map(|b| sage.per_second / b.per_second.max(1e-9));
-    if args.json {
-        print_json(&json!({
+    if json::enabled() {
+        json::report(json!({
             "target": target.name,
             "address": addr,
             "protocol": protocol.as_str(),
             "concurrency": plan.concurrency,
             "rate": plan.rate,
             "verified": plan.verify,
-            "sage": sage,
-            "baseline": baseline,
-            "ratio_to_baseline": ratio,
+            "sage": report_json(&sage),
+            "baseline": baseline.as_ref().map(report_json),
+            "ratio_to_baseline": ratio.map(|r| (r * 1000.0).round() / 1000.0),
         }));
     } else {
         let mode = match plan.rate {
@@ -239,6 +237,26 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         )));
     }
     Ok(())
+}
+
+/// A run's measures: durations in milliseconds and rates to three decimals.
+fn report_json(r: &Report) -> serde_json::Value {
+    let l = &r.latency_ms;
+    json!({
+        "ok": r.ok,
+        "errors": r.errors,
+        "elapsed_ms": json::ms3(r.elapsed_secs * 1000.0),
+        "per_second": json::ms3(r.per_second),
+        "latency_ms": {
+            "p50": json::ms3(l.p50),
+            "p90": json::ms3(l.p90),
+            "p99": json::ms3(l.p99),
+            "p999": json::ms3(l.p999),
+            "max": json::ms3(l.max),
+            "mean": json::ms3(l.mean),
+        },
+        "cpu_ms": r.cpu_secs.map(|s| json::ms3(s * 1000.0)),
+    })
 }
 
 fn print_report(name: &str, r: &Report, verified: bool) {

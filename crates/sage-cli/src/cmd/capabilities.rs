@@ -10,7 +10,8 @@ use sage_service::keydir::KeyDir;
 use sage_types::capabilities::{Capabilities, CAPABILITIES_PAYLOAD_TYPE};
 use serde_json::json;
 
-use crate::failure::{print_json, CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
+use crate::json;
 
 /// Show what a node serves and runs on, after verifying its signature
 /// against the known peers.
@@ -43,9 +44,9 @@ pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
             caps.lct_id, verified.signer.name, verified.signer.lct_id
         )));
     }
-    if args.json {
-        print_json(
-            &json!({ "verified": true, "signer": verified.signer.name, "key_id": verified.signer.key_id.to_string(), "capabilities": caps }),
+    if json::enabled() {
+        json::report(
+            json!({ "verified": true, "address": args.address, "signer": verified.signer.name, "key_id": verified.signer.key_id.to_string(), "capabilities": caps }),
         );
         return Ok(());
     }

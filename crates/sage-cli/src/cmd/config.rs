@@ -7,6 +7,8 @@ use sage_service::config::file::{ConfigFile, DEFAULT_PATHS};
 use sage_service::config::node::{check_limits, find_config};
 
 use crate::failure::{CmdResult, Failure};
+use crate::json;
+use serde_json::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -49,6 +51,20 @@ pub fn run(command: Command) -> CmdResult {
     }
     check_limits(&file.limits(), Some(&path))?;
     fill_defaults(&mut file);
+    if json::enabled() {
+        let served: Vec<_> = executors
+            .describe()
+            .iter()
+            .map(|(t, k)| json!({ "task_type": t, "kind": k }))
+            .collect();
+        json::report(json!({
+            "file": path,
+            "valid": true,
+            "executors": served,
+            "config": serde_json::to_value(&file).unwrap_or_default(),
+        }));
+        return Ok(());
+    }
     out!("# effective configuration of {}", path.display());
     if file.executors.is_empty() {
         let served: Vec<String> = executors

@@ -17,7 +17,8 @@ use serde_json::json;
 
 use super::ProtocolArg;
 use crate::advice;
-use crate::failure::{print_json, CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
+use crate::json;
 
 /// Sign a task with the local key, send it to the target, verify the proof.
 #[derive(Debug, clap::Args)]
@@ -69,9 +70,6 @@ pub struct Args {
     task_id: Option<String>,
     #[command(flatten)]
     answer_limit: super::AnswerLimit,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
@@ -219,8 +217,14 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             return Err(e.into());
         }
     };
-    if args.json {
-        print_json(&report_json(&delegation, &local.name, &target, &addr));
+    if json::enabled() {
+        json::report(report_json(
+            &delegation,
+            &local.name,
+            &target,
+            &addr,
+            sent_at,
+        ));
     } else {
         print_report(&delegation, &spec, &local.name, &target, &addr);
     }
@@ -236,7 +240,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn report_json(d: &Delegation, local: &str, target: &Peer, addr: &str) -> serde_json::Value {
+fn report_json(
+    d: &Delegation,
+    local: &str,
+    target: &Peer,
+    addr: &str,
+    sent_at: u64,
+) -> serde_json::Value {
     let mut report = json!({
         "verified": true,
         "accepted": d.shortfall.is_none(),
@@ -248,13 +258,14 @@ fn report_json(d: &Delegation, local: &str, target: &Peer, addr: &str) -> serde_
         "task_digest": d.task_digest,
         "executor_key_id": target.key_id.to_string(),
         "timing_ms": {
-            "health_rtt": ms(d.health_rtt),
-            "round_trip": ms(d.round_trip),
-            "execution": d.summary.latency_ms,
-            "network_overhead": (ms(d.round_trip) - d.summary.latency_ms).max(0.0),
-            "total": ms(d.total),
+            "health_rtt": json::duration_ms(d.health_rtt),
+            "round_trip": json::duration_ms(d.round_trip),
+            "execution": json::ms3(d.summary.latency_ms),
+            "network_overhead": json::ms3((ms(d.round_trip) - d.summary.latency_ms).max(0.0)),
+            "total": json::duration_ms(d.total),
         },
     });
+    json::insert_time(&mut report, "sent_at", Some(sent_at));
     // Inserted, not passed to json!, which re-serializes them and panics on
     // a Python node's NaN (a value serde_json holds but cannot rebuild).
     for (key, value) in [

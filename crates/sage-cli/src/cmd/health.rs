@@ -6,8 +6,8 @@ use std::path::Path;
 use sage_service::keydir::KeyDir;
 use serde_json::json;
 
-use crate::advice;
-use crate::failure::{print_json, CmdResult};
+use crate::failure::CmdResult;
+use crate::json;
 
 /// Check a node: prints platform, LCT id, status and round-trip time.
 #[derive(Debug, clap::Args)]
@@ -29,14 +29,13 @@ pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
     let (health, rtt) = match result {
         Ok(ok) => ok,
         Err(err) => {
-            if args.json {
-                print_json(
-                    &json!({ "address": args.address, "healthy": false, "error": advice::message(&err) }),
-                );
-            } else if !matches!(
-                err,
-                sage_service::ClientError::Tls { .. } | sage_service::ClientError::TooLarge { .. }
-            ) {
+            if !json::enabled()
+                && !matches!(
+                    err,
+                    sage_service::ClientError::Tls { .. }
+                        | sage_service::ClientError::TooLarge { .. }
+                )
+            {
                 // The checklist is about reaching the node: no help once
                 // a TLS handshake failed or the node answered.
                 eprintln!("{TROUBLESHOOTING}");
@@ -47,14 +46,19 @@ pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
     let rtt_ms = rtt.as_secs_f64() * 1000.0;
     // A summary of what it serves; a Python node has no capabilities.
     let caps = super::capabilities::fetch_unverified(&client, &runtime, &args.address);
-    if args.json {
-        print_json(&json!({
+    if json::enabled() {
+        let mut report = json!({
             "address": args.address,
             "healthy": true,
-            "rtt_ms": rtt_ms,
+            "rtt_ms": json::ms3(rtt_ms),
             "health": health,
             "capabilities": caps,
-        }));
+        });
+        // The node's own clock, in unix seconds on the wire.
+        let answered = (health.timestamp.is_finite() && health.timestamp >= 0.0)
+            .then(|| (health.timestamp * 1000.0).round() as u64);
+        json::insert_time(&mut report, "answered_at", answered);
+        json::report(report);
     } else {
         out!(
             "{} ({}) at {}: {}",

@@ -8,7 +8,8 @@ use sage_service::keydir::{Identity, KeyDir};
 use sage_service::KeyDirError;
 use serde_json::json;
 
-use crate::failure::{print_json, CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
+use crate::json;
 use crate::output::out;
 
 /// Make the node's key (if missing) and a starter sage.toml, and print the
@@ -32,9 +33,6 @@ pub struct Args {
     /// `sage keygen --force`).
     #[arg(long)]
     force: bool,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
@@ -78,8 +76,8 @@ pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
         format!("{host}:{}", args.listen.port())
     });
     let peer_add = peer_add_line(&identity, &address);
-    if args.json {
-        print_json(&json!({
+    if json::enabled() {
+        json::report(json!({
             "config": args.config,
             "key": super::key::identity_json(&identity),
             "key_created": created,

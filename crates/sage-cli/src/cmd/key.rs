@@ -6,7 +6,8 @@ use std::path::Path;
 use sage_service::keydir::{Identity, KeyDir};
 use serde_json::json;
 
-use crate::failure::{print_json, CmdResult};
+use crate::failure::CmdResult;
+use crate::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -22,9 +23,6 @@ pub struct ShowArgs {
     /// Print the 64 hex characters of the public key alone.
     #[arg(long, conflicts_with = "json")]
     public_only: bool,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
@@ -33,8 +31,8 @@ pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
     let public = identity.key.public();
     if args.public_only {
         out!("{}", public.to_hex());
-    } else if args.json {
-        print_json(&identity_json(&identity));
+    } else if json::enabled() {
+        json::report(identity_json(&identity));
     } else {
         out!("name:       {}", identity.name);
         out!("lct id:     {}", identity.lct_id);

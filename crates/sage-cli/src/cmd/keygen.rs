@@ -5,7 +5,8 @@ use std::path::Path;
 
 use sage_service::keydir::KeyDir;
 
-use crate::failure::{print_json, CmdResult};
+use crate::failure::CmdResult;
+use crate::json;
 
 /// Make a new key: writes DIR/NAME_ed25519.key (64 bytes: seed then public key, mode 0600) and prints the public key.
 #[derive(Debug, clap::Args)]
@@ -19,16 +20,13 @@ pub struct Args {
     /// Replace an existing key (the old one is lost).
     #[arg(long)]
     force: bool,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(keys_dir: &Path, args: Args) -> CmdResult {
     let identity = KeyDir::new(keys_dir).generate(&args.name, args.lct.as_deref(), args.force)?;
     let public = identity.key.public();
-    if args.json {
-        print_json(&super::key::identity_json(&identity));
+    if json::enabled() {
+        json::report(super::key::identity_json(&identity));
     } else {
         eprintln!(
             "wrote {} (mode 0600) for {} ({})",

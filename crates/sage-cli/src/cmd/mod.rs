@@ -75,9 +75,6 @@ pub struct NodeQuery {
     /// How long to wait for the answer (seconds, or e.g. `500ms`).
     #[arg(long, default_value = "5", value_name = "DURATION", value_parser = positive_duration)]
     pub timeout: Duration,
-    /// Print one JSON object.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
     tls: tls::TrustArgs,
     #[command(flatten)]

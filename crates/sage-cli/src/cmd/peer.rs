@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::ProtocolArg;
 use crate::advice;
-use crate::failure::{print_json, CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
+use crate::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -61,9 +62,6 @@ pub struct ListArgs {
     /// it must have a key in the key directory.
     #[arg(long)]
     local: Option<String>,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +139,17 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
         AddOutcome::Added => "added",
         AddOutcome::Replaced => "updated",
     };
+    if json::enabled() {
+        json::report(json!({
+            "outcome": verb,
+            "name": record.name,
+            "lct_id": record.lct_id,
+            "key_id": key.key_id().to_string(),
+            "address": record.address,
+            "peers_file": path,
+        }));
+        return Ok(());
+    }
     out!(
         "{verb} peer {} ({}, {}) in {}",
         record.name,
@@ -168,7 +177,7 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
     let store = keys.trust_store(local.as_deref().unwrap_or(""))?;
     let stats = peer_stats(state_dir);
     let stats_of = |name: &str| stats.iter().find(|s| s.peer.eq_ignore_ascii_case(name));
-    if args.json {
+    if json::enabled() {
         let peers: Vec<_> = store
             .iter()
             .map(|p| {
@@ -181,12 +190,12 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
                     "protocol": p.protocol.as_str(),
                     "tls": tls_json(&p.tls),
                     "sources": p.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "stats": stats_of(&p.name),
+                    "stats": stats_of(&p.name).map(stats_json),
                 })
             })
             .collect();
         let this = this.as_ref().map(super::key::identity_json);
-        print_json(&json!({ "this_node": this, "peers": peers }));
+        json::report(json!({ "this_node": this, "peers": peers }));
         return Ok(());
     }
     if let Some(this) = &this {
@@ -248,8 +257,23 @@ fn remove(keys: &KeyDir, args: RemoveArgs) -> CmdResult {
         .into());
     }
     file.save(&path)?;
+    if json::enabled() {
+        json::report(json!({ "name": args.name, "peers_file": path }));
+        return Ok(());
+    }
     out!("removed peer {} from {}", args.name, path.display());
     Ok(())
+}
+
+/// A peer's delegation statistics in `peer list --json`.
+fn stats_json(st: &sage_store::PeerStats) -> serde_json::Value {
+    let mut stats = json!({
+        "by_status": st.by_status,
+        "latency_ms_ewma": st.latency_ms_ewma.map(json::ms3),
+        "quality_ewma": st.quality_ewma,
+    });
+    json::insert_time(&mut stats, "last_seen", st.last_seen_ms);
+    stats
 }
 
 /// A peer's TLS trust in `peer list --json`: null for the default.

@@ -11,7 +11,8 @@ use sage_store::LedgerEntry;
 use sage_types::untrusted::{Untrusted, EXPLANATION_CHARS};
 use serde_json::json;
 
-use crate::failure::{print_json, CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
+use crate::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -35,9 +36,6 @@ pub struct ListArgs {
     /// seconds.
     #[arg(long)]
     since: Option<String>,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,9 +59,6 @@ pub struct ExportArgs {
 pub struct VerifyArgs {
     /// An export (JSON lines); `-` for stdin.
     file: PathBuf,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
@@ -78,16 +73,18 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
         Command::List(args) => {
             let since = args.since.as_deref().map(parse_since).transpose()?;
             let entries = ledger(args.peer, since)?;
-            if args.json {
+            if json::enabled() {
                 let rows: Vec<_> = entries
                     .iter()
                     .map(|e| {
-                        json!({"task_id": e.task_id, "peer": e.peer, "protocol": e.protocol, "task_type": e.task_type,
-                               "sent_at_ms": e.sent_at_ms, "status": e.status, "latency_ms": e.latency_ms,
-                               "quality": e.quality, "error": e.error})
+                        let mut row = json!({"task_id": e.task_id, "peer": e.peer, "protocol": e.protocol, "task_type": e.task_type,
+                               "status": e.status, "latency_ms": e.latency_ms.map(json::ms3),
+                               "quality": e.quality, "error": e.error});
+                        json::insert_time(&mut row, "sent_at", Some(e.sent_at_ms));
+                        row
                     })
                     .collect();
-                print_json(&json!({ "delegations": rows }));
+                json::report(json!({ "delegations": rows }));
             } else {
                 if entries.is_empty() {
                     out!("no delegations recorded in {}", state_dir.display());
@@ -122,8 +119,12 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
                     ))
                 })?;
             let receipt = Receipt::of(&entry);
-            if args.raw {
-                print_json(&receipt.to_json());
+            if json::enabled() {
+                let mut report = json!({ "receipt": receipt.to_json() });
+                json::insert_time(&mut report, "sent_at", Some(entry.sent_at_ms));
+                json::report(report);
+            } else if args.raw {
+                crate::failure::print_json(&receipt.to_json());
             } else {
                 // A key directory is optional here: without one the
                 // receipt is shown, unchecked.
@@ -134,6 +135,17 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
         }
         Command::Export(args) => {
             let entries = ledger(None, None)?;
+            if json::enabled() && args.out.is_none() {
+                let receipts: Vec<_> = entries
+                    .iter()
+                    .filter(|e| e.proof.is_some())
+                    .map(|e| Receipt::of(e).to_json())
+                    .collect();
+                json::report(
+                    json!({ "file": null, "count": receipts.len(), "receipts": receipts }),
+                );
+                return Ok(());
+            }
             let mut out: Box<dyn std::io::Write> = match &args.out {
                 Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
                     Failure::Failed(format!("cannot write {}: {e}", path.display()))
@@ -149,6 +161,9 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
             out.flush()?;
             if let Some(path) = &args.out {
                 eprintln!("wrote {count} receipts to {}", path.display());
+                if json::enabled() {
+                    json::report(json!({ "file": path, "count": count, "receipts": null }));
+                }
             }
             Ok(())
         }
@@ -272,7 +287,7 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
         results.push((i + 1, outcome));
     }
     let bad = results.iter().filter(|(_, r)| r.is_err()).count();
-    if args.json {
+    if json::enabled() {
         let rows: Vec<_> = results
             .iter()
             .map(|(line, r)| match r {
@@ -283,7 +298,7 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
                 Err(e) => json!({"line": line, "ok": false, "error": e}),
             })
             .collect();
-        print_json(&json!({ "receipts": results.len(), "invalid": bad, "results": rows }));
+        json::report(json!({ "receipts": results.len(), "invalid": bad, "results": rows }));
     } else {
         for (line, r) in &results {
             match r {
@@ -310,7 +325,9 @@ fn verify(keys_dir: &Path, args: VerifyArgs) -> CmdResult {
             results.len()
         )));
     }
-    out!("all {} receipts verify", results.len());
+    if !json::enabled() {
+        out!("all {} receipts verify", results.len());
+    }
     Ok(())
 }
 

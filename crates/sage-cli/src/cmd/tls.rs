@@ -12,7 +12,8 @@ use sage_service::tls::{self, SelfSignedPlan};
 use serde_json::json;
 
 use crate::advice;
-use crate::failure::{print_json, CmdResult, Failure};
+use crate::failure::{CmdResult, Failure};
+use crate::json;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -45,18 +46,12 @@ pub struct SelfSignedArgs {
     /// pin the new one).
     #[arg(long)]
     force: bool,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct FingerprintArgs {
     /// A PEM certificate file.
     file: PathBuf,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(keys_dir: &Path, command: Command) -> CmdResult {
@@ -79,14 +74,18 @@ fn self_signed(keys_dir: &Path, args: SelfSignedArgs) -> CmdResult {
     };
     let files = tls::write_self_signed(&args.out_dir, &plan, args.force)?;
     let fingerprint = files.cert.fingerprint.to_string();
-    if args.json {
-        print_json(&json!({
+    if json::enabled() {
+        let mut report = json!({
             "cert": files.cert_path,
             "key": files.key_path,
             "fingerprint": fingerprint,
             "sans": files.cert.sans,
-            "not_after_unix": files.cert.not_after_unix,
-        }));
+        });
+        let not_after = u64::try_from(files.cert.not_after_unix)
+            .ok()
+            .and_then(|s| s.checked_mul(1000));
+        json::insert_time(&mut report, "not_after", not_after);
+        json::report(report);
         return Ok(());
     }
     eprintln!(
@@ -122,8 +121,8 @@ fn self_signed(keys_dir: &Path, args: SelfSignedArgs) -> CmdResult {
 
 fn fingerprint(args: &FingerprintArgs) -> CmdResult {
     let fingerprint = tls::certificate_fingerprint(&args.file)?;
-    if args.json {
-        print_json(&json!({ "file": args.file, "fingerprint": fingerprint.to_string() }));
+    if json::enabled() {
+        json::report(json!({ "file": args.file, "fingerprint": fingerprint.to_string() }));
     } else {
         out!("{fingerprint}");
     }

@@ -11,6 +11,7 @@ mod advice;
 mod cmd;
 mod failure;
 mod output;
+mod progress;
 mod time;
 
 use std::path::PathBuf;

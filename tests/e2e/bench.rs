@@ -171,3 +171,38 @@ fn bench_with_a_ledger_keeps_a_receipt_of_every_delegation() {
     assert_eq!(list.json()["delegations"].as_array().unwrap().len(), 30);
     bench(&["--ledger", "--no-verify"]).assert_code(2);
 }
+
+#[test]
+fn bench_draws_a_progress_line_on_a_terminal() {
+    // util-linux's `script` gives the command a terminal; without it there
+    // is nothing to test here.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no `script`: skipped");
+        return;
+    }
+    let (keys, thor) = serving_thor();
+    let command = format!(
+        "{} --keys-dir {} bench --local Sprout --target {} --duration 2 --concurrency 2",
+        crate::util::sage_path().display(),
+        keys.path().display(),
+        thor.address()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SAGE_STATE_DIR", keys.state_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    // Redrawn in place, then erased before the summary.
+    assert!(
+        shown.contains("\r") && shown.contains(" ok, 0 refused, ") && shown.contains("\r\x1b[K"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("verified delegations/s"), "{shown}");
+}

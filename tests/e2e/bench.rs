@@ -54,7 +54,14 @@ fn bench_counts_refusals_by_kind_and_fails_when_nothing_succeeds() {
     // The summary's CPU line divides by successes: none, so no figure.
     let address = thor.address();
     let text = keys.run(&[
-        "bench", "--local", "Sprout", "--target", &address, "--requests", "20", "--task-type",
+        "bench",
+        "--local",
+        "Sprout",
+        "--target",
+        &address,
+        "--requests",
+        "20",
+        "--task-type",
         "shell",
     ]);
     text.assert_code(1);
@@ -85,10 +92,17 @@ fn bench_stops_early_when_nearly_everything_is_refused() {
     // Without the early stop this would refuse for a minute.
     let run = bench(&keys, &thor, &["--duration", "60", "--task-type", "shell"]);
     run.assert_code(1);
-    run.assert_stderr(&["stopped early:", "requests were refused", "refused:unsupported_task"]);
+    run.assert_stderr(&[
+        "stopped early:",
+        "requests were refused",
+        "refused:unsupported_task",
+    ]);
     let out = run.json();
     let stop = &out["sage"]["stopped_early"];
-    let (requests, refused) = (stop["requests"].as_u64().unwrap(), stop["refused"].as_u64().unwrap());
+    let (requests, refused) = (
+        stop["requests"].as_u64().unwrap(),
+        stop["refused"].as_u64().unwrap(),
+    );
     assert!(requests >= 50 && refused == requests, "{out}");
     assert_eq!(out["sage"]["ok"], 0);
 }
@@ -118,8 +132,18 @@ fn bench_honours_retry_after() {
     });
     let address = fake.addr.to_string();
     let run = keys.run(&[
-        "bench", "--local", "Sprout", "--target", &address, "--json", "--duration", "3",
-        "--concurrency", "2", "--task-type", "echo",
+        "bench",
+        "--local",
+        "Sprout",
+        "--target",
+        &address,
+        "--json",
+        "--duration",
+        "3",
+        "--concurrency",
+        "2",
+        "--task-type",
+        "echo",
     ]);
     run.assert_code(1);
     let sent = tasks.load(Ordering::Relaxed);

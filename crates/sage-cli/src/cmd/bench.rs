@@ -267,7 +267,10 @@ fn error_counts(r: &Report) -> String {
 async fn default_task_type(client: &Client, target: &Peer, addr: &str) -> String {
     use sage_types::capabilities::{Capabilities, CAPABILITIES_PAYLOAD_TYPE};
     let served = async {
-        let envelope = client.capabilities(addr, Duration::from_secs(5)).await.ok()?;
+        let envelope = client
+            .capabilities(addr, Duration::from_secs(5))
+            .await
+            .ok()?;
         let verified = sage_crypto::verify_envelope_with(
             &envelope,
             CAPABILITIES_PAYLOAD_TYPE,

@@ -91,7 +91,7 @@ pub fn check_file(path: &Path, keys_dir: Option<&Path>) -> Result<ConfigFile, Pr
         path: path.to_owned(),
         line: None,
         key: None,
-        problem,
+        problem: Box::new(problem),
     };
     if let Err(e) = file.limits().check() {
         problems.push(whole(ConfigProblem::Limits(e)));
@@ -138,7 +138,7 @@ pub fn named_problems(path: &Path, file: &ConfigFile, node: Node<'_>) -> Problem
         path: path.to_owned(),
         line: positions.line_of_key(table, key),
         key: Some(full_key),
-        problem,
+        problem: Box::new(problem),
     };
     let mut problems = Vec::new();
     for (task_type, section) in &file.executors {
@@ -200,9 +200,8 @@ fn program_problem(
         .cloned()
         .or_else(|| std::env::var("PATH").ok())
         .unwrap_or_default();
-    let found = std::env::split_paths(&search).any(|dir| {
-        std::fs::metadata(dir.join(program)).is_ok_and(|meta| is_executable(&meta))
-    });
+    let found = std::env::split_paths(&search)
+        .any(|dir| std::fs::metadata(dir.join(program)).is_ok_and(|meta| is_executable(&meta)));
     (!found).then(|| ConfigProblem::NotOnPath {
         program: program.to_owned(),
         path: search,

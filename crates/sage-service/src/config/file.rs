@@ -66,9 +66,9 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// The key, where known.
     pub key: Option<String>,
-    /// What is wrong.
+    /// What is wrong (boxed: some problems carry a whole key or TLS error).
     #[source]
-    pub problem: ConfigProblem,
+    pub problem: Box<ConfigProblem>,
 }
 
 /// What is wrong with a config file.
@@ -417,7 +417,7 @@ impl ConfigFile {
                     path: path.to_owned(),
                     line: None,
                     key: None,
-                    problem: ConfigProblem::Read(e),
+                    problem: Box::new(ConfigProblem::Read(e)),
                 };
                 return (None, vec![problem]);
             }
@@ -480,7 +480,7 @@ impl ConfigFile {
                 path: path.to_owned(),
                 line: start.map(|offset| positions.line(offset)),
                 key: start.and_then(|offset| positions.key_at(offset)),
-                problem: ConfigProblem::Toml(message),
+                problem: Box::new(ConfigProblem::Toml(message)),
             });
             let Some(span) = blank else { break None };
             let blanked: String = read[span.clone()]
@@ -509,7 +509,7 @@ impl ConfigFile {
                     path: path.to_owned(),
                     line: positions.line_of_key(&["node"], "lct_id"),
                     key: Some("node.lct_id".into()),
-                    problem: e.into(),
+                    problem: Box::new(e.into()),
                 });
             }
         }
@@ -562,7 +562,7 @@ impl ConfigFile {
                     path: path.to_owned(),
                     line: None,
                     key: Some(format!("executors.{task_type}")),
-                    problem: e.into(),
+                    problem: Box::new(e.into()),
                 })?;
             set.insert(task_type, entry);
         }
@@ -578,7 +578,7 @@ impl ConfigFile {
 impl ExecutorSection {
     /// Which keys each kind takes, and what they must say together.
     /// Errors name the key at fault.
-    fn check(&self) -> Result<(), (&'static str, ConfigProblem)> {
+    fn check(&self) -> Result<(), (&'static str, Box<ConfigProblem>)> {
         let kind = self.kind;
         let set: [(&'static str, bool, &[ExecutorKind]); 14] = {
             use ExecutorKind::*;
@@ -620,7 +620,7 @@ impl ExecutorSection {
             .iter()
             .find(|(_, present, kinds)| *present && !kinds.contains(&kind))
         {
-            return Err((key, ConfigProblem::NotForKind { kind: kind_name }));
+            return Err((key, Box::new(ConfigProblem::NotForKind { kind: kind_name })));
         }
         let required = match kind {
             ExecutorKind::Command => ("command", self.command.is_some()),
@@ -630,24 +630,27 @@ impl ExecutorSection {
         if !required.1 {
             return Err((
                 "kind",
-                ConfigProblem::Missing {
+                Box::new(ConfigProblem::Missing {
                     kind: kind_name,
                     key: required.0,
-                },
+                }),
             ));
         }
         if self.max_concurrency == Some(0) {
-            return Err(("max_concurrency", ConfigProblem::Zero));
+            return Err(("max_concurrency", Box::new(ConfigProblem::Zero)));
         }
         if let Some(url) = &self.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(("url", ConfigProblem::UrlScheme(url.clone())));
+                return Err(("url", Box::new(ConfigProblem::UrlScheme(url.clone()))));
             }
         }
         match (self.mode.as_deref(), &self.model) {
             (None | Some("raw"), _) | (Some("openai"), Some(_)) => Ok(()),
-            (Some("openai"), None) => Err(("mode", ConfigProblem::NoModel)),
-            (Some(other), _) => Err(("mode", ConfigProblem::UnknownMode(other.to_owned()))),
+            (Some("openai"), None) => Err(("mode", Box::new(ConfigProblem::NoModel))),
+            (Some(other), _) => Err((
+                "mode",
+                Box::new(ConfigProblem::UnknownMode(other.to_owned())),
+            )),
         }
     }
 
@@ -857,6 +860,35 @@ max_concurrency = 2
 
         let err = parse("[node]\nlisten = \"thor:50051\"\n").unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_line() {
+        let text = "[node]\nname = \"Thor\"\ncolour = \"red\"\n[executors]\nx.kind = \"command\"\nx.command = [\"true\"]\nx.speed = 3\n[limits]\nsize = [\n  1,\n]\nclock_skew = \"soon\"\n";
+        let (file, problems) = ConfigFile::parse_all(Path::new("sage.toml"), text);
+        let found: Vec<_> = problems
+            .iter()
+            .map(|e| (e.line, e.key.as_deref().unwrap_or("")))
+            .collect();
+        // The bad duration comes last: each unknown key is blanked out and
+        // the text read again until another kind of error stops it.
+        assert_eq!(
+            found,
+            [
+                (Some(3), "colour"),
+                (Some(7), "speed"),
+                (Some(9), "size"),
+                (Some(12), "clock_skew")
+            ],
+            "{problems:?}"
+        );
+        assert!(file.is_none());
+        let (file, problems) = ConfigFile::parse_all(
+            Path::new("sage.toml"),
+            "[node]\nname = \"Thor\"\nnode_name = 1\n",
+        );
+        assert_eq!(problems.len(), 1);
+        assert_eq!(file.unwrap().node.name.as_deref(), Some("Thor"));
     }
 
     #[test]

@@ -260,9 +260,9 @@ impl From<ClientError> for JobError {
 /// The wait a refusal asks for with `Retry-After`.
 fn retry_after(err: &JobError) -> Option<Duration> {
     match err {
-        JobError::Delegate(DelegateError::Client(ClientError::Refused {
-            retry_after, ..
-        })) => *retry_after,
+        JobError::Delegate(DelegateError::Client(ClientError::Refused { retry_after, .. })) => {
+            *retry_after
+        }
         _ => None,
     }
 }
@@ -344,12 +344,8 @@ where
         })
     };
     let record = {
-        let (tally, done, failed, refused) = (
-            tally.clone(),
-            done.clone(),
-            failed.clone(),
-            refused.clone(),
-        );
+        let (tally, done, failed, refused) =
+            (tally.clone(), done.clone(), failed.clone(), refused.clone());
         move |from: Instant, outcome: &Result<(), JobError>| {
             let micros = from.elapsed().as_micros() as u64;
             let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());

@@ -346,6 +346,11 @@ impl Reload {
         for key in self.config.restart_only_changes(&config) {
             tracing::warn!("reload: {key} changed; it takes effect only after a restart");
         }
+        // The checks of the start, but of what a reload reads again: not
+        // the key or the TLS files, which only a restart does.
+        let mut reread = config.clone();
+        reread.tls = None;
+        reread.check(false)?;
         Ok(Policy {
             trust: config.keys.trust_store(&config.name)?,
             executors: config.executors(Some(&self.leftovers))?,

@@ -335,12 +335,14 @@ where
                 && issued.fetch_add(1, Ordering::Relaxed) < limit
         }
     };
-    // The pause a refusal asks for, cut at the run's end.
+    // The pause a refusal asks for, cut at the run's end (a run of so many
+    // requests has none: then at the per-request timeout).
+    let longest = plan.timeout;
     let pause = move |outcome: &Result<(), JobError>| {
         let wait = outcome.as_ref().err().and_then(retry_after)?;
         Some(match deadline {
             Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
-            None => wait,
+            None => wait.min(longest),
         })
     };
     let record = {

@@ -155,7 +155,14 @@ fn a_full_executor_answers_busy_with_retry_after() {
     let run = delegate(&keys, &node, "slow", "{}", &[]);
     run.assert_code(1);
     run.assert_stderr(&["busy (503)", "retry"]);
-    assert!(first.join().unwrap().code == 0);
+    let first = first.join().unwrap();
+    assert!(first.code == 0);
+    // A 3 s wait, but stderr is a pipe: no progress line.
+    assert!(
+        !first.stderr.contains("waiting for") && !first.stderr.contains('\r'),
+        "{}",
+        first.stderr
+    );
 }
 
 /// Waits until the node's capabilities show a running task.
@@ -268,7 +275,8 @@ fn config_errors_name_the_file_line_and_key() {
 
 #[test]
 fn the_examples_check_and_show_no_secret() {
-    let keys = Keys::new();
+    // The examples' nodes, whose keys the check loads.
+    let keys = Keys::with(&["Thor", "Sprout", "Legion"]);
     for example in ["command.toml", "builtin.toml"] {
         let path = format!("{EXAMPLES}/{example}");
         let run = keys.run(&["config", "check", "--config", &path]);
@@ -279,8 +287,8 @@ fn the_examples_check_and_show_no_secret() {
     let run = keys.run(&["config", "check", "--config", &path]);
     run.assert_code(1);
     run.assert_stderr(&["LLAMA_API_KEY"]);
-    let out = crate::util::sage()
-        .args(["config", "check", "--config", &path])
+    let out = keys
+        .command(&["config", "check", "--config", &path])
         .env("LLAMA_API_KEY", "Bearer sk-very-secret")
         .output()
         .unwrap();
@@ -401,5 +409,39 @@ fn executor_logs_escape_what_the_peer_chose() {
     assert!(
         !log.lines().any(|line| line.starts_with("FORGED")),
         "a forged line: {log}"
+    );
+}
+
+#[test]
+fn a_long_delegation_shows_that_it_waits_on_a_terminal() {
+    // util-linux's `script` gives the command a terminal.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no `script`: skipped");
+        return;
+    }
+    let keys = Keys::new();
+    let (node, _) = serve_with(&keys, SUM);
+    let command = format!(
+        "{} --keys-dir {} delegate --local Sprout --target Thor --port {} --task-type slow",
+        crate::util::sage_path().display(),
+        keys.path().display(),
+        node.port()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("SAGE_STATE_DIR", keys.state_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    // Drawn after the first second, erased when the proof came.
+    assert!(
+        shown.contains("\rwaiting for Thor… 1 s") && shown.contains("\r\x1b[K"),
+        "{shown:?}"
     );
 }

@@ -12,6 +12,7 @@ mod util;
 mod answers;
 mod bench;
 mod cli;
+mod config_check;
 mod delegate;
 mod deployment_doc;
 mod executors;

@@ -204,6 +204,27 @@ fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old()
         true
     );
 
+    // A program that does not exist: refused as at a start, not at the
+    // first task.
+    write(
+        &fleet.config,
+        &format!(
+            "{BASE}\n[executors.gone]\nkind = \"command\"\ncommand = [\"sage-no-such-program\"]\n"
+        ),
+    );
+    hangup(&node);
+    assert!(
+        wait_for_count(&node, "reload failed; keeping the previous config", 2),
+        "{}",
+        node.log()
+    );
+    assert!(
+        node.log()
+            .contains("the program `sage-no-such-program` is not found on PATH"),
+        "{}",
+        node.log()
+    );
+
     // Fixed again, with a new executor: served after the next SIGHUP. A new
     // listen address is only noted: the node keeps its port until a restart.
     write(

@@ -707,6 +707,8 @@ pub enum Reply {
     Flood { total: u64, announce: bool },
     /// No answer: the connection is held open.
     Mute,
+    /// This status and JSON body with `Retry-After: SECS`.
+    RetryAfter(u16, Vec<u8>, u64),
 }
 
 impl FakeNode {
@@ -830,8 +832,11 @@ fn serve_one(mut stream: TcpStream, respond: &Respond, floods: &Mutex<Vec<u64>>)
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let (status, answer) = match respond(&method, &path, &body) {
-            Reply::Json(status, answer) => (status, answer),
+        let (status, answer, extra) = match respond(&method, &path, &body) {
+            Reply::Json(status, answer) => (status, answer, String::new()),
+            Reply::RetryAfter(status, answer, secs) => {
+                (status, answer, format!("Retry-After: {secs}\r\n"))
+            }
             Reply::Flood { total, announce } => {
                 let written = flood(&mut stream, total, announce);
                 floods.lock().unwrap().push(written);
@@ -843,7 +848,7 @@ fn serve_one(mut stream: TcpStream, respond: &Respond, floods: &Mutex<Vec<u64>>)
             }
         };
         let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
             answer.len()
         );
         if stream

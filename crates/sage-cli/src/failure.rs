@@ -81,6 +81,7 @@ impl From<sage_service::config::ResolveError> for Failure {
                 ref found,
             } => Failure::Usage(no_name(&err, keys_dir, found)),
             ResolveError::KeyDir(keys) => keys.into(),
+            ResolveError::File(problems) => problems.into(),
             ResolveError::CertWithoutKey => Failure::Usage(format!(
                 "{err}: pass --tls-key FILE (or set [node] tls_key)"
             )),
@@ -88,6 +89,21 @@ impl From<sage_service::config::ResolveError> for Failure {
                 "{err}: pass --tls-cert FILE (or set [node] tls_cert)"
             )),
             other => failed(other),
+        }
+    }
+}
+
+/// Every problem of a config file, one a line, each with its own advice.
+impl From<sage_service::config::check::Problems> for Failure {
+    fn from(problems: sage_service::config::check::Problems) -> Self {
+        match <[_; 1]>::try_from(problems.0) {
+            Ok([one]) => failed(one),
+            Err(all) => Failure::Failed(
+                all.iter()
+                    .map(|problem| advice::message(problem))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
         }
     }
 }

@@ -12,6 +12,7 @@ mod cmd;
 mod failure;
 mod json;
 mod output;
+mod progress;
 mod time;
 
 use std::path::PathBuf;
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
             cmd::serve::run(cli.keys_dir.as_deref(), cli.state_dir.as_deref(), args)
         }
         Command::Proofs(command) => cmd::proofs::run(keys_dir, &state_dir, command),
-        Command::Config(command) => cmd::config::run(command),
+        Command::Config(command) => cmd::config::run(cli.keys_dir.as_deref(), command),
         Command::Delegate(args) => cmd::delegate::run(keys_dir, &state_dir, args),
         Command::Health(args) => cmd::health::run(keys_dir, args),
         Command::Bench(args) => cmd::bench::run(keys_dir, &state_dir, args),

@@ -202,6 +202,9 @@ pub enum ClientError {
         addr: String,
         /// The node's explanation.
         problem: Box<Problem>,
+        /// How long the node asked to wait before the next request
+        /// (`Retry-After`), if it did.
+        retry_after: Option<std::time::Duration>,
     },
     /// The node answered something that is not the protocol.
     #[error("{addr} answered HTTP {status} with an unexpected body: {detail}; is it a sage node?")]

@@ -1,7 +1,6 @@
 //! `sage bench`: the load generator.
 
 use crate::output::out;
-use std::io::IsTerminal as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,9 +44,10 @@ pub struct Args {
     /// (latency counts from each request's intended send time).
     #[arg(long)]
     rate: Option<f64>,
-    /// Task type.
-    #[arg(long, default_value = "echo")]
-    task_type: String,
+    /// Task type [default: `echo` if the node serves it, else the first
+    /// type its verified capabilities list].
+    #[arg(long)]
+    task_type: Option<String>,
     /// Task input: JSON text, or @FILE.
     #[arg(long, default_value = "{}")]
     input: String,
@@ -85,9 +85,10 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             "--rate must be a positive number of requests per second".into(),
         ));
     }
-    let spec = TaskSpec {
-        task_type: args.task_type.clone(),
-        input: read_input(&args.input)?,
+    let input = read_input(&args.input)?;
+    let mut spec = TaskSpec {
+        task_type: args.task_type.clone().unwrap_or_default(),
+        input,
         estimated_cost: 1.0,
         quality: QualityRequirements {
             min_quality: 0.0,
@@ -155,9 +156,13 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         timeout,
     };
 
-    let show_progress = !json::enabled() && std::io::stderr().is_terminal();
+    let line = crate::progress::Line::new(!json::enabled());
     let report = runtime.block_on(async {
         client.health(&addr, Duration::from_secs(5)).await?;
+        if args.task_type.is_none() {
+            spec.task_type = default_task_type(&client, &target, &addr).await;
+        }
+        let progress = line.clone();
         let sage = bench::delegations(
             &client,
             local.clone(),
@@ -166,20 +171,18 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             &spec,
             &plan,
             move |p| {
-                if show_progress {
-                    eprint!(
-                        "\r{:>5.1} s  {} done, {} failed   ",
-                        p.elapsed.as_secs_f64(),
-                        p.done,
-                        p.failed
-                    );
-                }
+                let secs = p.elapsed.as_secs_f64();
+                progress.draw(&format!(
+                    "{secs:>5.1} s  {} requests, {} ok, {} refused, {:.0}/s",
+                    p.done,
+                    p.done - p.failed,
+                    p.refused,
+                    p.done as f64 / secs.max(1e-9)
+                ));
             },
         )
         .await;
-        if show_progress {
-            eprintln!();
-        }
+        line.clear();
         let baseline = if args.baseline {
             // The same body size as a real task envelope.
             let body = sign_task(&local.key, &local.lct_id, &target.lct_id, &spec)
@@ -230,10 +233,18 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             );
         }
     }
+    if let Some(stop) = sage.stopped_early {
+        return Err(Failure::Failed(format!(
+            "stopped early: {} of the last {} requests were refused ({})",
+            stop.refused,
+            stop.requests,
+            error_counts(&sage)
+        )));
+    }
     if sage.ok == 0 {
         return Err(Failure::Failed(format!(
-            "no request succeeded: {:?}",
-            sage.errors
+            "no request succeeded ({})",
+            error_counts(&sage)
         )));
     }
     Ok(())
@@ -256,7 +267,64 @@ fn report_json(r: &Report) -> serde_json::Value {
             "mean": json::ms3(l.mean),
         },
         "cpu_ms": r.cpu_secs.map(|s| json::ms3(s * 1000.0)),
+        "stopped_early": r.stopped_early.map(|stop| json!({
+            "refused": stop.refused,
+            "requests": stop.requests,
+        })),
     })
+}
+
+/// The failures by kind, as `3 refused:busy, 1 timed_out`.
+fn error_counts(r: &Report) -> String {
+    r.errors
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The task type to load `target` with when none is given: `echo` if its
+/// capabilities, verified with its known key, list it, else the first they
+/// list. Said on stderr, since the choice is not the user's.
+async fn default_task_type(client: &Client, target: &Peer, addr: &str) -> String {
+    use sage_types::capabilities::{Capabilities, CAPABILITIES_PAYLOAD_TYPE};
+    let served = async {
+        let envelope = client
+            .capabilities(addr, Duration::from_secs(5))
+            .await
+            .ok()?;
+        let verified = sage_crypto::verify_envelope_with(
+            &envelope,
+            CAPABILITIES_PAYLOAD_TYPE,
+            &target.public_key,
+        )
+        .ok()?;
+        let caps: Capabilities = serde_json::from_slice(&verified.payload).ok()?;
+        Some(
+            caps.task_types
+                .into_iter()
+                .map(|t| t.task_type)
+                .collect::<Vec<_>>(),
+        )
+    }
+    .await;
+    let picked = match &served {
+        Some(types) if types.iter().any(|t| t == "echo") => "echo".to_owned(),
+        Some(types) if !types.is_empty() => types[0].clone(),
+        _ => "echo".to_owned(),
+    };
+    match served {
+        Some(types) if !types.is_empty() => eprintln!(
+            "task type: {picked} (of {} served by {}; choose with --task-type)",
+            types.join(", "),
+            target.name
+        ),
+        _ => eprintln!(
+            "task type: {picked} ({} lists no verified capabilities; choose with --task-type)",
+            target.name
+        ),
+    }
+    picked
 }
 
 fn print_report(name: &str, r: &Report, verified: bool) {
@@ -282,9 +350,16 @@ fn print_report(name: &str, r: &Report, verified: bool) {
         l.max
     );
     if let Some(cpu) = r.cpu_secs {
+        let per_ok = r
+            .cpu_per_ok()
+            .map_or_else(|| "n/a".to_owned(), |per| format!("{:.0} µs", per * 1e6));
+        out!("  client CPU: {cpu:.2} s ({per_ok} per successful request)");
+    }
+    if let Some(stop) = r.stopped_early {
         out!(
-            "  client CPU: {cpu:.2} s ({:.0} µs per request)",
-            cpu * 1e6 / r.ok.max(1) as f64
+            "  stopped early: {} of the last {} requests refused",
+            stop.refused,
+            stop.requests
         );
     }
     if r.errors.is_empty() {

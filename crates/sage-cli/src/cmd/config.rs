@@ -3,8 +3,8 @@
 use crate::output::{out, out_part};
 use std::path::{Path, PathBuf};
 
+use sage_service::config::check::check_file;
 use sage_service::config::file::{ConfigFile, DEFAULT_PATHS};
-use sage_service::config::node::{check_limits, find_config};
 
 use crate::failure::{CmdResult, Failure};
 use crate::json;
@@ -24,32 +24,26 @@ pub struct CheckArgs {
     config: Option<PathBuf>,
 }
 
-pub fn run(command: Command) -> CmdResult {
+pub fn run(keys_dir: Option<&Path>, command: Command) -> CmdResult {
     let Command::Check(args) = command;
-    let (path, mut file) = find_config(args.config.as_deref())?.ok_or_else(|| {
-        Failure::Failed(format!(
-            "no config file: looked for {}; pass --config FILE",
-            DEFAULT_PATHS.join(", ")
-        ))
-    })?;
-    // Build the executors too: a missing secret variable is an error now,
-    // not at the first task.
+    let path = match &args.config {
+        Some(path) => path.clone(),
+        None => DEFAULT_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                Failure::Failed(format!(
+                    "no config file: looked for {}; pass --config FILE",
+                    DEFAULT_PATHS.join(", ")
+                ))
+            })?,
+    };
+    // Everything serve would fail on, all at once: the text, the
+    // executors' programs, URLs and secrets, the node's key, the TLS files.
+    let mut file = check_file(&path, keys_dir)?;
     let platform = file.node.name.clone().unwrap_or_else(|| "node".into());
     let executors = file.executors(&path, &platform, None)?;
-    // And the TLS certificate and key: a garbage file is an error now.
-    match (&file.node.tls_cert, &file.node.tls_key) {
-        (Some(cert), Some(key)) => {
-            sage_service::tls::ServerTls::load(cert, key)?;
-        }
-        (None, None) => {}
-        _ => {
-            return Err(Failure::Failed(format!(
-                "{}: [node] tls_cert and tls_key go together",
-                path.display()
-            )))
-        }
-    }
-    check_limits(&file.limits(), Some(&path))?;
     fill_defaults(&mut file);
     if json::enabled() {
         let served: Vec<_> = executors

@@ -194,8 +194,10 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
                 advice::message(&e)
             ))
         })?;
-    let outcome = runtime
-        .block_on(outgoing.send(&client, &addr, timeout))
+    let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());
+    let sent = runtime.block_on(outgoing.send(&client, &addr, timeout));
+    drop(waiting);
+    let outcome = sent
         .map_err(DelegateError::from)
         .and_then(|exchanged| conclude(exchanged, &target, &spec, checked, started));
     let recorded = runtime.block_on(ledger::record_outcome(&store, entry, &outcome, &earlier));

@@ -126,14 +126,17 @@ struct Opened {
 
 impl Opened {
     fn open(config: &NodeConfig) -> Result<Self, Failure> {
+        // Under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
+        let keys = &config.keys;
+        let credential = systemd::credential_identity(keys, &config.name)?;
+        // What `sage config check` finds, all at once, before anything opens.
+        config.check(credential.is_none())?;
         let tls = config.tls.as_ref().map(server_tls).transpose()?;
         // The state directory's lock first, so that nothing below touches a
         // live node's state; every page is then read once: damage is found
         // before any task.
         let store = Store::open_with(&config.state_dir, config.durability, Check::Whole)?;
-        // Under systemd, the key is the credential `LoadCredential=sage.key:FILE`.
-        let keys = &config.keys;
-        let (identity, key_source) = match systemd::credential_identity(keys, &config.name)? {
+        let (identity, key_source) = match credential {
             Some(identity) => (identity, "systemd credential sage.key"),
             None => (keys.load_identity(&config.name)?, "key directory"),
         };
@@ -343,6 +346,11 @@ impl Reload {
         for key in self.config.restart_only_changes(&config) {
             tracing::warn!("reload: {key} changed; it takes effect only after a restart");
         }
+        // The checks of the start, but of what a reload reads again: not
+        // the key or the TLS files, which only a restart does.
+        let mut reread = config.clone();
+        reread.tls = None;
+        reread.check(false)?;
         Ok(Policy {
             trust: config.keys.trust_store(&config.name)?,
             executors: config.executors(Some(&self.leftovers))?,

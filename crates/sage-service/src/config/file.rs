@@ -66,9 +66,9 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// The key, where known.
     pub key: Option<String>,
-    /// What is wrong.
+    /// What is wrong (boxed: some problems carry a whole key or TLS error).
     #[source]
-    pub problem: ConfigProblem,
+    pub problem: Box<ConfigProblem>,
 }
 
 /// What is wrong with a config file.
@@ -114,6 +114,33 @@ pub enum ConfigProblem {
     /// An `http` executor that cannot be built.
     #[error(transparent)]
     Http(#[from] sage_exec::http::HttpConfigError),
+    /// A `command` executor's program, named by a path, is not there.
+    #[error("the program {} does not exist", .0.display())]
+    NoProgram(PathBuf),
+    /// A `command` executor's program, a bare name, is on no directory
+    /// of the `PATH` the program gets.
+    #[error("the program `{program}` is not found on PATH ({path})")]
+    NotOnPath {
+        /// The name.
+        program: String,
+        /// The `PATH` searched.
+        path: String,
+    },
+    /// A `command` executor's program is not an executable file.
+    #[error("the program {} is not an executable file", .0.display())]
+    NotExecutable(PathBuf),
+    /// The node's own key does not load.
+    #[error("the node's key: {0}")]
+    NodeKey(#[source] crate::KeyDirError),
+    /// The limits cannot work together.
+    #[error("[limits] {0}")]
+    Limits(#[source] super::LimitsError),
+    /// One of `tls_cert` and `tls_key` without the other.
+    #[error("[node] tls_cert and tls_key go together")]
+    TlsPair,
+    /// The TLS certificate or key does not load.
+    #[error(transparent)]
+    Tls(#[from] crate::TlsError),
 }
 
 /// The whole file.
@@ -370,13 +397,35 @@ impl ConfigFile {
     /// # Errors
     /// [`ConfigError`] naming the file, line and key.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            line: None,
-            key: None,
-            problem: ConfigProblem::Read(e),
-        })?;
-        let mut file = Self::parse(path, &text)?;
+        let (file, mut problems) = Self::load_all(path);
+        match file {
+            Some(file) if problems.is_empty() => Ok(file),
+            _ => Err(problems.remove(0)),
+        }
+    }
+
+    /// Reads and checks `path` as [`ConfigFile::load`] does, but finds
+    /// every problem of the text, each with its line: every unknown key,
+    /// and every executor table's problem. The file is returned when the
+    /// rest of it could be read (an unknown key is then left out), so that
+    /// what it names can be checked too.
+    pub fn load_all(path: &Path) -> (Option<Self>, Vec<ConfigError>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                let problem = ConfigError {
+                    path: path.to_owned(),
+                    line: None,
+                    key: None,
+                    problem: Box::new(ConfigProblem::Read(e)),
+                };
+                return (None, vec![problem]);
+            }
+        };
+        let (file, problems) = Self::parse_all(path, &text);
+        let Some(mut file) = file else {
+            return (None, problems);
+        };
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -394,7 +443,7 @@ impl ConfigFile {
         for section in file.executors.values_mut() {
             rebase(&mut section.working_dir);
         }
-        Ok(file)
+        (Some(file), problems)
     }
 
     /// Parses and checks `text`, reporting errors against `path`.
@@ -402,19 +451,50 @@ impl ConfigFile {
     /// # Errors
     /// [`ConfigError`] naming the line and key.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        match Self::parse_all(path, text) {
+            (Some(file), problems) if problems.is_empty() => Ok(file),
+            (_, mut problems) => Err(problems.remove(0)),
+        }
+    }
+
+    /// Parses and checks `text`, finding every unknown key and every
+    /// executor table's problem; see [`ConfigFile::load_all`].
+    pub fn parse_all(path: &Path, text: &str) -> (Option<Self>, Vec<ConfigError>) {
         let positions = Positions::new(text);
-        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+        let mut problems = Vec::new();
+        // serde stops at the first unknown key: each one found is blanked
+        // out (offsets and lines kept) and the text read again.
+        let mut read = text.to_owned();
+        let parsed = loop {
+            let e = match toml::from_str::<ConfigFile>(&read) {
+                Ok(file) => break Some(file),
+                Err(e) => e,
+            };
             let start = e.span().map(|span| span.start);
-            ConfigError {
+            let message = e.message().trim().to_owned();
+            let blank = start
+                .filter(|_| message.starts_with("unknown field"))
+                .and_then(|offset| positions.entry_at(offset))
+                .filter(|span| read[span.clone()].trim() != "");
+            problems.push(ConfigError {
                 path: path.to_owned(),
                 line: start.map(|offset| positions.line(offset)),
                 key: start.and_then(|offset| positions.key_at(offset)),
-                problem: ConfigProblem::Toml(e.message().trim().to_owned()),
-            }
-        })?;
+                problem: Box::new(ConfigProblem::Toml(message)),
+            });
+            let Some(span) = blank else { break None };
+            let blanked: String = read[span.clone()]
+                .chars()
+                .map(|c| if c == '\n' { c } else { ' ' })
+                .collect();
+            read.replace_range(span, &blanked);
+        };
+        let Some(file) = parsed else {
+            return (None, problems);
+        };
         for (task_type, section) in &file.executors {
             if let Err((key, problem)) = section.check() {
-                return Err(ConfigError {
+                problems.push(ConfigError {
                     path: path.to_owned(),
                     line: positions.line_of_key(&["executors", task_type], key),
                     key: Some(format!("executors.{task_type}.{key}")),
@@ -424,14 +504,16 @@ impl ConfigFile {
         }
         // The rules `serve` and `peer add` apply to every LCT id.
         if let Some(lct_id) = &file.node.lct_id {
-            check_lct_id(lct_id).map_err(|e| ConfigError {
-                path: path.to_owned(),
-                line: positions.line_of_key(&["node"], "lct_id"),
-                key: Some("node.lct_id".into()),
-                problem: e.into(),
-            })?;
+            if let Err(e) = check_lct_id(lct_id) {
+                problems.push(ConfigError {
+                    path: path.to_owned(),
+                    line: positions.line_of_key(&["node"], "lct_id"),
+                    key: Some("node.lct_id".into()),
+                    problem: Box::new(e.into()),
+                });
+            }
         }
-        Ok(file)
+        (Some(file), problems)
     }
 
     /// The limits: the file's values over the defaults.
@@ -480,7 +562,7 @@ impl ConfigFile {
                     path: path.to_owned(),
                     line: None,
                     key: Some(format!("executors.{task_type}")),
-                    problem: e.into(),
+                    problem: Box::new(e.into()),
                 })?;
             set.insert(task_type, entry);
         }
@@ -496,7 +578,7 @@ impl ConfigFile {
 impl ExecutorSection {
     /// Which keys each kind takes, and what they must say together.
     /// Errors name the key at fault.
-    fn check(&self) -> Result<(), (&'static str, ConfigProblem)> {
+    fn check(&self) -> Result<(), (&'static str, Box<ConfigProblem>)> {
         let kind = self.kind;
         let set: [(&'static str, bool, &[ExecutorKind]); 14] = {
             use ExecutorKind::*;
@@ -538,7 +620,7 @@ impl ExecutorSection {
             .iter()
             .find(|(_, present, kinds)| *present && !kinds.contains(&kind))
         {
-            return Err((key, ConfigProblem::NotForKind { kind: kind_name }));
+            return Err((key, Box::new(ConfigProblem::NotForKind { kind: kind_name })));
         }
         let required = match kind {
             ExecutorKind::Command => ("command", self.command.is_some()),
@@ -548,28 +630,31 @@ impl ExecutorSection {
         if !required.1 {
             return Err((
                 "kind",
-                ConfigProblem::Missing {
+                Box::new(ConfigProblem::Missing {
                     kind: kind_name,
                     key: required.0,
-                },
+                }),
             ));
         }
         if self.max_concurrency == Some(0) {
-            return Err(("max_concurrency", ConfigProblem::Zero));
+            return Err(("max_concurrency", Box::new(ConfigProblem::Zero)));
         }
         if let Some(url) = &self.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(("url", ConfigProblem::UrlScheme(url.clone())));
+                return Err(("url", Box::new(ConfigProblem::UrlScheme(url.clone()))));
             }
         }
         match (self.mode.as_deref(), &self.model) {
             (None | Some("raw"), _) | (Some("openai"), Some(_)) => Ok(()),
-            (Some("openai"), None) => Err(("mode", ConfigProblem::NoModel)),
-            (Some(other), _) => Err(("mode", ConfigProblem::UnknownMode(other.to_owned()))),
+            (Some("openai"), None) => Err(("mode", Box::new(ConfigProblem::NoModel))),
+            (Some(other), _) => Err((
+                "mode",
+                Box::new(ConfigProblem::UnknownMode(other.to_owned())),
+            )),
         }
     }
 
-    fn build(
+    pub(super) fn build(
         &self,
         task_type: &str,
         platform: &str,
@@ -775,6 +860,35 @@ max_concurrency = 2
 
         let err = parse("[node]\nlisten = \"thor:50051\"\n").unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_line() {
+        let text = "[node]\nname = \"Thor\"\ncolour = \"red\"\n[executors]\nx.kind = \"command\"\nx.command = [\"true\"]\nx.speed = 3\n[limits]\nsize = [\n  1,\n]\nclock_skew = \"soon\"\n";
+        let (file, problems) = ConfigFile::parse_all(Path::new("sage.toml"), text);
+        let found: Vec<_> = problems
+            .iter()
+            .map(|e| (e.line, e.key.as_deref().unwrap_or("")))
+            .collect();
+        // The bad duration comes last: each unknown key is blanked out and
+        // the text read again until another kind of error stops it.
+        assert_eq!(
+            found,
+            [
+                (Some(3), "colour"),
+                (Some(7), "speed"),
+                (Some(9), "size"),
+                (Some(12), "clock_skew")
+            ],
+            "{problems:?}"
+        );
+        assert!(file.is_none());
+        let (file, problems) = ConfigFile::parse_all(
+            Path::new("sage.toml"),
+            "[node]\nname = \"Thor\"\nnode_name = 1\n",
+        );
+        assert_eq!(problems.len(), 1);
+        assert_eq!(file.unwrap().node.name.as_deref(), Some("Thor"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (`sage.toml`, see [`file`](mod@file)) that sets them with its identity, listen
 //! address and executors.
 
+pub mod check;
 pub mod duration;
 pub mod file;
 pub mod node;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use sage_exec::{ExecutorSet, Leftovers};
 use sage_store::Durability;
 
+use super::check::{self, Problems};
 use super::file::{ConfigError, ConfigFile, DEFAULT_PATHS};
 use super::{Limits, LimitsError};
 use crate::keydir::KeyDir;
@@ -109,9 +110,9 @@ pub struct NodeConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResolveError {
-    /// The config file cannot be read or used.
+    /// The config file cannot be read or used: every problem found.
     #[error(transparent)]
-    File(#[from] ConfigError),
+    File(#[from] Problems),
     /// Neither flag nor file names the platform, and the key directory
     /// does not hold exactly one key to take it from.
     #[error("no platform name")]
@@ -144,15 +145,20 @@ pub enum ResolveError {
 /// exists, else none.
 ///
 /// # Errors
-/// The file given or found cannot be read or used.
-pub fn find_config(given: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>, ConfigError> {
+/// The file given or found cannot be read or used: every problem of its
+/// text ([`ConfigFile::load_all`]).
+pub fn find_config(given: Option<&Path>) -> Result<Option<(PathBuf, ConfigFile)>, Problems> {
     let path = match given {
         Some(path) => Some(path.to_owned()),
         None => DEFAULT_PATHS.iter().map(PathBuf::from).find(|p| p.exists()),
     };
-    path.map(|path| Ok((ConfigFile::load(&path)?, path)))
-        .transpose()
-        .map(|found| found.map(|(file, path)| (path, file)))
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match ConfigFile::load_all(&path) {
+        (Some(file), problems) if problems.is_empty() => Ok(Some((path, file))),
+        (_, problems) => Err(Problems(problems)),
+    }
 }
 
 /// Checks `limits`, naming the config file they come from in the error.
@@ -279,6 +285,24 @@ impl NodeConfig {
     pub fn executors(&self, leftovers: Option<&Leftovers>) -> Result<ExecutorSet, ConfigError> {
         let path = self.path.as_deref().unwrap_or(Path::new("(flags)"));
         self.file.executors(path, &self.name, leftovers)
+    }
+
+    /// What the configuration names that would fail the node: the
+    /// executors' programs, URLs and headers, its key (when `key_in_dir`:
+    /// not taken from a systemd credential) and its TLS files; the checks
+    /// of `sage config check` ([`check::named_problems`]).
+    ///
+    /// # Errors
+    /// [`Problems`], all of them.
+    pub fn check(&self, key_in_dir: bool) -> Result<(), Problems> {
+        let path = self.path.as_deref().unwrap_or(Path::new("(flags)"));
+        let node = check::Node {
+            name: Some(&self.name),
+            keys: &self.keys,
+            tls: self.tls.as_ref(),
+            key_in_dir,
+        };
+        check::named_problems(path, &self.file, node).into_result()
     }
 
     /// The settings that differ in `reloaded` but that a running node

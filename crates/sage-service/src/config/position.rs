@@ -32,6 +32,19 @@ impl<'a> Positions<'a> {
         innermost_key(self.doc.as_ref()?.as_table(), offset)
     }
 
+    /// The bytes of the innermost `key = value` that holds byte `offset`,
+    /// from the start of its line when only its dotted key's path is
+    /// before it there: what removing the setting blanks.
+    pub(super) fn entry_at(&self, offset: usize) -> Option<std::ops::Range<usize>> {
+        let found = innermost_entry(self.doc.as_ref()?.as_table(), offset)?;
+        let line_start = self.text[..found.start].rfind('\n').map_or(0, |i| i + 1);
+        let before = &self.text[line_start..found.start];
+        let dotted_path = before
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ' | '\t' | '"' | '\''));
+        Some(if dotted_path { line_start } else { found.start }..found.end)
+    }
+
     /// The line where `key` is set in the table at `path`, or else the
     /// line of the table's header.
     pub(super) fn line_of_key(&self, path: &[&str], key: &str) -> Option<usize> {
@@ -48,14 +61,24 @@ impl<'a> Positions<'a> {
 }
 
 fn innermost_key(table: &dyn TableLike, offset: usize) -> Option<String> {
+    innermost(table, offset).map(|(name, _)| name)
+}
+
+fn innermost_entry(table: &dyn TableLike, offset: usize) -> Option<std::ops::Range<usize>> {
+    innermost(table, offset).map(|(_, span)| span)
+}
+
+/// The name and the `key = value` span of the innermost setting holding
+/// byte `offset`.
+fn innermost(table: &dyn TableLike, offset: usize) -> Option<(String, std::ops::Range<usize>)> {
     for (name, item) in table.iter() {
         if let Some(inner) = item.as_table_like() {
-            if let Some(found) = innermost_key(inner, offset) {
+            if let Some(found) = innermost(inner, offset) {
                 return Some(found);
             }
         }
         if let Some(array) = item.as_array_of_tables() {
-            if let Some(found) = array.iter().find_map(|t| innermost_key(t, offset)) {
+            if let Some(found) = array.iter().find_map(|t| innermost(t, offset)) {
                 return Some(found);
             }
         }
@@ -65,8 +88,9 @@ fn innermost_key(table: &dyn TableLike, offset: usize) -> Option<String> {
             let (Some(k), Some(v)) = (key.span(), value.span()) else {
                 continue;
             };
-            if (k.start..v.end.max(k.end)).contains(&offset) {
-                return Some(name.to_owned());
+            let span = k.start..v.end.max(k.end);
+            if span.contains(&offset) {
+                return Some((name.to_owned(), span));
             }
         }
     }

@@ -84,7 +84,41 @@ pub struct Report {
     /// CPU time (user + system) this process spent during the run, in
     /// seconds, where the system tells it (Linux).
     pub cpu_secs: Option<f64>,
+    /// Set when the run stopped before its end because nearly every
+    /// request was refused.
+    pub stopped_early: Option<EarlyStop>,
 }
+
+impl Report {
+    /// Client CPU seconds per successful request; `None` when nothing
+    /// succeeded or the system does not tell the CPU time.
+    pub fn cpu_per_ok(&self) -> Option<f64> {
+        self.cpu_secs
+            .filter(|_| self.ok > 0)
+            .map(|cpu| cpu / self.ok as f64)
+    }
+}
+
+/// Why a run stopped early: the requests of its last window, nearly all
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct EarlyStop {
+    /// Requests answered in the window.
+    pub requests: u64,
+    /// Of which refused.
+    pub refused: u64,
+}
+
+/// A run stops early once at least this many requests are done...
+const EARLY_STOP_MIN_REQUESTS: u64 = 200;
+/// ...and of the requests of the last [`EARLY_STOP_WINDOW`] (at least
+/// [`EARLY_STOP_MIN_WINDOW`] of them) this share or more was refused: a
+/// load that only measures refusals measures nothing about the node.
+const EARLY_STOP_SHARE: f64 = 0.95;
+const EARLY_STOP_WINDOW: Duration = Duration::from_secs(2);
+const EARLY_STOP_MIN_WINDOW: u64 = 50;
+/// How often progress is reported and the early stop considered.
+const TICK: Duration = Duration::from_millis(250);
 
 /// Progress, for a display.
 #[derive(Debug, Clone, Copy)]
@@ -93,14 +127,19 @@ pub struct Progress {
     pub done: u64,
     /// Of which failed.
     pub failed: u64,
+    /// Of the failed, refused by the node (a problem answer, or HTTP 429
+    /// or 503).
+    pub refused: u64,
     /// Since the start.
     pub elapsed: Duration,
 }
 
 /// Runs `plan` against `target` at `addr`: each request a full delegation
 /// (sign, send, verify unless `plan.verify` is off, and record in
-/// `plan.ledger` if there is one). `progress` is called about once a
-/// second.
+/// `plan.ledger` if there is one). `progress` is called about four times
+/// a second. A request refused with `Retry-After` pauses its worker that
+/// long (at most until the run's end); a run whose requests are nearly all
+/// refused stops early ([`Report::stopped_early`]).
 pub async fn delegations(
     client: &Client,
     local: Arc<Identity>,
@@ -218,6 +257,21 @@ impl From<ClientError> for JobError {
     }
 }
 
+/// The wait a refusal asks for with `Retry-After`.
+fn retry_after(err: &JobError) -> Option<Duration> {
+    match err {
+        JobError::Delegate(DelegateError::Client(ClientError::Refused { retry_after, .. })) => {
+            *retry_after
+        }
+        _ => None,
+    }
+}
+
+/// Whether a failure is the node saying no (rather than not answering).
+fn is_refusal(kind: &str) -> bool {
+    kind.starts_with("refused:") || kind == "http_429" || kind == "http_503"
+}
+
 /// The kind of a failure, for counting.
 fn kind(err: &JobError) -> String {
     let err = match err {
@@ -258,6 +312,8 @@ where
     let issued = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let stop_early = Arc::new(Mutex::new(None::<EarlyStop>));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let deadline = match plan.stop {
         Stop::After(d) => Some(start + d),
@@ -269,21 +325,40 @@ where
     };
     // Claims the next request slot, if the run is not over.
     let claim = {
-        let issued = issued.clone();
+        let (issued, stop_early) = (issued.clone(), stop_early.clone());
         move || {
             deadline.is_none_or(|d| Instant::now() < d)
+                && stop_early
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none()
                 && issued.fetch_add(1, Ordering::Relaxed) < limit
         }
     };
+    // The pause a refusal asks for, cut at the run's end (a run of so many
+    // requests has none: then at the per-request timeout).
+    let longest = plan.timeout;
+    let pause = move |outcome: &Result<(), JobError>| {
+        let wait = outcome.as_ref().err().and_then(retry_after)?;
+        Some(match deadline {
+            Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
+            None => wait.min(longest),
+        })
+    };
     let record = {
-        let (tally, done, failed) = (tally.clone(), done.clone(), failed.clone());
-        move |from: Instant, outcome: Result<(), JobError>| {
+        let (tally, done, failed, refused) =
+            (tally.clone(), done.clone(), failed.clone(), refused.clone());
+        move |from: Instant, outcome: &Result<(), JobError>| {
             let micros = from.elapsed().as_micros() as u64;
             let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
             match outcome {
                 Ok(()) => t.latencies_us.push(micros),
                 Err(e) => {
-                    *t.errors.entry(kind(&e)).or_default() += 1;
+                    let kind = kind(e);
+                    if is_refusal(&kind) {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    *t.errors.entry(kind).or_default() += 1;
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -292,17 +367,44 @@ where
     };
 
     let ticker = {
-        let (done, failed) = (done.clone(), failed.clone());
+        let (done, failed, refused, stop_early) = (
+            done.clone(),
+            failed.clone(),
+            refused.clone(),
+            stop_early.clone(),
+        );
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
+            let mut every = tokio::time::interval(TICK);
             every.tick().await;
+            // (done, refused) at each of the window's ticks, oldest first.
+            let ticks = (EARLY_STOP_WINDOW.as_millis() / TICK.as_millis()) as usize;
+            let mut window = std::collections::VecDeque::with_capacity(ticks + 1);
+            window.push_back((0, 0));
             loop {
                 every.tick().await;
-                progress(Progress {
+                let now = Progress {
                     done: done.load(Ordering::Relaxed),
                     failed: failed.load(Ordering::Relaxed),
+                    refused: refused.load(Ordering::Relaxed),
                     elapsed: start.elapsed(),
-                });
+                };
+                progress(now);
+                window.push_back((now.done, now.refused));
+                if window.len() > ticks + 1 {
+                    window.pop_front();
+                }
+                let (done_then, refused_then) = window.front().copied().unwrap_or((0, 0));
+                let (requests, refusals) = (now.done - done_then, now.refused - refused_then);
+                if now.done >= EARLY_STOP_MIN_REQUESTS
+                    && requests >= EARLY_STOP_MIN_WINDOW
+                    && refusals as f64 >= EARLY_STOP_SHARE * requests as f64
+                {
+                    *stop_early.lock().unwrap_or_else(|p| p.into_inner()) = Some(EarlyStop {
+                        requests,
+                        refused: refusals,
+                    });
+                    break;
+                }
             }
         })
     };
@@ -317,7 +419,11 @@ where
                     tokio::spawn(async move {
                         while claim() {
                             let sent = Instant::now();
-                            record(sent, job().await);
+                            let outcome = job().await;
+                            record(sent, &outcome);
+                            if let Some(wait) = pause(&outcome) {
+                                tokio::time::sleep(wait).await;
+                            }
                         }
                     })
                 })
@@ -333,13 +439,34 @@ where
             let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
             let mut tasks = tokio::task::JoinSet::new();
             let mut due = start;
+            // A refusal's Retry-After holds the whole schedule, which then
+            // resumes from the end of the pause rather than catching up.
+            let paused_until = Arc::new(Mutex::new(None::<Instant>));
             while claim() {
+                let resume = paused_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some(resume) = resume.filter(|r| *r > due) {
+                    tokio::time::sleep_until(resume.into()).await;
+                    due = resume;
+                    if !claim() {
+                        break;
+                    }
+                }
                 tokio::time::sleep_until(due.into()).await;
                 let (job, record, slots) = (job.clone(), record.clone(), slots.clone());
+                let paused_until = paused_until.clone();
                 let intended = due;
                 tasks.spawn(async move {
                     let _slot = slots.acquire_owned().await;
-                    record(intended, job().await);
+                    let outcome = job().await;
+                    record(intended, &outcome);
+                    if let Some(wait) = pause(&outcome) {
+                        let resume = Instant::now() + wait;
+                        let mut until = paused_until.lock().unwrap_or_else(|p| p.into_inner());
+                        *until = Some(until.map_or(resume, |u| u.max(resume)));
+                    }
                 });
                 due += interval;
             }
@@ -353,6 +480,7 @@ where
         .map(|(after, before)| after - before);
     let mut tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
     let ok = tally.latencies_us.len() as u64;
+    let stopped_early = *stop_early.lock().unwrap_or_else(|p| p.into_inner());
     Report {
         ok,
         errors: tally.errors,
@@ -360,6 +488,7 @@ where
         per_second: ok as f64 / elapsed.as_secs_f64().max(1e-9),
         latency_ms: percentiles(&mut tally.latencies_us),
         cpu_secs,
+        stopped_early,
     }
 }
 

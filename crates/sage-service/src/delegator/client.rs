@@ -270,9 +270,10 @@ impl Client {
             .send()
             .await
             .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
+        let retry_after = retry_after(&response);
         let (status, body) = read(addr, timeout, self.max_answer_bytes, response).await?;
         if status != 200 {
-            return Err(refusal(addr, status, &body));
+            return Err(refusal(addr, status, &body, retry_after));
         }
         Ok(body)
     }
@@ -351,11 +352,20 @@ async fn read(
     Ok((status, body))
 }
 
-fn refusal(addr: &str, status: u16, body: &[u8]) -> ClientError {
+/// The wait an answer's `Retry-After` asks for, in its delay-seconds form
+/// (what sage nodes send; an HTTP date is not read).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    let secs: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+fn refusal(addr: &str, status: u16, body: &[u8], retry_after: Option<Duration>) -> ClientError {
     match serde_json::from_slice::<Problem>(body) {
         Ok(problem) => ClientError::Refused {
             addr: addr.to_owned(),
             problem: Box::new(problem),
+            retry_after,
         },
         Err(_) => ClientError::BadResponse {
             addr: addr.to_owned(),

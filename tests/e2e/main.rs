@@ -18,6 +18,7 @@ mod legacy;
 mod limits;
 mod manual;
 mod protocol_doc;
+mod reach;
 mod refusals;
 mod service;
 mod setup;

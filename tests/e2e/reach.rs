@@ -41,8 +41,15 @@ fn every_address_form_reaches_the_node_and_junk_is_a_usage_error() {
     keys.delegate(&["--host", &host, "--task-type", "echo"])
         .assert_code(0)
         .assert_stdout(&[&format!("at http://127.0.0.1:{port}")]);
-    keys.delegate(&["--host", "127.0.0.1", "--port", &port, "--task-type", "echo"])
-        .assert_code(0);
+    keys.delegate(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--task-type",
+        "echo",
+    ])
+    .assert_code(0);
 
     for junk in [
         "https://https://localhost:50051",
@@ -76,7 +83,11 @@ fn every_address_form_reaches_the_node_and_junk_is_a_usage_error() {
         ];
         for (command, run) in runs {
             assert_eq!(run.code, 2, "{command} {junk:?}:\n{}", run.stderr);
-            assert!(run.stderr.contains("invalid address"), "{command} {junk:?}:\n{}", run.stderr);
+            assert!(
+                run.stderr.contains("invalid address"),
+                "{command} {junk:?}:\n{}",
+                run.stderr
+            );
         }
     }
     let run = keys.run(&[
@@ -88,7 +99,8 @@ fn every_address_form_reaches_the_node_and_junk_is_a_usage_error() {
         "--requests",
         "1",
     ]);
-    run.assert_code(2).assert_stderr(&["--target", "invalid address"]);
+    run.assert_code(2)
+        .assert_stderr(&["--target", "invalid address"]);
     // What the scheme did twice is named.
     keys.run(&["health", "https://https://localhost:50051"])
         .assert_stderr(&["the scheme is given twice"]);
@@ -129,7 +141,15 @@ fn a_fingerprint_on_plain_http_is_refused_by_each_command() {
         ),
         (
             "bench",
-            with_pin(&["bench", "--local", "Sprout", "--target", &http, "--requests", "1"]),
+            with_pin(&[
+                "bench",
+                "--local",
+                "Sprout",
+                "--target",
+                &http,
+                "--requests",
+                "1",
+            ]),
         ),
         (
             "peer add",
@@ -208,17 +228,30 @@ fn delegating_to_the_local_node_says_so() {
     let (keys, _thor) = serving_thor();
     for target in ["Sprout", "sprout", "sprout_sage_lct"] {
         let run = keys.run(&delegation_from("Sprout", target, &["--task-type", "echo"]));
-        run.assert_code(2)
-            .assert_stderr(&["is this node (--local Sprout)", "does not delegate to itself"]);
+        run.assert_code(2).assert_stderr(&[
+            "is this node (--local Sprout)",
+            "does not delegate to itself",
+        ]);
         assert!(!run.stderr.contains("peer add"), "{}", run.stderr);
     }
-    let run = keys.run(&["bench", "--local", "Sprout", "--target", "Sprout", "--requests", "1"]);
+    let run = keys.run(&[
+        "bench",
+        "--local",
+        "Sprout",
+        "--target",
+        "Sprout",
+        "--requests",
+        "1",
+    ]);
     run.assert_code(2).assert_stderr(&["is this node"]);
 }
 
 #[test]
 fn a_known_peer_with_a_new_key_is_caught_before_the_task_is_sent() {
-    let fleet = Fleet::new().node("Thor").node("Sprout").trusting_each_other();
+    let fleet = Fleet::new()
+        .node("Thor")
+        .node("Sprout")
+        .trusting_each_other();
     let sprout = fleet.keys("Sprout");
     let old = sprout.peer_record("Thor")["key_id"]
         .as_str()
@@ -229,7 +262,9 @@ fn a_known_peer_with_a_new_key_is_caught_before_the_task_is_sent() {
     thor_keys
         .run(&["keygen", "--name", "Thor", "--force"])
         .assert_code(0);
-    let new = thor_keys.run(&["key", "show", "--name", "Thor", "--json"]).json()["key_id"]
+    let new = thor_keys
+        .run(&["key", "show", "--name", "Thor", "--json"])
+        .json()["key_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -245,7 +280,12 @@ fn a_known_peer_with_a_new_key_is_caught_before_the_task_is_sent() {
         "the task was not sent",
         "sage peer add --name Thor --public-key HEX --replace",
     ]);
-    assert_eq!(thor.executions_of(task_id), 0, "the task ran:\n{}", thor.log());
+    assert_eq!(
+        thor.executions_of(task_id),
+        0,
+        "the task ran:\n{}",
+        thor.log()
+    );
 
     // health names both keys and the fix, capabilities likewise.
     let run = sprout.run(&["health", &thor.address()]);
@@ -269,7 +309,11 @@ fn a_python_node_reached_with_v1_is_named_a_legacy_node() {
     let (keys, _v) = python_keys();
     let sprout = PythonNode::start(&keys, "Sprout");
     let port = sprout.port.to_string();
-    let run = keys.run(&delegation_from("Thor", "Sprout", &["--port", &port, "--task-type", "vision"]));
+    let run = keys.run(&delegation_from(
+        "Thor",
+        "Sprout",
+        &["--port", &port, "--task-type", "vision"],
+    ));
     run.assert_code(1).assert_stderr(&[
         "is a legacy (Python) node",
         "pass --protocol legacy or set protocol = \"legacy\" in its peer record",
@@ -279,7 +323,14 @@ fn a_python_node_reached_with_v1_is_named_a_legacy_node() {
     keys.run(&delegation_from(
         "Thor",
         "Sprout",
-        &["--port", &port, "--task-type", "vision", "--protocol", "legacy"],
+        &[
+            "--port",
+            &port,
+            "--task-type",
+            "vision",
+            "--protocol",
+            "legacy",
+        ],
     ))
     .assert_code(0);
 }

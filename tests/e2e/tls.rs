@@ -10,7 +10,12 @@ use crate::util::{self, Keys, Node};
 
 /// `sage tls self-signed --name NAME --san 127.0.0.1` in `dir`: the
 /// certificate, the key and the fingerprint printed.
-pub fn self_signed(keys: &Keys, dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, PathBuf, String) {
+pub fn self_signed(
+    keys: &Keys,
+    dir: &Path,
+    name: &str,
+    sans: &[&str],
+) -> (PathBuf, PathBuf, String) {
     let mut args = vec![
         "tls",
         "self-signed",

@@ -27,7 +27,10 @@ fn troubleshooting(addr: &str) -> String {
             let port = a.port();
             (a.host, port)
         }
-        Err(_) => ("HOST".to_owned(), sage_service::delegator::client::DEFAULT_PORT),
+        Err(_) => (
+            "HOST".to_owned(),
+            sage_service::delegator::client::DEFAULT_PORT,
+        ),
     };
     format!(
         "troubleshooting:\n  - is the node running? (`sage serve --name NAME --port {port}` there, or `systemctl status sage`)\n  - is the port open? (`sudo ufw allow {port}/tcp`, or your firewall's equivalent)\n  - can this machine reach it? (`ping {host}`; same network or VPN?)\n  - does it listen on the network, not only on 127.0.0.1? (`sage serve --host 0.0.0.0`)"

@@ -403,7 +403,9 @@ impl NodeAddress {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
         {
-            return Err(bad("the host has characters no host name or IP address has"));
+            return Err(bad(
+                "the host has characters no host name or IP address has",
+            ));
         }
         let port = match port {
             None => None,

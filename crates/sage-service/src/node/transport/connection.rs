@@ -174,7 +174,10 @@ async fn speaks_plain_http(stream: &TcpStream) -> bool {
 
 /// Tells a plain-HTTP client that this port speaks HTTPS, then closes.
 async fn answer_https_only(stream: TcpStream, registered: &Registered) {
-    let problem = Problem::new(ProblemCode::Malformed, sage_types::problem::HTTPS_ONLY_DETAIL);
+    let problem = Problem::new(
+        ProblemCode::Malformed,
+        sage_types::problem::HTTPS_ONLY_DETAIL,
+    );
     // Boxed, as a refused head's answer is (see `refusal`).
     Box::pin(answer_and_close(
         stream,

@@ -347,11 +347,11 @@ fn plain_http_to_an_https_only_port_says_use_https() {
 
     let run = keys.run(&["health", &thor.address()]);
     run.assert_code(1)
-        .assert_stderr(&["speaks HTTPS, not plain HTTP", &https]);
+        .assert_stderr(&["speaks HTTPS only, not plain HTTP", &https]);
     assert!(!run.stderr.contains("troubleshooting"), "{}", run.stderr);
     let run = keys.delegate(&["--port", &thor.port(), "--task-type", "echo"]);
     run.assert_code(1)
-        .assert_stderr(&["speaks HTTPS, not plain HTTP", &https]);
+        .assert_stderr(&["speaks HTTPS only, not plain HTTP", &https]);
 }
 
 #[test]

@@ -243,7 +243,7 @@ pub enum ClientError {
         problem: TlsProblem,
     },
     /// An `http://` request met a TLS server: the port speaks HTTPS only.
-    #[error("{addr} speaks HTTPS, not plain HTTP: the node serves TLS on that port")]
+    #[error("{addr} speaks HTTPS only, not plain HTTP: the node serves TLS on that port")]
     SpeaksTls {
         /// The address, as given.
         addr: String,

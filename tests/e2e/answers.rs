@@ -14,7 +14,7 @@ const DEFAULT_LIMIT: &str = "8388608 bytes";
 
 fn healthy_thor() -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
-        "status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0
+        "status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0, "version": "0.1.0"
     }))
     .unwrap()
 }

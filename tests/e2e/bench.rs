@@ -112,11 +112,13 @@ fn bench_honours_retry_after() {
     let keys = Keys::with(&["Thor", "Sprout"]);
     let tasks = Arc::new(AtomicU64::new(0));
     let counted = tasks.clone();
-    let fake = FakeNode::replying(move |method, path, _| match (method, path) {
+    let fake = FakeNode::replying(move |method, path, _| {
+        match (method, path) {
         ("GET", "/health") => Reply::Json(
             200,
             serde_json::to_vec(&serde_json::json!({
-                "status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0
+                "status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0,
+                "version": "0.1.0"
             }))
             .unwrap(),
         ),
@@ -129,6 +131,7 @@ fn bench_honours_retry_after() {
             Reply::RetryAfter(429, serde_json::to_vec(&problem).unwrap(), 1)
         }
         _ => Reply::Json(404, b"{}".to_vec()),
+    }
     });
     let address = fake.addr.to_string();
     let run = keys.run(&[

@@ -207,7 +207,7 @@ fn unreachable_unknown_and_silent_targets_are_reported() {
 /// from the task it receives.
 fn fake_thor(forge: impl Fn(&Task, &[u8]) -> Envelope + Send + Sync + 'static) -> FakeNode {
     FakeNode::start(move |method, path, body| {
-        let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0});
+        let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0, "version": "0.1.0"});
         match (method, path) {
             ("GET", "/health") => Some((200, serde_json::to_vec(&health).unwrap())),
             ("POST", "/v1/tasks") => {
@@ -402,7 +402,7 @@ fn a_peers_refusal_cannot_write_to_the_terminal() {
     let keys = Keys::with(&["Thor", "Sprout"]);
     let hostile = "\u{1b}[2J\nFORGED ✓ proof verified";
     let thor = FakeNode::start(move |method, path, _| {
-        let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0});
+        let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0, "version": "0.1.0"});
         match (method, path) {
             ("GET", "/health") => Some((200, serde_json::to_vec(&health).unwrap())),
             ("POST", "/v1/tasks") => {

@@ -28,7 +28,7 @@ fn vectors() -> Value {
 
 /// A key directory as the Python original lays it out: the vectors' Thor
 /// and Sprout as 32-byte seed files.
-fn python_keys() -> (Keys, Value) {
+pub fn python_keys() -> (Keys, Value) {
     let v = vectors();
     let keys = Keys::new();
     std::fs::create_dir_all(keys.path()).unwrap();
@@ -79,13 +79,13 @@ fn python_delegates(
 }
 
 /// A Python node serving; killed when dropped.
-struct PythonNode {
+pub struct PythonNode {
     child: std::process::Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl PythonNode {
-    fn start(keys: &Keys, name: &str) -> PythonNode {
+    pub fn start(keys: &Keys, name: &str) -> PythonNode {
         use std::io::BufRead as _;
         let mut child = Command::new("python3")
             .arg(PYTHON_NODE)

@@ -21,6 +21,7 @@ mod legacy;
 mod limits;
 mod manual;
 mod protocol_doc;
+mod reach;
 mod refusals;
 mod service;
 mod setup;

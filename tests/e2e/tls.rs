@@ -10,7 +10,12 @@ use crate::util::{self, Keys, Node};
 
 /// `sage tls self-signed --name NAME --san 127.0.0.1` in `dir`: the
 /// certificate, the key and the fingerprint printed.
-fn self_signed(keys: &Keys, dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, PathBuf, String) {
+pub fn self_signed(
+    keys: &Keys,
+    dir: &Path,
+    name: &str,
+    sans: &[&str],
+) -> (PathBuf, PathBuf, String) {
     let mut args = vec![
         "tls",
         "self-signed",
@@ -40,7 +45,7 @@ fn self_signed(keys: &Keys, dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, 
     )
 }
 
-fn serve_tls(keys: &Keys, cert: &Path, key: &Path, extra: &[&str]) -> Node {
+pub fn serve_tls(keys: &Keys, cert: &Path, key: &Path, extra: &[&str]) -> Node {
     let mut args = vec![
         "--tls-cert",
         cert.to_str().unwrap(),

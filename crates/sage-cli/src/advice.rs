@@ -8,6 +8,7 @@ use std::error::Error;
 use std::fmt;
 
 use sage_crypto::FingerprintError;
+use sage_service::delegator::client::{NodeAddress, DEFAULT_PORT};
 use sage_service::{ClientError, DelegateError, KeyDirError, ProofError, TlsError, TlsProblem};
 use sage_store::StoreError;
 
@@ -85,6 +86,12 @@ fn own(error: &(dyn Error + 'static)) -> Option<Advice> {
 
 fn key_dir(err: &KeyDirError) -> Option<Advice> {
     Some(match err {
+        // A mistyped --keys-dir: a key made there would be of no use.
+        KeyDirError::NotFound { dir, .. } if !std::path::Path::new(dir).is_dir() => {
+            Advice::clause(format!(
+                "the key directory {dir} does not exist: pass --keys-dir DIR (or set SAGE_KEYS_DIR) to the directory that holds the keys"
+            ))
+        }
         KeyDirError::NotFound { name, dir, .. } => Advice::clause(format!(
             "create one with `sage keygen --name {name} --keys-dir {dir}`"
         )),
@@ -116,18 +123,34 @@ fn delegate(err: &DelegateError) -> Option<Advice> {
         DelegateError::WrongNode { .. } => Some(Advice::joined(
             "; check --host/--port or the peer's address",
         )),
+        DelegateError::OtherKey { target, .. } => Some(Advice::clause(format!(
+            "if {target} made a new key, re-add it with `sage peer add --name {target} --public-key HEX --replace` (`sage key show --public-only` on it prints HEX); otherwise something else answers at its address"
+        ))),
+        DelegateError::LegacyNode { .. } => Some(Advice::joined(
+            ": pass --protocol legacy or set protocol = \"legacy\" in its peer record",
+        )),
         _ => None,
     }
 }
 
+/// The port `addr` names, or the default one it stands for.
+fn port_of(addr: &str) -> u16 {
+    NodeAddress::parse(addr).map_or(DEFAULT_PORT, |a| a.port())
+}
+
 fn client(err: &ClientError) -> Option<Advice> {
     Some(match err {
-        ClientError::Unreachable { .. } => Advice::joined(
-            ". Is `sage serve` running there? Check the host and port, and that the port is open in the firewall (e.g. `sudo ufw allow 50051/tcp`)",
-        ),
-        ClientError::NoConnection { .. } => Advice::joined(
-            ". Check `ping` to the host, that `sage serve` runs there, and that the port is open (e.g. `sudo ufw allow 50051/tcp`)",
-        ),
+        ClientError::Unreachable { addr, .. } => Advice(Cow::Owned(format!(
+            ". Is `sage serve` running there? Check the host and port, and that the port is open in the firewall (e.g. `sudo ufw allow {}/tcp`)",
+            port_of(addr)
+        ))),
+        ClientError::NoConnection { addr, .. } => Advice(Cow::Owned(format!(
+            ". Check `ping` to the host, that `sage serve` runs there, and that the port is open (e.g. `sudo ufw allow {}/tcp`)",
+            port_of(addr)
+        ))),
+        ClientError::SpeaksTls { https, .. } => Advice::clause(format!(
+            "use {https} (with --tls-fingerprint or --tls-ca for a self-signed certificate)"
+        )),
         ClientError::TimedOut { .. } => Advice::joined(
             ": raise --timeout (within the node's max_task_lifetime) or check the node's log",
         ),

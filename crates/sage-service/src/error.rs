@@ -159,7 +159,7 @@ pub enum KeyDirError {
 #[non_exhaustive]
 pub enum ClientError {
     /// The address is not a usable URL.
-    #[error("invalid address {addr:?}: {detail}; use HOST:PORT or http://HOST:PORT")]
+    #[error("invalid address {addr:?}: {detail}; use HOST[:PORT], http://HOST[:PORT] or https://HOST[:PORT] (port 50051 if none)")]
     BadAddress {
         /// The address.
         addr: String,
@@ -245,6 +245,14 @@ pub enum ClientError {
         /// Which of the usual failures it was.
         problem: TlsProblem,
     },
+    /// An `http://` request met a TLS server: the port speaks HTTPS only.
+    #[error("{addr} speaks HTTPS only, not plain HTTP: the node serves TLS on that port")]
+    SpeaksTls {
+        /// The address, as given.
+        addr: String,
+        /// The same with `https://`.
+        https: String,
+    },
     /// The TLS settings for the peer cannot be used (a CA file that cannot
     /// be read, say).
     #[error(transparent)]
@@ -329,6 +337,28 @@ pub enum DelegateError {
         expected: String,
         /// What answered.
         found: String,
+    },
+    /// The target's health answer names another key than its known one:
+    /// its proof could not verify, so the task was not sent.
+    #[error("{addr} answers as {target} with key {found}, but {target}'s known key is {expected}; the task was not sent")]
+    OtherKey {
+        /// The address.
+        addr: String,
+        /// The target's name.
+        target: String,
+        /// The key id on record.
+        expected: String,
+        /// The key id the node's health answer names.
+        found: String,
+    },
+    /// The native protocol was asked of a node whose health answer has
+    /// none of sage's fields: the Python original.
+    #[error("{addr} is a legacy (Python) node: its health answer has none of sage's fields (key_id, version); the task was not sent")]
+    LegacyNode {
+        /// The address.
+        addr: String,
+        /// The target's name.
+        target: String,
     },
 }
 

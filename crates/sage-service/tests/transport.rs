@@ -208,14 +208,15 @@ async fn https_with_the_peers_trust_and_not_without() {
         matches!(&err, ClientError::Tls { detail, .. } if detail.contains("fingerprint mismatch")),
         "{err}"
     );
-    // Plain HTTP to the TLS port: a problem saying so.
+    // Plain HTTP to the TLS port: the node's problem saying so becomes
+    // the error that names the https:// address to use.
     let err = Client::new()
         .unwrap()
         .health(&node.addr, timeout)
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Refused { problem, .. } if problem.detail.contains("HTTPS only")),
+        matches!(&err, ClientError::SpeaksTls { https, .. } if *https == format!("https://{}", node.addr)),
         "{err}"
     );
     // A CA file that is not there: the client cannot be made.

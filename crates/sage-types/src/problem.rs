@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 /// Media type of a [`Problem`] body.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+/// The `detail` of the `malformed` problem a node serving TLS answers a
+/// plain-HTTP request with, by which a client knows the port speaks HTTPS.
+pub const HTTPS_ONLY_DETAIL: &str = "this port serves HTTPS only: use an https:// address (and the node's certificate fingerprint or CA)";
+
 /// Machine-readable reason for a refusal. The wire names are stable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

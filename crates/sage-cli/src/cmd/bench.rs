@@ -8,7 +8,7 @@ use std::time::Duration;
 use sage_crypto::{Peer, Protocol};
 use sage_service::delegator::bench::{self, Plan, Report, Stop};
 use sage_service::delegator::client::Client;
-use sage_service::delegator::delegation::{sign_task, TaskSpec};
+use sage_service::delegator::delegation::{check_target, sign_task, TaskSpec};
 use sage_service::keydir::KeyDir;
 use sage_types::QualityRequirements;
 use serde_json::json;
@@ -24,9 +24,12 @@ pub struct Args {
     /// This platform's name; signs the tasks.
     #[arg(long)]
     local: String,
-    /// The node under load: a peer name, or HOST:PORT of a known peer.
+    /// The node under load: a peer name, or the address of a known peer
+    /// (HOST:PORT or http(s)://HOST[:PORT]).
     #[arg(long)]
     target: String,
+    #[command(flatten)]
+    tls: super::tls::TrustArgs,
     /// Protocol, instead of the peer record's.
     #[arg(long, value_enum)]
     protocol: Option<ProtocolArg>,
@@ -102,43 +105,50 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     };
     let keys = KeyDir::new(keys_dir);
     let local = Arc::new(keys.load_identity(&args.local)?);
+    super::delegate::refuse_self(&local, &args.target)?;
     let trust = keys.trust_store(&local.name)?;
-    // The TLS trust of the target, by name or by its recorded address.
-    let tls = trust
-        .find(&args.target)
-        .or_else(|| super::tls::peer_at(&trust, &args.target))
-        .map(|peer| peer.tls.clone())
-        .unwrap_or_default();
-    let client = args.answer_limit.apply(Client::with_tls(&tls)?);
-    let runtime = super::runtime(args.concurrency > 1)?;
-
-    // The target by name, or by address (then the node says who it is).
-    let (target, addr): (Peer, String) = match trust.find(&args.target) {
-        Some(peer) => {
-            let addr = peer.address.clone().ok_or_else(|| {
-                Failure::Usage(format!(
-                    "no address for {}: give --target HOST:PORT",
-                    peer.name
-                ))
-            })?;
-            (peer.clone(), addr)
-        }
-        None if args.target.contains(':') => {
-            let (health, _) =
-                runtime.block_on(client.health(&args.target, Duration::from_secs(5)))?;
-            let peer = trust.by_lct(&health.lct_id).cloned().ok_or_else(|| {
-                Failure::Failed(format!(
-                    "{} is {} ({}), not a known peer: add it with `sage peer add`",
-                    args.target, health.platform, health.lct_id
-                ))
-            })?;
-            (peer, args.target.clone())
-        }
+    let named = trust.find(&args.target);
+    let addr = match named {
+        Some(peer) => peer.address.clone().ok_or_else(|| {
+            Failure::Usage(format!(
+                "no address for {}: give --target HOST:PORT",
+                peer.name
+            ))
+        })?,
+        // Not a peer's name: an address, if it looks like one.
+        None if args.target.contains([':', '[']) => super::node_address(&args.target)
+            .map_err(|e| Failure::Usage(format!("--target: {e}")))?,
         None => {
             return Err(Failure::Failed(format!(
                 "unknown target {:?}: give a peer name or HOST:PORT",
                 args.target
             )))
+        }
+    };
+    args.tls.check(&addr)?;
+    // The TLS trust of the flags, else of the target, by name or by its
+    // recorded address.
+    let tls = match args.tls.trust()? {
+        Some(tls) => tls,
+        None => named
+            .or_else(|| super::tls::peer_at(&trust, &addr))
+            .map(|peer| peer.tls.clone())
+            .unwrap_or_default(),
+    };
+    let client = args.answer_limit.apply(Client::with_tls(&tls)?);
+    let runtime = super::runtime(args.concurrency > 1)?;
+
+    // The target by name, or by address (then the node says who it is).
+    let target: Peer = match named {
+        Some(peer) => peer.clone(),
+        None => {
+            let (health, _) = runtime.block_on(client.health(&addr, Duration::from_secs(5)))?;
+            trust.by_lct(&health.lct_id).cloned().ok_or_else(|| {
+                Failure::Failed(format!(
+                    "{} is {} ({}), not a known peer: add it with `sage peer add`",
+                    addr, health.platform, health.lct_id
+                ))
+            })?
         }
     };
     let protocol = args.protocol.map_or(target.protocol, Protocol::from);
@@ -158,7 +168,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
 
     let line = crate::progress::Line::new(!json::enabled());
     let report = runtime.block_on(async {
-        client.health(&addr, Duration::from_secs(5)).await?;
+        check_target(&client, &target, protocol, &addr, Duration::from_secs(5)).await?;
         if args.task_type.is_none() {
             spec.task_type = default_task_type(&client, &target, &addr).await;
         }

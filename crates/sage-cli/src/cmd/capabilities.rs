@@ -8,6 +8,7 @@ use sage_crypto::{verify_envelope, VerifyError};
 use sage_service::delegator::client::Client;
 use sage_service::keydir::KeyDir;
 use sage_types::capabilities::{Capabilities, CAPABILITIES_PAYLOAD_TYPE};
+use sage_types::untrusted::Untrusted;
 use serde_json::json;
 
 use crate::failure::{CmdResult, Failure};
@@ -27,14 +28,34 @@ pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
     let client = args.client(Some(&trust))?;
     let envelope = super::runtime(false)?.block_on(client.capabilities(&args.address, timeout))?;
     let verified = verify_envelope(&envelope, CAPABILITIES_PAYLOAD_TYPE, &trust).map_err(|e| {
-        let fix = match e {
-            VerifyError::UnknownKey { .. } => "; add the node with `sage peer add`",
-            _ => "",
+        let VerifyError::UnknownKey { key_ids } = &e else {
+            return Failure::Failed(format!(
+                "the capabilities of {} do not verify: {e}",
+                args.address
+            ));
         };
-        Failure::Failed(format!(
-            "the capabilities of {} do not verify: {e}{fix}",
-            args.address
-        ))
+        // Who the node says it is (unverified): a known peer with a new
+        // key is told apart from a node that is not known at all.
+        let claimed = envelope
+            .payload_bytes()
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Capabilities>(&bytes).ok())
+            .and_then(|caps| trust.by_lct(&caps.lct_id).cloned());
+        match claimed {
+            Some(peer) => Failure::Failed(format!(
+                "the capabilities of {} are signed by key {}, but {} is known with key {}; if {} made a new key, re-add it with `sage peer add --name {} --public-key HEX --replace` (`sage key show --public-only` on it prints HEX)",
+                args.address,
+                Untrusted(key_ids),
+                peer.name,
+                peer.key_id,
+                peer.name,
+                peer.name
+            )),
+            None => Failure::Failed(format!(
+                "the capabilities of {} do not verify: {e}; add the node with `sage peer add`",
+                args.address
+            )),
+        }
     })?;
     let caps: Capabilities = serde_json::from_slice(&verified.payload)
         .map_err(|e| Failure::Failed(format!("the signed capabilities are malformed: {e}")))?;

@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sage_crypto::{Peer, Protocol};
-use sage_service::delegator::client::{Client, CONNECT_TIMEOUT};
+use sage_service::delegator::client::{Client, NodeAddress, CONNECT_TIMEOUT};
 use sage_service::delegator::delegation::{
     check_target, conclude, new_task_id, Delegation, Outgoing, TaskSpec,
 };
 use sage_service::delegator::ledger::{self, payload_digest};
-use sage_service::keydir::KeyDir;
+use sage_service::keydir::{Identity, KeyDir};
 use sage_service::DelegateError;
 use sage_types::QualityRequirements;
 use serde_json::json;
@@ -29,13 +29,17 @@ pub struct Args {
     /// The peer that runs the task: name (case-insensitive) or LCT id.
     #[arg(long)]
     target: String,
-    /// Target host, if not the peer record's address (its `https://`
-    /// scheme, if any, is kept).
-    #[arg(long)]
+    /// Target address, if not the peer record's: HOST[:PORT] or
+    /// http(s)://HOST[:PORT]; without a scheme, the record's (`https://`
+    /// stays TLS), without a port, 50051.
+    #[arg(long, value_parser = super::node_address)]
     host: Option<String>,
-    /// Target port (default 50051 with --host).
-    #[arg(long)]
+    /// Target port, instead of --host's (or of 127.0.0.1:PORT without
+    /// --host).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
+    #[command(flatten)]
+    tls: super::tls::TrustArgs,
     /// Task type.
     #[arg(long, default_value = "llm_inference")]
     task_type: String,
@@ -104,6 +108,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     };
     let keys = KeyDir::new(keys_dir);
     let local = keys.load_identity(&args.local)?;
+    refuse_self(&local, &args.target)?;
     let trust = keys.trust_store(&local.name)?;
     let target = trust.find(&args.target).cloned().ok_or_else(|| {
         Failure::Failed(format!(
@@ -114,32 +119,17 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             args.target
         ))
     })?;
-    // --host/--port replace the host and port, not the scheme: a peer
-    // recorded at `https://` is still reached over TLS, with its trust.
-    let scheme = match &target.address {
-        Some(address) if address.starts_with("https://") => "https://",
-        _ => "",
-    };
-    let addr = match (&args.host, args.port, &target.address) {
-        (Some(host), port, _) => format!("{scheme}{host}:{}", port.unwrap_or(50051)),
-        (None, Some(port), _) => format!("{scheme}127.0.0.1:{port}"),
-        (None, None, Some(address)) => address.clone(),
-        (None, None, None) => {
-            return Err(Failure::Usage(format!(
-                "no address for {}: pass --host/--port, or record one with `sage peer add --name {} --address HOST:PORT --replace ...`",
-                target.name, target.name
-            )))
-        }
-    };
+    let addr = target_address(&target, args.host.as_deref(), args.port)?;
+    args.tls.check(&addr)?;
+    let tls = args.tls.trust()?.unwrap_or_else(|| target.tls.clone());
 
     let protocol = args.protocol.map_or(target.protocol, Protocol::from);
     // Connection attempts end before the request's timeout, so a host that
     // is down or a port a firewall drops is reported as such.
     let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
-    let client = args.answer_limit.apply(Client::with_tls_connect_timeout(
-        &target.tls,
-        connect_within,
-    )?);
+    let client = args
+        .answer_limit
+        .apply(Client::with_tls_connect_timeout(&tls, connect_within)?);
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
     // Every attempt is recorded under its task id, even one that fails
@@ -163,7 +153,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     spec.earlier_digests = earlier.iter().filter_map(|b| payload_digest(b)).collect();
 
     let started = Instant::now();
-    let checked = match runtime.block_on(check_target(&client, &target, &addr, timeout)) {
+    let checked = match runtime.block_on(check_target(&client, &target, protocol, &addr, timeout)) {
         Ok(checked) => checked,
         Err(e) => {
             let recorded =
@@ -236,6 +226,55 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             "the proof is valid but the task's terms are not met: {why}"
         ))),
     }
+}
+
+/// Refuses a `--target` that names the local node: its own key file is not
+/// a peer, so it would read as unknown, which `peer add` cannot fix.
+pub fn refuse_self(local: &Identity, target: &str) -> Result<(), Failure> {
+    if target.eq_ignore_ascii_case(&local.name) || target == local.lct_id {
+        return Err(Failure::Usage(format!(
+            "--target {target} is this node (--local {}): a node does not delegate to itself; name another peer (`sage peer list` shows them)",
+            local.name
+        )));
+    }
+    Ok(())
+}
+
+/// Where to reach `target`: its record's address, or `--host` (its scheme,
+/// else the record's) with `--port` over the port.
+fn target_address(target: &Peer, host: Option<&str>, port: Option<u16>) -> Result<String, Failure> {
+    let recorded = target
+        .address
+        .as_deref()
+        .and_then(|a| NodeAddress::parse(a).ok());
+    let recorded_scheme = recorded.as_ref().and_then(|a| a.scheme);
+    let mut addr = match (host, port, &target.address) {
+        (Some(host), _, _) => {
+            NodeAddress::parse(host).map_err(|e| Failure::Usage(format!("--host: {e}")))?
+        }
+        (None, Some(_), _) => NodeAddress {
+            scheme: None,
+            host: "127.0.0.1".into(),
+            port: None,
+        },
+        (None, None, Some(address)) => return Ok(address.clone()),
+        (None, None, None) => {
+            return Err(Failure::Usage(format!(
+                "no address for {}: pass --host/--port, or record one with `sage peer add --name {} --address HOST:PORT --replace ...`",
+                target.name, target.name
+            )))
+        }
+    };
+    if addr.scheme.is_none() {
+        addr.scheme = recorded_scheme;
+    }
+    if port.is_some() {
+        addr.port = port;
+    }
+    Ok(match addr.scheme {
+        Some(scheme) => format!("{}://{}", scheme.as_str(), addr.host_port()),
+        None => addr.host_port(),
+    })
 }
 
 fn ms(d: Duration) -> f64 {

@@ -3,7 +3,10 @@
 use crate::output::out;
 use std::path::Path;
 
+use sage_service::delegator::client::NodeAddress;
 use sage_service::keydir::KeyDir;
+use sage_service::ClientError;
+use sage_types::untrusted::Untrusted;
 use serde_json::json;
 
 use crate::failure::CmdResult;
@@ -16,7 +19,23 @@ pub struct Args {
     node: super::NodeQuery,
 }
 
-const TROUBLESHOOTING: &str = "troubleshooting:\n  - is the node running? (`sage serve --name NAME` there, or `systemctl status sage`)\n  - is the port open? (`sudo ufw allow 50051/tcp`, or your firewall's equivalent)\n  - can this machine reach it? (`ping HOST`; same network or VPN?)\n  - does it listen on the network, not only on 127.0.0.1? (`sage serve --host 0.0.0.0`)";
+/// The checklist for a node that cannot be reached at `addr`, with its
+/// host and the port that was tried.
+fn troubleshooting(addr: &str) -> String {
+    let (host, port) = match NodeAddress::parse(addr) {
+        Ok(a) => {
+            let port = a.port();
+            (a.host, port)
+        }
+        Err(_) => (
+            "HOST".to_owned(),
+            sage_service::delegator::client::DEFAULT_PORT,
+        ),
+    };
+    format!(
+        "troubleshooting:\n  - is the node running? (`sage serve --name NAME --port {port}` there, or `systemctl status sage`)\n  - is the port open? (`sudo ufw allow {port}/tcp`, or your firewall's equivalent)\n  - can this machine reach it? (`ping {host}`; same network or VPN?)\n  - does it listen on the network, not only on 127.0.0.1? (`sage serve --host 0.0.0.0`)"
+    )
+}
 
 pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
     let timeout = args.timeout;
@@ -30,20 +49,35 @@ pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
         Ok(ok) => ok,
         Err(err) => {
             if !json::enabled()
-                && !matches!(
+                && matches!(
                     err,
-                    sage_service::ClientError::Tls { .. }
-                        | sage_service::ClientError::TooLarge { .. }
+                    ClientError::Unreachable { .. }
+                        | ClientError::NoConnection { .. }
+                        | ClientError::TimedOut { .. }
                 )
             {
                 // The checklist is about reaching the node: no help once
-                // a TLS handshake failed or the node answered.
-                eprintln!("{TROUBLESHOOTING}");
+                // it answered, in TLS or in HTTP.
+                eprintln!("{}", troubleshooting(&args.address));
             }
             return Err(err.into());
         }
     };
     let rtt_ms = rtt.as_secs_f64() * 1000.0;
+    // A known peer that answers with another key: its proofs would not
+    // verify, which the user should hear before delegating.
+    let other_key = peers.as_ref().and_then(|peers| {
+        let known = peers.by_lct(&health.lct_id)?;
+        let found = health.key_id.as_deref()?;
+        (found != known.key_id.to_string()).then(|| (known.name.clone(), known.key_id.to_string()))
+    });
+    if let Some((name, known)) = &other_key {
+        let found = Untrusted(health.key_id.as_deref().unwrap_or_default());
+        let public_key = Untrusted(health.public_key.as_deref().unwrap_or("HEX"));
+        eprintln!(
+            "warning: {name} is known with key {known}, but this node's key is {found}: its proofs will not verify; if {name} made a new key, re-add it with `sage peer add --name {name} --public-key {public_key} --replace`"
+        );
+    }
     // A summary of what it serves; a Python node has no capabilities.
     let caps = super::capabilities::fetch_unverified(&client, &runtime, &args.address);
     if json::enabled() {

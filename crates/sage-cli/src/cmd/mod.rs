@@ -70,7 +70,9 @@ impl AnswerLimit {
 /// `capabilities`).
 #[derive(Debug, clap::Args)]
 pub struct NodeQuery {
-    /// The node: HOST:PORT or http(s)://HOST:PORT.
+    /// The node: HOST[:PORT] or http(s)://HOST[:PORT] (port 50051 if
+    /// none; IPv6 as [::1]:50051).
+    #[arg(value_parser = node_address)]
     pub address: String,
     /// How long to wait for the answer (seconds, or e.g. `500ms`).
     #[arg(long, default_value = "5", value_name = "DURATION", value_parser = positive_duration)]
@@ -93,6 +95,14 @@ impl NodeQuery {
             .answer_limit
             .apply(sage_service::delegator::client::Client::with_tls(&trust)?))
     }
+}
+
+/// Checks a node's address as typed (`HOST[:PORT]`, `http(s)://HOST[:PORT]`)
+/// and keeps it as typed, for the messages that name it.
+pub fn node_address(text: &str) -> Result<String, String> {
+    sage_service::delegator::client::NodeAddress::parse(text)
+        .map(|_| text.trim().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a duration flag: seconds (`30`, `0.5`) or text with units

@@ -1,7 +1,7 @@
 //! `sage peer add|list|remove`: the trust store.
 
 use crate::output::out;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sage_crypto::{Protocol, PublicKey};
 use sage_service::keydir::KeyDir;
@@ -35,8 +35,9 @@ pub struct AddArgs {
     /// The platform's public key, 64 hex characters (`sage key show --public-only` on it).
     #[arg(long)]
     public_key: String,
-    /// Where it listens: HOST:PORT or http(s)://HOST:PORT.
-    #[arg(long)]
+    /// Where it listens: HOST[:PORT] or http(s)://HOST[:PORT] (port 50051
+    /// if none).
+    #[arg(long, value_parser = super::node_address)]
     address: Option<String>,
     /// The protocol it speaks.
     #[arg(long, value_enum, default_value = "v1")]
@@ -44,16 +45,8 @@ pub struct AddArgs {
     /// Replace a record of the same name that has another key.
     #[arg(long)]
     replace: bool,
-    /// For an https:// address: trust certificates issued by the CA(s) in
-    /// this PEM file (a self-signed certificate is its own CA; the
-    /// address's host must be in it) [default: the web PKI roots].
-    #[arg(long, value_name = "FILE", conflicts_with = "tls_fingerprint")]
-    tls_ca: Option<PathBuf>,
-    /// For an https:// address: accept exactly the certificate with this
-    /// fingerprint, whatever its names and dates (pinning; `sage tls
-    /// fingerprint CERT` prints it).
-    #[arg(long, value_name = "sha256:HEX")]
-    tls_fingerprint: Option<String>,
+    #[command(flatten)]
+    tls: super::tls::TrustArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,23 +88,13 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
     let key = PublicKey::from_hex(&args.public_key)
         .map_err(|e| Failure::Usage(format!("--public-key: {e}")))?;
     if let Some(address) = &args.address {
-        sage_service::delegator::client::base_url(address)
-            .map_err(|e| Failure::Usage(e.to_string()))?;
+        args.tls.check(address)?;
     }
-    let tls_set = args.tls_ca.is_some() || args.tls_fingerprint.is_some();
-    if let (true, Some(address)) = (tls_set, &args.address) {
-        if !address.trim().starts_with("https://") {
-            return Err(Failure::Usage(format!(
-                "--tls-ca and --tls-fingerprint are for https:// addresses; use --address https://{}",
-                address.trim().trim_start_matches("http://")
-            )));
-        }
-    }
-    let tls_fingerprint = match &args.tls_fingerprint {
+    let tls_fingerprint = match &args.tls.tls_fingerprint {
         Some(fp) => Some(super::tls::parse_fingerprint(fp)?.to_string()),
         None => None,
     };
-    let tls_ca = match &args.tls_ca {
+    let tls_ca = match &args.tls.tls_ca {
         Some(ca) => {
             // Check it now, and record it absolute: peers.toml resolves
             // relative paths against its own directory.

@@ -6,7 +6,7 @@ use crate::output::out;
 use std::path::{Path, PathBuf};
 
 use sage_crypto::{CertFingerprint, TlsTrust, TrustStore};
-use sage_service::delegator::client::base_url;
+use sage_service::delegator::client::{base_url, NodeAddress, Scheme};
 use sage_service::keydir::KeyDir;
 use sage_service::tls::{self, SelfSignedPlan};
 use serde_json::json;
@@ -129,17 +129,20 @@ fn fingerprint(args: &FingerprintArgs) -> CmdResult {
     Ok(())
 }
 
-/// `--tls-ca` / `--tls-fingerprint` of a command that takes an address.
+/// `--tls-ca` / `--tls-fingerprint`: how every command that reaches a node
+/// (`delegate`, `bench`, `health`, `capabilities`, `peer add`) trusts an
+/// `https://` one.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrustArgs {
     /// For an https:// address: trust certificates issued by the CA(s) in
-    /// this PEM file (a self-signed certificate is its own CA) [default:
-    /// the known peer's setting for that address, else the web PKI roots].
+    /// this PEM file (a self-signed certificate is its own CA; the
+    /// address's host must be in it) [default: the known peer's setting,
+    /// else the web PKI roots].
     #[arg(long, value_name = "FILE", conflicts_with = "tls_fingerprint")]
     pub tls_ca: Option<PathBuf>,
     /// For an https:// address: accept exactly the certificate with this
-    /// fingerprint, whatever its names and dates (`sage tls fingerprint`
-    /// prints it).
+    /// fingerprint, whatever its names and dates (`sage tls fingerprint
+    /// CERT` prints it).
     #[arg(long, value_name = "sha256:HEX")]
     pub tls_fingerprint: Option<String>,
 }
@@ -154,9 +157,26 @@ impl TrustArgs {
         }
     }
 
+    /// Refuses the flags for a plain-HTTP `addr`, where they would be
+    /// ignored.
+    pub fn check(&self, addr: &str) -> Result<(), Failure> {
+        if self.tls_ca.is_none() && self.tls_fingerprint.is_none() {
+            return Ok(());
+        }
+        let parsed = NodeAddress::parse(addr).map_err(|e| Failure::Usage(e.to_string()))?;
+        if parsed.scheme() == Scheme::Https {
+            return Ok(());
+        }
+        Err(Failure::Usage(format!(
+            "--tls-ca and --tls-fingerprint are for https:// addresses, and {addr} is plain HTTP; use https://{}",
+            parsed.host_port()
+        )))
+    }
+
     /// The trust for `addr`: the flags', else that of the known peer whose
     /// address it is, else the web PKI roots.
     pub fn trust_for(&self, peers: Option<&TrustStore>, addr: &str) -> Result<TlsTrust, Failure> {
+        self.check(addr)?;
         if let Some(trust) = self.trust()? {
             return Ok(trust);
         }

@@ -289,6 +289,8 @@ fn kind(err: &JobError) -> String {
         DelegateError::Client(_) => "client".into(),
         DelegateError::Proof { .. } => "invalid_proof".into(),
         DelegateError::WrongNode { .. } => "wrong_node".into(),
+        DelegateError::OtherKey { .. } => "other_key".into(),
+        DelegateError::LegacyNode { .. } => "legacy_node".into(),
     }
 }
 

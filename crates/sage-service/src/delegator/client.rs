@@ -273,7 +273,13 @@ impl Client {
         let retry_after = retry_after(&response);
         let (status, body) = read(addr, timeout, self.max_answer_bytes, response).await?;
         if status != 200 {
-            return Err(refusal(addr, status, &body, retry_after));
+            let refused = refusal(addr, status, &body, retry_after);
+            if let ClientError::Refused { problem, .. } = &refused {
+                if problem.detail == sage_types::problem::HTTPS_ONLY_DETAIL {
+                    return Err(speaks_tls(addr).unwrap_or(refused));
+                }
+            }
+            return Err(refused);
         }
         Ok(body)
     }
@@ -292,26 +298,174 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The base URL of a node given as `HOST:PORT` or as a URL.
+/// The port a node listens on when an address names none, whatever its
+/// scheme: `sage serve`'s default.
+pub const DEFAULT_PORT: u16 = 50051;
+
+/// The scheme of a node's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// A node's address as a user types it: `HOST`, `HOST:PORT`,
+/// `http://HOST[:PORT]` or `https://HOST[:PORT]`, with an IPv6 host in
+/// brackets (`[::1]:50051`). What it leaves out is kept apart from what it
+/// says, so that a caller can fill the scheme or port from elsewhere (a
+/// peer record); [`NodeAddress::scheme`] and [`NodeAddress::port`] give
+/// the defaults, `http` and [`DEFAULT_PORT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
+    /// The scheme, if given.
+    pub scheme: Option<Scheme>,
+    /// The host name or IP address (an IPv6 one without brackets).
+    pub host: String,
+    /// The port, if given.
+    pub port: Option<u16>,
+}
+
+impl NodeAddress {
+    /// Parses `text`.
+    ///
+    /// # Errors
+    /// [`ClientError::BadAddress`] saying what is wrong: an empty address,
+    /// another scheme or a doubled one, a path, a bad port or host.
+    pub fn parse(text: &str) -> Result<NodeAddress, ClientError> {
+        let trimmed = text.trim();
+        let bad = |detail: &str| ClientError::BadAddress {
+            addr: trimmed.to_owned(),
+            detail: detail.to_owned(),
+        };
+        // A trailing slash is the URL's root, not a path.
+        let rest = trimmed.strip_suffix('/').unwrap_or(trimmed);
+        if rest.is_empty() {
+            return Err(bad("empty address"));
+        }
+        let (scheme, rest) = match rest.split_once("://") {
+            Some((scheme, rest)) => {
+                let scheme = match scheme.to_ascii_lowercase().as_str() {
+                    "http" => Scheme::Http,
+                    "https" => Scheme::Https,
+                    _ => return Err(bad("only http:// and https:// are supported")),
+                };
+                if rest.contains("://") {
+                    return Err(bad("the scheme is given twice"));
+                }
+                (Some(scheme), rest)
+            }
+            None => (None, rest),
+        };
+        if rest.contains(['/', '?', '#']) {
+            return Err(bad("an address names a node, not a path: give HOST:PORT"));
+        }
+        if rest.contains('@') {
+            return Err(bad("user names are not supported"));
+        }
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| bad("an IPv6 address needs its closing ']'"))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("not an IPv6 address in brackets"));
+            }
+            match after {
+                "" => (host, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return Err(bad("expected ':PORT' after the IPv6 address")),
+                },
+            }
+        } else if rest.parse::<std::net::Ipv6Addr>().is_ok() {
+            // A bare IPv6 address: its colons are not a port's.
+            (rest, None)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        {
+            return Err(bad(
+                "the host has characters no host name or IP address has",
+            ));
+        }
+        let port = match port {
+            None => None,
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => Some(port),
+                _ => return Err(bad("the port must be a number from 1 to 65535")),
+            },
+        };
+        Ok(NodeAddress {
+            scheme,
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// The scheme: the one given, else `http`.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme.unwrap_or(Scheme::Http)
+    }
+
+    /// The port: the one given, else [`DEFAULT_PORT`].
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_PORT)
+    }
+
+    /// `HOST:PORT`, an IPv6 host in brackets, with the default port if
+    /// none was given.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port())
+        } else {
+            format!("{}:{}", self.host, self.port())
+        }
+    }
+}
+
+impl std::str::FromStr for NodeAddress {
+    type Err = ClientError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        NodeAddress::parse(text)
+    }
+}
+
+/// The full URL of the node's root, without the trailing slash:
+/// `https://[::1]:50051`.
+impl std::fmt::Display for NodeAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme().as_str(), self.host_port())
+    }
+}
+
+/// The base URL of a node given as a [`NodeAddress`] is written:
+/// `127.0.0.1` is `http://127.0.0.1:50051`.
 ///
 /// # Errors
-/// [`ClientError::BadAddress`] for an empty address or another scheme.
+/// [`ClientError::BadAddress`], as [`NodeAddress::parse`].
 pub fn base_url(addr: &str) -> Result<String, ClientError> {
-    let addr = addr.trim().trim_end_matches('/');
-    let bad = |detail: &str| ClientError::BadAddress {
-        addr: addr.to_owned(),
-        detail: detail.to_owned(),
-    };
-    if addr.is_empty() {
-        return Err(bad("empty address"));
-    }
-    if let Some((scheme, _)) = addr.split_once("://") {
-        return match scheme {
-            "http" | "https" => Ok(addr.to_owned()),
-            _ => Err(bad("only http:// and https:// are supported")),
-        };
-    }
-    Ok(format!("http://{addr}"))
+    NodeAddress::parse(addr).map(|a| a.to_string())
 }
 
 /// The status and body of `response`, reading at most `limit` bytes of
@@ -397,6 +551,14 @@ fn transport_error(
     // a TLS error is on the way: then that does.
     let mut cause: &dyn std::error::Error = err;
     loop {
+        // A TLS server's alert where an HTTP status line should be.
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            if hyper.is_parse() && hyper.to_string().contains("version") {
+                if let Some(tls) = speaks_tls(addr) {
+                    return tls;
+                }
+            }
+        }
         if let Some(tls) = as_tls_error(cause) {
             let (detail, problem) = crate::tls::describe_tls_error(tls);
             return ClientError::Tls {
@@ -414,6 +576,20 @@ fn transport_error(
         addr: addr.to_owned(),
         detail: cause.to_string(),
     }
+}
+
+/// [`ClientError::SpeaksTls`] for a plain-HTTP `addr`, which a TLS server
+/// answered as TLS servers do.
+fn speaks_tls(addr: &str) -> Option<ClientError> {
+    let mut parsed = NodeAddress::parse(addr).ok()?;
+    if parsed.scheme() != Scheme::Http {
+        return None;
+    }
+    parsed.scheme = Some(Scheme::Https);
+    Some(ClientError::SpeaksTls {
+        addr: addr.to_owned(),
+        https: parsed.to_string(),
+    })
 }
 
 /// The rustls error in `cause`, which is either one or an I/O error that
@@ -464,23 +640,37 @@ mod tests {
 
     #[test]
     fn addresses_become_base_urls() {
-        assert_eq!(
-            base_url("127.0.0.1:50051").unwrap(),
-            "http://127.0.0.1:50051"
-        );
-        assert_eq!(
-            base_url("http://thor.local:1/").unwrap(),
-            "http://thor.local:1"
-        );
-        assert_eq!(
-            base_url("https://thor.local").unwrap(),
-            "https://thor.local"
-        );
-        assert!(matches!(
-            base_url("ftp://x"),
-            Err(ClientError::BadAddress { .. })
-        ));
-        assert!(matches!(base_url(" "), Err(ClientError::BadAddress { .. })));
+        for (given, url) in [
+            ("127.0.0.1:50051", "http://127.0.0.1:50051"),
+            ("127.0.0.1", "http://127.0.0.1:50051"),
+            ("http://thor.local:1/", "http://thor.local:1"),
+            ("https://thor.local", "https://thor.local:50051"),
+            ("HTTPS://thor.local:443", "https://thor.local:443"),
+            ("[::1]:7", "http://[::1]:7"),
+            ("https://[::1]", "https://[::1]:50051"),
+            ("::1", "http://[::1]:50051"),
+        ] {
+            assert_eq!(base_url(given).unwrap(), url, "{given}");
+        }
+        for bad in [
+            "ftp://x",
+            " ",
+            "https://https://localhost:50051",
+            "thor/health",
+            "http://thor:50051/v1",
+            "thor:0",
+            "thor:http",
+            "thor:99999",
+            "[::1",
+            "[thor]:1",
+            "th or:1",
+            ":50051",
+        ] {
+            assert!(
+                matches!(base_url(bad), Err(ClientError::BadAddress { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test]

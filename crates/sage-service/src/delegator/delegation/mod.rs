@@ -448,17 +448,33 @@ impl Outgoing {
 }
 
 /// Checks that the node at `addr` is up and is `target`; returns its
-/// health answer and the round trip.
+/// health answer and the round trip. For the native `protocol` the answer
+/// must also be a sage node's, with `target`'s known key: a Python node,
+/// or one that made a new key, is told apart here, before a task is sent
+/// that it could not prove to this delegator.
 ///
 /// # Errors
-/// [`DelegateError`]: the node unreachable, refusing, or another node.
+/// [`DelegateError`]: the node unreachable, refusing, another node, a
+/// legacy node or another key.
 pub async fn check_target(
     client: &Client,
     target: &Peer,
+    protocol: Protocol,
     addr: &str,
     timeout: Duration,
 ) -> Result<(Health, Duration), DelegateError> {
     let (health, health_rtt) = client.health(addr, timeout).await?;
+    check_health(&health, target, protocol, addr)?;
+    Ok((health, health_rtt))
+}
+
+/// What [`check_target`] checks of the health answer.
+fn check_health(
+    health: &Health,
+    target: &Peer,
+    protocol: Protocol,
+    addr: &str,
+) -> Result<(), DelegateError> {
     if health.lct_id != target.lct_id {
         return Err(DelegateError::WrongNode {
             addr: addr.to_owned(),
@@ -470,7 +486,26 @@ pub async fn check_target(
             ),
         });
     }
-    Ok((health, health_rtt))
+    if protocol != Protocol::V1 {
+        return Ok(());
+    }
+    // A Python node's health answer has the original's four fields only.
+    if health.key_id.is_none() && health.version.is_none() && health.public_key.is_none() {
+        return Err(DelegateError::LegacyNode {
+            addr: addr.to_owned(),
+            target: target.name.clone(),
+        });
+    }
+    let known = target.key_id.to_string();
+    match &health.key_id {
+        Some(found) if *found != known => Err(DelegateError::OtherKey {
+            addr: addr.to_owned(),
+            target: target.name.clone(),
+            expected: known,
+            found: Untrusted(found).to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The target's health answer and its round trip, from [`check_target`].
@@ -529,7 +564,7 @@ pub async fn delegate(
     timeout: Duration,
 ) -> Result<Delegation, DelegateError> {
     let started = Instant::now();
-    let checked = check_target(client, target, addr, timeout).await?;
+    let checked = check_target(client, target, protocol, addr, timeout).await?;
     let exchanged = Outgoing::sign(local, target, protocol, spec)
         .send(client, addr, timeout)
         .await?;

@@ -176,7 +176,7 @@ async fn speaks_plain_http(stream: &TcpStream) -> bool {
 async fn answer_https_only(stream: TcpStream, registered: &Registered) {
     let problem = Problem::new(
         ProblemCode::Malformed,
-        "this port serves HTTPS only: use an https:// address (and the node's certificate fingerprint or CA)",
+        sage_types::problem::HTTPS_ONLY_DETAIL,
     );
     // Boxed, as a refused head's answer is (see `refusal`).
     Box::pin(answer_and_close(

@@ -391,3 +391,51 @@ fn a_missing_key_directory_is_named_not_filled() {
         .assert_code(1)
         .assert_stderr(&["sage keygen --name Nova"]);
 }
+
+#[test]
+fn every_command_that_reaches_a_node_takes_one_timeout_flag_with_units() {
+    let keys = Keys::with(&["Thor", "Sprout"]);
+    // A node that accepts and never answers.
+    let mute = util::FakeNode::start(|_, _, _| None);
+    let address = mute.addr.to_string();
+    let thor_pub = keys.key("Thor").public().to_hex();
+    keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Thor",
+        "--public-key",
+        &thor_pub,
+        "--address",
+        &address,
+        "--replace",
+    ])
+    .assert_code(0);
+    let commands: [Vec<&str>; 4] = [
+        vec!["health", &address],
+        vec!["capabilities", &address],
+        delegation(&["--task-type", "echo"]),
+        vec![
+            "bench",
+            "--local",
+            "Sprout",
+            "--target",
+            "Thor",
+            "--requests",
+            "1",
+        ],
+    ];
+    for command in &commands {
+        let mut args = command.clone();
+        args.extend(["--timeout", "300ms"]);
+        let run = keys.run_within(std::time::Duration::from_secs(20), &args);
+        run.assert_code(1);
+        run.assert_stderr(&["0.3 s"]);
+        assert!(!run.stderr.contains("troubleshooting"), "{}", run.stderr);
+        for bad in ["0", "soon"] {
+            let mut args = command.clone();
+            args.extend(["--timeout", bad]);
+            keys.run(&args).assert_code(2).assert_stderr(&["--timeout"]);
+        }
+    }
+}

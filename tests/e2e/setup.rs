@@ -269,6 +269,22 @@ fn init_into_a_directory_that_does_not_exist_makes_nothing() {
     run.assert_stderr(&["--config", "is not a directory"]);
     assert!(!keys.path().exists(), "a key was made");
     assert!(!config.exists());
+
+    // An address its peers could not use is refused as `peer add` would.
+    let config = keys.path().with_file_name("sage.toml");
+    let run = keys.run(&[
+        "init",
+        "--name",
+        "Thor",
+        "--config",
+        config.to_str().unwrap(),
+        "--address",
+        "https://https://thor:50051",
+    ]);
+    run.assert_code(2);
+    run.assert_stderr(&["--address"]);
+    assert!(!keys.path().exists(), "a key was made");
+    assert!(!config.exists());
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long)]
     target: String,
     #[command(flatten)]
-    tls: super::tls::TrustArgs,
+    reach: super::Reach,
     /// Protocol, instead of the peer record's.
     #[arg(long, value_enum)]
     protocol: Option<ProtocolArg>,
@@ -65,15 +65,13 @@ pub struct Args {
     /// way, and report sage's throughput as a ratio of it.
     #[arg(long)]
     baseline: bool,
-    /// Per-request timeout (seconds, or e.g. `500ms`).
-    #[arg(long, default_value = "30", value_name = "DURATION", value_parser = super::positive_duration)]
-    timeout: Duration,
-    #[command(flatten)]
-    answer_limit: super::AnswerLimit,
 }
 
 pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
-    let timeout = args.timeout;
+    let timeout = args.reach.timeout_or(Duration::from_secs(30));
+    // The questions before the load (health, capabilities) wait no longer
+    // than a request may.
+    let ask_within = timeout.min(Duration::from_secs(5));
     let stop = match (args.duration, args.requests) {
         (_, Some(0)) => return Err(Failure::Usage("--requests must be at least 1".into())),
         (_, Some(n)) => Stop::Requests(n),
@@ -125,24 +123,24 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             )))
         }
     };
-    args.tls.check(&addr)?;
+    args.reach.tls.check(&addr)?;
     // The TLS trust of the flags, else of the target, by name or by its
     // recorded address.
-    let tls = match args.tls.trust()? {
+    let tls = match args.reach.tls.trust()? {
         Some(tls) => tls,
         None => named
             .or_else(|| super::tls::peer_at(&trust, &addr))
             .map(|peer| peer.tls.clone())
             .unwrap_or_default(),
     };
-    let client = args.answer_limit.apply(Client::with_tls(&tls)?);
+    let client = args.reach.answer_limit.apply(Client::with_tls(&tls)?);
     let runtime = super::runtime(args.concurrency > 1)?;
 
     // The target by name, or by address (then the node says who it is).
     let target: Peer = match named {
         Some(peer) => peer.clone(),
         None => {
-            let (health, _) = runtime.block_on(client.health(&addr, Duration::from_secs(5)))?;
+            let (health, _) = runtime.block_on(client.health(&addr, ask_within))?;
             trust.by_lct(&health.lct_id).cloned().ok_or_else(|| {
                 Failure::Failed(format!(
                     "{} is {} ({}), not a known peer: add it with `sage peer add`",
@@ -168,9 +166,9 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
 
     let line = crate::progress::Line::new(!json::enabled());
     let report = runtime.block_on(async {
-        check_target(&client, &target, protocol, &addr, Duration::from_secs(5)).await?;
+        check_target(&client, &target, protocol, &addr, ask_within).await?;
         if args.task_type.is_none() {
-            spec.task_type = default_task_type(&client, &target, &addr).await;
+            spec.task_type = default_task_type(&client, &target, &addr, ask_within).await;
         }
         let progress = line.clone();
         let sage = bench::delegations(
@@ -296,13 +294,10 @@ fn error_counts(r: &Report) -> String {
 /// The task type to load `target` with when none is given: `echo` if its
 /// capabilities, verified with its known key, list it, else the first they
 /// list. Said on stderr, since the choice is not the user's.
-async fn default_task_type(client: &Client, target: &Peer, addr: &str) -> String {
+async fn default_task_type(client: &Client, target: &Peer, addr: &str, within: Duration) -> String {
     use sage_types::capabilities::{Capabilities, CAPABILITIES_PAYLOAD_TYPE};
     let served = async {
-        let envelope = client
-            .capabilities(addr, Duration::from_secs(5))
-            .await
-            .ok()?;
+        let envelope = client.capabilities(addr, within).await.ok()?;
         let verified = sage_crypto::verify_envelope_with(
             &envelope,
             CAPABILITIES_PAYLOAD_TYPE,

@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
-    let timeout = args.timeout;
+    let timeout = args.timeout();
     let trust = KeyDir::new(keys_dir).trust_store("")?;
     let client = args.client(Some(&trust))?;
     let envelope = super::runtime(false)?.block_on(client.capabilities(&args.address, timeout))?;

@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
     #[command(flatten)]
-    tls: super::tls::TrustArgs,
+    reach: super::Reach,
     /// Task type.
     #[arg(long, default_value = "llm_inference")]
     task_type: String,
@@ -55,10 +55,6 @@ pub struct Args {
     /// Lowest convergence the proof may report.
     #[arg(long, default_value_t = QualityRequirements::default().min_convergence)]
     min_convergence: f64,
-    /// How long to wait for the proof (seconds, or e.g. `2m`); also the
-    /// task's validity.
-    #[arg(long, default_value = "60", value_name = "DURATION", value_parser = super::positive_duration)]
-    timeout: Duration,
     /// The most this task may cost, in ATP: a node whose price or ceiling
     /// is above it refuses the task before running it (native protocol).
     #[arg(long)]
@@ -72,8 +68,6 @@ pub struct Args {
     /// Task id, instead of a random one.
     #[arg(long)]
     task_id: Option<String>,
-    #[command(flatten)]
-    answer_limit: super::AnswerLimit,
 }
 
 pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
@@ -91,7 +85,8 @@ pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
 
 pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     // Validate everything before any I/O on the network.
-    let timeout = args.timeout;
+    // How long to wait for the proof, and the task's validity.
+    let timeout = args.reach.timeout_or(Duration::from_secs(60));
     let mut spec = TaskSpec {
         task_type: args.task_type.clone(),
         input: read_input(&args.input)?,
@@ -120,14 +115,19 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         ))
     })?;
     let addr = target_address(&target, args.host.as_deref(), args.port)?;
-    args.tls.check(&addr)?;
-    let tls = args.tls.trust()?.unwrap_or_else(|| target.tls.clone());
+    args.reach.tls.check(&addr)?;
+    let tls = args
+        .reach
+        .tls
+        .trust()?
+        .unwrap_or_else(|| target.tls.clone());
 
     let protocol = args.protocol.map_or(target.protocol, Protocol::from);
     // Connection attempts end before the request's timeout, so a host that
     // is down or a port a firewall drops is reported as such.
     let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
     let client = args
+        .reach
         .answer_limit
         .apply(Client::with_tls_connect_timeout(&tls, connect_within)?);
     let runtime = super::runtime(false)?;

@@ -27,7 +27,7 @@ pub struct Args {
     listen: SocketAddr,
     /// The address other machines reach this node at, for the line they
     /// run [default: this host's name and the listening port].
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::node_address)]
     address: Option<String>,
     /// Replace an existing config file (the key is never replaced: use
     /// `sage keygen --force`).

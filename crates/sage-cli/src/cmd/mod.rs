@@ -66,6 +66,30 @@ impl AnswerLimit {
     }
 }
 
+/// How a command reaches a node: the TLS trust for an `https://` address,
+/// how long to wait, and how much of an answer to read. One group, so
+/// `delegate`, `bench`, `health` and `capabilities` take the same flags,
+/// checked the same way.
+#[derive(Debug, clap::Args)]
+pub struct Reach {
+    #[command(flatten)]
+    pub tls: tls::TrustArgs,
+    /// How long to wait for the node (seconds, or e.g. `500ms`, `2m`)
+    /// [default: 5s for health and capabilities; 60s for delegate, also the
+    /// task's validity; 30s per request for bench].
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    pub answer_limit: AnswerLimit,
+}
+
+impl Reach {
+    /// `--timeout`, or the command's own default.
+    pub fn timeout_or(&self, default: Duration) -> Duration {
+        self.timeout.unwrap_or(default)
+    }
+}
+
 /// The arguments of a command that asks one node one question (`health`,
 /// `capabilities`).
 #[derive(Debug, clap::Args)]
@@ -74,24 +98,28 @@ pub struct NodeQuery {
     /// none; IPv6 as [::1]:50051).
     #[arg(value_parser = node_address)]
     pub address: String,
-    /// How long to wait for the answer (seconds, or e.g. `500ms`).
-    #[arg(long, default_value = "5", value_name = "DURATION", value_parser = positive_duration)]
-    pub timeout: Duration,
     #[command(flatten)]
-    tls: tls::TrustArgs,
-    #[command(flatten)]
-    answer_limit: AnswerLimit,
+    pub reach: Reach,
 }
 
 impl NodeQuery {
+    /// How long a question waits for its answer unless `--timeout` says.
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// `--timeout`, or 5 s.
+    pub fn timeout(&self) -> Duration {
+        self.reach.timeout_or(Self::TIMEOUT)
+    }
+
     /// A client for the node, with the TLS settings of the flags or of a
     /// known peer at its address, and the answer bound.
     pub fn client(
         &self,
         peers: Option<&sage_crypto::TrustStore>,
     ) -> Result<sage_service::delegator::client::Client, crate::failure::Failure> {
-        let trust = self.tls.trust_for(peers, &self.address)?;
+        let trust = self.reach.tls.trust_for(peers, &self.address)?;
         Ok(self
+            .reach
             .answer_limit
             .apply(sage_service::delegator::client::Client::with_tls(&trust)?))
     }

@@ -150,6 +150,8 @@ struct Machine {
     port: u16,
     /// The `sage peer add ...` line its `init` printed.
     peer_add: Option<String>,
+    /// Its certificate's fingerprint (hex), once `tls self-signed` made it.
+    fingerprint: Option<String>,
     node: Option<Node>,
 }
 
@@ -168,6 +170,7 @@ impl Machine {
             root: tempfile::tempdir().unwrap(),
             port,
             peer_add: None,
+            fingerprint: None,
             node: None,
         }
     }
@@ -208,6 +211,11 @@ impl Walk {
                     text = text.replace(&wanted, &public_key(machine));
                 }
             }
+            if let Some(fingerprint) = &machine.fingerprint {
+                text = text.replace(&format!("<{}'s fingerprint>", machine.host), fingerprint);
+            }
+            // A certificate's IP address SAN.
+            text = text.replace(machine.doc_ip, "127.0.0.1");
         }
         let root = here.root().display().to_string();
         for dir in ["/etc/sage", "/var/lib/"] {
@@ -296,6 +304,13 @@ impl Walk {
                 let ran = format!("sage {}", words[from..].join(" "));
                 assert_eq!(ran, printed, "step 3 on {}", self.machines[m].host);
             }
+            ["tls", "self-signed"] => {
+                let fingerprint = run.stdout.lines().next().unwrap_or_default();
+                let hex = fingerprint
+                    .strip_prefix("sha256:")
+                    .expect("a fingerprint first");
+                self.machines[m].fingerprint = Some(hex.to_owned());
+            }
             ["health", ..] => {
                 run.assert_stdout(&["Thor", "healthy"]);
             }
@@ -323,6 +338,8 @@ impl Walk {
         let targets: &[usize] = match step.number {
             // "sprout's is the same with its own name"
             4 => &[0, 1],
+            // "Add to thor's sage.toml"
+            6 => &[0],
             _ => panic!(
                 "step {} has a toml block this walk does not place",
                 step.number
@@ -410,6 +427,33 @@ fn machine_of(comment: &str) -> Option<usize> {
 
 #[test]
 fn the_deployment_guide_runs_as_written_on_two_loopback_nodes() {
+    let walk = walk_the_guide(false);
+    // The delegation ran on thor's node, for sprout.
+    let thor = walk.machines[0].node.as_ref().unwrap();
+    let metrics = crate::util::http(thor.addr, "GET", "/metrics", b"");
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains(
+            "sage_tasks_total{peer=\"Sprout\",task_type=\"llm_inference\",outcome=\"succeeded\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_deployment_guide_runs_as_written_with_its_optional_tls_step() {
+    let walk = walk_the_guide(true);
+    let thor = walk.machines[0].node.as_ref().unwrap();
+    let listening = format!("listening on https://127.0.0.1:{}", thor.addr.port());
+    assert!(thor.log().contains(&listening), "{}", thor.log());
+    // Sprout's record of thor pins the certificate thor made.
+    let fingerprint = walk.machines[0].fingerprint.as_deref().unwrap();
+    assert!(thor.log().contains(fingerprint), "{}", thor.log());
+}
+
+/// Runs the guide's steps in order, the optional TLS step if `tls`; the
+/// checks of [`Walk::check`] hold on the way.
+fn walk_the_guide(tls: bool) -> Walk {
     let mut walk = Walk {
         machines: [
             Machine::new("thor", "Thor", "192.0.2.10"),
@@ -421,8 +465,7 @@ fn the_deployment_guide_runs_as_written_on_two_loopback_nodes() {
     let numbers: Vec<u32> = steps.iter().map(|s| s.number).collect();
     assert_eq!(numbers, (1..=10).collect::<Vec<_>>(), "the guide's steps");
     for step in &steps {
-        // TLS is optional: the walk reaches the nodes over plain HTTP.
-        if step.title.starts_with("TLS") {
+        if step.title.starts_with("TLS") && !tls {
             continue;
         }
         for piece in &step.pieces {
@@ -453,14 +496,5 @@ fn the_deployment_guide_runs_as_written_on_two_loopback_nodes() {
             walk.start_nodes();
         }
     }
-    // The delegation ran on thor's node, for sprout.
-    let thor = walk.machines[0].node.as_ref().unwrap();
-    let metrics = crate::util::http(thor.addr, "GET", "/metrics", b"");
-    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
-    assert!(
-        metrics.contains(
-            "sage_tasks_total{peer=\"Sprout\",task_type=\"llm_inference\",outcome=\"succeeded\"} 1"
-        ),
-        "{metrics}"
-    );
+    walk
 }

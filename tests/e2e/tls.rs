@@ -188,9 +188,18 @@ fn delegation_over_https_to_a_pinned_self_signed_node() {
         .assert_stderr(&["not valid for name \"localhost\""]);
 
     // Plain HTTP to the TLS port: told to use https://.
-    keys.run(&["health", &thor.address()])
+    stranger
+        .run(&["health", &thor.address()])
         .assert_code(1)
         .assert_stderr(&["HTTPS only", "https://"]);
+    // Unless the address, typed without a scheme, is a known peer's: its
+    // record's https:// and pin apply.
+    keys.run(&["health", &thor.address()])
+        .assert_code(0)
+        .assert_stdout(&[&format!("at https://127.0.0.1:{}", thor.port())]);
+    keys.run(&["health", &format!("http://{}", thor.address())])
+        .assert_code(1)
+        .assert_stderr(&["HTTPS only"]);
     let answer = util::http(thor.addr, "GET", "/health", b"");
     assert_eq!(answer.status, 400);
     assert_eq!(answer.problem_code(), "malformed");

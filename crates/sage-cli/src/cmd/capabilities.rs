@@ -22,7 +22,7 @@ pub struct Args {
     node: super::NodeQuery,
 }
 
-pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
+pub fn run(keys_dir: &Path, Args { node: mut args }: Args) -> CmdResult {
     let timeout = args.timeout();
     let trust = KeyDir::new(keys_dir).trust_store("")?;
     let client = args.client(Some(&trust))?;

@@ -37,7 +37,7 @@ fn troubleshooting(addr: &str) -> String {
     )
 }
 
-pub fn run(keys_dir: &Path, Args { node: args }: Args) -> CmdResult {
+pub fn run(keys_dir: &Path, Args { node: mut args }: Args) -> CmdResult {
     let timeout = args.timeout();
     // A known peer at this address lends its TLS settings; the key
     // directory is optional here, so a bad one is no error.

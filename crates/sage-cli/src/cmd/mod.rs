@@ -112,11 +112,20 @@ impl NodeQuery {
     }
 
     /// A client for the node, with the TLS settings of the flags or of a
-    /// known peer at its address, and the answer bound.
+    /// known peer at its address, and the answer bound. An address typed
+    /// without a scheme takes that of the known peer recorded at the same
+    /// host and port, so `health thor:50051` reaches an `https://` peer
+    /// with its pinned certificate.
     pub fn client(
-        &self,
+        &mut self,
         peers: Option<&sage_crypto::TrustStore>,
     ) -> Result<sage_service::delegator::client::Client, crate::failure::Failure> {
+        let known = peers
+            .and_then(|peers| tls::peer_at(peers, &self.address))
+            .and_then(|peer| peer.address.clone());
+        if let Some(recorded) = known {
+            self.address = recorded;
+        }
         let trust = self.reach.tls.trust_for(peers, &self.address)?;
         Ok(self
             .reach

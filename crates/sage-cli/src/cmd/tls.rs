@@ -6,7 +6,7 @@ use crate::output::out;
 use std::path::{Path, PathBuf};
 
 use sage_crypto::{CertFingerprint, TlsTrust, TrustStore};
-use sage_service::delegator::client::{base_url, NodeAddress, Scheme};
+use sage_service::delegator::client::{NodeAddress, Scheme};
 use sage_service::keydir::KeyDir;
 use sage_service::tls::{self, SelfSignedPlan};
 use serde_json::json;
@@ -187,14 +187,18 @@ impl TrustArgs {
     }
 }
 
-/// The known peer whose recorded address is `addr`.
+/// The known peer whose recorded address is `addr`: the same host and
+/// port, and the same scheme unless `addr` names none.
 pub fn peer_at<'a>(peers: &'a TrustStore, addr: &str) -> Option<&'a sage_crypto::Peer> {
-    let wanted = base_url(addr).ok()?;
+    let wanted = NodeAddress::parse(addr).ok()?;
     peers.iter().find(|peer| {
         peer.address
             .as_deref()
-            .and_then(|a| base_url(a).ok())
-            .is_some_and(|a| a == wanted)
+            .and_then(|a| NodeAddress::parse(a).ok())
+            .is_some_and(|known| {
+                known.host_port() == wanted.host_port()
+                    && wanted.scheme.is_none_or(|scheme| scheme == known.scheme())
+            })
     })
 }
 

@@ -147,9 +147,16 @@ fn write(path: &Path, text: &str) {
 fn sighup_swaps_peers_and_keeps_in_flight_tasks_and_a_bad_config_keeps_the_old() {
     let fleet = Fleet::new("");
     let node = fleet.serve(&[]);
-    delegate(fleet.legion(), "Legion", &node, "echo")
-        .assert_code(1)
-        .assert_stderr(&["unknown_platform"]);
+    let refused = delegate(fleet.legion(), "Legion", &node, "echo");
+    refused.assert_code(1).assert_stderr(&[
+        "unknown_platform",
+        "on Thor, add this node's key: `sage peer add --name Legion --public-key ",
+        "--lct legion_sage_lct`",
+    ]);
+    // The line holds the key the delegator signs with.
+    let legion_pub = fleet.legion().key("Legion").public().to_hex();
+    refused.assert_stderr(&[&legion_pub]);
+    assert_eq!(refused.json()["error"]["code"], "unknown_platform");
 
     // A task in flight across the reload.
     let slow = delegate_in_background(fleet.sprout(), "Sprout", &node, "slow");

@@ -20,7 +20,7 @@ pub struct Advice(Cow<'static, str>);
 
 impl Advice {
     /// Advice that is a clause of its own: `message; text`.
-    fn clause(text: impl Into<Cow<'static, str>>) -> Self {
+    pub fn clause(text: impl Into<Cow<'static, str>>) -> Self {
         Advice(Cow::Owned(format!("; {}", text.into())))
     }
 

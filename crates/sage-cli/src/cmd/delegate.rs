@@ -206,7 +206,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
                     advice::message(&store_err)
                 );
             }
-            return Err(e.into());
+            return Err(unknown_sender(e, &local, &target));
         }
     };
     if json::enabled() {
@@ -225,6 +225,32 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         Some(why) => Err(Failure::Failed(format!(
             "the proof is valid but the task's terms are not met: {why}"
         ))),
+    }
+}
+
+/// A refusal because the target does not know this node's key, with the
+/// exact line its operator must run; any other error as it is.
+fn unknown_sender(error: DelegateError, local: &Identity, target: &Peer) -> Failure {
+    let unknown = matches!(
+        &error,
+        DelegateError::Client(sage_service::ClientError::Refused { problem, .. })
+            if problem.code == sage_types::problem::ProblemCode::UnknownPlatform
+    );
+    if !unknown {
+        return error.into();
+    }
+    // Kept typed, so that `--json` reports the node's own code.
+    let advice = advice::Advice::clause(format!(
+        "on {}, add this node's key: `sage peer add --name {} --public-key {} --lct {}` (with --replace if {} was known with another key)",
+        target.name,
+        local.name,
+        local.key.public().to_hex(),
+        local.lct_id,
+        local.name
+    ));
+    Failure::Error {
+        error: Box::new(error),
+        advice: Some(advice),
     }
 }
 

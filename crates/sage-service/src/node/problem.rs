@@ -66,7 +66,7 @@ impl From<VerifyError> for ApiError {
         };
         let detail = match &err {
             VerifyError::UnknownKey { .. } => {
-                format!("{err}; the receiving node must add the sender with `sage peer add`")
+                format!("{err}; this node does not know the sender's key: its operator must add it with `sage peer add` (with `--replace` for a known peer's new key)")
             }
             _ => err.to_string(),
         };

@@ -280,6 +280,8 @@ fn a_known_peer_with_a_new_key_is_caught_before_the_task_is_sent() {
         "the task was not sent",
         "sage peer add --name Thor --public-key HEX --replace",
     ]);
+    let run = sprout.delegate(&["--port", &port, "--task-type", "echo", "--json"]);
+    assert_eq!(run.json()["error"]["code"], "other_key");
     assert_eq!(
         thor.executions_of(task_id),
         0,
@@ -319,6 +321,12 @@ fn a_python_node_reached_with_v1_is_named_a_legacy_node() {
         "pass --protocol legacy or set protocol = \"legacy\" in its peer record",
     ]);
     assert!(!run.stderr.contains("404"), "{}", run.stderr);
+    let run = keys.run(&delegation_from(
+        "Thor",
+        "Sprout",
+        &["--port", &port, "--task-type", "vision", "--json"],
+    ));
+    assert_eq!(run.json()["error"]["code"], "legacy_node");
     // With the flag it is the delegation it should be.
     keys.run(&delegation_from(
         "Thor",
@@ -349,6 +357,8 @@ fn plain_http_to_an_https_only_port_says_use_https() {
     run.assert_code(1)
         .assert_stderr(&["speaks HTTPS only, not plain HTTP", &https]);
     assert!(!run.stderr.contains("troubleshooting"), "{}", run.stderr);
+    let run = keys.run(&["health", &thor.address(), "--json"]);
+    assert_eq!(run.json()["error"]["code"], "speaks_tls");
     let run = keys.delegate(&["--port", &thor.port(), "--task-type", "echo"]);
     run.assert_code(1)
         .assert_stderr(&["speaks HTTPS only, not plain HTTP", &https]);

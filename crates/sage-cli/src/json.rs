@@ -88,6 +88,8 @@ fn error_code(error: &(dyn std::error::Error + 'static)) -> String {
             DelegateError::Client(e) => client_code(e),
             DelegateError::Proof { .. } => "invalid_proof".into(),
             DelegateError::WrongNode { .. } => "wrong_node".into(),
+            DelegateError::OtherKey { .. } => "other_key".into(),
+            DelegateError::LegacyNode { .. } => "legacy_node".into(),
             _ => "delegation_failed".into(),
         };
     }
@@ -135,6 +137,7 @@ fn client_code(e: &sage_service::ClientError) -> String {
         ClientError::TooLarge { .. } => "answer_too_large",
         ClientError::Unhealthy { .. } => "unhealthy",
         ClientError::Tls { .. } => "tls",
+        ClientError::SpeaksTls { .. } => "speaks_tls",
         ClientError::TlsSettings(_) => "tls_files",
         _ => "client",
     }

@@ -8,8 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::file::{ConfigError, ConfigFile, ConfigProblem, ExecutorKind};
-use super::node::TlsFiles;
+use super::file::{ConfigError, ConfigFile, ConfigProblem, ExecutorKind, TlsFiles};
 use super::position::Positions;
 use crate::keydir::KeyDir;
 

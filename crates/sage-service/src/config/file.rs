@@ -744,6 +744,15 @@ impl fmt::Display for ConfigFile {
     }
 }
 
+/// The certificate chain and key a node serves HTTPS with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@ pub mod file;
 pub mod node;
 mod position;
 
-pub use node::{NodeConfig, Overrides, ResolveError, TlsFiles};
+pub use file::TlsFiles;
+pub use node::{NodeConfig, Overrides, ResolveError};
 
 use std::ops::RangeInclusive;
 use std::time::Duration;

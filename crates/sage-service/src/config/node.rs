@@ -14,7 +14,7 @@ use sage_exec::{ExecutorSet, Leftovers};
 use sage_store::Durability;
 
 use super::check::{self, Problems};
-use super::file::{ConfigError, ConfigFile, DEFAULT_PATHS};
+use super::file::{ConfigError, ConfigFile, TlsFiles, DEFAULT_PATHS};
 use super::{Limits, LimitsError};
 use crate::keydir::KeyDir;
 
@@ -67,15 +67,6 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     /// The TLS private key.
     pub tls_key: Option<PathBuf>,
-}
-
-/// The certificate chain and key a node serves HTTPS with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// PEM certificate chain.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
 }
 
 /// A serving node's configuration, every source applied.

@@ -15,6 +15,10 @@ impl Executor for Echo {
         "echo"
     }
 
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
         Box::pin(async move { Ok(Execution::of(task.input.clone())) })
     }
@@ -62,6 +66,10 @@ impl Simulate {
 impl Executor for Simulate {
     fn kind(&self) -> &'static str {
         "simulate"
+    }
+
+    fn idempotent(&self) -> bool {
+        true
     }
 
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {

@@ -145,6 +145,13 @@ pub trait Executor: Send + Sync + 'static {
     /// The kind, for logs and the banner (`echo`, `simulate`, ...).
     fn kind(&self) -> &'static str;
 
+    /// Whether running one task twice is harmless: only an executor that
+    /// computes its answer and touches nothing else says so. A program or
+    /// a service may have effects the node cannot see, hence the default.
+    fn idempotent(&self) -> bool {
+        false
+    }
+
     /// Runs `task`.
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>>;
 }

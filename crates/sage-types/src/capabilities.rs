@@ -16,6 +16,10 @@ pub struct Capabilities {
     pub version: String,
     /// When the document was made (unix ms).
     pub issued_at: u64,
+    /// Until when (unix ms) a delegator may rely on it without asking
+    /// again; `0` (a document without the field) is stale at once.
+    #[serde(default)]
+    pub expires_at: u64,
     /// The task types served, sorted.
     pub task_types: Vec<TaskTypeInfo>,
     /// The machine, as read from it.
@@ -41,6 +45,12 @@ pub struct TaskTypeInfo {
     pub cost: Option<CostInfo>,
     /// Ceiling on a task's estimate, if any.
     pub max_cost: Option<f64>,
+    /// Whether running a task of this type twice is harmless (a builtin
+    /// that only computes), so that a router may run it again on another
+    /// node after an attempt that may have been accepted; `false` for
+    /// programs and services, whose effects the node cannot know.
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 /// A cost model.

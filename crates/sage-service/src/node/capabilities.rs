@@ -10,6 +10,11 @@ use sage_types::ProblemCode;
 use super::{ApiError, AppState};
 use sage_types::clock::now_ms;
 
+/// How long a delegator may use a capabilities document before asking
+/// again: long enough to spare a request per delegation, short enough that
+/// a changed config or a full queue is seen within a minute.
+const CAPABILITIES_TTL_MS: u64 = 60_000;
+
 pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Response, ApiError> {
     let inner = state.inner();
     let policy = state.policy();
@@ -28,13 +33,16 @@ pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Respon
                 per_second: c.per_second,
             }),
             max_cost: entry.max_cost,
+            idempotent: entry.executor.idempotent(),
         })
         .collect();
+    let issued_at = now_ms();
     let document = Capabilities {
         platform: inner.name.clone(),
         lct_id: inner.lct_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        issued_at: now_ms(),
+        issued_at,
+        expires_at: issued_at.saturating_add(CAPABILITIES_TTL_MS),
         task_types,
         hardware: inner.hardware.clone(),
     };

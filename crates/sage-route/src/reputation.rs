@@ -49,7 +49,14 @@ impl Reputation {
     /// The weight the cost divides by: the score, floored so that a peer
     /// with a bad past is still tried now and then and can recover.
     pub(crate) fn weight(&self, now: Instant, policy: &Policy) -> f64 {
-        self.score(now, policy).clamp(policy.weight_floor, 1.0)
+        // A floor of zero, negative or NaN would let the cost divide by
+        // zero; the least floor kept is tiny but positive.
+        let floor = if policy.weight_floor > 1e-6 {
+            policy.weight_floor.min(1.0)
+        } else {
+            1e-6
+        };
+        self.score(now, policy).max(floor).min(1.0)
     }
 
     fn kept(&self, now: Instant, half_life: Duration) -> f64 {

@@ -272,6 +272,22 @@ mod tests {
         assert_eq!(on_a, 5, "alternates as in-flight counts rise");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn ties_are_broken_at_random() {
+        let router = Router::new(Policy::default());
+        let mut rng = StdRng::seed_from_u64(5);
+        let peers = ["a", "b", "c"];
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            let pick = router.pick(&peers, None, &mut rng).expect("candidates");
+            counts[peers
+                .iter()
+                .position(|p| *p == pick.key)
+                .expect("a candidate")] += 1;
+        }
+        assert!(counts.iter().all(|&n| n > 70), "{counts:?}");
+    }
+
     fn eject(router: &Router<&'static str>, key: &'static str, outcome: Outcome, times: usize) {
         for _ in 0..times {
             router.start(&key).finish(outcome);

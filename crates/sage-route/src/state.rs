@@ -76,22 +76,14 @@ impl<K: Ord + Clone> Table<K> {
         self.peers.iter()
     }
 
-    fn entry(&mut self, key: &K, now: Instant) -> &mut Peer {
-        if !self.peers.contains_key(key) {
-            let peer = Peer::new(&self.policy, now);
-            self.peers.insert(key.clone(), peer);
-        }
-        self.peers.get_mut(key).expect("inserted above")
-    }
-
     /// Makes `key` known from `now`, so that its estimate starts decaying
     /// and a new peer gets tried even beside fast ones.
     pub(crate) fn register(&mut self, key: &K, now: Instant) {
-        self.entry(key, now);
+        entry(&mut self.peers, &self.policy, key, now);
     }
 
     pub(crate) fn begin(&mut self, key: &K, now: Instant) {
-        let peer = self.entry(key, now);
+        let peer = entry(&mut self.peers, &self.policy, key, now);
         peer.in_flight = peer.in_flight.saturating_add(1);
     }
 
@@ -103,13 +95,13 @@ impl<K: Ord + Clone> Table<K> {
     }
 
     pub(crate) fn record(&mut self, key: &K, at: Instant, outcome: Outcome) {
-        let policy = self.policy.clone();
-        let peer = self.entry(key, at);
+        let policy = &self.policy;
+        let peer = entry(&mut self.peers, policy, key, at);
         peer.latency
-            .observe(outcome.latency(&policy), at, policy.tau);
-        peer.cooldown.record(at, outcome.health(), &policy);
+            .observe(outcome.latency(policy), at, policy.tau);
+        peer.cooldown.record(at, outcome.health(), policy);
         peer.reputation
-            .observe(at, outcome.evidence(&policy), &policy);
+            .observe(at, outcome.evidence(policy), policy);
     }
 
     pub(crate) fn cooling(&self, key: &K, now: Instant) -> Option<(Instant, Ejection)> {
@@ -131,4 +123,18 @@ impl<K: Ord + Clone> Table<K> {
             },
         }
     }
+}
+
+/// The key's state, made as of `now` if it had none. Looked up before
+/// inserting, so that a known key is not cloned.
+fn entry<'a, K: Ord + Clone>(
+    peers: &'a mut BTreeMap<K, Peer>,
+    policy: &Policy,
+    key: &K,
+    now: Instant,
+) -> &'a mut Peer {
+    if !peers.contains_key(key) {
+        peers.insert(key.clone(), Peer::new(policy, now));
+    }
+    peers.get_mut(key).expect("inserted above")
 }

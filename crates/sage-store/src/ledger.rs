@@ -267,6 +267,51 @@ pub(super) fn entry(db: &Db<'_>, task_id: &str) -> Result<Option<LedgerEntry>, S
         .map_err(|e| db.err(e))
 }
 
+pub(super) fn attempts(db: &Db<'_>, task_id: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+    db.conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM ledger WHERE task_id = ?1 ORDER BY sent_at_ms, id"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_map(params![task_id], entry_of)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(|e| db.err(e))
+}
+
+pub(super) fn put_capabilities(
+    db: &Db<'_>,
+    peer_lct: &str,
+    envelope: &[u8],
+    expires_at_ms: u64,
+) -> Result<(), StoreError> {
+    db.conn
+        .prepare_cached(
+            "INSERT INTO capabilities (peer_lct, envelope, expires_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (peer_lct) DO UPDATE SET
+               envelope = excluded.envelope, expires_at_ms = excluded.expires_at_ms",
+        )
+        .and_then(|mut stmt| stmt.execute(params![peer_lct, envelope, ms(expires_at_ms)]))
+        .map(|_| ())
+        .map_err(|e| db.err(e))
+}
+
+pub(super) fn capabilities(
+    db: &Db<'_>,
+    peer_lct: &str,
+    now_ms: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    db.conn
+        .prepare_cached(
+            "SELECT envelope FROM capabilities WHERE peer_lct = ?1 AND expires_at_ms > ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![peer_lct, ms(now_ms)], |row| row.get(0))
+                .optional()
+        })
+        .map_err(|e| db.err(e))
+}
+
 pub(super) fn stats(db: &Db<'_>) -> Result<Vec<PeerStats>, StoreError> {
     type Line = (
         String,

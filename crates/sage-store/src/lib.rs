@@ -567,6 +567,35 @@ impl Store {
         self.call(move |db| ledger::entry(db, &task_id)).await
     }
 
+    /// Every ledger entry of a task id, oldest first: the attempts of one
+    /// delegation, on one peer or several.
+    pub async fn ledger_attempts(&self, task_id: String) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.call(move |db| ledger::attempts(db, &task_id)).await
+    }
+
+    /// Keeps a peer's signed capabilities (the envelope as received, checked
+    /// by the caller) until `expires_at_ms`, replacing what was kept.
+    pub async fn put_capabilities(
+        &self,
+        peer_lct: String,
+        envelope: Vec<u8>,
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| ledger::put_capabilities(db, &peer_lct, &envelope, expires_at_ms))
+            .await
+    }
+
+    /// The capabilities envelope kept for a peer, if it has not expired at
+    /// `now_ms`. It is as the peer sent it: verify it before use.
+    pub async fn capabilities(
+        &self,
+        peer_lct: String,
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.call(move |db| ledger::capabilities(db, &peer_lct, now_ms))
+            .await
+    }
+
     /// Every peer's statistics, sorted by name (case-insensitively).
     pub async fn peer_stats(&self) -> Result<Vec<PeerStats>, StoreError> {
         self.call(ledger::stats).await

@@ -103,6 +103,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX tasks_legacy_by_expiry ON tasks (keep_until_ms) WHERE nonce IS NULL;
     "#,
+    // 6: the delegator's cache of its peers' signed capabilities, kept
+    // until they expire, so that routing does not ask every peer again on
+    // each delegation.
+    r#"
+    CREATE TABLE capabilities (
+        peer_lct        TEXT    NOT NULL PRIMARY KEY,
+        envelope        BLOB    NOT NULL,
+        expires_at_ms   INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this code writes and knows.

@@ -128,7 +128,7 @@ async fn open_creates_a_wal_database_at_the_current_version() {
     let path = store.path().to_path_buf();
     assert_eq!(pragma::<String>(&path, "journal_mode"), "wal");
     assert_eq!(pragma::<u32>(&path, "user_version"), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     assert_eq!(
         pragma::<i32>(&path, "application_id"),
         schema::APPLICATION_ID
@@ -686,6 +686,57 @@ async fn the_ledger_lists_by_peer_and_time() {
         let latest = store.ledger_entry(task_id.to_string()).await.unwrap();
         assert_eq!(latest.map(|e| e.id), expected, "{task_id}");
     }
+}
+
+#[tokio::test]
+async fn the_attempts_of_a_delegation_are_its_task_ids_entries_oldest_first() {
+    let (_dir, store) = open();
+    let late = store
+        .record_delegation(entry("sprout", "d1", 300, "succeeded"))
+        .await
+        .unwrap();
+    let early = store
+        .record_delegation(entry("thor", "d1", 100, "unreachable"))
+        .await
+        .unwrap();
+    store
+        .record_delegation(entry("thor", "d2", 200, "succeeded"))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = store
+        .ledger_attempts("d1".into())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![early, late]);
+    assert!(store.ledger_attempts("zz".into()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn kept_capabilities_are_given_until_they_expire_and_replaced_by_newer() {
+    let (_dir, store) = open();
+    let peer = || "thor_sage_lct".to_string();
+    assert_eq!(store.capabilities(peer(), 0).await.unwrap(), None);
+    store
+        .put_capabilities(peer(), b"one".to_vec(), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.capabilities(peer(), 999).await.unwrap(),
+        Some(b"one".to_vec())
+    );
+    assert_eq!(store.capabilities(peer(), 1_000).await.unwrap(), None);
+    store
+        .put_capabilities(peer(), b"two".to_vec(), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.capabilities(peer(), 1_500).await.unwrap(),
+        Some(b"two".to_vec())
+    );
+    assert_eq!(store.capabilities("other".into(), 0).await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -305,6 +305,23 @@ fn every_json_object_is_documented_and_failures_are_objects_too() {
     assert_eq!(unreachable["error"]["code"], "unreachable");
     let unknown = ["delegate", "--local", "Sprout", "--target", "Nobody"];
     assert_eq!(c.both(&keys, &unknown, 1)["error"]["code"], "failed");
+    // Routed: Thor is known by its key file only, without an address.
+    let routed = ["delegate", "--local", "Sprout", "--task-type", "echo"];
+    assert_eq!(c.both(&keys, &routed, 1)["error"]["code"], "no_candidate");
+    let thor_pub = keys.key("Thor").public().to_hex();
+    keys.run(&[
+        "peer",
+        "add",
+        "--name",
+        "Thor",
+        "--public-key",
+        &thor_pub,
+        "--address",
+        &addr,
+    ])
+    .assert_code(0);
+    let routed = c.once(&keys, &routed, 0);
+    assert_eq!(routed["route"]["candidates"][0], "Thor", "{routed}");
 
     // Load.
     let bench = [

@@ -23,6 +23,7 @@ mod manual;
 mod protocol_doc;
 mod reach;
 mod refusals;
+mod route;
 mod service;
 mod setup;
 mod soak;

@@ -9,6 +9,8 @@ use std::fmt;
 
 use sage_crypto::FingerprintError;
 use sage_service::delegator::client::{NodeAddress, DEFAULT_PORT};
+use sage_service::delegator::recorded::AttemptError;
+use sage_service::delegator::route::RouteError;
 use sage_service::{ClientError, DelegateError, KeyDirError, ProofError, TlsError, TlsProblem};
 use sage_store::StoreError;
 
@@ -67,6 +69,12 @@ fn own(error: &(dyn Error + 'static)) -> Option<Advice> {
     if let Some(err) = error.downcast_ref::<DelegateError>() {
         return delegate(err);
     }
+    if let Some(err) = error.downcast_ref::<AttemptError>() {
+        return err.delegate_error().and_then(delegate);
+    }
+    if let Some(err) = error.downcast_ref::<RouteError>() {
+        return route(err);
+    }
     if let Some(err) = error.downcast_ref::<ClientError>() {
         return client(err);
     }
@@ -116,6 +124,21 @@ fn key_dir(err: &KeyDirError) -> Option<Advice> {
 
 /// A delegation's failure: its transparent variants show the inner
 /// error's message, whose advice is found by type here, not as a cause.
+/// After one attempt, its own advice; after several, the list says more.
+fn route(err: &RouteError) -> Option<Advice> {
+    match err {
+        RouteError::NoCandidate { task_type, .. } => Some(Advice::clause(format!(
+            "`sage capabilities ADDRESS` shows what a node serves; record a peer that serves {task_type} with `sage peer add --name NAME --public-key HEX --address ADDRESS`, or name one with --target"
+        ))),
+        RouteError::Exhausted { tried, last } | RouteError::MayHaveRun { tried, last, .. }
+            if tried.len() == 1 =>
+        {
+            last.delegate_error().and_then(delegate)
+        }
+        _ => None,
+    }
+}
+
 fn delegate(err: &DelegateError) -> Option<Advice> {
     match err {
         DelegateError::Client(err) => client(err),

@@ -68,6 +68,8 @@ failed_from!(
     sage_service::KeyDirError,
     sage_service::ClientError,
     sage_service::DelegateError,
+    sage_service::delegator::recorded::AttemptError,
+    sage_service::delegator::route::RouteError,
 );
 
 /// A configuration that cannot be resolved; the flags that fix it are the

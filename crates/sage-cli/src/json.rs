@@ -7,6 +7,9 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::{json, Value};
 
+use sage_service::delegator::recorded::AttemptError;
+use sage_service::delegator::route::RouteError;
+
 use crate::failure::{print_json, Failure};
 
 /// The version of every object's shape; `schema` is `sage.COMMAND/1`.
@@ -96,6 +99,16 @@ fn error_code(error: &(dyn std::error::Error + 'static)) -> String {
     if let Some(e) = error.downcast_ref::<ClientError>() {
         return client_code(e);
     }
+    if let Some(e) = error.downcast_ref::<AttemptError>() {
+        return attempt_code(e);
+    }
+    if let Some(e) = error.downcast_ref::<RouteError>() {
+        return match e {
+            RouteError::NoCandidate { .. } => "no_candidate".into(),
+            RouteError::MayHaveRun { .. } => "may_have_run".into(),
+            RouteError::Exhausted { last, .. } => attempt_code(last),
+        };
+    }
     if let Some(e) = error.downcast_ref::<KeyDirError>() {
         return match e {
             KeyDirError::NotFound { .. } => "key_not_found",
@@ -125,12 +138,22 @@ fn error_code(error: &(dyn std::error::Error + 'static)) -> String {
     kind.into()
 }
 
+/// An attempt's code: its delegation error's, or `store` when the ledger
+/// failed it.
+fn attempt_code(e: &AttemptError) -> String {
+    match e.delegate_error() {
+        Some(e) => error_code(e),
+        None => "store".into(),
+    }
+}
+
 fn client_code(e: &sage_service::ClientError) -> String {
     use sage_service::ClientError;
     match e {
         ClientError::Refused { problem, .. } => problem.code.as_str(),
         ClientError::BadAddress { .. } => "bad_address",
         ClientError::Unreachable { .. } => "unreachable",
+        ClientError::Broken { .. } => "broken",
         ClientError::NoConnection { .. } => "no_connection",
         ClientError::TimedOut { .. } => "timed_out",
         ClientError::BadResponse { .. } => "bad_response",

@@ -174,6 +174,15 @@ pub enum ClientError {
         /// The system's reason.
         detail: String,
     },
+    /// The connection was made, then broke before a whole answer came: the
+    /// node may have received the request, and may be running it.
+    #[error("the connection to {addr} broke before the answer: {detail}")]
+    Broken {
+        /// The address.
+        addr: String,
+        /// The system's reason.
+        detail: String,
+    },
     /// The client could not be set up or the request not encoded: a bug
     /// or a broken TLS backend, not the peer's fault.
     #[error("{0}")]

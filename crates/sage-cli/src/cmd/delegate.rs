@@ -2,14 +2,14 @@
 
 use crate::output::out;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sage_crypto::{Peer, Protocol};
+use sage_route::{Policy, RetryBudget, Router};
 use sage_service::delegator::client::{Client, NodeAddress, CONNECT_TIMEOUT};
-use sage_service::delegator::delegation::{
-    check_target, conclude, new_task_id, Delegation, Outgoing, TaskSpec,
-};
-use sage_service::delegator::ledger::{self, payload_digest};
+use sage_service::delegator::delegation::{new_task_id, Delegation, TaskSpec};
+use sage_service::delegator::recorded::{Attempt, AttemptError};
+use sage_service::delegator::route::{self, Constraints, Plan, RouteError, Survey, Tried};
 use sage_service::keydir::{Identity, KeyDir};
 use sage_service::DelegateError;
 use sage_types::QualityRequirements;
@@ -27,8 +27,21 @@ pub struct Args {
     #[arg(long)]
     local: String,
     /// The peer that runs the task: name (case-insensitive) or LCT id.
+    /// Without it, the best of the trusted peers whose verified
+    /// capabilities serve the task type runs it, and another if it fails.
     #[arg(long)]
-    target: String,
+    target: Option<String>,
+    /// Without --target: pick among these peers first (repeatable).
+    #[arg(long, value_name = "NAME", conflicts_with = "target")]
+    prefer: Vec<String>,
+    /// Without --target: never pick this peer (repeatable).
+    #[arg(long, value_name = "NAME", conflicts_with = "target")]
+    exclude: Vec<String>,
+    /// Without --target: the task may run again on another peer after an
+    /// attempt that may have run it [default: as the capabilities say of
+    /// its type: the builtins yes, programs and services no].
+    #[arg(long, conflicts_with = "target")]
+    idempotent: bool,
     /// Target address, if not the peer record's: HOST[:PORT] or
     /// http(s)://HOST[:PORT]; without a scheme, the record's (`https://`
     /// stays TLS), without a port, 50051.
@@ -98,20 +111,44 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         lifetime: timeout,
         max_latency: args.max_latency,
         max_cost: args.max_cost,
-        task_id: args.task_id.clone(),
+        task_id: None,
         earlier_digests: Vec::new(),
     };
     let keys = KeyDir::new(keys_dir);
     let local = keys.load_identity(&args.local)?;
-    refuse_self(&local, &args.target)?;
+    if let Some(target) = &args.target {
+        refuse_self(&local, target)?;
+    }
     let trust = keys.trust_store(&local.name)?;
-    let target = trust.find(&args.target).cloned().ok_or_else(|| {
+    // Every attempt is recorded under its task id, even one that fails
+    // before the task is signed.
+    let task_id = args
+        .task_id
+        .clone()
+        .unwrap_or_else(|| new_task_id(sage_types::clock::now_ms()));
+    spec.task_id = Some(task_id);
+    // Connection attempts end before the request's timeout, so a host that
+    // is down or a port a firewall drops is reported as such.
+    let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
+    let runtime = super::runtime(false)?;
+    let store = super::open_store(state_dir)?;
+    let Some(target_name) = &args.target else {
+        return routed(
+            &args,
+            &local,
+            &trust,
+            &store,
+            &runtime,
+            &spec,
+            timeout,
+            connect_within,
+        );
+    };
+    let target = trust.find(target_name).cloned().ok_or_else(|| {
         Failure::Failed(format!(
-            "unknown target {:?}: it is not in {} nor a key file in {}; add it with `sage peer add --name {} --public-key HEX --address HOST:PORT`",
-            args.target,
+            "unknown target {target_name:?}: it is not in {} nor a key file in {}; add it with `sage peer add --name {target_name} --public-key HEX --address HOST:PORT`",
             keys.peers_file().display(),
             keys.path().display(),
-            args.target
         ))
     })?;
     let addr = target_address(&target, args.host.as_deref(), args.port)?;
@@ -121,110 +158,195 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         .tls
         .trust()?
         .unwrap_or_else(|| target.tls.clone());
-
     let protocol = args.protocol.map_or(target.protocol, Protocol::from);
-    // Connection attempts end before the request's timeout, so a host that
-    // is down or a port a firewall drops is reported as such.
-    let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
     let client = args
         .reach
         .answer_limit
         .apply(Client::with_tls_connect_timeout(&tls, connect_within)?);
-    let runtime = super::runtime(false)?;
-    let store = super::open_store(state_dir)?;
-    // Every attempt is recorded under its task id, even one that fails
-    // before the task is signed.
-    let task_id = args
-        .task_id
-        .clone()
-        .unwrap_or_else(|| new_task_id(sage_types::clock::now_ms()));
-    spec.task_id = Some(task_id.clone());
-    // A retry: the node may answer with the proof of an earlier send,
-    // which names that payload; the receipt keeps that send beside it.
-    let earlier: Vec<Vec<u8>> = match &args.task_id {
-        None => Vec::new(),
-        Some(task_id) => runtime
-            .block_on(store.ledger(Some(target.name.clone()), None))?
-            .into_iter()
-            .filter(|e| &e.task_id == task_id && !e.task.is_empty())
-            .map(|e| e.task)
-            .collect(),
-    };
-    spec.earlier_digests = earlier.iter().filter_map(|b| payload_digest(b)).collect();
-
-    let started = Instant::now();
-    let checked = match runtime.block_on(check_target(&client, &target, protocol, &addr, timeout)) {
-        Ok(checked) => checked,
-        Err(e) => {
-            let recorded =
-                ledger::record_failure(&store, &target, protocol, &task_id, &spec.task_type, &e);
-            if let Err(store_err) = runtime.block_on(recorded) {
-                tracing::warn!(
-                    "cannot record the failure in the ledger: {}",
-                    advice::message(&store_err)
-                );
-            }
-            return Err(e.into());
-        }
-    };
-    let outgoing = Outgoing::sign(&local, &target, protocol, &spec);
     let sent_at = sage_types::clock::now_ms();
-    let entry = runtime
-        .block_on(ledger::record_sent(
-            &store,
-            &target,
-            protocol,
-            &spec.task_type,
-            &outgoing,
-            sent_at,
-        ))
-        .map_err(|e| {
-            Failure::Failed(format!(
-                "the task was not sent: it cannot be recorded in the ledger: {}",
-                advice::message(&e)
-            ))
-        })?;
     let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());
-    let sent = runtime.block_on(outgoing.send(&client, &addr, timeout));
-    drop(waiting);
-    let outcome = sent
-        .map_err(DelegateError::from)
-        .and_then(|exchanged| conclude(exchanged, &target, &spec, checked, started));
-    let recorded = runtime.block_on(ledger::record_outcome(&store, entry, &outcome, &earlier));
-    let delegation = match (outcome, recorded) {
-        (Ok(_), Err(e)) => {
-            return Err(Failure::Failed(format!(
-                "the proof verified but cannot be kept: {}",
-                advice::message(&e)
-            )))
-        }
-        (Ok(d), Ok(())) => d,
-        (Err(e), recorded) => {
-            if let Err(store_err) = recorded {
-                tracing::warn!(
-                    "cannot record the failure in the ledger: {}",
-                    advice::message(&store_err)
-                );
-            }
-            return Err(unknown_sender(e, &local, &target));
-        }
+    let attempt = Attempt {
+        client: &client,
+        store: &store,
+        local: &local,
+        target: &target,
+        addr: &addr,
+        protocol,
+        spec: &spec,
+        timeout,
     };
-    if json::enabled() {
-        json::report(report_json(
-            &delegation,
-            &local.name,
-            &target,
-            &addr,
-            sent_at,
+    let result = runtime.block_on(attempt.run());
+    drop(waiting);
+    let delegation = result.map_err(|e| attempt_failure(e, &local, &target))?;
+    report(
+        &delegation,
+        &spec,
+        &local.name,
+        &target,
+        &addr,
+        sent_at,
+        None,
+    )
+}
+
+/// `delegate` without `--target`: the fleet's best candidate for the task
+/// type runs it, another if it fails (see `sage_service::delegator::route`).
+#[allow(clippy::too_many_arguments)]
+fn routed(
+    args: &Args,
+    local: &Identity,
+    trust: &sage_crypto::TrustStore,
+    store: &sage_store::Store,
+    runtime: &tokio::runtime::Runtime,
+    spec: &TaskSpec,
+    timeout: Duration,
+    connect_within: Duration,
+) -> CmdResult {
+    if args.host.is_some() || args.port.is_some() || args.protocol.is_some() {
+        return Err(Failure::Usage(
+            "--host, --port and --protocol name one node: give --target too, or leave them out to route"
+                .into(),
         ));
+    }
+    if args.reach.tls.trust()?.is_some() {
+        return Err(Failure::Usage(
+            "--tls-ca and --tls-fingerprint are for one node: give --target too, or record each peer's TLS settings with `sage peer add`".into(),
+        ));
+    }
+    let answer_limit = args.reach.answer_limit;
+    let client_for = |peer: &Peer| {
+        Client::with_tls_connect_timeout(&peer.tls, connect_within).map(|c| answer_limit.apply(c))
+    };
+    let constraints = Constraints {
+        prefer: args.prefer.clone(),
+        exclude: args.exclude.clone(),
+        max_cost: args.max_cost,
+    };
+    let router = Router::new(Policy::default());
+    // What earlier delegations saw of each peer, the last hour of it.
+    let since = sage_types::clock::now_ms().saturating_sub(3_600_000);
+    route::rebuild(&router, &runtime.block_on(store.ledger(None, Some(since)))?);
+    let survey = runtime.block_on(route::survey(
+        trust,
+        local,
+        &spec.task_type,
+        &constraints,
+        store,
+        client_for,
+        CAPABILITIES_WITHIN.min(timeout),
+    ));
+    let sent_at = sage_types::clock::now_ms();
+    let plan = Plan {
+        local,
+        spec,
+        idempotent: args.idempotent.then_some(true),
+        timeout,
+    };
+    let waiting = crate::progress::Waiting::start("the fleet", !crate::json::enabled());
+    let result = runtime.block_on(route::delegate(
+        &survey,
+        &router,
+        &RetryBudget::default(),
+        store,
+        client_for,
+        plan,
+    ));
+    drop(waiting);
+    let routed = result.map_err(|e| match e {
+        // One attempt, refused for an unknown key: the fix is the same.
+        RouteError::Exhausted { tried, last } if tried.len() == 1 => {
+            match survey
+                .candidates
+                .iter()
+                .find(|c| c.peer.name == tried[0].peer)
+            {
+                Some(c) => attempt_failure(last, local, &c.peer),
+                None => Failure::from(last),
+            }
+        }
+        other => other.into(),
+    })?;
+    report(
+        &routed.delegation,
+        spec,
+        &local.name,
+        &routed.target,
+        &routed.addr,
+        sent_at,
+        Some((&survey, &routed.tried)),
+    )
+}
+
+/// How long the capabilities of the peers may take, asked all at once.
+const CAPABILITIES_WITHIN: Duration = Duration::from_secs(5);
+
+/// Prints the verified delegation (and, when it was routed, the route),
+/// and fails if its proof does not meet the task's terms.
+fn report(
+    delegation: &Delegation,
+    spec: &TaskSpec,
+    local: &str,
+    target: &Peer,
+    addr: &str,
+    sent_at: u64,
+    route: Option<(&Survey, &[Tried])>,
+) -> CmdResult {
+    if json::enabled() {
+        let mut object = report_json(delegation, local, target, addr, sent_at);
+        if let Some((survey, tried)) = route {
+            object["route"] = route_json(survey, tried);
+        }
+        json::report(object);
     } else {
-        print_report(&delegation, &spec, &local.name, &target, &addr);
+        if let Some((survey, tried)) = route {
+            print_route(survey, tried);
+        }
+        print_report(delegation, spec, local, target, addr);
     }
     match &delegation.shortfall {
         None => Ok(()),
         Some(why) => Err(Failure::Failed(format!(
             "the proof is valid but the task's terms are not met: {why}"
         ))),
+    }
+}
+
+/// The route as `--json` reports it.
+fn route_json(survey: &Survey, tried: &[Tried]) -> serde_json::Value {
+    json!({
+        "candidates": survey.candidates.iter().map(|c| c.peer.name.clone()).collect::<Vec<_>>(),
+        "left": survey.left.iter().map(|(peer, why)| json!({"peer": peer.name, "reason": why.to_string()})).collect::<Vec<_>>(),
+        "attempts": tried.iter().map(|t| json!({"peer": t.peer, "outcome": t.outcome})).collect::<Vec<_>>(),
+    })
+}
+
+/// The route, before the delegation's report.
+fn print_route(survey: &Survey, tried: &[Tried]) {
+    let names: Vec<&str> = survey
+        .candidates
+        .iter()
+        .map(|c| c.peer.name.as_str())
+        .collect();
+    out!("Routed among {}", names.join(", "));
+    for (peer, why) in &survey.left {
+        out!("  not {}: {why}", peer.name);
+    }
+    if tried.len() > 1 {
+        for (i, t) in tried.iter().enumerate() {
+            out!("  attempt {}: {} ({})", i + 1, t.peer, t.outcome);
+        }
+    }
+    out!();
+}
+
+/// A failed attempt as the CLI reports it: the delegation's own error
+/// (its code and advice), a refusal for an unknown key with the line that
+/// fixes it.
+fn attempt_failure(error: AttemptError, local: &Identity, target: &Peer) -> Failure {
+    match error {
+        AttemptError::Sent(e) => unknown_sender(e, local, target),
+        AttemptError::NotSent(e) => e.into(),
+        other => other.into(),
     }
 }
 

@@ -283,6 +283,7 @@ fn kind(err: &JobError) -> String {
             format!("refused:{}", problem.code)
         }
         DelegateError::Client(ClientError::Unreachable { .. }) => "unreachable".into(),
+        DelegateError::Client(ClientError::Broken { .. }) => "broken".into(),
         DelegateError::Client(ClientError::TimedOut { .. }) => "timed_out".into(),
         DelegateError::Client(ClientError::TooLarge { .. }) => "too_large".into(),
         DelegateError::Client(ClientError::BadResponse { status, .. }) => format!("http_{status}"),

@@ -572,9 +572,16 @@ fn transport_error(
             None => break,
         }
     }
-    ClientError::Unreachable {
-        addr: addr.to_owned(),
-        detail: cause.to_string(),
+    if err.is_connect() {
+        ClientError::Unreachable {
+            addr: addr.to_owned(),
+            detail: cause.to_string(),
+        }
+    } else {
+        ClientError::Broken {
+            addr: addr.to_owned(),
+            detail: cause.to_string(),
+        }
     }
 }
 

@@ -311,6 +311,7 @@ fn failure_status(error: &DelegateError) -> &'static str {
         DelegateError::Client(crate::ClientError::Refused { .. }) => "refused",
         DelegateError::Client(crate::ClientError::TimedOut { .. }) => "timed_out",
         DelegateError::Client(crate::ClientError::Unreachable { .. }) => "unreachable",
+        DelegateError::Client(crate::ClientError::Broken { .. }) => "broken",
         DelegateError::Client(crate::ClientError::TooLarge { .. }) => "too_large",
         DelegateError::Proof { .. } => "invalid_proof",
         _ => "error",

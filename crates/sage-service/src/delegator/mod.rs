@@ -5,9 +5,15 @@
 //! - [`delegation`]: builds and signs tasks and checks the proofs that come
 //!   back.
 //! - [`ledger`]: the receipts of past delegations and their offline check.
+//! - [`recorded`]: one attempt of a delegation, in the ledger from start
+//!   to end.
+//! - [`route`]: delegating to the fleet: the candidates for a task type,
+//!   the pick, failover and retries.
 //! - [`bench`](mod@bench): the load generator of `sage bench`.
 
 pub mod bench;
 pub mod client;
 pub mod delegation;
 pub mod ledger;
+pub mod recorded;
+pub mod route;

@@ -1,0 +1,268 @@
+//! `sage delegate` without `--target`: the fleet's candidates for a task
+//! type (signed capabilities, verified), the pick, and what happens when
+//! an attempt fails: another peer when nothing ran, never a second peer
+//! for a task that may have run unless it is idempotent.
+
+use std::time::{Duration, Instant};
+
+use crate::fixture::Fleet;
+use crate::util::{http, Node, Run};
+
+/// A fleet of Sprout (the delegator) and `executors`, each serving the
+/// config `config` (empty: the builtins), and Sprout knowing each at its
+/// address.
+fn fleet(executors: &[&str], config: &str) -> (Fleet, Vec<Node>) {
+    let mut fleet = Fleet::new().node("Sprout");
+    for name in executors {
+        fleet = fleet.node(name);
+    }
+    let fleet = fleet.trusting_each_other();
+    let nodes: Vec<Node> = executors
+        .iter()
+        .map(|name| {
+            let keys = fleet.keys(name);
+            let path = keys.path().with_file_name("sage.toml");
+            std::fs::write(&path, config).unwrap();
+            let node = keys.serve(name, &["--config", path.to_str().unwrap()]);
+            fleet
+                .keys("Sprout")
+                .trust(name, fleet.public(name), &["--address", &node.address()]);
+            node
+        })
+        .collect();
+    (fleet, nodes)
+}
+
+fn routed(fleet: &Fleet, extra: &[&str]) -> Run {
+    let mut args = vec!["delegate", "--local", "Sprout", "--json"];
+    args.extend_from_slice(extra);
+    fleet.keys("Sprout").run(&args)
+}
+
+fn names(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn without_a_target_the_task_goes_to_a_peer_that_serves_its_type() {
+    let (fleet, nodes) = fleet(&["Thor", "Legion"], "");
+    let run = routed(&fleet, &["--task-type", "echo", "--input", r#"{"n": 1}"#]);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(json["verified"], true);
+    assert_eq!(names(&json["route"]["candidates"]), ["Legion", "Thor"]);
+    let ran_on = json["target"].as_str().unwrap().to_owned();
+    let task_id = json["task"]["task_id"].as_str().unwrap().to_owned();
+    let runs: usize = nodes.iter().map(|n| n.executions_of(&task_id)).sum();
+    assert_eq!(runs, 1, "ran once, on {ran_on}");
+    assert_eq!(json["route"]["attempts"].as_array().unwrap().len(), 1);
+
+    // --exclude leaves a peer out, and says why.
+    let run = routed(
+        &fleet,
+        &[
+            "--task-type",
+            "echo",
+            "--exclude",
+            "thor",
+            "--exclude",
+            "Legion",
+        ],
+    );
+    run.assert_code(1);
+    assert_eq!(run.json()["error"]["code"], "no_candidate");
+    run.assert_stderr(&["no peer serves echo", "Legion: excluded", "Thor: excluded"]);
+
+    // A task type nobody serves: each peer's reason, and the way out.
+    let run = routed(&fleet, &["--task-type", "vision3d"]);
+    run.assert_code(1);
+    run.assert_stderr(&[
+        "no peer serves vision3d",
+        "Thor: does not serve the task type",
+        "sage capabilities ADDRESS",
+    ]);
+
+    // The capabilities are kept until they expire: a second delegation
+    // asks no peer for them again.
+    let asked = |node: &Node| {
+        let metrics = String::from_utf8(http(node.addr, "GET", "/metrics", b"").body).unwrap();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("sage_requests_total{endpoint=\"/v1/capabilities\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let before: Vec<u64> = nodes.iter().map(asked).collect();
+    assert_eq!(before, [1, 1], "each asked once so far");
+    routed(&fleet, &["--task-type", "echo"]).assert_code(0);
+    let after: Vec<u64> = nodes.iter().map(asked).collect();
+    assert_eq!(before, after, "capabilities asked again");
+}
+
+#[test]
+fn a_peer_that_cannot_take_the_task_hands_it_to_the_next_one() {
+    let (fleet, nodes) = fleet(&["Thor", "Legion"], "");
+    // Both answered for their capabilities, which are kept a minute.
+    routed(&fleet, &["--task-type", "echo"]).assert_code(0);
+    // Thor is preferred, and now down: nothing was sent, so Legion runs it.
+    let thor_addr = nodes[0].address();
+    let mut nodes = nodes.into_iter();
+    nodes.next().unwrap().kill_hard();
+    let legion = nodes.next().unwrap();
+    let run = routed(
+        &fleet,
+        &[
+            "--task-type",
+            "echo",
+            "--prefer",
+            "Thor",
+            "--task-id",
+            "t-failover",
+        ],
+    );
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(json["target"], "Legion");
+    let attempts = json["route"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["peer"], "Thor");
+    assert!(
+        attempts[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains(&thor_addr),
+        "{attempts:?}"
+    );
+    assert_eq!(attempts[1]["peer"], "Legion");
+    assert_eq!(attempts[1]["outcome"], "succeeded");
+    assert_eq!(legion.executions_of("t-failover"), 1);
+    // Both attempts are in the ledger, under the one task id.
+    let list = fleet
+        .keys("Sprout")
+        .run(&["proofs", "list", "--json"])
+        .json();
+    let rows: Vec<(String, String)> = list["delegations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["task_id"] == "t-failover")
+        .map(|d| {
+            (
+                d["peer"].as_str().unwrap().to_owned(),
+                d["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("Thor".to_owned(), "unreachable".to_owned()),
+            ("Legion".to_owned(), "succeeded".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn a_peer_with_a_new_key_is_passed_over_before_anything_is_sent() {
+    let (fleet, nodes) = fleet(&["Thor", "Legion"], "");
+    // Thor's node restarts with a new key; Sprout still knows the old one.
+    let mut nodes = nodes.into_iter();
+    nodes.next().unwrap().kill_hard();
+    let legion = nodes.next().unwrap();
+    let thor_keys = fleet.keys("Thor");
+    thor_keys
+        .run(&["keygen", "--name", "Thor", "--force"])
+        .assert_code(0);
+    let thor = thor_keys.serve("Thor", &[]);
+    fleet.keys("Sprout").trust(
+        "Thor",
+        fleet.public("Thor"),
+        &["--address", &thor.address()],
+    );
+    let run = routed(
+        &fleet,
+        &[
+            "--task-type",
+            "echo",
+            "--prefer",
+            "Thor",
+            "--task-id",
+            "t-key",
+        ],
+    );
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(json["target"], "Legion");
+    // The capabilities Thor signs with its new key do not verify: it is no
+    // candidate at all, and never sees the task.
+    let left = json["route"]["left"].as_array().unwrap();
+    assert!(
+        left.iter()
+            .any(|l| l["peer"] == "Thor" && l["reason"].as_str().unwrap().contains("do not verify")),
+        "{left:?}"
+    );
+    assert_eq!(thor.executions_of("t-key"), 0);
+    assert_eq!(legion.executions_of("t-key"), 1);
+}
+
+/// Waits until `node` runs a task.
+fn running(node: &Node) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let metrics = String::from_utf8(http(node.addr, "GET", "/metrics", b"").body).unwrap();
+        if metrics.lines().any(|l| l == "sage_tasks_in_flight 1") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_task_that_may_have_run_runs_on_a_second_peer_only_if_idempotent() {
+    let slow = "[executors.slow]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep 2; cat\"]\ntimeout = \"30s\"\n";
+    for idempotent in [false, true] {
+        let (fleet, nodes) = fleet(&["Thor", "Legion"], slow);
+        let task_id = format!("t-slow-{idempotent}");
+        let mut args = vec![
+            "delegate",
+            "--local",
+            "Sprout",
+            "--json",
+            "--task-type",
+            "slow",
+            "--prefer",
+            "Thor",
+            "--task-id",
+            &task_id,
+            "--timeout",
+            "30s",
+        ];
+        if idempotent {
+            args.push("--idempotent");
+        }
+        let delegating = fleet.keys("Sprout").spawn(&args);
+        let mut nodes = nodes.into_iter();
+        let thor = nodes.next().unwrap();
+        let legion = nodes.next().unwrap();
+        assert!(running(&thor), "Thor never ran the task");
+        // Thor dies mid-run: the task may have run there.
+        thor.kill_hard();
+        let run = delegating.join().unwrap();
+        if idempotent {
+            run.assert_code(0);
+            assert_eq!(run.json()["target"], "Legion");
+            assert_eq!(legion.executions_of(&task_id), 1);
+        } else {
+            run.assert_code(1);
+            assert_eq!(run.json()["error"]["code"], "may_have_run");
+            run.assert_stderr(&["Thor may have run the task, which is not idempotent"]);
+            assert_eq!(legion.executions_of(&task_id), 0, "run on a second peer");
+        }
+    }
+}

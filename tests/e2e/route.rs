@@ -165,6 +165,16 @@ fn a_peer_that_cannot_take_the_task_hands_it_to_the_next_one() {
             ("Legion".to_owned(), "succeeded".to_owned())
         ]
     );
+    // `proofs show` tells the whole story: the receipt, and each attempt.
+    let show = fleet.keys("Sprout").run(&["proofs", "show", "t-failover"]);
+    show.assert_code(0).assert_stdout(&[
+        "proof:     ✓ signed by Legion: succeeded",
+        "attempts (this one marked *)",
+        "  1. ",
+        "Thor  unreachable: cannot reach",
+        "* 2. ",
+        "Legion  succeeded",
+    ]);
 }
 
 #[test]

@@ -129,7 +129,9 @@ pub fn run(keys_dir: &Path, state_dir: &Path, command: Command) -> CmdResult {
                 // A key directory is optional here: without one the
                 // receipt is shown, unchecked.
                 let trust = KeyDir::new(keys_dir).trust_store("").ok();
+                let attempts = runtime.block_on(store.ledger_attempts(args.task_id.clone()))?;
                 show(&entry, &receipt, trust.as_ref());
+                print_attempts(&attempts, entry.id);
             }
             Ok(())
         }
@@ -208,6 +210,32 @@ fn show(entry: &LedgerEntry, receipt: &Receipt, trust: Option<&TrustStore>) {
             None if title == "proof" && receipt.proof.is_none() => {}
             None => out!("{title}: cannot be opened (`--raw` shows it as stored)"),
         }
+    }
+}
+
+/// Every attempt of the delegation, when there was more than the one
+/// shown (`shown` is its row id): a routed delegation's failover, or a
+/// retry under the same task id.
+fn print_attempts(attempts: &[LedgerEntry], shown: i64) {
+    if attempts.len() < 2 {
+        return;
+    }
+    out!();
+    out!("attempts (this one marked *)");
+    for (i, a) in attempts.iter().enumerate() {
+        let mark = if a.id == shown { "*" } else { " " };
+        let error = a
+            .error
+            .as_deref()
+            .map(|e| format!(": {}", Untrusted(e).up_to(EXPLANATION_CHARS)))
+            .unwrap_or_default();
+        out!(
+            "{mark} {}. {}  {}  {}{error}",
+            i + 1,
+            crate::time::local(a.sent_at_ms),
+            a.peer,
+            a.status
+        );
     }
 }
 

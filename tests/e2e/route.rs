@@ -276,3 +276,78 @@ fn a_task_that_may_have_run_runs_on_a_second_peer_only_if_idempotent() {
         }
     }
 }
+
+/// The value of `series` (a whole `name{labels}`) in `node`'s metrics.
+fn metric(node: &Node, series: &str) -> Option<f64> {
+    let text = String::from_utf8(http(node.addr, "GET", "/metrics", b"").body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn a_running_node_watches_its_peers_and_exports_what_its_router_knows() {
+    let fleet = Fleet::new()
+        .node("Thor")
+        .node("Sprout")
+        .node("Legion")
+        .trusting_each_other();
+    let sprout = fleet.keys("Sprout").serve("Sprout", &[]);
+    // Legion's node answers with a key Thor does not know.
+    let legion_keys = fleet.keys("Legion");
+    legion_keys
+        .run(&["keygen", "--name", "Legion", "--force"])
+        .assert_code(0);
+    let legion = legion_keys.serve("Legion", &[]);
+    let thor_keys = fleet.keys("Thor");
+    thor_keys.trust(
+        "Sprout",
+        fleet.public("Sprout"),
+        &["--address", &sprout.address()],
+    );
+    thor_keys.trust(
+        "Legion",
+        fleet.public("Legion"),
+        &["--address", &legion.address()],
+    );
+    let thor = thor_keys.serve("Thor", &[]);
+
+    // Its first look at the peers happens as it starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cooling = loop {
+        let until = metric(&thor, "sage_route_cooling_until_seconds{peer=\"Legion\"}");
+        if until.is_some_and(|u| u > 0.0) || Instant::now() > deadline {
+            break until;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        cooling.is_some_and(|u| u > now),
+        "Legion not cooling: {cooling:?}\n{}",
+        thor.log()
+    );
+    assert!(
+        thor.log().contains("a peer's capabilities do not verify"),
+        "{}",
+        thor.log()
+    );
+    assert_eq!(
+        metric(&thor, "sage_route_cooling_until_seconds{peer=\"Sprout\"}"),
+        Some(0.0)
+    );
+    let score =
+        |peer: &str| metric(&thor, &format!("sage_route_score{{peer=\"{peer}\"}}")).unwrap();
+    assert!(
+        score("Legion") < score("Sprout"),
+        "{} vs {}",
+        score("Legion"),
+        score("Sprout")
+    );
+    assert_eq!(
+        metric(&thor, "sage_route_in_flight{peer=\"Sprout\"}"),
+        Some(0.0)
+    );
+}

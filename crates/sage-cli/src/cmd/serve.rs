@@ -4,9 +4,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sage_crypto::TrustStore;
 use sage_exec::{ExecutorSet, Leftovers};
 use sage_service::config::{NodeConfig, Overrides, TlsFiles};
+use sage_service::delegator::client::Client;
+use sage_service::delegator::fleet::Fleet;
+use sage_service::delegator::route;
 use sage_service::keydir::Identity;
 use sage_service::node::{self, hardware, systemd, AppState, NodeSetup, Policy, Shutdown};
 use sage_service::tls::ServerTls;
@@ -262,6 +267,7 @@ impl Opened {
                 .map(|m| format!(", {m}"))
                 .unwrap_or_default()
         );
+        let local_lct = lct_id.clone();
         let state = AppState::new(NodeSetup {
             name: identity.name.clone(),
             lct_id,
@@ -274,6 +280,15 @@ impl Opened {
         });
         let (addr, retention_days) = (config.listen, config.task_retention_days);
         let reload = Reload { config, leftovers };
+        // The router starts from what this state directory's ledger saw in
+        // the last hour, and is exported on /metrics from then on.
+        let fleet = Arc::new(Fleet::new(sage_route::Policy::default()));
+        let since = sage_types::clock::now_ms().saturating_sub(3_600_000);
+        route::rebuild(
+            fleet.router(),
+            &runtime.block_on(store.ledger(None, Some(since)))?,
+        );
+        state.set_route_view(route_view(fleet.clone()));
 
         let closer = store.closer();
         let served = runtime.block_on(async move {
@@ -283,6 +298,7 @@ impl Opened {
                 ))
             })?;
             let bound = listener.local_addr()?;
+            tokio::spawn(refresh_fleet(fleet, state.clone(), store.clone(), local_lct));
             tokio::spawn(prune(store, retention_days));
             tokio::spawn(reload_on_hangup(state.clone(), reload));
             tracing::info!("  endpoints:  GET /health, GET /metrics, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
@@ -357,6 +373,51 @@ impl Reload {
             limits: config.limits,
         })
     }
+}
+
+/// How often a node asks its peers for their capabilities again: within
+/// their minute of validity, so that a routed delegation finds them fresh.
+const FLEET_REFRESH: Duration = Duration::from_secs(30);
+
+/// At start and every [`FLEET_REFRESH`]: asks the trusted peers (as the
+/// node trusts them now, reloads included) for their capabilities.
+async fn refresh_fleet(fleet: Arc<Fleet>, state: AppState, store: Store, local_lct: String) {
+    let mut every = tokio::time::interval(FLEET_REFRESH);
+    loop {
+        every.tick().await;
+        let trust = state.policy().trust.clone();
+        let client_for = |peer: &sage_crypto::Peer| {
+            Client::with_tls_connect_timeout(&peer.tls, Duration::from_secs(2))
+        };
+        fleet
+            .refresh(
+                &trust,
+                &local_lct,
+                &store,
+                client_for,
+                Duration::from_secs(5),
+            )
+            .await;
+    }
+}
+
+/// The router's view of each peer, as `/metrics` exports it.
+fn route_view(fleet: Arc<Fleet>) -> node::RouteView {
+    Arc::new(move || {
+        let now = sage_types::clock::now_ms() as f64 / 1000.0;
+        fleet
+            .snapshot()
+            .into_iter()
+            .map(|p| node::RouteGauge {
+                peer: p.name,
+                in_flight: p.in_flight,
+                latency_seconds: p.latency.as_secs_f64(),
+                cooling_until: p.cooling_for.map(|d| now + d.as_secs_f64()),
+                ejections: p.ejections,
+                score: p.score,
+            })
+            .collect()
+    })
 }
 
 /// Every minute: forgets the nonces whose tasks can no longer be accepted

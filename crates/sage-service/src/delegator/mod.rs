@@ -9,11 +9,14 @@
 //!   to end.
 //! - [`route`]: delegating to the fleet: the candidates for a task type,
 //!   the pick, failover and retries.
+//! - [`fleet`]: a running node's warm router and the background refresh
+//!   of its peers' capabilities.
 //! - [`bench`](mod@bench): the load generator of `sage bench`.
 
 pub mod bench;
 pub mod client;
 pub mod delegation;
+pub mod fleet;
 pub mod ledger;
 pub mod recorded;
 pub mod route;

@@ -153,7 +153,7 @@ pub async fn survey(
         };
         let (peer, store) = (peer.clone(), store.clone());
         asks.spawn(async move {
-            let caps = capabilities_of(&client, &store, &peer, within).await;
+            let caps = capabilities_of(&client, &store, &peer, within, true).await;
             (peer, caps)
         });
     }
@@ -162,7 +162,9 @@ pub async fn survey(
         let caps = match caps {
             Ok(caps) => caps,
             Err(why) => {
-                survey.left.push((peer, Left::Capabilities(why)));
+                survey
+                    .left
+                    .push((peer, Left::Capabilities(why.to_string())));
                 continue;
             }
         };
@@ -198,15 +200,43 @@ pub async fn survey(
     survey
 }
 
-/// `peer`'s verified capabilities: kept ones while they hold, else asked.
-async fn capabilities_of(
+/// Why a peer's capabilities are not to be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapabilitiesError {
+    /// The node did not answer with them.
+    Unreachable(String),
+    /// They do not verify with the peer's known key, or name another
+    /// platform: the node is not the peer on record.
+    Untrusted(String),
+}
+
+impl std::fmt::Display for CapabilitiesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CapabilitiesError::Unreachable(why) | CapabilitiesError::Untrusted(why) => {
+                f.write_str(why)
+            }
+        }
+    }
+}
+
+/// `peer`'s verified capabilities: kept ones while they hold (if
+/// `cached`), else asked of the node, and kept until they expire.
+///
+/// # Errors
+/// [`CapabilitiesError`]: no answer, or one that does not verify.
+pub async fn capabilities_of(
     client: &Client,
     store: &Store,
     peer: &Peer,
     within: Duration,
-) -> Result<Capabilities, String> {
+    cached: bool,
+) -> Result<Capabilities, CapabilitiesError> {
     // A cache entry is only as good as its signature: checked again.
-    if let Ok(Some(bytes)) = store.capabilities(peer.lct_id.clone(), now_ms()).await {
+    if let (true, Ok(Some(bytes))) = (
+        cached,
+        store.capabilities(peer.lct_id.clone(), now_ms()).await,
+    ) {
         if let Some(caps) = serde_json::from_slice::<Envelope>(&bytes)
             .ok()
             .and_then(|envelope| verified(&envelope, peer).ok())
@@ -218,8 +248,8 @@ async fn capabilities_of(
     let envelope = client
         .capabilities(addr, within)
         .await
-        .map_err(|e| e.to_string())?;
-    let caps = verified(&envelope, peer)?;
+        .map_err(|e| CapabilitiesError::Unreachable(e.to_string()))?;
+    let caps = verified(&envelope, peer).map_err(CapabilitiesError::Untrusted)?;
     if caps.expires_at > now_ms() {
         let kept = store
             .put_capabilities(peer.lct_id.clone(), envelope.to_bytes(), caps.expires_at)

@@ -7,7 +7,8 @@
 //! at will: a peer name is one of the trusted peers, a task type one the node
 //! runs (tasks are counted once admitted), and an unknown path is `other`.
 
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::{
@@ -226,6 +227,27 @@ impl Default for Metrics {
     }
 }
 
+/// Reads the router's state of each peer at a scrape. The node does not
+/// route (it only serves), so it takes the view from whoever does.
+pub type RouteView = Arc<dyn Fn() -> Vec<RouteGauge> + Send + Sync>;
+
+/// One peer as the router sees it, exported on `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteGauge {
+    /// The peer's name (a trusted peer: the label set stays bounded).
+    pub peer: String,
+    /// Delegations to it in flight.
+    pub in_flight: u64,
+    /// Its peak-EWMA time to proof, in seconds.
+    pub latency_seconds: f64,
+    /// When its cooldown ends (unix seconds), if it is cooling down.
+    pub cooling_until: Option<f64>,
+    /// How often it was ejected (decays with quiet time).
+    pub ejections: u32,
+    /// Its reputation score, 0 to 1.
+    pub score: f64,
+}
+
 /// Gauges read when `/metrics` is scraped.
 #[derive(Debug, Default)]
 pub(crate) struct Gauges {
@@ -241,6 +263,8 @@ pub(crate) struct Gauges {
     pub(crate) peers: usize,
     /// Seconds since the node started.
     pub(crate) uptime: f64,
+    /// The router's view of each peer, when the node routes.
+    pub(crate) routes: Vec<RouteGauge>,
 }
 
 impl Gauges {
@@ -286,6 +310,9 @@ impl Gauges {
             );
         }
         registry.register("sage_peers", "Trusted peers", count(self.peers));
+        if !self.routes.is_empty() {
+            self.register_routes(&mut registry);
+        }
         registry.register(
             "sage_uptime_seconds",
             "Seconds since the node started",
@@ -294,6 +321,60 @@ impl Gauges {
         );
         registry
     }
+}
+
+impl Gauges {
+    /// `sage_route_*{peer}`: what the router knows of each peer.
+    fn register_routes(&self, registry: &mut Registry) {
+        let in_flight = Family::<PeerLabels, Gauge>::default();
+        let latency = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+        let cooling = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+        let ejections = Family::<PeerLabels, Gauge>::default();
+        let score = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+        for route in &self.routes {
+            let labels = PeerLabels {
+                peer: route.peer.clone(),
+            };
+            in_flight.get_or_create(&labels).set(level(route.in_flight));
+            latency.get_or_create(&labels).set(route.latency_seconds);
+            cooling
+                .get_or_create(&labels)
+                .set(route.cooling_until.unwrap_or(0.0));
+            ejections.get_or_create(&labels).set(level(route.ejections));
+            score.get_or_create(&labels).set(route.score);
+        }
+        registry.register(
+            "sage_route_in_flight",
+            "Delegations in flight to each peer",
+            in_flight,
+        );
+        registry.register(
+            "sage_route_latency_seconds",
+            "Each peer's peak-EWMA time to a verified proof, as the router weighs it",
+            latency,
+        );
+        registry.register(
+            "sage_route_cooling_until_seconds",
+            "When each peer's cooldown ends (unix time), 0 if it is not cooling down",
+            cooling,
+        );
+        registry.register(
+            "sage_route_ejections",
+            "How often each peer was ejected (decaying with quiet time)",
+            ejections,
+        );
+        registry.register(
+            "sage_route_score",
+            "Each peer's reputation score (0 to 1), from verified outcomes",
+            score,
+        );
+    }
+}
+
+/// A series kept per peer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
 }
 
 /// A count as a gauge's value (a count beyond `i64` shows as its maximum).
@@ -422,6 +503,14 @@ mod tests {
         m.task("Sprout", "echo", "stored", None);
         m.task("we\"ird", "echo", "failed", Some(Duration::from_secs(2)));
         let text = m.render(&Gauges {
+            routes: vec![RouteGauge {
+                peer: "Sprout".into(),
+                in_flight: 2,
+                latency_seconds: 0.25,
+                cooling_until: None,
+                ejections: 1,
+                score: 0.5,
+            }],
             tasks_in_flight: 1,
             requests_in_flight: 2,
             executors: vec![("echo".into(), 1, 3)],
@@ -450,6 +539,11 @@ mod tests {
                 "sage_execution_duration_seconds_bucket{task_type=\"echo\",le=\"2.5\"} 2",
                 "sage_execution_duration_seconds_bucket{task_type=\"echo\",le=\"1\"} 1",
                 "sage_executor_queue_depth{task_type=\"echo\"} 3",
+                "sage_route_in_flight{peer=\"Sprout\"} 2",
+                "sage_route_latency_seconds{peer=\"Sprout\"} 0.25",
+                "sage_route_cooling_until_seconds{peer=\"Sprout\"} 0.0",
+                "sage_route_ejections{peer=\"Sprout\"} 1",
+                "sage_route_score{peer=\"Sprout\"} 0.5",
                 "sage_executor_running{task_type=\"echo\"} 1",
                 "sage_replay_guard_entries 42",
                 "sage_tasks_in_flight 1",

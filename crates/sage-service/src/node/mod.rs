@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::tls::ServerTls;
 
+pub use metrics::{RouteGauge, RouteView};
 pub use observe::REQUEST_ID;
 pub use problem::ApiError;
 pub use state::{AppState, NodeSetup, Policy, PolicyChange};

@@ -132,6 +132,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         replay_guard,
         peers: policy.trust.len(),
         uptime: inner.started.elapsed().as_secs_f64(),
+        routes: state.routes(),
     });
     (
         [(

@@ -11,7 +11,7 @@ use crate::config::Limits;
 use sage_exec::ExecutorSet;
 use sage_store::Store;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, RouteGauge, RouteView};
 use super::rate::PeerRate;
 use super::refusals::RefusalLog;
 use super::running::Running;
@@ -73,6 +73,18 @@ pub(super) struct Inner {
     pub(super) running: Running,
     policy: RwLock<Arc<Policy>>,
     requests: AtomicUsize,
+    /// What a router knows of the peers, for `/metrics`; set by
+    /// the program that routes ([`AppState::set_route_view`]).
+    route_view: std::sync::OnceLock<Viewer>,
+}
+
+/// A [`RouteView`], which has no `Debug` of its own.
+struct Viewer(RouteView);
+
+impl std::fmt::Debug for Viewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteView")
+    }
 }
 
 impl AppState {
@@ -99,12 +111,27 @@ impl AppState {
                 })),
                 running: Running::default(),
                 requests: AtomicUsize::new(0),
+                route_view: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub(super) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    /// Exports `view` on `/metrics` (`sage_route_*`), once.
+    pub fn set_route_view(&self, view: RouteView) {
+        let _ = self.inner.route_view.set(Viewer(view));
+    }
+
+    /// The router's view of each peer, if a router was given.
+    pub(super) fn routes(&self) -> Vec<RouteGauge> {
+        self.inner
+            .route_view
+            .get()
+            .map(|view| (view.0)())
+            .unwrap_or_default()
     }
 
     /// The policy now: requests that start from here on use it.

@@ -262,7 +262,7 @@ fn delegate_to(keys: &Keys, fake: &FakeNode) -> crate::util::Run {
 #[test]
 fn forged_proofs_are_refused() {
     let keys = Keys::with(&["Thor", "Sprout"]);
-    let thor_key = std::sync::Arc::new(keys.key("Thor"));
+    let thor_key = keys.key("Thor");
 
     // Control: the fake with Thor's real key and an honest proof passes, so
     // each refusal below is due to its one forgery.

@@ -60,7 +60,7 @@ fn refused(node: &Node, key: &NodeKey, task: &Task, status: u16, code: &str) -> 
 }
 
 /// Thor serves; Sprout is a known peer (its key file is in the directory).
-fn setup() -> (Keys, Node, NodeKey) {
+fn setup() -> (Keys, Node, std::sync::Arc<NodeKey>) {
     let (keys, node) = serving_thor();
     let sprout = keys.key("Sprout");
     (keys, node, sprout)

@@ -351,3 +351,88 @@ fn a_running_node_watches_its_peers_and_exports_what_its_router_knows() {
         Some(0.0)
     );
 }
+
+#[test]
+fn a_peer_that_answers_a_canary_wrongly_is_cooled_down_and_loses_its_standing() {
+    let fleet = Fleet::new()
+        .node("Thor")
+        .node("Sprout")
+        .node("Legion")
+        .trusting_each_other();
+    let sprout = fleet.keys("Sprout").serve("Sprout", &[]);
+    // Legion serves `echo` with a program that answers something else.
+    let legion_keys = fleet.keys("Legion");
+    let lying = legion_keys.path().with_file_name("sage.toml");
+    std::fs::write(
+        &lying,
+        "[executors.echo]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"cat >/dev/null; echo '{\\\"text\\\": \\\"not what you sent\\\"}'\"]\n",
+    )
+    .unwrap();
+    let legion = legion_keys.serve("Legion", &["--config", lying.to_str().unwrap()]);
+    let thor_keys = fleet.keys("Thor");
+    thor_keys.trust(
+        "Sprout",
+        fleet.public("Sprout"),
+        &["--address", &sprout.address()],
+    );
+    thor_keys.trust(
+        "Legion",
+        fleet.public("Legion"),
+        &["--address", &legion.address()],
+    );
+    let config = thor_keys.path().with_file_name("sage.toml");
+    std::fs::write(&config, "[routing]\ncanary_rate = 1.0\n").unwrap();
+    let thor = thor_keys.serve("Thor", &["--config", config.to_str().unwrap()]);
+
+    assert!(
+        thor.wait_for_log("a peer signed a wrong answer to a canary task"),
+        "{}",
+        thor.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&thor, "sage_route_cooling_until_seconds{peer=\"Legion\"}") == Some(0.0)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metric(&thor, "sage_route_cooling_until_seconds{peer=\"Legion\"}").unwrap() > 0.0);
+    assert_eq!(
+        metric(&thor, "sage_route_cooling_until_seconds{peer=\"Sprout\"}"),
+        Some(0.0)
+    );
+    let score =
+        |peer: &str| metric(&thor, &format!("sage_route_score{{peer=\"{peer}\"}}")).unwrap();
+    assert!(
+        score("Legion") < score("Sprout") / 2.0,
+        "{} vs {}",
+        score("Legion"),
+        score("Sprout")
+    );
+    // The canaries are delegations like any other: in Thor's ledger, the
+    // wrong answer recorded as such.
+    let list = thor_keys.run(&["proofs", "list", "--json"]).json();
+    let statuses: Vec<(String, String)> = list["delegations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["peer"].as_str().unwrap().to_owned(),
+                d["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        statuses.contains(&("Legion".into(), "wrong_answer".into())),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&("Sprout".into(), "succeeded".into())),
+        "{statuses:?}"
+    );
+    // A canary_rate that is not a chance is refused at start.
+    std::fs::write(&config, "[routing]\ncanary_rate = 2\n").unwrap();
+    let run = thor_keys.run(&["config", "check", "--config", config.to_str().unwrap()]);
+    run.assert_code(1)
+        .assert_stderr(&["routing.canary_rate", "is not a chance"]);
+}

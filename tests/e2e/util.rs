@@ -292,7 +292,7 @@ impl Keys {
     }
 
     /// The private key of `name`, read the way the node reads it.
-    pub fn key(&self, name: &str) -> NodeKey {
+    pub fn key(&self, name: &str) -> Arc<NodeKey> {
         sage_service::keydir::KeyDir::new(&self.path)
             .load_identity(name)
             .expect("load key")

@@ -92,6 +92,7 @@ fn error_code(error: &(dyn std::error::Error + 'static)) -> String {
             DelegateError::Proof { .. } => "invalid_proof".into(),
             DelegateError::WrongNode { .. } => "wrong_node".into(),
             DelegateError::OtherKey { .. } => "other_key".into(),
+            DelegateError::WrongAnswer { .. } => "wrong_answer".into(),
             DelegateError::LegacyNode { .. } => "legacy_node".into(),
             _ => "delegation_failed".into(),
         };

@@ -360,6 +360,15 @@ pub enum DelegateError {
         /// The key id the node's health answer names.
         found: String,
     },
+    /// A verified proof whose result is not the one a check task must get:
+    /// the peer signed a wrong answer.
+    #[error("{target} signed a wrong answer to a check task: {detail}")]
+    WrongAnswer {
+        /// The target's name.
+        target: String,
+        /// What was expected and what came.
+        detail: String,
+    },
     /// The native protocol was asked of a node whose health answer has
     /// none of sage's fields: the Python original.
     #[error("{addr} is a legacy (Python) node: its health answer has none of sage's fields (key_id, version); the task was not sent")]

@@ -15,6 +15,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sage_crypto::{NodeKey, Peer, PeerSource, PublicKey, TrustError, TrustStore};
 use sage_types::identity::{check_lct_id, is_valid_name};
@@ -51,8 +52,9 @@ pub struct Identity {
     pub name: String,
     /// LCT id.
     pub lct_id: String,
-    /// The private key.
-    pub key: NodeKey,
+    /// The private key, shared (never copied) between the node that signs
+    /// proofs with it and the delegations it signs.
+    pub key: Arc<NodeKey>,
     /// The key file.
     pub key_path: PathBuf,
     /// The file's permission bits when group or others may read it.
@@ -150,7 +152,7 @@ impl KeyDir {
             lct_id: self.lct_of(&name)?,
             loose_mode,
             key_path: path,
-            key,
+            key: Arc::new(key),
             name,
         })
     }
@@ -177,7 +179,7 @@ impl KeyDir {
             lct_id: self.lct_of(&name)?,
             loose_mode,
             key_path: key_path.to_owned(),
-            key,
+            key: Arc::new(key),
             name,
         })
     }
@@ -223,7 +225,7 @@ impl KeyDir {
         Ok(Identity {
             name: name.to_owned(),
             lct_id,
-            key,
+            key: Arc::new(key),
             key_path: path,
             loose_mode: None,
         })

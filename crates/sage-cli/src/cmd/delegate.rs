@@ -174,6 +174,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         protocol,
         spec: &spec,
         timeout,
+        expect: None,
     };
     let result = runtime.block_on(attempt.run());
     drop(waiting);

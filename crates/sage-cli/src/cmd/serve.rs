@@ -10,7 +10,7 @@ use sage_crypto::TrustStore;
 use sage_exec::{ExecutorSet, Leftovers};
 use sage_service::config::{NodeConfig, Overrides, TlsFiles};
 use sage_service::delegator::client::Client;
-use sage_service::delegator::fleet::Fleet;
+use sage_service::delegator::fleet::{Canary, Fleet};
 use sage_service::delegator::route;
 use sage_service::keydir::Identity;
 use sage_service::node::{self, hardware, systemd, AppState, NodeSetup, Policy, Shutdown};
@@ -267,7 +267,18 @@ impl Opened {
                 .map(|m| format!(", {m}"))
                 .unwrap_or_default()
         );
-        let local_lct = lct_id.clone();
+        // Canary tasks are signed with the node's own key (shared, not
+        // copied).
+        let canary = (
+            Identity {
+                name: identity.name.clone(),
+                lct_id: lct_id.clone(),
+                key: identity.key.clone(),
+                key_path: identity.key_path.clone(),
+                loose_mode: None,
+            },
+            config.file.routing.canary_rate.unwrap_or(0.0),
+        );
         let state = AppState::new(NodeSetup {
             name: identity.name.clone(),
             lct_id,
@@ -298,7 +309,7 @@ impl Opened {
                 ))
             })?;
             let bound = listener.local_addr()?;
-            tokio::spawn(refresh_fleet(fleet, state.clone(), store.clone(), local_lct));
+            tokio::spawn(refresh_fleet(fleet, state.clone(), store.clone(), canary));
             tokio::spawn(prune(store, retention_days));
             tokio::spawn(reload_on_hangup(state.clone(), reload));
             tracing::info!("  endpoints:  GET /health, GET /metrics, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
@@ -381,7 +392,12 @@ const FLEET_REFRESH: Duration = Duration::from_secs(30);
 
 /// At start and every [`FLEET_REFRESH`]: asks the trusted peers (as the
 /// node trusts them now, reloads included) for their capabilities.
-async fn refresh_fleet(fleet: Arc<Fleet>, state: AppState, store: Store, local_lct: String) {
+async fn refresh_fleet(
+    fleet: Arc<Fleet>,
+    state: AppState,
+    store: Store,
+    (local, canary_rate): (Identity, f64),
+) {
     let mut every = tokio::time::interval(FLEET_REFRESH);
     loop {
         every.tick().await;
@@ -389,13 +405,18 @@ async fn refresh_fleet(fleet: Arc<Fleet>, state: AppState, store: Store, local_l
         let client_for = |peer: &sage_crypto::Peer| {
             Client::with_tls_connect_timeout(&peer.tls, Duration::from_secs(2))
         };
+        let canary = (canary_rate > 0.0).then_some(Canary {
+            local: &local,
+            rate: canary_rate,
+        });
         fleet
             .refresh(
                 &trust,
-                &local_lct,
+                &local.lct_id,
                 &store,
                 client_for,
                 Duration::from_secs(5),
+                canary,
             )
             .await;
     }

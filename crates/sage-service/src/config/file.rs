@@ -135,6 +135,9 @@ pub enum ConfigProblem {
     /// The limits cannot work together.
     #[error("[limits] {0}")]
     Limits(#[source] super::LimitsError),
+    /// A chance outside 0 to 1.
+    #[error("{0} is not a chance: give a number from 0 to 1")]
+    NotAChance(f64),
     /// One of `tls_cert` and `tls_key` without the other.
     #[error("[node] tls_cert and tls_key go together")]
     TlsPair,
@@ -156,6 +159,20 @@ pub struct ConfigFile {
     /// `[executors.TASK_TYPE]` tables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub executors: BTreeMap<String, ExecutorSection>,
+    /// `[routing]`.
+    #[serde(default)]
+    pub routing: RoutingSection,
+}
+
+/// `[routing]`: how the node watches the peers it would delegate to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    /// The chance (0 to 1) that a look at a peer that serves `echo` also
+    /// sends it an `echo` task with a random input, whose answer is checked:
+    /// a wrong one costs the peer much reputation and a cooldown. The
+    /// default, 0, sends none.
+    pub canary_rate: Option<f64>,
 }
 
 /// `[node]`.
@@ -499,6 +516,16 @@ impl ConfigFile {
                     line: positions.line_of_key(&["executors", task_type], key),
                     key: Some(format!("executors.{task_type}.{key}")),
                     problem,
+                });
+            }
+        }
+        if let Some(rate) = file.routing.canary_rate {
+            if !(0.0..=1.0).contains(&rate) {
+                problems.push(ConfigError {
+                    path: path.to_owned(),
+                    line: positions.line_of_key(&["routing"], "canary_rate"),
+                    key: Some("routing.canary_rate".into()),
+                    problem: Box::new(ConfigProblem::NotAChance(rate)),
                 });
             }
         }

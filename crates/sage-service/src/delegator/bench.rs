@@ -292,6 +292,7 @@ fn kind(err: &JobError) -> String {
         DelegateError::WrongNode { .. } => "wrong_node".into(),
         DelegateError::OtherKey { .. } => "other_key".into(),
         DelegateError::LegacyNode { .. } => "legacy_node".into(),
+        DelegateError::WrongAnswer { .. } => "wrong_answer".into(),
     }
 }
 

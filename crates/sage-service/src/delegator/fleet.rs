@@ -13,8 +13,11 @@ use sage_route::{Outcome, Policy, Router};
 use sage_store::Store;
 
 use super::client::Client;
+use super::delegation::{new_task_id, TaskSpec};
+use super::recorded::{Attempt, AttemptError};
 use super::route::{capabilities_of, CapabilitiesError};
-use crate::ClientError;
+use crate::keydir::Identity;
+use crate::{ClientError, DelegateError};
 
 /// A running node's router and what it knows of each peer.
 #[derive(Debug)]
@@ -22,6 +25,15 @@ pub struct Fleet {
     router: Router<String>,
     /// LCT id → name, of the peers seen at the last refresh.
     names: Mutex<BTreeMap<String, String>>,
+}
+
+/// Spot checks of the peers ([`Fleet::refresh`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Canary<'a> {
+    /// Who signs the canary tasks.
+    pub local: &'a Identity,
+    /// The chance, per look at a peer, of a canary task (0 to 1).
+    pub rate: f64,
 }
 
 /// One peer as [`Fleet::snapshot`] reports it.
@@ -60,6 +72,12 @@ impl Fleet {
     /// `within`, and keeps them in `store` until they expire. A peer whose
     /// capabilities do not verify is a trust failure for the router; one
     /// that does not answer, a transport failure.
+    ///
+    /// With a `canary`, each peer whose capabilities serve `echo` is, with
+    /// the canary's chance, also sent an `echo` task with a random input
+    /// (signed, recorded in the ledger like any delegation) whose proof
+    /// must carry that input back: a wrong answer is the router's
+    /// [`Outcome::WrongCanary`], a heavy loss of reputation and a cooldown.
     pub async fn refresh(
         &self,
         trust: &TrustStore,
@@ -67,6 +85,7 @@ impl Fleet {
         store: &Store,
         client_for: impl Fn(&Peer) -> Result<Client, ClientError>,
         within: Duration,
+        canary: Option<Canary<'_>>,
     ) {
         let mut names = BTreeMap::new();
         let mut asks = tokio::task::JoinSet::new();
@@ -82,14 +101,26 @@ impl Fleet {
             let (peer, store) = (peer.clone(), store.clone());
             asks.spawn(async move {
                 let caps = capabilities_of(&client, &store, &peer, within, false).await;
-                (peer, caps)
+                (peer, client, caps)
             });
         }
         *self.names.lock().unwrap_or_else(|e| e.into_inner()) = names;
         while let Some(asked) = asks.join_next().await {
-            let Ok((peer, caps)) = asked else { continue };
+            let Ok((peer, client, caps)) = asked else {
+                continue;
+            };
             let outcome = match caps {
-                Ok(_) => continue,
+                Ok(caps) => {
+                    let serves_echo = caps.task_types.iter().any(|t| t.task_type == "echo");
+                    match canary {
+                        Some(canary) if serves_echo && rand::random::<f64>() < canary.rate => {
+                            self.check(&client, store, &peer, canary.local, within)
+                                .await;
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
                 Err(CapabilitiesError::Unreachable(why)) => {
                     tracing::debug!(peer = %peer.name, %why, "peer's capabilities not had");
                     Outcome::Transport
@@ -102,6 +133,62 @@ impl Fleet {
             self.router
                 .observe_at(&peer.lct_id, tokio::time::Instant::now(), outcome);
         }
+    }
+
+    /// Sends `peer` a canary: an `echo` task with a random input, whose
+    /// proof must carry it back.
+    async fn check(
+        &self,
+        client: &Client,
+        store: &Store,
+        peer: &Peer,
+        local: &Identity,
+        within: Duration,
+    ) {
+        let mut text = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut text);
+        let input = serde_json::json!({ "text": hex::encode(text) });
+        let spec = TaskSpec {
+            task_type: "echo".into(),
+            input: input.clone(),
+            estimated_cost: 0.0,
+            quality: sage_types::QualityRequirements::default(),
+            lifetime: within,
+            max_latency: within,
+            max_cost: None,
+            task_id: Some(new_task_id(sage_types::clock::now_ms())),
+            earlier_digests: Vec::new(),
+        };
+        let attempt = self.router.start(&peer.lct_id);
+        let result = Attempt {
+            client,
+            store,
+            local,
+            target: peer,
+            addr: peer.address.as_deref().unwrap_or_default(),
+            protocol: Protocol::V1,
+            spec: &spec,
+            timeout: within,
+            expect: Some(&input),
+        }
+        .run()
+        .await;
+        let outcome = match &result {
+            Ok(d) => Outcome::Verified {
+                measured: d.round_trip,
+                claimed: None,
+                terms_met: true,
+            },
+            Err(AttemptError::Sent(DelegateError::WrongAnswer { .. })) => {
+                tracing::warn!(peer = %peer.name, "a peer signed a wrong answer to a canary task: it is cooled down");
+                Outcome::WrongCanary
+            }
+            Err(e) => {
+                tracing::debug!(peer = %peer.name, error = %e, "canary task not answered");
+                Outcome::Transport
+            }
+        };
+        attempt.finish(outcome);
     }
 
     /// Each peer seen at the last refresh, as the router sees it now.

@@ -314,6 +314,7 @@ fn failure_status(error: &DelegateError) -> &'static str {
         DelegateError::Client(crate::ClientError::Broken { .. }) => "broken",
         DelegateError::Client(crate::ClientError::TooLarge { .. }) => "too_large",
         DelegateError::Proof { .. } => "invalid_proof",
+        DelegateError::WrongAnswer { .. } => "wrong_answer",
         _ => "error",
     }
 }

@@ -64,6 +64,9 @@ pub struct Attempt<'a> {
     pub spec: &'a TaskSpec,
     /// How long it may take, the health check included.
     pub timeout: Duration,
+    /// The result a check task must get, if this is one: a verified proof
+    /// with another result is [`DelegateError::WrongAnswer`].
+    pub expect: Option<&'a serde_json::Value>,
 }
 
 impl Attempt<'_> {
@@ -135,7 +138,20 @@ impl Attempt<'_> {
             )
             .await
             .map_err(DelegateError::from)
-            .and_then(|exchanged| conclude(exchanged, self.target, &spec, checked, started));
+            .and_then(|exchanged| conclude(exchanged, self.target, &spec, checked, started))
+            .and_then(|d| match self.expect {
+                Some(expected) if d.summary.result != *expected => {
+                    Err(DelegateError::WrongAnswer {
+                        target: self.target.name.clone(),
+                        detail: format!(
+                            "expected {}, got {}",
+                            cut(&expected.to_string()),
+                            cut(&d.summary.result.to_string())
+                        ),
+                    })
+                }
+                _ => Ok(d),
+            });
         let recorded = ledger::record_outcome(self.store, entry, &outcome, &earlier).await;
         match (outcome, recorded) {
             (Ok(delegation), Ok(())) => Ok(delegation),
@@ -148,4 +164,12 @@ impl Attempt<'_> {
             }
         }
     }
+}
+
+/// At most 200 characters of `text`, escaped: a wrong answer is the
+/// peer's text.
+fn cut(text: &str) -> String {
+    sage_types::untrusted::Untrusted(text)
+        .up_to(200)
+        .to_string()
 }

@@ -421,6 +421,7 @@ fn judge(result: &Result<Delegation, AttemptError>) -> (Outcome, Fate) {
         DelegateError::Proof { .. } | DelegateError::WrongNode { .. } => {
             (Outcome::InvalidProof, Fate::Untrusted)
         }
+        DelegateError::WrongAnswer { .. } => (Outcome::WrongCanary, Fate::Untrusted),
         _ => (Outcome::Transport, Fate::MayHaveRun),
     }
 }
@@ -517,6 +518,7 @@ pub async fn delegate(
             protocol: Protocol::V1,
             spec: &spec,
             timeout: remaining,
+            expect: None,
         }
         .run()
         .await;
@@ -595,6 +597,7 @@ pub fn rebuild(router: &Router<String>, entries: &[LedgerEntry]) {
             ("timed_out", _) => Outcome::Timeout,
             ("unreachable" | "broken" | "error", _) => Outcome::Transport,
             ("invalid_proof", _) => Outcome::InvalidProof,
+            ("wrong_answer", _) => Outcome::WrongCanary,
             _ => continue,
         };
         let age = Duration::from_millis(now.saturating_sub(entry.sent_at_ms));

@@ -24,7 +24,7 @@ pub struct NodeSetup {
     /// LCT id; tasks must name it as their audience.
     pub lct_id: String,
     /// The key that signs proofs.
-    pub key: NodeKey,
+    pub key: Arc<NodeKey>,
     /// The peers whose tasks are accepted.
     pub trust: TrustStore,
     /// The executors by task type.
@@ -60,7 +60,7 @@ pub struct AppState {
 pub(super) struct Inner {
     pub(super) name: String,
     pub(super) lct_id: String,
-    pub(super) key: NodeKey,
+    pub(super) key: Arc<NodeKey>,
     pub(super) hardware: Hardware,
     pub(super) key_id: KeyId,
     pub(super) public_hex: String,

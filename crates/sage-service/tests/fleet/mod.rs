@@ -41,7 +41,7 @@ impl Fleet {
         let state = AppState::new(NodeSetup {
             name: "Thor".into(),
             lct_id: "thor_sage_lct".into(),
-            key: thor_key,
+            key: std::sync::Arc::new(thor_key),
             trust,
             executors,
             limits,

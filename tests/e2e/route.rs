@@ -12,14 +12,21 @@ use crate::util::{http, Node, Run};
 /// config `config` (empty: the builtins), and Sprout knowing each at its
 /// address.
 fn fleet(executors: &[&str], config: &str) -> (Fleet, Vec<Node>) {
+    let configs: Vec<(&str, &str)> = executors.iter().map(|name| (*name, config)).collect();
+    fleet_of(&configs)
+}
+
+/// A fleet of Sprout (the delegator) and executors, each `(name, config)`
+/// serving its own config, and Sprout knowing each at its address.
+pub fn fleet_of(executors: &[(&str, &str)]) -> (Fleet, Vec<Node>) {
     let mut fleet = Fleet::new().node("Sprout");
-    for name in executors {
+    for (name, _) in executors {
         fleet = fleet.node(name);
     }
     let fleet = fleet.trusting_each_other();
     let nodes: Vec<Node> = executors
         .iter()
-        .map(|name| {
+        .map(|(name, config)| {
             let keys = fleet.keys(name);
             let path = keys.path().with_file_name("sage.toml");
             std::fs::write(&path, config).unwrap();

@@ -237,11 +237,14 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
                     )
                 })
                 .unwrap_or_default();
+            let ejections = match r.ejections {
+                1 => "1 ejection".to_owned(),
+                n => format!("{n} ejections"),
+            };
             out!(
-                "  route:    score {:.3}, latency ~{:.2} ms, {} ejection(s){cooling}",
+                "  route:    score {:.3}, latency ~{:.2} ms, {ejections}{cooling}",
                 r.score,
                 r.latency.as_secs_f64() * 1000.0,
-                r.ejections
             );
         }
     }

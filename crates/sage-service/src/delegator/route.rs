@@ -607,3 +607,24 @@ pub fn rebuild(router: &Router<String>, entries: &[LedgerEntry]) -> Anchor {
     }
     anchor
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_anchor_shows_instants_either_side_of_it_on_the_wall_clock() {
+        let anchor = Anchor {
+            wall_ms: 10_000,
+            instant: tokio::time::Instant::now(),
+        };
+        let later = anchor.instant + Duration::from_millis(1_500);
+        assert_eq!(anchor.wall_ms(later), 11_500);
+        let earlier = anchor.instant.checked_sub(Duration::from_secs(2)).unwrap();
+        assert_eq!(anchor.wall_ms(earlier), 8_000);
+        let long_before = anchor.instant.checked_sub(Duration::from_secs(20));
+        if let Some(long_before) = long_before {
+            assert_eq!(anchor.wall_ms(long_before), 0, "saturates at the epoch");
+        }
+    }
+}

@@ -322,6 +322,16 @@ fn every_json_object_is_documented_and_failures_are_objects_too() {
     .assert_code(0);
     let routed = c.once(&keys, &routed, 0);
     assert_eq!(routed["route"]["candidates"][0], "Thor", "{routed}");
+    // The router's view: rebuilt from the ledger, now that it holds some.
+    let listed = c.both(&keys, &["peer", "list", "--local", "Sprout"], 0);
+    assert!(listed["peers"][0]["route"].is_object(), "{listed}");
+    let explain = ["route", "explain", "--local", "Sprout", "--task-type"];
+    let explained = c.both(&keys, &[&explain[..], &["echo"]].concat(), 0);
+    assert_eq!(explained["picked"], "Thor", "{explained}");
+    let nobody = c.both(&keys, &[&explain[..], &["vision3d"]].concat(), 0);
+    assert!(nobody["picked"].is_null(), "{nobody}");
+    let no_local = ["route", "explain", "--task-type", "echo"];
+    assert_eq!(c.both(&keys, &no_local, 2)["error"]["code"], "usage");
 
     // Load.
     let bench = [

@@ -24,6 +24,7 @@ mod protocol_doc;
 mod reach;
 mod refusals;
 mod route;
+mod route_explain;
 mod service;
 mod setup;
 mod soak;

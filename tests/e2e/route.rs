@@ -12,14 +12,21 @@ use crate::util::{http, Node, Run};
 /// config `config` (empty: the builtins), and Sprout knowing each at its
 /// address.
 fn fleet(executors: &[&str], config: &str) -> (Fleet, Vec<Node>) {
+    let configs: Vec<(&str, &str)> = executors.iter().map(|name| (*name, config)).collect();
+    fleet_of(&configs)
+}
+
+/// A fleet of Sprout (the delegator) and executors, each `(name, config)`
+/// serving its own config, and Sprout knowing each at its address.
+pub fn fleet_of(executors: &[(&str, &str)]) -> (Fleet, Vec<Node>) {
     let mut fleet = Fleet::new().node("Sprout");
-    for name in executors {
+    for (name, _) in executors {
         fleet = fleet.node(name);
     }
     let fleet = fleet.trusting_each_other();
     let nodes: Vec<Node> = executors
         .iter()
-        .map(|name| {
+        .map(|(name, config)| {
             let keys = fleet.keys(name);
             let path = keys.path().with_file_name("sage.toml");
             std::fs::write(&path, config).unwrap();
@@ -410,18 +417,26 @@ fn a_peer_that_answers_a_canary_wrongly_is_cooled_down_and_loses_its_standing() 
     );
     // The canaries are delegations like any other: in Thor's ledger, the
     // wrong answer recorded as such.
-    let list = thor_keys.run(&["proofs", "list", "--json"]).json();
-    let statuses: Vec<(String, String)> = list["delegations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["peer"].as_str().unwrap().to_owned(),
-                d["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let statuses = || -> Vec<(String, String)> {
+        let list = thor_keys.run(&["proofs", "list", "--json"]).json();
+        list["delegations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["peer"].as_str().unwrap().to_owned(),
+                    d["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    // Sprout's canary may still be on its way.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while statuses().iter().any(|(_, status)| status == "sent") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let statuses = statuses();
     assert!(
         statuses.contains(&("Legion".into(), "wrong_answer".into())),
         "{statuses:?}"

@@ -493,6 +493,18 @@ impl Node {
     /// a replay finds the row and runs nothing; so the rows are the runs,
     /// whatever the log says.
     pub fn executions_of(&self, task_id: &str) -> usize {
+        self.count_tasks("WHERE task_id = ?1", &[task_id])
+    }
+
+    /// How many tasks the node has recorded, of any id: what it has run
+    /// or is running.
+    pub fn tasks_recorded(&self) -> usize {
+        self.count_tasks("", &[])
+    }
+
+    /// The rows of the node's `tasks` table that `filter` (a `WHERE`
+    /// clause, or nothing) selects, read-only.
+    fn count_tasks(&self, filter: &str, params: &[&str]) -> usize {
         let db = self.state.join("sage.db");
         let conn = rusqlite::Connection::open_with_flags(
             &db,
@@ -501,15 +513,14 @@ impl Node {
         .unwrap_or_else(|e| panic!("open {} read-only: {e}", db.display()));
         let count: i64 = conn
             .query_row(
-                "SELECT count(*) FROM tasks WHERE task_id = ?1",
-                [task_id],
+                &format!("SELECT count(*) FROM tasks {filter}"),
+                rusqlite::params_from_iter(params),
                 |row| row.get(0),
             )
             .unwrap_or_else(|e| panic!("count the runs in {}: {e}", db.display()));
         usize::try_from(count).expect("a count")
     }
 
-    /// Waits until the log contains `needle` (up to 10 s).
     pub fn wait_for_log(&self, needle: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -82,6 +82,9 @@ enum Command {
     /// Manage the peers this node trusts (peers.toml).
     #[command(subcommand)]
     Peer(cmd::peer::Command),
+    /// How `sage delegate` without --target picks a peer: `route explain`.
+    #[command(subcommand)]
+    Route(cmd::route::Command),
     /// The delegator's receipts: list, show, export, verify offline.
     #[command(subcommand)]
     Proofs(cmd::proofs::Command),
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => cmd::keygen::run(keys_dir, args),
         Command::Key(command) => cmd::key::run(keys_dir, command),
         Command::Peer(command) => cmd::peer::run(keys_dir, &state_dir, command),
+        Command::Route(command) => cmd::route::run(keys_dir, &state_dir, command),
         Command::Tls(command) => cmd::tls::run(keys_dir, command),
         Command::Completions(args) => cmd::docs::completions::<Cli>(args),
         Command::Man(args) => cmd::docs::man::<Cli>(args),

@@ -37,6 +37,8 @@ pub struct Explained<K> {
     pub in_flight: u64,
     /// The reputation's weight, between the policy's `weight_floor` and 1.
     pub weight: f64,
+    /// The reputation's score, in [0, 1] (the prior's for a key not seen).
+    pub score: f64,
     /// latency (ms) × (in_flight + 1) / weight.
     pub cost_ms: f64,
     /// The one the router favours: the cheapest ready candidate, which
@@ -87,6 +89,7 @@ pub(crate) fn explain<K: Ord + Clone>(
                 latency: nanos(cost.latency_nanos),
                 in_flight: cost.in_flight,
                 weight: cost.weight,
+                score: cost.score,
                 cost_ms: cost.value() / 1e6,
                 favoured: false,
             }

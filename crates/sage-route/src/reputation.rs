@@ -49,6 +49,12 @@ impl Reputation {
     /// The weight the cost divides by: the score, floored so that a peer
     /// with a bad past is still tried now and then and can recover.
     pub(crate) fn weight(&self, now: Instant, policy: &Policy) -> f64 {
+        Self::weight_of(self.score(now, policy), policy)
+    }
+
+    /// The weight of a `score` already read, so that a caller that shows
+    /// both reads the decay once.
+    pub(crate) fn weight_of(score: f64, policy: &Policy) -> f64 {
         // A floor of zero, negative or NaN would let the cost divide by
         // zero; the least floor kept is tiny but positive.
         let floor = if policy.weight_floor > 1e-6 {
@@ -56,7 +62,7 @@ impl Reputation {
         } else {
             1e-6
         };
-        self.score(now, policy).max(floor).min(1.0)
+        score.max(floor).min(1.0)
     }
 
     fn kept(&self, now: Instant, half_life: Duration) -> f64 {

@@ -381,6 +381,13 @@ mod tests {
         // Not yet seen: the initial estimate and the prior's weight.
         assert_eq!(explained[3].latency, router.policy().initial_latency);
         assert_eq!(explained[3].weight, 0.75);
+        assert_eq!(explained[3].score, 0.75);
+        // The score is the snapshot's, unfloored; a failing peer's is lower.
+        let snapshot = router.snapshot();
+        let score_of = |key| snapshot.iter().find(|p| p.key == key).unwrap().score;
+        assert_eq!(sprout.score, score_of("sprout"));
+        assert_eq!(explained[0].score, score_of("thor"));
+        assert!(explained[0].score < sprout.score);
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,6 +34,7 @@ pub(crate) struct Cost {
     pub(crate) latency_nanos: f64,
     pub(crate) in_flight: u64,
     pub(crate) weight: f64,
+    pub(crate) score: f64,
 }
 
 impl Cost {
@@ -111,16 +112,24 @@ impl<K: Ord + Clone> Table<K> {
     pub(crate) fn cost(&self, key: &K, now: Instant) -> Cost {
         let policy = &self.policy;
         match self.peers.get(key) {
-            Some(peer) => Cost {
-                latency_nanos: peer.latency.read(now, policy.tau, policy.idle_latency),
-                in_flight: peer.in_flight,
-                weight: peer.reputation.weight(now, policy),
-            },
-            None => Cost {
-                latency_nanos: policy.initial_latency.as_nanos() as f64,
-                in_flight: 0,
-                weight: Reputation::default().weight(now, policy),
-            },
+            Some(peer) => {
+                let score = peer.reputation.score(now, policy);
+                Cost {
+                    latency_nanos: peer.latency.read(now, policy.tau, policy.idle_latency),
+                    in_flight: peer.in_flight,
+                    weight: Reputation::weight_of(score, policy),
+                    score,
+                }
+            }
+            None => {
+                let score = Reputation::default().score(now, policy);
+                Cost {
+                    latency_nanos: policy.initial_latency.as_nanos() as f64,
+                    in_flight: 0,
+                    weight: Reputation::weight_of(score, policy),
+                    score,
+                }
+            }
         }
     }
 }

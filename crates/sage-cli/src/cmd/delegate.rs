@@ -5,17 +5,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use sage_crypto::{Peer, Protocol};
-use sage_route::{Policy, RetryBudget, Router};
-use sage_service::delegator::client::{Client, NodeAddress, CONNECT_TIMEOUT};
+use sage_route::RetryBudget;
+use sage_service::delegator::client::{Client, NodeAddress};
 use sage_service::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use sage_service::delegator::recorded::{Attempt, AttemptError};
-use sage_service::delegator::route::{self, Constraints, Plan, RouteError, Survey, Tried};
+use sage_service::delegator::route::{self, Plan, RouteError, Survey, Tried};
 use sage_service::keydir::{Identity, KeyDir};
 use sage_service::DelegateError;
 use sage_types::QualityRequirements;
 use serde_json::json;
 
-use super::ProtocolArg;
+use super::{fleet, ProtocolArg};
 use crate::advice;
 use crate::failure::{CmdResult, Failure};
 use crate::json;
@@ -127,9 +127,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         .clone()
         .unwrap_or_else(|| new_task_id(sage_types::clock::now_ms()));
     spec.task_id = Some(task_id);
-    // Connection attempts end before the request's timeout, so a host that
-    // is down or a port a firewall drops is reported as such.
-    let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
+    let connect_within = fleet::connect_within(timeout);
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
     let Some(target_name) = &args.target else {
@@ -214,28 +212,19 @@ fn routed(
             "--tls-ca and --tls-fingerprint are for one node: give --target too, or record each peer's TLS settings with `sage peer add`".into(),
         ));
     }
-    let answer_limit = args.reach.answer_limit;
-    let client_for = |peer: &Peer| {
-        Client::with_tls_connect_timeout(&peer.tls, connect_within).map(|c| answer_limit.apply(c))
-    };
-    let constraints = Constraints {
-        prefer: args.prefer.clone(),
-        exclude: args.exclude.clone(),
-        max_cost: args.max_cost,
-    };
-    let router = Router::new(Policy::default());
-    // What earlier delegations saw of each peer, the last hour of it.
-    let since = sage_types::clock::now_ms().saturating_sub(3_600_000);
-    route::rebuild(&router, &runtime.block_on(store.ledger(None, Some(since)))?);
-    let survey = runtime.block_on(route::survey(
+    let client_for = fleet::client_for(connect_within, args.reach.answer_limit);
+    let constraints = fleet::constraints(&args.prefer, &args.exclude, args.max_cost);
+    let (router, _) = fleet::rebuilt_router(runtime, store)?;
+    let survey = fleet::survey(
+        runtime,
         trust,
         local,
         &spec.task_type,
         &constraints,
         store,
         client_for,
-        CAPABILITIES_WITHIN.min(timeout),
-    ));
+        timeout,
+    );
     let sent_at = sage_types::clock::now_ms();
     let plan = Plan {
         local,
@@ -277,9 +266,6 @@ fn routed(
         Some((&survey, &routed.tried)),
     )
 }
-
-/// How long the capabilities of the peers may take, asked all at once.
-const CAPABILITIES_WITHIN: Duration = Duration::from_secs(5);
 
 /// Prints the verified delegation (and, when it was routed, the route),
 /// and fails if its proof does not meet the task's terms.

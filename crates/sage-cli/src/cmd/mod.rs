@@ -7,12 +7,14 @@ pub mod capabilities;
 pub mod config;
 pub mod delegate;
 pub mod docs;
+pub mod fleet;
 pub mod health;
 pub mod init;
 pub mod key;
 pub mod keygen;
 pub mod peer;
 pub mod proofs;
+pub mod route;
 pub mod serve;
 pub mod tls;
 
@@ -39,6 +41,21 @@ pub fn open_store(
     state_dir: &std::path::Path,
 ) -> Result<sage_store::Store, crate::failure::Failure> {
     Ok(sage_store::Store::open_shared(state_dir)?)
+}
+
+/// This node's name: `--local`, else the key directory's only key (as
+/// `serve` takes it); `None` when the directory holds several or none.
+pub fn this_node(
+    keys: &sage_service::keydir::KeyDir,
+    local: Option<String>,
+) -> Result<Option<String>, crate::failure::Failure> {
+    Ok(match local {
+        Some(name) => Some(name),
+        None => match keys.key_files()?.as_slice() {
+            [(name, _)] => Some(name.clone()),
+            _ => None,
+        },
+    })
 }
 
 /// `--max-answer-bytes`: the bound on each answer a command reads from a

@@ -4,6 +4,7 @@ use crate::output::out;
 use std::path::Path;
 
 use sage_crypto::{Protocol, PublicKey};
+use sage_service::delegator::route::Anchor;
 use sage_service::keydir::KeyDir;
 use sage_service::peers_file::{AddOutcome, PeerRecord, PeersFile};
 use serde_json::json;
@@ -146,20 +147,20 @@ fn add(keys: &KeyDir, args: AddArgs) -> CmdResult {
 fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
     // Without --local, the only key of the directory is this node's, as
     // `serve` takes it; with several, each is listed as a peer.
-    let local = match args.local {
-        Some(name) => Some(name),
-        None => match keys.key_files()?.as_slice() {
-            [(name, _)] => Some(name.clone()),
-            _ => None,
-        },
-    };
+    let local = super::this_node(keys, args.local)?;
     let this = local
         .as_deref()
         .map(|name| keys.load_identity(name))
         .transpose()?;
     let store = keys.trust_store(local.as_deref().unwrap_or(""))?;
-    let stats = peer_stats(state_dir);
-    let stats_of = |name: &str| stats.iter().find(|s| s.peer.eq_ignore_ascii_case(name));
+    let ledger = Ledger::read(state_dir);
+    let stats_of = |name: &str| {
+        ledger
+            .stats
+            .iter()
+            .find(|s| s.peer.eq_ignore_ascii_case(name))
+    };
+    let route_of = |lct_id: &str| ledger.route.iter().find(|r| r.key == lct_id);
     if json::enabled() {
         let peers: Vec<_> = store
             .iter()
@@ -174,6 +175,7 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
                     "tls": tls_json(&p.tls),
                     "sources": p.sources.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "stats": stats_of(&p.name).map(stats_json),
+                    "route": route_of(&p.lct_id).map(|r| route_json(r, &ledger.anchor)),
                 })
             })
             .collect();
@@ -225,6 +227,26 @@ fn list(keys: &KeyDir, state_dir: &Path, args: ListArgs) -> CmdResult {
                 out!("  seen:     {}", crate::time::local(seen));
             }
         }
+        if let Some(r) = route_of(&p.lct_id) {
+            let cooling = r
+                .cooling_until
+                .map(|until| {
+                    format!(
+                        ", cooling until {}",
+                        crate::time::local(ledger.anchor.wall_ms(until))
+                    )
+                })
+                .unwrap_or_default();
+            let ejections = match r.ejections {
+                1 => "1 ejection".to_owned(),
+                n => format!("{n} ejections"),
+            };
+            out!(
+                "  route:    score {:.3}, latency ~{:.2} ms, {ejections}{cooling}",
+                r.score,
+                r.latency.as_secs_f64() * 1000.0,
+            );
+        }
     }
     Ok(())
 }
@@ -268,16 +290,49 @@ fn tls_json(tls: &sage_crypto::TlsTrust) -> serde_json::Value {
     }
 }
 
-/// The delegation statistics of the ledger, if there is a state directory.
-fn peer_stats(state_dir: &Path) -> Vec<sage_store::PeerStats> {
-    if !state_dir.join("sage.db").exists() {
-        return Vec::new();
+/// A peer's standing with the router rebuilt from the ledger, in `peer
+/// list --json`.
+fn route_json(r: &sage_route::PeerSnapshot<String>, anchor: &Anchor) -> serde_json::Value {
+    let mut route = json!({
+        "score": r.score,
+        "weight": r.weight,
+        "latency_ms": json::duration_ms(r.latency),
+        "ejections": r.ejections,
+    });
+    json::insert_time(
+        &mut route,
+        "cooling_until",
+        r.cooling_until.map(|until| anchor.wall_ms(until)),
+    );
+    route
+}
+
+/// What the ledger says of the peers: its statistics, and the router that
+/// `delegate` rebuilds from it. Empty without a state directory.
+struct Ledger {
+    stats: Vec<sage_store::PeerStats>,
+    route: Vec<sage_route::PeerSnapshot<String>>,
+    anchor: Anchor,
+}
+
+impl Ledger {
+    fn read(state_dir: &Path) -> Self {
+        let mut ledger = Ledger {
+            stats: Vec::new(),
+            route: Vec::new(),
+            anchor: Anchor::now(),
+        };
+        if !state_dir.join("sage.db").exists() {
+            return ledger;
+        }
+        let (Ok(store), Ok(runtime)) = (super::open_store(state_dir), super::runtime(false)) else {
+            return ledger;
+        };
+        ledger.stats = runtime.block_on(store.peer_stats()).unwrap_or_default();
+        if let Ok((router, anchor)) = super::fleet::rebuilt_router(&runtime, &store) {
+            ledger.route = router.snapshot();
+            ledger.anchor = anchor;
+        }
+        ledger
     }
-    let Ok(store) = super::open_store(state_dir) else {
-        return Vec::new();
-    };
-    super::runtime(false)
-        .ok()
-        .and_then(|rt| rt.block_on(store.peer_stats()).ok())
-        .unwrap_or_default()
 }

@@ -573,12 +573,46 @@ pub async fn delegate(
     }
 }
 
+/// One moment read on both clocks: the ledger's (unix ms) and the
+/// router's (`tokio::time::Instant`).
+#[derive(Debug, Clone, Copy)]
+pub struct Anchor {
+    /// The moment in unix ms.
+    pub wall_ms: u64,
+    /// The same moment as the router's instant.
+    pub instant: tokio::time::Instant,
+}
+
+impl Anchor {
+    /// Now, on both clocks.
+    pub fn now() -> Self {
+        Anchor {
+            wall_ms: now_ms(),
+            instant: tokio::time::Instant::now(),
+        }
+    }
+
+    /// `at`, one of the router's instants, in unix ms: what a rebuilt
+    /// router says (a cooldown's end) is shown on the ledger's clock, by
+    /// the same reading of both clocks that placed the ledger's entries.
+    pub fn wall_ms(&self, at: tokio::time::Instant) -> u64 {
+        if at >= self.instant {
+            let after = u64::try_from((at - self.instant).as_millis()).unwrap_or(u64::MAX);
+            self.wall_ms.saturating_add(after)
+        } else {
+            let before = u64::try_from((self.instant - at).as_millis()).unwrap_or(u64::MAX);
+            self.wall_ms.saturating_sub(before)
+        }
+    }
+}
+
 /// Feeds `router` what `entries` (the ledger, oldest first) say of each
 /// peer, as if observed then: the router of a short command starts from
 /// what earlier commands saw. Entries still `sent` say nothing yet.
-pub fn rebuild(router: &Router<String>, entries: &[LedgerEntry]) {
-    let now = now_ms();
-    let then = tokio::time::Instant::now();
+/// Returns the reading of both clocks the entries were placed by.
+pub fn rebuild(router: &Router<String>, entries: &[LedgerEntry]) -> Anchor {
+    let anchor = Anchor::now();
+    let (now, then) = (anchor.wall_ms, anchor.instant);
     for entry in entries {
         let measured = entry
             .latency_ms
@@ -603,5 +637,27 @@ pub fn rebuild(router: &Router<String>, entries: &[LedgerEntry]) {
         let age = Duration::from_millis(now.saturating_sub(entry.sent_at_ms));
         let at = then.checked_sub(age).unwrap_or(then);
         router.observe_at(&entry.peer_lct, at, outcome);
+    }
+    anchor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_anchor_shows_instants_either_side_of_it_on_the_wall_clock() {
+        let anchor = Anchor {
+            wall_ms: 10_000,
+            instant: tokio::time::Instant::now(),
+        };
+        let later = anchor.instant + Duration::from_millis(1_500);
+        assert_eq!(anchor.wall_ms(later), 11_500);
+        let earlier = anchor.instant.checked_sub(Duration::from_secs(2)).unwrap();
+        assert_eq!(anchor.wall_ms(earlier), 8_000);
+        let long_before = anchor.instant.checked_sub(Duration::from_secs(20));
+        if let Some(long_before) = long_before {
+            assert_eq!(anchor.wall_ms(long_before), 0, "saturates at the epoch");
+        }
     }
 }

@@ -215,18 +215,27 @@ pub async fn delegations(
     run(plan, job, progress).await
 }
 
-/// Sends a [`TaskSpec`] to a picked candidate without the ledger's
-/// per-attempt reads and writes, and with one health check per peer (the
-/// first time it is picked, until one passes) rather than one per attempt:
-/// what a long-running delegator does under load.
+/// What the attempts of a routed run share: a [`TaskSpec`] goes to a
+/// picked candidate without the ledger's per-attempt reads and writes, and
+/// with one health check per peer (the first time it is picked, until one
+/// passes) rather than one per attempt: what a long-running delegator does
+/// under load.
 struct Direct {
     local: Arc<Identity>,
     clients: BTreeMap<String, Client>,
     checked: Mutex<BTreeMap<String, Checked>>,
-    verify_ledger: Option<Store>,
+    ledger: Option<Store>,
 }
 
-impl Attempts for Direct {
+/// One routed request's attempts over the run's [`Direct`]: it keeps the
+/// digests of what it sent each peer, so that a retry on the same peer
+/// accepts the proof of an earlier send of the same task id.
+struct Request<'d> {
+    direct: &'d Direct,
+    sent: Mutex<Vec<(String, String)>>,
+}
+
+impl Attempts for Request<'_> {
     async fn attempt(
         &self,
         candidate: &Candidate,
@@ -234,12 +243,13 @@ impl Attempts for Direct {
         timeout: Duration,
     ) -> Result<Delegation, AttemptError> {
         let started = Instant::now();
+        let direct = self.direct;
         let peer = &candidate.peer;
-        let client = self
+        let client = direct
             .clients
             .get(&peer.lct_id)
             .expect("a client for every candidate");
-        let known = self
+        let known = direct
             .checked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -251,22 +261,48 @@ impl Attempts for Direct {
                 let checked = check_target(client, peer, Protocol::V1, &candidate.addr, timeout)
                     .await
                     .map_err(AttemptError::NotSent)?;
-                self.checked
+                direct
+                    .checked
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(peer.lct_id.clone(), checked.clone());
                 checked
             }
         };
+        let earlier: Vec<String> = self
+            .sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(lct, _)| *lct == peer.lct_id)
+            .map(|(_, digest)| digest.clone())
+            .collect();
+        let retry;
+        let spec = if earlier.is_empty() {
+            spec
+        } else {
+            retry = TaskSpec {
+                earlier_digests: earlier,
+                ..spec.clone()
+            };
+            &retry
+        };
+        let outgoing = Outgoing::sign(&direct.local, peer, Protocol::V1, spec);
+        if let Outgoing::V1(signed) = &outgoing {
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((peer.lct_id.clone(), signed.digest.clone()));
+        }
         let sent_at = now_ms();
         let remaining = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        let exchanged = Outgoing::sign(&self.local, peer, Protocol::V1, spec)
+        let exchanged = outgoing
             .send(client, &candidate.addr, remaining)
             .await
             .map_err(|e| AttemptError::Sent(e.into()))?;
-        if let Some(store) = &self.verify_ledger {
+        if let Some(store) = &direct.ledger {
             let summary = exchanged.0.verify(peer).map_err(|source| {
                 AttemptError::Sent(DelegateError::Proof {
                     target: peer.name.clone(),
@@ -308,7 +344,7 @@ pub async fn routed(
         local: local.clone(),
         clients,
         checked: Mutex::new(BTreeMap::new()),
-        verify_ledger: plan.ledger.clone(),
+        ledger: plan.ledger.clone(),
     });
     let budget = Arc::new(RetryBudget::default());
     let shares: Arc<Mutex<BTreeMap<String, Share>>> = Arc::new(Mutex::new(
@@ -344,7 +380,11 @@ pub async fn routed(
                     idempotent: None,
                     timeout,
                 };
-                let result = route::run(&survey, &router, &budget, &*attempts, plan).await;
+                let request = Request {
+                    direct: &attempts,
+                    sent: Mutex::new(Vec::new()),
+                };
+                let result = route::run(&survey, &router, &budget, &request, plan).await;
                 let (tried, ran_on) = match &result {
                     Ok(routed) => (&routed.tried[..], Some(&routed.target.name)),
                     Err(

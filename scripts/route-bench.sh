@@ -216,3 +216,26 @@ sleep "$third"
 serve Fast "$fast_port"
 wait "$loader" || true
 report failover "$work" "$requests" "$rows_before"
+echo
+
+echo "## 5. how soon a restarted node gets tasks again (work, concurrency 4, $((7 * secs)) s)"
+# Fast is killed at 0.3 x SECONDS and restarted at 0.6 x SECONDS; its
+# store's task rows, every SECONDS / 2, say when the router sends it tasks
+# again.
+fast_rows() { python3 -c "import sqlite3, sys; print(sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True).execute('SELECT count(*) FROM tasks').fetchone()[0])" "$work/Fast-state/sage.db"; }
+bench --task-type work --concurrency 4 --duration "$((7 * secs))" >"$work/recovery.json" &
+loader=$!
+started=$(date +%s.%N)
+at() { python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.1f}')" "$(date +%s.%N)" "$started"; }
+sleep "$(python3 -c "print(0.3 * $secs)")"
+kill -9 "$pid_Fast"
+wait "$pid_Fast" 2>/dev/null || true
+echo "t=$(at) s: Fast killed, $(fast_rows) task rows"
+sleep "$(python3 -c "print(0.3 * $secs)")"
+serve Fast "$fast_port"
+echo "t=$(at) s: Fast restarted, $(fast_rows) task rows"
+while kill -0 "$loader" 2>/dev/null; do
+    sleep "$(python3 -c "print($secs / 2)")"
+    echo "t=$(at) s: $(fast_rows) task rows"
+done
+wait "$loader" || true

@@ -230,3 +230,34 @@ fn bench_draws_a_progress_line_on_a_terminal() {
     );
     assert!(shown.contains("verified delegations/s"), "{shown}");
 }
+
+#[test]
+fn routed_bench_refuses_what_needs_one_node_and_says_when_no_peer_serves() {
+    let (keys, _thor) = serving_thor();
+    let run = keys.run(&[
+        "bench",
+        "--local",
+        "Sprout",
+        "--no-verify",
+        "--requests",
+        "1",
+    ]);
+    run.assert_code(2);
+    run.assert_stderr(&["--no-verify needs --target"]);
+    let run = keys.run(&[
+        "bench",
+        "--local",
+        "Sprout",
+        "--protocol",
+        "legacy",
+        "--requests",
+        "1",
+    ]);
+    run.assert_code(2);
+    run.assert_stderr(&["--protocol names one node's protocol"]);
+    // Thor's record has no address: nothing to route to, and why.
+    let run = keys.run(&["bench", "--local", "Sprout", "--requests", "1", "--json"]);
+    run.assert_code(1);
+    assert_eq!(run.json()["error"]["code"], "no_candidate");
+    run.assert_stderr(&["no peer serves echo", "Thor: no address on record"]);
+}

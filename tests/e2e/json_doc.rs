@@ -345,6 +345,25 @@ fn every_json_object_is_documented_and_failures_are_objects_too() {
     ];
     c.once(&keys, &[&bench[..], &["--requests", "3"]].concat(), 0);
     c.both(&keys, &[&bench[..], &["--requests", "0"]].concat(), 2);
+    // Routed load, over the peers that serve the task type.
+    let routed_bench = c.once(
+        &keys,
+        &[
+            "bench",
+            "--local",
+            "Sprout",
+            "--requests",
+            "3",
+            "--concurrency",
+            "1",
+        ],
+        0,
+    );
+    assert_eq!(
+        routed_bench["sage"]["peers"][0]["peer"], "Thor",
+        "{routed_bench}"
+    );
+    assert_eq!(routed_bench["sage"]["peers"][0]["ok"], 3, "{routed_bench}");
 
     // Receipts.
     let listed = c.both(&keys, &["proofs", "list"], 0);

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::fixture::Fleet;
-use crate::util::{http, Node, Run};
+use crate::util::{http, task_ids, Node, Run};
 
 /// A fleet of Sprout (the delegator) and `executors`, each serving the
 /// config `config` (empty: the builtins), and Sprout knowing each at its
@@ -450,4 +450,119 @@ fn a_peer_that_answers_a_canary_wrongly_is_cooled_down_and_loses_its_standing() 
     let run = thor_keys.run(&["config", "check", "--config", config.to_str().unwrap()]);
     run.assert_code(1)
         .assert_stderr(&["routing.canary_rate", "is not a chance"]);
+}
+
+/// A `work` executor that takes `ms` milliseconds a task.
+fn work(ms: u32) -> String {
+    format!(
+        "[executors.work]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"sleep {}; cat\"]\nmax_concurrency = 8\ntimeout = \"30s\"\n",
+        f64::from(ms) / 1000.0
+    )
+}
+
+/// `sage bench` routed, as Sprout: its JSON report's share of each peer
+/// (requests, ok), by name.
+fn shares(report: &serde_json::Value) -> std::collections::BTreeMap<String, (u64, u64)> {
+    report["sage"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["peer"].as_str().unwrap().to_owned(),
+                (s["requests"].as_u64().unwrap(), s["ok"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The failed requests of a bench report, all kinds.
+fn errors(report: &serde_json::Value) -> u64 {
+    report["sage"]["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn routed_load_goes_mostly_to_the_fast_peer_and_survives_losing_one() {
+    // A debug node on a loaded machine adds tens of milliseconds of its
+    // own to every task, with as much noise: the slow peer is slow enough
+    // that no such noise makes it look like the fast one.
+    let (fast, medium, slow) = (work(5), work(50), work(250));
+    let (fleet, nodes) = fleet_of(&[("Fast", &fast), ("Medium", &medium), ("Slow", &slow)]);
+    let bench = |requests: &str| {
+        vec![
+            "bench",
+            "--local",
+            "Sprout",
+            "--json",
+            "--task-type",
+            "work",
+            "--input",
+            "{}",
+            "--requests",
+            requests,
+            "--concurrency",
+            "4",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<String>>()
+    };
+    let args = bench("200");
+    let run = fleet
+        .keys("Sprout")
+        .run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run.assert_code(0);
+    let report = run.json();
+    assert_eq!(report["sage"]["ok"], 200, "{report}");
+    assert_eq!(report["target"], serde_json::Value::Null);
+    let got = shares(&report);
+    assert_eq!(got.len(), 3, "{report}");
+    let oks: u64 = got.values().map(|(_, ok)| ok).sum();
+    assert_eq!(oks, 200, "{report}");
+    assert!(got["Fast"].0 > got["Slow"].0, "{got:?}");
+    assert!(got["Fast"].0 > got["Medium"].0, "{got:?}");
+    assert!(got["Slow"].0 >= 1, "the slow peer is still tried: {got:?}");
+
+    // Fast dies under load: every request either verifies elsewhere or is
+    // counted as a failure, and no task runs on two nodes.
+    let args = bench("300");
+    let loading = fleet
+        .keys("Sprout")
+        .spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut nodes = nodes.into_iter();
+    let fast_node = nodes.next().unwrap();
+    let before = task_ids(&fleet.keys("Fast").state_dir()).len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while task_ids(&fleet.keys("Fast").state_dir()).len() < before + 30 {
+        assert!(Instant::now() < deadline, "Fast took no load");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fast_node.kill_hard();
+    let run = loading.join().unwrap();
+    let report = run.json();
+    let ok = report["sage"]["ok"].as_u64().unwrap();
+    assert_eq!(ok + errors(&report), 300, "{report}");
+    assert!(ok >= 250, "most requests verified elsewhere: {report}");
+    let got = shares(&report);
+    assert!(got["Medium"].1 + got["Slow"].1 >= 1, "{got:?}");
+    let mut runs: std::collections::BTreeMap<String, usize> = Default::default();
+    for name in ["Fast", "Medium", "Slow"] {
+        for id in task_ids(&fleet.keys(name).state_dir()) {
+            *runs.entry(id).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "tasks run twice: {twice:?}");
+    // Every verified request ran somewhere: the nodes' tasks cover them.
+    assert!(
+        runs.len() as u64 >= 200 + ok,
+        "{} rows, {ok} ok",
+        runs.len()
+    );
+    drop(nodes);
 }

@@ -505,12 +505,7 @@ impl Node {
     /// The rows of the node's `tasks` table that `filter` (a `WHERE`
     /// clause, or nothing) selects, read-only.
     fn count_tasks(&self, filter: &str, params: &[&str]) -> usize {
-        let db = self.state.join("sage.db");
-        let conn = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .unwrap_or_else(|e| panic!("open {} read-only: {e}", db.display()));
+        let (conn, db) = tasks_db(&self.state);
         let count: i64 = conn
             .query_row(
                 &format!("SELECT count(*) FROM tasks {filter}"),
@@ -882,4 +877,32 @@ pub fn assert_refused(node: &Node, answer: &HttpAnswer, status: u16, code: &str)
         String::from_utf8_lossy(&answer.body),
         node.log()
     );
+}
+
+/// The store of the node whose state directory is `state`, read-only, and
+/// its path.
+fn tasks_db(state: &Path) -> (rusqlite::Connection, PathBuf) {
+    let db = state.join("sage.db");
+    let conn = rusqlite::Connection::open_with_flags(
+        &db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .unwrap_or_else(|e| panic!("open {} read-only: {e}", db.display()));
+    (conn, db)
+}
+
+/// Every task id the node whose state directory is `state` recorded (so
+/// ran, or was about to: see [`Node::executions_of`]), once per row; the
+/// node may be stopped or killed.
+pub fn task_ids(state: &Path) -> Vec<String> {
+    let (conn, db) = tasks_db(state);
+    let mut query = conn
+        .prepare("SELECT task_id FROM tasks")
+        .unwrap_or_else(|e| panic!("read the tasks of {}: {e}", db.display()));
+    let ids = query
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap_or_else(|e| panic!("read the tasks of {}: {e}", db.display()))
+        .map(|id| id.expect("a task id"))
+        .collect();
+    ids
 }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sage_crypto::{Peer, Protocol};
+use sage_route::{Policy, Router};
 use sage_service::delegator::bench::{self, Plan, Report, Stop};
-use sage_service::delegator::client::Client;
+use sage_service::delegator::client::{Client, CONNECT_TIMEOUT};
 use sage_service::delegator::delegation::{check_target, sign_task, TaskSpec};
+use sage_service::delegator::route::{self, Constraints};
 use sage_service::keydir::KeyDir;
 use sage_types::QualityRequirements;
 use serde_json::json;
@@ -25,9 +27,18 @@ pub struct Args {
     #[arg(long)]
     local: String,
     /// The node under load: a peer name, or the address of a known peer
-    /// (HOST:PORT or http(s)://HOST[:PORT]).
+    /// (HOST:PORT or http(s)://HOST[:PORT]). Without it, every request is
+    /// a routed delegation over the trusted peers whose verified
+    /// capabilities serve the task type, as `sage delegate` without
+    /// --target, picked by one router shared by the whole run.
     #[arg(long)]
-    target: String,
+    target: Option<String>,
+    /// Without --target: pick among these peers first (repeatable).
+    #[arg(long, value_name = "NAME", conflicts_with = "target")]
+    prefer: Vec<String>,
+    /// Without --target: never pick this peer (repeatable).
+    #[arg(long, value_name = "NAME", conflicts_with = "target")]
+    exclude: Vec<String>,
     #[command(flatten)]
     reach: super::Reach,
     /// Protocol, instead of the peer record's.
@@ -48,7 +59,7 @@ pub struct Args {
     #[arg(long)]
     rate: Option<f64>,
     /// Task type [default: `echo` if the node serves it, else the first
-    /// type its verified capabilities list].
+    /// type its verified capabilities list; without --target, `echo`].
     #[arg(long)]
     task_type: Option<String>,
     /// Task input: JSON text, or @FILE.
@@ -103,9 +114,12 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     };
     let keys = KeyDir::new(keys_dir);
     let local = Arc::new(keys.load_identity(&args.local)?);
-    super::delegate::refuse_self(&local, &args.target)?;
+    let Some(target_arg) = args.target.clone() else {
+        return routed(state_dir, &keys, local, &args, spec, stop, timeout);
+    };
+    super::delegate::refuse_self(&local, &target_arg)?;
     let trust = keys.trust_store(&local.name)?;
-    let named = trust.find(&args.target);
+    let named = trust.find(&target_arg);
     let addr = match named {
         Some(peer) => peer.address.clone().ok_or_else(|| {
             Failure::Usage(format!(
@@ -114,12 +128,12 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             ))
         })?,
         // Not a peer's name: an address, if it looks like one.
-        None if args.target.contains([':', '[']) => super::node_address(&args.target)
+        None if target_arg.contains([':', '[']) => super::node_address(&target_arg)
             .map_err(|e| Failure::Usage(format!("--target: {e}")))?,
         None => {
             return Err(Failure::Failed(format!(
                 "unknown target {:?}: give a peer name or HOST:PORT",
-                args.target
+                target_arg
             )))
         }
     };
@@ -178,16 +192,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             &addr,
             &spec,
             &plan,
-            move |p| {
-                let secs = p.elapsed.as_secs_f64();
-                progress.draw(&format!(
-                    "{secs:>5.1} s  {} requests, {} ok, {} refused, {:.0}/s",
-                    p.done,
-                    p.done - p.failed,
-                    p.refused,
-                    p.done as f64 / secs.max(1e-9)
-                ));
-            },
+            move |p| draw(&progress, p),
         )
         .await;
         line.clear();
@@ -204,9 +209,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         Ok::<_, Failure>((sage, baseline))
     })?;
     let (sage, baseline) = report;
-    let ratio = baseline
-        .as_ref()
-        .map(|b| sage.per_second / b.per_second.max(1e-9));
+    let ratio = ratio(&sage, baseline.as_ref());
     if json::enabled() {
         json::report(json!({
             "target": target.name,
@@ -215,44 +218,218 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             "concurrency": plan.concurrency,
             "rate": plan.rate,
             "verified": plan.verify,
+            "route": null,
             "sage": report_json(&sage),
             "baseline": baseline.as_ref().map(report_json),
             "ratio_to_baseline": ratio.map(|r| (r * 1000.0).round() / 1000.0),
         }));
     } else {
-        let mode = match plan.rate {
-            Some(rate) => format!(
-                "open loop at {rate}/s, at most {} in flight",
-                plan.concurrency
-            ),
-            None => format!("closed loop, {} in flight", plan.concurrency),
-        };
         out!(
-            "sage bench: {} at {addr}, {} protocol, {mode}",
+            "sage bench: {} at {addr}, {} protocol, {}",
             target.name,
-            protocol.as_str()
+            protocol.as_str(),
+            mode(&plan)
         );
-        print_report("sage", &sage, plan.verify);
-        if let (Some(b), Some(r)) = (&baseline, ratio) {
-            print_report("baseline (bare echo)", b, false);
-            out!(
-                "ratio: sage does {:.2} of the baseline's requests per second",
-                r
-            );
-        }
+        print_all(&sage, baseline.as_ref(), ratio, plan.verify);
     }
+    outcome(&sage)
+}
+
+/// `sage bench` without `--target`: routed delegations over the fleet.
+fn routed(
+    state_dir: &Path,
+    keys: &KeyDir,
+    local: Arc<sage_service::keydir::Identity>,
+    args: &Args,
+    mut spec: TaskSpec,
+    stop: Stop,
+    timeout: Duration,
+) -> CmdResult {
+    if args.protocol.is_some() {
+        return Err(Failure::Usage(
+            "--protocol names one node's protocol: give --target too, or leave it out to route"
+                .into(),
+        ));
+    }
+    if args.reach.tls.trust()?.is_some() {
+        return Err(Failure::Usage(
+            "--tls-ca and --tls-fingerprint are for one node: give --target too, or record each peer's TLS settings with `sage peer add`".into(),
+        ));
+    }
+    if args.no_verify {
+        return Err(Failure::Usage(
+            "--no-verify needs --target: routing learns from verified proofs".into(),
+        ));
+    }
+    if spec.task_type.is_empty() {
+        spec.task_type = "echo".to_owned();
+    }
+    let trust = keys.trust_store(&local.name)?;
+    let store = super::open_store(state_dir)?;
+    let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
+    let answer_limit = args.reach.answer_limit;
+    let client_for = |peer: &Peer| {
+        Client::with_tls_connect_timeout(&peer.tls, connect_within).map(|c| answer_limit.apply(c))
+    };
+    let constraints = Constraints {
+        prefer: args.prefer.clone(),
+        exclude: args.exclude.clone(),
+        max_cost: None,
+    };
+    let plan = Plan {
+        protocol: Protocol::V1,
+        concurrency: args.concurrency,
+        stop,
+        rate: args.rate,
+        verify: true,
+        ledger: args.ledger.then(|| store.clone()),
+        timeout,
+    };
+    let runtime = super::runtime(args.concurrency > 1)?;
+    let line = crate::progress::Line::new(!json::enabled());
+    let (survey, sage, baseline) = runtime.block_on(async {
+        let survey = route::survey(
+            &trust,
+            &local,
+            &spec.task_type,
+            &constraints,
+            &store,
+            client_for,
+            timeout.min(Duration::from_secs(5)),
+        )
+        .await;
+        if survey.candidates.is_empty() {
+            let none = route::RouteError::NoCandidate {
+                task_type: spec.task_type.clone(),
+                left: survey
+                    .left
+                    .iter()
+                    .map(|(peer, why)| (peer.name.clone(), why.to_string()))
+                    .collect(),
+            };
+            return Err(Failure::from(none));
+        }
+        let survey = Arc::new(survey);
+        // One router for the whole run, starting from what earlier
+        // delegations of this state directory saw (the last hour).
+        let router = Router::new(Policy::default());
+        let since = sage_types::clock::now_ms().saturating_sub(3_600_000);
+        route::rebuild(&router, &store.ledger(None, Some(since)).await?);
+        let progress = line.clone();
+        let sage = bench::routed(
+            survey.clone(),
+            router,
+            local.clone(),
+            client_for,
+            &spec,
+            &plan,
+            move |p| draw(&progress, p),
+        )
+        .await?;
+        line.clear();
+        let baseline = if args.baseline {
+            let first = &survey.candidates[0].peer;
+            let body = sign_task(&local.key, &local.lct_id, &first.lct_id, &spec)
+                .envelope
+                .to_bytes();
+            let echo = bench::start_echo_server()?;
+            let client = client_for(first)?;
+            Some(bench::baseline(&client, &echo.to_string(), body.into(), &plan).await)
+        } else {
+            None
+        };
+        Ok::<_, Failure>((survey, sage, baseline))
+    })?;
+    let ratio = ratio(&sage, baseline.as_ref());
+    let names: Vec<&str> = survey
+        .candidates
+        .iter()
+        .map(|c| c.peer.name.as_str())
+        .collect();
+    if json::enabled() {
+        json::report(json!({
+            "target": null,
+            "address": null,
+            "protocol": Protocol::V1.as_str(),
+            "concurrency": plan.concurrency,
+            "rate": plan.rate,
+            "verified": plan.verify,
+            "route": {
+                "candidates": names,
+                "left": survey.left.iter().map(|(peer, why)| json!({"peer": peer.name, "reason": why.to_string()})).collect::<Vec<_>>(),
+            },
+            "sage": report_json(&sage),
+            "baseline": baseline.as_ref().map(report_json),
+            "ratio_to_baseline": ratio.map(|r| (r * 1000.0).round() / 1000.0),
+        }));
+    } else {
+        out!(
+            "sage bench: routed among {}, {}",
+            names.join(", "),
+            mode(&plan)
+        );
+        for (peer, why) in &survey.left {
+            out!("  not {}: {why}", peer.name);
+        }
+        print_all(&sage, baseline.as_ref(), ratio, plan.verify);
+    }
+    outcome(&sage)
+}
+
+/// The progress line of a run.
+fn draw(line: &crate::progress::Line, p: bench::Progress) {
+    let secs = p.elapsed.as_secs_f64();
+    line.draw(&format!(
+        "{secs:>5.1} s  {} requests, {} ok, {} refused, {:.0}/s",
+        p.done,
+        p.done - p.failed,
+        p.refused,
+        p.done as f64 / secs.max(1e-9)
+    ));
+}
+
+/// The run's throughput as a share of the baseline's.
+fn ratio(sage: &Report, baseline: Option<&Report>) -> Option<f64> {
+    baseline.map(|b| sage.per_second / b.per_second.max(1e-9))
+}
+
+/// Closed or open loop, in words.
+fn mode(plan: &Plan) -> String {
+    match plan.rate {
+        Some(rate) => format!(
+            "open loop at {rate}/s, at most {} in flight",
+            plan.concurrency
+        ),
+        None => format!("closed loop, {} in flight", plan.concurrency),
+    }
+}
+
+/// The run's report, the baseline's and their ratio, as text.
+fn print_all(sage: &Report, baseline: Option<&Report>, ratio: Option<f64>, verified: bool) {
+    print_report("sage", sage, verified);
+    if let (Some(b), Some(r)) = (baseline, ratio) {
+        print_report("baseline (bare echo)", b, false);
+        out!(
+            "ratio: sage does {:.2} of the baseline's requests per second",
+            r
+        );
+    }
+}
+
+/// The exit of a run: a failure when it stopped early or nothing succeeded.
+fn outcome(sage: &Report) -> CmdResult {
     if let Some(stop) = sage.stopped_early {
         return Err(Failure::Failed(format!(
             "stopped early: {} of the last {} requests were refused ({})",
             stop.refused,
             stop.requests,
-            error_counts(&sage)
+            error_counts(sage)
         )));
     }
     if sage.ok == 0 {
         return Err(Failure::Failed(format!(
             "no request succeeded ({})",
-            error_counts(&sage)
+            error_counts(sage)
         )));
     }
     Ok(())
@@ -279,6 +456,11 @@ fn report_json(r: &Report) -> serde_json::Value {
             "refused": stop.refused,
             "requests": stop.requests,
         })),
+        "peers": r.peers.iter().map(|s| json!({
+            "peer": s.peer,
+            "requests": s.requests,
+            "ok": s.ok,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -365,6 +547,16 @@ fn print_report(name: &str, r: &Report, verified: bool) {
             "  stopped early: {} of the last {} requests refused",
             stop.refused,
             stop.requests
+        );
+    }
+    let attempts: u64 = r.peers.iter().map(|s| s.requests).sum();
+    for s in &r.peers {
+        out!(
+            "  {}: {} requests ({:.1}%), {} ok",
+            s.peer,
+            s.requests,
+            100.0 * s.requests as f64 / attempts.max(1) as f64,
+            s.ok
         );
     }
     if r.errors.is_empty() {

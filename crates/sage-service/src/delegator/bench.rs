@@ -1,5 +1,5 @@
-//! The load generator behind `sage bench`: many delegations to one target,
-//! closed-loop (N in flight) or open-loop (a fixed arrival rate, latency
+//! The load generator behind `sage bench`: many delegations to one target
+//! ([`delegations`]) or routed over the fleet ([`routed`]), closed-loop (N in flight) or open-loop (a fixed arrival rate, latency
 //! measured from each request's intended send time, so a slow server cannot
 //! hide its queueing: no coordinated omission), and a bare echo endpoint to
 //! measure against in the same run.
@@ -15,10 +15,15 @@ use axum::routing::post;
 use sage_crypto::{Peer, Protocol};
 
 use crate::delegator::client::{base_url, Client};
-use crate::delegator::delegation::{Outgoing, TaskSpec};
+use crate::delegator::delegation::{
+    check_target, conclude, Checked, Delegation, Outgoing, TaskSpec,
+};
 use crate::delegator::ledger;
+use crate::delegator::recorded::AttemptError;
+use crate::delegator::route::{self, Attempts, Candidate, RouteError, Survey};
 use crate::keydir::Identity;
 use crate::{ClientError, DelegateError};
+use sage_route::{RetryBudget, Router};
 use sage_store::{Store, StoreError};
 use sage_types::clock::now_ms;
 
@@ -87,6 +92,21 @@ pub struct Report {
     /// Set when the run stopped before its end because nearly every
     /// request was refused.
     pub stopped_early: Option<EarlyStop>,
+    /// A routed run: each candidate's share, in the survey's order; empty
+    /// for a run against one target.
+    pub peers: Vec<Share>,
+}
+
+/// What one peer got of a routed run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Share {
+    /// The peer's name.
+    pub peer: String,
+    /// Attempts sent to it (a request that failed over counts on each
+    /// peer it tried).
+    pub requests: u64,
+    /// Requests whose verified proof it signed.
+    pub ok: u64,
 }
 
 impl Report {
@@ -195,6 +215,206 @@ pub async fn delegations(
     run(plan, job, progress).await
 }
 
+/// What the attempts of a routed run share: a [`TaskSpec`] goes to a
+/// picked candidate without the ledger's per-attempt reads and writes, and
+/// with one health check per peer (the first time it is picked, until one
+/// passes) rather than one per attempt: what a long-running delegator does
+/// under load.
+struct Direct {
+    local: Arc<Identity>,
+    clients: BTreeMap<String, Client>,
+    checked: Mutex<BTreeMap<String, Checked>>,
+    ledger: Option<Store>,
+}
+
+/// One routed request's attempts over the run's [`Direct`]: it keeps the
+/// digests of what it sent each peer, so that a retry on the same peer
+/// accepts the proof of an earlier send of the same task id.
+struct Request<'d> {
+    direct: &'d Direct,
+    sent: Mutex<Vec<(String, String)>>,
+}
+
+impl Attempts for Request<'_> {
+    async fn attempt(
+        &self,
+        candidate: &Candidate,
+        spec: &TaskSpec,
+        timeout: Duration,
+    ) -> Result<Delegation, AttemptError> {
+        let started = Instant::now();
+        let direct = self.direct;
+        let peer = &candidate.peer;
+        let client = direct
+            .clients
+            .get(&peer.lct_id)
+            .expect("a client for every candidate");
+        let known = direct
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer.lct_id)
+            .cloned();
+        let checked = match known {
+            Some(checked) => checked,
+            None => {
+                let checked = check_target(client, peer, Protocol::V1, &candidate.addr, timeout)
+                    .await
+                    .map_err(AttemptError::NotSent)?;
+                direct
+                    .checked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(peer.lct_id.clone(), checked.clone());
+                checked
+            }
+        };
+        let earlier: Vec<String> = self
+            .sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(lct, _)| *lct == peer.lct_id)
+            .map(|(_, digest)| digest.clone())
+            .collect();
+        let retry;
+        let spec = if earlier.is_empty() {
+            spec
+        } else {
+            retry = TaskSpec {
+                earlier_digests: earlier,
+                ..spec.clone()
+            };
+            &retry
+        };
+        let outgoing = Outgoing::sign(&direct.local, peer, Protocol::V1, spec);
+        if let Outgoing::V1(signed) = &outgoing {
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((peer.lct_id.clone(), signed.digest.clone()));
+        }
+        let sent_at = now_ms();
+        let remaining = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let exchanged = outgoing
+            .send(client, &candidate.addr, remaining)
+            .await
+            .map_err(|e| AttemptError::Sent(e.into()))?;
+        if let Some(store) = &direct.ledger {
+            let summary = exchanged.0.verify(peer).map_err(|source| {
+                AttemptError::Sent(DelegateError::Proof {
+                    target: peer.name.clone(),
+                    source,
+                })
+            })?;
+            ledger::record_exchange(store, peer, &exchanged.0, &summary, sent_at, exchanged.1)
+                .await
+                .map_err(AttemptError::NotKept)?;
+        }
+        conclude(exchanged, peer, spec, checked, started).map_err(AttemptError::Sent)
+    }
+}
+
+/// Runs `plan` with every request a routed delegation over `survey`'s
+/// candidates: picked by one `router` shared by the whole run (its
+/// in-flight counts, latency estimates and cooldowns live across requests,
+/// as in a long-running delegator), failed over as [`route::run`] says,
+/// with `constraints`' preferences already in the survey. `client_for`
+/// makes each candidate's client once. Every proof is verified (the
+/// router learns from verified proofs); `plan.ledger` records them.
+///
+/// # Errors
+/// The client of a candidate cannot be made.
+pub async fn routed(
+    survey: Arc<Survey>,
+    router: Router<String>,
+    local: Arc<Identity>,
+    client_for: impl Fn(&Peer) -> Result<Client, ClientError>,
+    spec: &TaskSpec,
+    plan: &Plan,
+    progress: impl Fn(Progress) + Send + 'static,
+) -> Result<Report, ClientError> {
+    let mut clients = BTreeMap::new();
+    for candidate in &survey.candidates {
+        clients.insert(candidate.peer.lct_id.clone(), client_for(&candidate.peer)?);
+    }
+    let attempts = Arc::new(Direct {
+        local: local.clone(),
+        clients,
+        checked: Mutex::new(BTreeMap::new()),
+        ledger: plan.ledger.clone(),
+    });
+    let budget = Arc::new(RetryBudget::default());
+    let shares: Arc<Mutex<BTreeMap<String, Share>>> = Arc::new(Mutex::new(
+        survey
+            .candidates
+            .iter()
+            .map(|c| {
+                let share = Share {
+                    peer: c.peer.name.clone(),
+                    ..Share::default()
+                };
+                (c.peer.name.clone(), share)
+            })
+            .collect(),
+    ));
+    let job = {
+        let (survey, spec, timeout, shares) =
+            (survey.clone(), spec.clone(), plan.timeout, shares.clone());
+        Arc::new(move || {
+            let (survey, router, budget, attempts, local, spec, shares) = (
+                survey.clone(),
+                router.clone(),
+                budget.clone(),
+                attempts.clone(),
+                local.clone(),
+                spec.clone(),
+                shares.clone(),
+            );
+            async move {
+                let plan = route::Plan {
+                    local: &local,
+                    spec: &spec,
+                    idempotent: None,
+                    timeout,
+                };
+                let request = Request {
+                    direct: &attempts,
+                    sent: Mutex::new(Vec::new()),
+                };
+                let result = route::run(&survey, &router, &budget, &request, plan).await;
+                let (tried, ran_on) = match &result {
+                    Ok(routed) => (&routed.tried[..], Some(&routed.target.name)),
+                    Err(
+                        RouteError::Exhausted { tried, .. } | RouteError::MayHaveRun { tried, .. },
+                    ) => (&tried[..], None),
+                    Err(RouteError::NoCandidate { .. }) => (&[][..], None),
+                };
+                {
+                    let mut shares = shares.lock().unwrap_or_else(|p| p.into_inner());
+                    for t in tried {
+                        shares.entry(t.peer.clone()).or_default().requests += 1;
+                    }
+                    if let Some(name) = ran_on {
+                        shares.entry(name.clone()).or_default().ok += 1;
+                    }
+                }
+                result.map(|_| ()).map_err(JobError::Route)
+            }
+        })
+    };
+    let mut report = run(plan, job, progress).await;
+    let shares = std::mem::take(&mut *shares.lock().unwrap_or_else(|p| p.into_inner()));
+    report.peers = survey
+        .candidates
+        .iter()
+        .filter_map(|c| shares.get(&c.peer.name).cloned())
+        .collect();
+    Ok(report)
+}
+
 /// Runs `plan` against the bare echo endpoint at `url` with `body`: the
 /// same HTTP client and load, no signing, no verification.
 pub async fn baseline(client: &Client, addr: &str, body: Bytes, plan: &Plan) -> Report {
@@ -249,6 +469,9 @@ enum JobError {
     /// Its proof verified but could not be recorded in the ledger.
     #[error(transparent)]
     Ledger(#[from] StoreError),
+    /// A routed delegation found no verified proof.
+    #[error(transparent)]
+    Route(RouteError),
 }
 
 impl From<ClientError> for JobError {
@@ -277,7 +500,18 @@ fn kind(err: &JobError) -> String {
     let err = match err {
         JobError::Delegate(err) => err,
         JobError::Ledger(_) => return "ledger".into(),
+        JobError::Route(RouteError::NoCandidate { .. }) => return "no_candidate".into(),
+        JobError::Route(RouteError::MayHaveRun { .. }) => return "may_have_run".into(),
+        JobError::Route(RouteError::Exhausted { last, .. }) => match last {
+            AttemptError::NotSent(err) | AttemptError::Sent(err) => err,
+            AttemptError::NotRecorded(_) | AttemptError::NotKept(_) => return "ledger".into(),
+        },
     };
+    delegate_kind(err)
+}
+
+/// The kind of a delegation's failure, for counting.
+fn delegate_kind(err: &DelegateError) -> String {
     match err {
         DelegateError::Client(ClientError::Refused { problem, .. }) => {
             format!("refused:{}", problem.code)
@@ -493,6 +727,7 @@ where
         latency_ms: percentiles(&mut tally.latencies_us),
         cpu_secs,
         stopped_early,
+        peers: Vec::new(),
     }
 }
 

@@ -440,8 +440,60 @@ pub struct Plan<'a> {
     pub timeout: Duration,
 }
 
+/// How one attempt on a picked candidate is made: the loop of [`run`]
+/// (pick, attempt, judge, retry) is the policy; this is only the sending.
+/// [`delegate`] records every attempt in the ledger; the load generator
+/// sends without the ledger's per-attempt reads and writes.
+pub trait Attempts {
+    /// Sends `spec` (its `task_id` set) to `candidate`, within `timeout`.
+    fn attempt<'a>(
+        &'a self,
+        candidate: &'a Candidate,
+        spec: &'a TaskSpec,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Delegation, AttemptError>> + Send + 'a;
+}
+
+/// The attempts of `sage delegate`: each one a [`recorded::Attempt`]
+/// (health check, ledger row before sending, outcome recorded).
+///
+/// [`recorded::Attempt`]: super::recorded::Attempt
+struct Recorded<'s, F> {
+    store: &'s Store,
+    local: &'s Identity,
+    client_for: F,
+}
+
+impl<F> Attempts for Recorded<'_, F>
+where
+    F: Fn(&Peer) -> Result<Client, ClientError> + Sync,
+{
+    async fn attempt(
+        &self,
+        candidate: &Candidate,
+        spec: &TaskSpec,
+        timeout: Duration,
+    ) -> Result<Delegation, AttemptError> {
+        let client =
+            (self.client_for)(&candidate.peer).map_err(|e| AttemptError::NotSent(e.into()))?;
+        Attempt {
+            client: &client,
+            store: self.store,
+            local: self.local,
+            target: &candidate.peer,
+            addr: &candidate.addr,
+            protocol: Protocol::V1,
+            spec,
+            timeout,
+            expect: None,
+        }
+        .run()
+        .await
+    }
+}
+
 /// Runs `plan` on the best of `survey`'s candidates, and on others as the
-/// module says when an attempt fails.
+/// module says when an attempt fails; every attempt in `store`'s ledger.
 ///
 /// # Errors
 /// [`RouteError`]: no candidate, or no attempt verified.
@@ -450,7 +502,30 @@ pub async fn delegate(
     router: &Router<String>,
     budget: &RetryBudget,
     store: &Store,
-    client_for: impl Fn(&Peer) -> Result<Client, ClientError>,
+    client_for: impl Fn(&Peer) -> Result<Client, ClientError> + Sync,
+    plan: Plan<'_>,
+) -> Result<Routed, RouteError> {
+    let attempts = Recorded {
+        store,
+        local: plan.local,
+        client_for,
+    };
+    run(survey, router, budget, &attempts, plan).await
+}
+
+/// The routing loop: picks with `router` among `survey`'s candidates,
+/// makes each attempt with `attempts`, tells the router how it ended, and
+/// tries again (the same peer, another, or none) as the module says.
+/// `router` and `budget` may be shared by many concurrent calls: the
+/// in-flight counts, latencies and cooldowns are then the whole load's.
+///
+/// # Errors
+/// [`RouteError`]: no candidate, or no attempt verified.
+pub async fn run(
+    survey: &Survey,
+    router: &Router<String>,
+    budget: &RetryBudget,
+    attempts: &(impl Attempts + Sync),
     plan: Plan<'_>,
 ) -> Result<Routed, RouteError> {
     if survey.candidates.is_empty() {
@@ -504,24 +579,8 @@ pub async fn delegate(
             .find(|c| c.peer.lct_id == pick.key)
             .expect("picked among the candidates");
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let client = client_for(&candidate.peer).map_err(|e| RouteError::Exhausted {
-            tried: tried.clone(),
-            last: AttemptError::NotSent(e.into()),
-        })?;
         let started = router.start(&pick.key);
-        let result = Attempt {
-            client: &client,
-            store,
-            local: plan.local,
-            target: &candidate.peer,
-            addr: &candidate.addr,
-            protocol: Protocol::V1,
-            spec: &spec,
-            timeout: remaining,
-            expect: None,
-        }
-        .run()
-        .await;
+        let result = attempts.attempt(candidate, &spec, remaining).await;
         let (outcome, fate) = judge(&result);
         started.finish(outcome);
         tried.push(Tried {

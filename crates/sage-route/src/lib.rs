@@ -20,7 +20,10 @@
 //!   or 503 with `Retry-After`, honoured exactly (capped at 5 min); a
 //!   trust failure at once (5 min). Cooldowns double from 1 s to 5 min; a
 //!   failure while cooling extends it; each quiet minute forgives one
-//!   ejection.
+//!   ejection. A peer back from a cooldown is tried once before costs
+//!   decide again (a half-open probe), its estimate reset to the initial
+//!   guess that the probe's sample replaces: otherwise the penalty samples
+//!   of its outage would keep a recovered peer out for tens of seconds.
 //! - **Never strand the caller**: all cooling, [`Router::pick`] names the
 //!   one back first and how long to wait, or, past the deadline, picks
 //!   among them anyway (panic mode, as Envoy's panic threshold).

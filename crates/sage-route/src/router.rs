@@ -74,11 +74,27 @@ impl<K: Ord + Clone> Router<K> {
         for key in candidates {
             table.register(key, now);
         }
+        table.note_returns(candidates, now);
         let table = &*table;
         let ready: Vec<&K> = candidates
             .iter()
             .filter(|key| table.cooling(key, now).is_none())
             .collect();
+        // A peer back from a cooldown is tried once before the costs
+        // decide again (a half-open probe).
+        let probes: Vec<&K> = ready
+            .iter()
+            .copied()
+            .filter(|key| table.probe_due(key))
+            .collect();
+        if !probes.is_empty() {
+            let key = probes[rng.gen_range(0..probes.len())].clone();
+            return Some(Pick {
+                key,
+                wait: None,
+                panic: false,
+            });
+        }
         if !ready.is_empty() {
             let key = two_choices(table, &ready, now, rng).clone();
             return Some(Pick {
@@ -232,6 +248,41 @@ mod tests {
         let second = run(&router, &peers, 2000, &mut rng, latency(100, 50)).await;
         assert!(second[1] > 1600, "{second:?}");
         assert!(second[0] >= 2, "{second:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_back_from_a_cooldown_is_probed_and_wins_its_share_again() {
+        let router = Router::new(Policy::default());
+        let mut rng = StdRng::seed_from_u64(3);
+        let peers = ["fast", "medium"];
+        // Both known: fast at 5 ms, medium at 20 ms.
+        run(&router, &peers, 200, &mut rng, |key| {
+            let took = ms(if key == "fast" { 5 } else { 20 });
+            (took, verified(took))
+        })
+        .await;
+        // Fast goes down: three transport failures eject it.
+        for _ in 0..3 {
+            router.start(&"fast").finish(Outcome::Transport);
+        }
+        assert!(matches!(
+            router.explain(&peers)[0].standing,
+            Standing::Cooling { .. }
+        ));
+        // Its cooldown ends: the next pick probes it, whatever its penalty
+        // samples say.
+        advance(Duration::from_secs(2)).await;
+        let pick = router.pick(&peers, None, &mut rng).unwrap();
+        assert_eq!(pick.key, "fast");
+        // The probe's sample replaces the outage's: it is cheap again, and
+        // takes most of the traffic from the next requests on.
+        router.start(&"fast").finish(verified(ms(5)));
+        let after = run(&router, &peers, 200, &mut rng, |key| {
+            let took = ms(if key == "fast" { 5 } else { 20 });
+            (took, verified(took))
+        })
+        .await;
+        assert!(after[0] > 150, "{after:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,6 +26,12 @@ pub(crate) struct Peer {
     pub(crate) latency: PeakEwma,
     pub(crate) cooldown: Cooldown,
     pub(crate) reputation: Reputation,
+    /// When its latest cooldown ends, until the router has seen it end.
+    pub(crate) returns_at: Option<Instant>,
+    /// Back from a cooldown and not tried since: the next pick among ready
+    /// peers tries it (a half-open probe), so that a peer that recovered is
+    /// not shunned for the penalty samples of its outage.
+    pub(crate) probe_due: bool,
 }
 
 /// The parts of one key's cost at one instant.
@@ -61,6 +67,8 @@ impl Peer {
             latency: PeakEwma::new(policy.initial_latency, now),
             cooldown: Cooldown::default(),
             reputation: Reputation::default(),
+            returns_at: None,
+            probe_due: false,
         }
     }
 }
@@ -86,6 +94,30 @@ impl<K: Ord + Clone> Table<K> {
     pub(crate) fn begin(&mut self, key: &K, now: Instant) {
         let peer = entry(&mut self.peers, &self.policy, key, now);
         peer.in_flight = peer.in_flight.saturating_add(1);
+        peer.probe_due = false;
+    }
+
+    /// Marks the keys among `keys` whose cooldown has ended since the last
+    /// look as due for a probe, their latency estimate back to the initial
+    /// guess that the probe's sample replaces: what was measured of the
+    /// peer before and during its outage says nothing of it now.
+    pub(crate) fn note_returns(&mut self, keys: &[K], now: Instant) {
+        let initial = self.policy.initial_latency;
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(key) else {
+                continue;
+            };
+            if peer.returns_at.is_some_and(|at| at <= now) {
+                peer.returns_at = None;
+                peer.probe_due = true;
+                peer.latency = PeakEwma::new(initial, now);
+            }
+        }
+    }
+
+    /// Whether `key` is back from a cooldown and not tried since.
+    pub(crate) fn probe_due(&self, key: &K) -> bool {
+        self.peers.get(key).is_some_and(|peer| peer.probe_due)
     }
 
     pub(crate) fn end(&mut self, key: &K) {
@@ -103,6 +135,10 @@ impl<K: Ord + Clone> Table<K> {
         peer.cooldown.record(at, outcome.health(), policy);
         peer.reputation
             .observe(at, outcome.evidence(policy), policy);
+        if let Some((until, _)) = peer.cooldown.cooling(at) {
+            peer.returns_at = Some(until);
+            peer.probe_due = false;
+        }
     }
 
     pub(crate) fn cooling(&self, key: &K, now: Instant) -> Option<(Instant, Ejection)> {

@@ -13,6 +13,7 @@ mod failure;
 mod json;
 mod output;
 mod progress;
+mod telemetry;
 mod time;
 
 use std::path::PathBuf;
@@ -42,6 +43,12 @@ struct Cli {
     /// are in docs/cli-json.md. Exit codes are the same.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Send spans to this OTLP/HTTP collector (its /v1/traces), e.g.
+    /// http://127.0.0.1:4318; off by default [serve: config
+    /// telemetry.otlp_endpoint].
+    #[arg(long, global = true, env = "SAGE_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -120,12 +127,17 @@ fn main() -> ExitCode {
                 "--json is for commands that report; serve, completions and man print none".into(),
             ))
         }
-        Command::Serve(args) => {
-            cmd::serve::run(cli.keys_dir.as_deref(), cli.state_dir.as_deref(), args)
-        }
+        Command::Serve(args) => cmd::serve::run(
+            cli.keys_dir.as_deref(),
+            cli.state_dir.as_deref(),
+            cli.otlp_endpoint.as_deref(),
+            args,
+        ),
         Command::Proofs(command) => cmd::proofs::run(keys_dir, &state_dir, command),
         Command::Config(command) => cmd::config::run(cli.keys_dir.as_deref(), command),
-        Command::Delegate(args) => cmd::delegate::run(keys_dir, &state_dir, args),
+        Command::Delegate(args) => {
+            cmd::delegate::run(keys_dir, &state_dir, cli.otlp_endpoint.as_deref(), args)
+        }
         Command::Health(args) => cmd::health::run(keys_dir, args),
         Command::Bench(args) => cmd::bench::run(keys_dir, &state_dir, args),
         Command::Capabilities(args) => cmd::capabilities::run(keys_dir, args),
@@ -137,6 +149,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => cmd::docs::completions::<Cli>(args),
         Command::Man(args) => cmd::docs::man::<Cli>(args),
     };
+    telemetry::shutdown();
     json::finish(result.as_ref().err());
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,20 +172,29 @@ fn command_path(matches: &clap::ArgMatches) -> String {
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
-    }
+    let lines: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match format {
+        LogFormat::Text => Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        ),
+        LogFormat::Json => Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .json()
+                .with_current_span(false)
+                .with_span_list(true),
+        ),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(telemetry::slot())
+        .with(lines)
+        .init();
 }

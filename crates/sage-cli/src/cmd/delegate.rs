@@ -11,9 +11,11 @@ use sage_service::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use sage_service::delegator::recorded::{Attempt, AttemptError};
 use sage_service::delegator::route::{self, Constraints, Plan, RouteError, Survey, Tried};
 use sage_service::keydir::{Identity, KeyDir};
+use sage_service::trace::TraceId;
 use sage_service::DelegateError;
 use sage_types::QualityRequirements;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::ProtocolArg;
 use crate::advice;
@@ -96,7 +98,12 @@ pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
         .map_err(|e| Failure::Usage(format!("{origin} is not valid JSON: {e}")))
 }
 
-pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
+pub fn run(
+    keys_dir: &Path,
+    state_dir: &Path,
+    otlp_endpoint: Option<&str>,
+    args: Args,
+) -> CmdResult {
     // Validate everything before any I/O on the network.
     // How long to wait for the proof, and the task's validity.
     let timeout = args.reach.timeout_or(Duration::from_secs(60));
@@ -116,6 +123,9 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     };
     let keys = KeyDir::new(keys_dir);
     let local = keys.load_identity(&args.local)?;
+    if let Some(endpoint) = otlp_endpoint {
+        crate::telemetry::start(endpoint, &local.name)?;
+    }
     if let Some(target) = &args.target {
         refuse_self(&local, target)?;
     }
@@ -132,6 +142,11 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
+    // One trace for the whole delegation: every request of every attempt.
+    let trace = Trace {
+        id: TraceId::random(),
+        span: tracing::info_span!("delegate", task_type = %spec.task_type),
+    };
     let Some(target_name) = &args.target else {
         return routed(
             &args,
@@ -142,6 +157,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             &spec,
             timeout,
             connect_within,
+            &trace,
         );
     };
     let target = trust.find(target_name).cloned().ok_or_else(|| {
@@ -162,7 +178,8 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let client = args
         .reach
         .answer_limit
-        .apply(Client::with_tls_connect_timeout(&tls, connect_within)?);
+        .apply(Client::with_tls_connect_timeout(&tls, connect_within)?)
+        .traced(trace.id);
     let sent_at = sage_types::clock::now_ms();
     let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());
     let attempt = Attempt {
@@ -175,7 +192,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         spec: &spec,
         timeout,
     };
-    let result = runtime.block_on(attempt.run());
+    let result = runtime.block_on(attempt.run().instrument(trace.span.clone()));
     drop(waiting);
     let delegation = result.map_err(|e| attempt_failure(e, &local, &target))?;
     report(
@@ -201,6 +218,7 @@ fn routed(
     spec: &TaskSpec,
     timeout: Duration,
     connect_within: Duration,
+    trace: &Trace,
 ) -> CmdResult {
     if args.host.is_some() || args.port.is_some() || args.protocol.is_some() {
         return Err(Failure::Usage(
@@ -215,7 +233,8 @@ fn routed(
     }
     let answer_limit = args.reach.answer_limit;
     let client_for = |peer: &Peer| {
-        Client::with_tls_connect_timeout(&peer.tls, connect_within).map(|c| answer_limit.apply(c))
+        Client::with_tls_connect_timeout(&peer.tls, connect_within)
+            .map(|c| answer_limit.apply(c).traced(trace.id))
     };
     let constraints = Constraints {
         prefer: args.prefer.clone(),
@@ -226,15 +245,18 @@ fn routed(
     // What earlier delegations saw of each peer, the last hour of it.
     let since = sage_types::clock::now_ms().saturating_sub(3_600_000);
     route::rebuild(&router, &runtime.block_on(store.ledger(None, Some(since)))?);
-    let survey = runtime.block_on(route::survey(
-        trust,
-        local,
-        &spec.task_type,
-        &constraints,
-        store,
-        client_for,
-        CAPABILITIES_WITHIN.min(timeout),
-    ));
+    let survey = runtime.block_on(
+        route::survey(
+            trust,
+            local,
+            &spec.task_type,
+            &constraints,
+            store,
+            client_for,
+            CAPABILITIES_WITHIN.min(timeout),
+        )
+        .instrument(trace.span.clone()),
+    );
     let sent_at = sage_types::clock::now_ms();
     let plan = Plan {
         local,
@@ -243,14 +265,17 @@ fn routed(
         timeout,
     };
     let waiting = crate::progress::Waiting::start("the fleet", !crate::json::enabled());
-    let result = runtime.block_on(route::delegate(
-        &survey,
-        &router,
-        &RetryBudget::default(),
-        store,
-        client_for,
-        plan,
-    ));
+    let result = runtime.block_on(
+        route::delegate(
+            &survey,
+            &router,
+            &RetryBudget::default(),
+            store,
+            client_for,
+            plan,
+        )
+        .instrument(trace.span.clone()),
+    );
     drop(waiting);
     let routed = result.map_err(|e| match e {
         // One attempt, refused for an unknown key: the fix is the same.
@@ -275,6 +300,14 @@ fn routed(
         sent_at,
         Some((&survey, &routed.tried)),
     )
+}
+
+/// The trace of one delegation: its id, sent in every request's
+/// `traceparent`, and the span that its requests' spans are children of
+/// when spans are exported.
+struct Trace {
+    id: TraceId,
+    span: tracing::Span,
 }
 
 /// How long the capabilities of the peers may take, asked all at once.

@@ -104,10 +104,23 @@ impl Args {
     }
 }
 
-pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> CmdResult {
+pub fn run(
+    keys_dir: Option<&Path>,
+    state_dir: Option<&Path>,
+    otlp_endpoint: Option<&str>,
+    args: Args,
+) -> CmdResult {
     let config = NodeConfig::resolve(args.overrides(keys_dir, state_dir))?;
     let node = Opened::open(&config)?;
+    // The flag over the file; read once: a reload keeps the exporter.
+    let otlp = otlp_endpoint.or(config.file.telemetry.otlp_endpoint.as_deref());
+    if let Some(endpoint) = otlp {
+        crate::telemetry::start(endpoint, &node.identity.name)?;
+    }
     node.banner(&config);
+    if let Some(endpoint) = otlp {
+        tracing::info!("  traces to:  {endpoint}");
+    }
     node.serve(config)
 }
 

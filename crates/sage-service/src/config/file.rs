@@ -153,9 +153,28 @@ pub struct ConfigFile {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[telemetry]`.
+    #[serde(default, skip_serializing_if = "TelemetrySection::is_empty")]
+    pub telemetry: TelemetrySection,
     /// `[executors.TASK_TYPE]` tables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub executors: BTreeMap<String, ExecutorSection>,
+}
+
+/// `[telemetry]`: where spans go; nowhere unless set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// An OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`; spans are
+    /// posted to its `/v1/traces`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetrySection {
+    fn is_empty(&self) -> bool {
+        self.otlp_endpoint.is_none()
+    }
 }
 
 /// `[node]`.
@@ -499,6 +518,16 @@ impl ConfigFile {
                     line: positions.line_of_key(&["executors", task_type], key),
                     key: Some(format!("executors.{task_type}.{key}")),
                     problem,
+                });
+            }
+        }
+        if let Some(endpoint) = &file.telemetry.otlp_endpoint {
+            if crate::telemetry::check_endpoint(endpoint).is_err() {
+                problems.push(ConfigError {
+                    path: path.to_owned(),
+                    line: positions.line_of_key(&["telemetry"], "otlp_endpoint"),
+                    key: Some("telemetry.otlp_endpoint".into()),
+                    problem: Box::new(ConfigProblem::UrlScheme(endpoint.clone())),
                 });
             }
         }

@@ -30,4 +30,5 @@ mod soak;
 mod state;
 mod systemd;
 mod tls;
+mod trace;
 mod troubleshooting_doc;

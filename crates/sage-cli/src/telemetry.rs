@@ -1,55 +1,39 @@
 //! Spans to an OTLP collector (`--otlp-endpoint`, `[telemetry]
-//! otlp_endpoint`): the `tracing-opentelemetry` layer sits in the
-//! subscriber from the start as an empty reload slot, since `serve` knows
-//! its endpoint and its name only once its config is read, and is filled
-//! by [`start`]. Without an endpoint the slot stays empty: no span is
-//! built for OpenTelemetry and nothing is sent.
+//! otlp_endpoint`): the `tracing-opentelemetry` layer, in the subscriber
+//! from its start or not at all. Without an endpoint no span is built for
+//! OpenTelemetry and nothing is sent.
+//!
+//! The layer is not added later through `tracing_subscriber::reload`: a
+//! reloaded layer hides its type from `downcast_ref`, which is how
+//! `tracing-opentelemetry` finds the span context of a span, so parents
+//! could be neither set nor read. `serve` starts logging once it has read
+//! its config instead.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetryLayer;
-use tracing_subscriber::layer::Layered;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::failure::Failure;
 
-/// The subscriber beneath the slot: the filter over the registry, so that
-/// what is not logged is not exported either.
-pub type Base = Layered<EnvFilter, Registry>;
-
-type Slot = Option<OpenTelemetryLayer<Base, SdkTracer>>;
-
-static HANDLE: OnceLock<reload::Handle<Slot, Base>> = OnceLock::new();
 static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
 
-/// The empty slot, for `init_logging`.
-pub fn slot() -> reload::Layer<Slot, Base> {
-    let (layer, handle) = reload::Layer::new(None);
-    let _ = HANDLE.set(handle);
-    layer
-}
-
-/// Starts exporting spans to `endpoint`, with `platform` as the resource's
-/// platform name. A second call does nothing.
-pub fn start(endpoint: &str, platform: &str) -> Result<(), Failure> {
-    let mut provider_slot = PROVIDER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if provider_slot.is_some() {
-        return Ok(());
-    }
-    let Some(handle) = HANDLE.get() else {
-        return Ok(());
-    };
+/// The layer that exports spans to `endpoint`, with `platform` as the
+/// resource's platform name.
+pub fn layer<S>(
+    endpoint: &str,
+    platform: Option<&str>,
+) -> Result<OpenTelemetryLayer<S, SdkTracer>, Failure>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
     let (provider, tracer) = sage_service::telemetry::tracer_provider(endpoint, platform)
         .map_err(|e| Failure::Usage(e.to_string()))?;
-    handle
-        .reload(Some(tracing_opentelemetry::layer().with_tracer(tracer)))
-        .map_err(|e| Failure::Failed(format!("cannot start exporting spans: {e}")))?;
-    sage_service::telemetry::enable();
-    *provider_slot = Some(provider);
-    Ok(())
+    *PROVIDER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(provider);
+    Ok(tracing_opentelemetry::layer().with_tracer(tracer))
 }
 
 /// Sends the spans not yet sent and stops the exporter: before exiting.

@@ -92,7 +92,7 @@ fn traces_url(endpoint: &str) -> String {
 
 /// A tracer provider that batches spans to `endpoint` (OTLP over HTTP,
 /// protobuf), its resource `service.name` [`SERVICE_NAME`] with the
-/// platform's name, and the tracer the layer records with.
+/// platform's name where known, and the tracer the layer records with.
 ///
 /// The batch runs on a thread of its own; `shutdown` on the provider sends
 /// what is left, so a short command calls it before exiting.
@@ -101,7 +101,7 @@ fn traces_url(endpoint: &str) -> String {
 /// [`TelemetryError`] for an endpoint that is not a URL.
 pub fn tracer_provider(
     endpoint: &str,
-    platform: &str,
+    platform: Option<&str>,
 ) -> Result<(SdkTracerProvider, SdkTracer), TelemetryError> {
     check_endpoint(endpoint)?;
     let client = ExportClient::new().map_err(|detail| TelemetryError::Exporter {
@@ -118,10 +118,11 @@ pub fn tracer_provider(
             endpoint: endpoint.to_owned(),
             detail: e.to_string(),
         })?;
-    let resource = Resource::builder_empty()
-        .with_service_name(SERVICE_NAME)
-        .with_attribute(KeyValue::new(PLATFORM_ATTRIBUTE, platform.to_owned()))
-        .build();
+    let mut resource = Resource::builder_empty().with_service_name(SERVICE_NAME);
+    if let Some(platform) = platform {
+        resource = resource.with_attribute(KeyValue::new(PLATFORM_ATTRIBUTE, platform.to_owned()));
+    }
+    let resource = resource.build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
@@ -146,6 +147,18 @@ pub(crate) fn continue_trace(span: &tracing::Span, parent: &TraceParent) {
     let remote = opentelemetry::Context::new().with_remote_span_context(context);
     // A span already started keeps its parent; the request span is new.
     let _ = span.set_parent(remote);
+}
+
+/// The trace id that exported spans give `span` (a new root span gets a
+/// new one), or `None` unless [`enabled`].
+pub fn trace_id_of(span: &tracing::Span) -> Option<TraceId> {
+    if !enabled() {
+        return None;
+    }
+    let context = span.context();
+    let span_ref = context.span();
+    let own = span_ref.span_context();
+    own.is_valid().then(|| TraceId(own.trace_id().to_bytes()))
 }
 
 /// The `traceparent` of one outgoing request, and the span to send it in.

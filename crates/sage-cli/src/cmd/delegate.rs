@@ -85,6 +85,13 @@ pub struct Args {
     task_id: Option<String>,
 }
 
+impl Args {
+    /// The signing platform's name, as given.
+    pub fn local(&self) -> &str {
+        &self.local
+    }
+}
+
 pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
     let (text, origin) = match arg.strip_prefix('@') {
         Some(path) => (
@@ -98,12 +105,7 @@ pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
         .map_err(|e| Failure::Usage(format!("{origin} is not valid JSON: {e}")))
 }
 
-pub fn run(
-    keys_dir: &Path,
-    state_dir: &Path,
-    otlp_endpoint: Option<&str>,
-    args: Args,
-) -> CmdResult {
+pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     // Validate everything before any I/O on the network.
     // How long to wait for the proof, and the task's validity.
     let timeout = args.reach.timeout_or(Duration::from_secs(60));
@@ -123,9 +125,6 @@ pub fn run(
     };
     let keys = KeyDir::new(keys_dir);
     let local = keys.load_identity(&args.local)?;
-    if let Some(endpoint) = otlp_endpoint {
-        crate::telemetry::start(endpoint, &local.name)?;
-    }
     if let Some(target) = &args.target {
         refuse_self(&local, target)?;
     }
@@ -143,10 +142,7 @@ pub fn run(
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
     // One trace for the whole delegation: every request of every attempt.
-    let trace = Trace {
-        id: TraceId::random(),
-        span: tracing::info_span!("delegate", task_type = %spec.task_type),
-    };
+    let trace = Trace::new(&spec.task_type);
     let Some(target_name) = &args.target else {
         return routed(
             &args,
@@ -202,6 +198,7 @@ pub fn run(
         &target,
         &addr,
         sent_at,
+        trace.id,
         None,
     )
 }
@@ -298,6 +295,7 @@ fn routed(
         &routed.target,
         &routed.addr,
         sent_at,
+        trace.id,
         Some((&survey, &routed.tried)),
     )
 }
@@ -308,6 +306,16 @@ fn routed(
 struct Trace {
     id: TraceId,
     span: tracing::Span,
+}
+
+impl Trace {
+    /// A new trace: the exported span's when spans are exported, so that
+    /// the id reported is the one the collector shows.
+    fn new(task_type: &str) -> Trace {
+        let span = tracing::info_span!("delegate", task_type);
+        let id = sage_service::telemetry::trace_id_of(&span).unwrap_or_else(TraceId::random);
+        Trace { id, span }
+    }
 }
 
 /// How long the capabilities of the peers may take, asked all at once.
@@ -322,10 +330,12 @@ fn report(
     target: &Peer,
     addr: &str,
     sent_at: u64,
+    trace: TraceId,
     route: Option<(&Survey, &[Tried])>,
 ) -> CmdResult {
     if json::enabled() {
         let mut object = report_json(delegation, local, target, addr, sent_at);
+        object["trace_id"] = trace.to_string().into();
         if let Some((survey, tried)) = route {
             object["route"] = route_json(survey, tried);
         }

@@ -18,6 +18,7 @@ mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
@@ -194,12 +195,17 @@ impl Logging {
 
     /// Starts logging, and exporting spans if [`Logging::endpoint`] names
     /// a collector (`platform` is the resource's platform name). A bad
-    /// endpoint is an error, and logging starts without it.
+    /// endpoint is an error, and logging starts without it. Only the
+    /// first call does anything.
     pub fn start(
         &self,
         configured: Option<&str>,
         platform: Option<&str>,
     ) -> Result<(), failure::Failure> {
+        static STARTED: AtomicBool = AtomicBool::new(false);
+        if STARTED.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
         use tracing_subscriber::EnvFilter;

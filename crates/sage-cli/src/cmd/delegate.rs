@@ -197,8 +197,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         &local.name,
         &target,
         &addr,
-        sent_at,
-        trace.id,
+        (sent_at, trace.id),
         None,
     )
 }
@@ -294,8 +293,7 @@ fn routed(
         &local.name,
         &routed.target,
         &routed.addr,
-        sent_at,
-        trace.id,
+        (sent_at, trace.id),
         Some((&survey, &routed.tried)),
     )
 }
@@ -329,8 +327,7 @@ fn report(
     local: &str,
     target: &Peer,
     addr: &str,
-    sent_at: u64,
-    trace: TraceId,
+    (sent_at, trace): (u64, TraceId),
     route: Option<(&Survey, &[Tried])>,
 ) -> CmdResult {
     if json::enabled() {

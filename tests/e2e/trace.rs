@@ -279,3 +279,19 @@ fn with_an_otlp_endpoint_delegator_and_node_spans_form_one_trace() {
         ("Sprout", "delegate")
     );
 }
+
+#[test]
+fn an_otlp_endpoint_that_is_no_url_is_reported_like_other_urls() {
+    let keys = Keys::with(&["Thor", "Sprout"]);
+    let config = keys.path().with_file_name("sage.toml");
+    std::fs::write(&config, "[telemetry]\notlp_endpoint = \"127.0.0.1:4318\"\n").unwrap();
+    let run = keys.run(&["config", "check", "--config", config.to_str().unwrap()]);
+    run.assert_code(1);
+    run.assert_stderr(&[
+        "sage.toml:2: telemetry.otlp_endpoint: \"127.0.0.1:4318\" must start with http:// or https://",
+    ]);
+    // The flag of a short command: bad usage, before anything is sent.
+    let run = keys.delegate(&["--otlp-endpoint", "nowhere", "--task-type", "echo"]);
+    run.assert_code(2);
+    run.assert_stderr(&["the OTLP endpoint \"nowhere\" is not an http:// or https:// URL"]);
+}

@@ -15,6 +15,7 @@ use sage_crypto::sign_envelope;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{QualityRequirements, Task};
 
+use crate::fixture::Fleet;
 use crate::util::{http_with, FakeNode, Keys, Node};
 
 /// The log lines of `node` that carry `trace_id` in a span's fields.
@@ -193,23 +194,60 @@ fn receiver() -> (FakeNode, Arc<Mutex<Vec<Span>>>) {
     (node, spans)
 }
 
-#[test]
-fn with_an_otlp_endpoint_delegator_and_node_spans_form_one_trace() {
-    let (collector, spans) = receiver();
-    let endpoint = format!("http://{}", collector.addr);
-    let keys = Keys::with(&["Thor", "Sprout"]);
+/// The spans of `trace_id` once both processes sent theirs, with at least
+/// `requests` of Thor's `request` spans (waiting up to 20 s: the
+/// delegator sends its spans before exiting, the node with its next
+/// batch).
+fn spans_of(spans: &Mutex<Vec<Span>>, trace_id: &str, thor: &Node, requests: usize) -> Vec<Span> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let of_trace: Vec<Span> = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect();
+        let thors = of_trace
+            .iter()
+            .filter(|s| s.platform == "Thor" && s.name == "request")
+            .count();
+        if thors >= requests && of_trace.iter().any(|s| s.platform == "Sprout") {
+            return of_trace;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans of trace {trace_id} from both processes: {:#?}\nThor's log:\n{}",
+            spans.lock().unwrap(),
+            thor.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `sage.toml` beside `keys` that sends spans to `endpoint`; its path.
+fn otlp_config(keys: &Keys, endpoint: &str) -> String {
     let config = keys.path().with_file_name("sage.toml");
     std::fs::write(
         &config,
         format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\n"),
     )
     .unwrap();
-    // The batch is sent every 100 ms rather than every 5 s.
-    let thor = keys.serve_with_env(
-        "Thor",
-        &["--config", config.to_str().unwrap()],
-        &[("OTEL_BSP_SCHEDULE_DELAY", OsStr::new("100"))],
-    );
+    config.to_str().unwrap().to_owned()
+}
+
+/// The node's batch sent every 100 ms rather than every 5 s.
+fn soon() -> (&'static str, &'static OsStr) {
+    ("OTEL_BSP_SCHEDULE_DELAY", OsStr::new("100"))
+}
+
+#[test]
+fn with_an_otlp_endpoint_delegator_and_node_spans_form_one_trace() {
+    let (collector, spans) = receiver();
+    let endpoint = format!("http://{}", collector.addr);
+    let keys = Keys::with(&["Thor", "Sprout"]);
+    let config = otlp_config(&keys, &endpoint);
+    let thor = keys.serve_with_env("Thor", &["--config", &config], &[soon()]);
     let run = keys.delegate(&[
         "--port",
         &thor.port(),
@@ -222,29 +260,7 @@ fn with_an_otlp_endpoint_delegator_and_node_spans_form_one_trace() {
     run.assert_code(0);
     let trace_id = run.json()["trace_id"].as_str().unwrap().to_owned();
 
-    // The delegator sent its spans before exiting; the node's come with
-    // its next batch.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let of_trace = loop {
-        let of_trace: Vec<Span> = spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.trace_id == trace_id)
-            .cloned()
-            .collect();
-        let platforms: BTreeSet<&str> = of_trace.iter().map(|s| s.platform.as_str()).collect();
-        if platforms.contains("Thor") && platforms.contains("Sprout") {
-            break of_trace;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spans of trace {trace_id} from both processes: {:#?}\nThor's log:\n{}",
-            spans.lock().unwrap(),
-            thor.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let of_trace = spans_of(&spans, &trace_id, &thor, 2);
     assert!(
         of_trace.iter().all(|s| s.service == "sage"),
         "{of_trace:#?}"
@@ -294,4 +310,42 @@ fn an_otlp_endpoint_that_is_no_url_is_reported_like_other_urls() {
     let run = keys.delegate(&["--otlp-endpoint", "nowhere", "--task-type", "echo"]);
     run.assert_code(2);
     run.assert_stderr(&["the OTLP endpoint \"nowhere\" is not an http:// or https:// URL"]);
+}
+
+#[test]
+fn a_routed_delegation_is_one_trace_from_the_survey_to_the_task() {
+    let (collector, spans) = receiver();
+    let endpoint = format!("http://{}", collector.addr);
+    let fleet = Fleet::new()
+        .node("Sprout")
+        .node("Thor")
+        .trusting_each_other();
+    let keys = fleet.keys("Thor");
+    let config = otlp_config(keys, &endpoint);
+    let thor = keys.serve_with_env("Thor", &["--config", &config], &[soon()]);
+    fleet.keys("Sprout").trust(
+        "Thor",
+        fleet.public("Thor"),
+        &["--address", &thor.address()],
+    );
+    let run = fleet.keys("Sprout").run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--json",
+        "--otlp-endpoint",
+        &endpoint,
+        "--task-type",
+        "echo",
+    ]);
+    run.assert_code(0);
+    let trace_id = run.json()["trace_id"].as_str().unwrap().to_owned();
+    // The capabilities, the health check and the task.
+    let of_trace = spans_of(&spans, &trace_id, &thor, 3);
+    let roots: Vec<&Span> = of_trace
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    assert_eq!(roots.len(), 1, "{of_trace:#?}");
+    assert_eq!(roots[0].name, "delegate");
 }

@@ -31,4 +31,5 @@ mod soak;
 mod state;
 mod systemd;
 mod tls;
+mod trace;
 mod troubleshooting_doc;

@@ -13,10 +13,12 @@ mod failure;
 mod json;
 mod output;
 mod progress;
+mod telemetry;
 mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
@@ -42,6 +44,12 @@ struct Cli {
     /// are in docs/cli-json.md. Exit codes are the same.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Send spans to this OTLP/HTTP collector (its /v1/traces), e.g.
+    /// http://127.0.0.1:4318; off by default [serve: config
+    /// telemetry.otlp_endpoint].
+    #[arg(long, global = true, env = "SAGE_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -103,7 +111,16 @@ enum Command {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    init_logging(cli.log_format);
+    let logging = Logging {
+        format: cli.log_format,
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+    };
+    // `serve` starts logging once its config says where spans go.
+    let started = match &cli.command {
+        Command::Serve(_) => Ok(()),
+        Command::Delegate(args) => logging.start(None, Some(args.local())),
+        _ => logging.start(None, None),
+    };
     if cli.json {
         json::enable(&command_path(&matches));
     }
@@ -118,14 +135,19 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(sage_service::config::node::default_state_dir);
     let result = match cli.command {
+        _ if started.is_err() => started,
         Command::Serve(_) | Command::Completions(_) | Command::Man(_) if cli.json => {
+            let _ = logging.start(None, None);
             Err(failure::Failure::Usage(
                 "--json is for commands that report; serve, completions and man print none".into(),
             ))
         }
-        Command::Serve(args) => {
-            cmd::serve::run(cli.keys_dir.as_deref(), cli.state_dir.as_deref(), args)
-        }
+        Command::Serve(args) => cmd::serve::run(
+            cli.keys_dir.as_deref(),
+            cli.state_dir.as_deref(),
+            &logging,
+            args,
+        ),
         Command::Proofs(command) => cmd::proofs::run(keys_dir, &state_dir, command),
         Command::Config(command) => cmd::config::run(cli.keys_dir.as_deref(), command),
         Command::Delegate(args) => cmd::delegate::run(keys_dir, &state_dir, args),
@@ -141,6 +163,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => cmd::docs::completions::<Cli>(args),
         Command::Man(args) => cmd::docs::man::<Cli>(args),
     };
+    telemetry::shutdown();
     json::finish(result.as_ref().err());
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,21 +185,67 @@ fn command_path(matches: &clap::ArgMatches) -> String {
     names.join(" ")
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
+/// How the run logs: the format, and the `--otlp-endpoint` given.
+pub struct Logging {
+    format: LogFormat,
+    otlp_endpoint: Option<String>,
+}
+
+impl Logging {
+    /// The endpoint spans go to: the flag's, else `configured`.
+    pub fn endpoint<'a>(&'a self, configured: Option<&'a str>) -> Option<&'a str> {
+        self.otlp_endpoint.as_deref().or(configured)
+    }
+
+    /// Starts logging, and exporting spans if [`Logging::endpoint`] names
+    /// a collector (`platform` is the resource's platform name). A bad
+    /// endpoint is an error, and logging starts without it. Only the
+    /// first call does anything.
+    pub fn start(
+        &self,
+        configured: Option<&str>,
+        platform: Option<&str>,
+    ) -> Result<(), failure::Failure> {
+        static STARTED: AtomicBool = AtomicBool::new(false);
+        if STARTED.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::EnvFilter;
+        let filter = EnvFilter::try_from_env("SAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+        let lines: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = match self.format {
+            LogFormat::Text => Box::new(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            ),
+            LogFormat::Json => Box::new(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .json()
+                    .with_current_span(false)
+                    .with_span_list(true),
+            ),
+        };
+        let (spans, result) = match self.endpoint(configured) {
+            None => (None, Ok(())),
+            Some(endpoint) => match telemetry::layer(endpoint, platform) {
+                Ok(layer) => (Some(layer), Ok(())),
+                Err(failure) => (None, Err(failure)),
+            },
+        };
+        // Beneath the filter: what is not logged is not exported either.
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(spans)
+            .with(lines)
+            .init();
+        if result.is_ok() && self.endpoint(configured).is_some() {
+            sage_service::telemetry::enable();
+        }
+        result
     }
 }

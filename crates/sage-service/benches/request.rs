@@ -53,25 +53,43 @@ fn sign(fleet: &Fleet) -> SignedTask {
     })
 }
 
-fn post_request(body: Bytes) -> Request<Body> {
-    Request::post("/v1/tasks")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .unwrap()
+/// A delegator's `traceparent`, as every request of a delegation carries.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn post_request(body: Bytes, traced: bool) -> Request<Body> {
+    let mut request = Request::post("/v1/tasks").header(header::CONTENT_TYPE, "application/json");
+    if traced {
+        request = request.header("traceparent", TRACEPARENT);
+    }
+    request.body(Body::from(body)).unwrap()
 }
 
 /// Sends `body` to `app` without a socket and returns the response body.
 async fn round_trip(app: &Router, body: Bytes) -> Bytes {
-    let response = app.clone().oneshot(post_request(body)).await.unwrap();
+    round_trip_traced(app, body, false).await
+}
+
+/// [`round_trip`], with a `traceparent` if `traced`.
+async fn round_trip_traced(app: &Router, body: Bytes, traced: bool) -> Bytes {
+    let response = app
+        .clone()
+        .oneshot(post_request(body, traced))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.into_body().collect().await.unwrap().to_bytes()
 }
 
 /// Sign, POST in-process, read, check the proof.
 async fn delegate_in_process(fleet: &Fleet, app: &Router) {
+    delegate_in_process_traced(fleet, app, false).await;
+}
+
+/// [`delegate_in_process`], the task sent with a `traceparent` if `traced`.
+async fn delegate_in_process_traced(fleet: &Fleet, app: &Router, traced: bool) {
     let signed = sign(fleet);
     let body = serde_json::to_vec(&signed.envelope).unwrap();
-    let answer = round_trip(app, body.into()).await;
+    let answer = round_trip_traced(app, body.into(), traced).await;
     let proof: Envelope = serde_json::from_slice(&answer).unwrap();
     check_proof(&proof, &signed, &fleet.thor).unwrap();
 }
@@ -95,6 +113,12 @@ fn in_process(c: &mut Criterion) {
     });
     group.bench_function("in_process_echo_delegation", |b| {
         b.to_async(&rt).iter(|| delegate_in_process(&fleet, &app));
+    });
+    // What a traceparent costs a node without OTLP: the header read, and
+    // its trace id in the request span's fields.
+    group.bench_function("in_process_echo_delegation_traceparent", |b| {
+        b.to_async(&rt)
+            .iter(|| delegate_in_process_traced(&fleet, &app, true));
     });
     group.finish();
 }

@@ -16,6 +16,8 @@
 //! - [`config`]: the limits a node enforces.
 //! - [`tls`]: TLS for `sage serve` and for `https://` peers: loading the
 //!   certificate and key, pinning by fingerprint, self-signed certificates.
+//! - [`trace`]: the W3C `traceparent` header; [`telemetry`]: spans sent to
+//!   an OTLP collector, when one is configured.
 
 pub mod config;
 pub mod delegator;
@@ -24,6 +26,8 @@ mod files;
 pub mod keydir;
 pub mod node;
 pub mod peers_file;
+pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 pub use error::{ClientError, DelegateError, KeyDirError, ProofError, TlsError, TlsProblem};

@@ -11,9 +11,11 @@ use sage_service::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use sage_service::delegator::recorded::{Attempt, AttemptError};
 use sage_service::delegator::route::{self, Plan, RouteError, Survey, Tried};
 use sage_service::keydir::{Identity, KeyDir};
+use sage_service::trace::TraceId;
 use sage_service::DelegateError;
 use sage_types::QualityRequirements;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::{fleet, ProtocolArg};
 use crate::advice;
@@ -83,6 +85,13 @@ pub struct Args {
     task_id: Option<String>,
 }
 
+impl Args {
+    /// The signing platform's name, as given.
+    pub fn local(&self) -> &str {
+        &self.local
+    }
+}
+
 pub fn read_input(arg: &str) -> Result<serde_json::Value, Failure> {
     let (text, origin) = match arg.strip_prefix('@') {
         Some(path) => (
@@ -130,6 +139,8 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let connect_within = fleet::connect_within(timeout);
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
+    // One trace for the whole delegation: every request of every attempt.
+    let trace = Trace::new(&spec.task_type);
     let Some(target_name) = &args.target else {
         return routed(
             &args,
@@ -140,6 +151,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             &spec,
             timeout,
             connect_within,
+            &trace,
         );
     };
     let target = trust.find(target_name).cloned().ok_or_else(|| {
@@ -160,7 +172,8 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     let client = args
         .reach
         .answer_limit
-        .apply(Client::with_tls_connect_timeout(&tls, connect_within)?);
+        .apply(Client::with_tls_connect_timeout(&tls, connect_within)?)
+        .traced(trace.id);
     let sent_at = sage_types::clock::now_ms();
     let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());
     let attempt = Attempt {
@@ -174,7 +187,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         timeout,
         expect: None,
     };
-    let result = runtime.block_on(attempt.run());
+    let result = runtime.block_on(attempt.run().instrument(trace.span.clone()));
     drop(waiting);
     let delegation = result.map_err(|e| attempt_failure(e, &local, &target))?;
     report(
@@ -183,7 +196,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         &local.name,
         &target,
         &addr,
-        sent_at,
+        (sent_at, trace.id),
         None,
     )
 }
@@ -200,6 +213,7 @@ fn routed(
     spec: &TaskSpec,
     timeout: Duration,
     connect_within: Duration,
+    trace: &Trace,
 ) -> CmdResult {
     if args.host.is_some() || args.port.is_some() || args.protocol.is_some() {
         return Err(Failure::Usage(
@@ -212,9 +226,12 @@ fn routed(
             "--tls-ca and --tls-fingerprint are for one node: give --target too, or record each peer's TLS settings with `sage peer add`".into(),
         ));
     }
-    let client_for = fleet::client_for(connect_within, args.reach.answer_limit);
+    let untraced = fleet::client_for(connect_within, args.reach.answer_limit);
+    let client_for = |peer: &Peer| untraced(peer).map(|c| c.traced(trace.id));
     let constraints = fleet::constraints(&args.prefer, &args.exclude, args.max_cost);
     let (router, _) = fleet::rebuilt_router(runtime, store)?;
+    // The capability requests belong to the delegation's trace.
+    let in_trace = trace.span.enter();
     let survey = fleet::survey(
         runtime,
         trust,
@@ -225,6 +242,7 @@ fn routed(
         client_for,
         timeout,
     );
+    drop(in_trace);
     let sent_at = sage_types::clock::now_ms();
     let plan = Plan {
         local,
@@ -233,14 +251,17 @@ fn routed(
         timeout,
     };
     let waiting = crate::progress::Waiting::start("the fleet", !crate::json::enabled());
-    let result = runtime.block_on(route::delegate(
-        &survey,
-        &router,
-        &RetryBudget::default(),
-        store,
-        client_for,
-        plan,
-    ));
+    let result = runtime.block_on(
+        route::delegate(
+            &survey,
+            &router,
+            &RetryBudget::default(),
+            store,
+            client_for,
+            plan,
+        )
+        .instrument(trace.span.clone()),
+    );
     drop(waiting);
     let routed = result.map_err(|e| match e {
         // One attempt, refused for an unknown key: the fix is the same.
@@ -262,9 +283,27 @@ fn routed(
         &local.name,
         &routed.target,
         &routed.addr,
-        sent_at,
+        (sent_at, trace.id),
         Some((&survey, &routed.tried)),
     )
+}
+
+/// The trace of one delegation: its id, sent in every request's
+/// `traceparent`, and the span that its requests' spans are children of
+/// when spans are exported.
+struct Trace {
+    id: TraceId,
+    span: tracing::Span,
+}
+
+impl Trace {
+    /// A new trace: the exported span's when spans are exported, so that
+    /// the id reported is the one the collector shows.
+    fn new(task_type: &str) -> Trace {
+        let span = tracing::info_span!("delegate", task_type);
+        let id = sage_service::telemetry::trace_id_of(&span).unwrap_or_else(TraceId::random);
+        Trace { id, span }
+    }
 }
 
 /// Prints the verified delegation (and, when it was routed, the route),
@@ -275,11 +314,12 @@ fn report(
     local: &str,
     target: &Peer,
     addr: &str,
-    sent_at: u64,
+    (sent_at, trace): (u64, TraceId),
     route: Option<(&Survey, &[Tried])>,
 ) -> CmdResult {
     if json::enabled() {
         let mut object = report_json(delegation, local, target, addr, sent_at);
+        object["trace_id"] = trace.to_string().into();
         if let Some((survey, tried)) = route {
             object["route"] = route_json(survey, tried);
         }

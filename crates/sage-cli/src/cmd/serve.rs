@@ -109,10 +109,34 @@ impl Args {
     }
 }
 
-pub fn run(keys_dir: Option<&Path>, state_dir: Option<&Path>, args: Args) -> CmdResult {
-    let config = NodeConfig::resolve(args.overrides(keys_dir, state_dir))?;
+pub fn run(
+    keys_dir: Option<&Path>,
+    state_dir: Option<&Path>,
+    logging: &crate::Logging,
+    args: Args,
+) -> CmdResult {
+    let config = match NodeConfig::resolve(args.overrides(keys_dir, state_dir)) {
+        Ok(config) => config,
+        Err(e) => {
+            let _ = logging.start(None, None);
+            return Err(e.into());
+        }
+    };
+    // Read once: a reload keeps the exporter it started with.
+    // A bad one in the file is the config check's to report, at its line.
+    let configured = config
+        .file
+        .telemetry
+        .otlp_endpoint
+        .as_deref()
+        .filter(|e| sage_service::telemetry::check_endpoint(e).is_ok());
+    logging.start(configured, Some(&config.name))?;
+    let otlp = logging.endpoint(configured);
     let node = Opened::open(&config)?;
     node.banner(&config);
+    if let Some(endpoint) = otlp {
+        tracing::info!("  traces to:  {endpoint}");
+    }
     node.serve(config)
 }
 

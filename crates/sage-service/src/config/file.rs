@@ -156,6 +156,9 @@ pub struct ConfigFile {
     /// `[limits]`.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[telemetry]`.
+    #[serde(default, skip_serializing_if = "TelemetrySection::is_empty")]
+    pub telemetry: TelemetrySection,
     /// `[executors.TASK_TYPE]` tables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub executors: BTreeMap<String, ExecutorSection>,
@@ -173,6 +176,22 @@ pub struct RoutingSection {
     /// a wrong one costs the peer much reputation and a cooldown. The
     /// default, 0, sends none.
     pub canary_rate: Option<f64>,
+}
+
+/// `[telemetry]`: where spans go; nowhere unless set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// An OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`; spans are
+    /// posted to its `/v1/traces`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetrySection {
+    fn is_empty(&self) -> bool {
+        self.otlp_endpoint.is_none()
+    }
 }
 
 /// `[node]`.
@@ -526,6 +545,16 @@ impl ConfigFile {
                     line: positions.line_of_key(&["routing"], "canary_rate"),
                     key: Some("routing.canary_rate".into()),
                     problem: Box::new(ConfigProblem::NotAChance(rate)),
+                });
+            }
+        }
+        if let Some(endpoint) = &file.telemetry.otlp_endpoint {
+            if crate::telemetry::check_endpoint(endpoint).is_err() {
+                problems.push(ConfigError {
+                    path: path.to_owned(),
+                    line: positions.line_of_key(&["telemetry"], "otlp_endpoint"),
+                    key: Some("telemetry.otlp_endpoint".into()),
+                    problem: Box::new(ConfigProblem::UrlScheme(endpoint.clone())),
                 });
             }
         }

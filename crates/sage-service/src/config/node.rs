@@ -316,6 +316,10 @@ impl NodeConfig {
                 "[limits] max_connections",
                 self.limits.max_connections != reloaded.limits.max_connections,
             ),
+            (
+                "[telemetry] otlp_endpoint",
+                self.file.telemetry.otlp_endpoint != reloaded.file.telemetry.otlp_endpoint,
+            ),
         ]
         .into_iter()
         .filter_map(|(key, differs)| differs.then_some(key))

@@ -7,8 +7,11 @@ use sage_types::health::HEALTHY;
 use sage_types::legacy::{read_response, LegacyRequest, ReceivedResponse};
 use sage_types::{Envelope, Health, Problem};
 
+use crate::telemetry;
+use crate::trace::{TraceId, TRACEPARENT};
 use crate::ClientError;
 use sage_types::untrusted::Untrusted;
+use tracing::Instrument as _;
 
 /// An HTTP client for `sage` nodes. Clone it freely: connections are pooled
 /// and shared.
@@ -21,6 +24,7 @@ pub struct Client {
     http: reqwest::Client,
     connect_timeout: Duration,
     max_answer_bytes: usize,
+    trace: Option<TraceId>,
 }
 
 /// How long a connection attempt may take: a host that is down or a
@@ -96,6 +100,7 @@ impl Client {
             http,
             connect_timeout,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            trace: None,
         })
     }
 
@@ -105,6 +110,15 @@ impl Client {
     #[must_use]
     pub fn with_max_answer_bytes(mut self, limit: usize) -> Self {
         self.max_answer_bytes = limit;
+        self
+    }
+
+    /// The same client, sending a `traceparent` of `trace` on every
+    /// request, each with a span id of its own: the requests of one
+    /// delegation share one trace.
+    #[must_use]
+    pub fn traced(mut self, trace: TraceId) -> Self {
+        self.trace = Some(trace);
         self
     }
 
@@ -265,9 +279,15 @@ impl Client {
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<Vec<u8>, ClientError> {
+        let (traceparent, span) = telemetry::outgoing(self.trace, addr);
+        let request = match traceparent {
+            Some(header) => request.header(TRACEPARENT, header.to_string()),
+            None => request,
+        };
         let response = request
             .timeout(timeout)
             .send()
+            .instrument(span)
             .await
             .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
         let retry_after = retry_after(&response);

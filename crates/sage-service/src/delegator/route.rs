@@ -25,6 +25,7 @@ use sage_store::{LedgerEntry, Store};
 use sage_types::capabilities::{Capabilities, TaskTypeInfo, CAPABILITIES_PAYLOAD_TYPE};
 use sage_types::clock::now_ms;
 use sage_types::Envelope;
+use tracing::Instrument as _;
 
 use super::client::Client;
 use super::delegation::{Delegation, TaskSpec};
@@ -152,10 +153,15 @@ pub async fn survey(
             }
         };
         let (peer, store) = (peer.clone(), store.clone());
-        asks.spawn(async move {
-            let caps = capabilities_of(&client, &store, &peer, within, true).await;
-            (peer, caps)
-        });
+        // In the caller's span: a spawned task starts outside it, and the
+        // requests' spans belong to the delegation's trace.
+        asks.spawn(
+            async move {
+                let caps = capabilities_of(&client, &store, &peer, within, true).await;
+                (peer, caps)
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
     while let Some(asked) = asks.join_next().await {
         let Ok((peer, caps)) = asked else { continue };

@@ -1,6 +1,8 @@
 //! The layer around every request: its id (on every log line of the
 //! request and in the `x-request-id` answer header), the global limit on
-//! requests handled at once, and the request metrics.
+//! requests handled at once, and the request metrics. A well-formed
+//! `traceparent` puts its trace id in the request span's fields, and with
+//! spans exported makes the span continue that trace.
 
 use std::time::Instant;
 
@@ -16,6 +18,8 @@ use super::problem::Refused;
 use super::refusals::Sender;
 use super::transport::ClientAddr;
 use super::{ApiError, AppState};
+use crate::telemetry;
+use crate::trace::{TraceParent, TRACEPARENT};
 
 /// The header that carries a request's id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -32,7 +36,11 @@ pub(super) async fn observe(
     let endpoint = endpoint_label(request.uri().path());
     let id = request_id(&request);
     let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-    let span = tracing::info_span!("request", id = %id);
+    let span = tracing::info_span!("request", id = %id, trace_id = tracing::field::Empty);
+    if let Some(parent) = traceparent(&request) {
+        span.record("trace_id", tracing::field::display(parent.trace_id));
+        telemetry::continue_trace(&span, &parent);
+    }
     // Monitoring answers even when the node is saturated.
     let limited = !matches!(endpoint, "/health" | "/metrics");
     let slot = if limited {
@@ -107,6 +115,13 @@ fn request_id(request: &Request) -> String {
         Some(id) => id.to_owned(),
         None => format!("{:016x}", rand::random::<u64>()),
     }
+}
+
+/// The request's `traceparent`, if it is well formed; any other is
+/// ignored, since it is informational and decides nothing.
+fn traceparent(request: &Request) -> Option<TraceParent> {
+    let value = request.headers().get(TRACEPARENT)?.to_str().ok()?;
+    TraceParent::parse(value)
 }
 
 /// `GET /metrics`.

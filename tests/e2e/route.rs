@@ -566,3 +566,50 @@ fn routed_load_goes_mostly_to_the_fast_peer_and_survives_losing_one() {
     );
     drop(nodes);
 }
+
+#[test]
+fn this_machines_own_node_is_a_candidate_unless_no_local() {
+    let (fleet, nodes) = fleet(&["Thor"], "");
+    // Sprout's own node, serving with the delegator's key.
+    let sprout = fleet.keys("Sprout").serve("Sprout", &[]);
+    let local = ["--local-node", &sprout.address()];
+    let mut args = vec![
+        "--task-type",
+        "echo",
+        "--exclude",
+        "Thor",
+        "--task-id",
+        "t-local",
+    ];
+    args.extend_from_slice(&local);
+    let run = routed(&fleet, &args);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(json["target"], "Sprout", "{json}");
+    assert_eq!(names(&json["route"]["candidates"]), ["Sprout"]);
+    // It ran there, signed by the node's own key, and nowhere else.
+    assert_eq!(sprout.executions_of("t-local"), 1);
+    assert_eq!(nodes[0].executions_of("t-local"), 0);
+    let own = fleet
+        .keys("Sprout")
+        .run(&["key", "show", "--name", "Sprout", "--json"])
+        .json();
+    assert_eq!(json["executor_key_id"], own["key_id"]);
+
+    // --no-local leaves it out: with Thor excluded too, nobody is left.
+    let mut args = vec!["--task-type", "echo", "--exclude", "Thor", "--no-local"];
+    args.extend_from_slice(&local);
+    let run = routed(&fleet, &args);
+    run.assert_code(1);
+    assert_eq!(run.json()["error"]["code"], "no_candidate");
+
+    // Both: the pick is the router's, and either may run it.
+    let mut args = vec!["--task-type", "echo"];
+    args.extend_from_slice(&local);
+    let run = routed(&fleet, &args);
+    run.assert_code(0);
+    assert_eq!(
+        names(&run.json()["route"]["candidates"]),
+        ["Sprout", "Thor"]
+    );
+}

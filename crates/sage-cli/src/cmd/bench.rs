@@ -271,10 +271,12 @@ fn routed(
     let client_for = |peer: &Peer| {
         Client::with_tls_connect_timeout(&peer.tls, connect_within).map(|c| answer_limit.apply(c))
     };
+    // A load on this machine's own node would measure it against itself.
     let constraints = Constraints {
         prefer: args.prefer.clone(),
         exclude: args.exclude.clone(),
         max_cost: None,
+        local_node: None,
     };
     let plan = Plan {
         protocol: Protocol::V1,

@@ -44,6 +44,8 @@ pub struct Args {
     /// its type: the builtins yes, programs and services no].
     #[arg(long, conflicts_with = "target")]
     idempotent: bool,
+    #[command(flatten)]
+    local_node: super::fleet::LocalNode,
     /// Target address, if not the peer record's: HOST[:PORT] or
     /// http(s)://HOST[:PORT]; without a scheme, the record's (`https://`
     /// stays TLS), without a port, 50051.
@@ -228,7 +230,12 @@ fn routed(
     }
     let untraced = fleet::client_for(connect_within, args.reach.answer_limit);
     let client_for = |peer: &Peer| untraced(peer).map(|c| c.traced(trace.id));
-    let constraints = fleet::constraints(&args.prefer, &args.exclude, args.max_cost);
+    let constraints = fleet::constraints(
+        &args.prefer,
+        &args.exclude,
+        args.max_cost,
+        args.local_node.address(),
+    );
     let (router, _) = fleet::rebuilt_router(runtime, store)?;
     // The capability requests belong to the delegation's trace.
     let in_trace = trace.span.enter();

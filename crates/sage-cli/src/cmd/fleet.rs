@@ -40,12 +40,40 @@ pub fn client_for(
     }
 }
 
-/// What `--prefer`, `--exclude` and `--max-cost` ask of the pick.
-pub fn constraints(prefer: &[String], exclude: &[String], max_cost: Option<f64>) -> Constraints {
+/// What `--prefer`, `--exclude`, `--max-cost` and the local node's
+/// address (none with `--no-local`) ask of the pick.
+pub fn constraints(
+    prefer: &[String],
+    exclude: &[String],
+    max_cost: Option<f64>,
+    local_node: Option<&str>,
+) -> Constraints {
     Constraints {
         prefer: prefer.to_vec(),
         exclude: exclude.to_vec(),
         max_cost,
+        local_node: local_node.map(str::to_owned),
+    }
+}
+
+/// `--local-node` and `--no-local`: where this machine's own node is
+/// reached, to be a candidate beside the peers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalNode {
+    /// Where this machine's node (the one with --local's key) listens: it
+    /// is a candidate too when its verified capabilities serve the task
+    /// type.
+    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:50051", value_parser = super::node_address)]
+    local_node: String,
+    /// Never run the task on this machine's own node.
+    #[arg(long)]
+    no_local: bool,
+}
+
+impl LocalNode {
+    /// The local node's address, unless `--no-local`.
+    pub fn address(&self) -> Option<&str> {
+        (!self.no_local).then_some(self.local_node.as_str())
     }
 }
 

@@ -41,6 +41,8 @@ pub struct ExplainArgs {
     /// is left out.
     #[arg(long)]
     max_cost: Option<f64>,
+    #[command(flatten)]
+    local_node: super::fleet::LocalNode,
     /// How long to wait for the peers' capabilities (seconds, or e.g.
     /// `500ms`) [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = super::positive_duration)]
@@ -82,7 +84,12 @@ fn explain(keys_dir: &Path, state_dir: &Path, args: ExplainArgs) -> CmdResult {
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
     let client_for = fleet::client_for(fleet::connect_within(timeout), args.answer_limit);
-    let constraints = fleet::constraints(&args.prefer, &args.exclude, args.max_cost);
+    let constraints = fleet::constraints(
+        &args.prefer,
+        &args.exclude,
+        args.max_cost,
+        args.local_node.address(),
+    );
     let (router, anchor) = fleet::rebuilt_router(&runtime, &store)?;
     let survey = fleet::survey(
         &runtime,

@@ -19,7 +19,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sage_crypto::{verify_envelope_with, Peer, Protocol, TrustStore};
+use sage_crypto::{verify_envelope_with, Peer, PeerSource, Protocol, TrustStore};
 use sage_route::{Outcome, RetryBudget, Router};
 use sage_store::{LedgerEntry, Store};
 use sage_types::capabilities::{Capabilities, TaskTypeInfo, CAPABILITIES_PAYLOAD_TYPE};
@@ -44,6 +44,10 @@ pub struct Constraints {
     /// The most the task may cost, in ATP: a peer whose price is above it
     /// is left out.
     pub max_cost: Option<f64>,
+    /// Where this machine's own node (the one with the delegator's key)
+    /// listens, to be a candidate like the peers: a task it serves may
+    /// run locally. `None`: never locally.
+    pub local_node: Option<String>,
 }
 
 /// A peer that may run the task.
@@ -126,10 +130,18 @@ pub async fn survey(
     };
     let mut survey = Survey::default();
     let mut asks = tokio::task::JoinSet::new();
-    for peer in trust.iter() {
-        if peer.lct_id == local.lct_id {
-            continue;
-        }
+    // This machine's node, known by the delegator's own key.
+    let this_node = constraints.local_node.as_ref().map(|addr| {
+        let mut peer = Peer::new(&local.name, local.key.public(), PeerSource::Given);
+        peer.lct_id = local.lct_id.clone();
+        peer.address = Some(addr.clone());
+        peer
+    });
+    let peers = trust
+        .iter()
+        .filter(|peer| peer.lct_id != local.lct_id)
+        .chain(this_node.as_ref());
+    for peer in peers {
         let left = if named(&constraints.exclude, peer) {
             Some(Left::Excluded)
         } else if peer.protocol == Protocol::Legacy {

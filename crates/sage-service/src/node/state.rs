@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
-use sage_crypto::{KeyId, NodeKey, TrustStore};
+use sage_crypto::{KeyId, NodeKey, Peer, PeerSource, TrustStore};
 use sage_types::capabilities::Hardware;
 
 use crate::config::Limits;
@@ -64,6 +64,10 @@ pub(super) struct Inner {
     pub(super) hardware: Hardware,
     pub(super) key_id: KeyId,
     pub(super) public_hex: String,
+    /// This node as a signer of tasks: a task signed with its own key comes
+    /// from the holder of that key, the node's own delegations (a fleet
+    /// that routes to its local node).
+    pub(super) own: Peer,
     pub(super) store: Store,
     pub(super) started: Instant,
     pub(super) metrics: Metrics,
@@ -91,6 +95,8 @@ impl AppState {
     /// The state of a node made of `setup`.
     pub fn new(setup: NodeSetup) -> Self {
         let public = setup.key.public();
+        let mut own = Peer::new(&setup.name, public, PeerSource::Given);
+        own.lct_id = setup.lct_id.clone();
         AppState {
             inner: Arc::new(Inner {
                 name: setup.name,
@@ -99,6 +105,7 @@ impl AppState {
                 hardware: setup.hardware,
                 key_id: public.key_id(),
                 public_hex: public.to_hex(),
+                own,
                 store: setup.store,
                 started: Instant::now(),
                 metrics: Metrics::default(),

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::response::Response;
 use sage_crypto::digest::{json_digest, sha256, sha256_tagged};
-use sage_crypto::{sign_envelope, verify_envelope, Peer};
+use sage_crypto::{
+    sign_envelope, verify_envelope, verify_envelope_with, Peer, Verified, VerifyError,
+};
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
 use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, ProblemCode, Proof, Task};
@@ -47,7 +49,23 @@ pub(super) async fn submit(
         )
     })?;
     let verifying = Instant::now();
-    let verified = verify_envelope(&envelope, TASK_PAYLOAD_TYPE, &policy.trust)?;
+    let verified = match verify_envelope(&envelope, TASK_PAYLOAD_TYPE, &policy.trust) {
+        // Not a peer's key: this node's own, if the signature says so (the
+        // key is selected by the key id in the signature, as for peers).
+        Err(VerifyError::UnknownKey { .. })
+            if envelope
+                .signatures
+                .iter()
+                .any(|s| s.keyid == inner.key_id.as_str()) =>
+        {
+            let own = verify_envelope_with(&envelope, TASK_PAYLOAD_TYPE, &inner.own.public_key)?;
+            Verified {
+                payload: own.payload,
+                signer: &inner.own,
+            }
+        }
+        other => other?,
+    };
     inner.metrics.verified(verifying.elapsed());
     let payload = verified.payload;
     let task: Task = serde_json::from_slice(&payload).map_err(|e| {

@@ -613,3 +613,83 @@ fn this_machines_own_node_is_a_candidate_unless_no_local() {
         ["Sprout", "Thor"]
     );
 }
+
+#[test]
+fn a_peer_that_went_down_is_cooled_down_then_brought_back_once_it_restarts() {
+    let (fleet, nodes) = fleet(&["Thor", "Legion"], "");
+    // Both answered for their capabilities (kept a minute).
+    routed(&fleet, &["--task-type", "echo", "--no-local"]).assert_code(0);
+    let thor_port = nodes[0].port();
+    let mut nodes = nodes.into_iter();
+    nodes.next().unwrap().kill_hard();
+    let _legion = nodes.next().unwrap();
+    // Thor, preferred and down: each delegation fails over to Legion, and
+    // the failures in the ledger cool Thor down.
+    for _ in 0..3 {
+        let run = routed(
+            &fleet,
+            &["--task-type", "echo", "--prefer", "Thor", "--no-local"],
+        );
+        run.assert_code(0);
+        assert_eq!(run.json()["target"], "Legion");
+    }
+    let standing = |fleet: &Fleet| {
+        let explained = fleet
+            .keys("Sprout")
+            .run(&[
+                "route",
+                "explain",
+                "--task-type",
+                "echo",
+                "--no-local",
+                "--json",
+            ])
+            .json();
+        explained["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Thor")
+            .map(|p| p["standing"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(standing(&fleet), "cooling");
+    // Thor comes back on its port; once its cooldown ends, the next
+    // delegation that prefers it runs there.
+    let thor_keys = fleet.keys("Thor");
+    let mut serve = crate::util::sage();
+    serve.arg("--keys-dir").arg(thor_keys.path()).args([
+        "serve",
+        "--name",
+        "Thor",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &thor_port,
+    ]);
+    let thor = Node::spawn(
+        serve,
+        &thor_keys.path().with_file_name("notify-back"),
+        &thor_keys.state_dir(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while standing(&fleet) != "in" {
+        assert!(Instant::now() < deadline, "Thor is still out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run = routed(
+        &fleet,
+        &[
+            "--task-type",
+            "echo",
+            "--prefer",
+            "Thor",
+            "--no-local",
+            "--task-id",
+            "t-back",
+        ],
+    );
+    run.assert_code(0);
+    assert_eq!(run.json()["target"], "Thor");
+    assert_eq!(thor.executions_of("t-back"), 1);
+}

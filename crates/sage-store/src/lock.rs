@@ -50,15 +50,31 @@ impl StateLock {
             .truncate(false)
             .open(&path)
             .map_err(failed)?;
-        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(locked) => locked,
-            Err((mut file, Errno::EWOULDBLOCK)) => {
-                return Err(StoreError::Locked {
-                    dir: state_dir.to_path_buf(),
-                    pid: holder(&mut file),
-                })
+        let mut file = file;
+        let started = std::time::Instant::now();
+        let mut file = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => break locked,
+                Err((mut held, Errno::EWOULDBLOCK)) => {
+                    let pid = holder(&mut held);
+                    // A holder that has died leaves the lock with a child
+                    // it forked an instant before (a program between fork
+                    // and exec still has the node's files): it is gone in
+                    // a moment. A live holder is another node: refused at
+                    // once.
+                    if pid.is_some_and(|pid| !alive(pid)) && started.elapsed() < DEAD_HOLDER_GRACE {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        held.rewind().map_err(failed)?;
+                        file = held;
+                        continue;
+                    }
+                    return Err(StoreError::Locked {
+                        dir: state_dir.to_path_buf(),
+                        pid,
+                    });
+                }
+                Err((_, errno)) => return Err(failed(std::io::Error::from(errno))),
             }
-            Err((_, errno)) => return Err(failed(std::io::Error::from(errno))),
         };
         // Ours now: say who holds it.
         file.set_len(0)
@@ -77,6 +93,20 @@ impl StateLock {
     }
 }
 
+/// How long a lock whose recorded holder has died is waited for.
+const DEAD_HOLDER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether process `pid` exists (signal 0 checks without sending).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
+}
+
 /// The pid the holder wrote into the lock file, if it did already.
 fn holder(file: &mut File) -> Option<u32> {
     let mut text = String::new();
@@ -88,6 +118,28 @@ fn holder(file: &mut File) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_left_by_a_dead_holder_is_waited_for_briefly() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let first = StateLock::acquire(&state).unwrap();
+        // The file names a process that has ended, as after a node killed
+        // while a child it forked still held the lock for an instant.
+        let mut ended = std::process::Command::new("true").spawn().unwrap();
+        let dead = ended.id();
+        ended.wait().unwrap();
+        std::fs::write(state.join(LOCK_FILE), format!("{dead}\n")).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let second = StateLock::acquire(&state).expect("taken once released");
+        release.join().unwrap();
+        let text = std::fs::read_to_string(state.join(LOCK_FILE)).unwrap();
+        assert_eq!(text.trim(), std::process::id().to_string());
+        drop(second);
+    }
 
     #[test]
     fn a_second_lock_is_refused_naming_the_holder_and_freed_with_the_first() {

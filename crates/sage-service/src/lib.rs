@@ -24,6 +24,7 @@ pub mod delegator;
 mod error;
 mod files;
 pub mod keydir;
+pub mod local;
 pub mod node;
 pub mod peers_file;
 pub mod telemetry;

@@ -44,6 +44,13 @@ pub fn report(mut fields: Value) {
     *REPORT.lock().unwrap_or_else(|e| e.into_inner()) = Some(fields);
 }
 
+/// [`report`] under another schema than the command's: a variant of the
+/// command whose object has another shape (`delegate via-node`).
+pub fn report_as(variant: &str, mut fields: Value) {
+    fields["schema"] = Value::String(schema(variant));
+    *REPORT.lock().unwrap_or_else(|e| e.into_inner()) = Some(fields);
+}
+
 /// Prints the run's one object: the report, with the failure's `error`
 /// when the command reported and then failed (a proof short of its terms,
 /// receipts that do not verify), else the failure alone.

@@ -277,7 +277,7 @@ fn via_node(state_dir: &Path, args: &Args, spec: TaskSpec, timeout: Duration) ->
     if json::enabled() {
         let mut report = body.clone();
         report["via_node"] = socket.display().to_string().into();
-        json::report(report);
+        json::report_as("delegate via-node", report);
     } else {
         print_via_node(&body, &spec, &socket);
     }

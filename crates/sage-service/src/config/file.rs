@@ -185,8 +185,8 @@ pub struct LocalSection {
     /// The user ids that may call it [default: the node's own user].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_uids: Option<Vec<u32>>,
-    /// The group ids whose members (by the caller's primary group) may
-    /// call it [default: none].
+    /// The group ids whose members (primary or supplementary) may call it
+    /// [default: none].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_groups: Option<Vec<u32>>,
 }

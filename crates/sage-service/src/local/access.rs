@@ -45,8 +45,8 @@ impl Connected<IncomingStream<'_, UnixListener>> for Caller {
 pub struct Allow {
     /// These users.
     pub uids: Vec<u32>,
-    /// Callers whose primary group is one of these (`SO_PEERCRED` gives
-    /// no supplementary groups).
+    /// Callers in one of these groups: their primary group
+    /// (`SO_PEERCRED`) or a supplementary one (`/proc/PID/status`).
     pub groups: Vec<u32>,
 }
 
@@ -64,11 +64,38 @@ impl Allow {
         }
     }
 
-    /// Whether `caller` may call.
+    /// Whether `caller` may call, by its user or primary group.
     pub fn permits(&self, caller: &Caller) -> bool {
         caller.uid != u32::MAX
             && (self.uids.contains(&caller.uid) || self.groups.contains(&caller.gid))
     }
+
+    /// [`Allow::permits`], or one of the caller's supplementary groups is
+    /// listed. Read while the connection is open, so the process is the
+    /// one that connected (or a child that inherited the socket).
+    fn permits_with_groups(&self, caller: &Caller) -> bool {
+        if self.permits(caller) {
+            return true;
+        }
+        let (false, Some(pid)) = (self.groups.is_empty() || caller.uid == u32::MAX, caller.pid)
+        else {
+            return false;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .is_some_and(|status| {
+                supplementary_groups(&status).any(|gid| self.groups.contains(&gid))
+            })
+    }
+}
+
+/// The `Groups:` line of a `/proc/PID/status`.
+fn supplementary_groups(status: &str) -> impl Iterator<Item = u32> + '_ {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .into_iter()
+        .flat_map(|groups| groups.split_whitespace().filter_map(|g| g.parse().ok()))
 }
 
 /// Refuses a caller that the allow-list does not name, before any handler.
@@ -78,7 +105,7 @@ pub(super) async fn check(
     request: Request,
     next: Next,
 ) -> Response {
-    if allow.permits(&caller) {
+    if allow.permits_with_groups(&caller) {
         return next.run(request).await;
     }
     tracing::warn!(
@@ -117,5 +144,16 @@ mod tests {
         assert!(allow.permits(&caller(7, 50)));
         assert!(!allow.permits(&caller(0, 0)), "root only if listed");
         assert!(!allow.permits(&caller(u32::MAX, 50)), "unknown is nobody");
+    }
+
+    #[test]
+    fn supplementary_groups_are_read_from_the_status_file() {
+        let status =
+            "Name:\tapp\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 27 1000 \nVmPeak:\t1 kB\n";
+        assert_eq!(
+            supplementary_groups(status).collect::<Vec<_>>(),
+            [4, 27, 1000]
+        );
+        assert_eq!(supplementary_groups("Name:\tx\n").count(), 0);
     }
 }

@@ -330,3 +330,57 @@ fn delegate_via_node_posts_to_the_socket_and_reports_the_answer() {
         run.stdout
     );
 }
+
+#[test]
+fn the_loopback_port_serves_holders_of_the_token_only() {
+    let (fleet, _) = fleet_of(&[]);
+    let keys = fleet.keys("Sprout");
+    let token = keys.path().with_file_name("local.token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let config = keys.path().with_file_name("sprout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[local]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    // Readable by others: refused at start.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let run = keys.serve_to_end("Sprout", &["--config", config.to_str().unwrap()]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("chmod 600"), "{}", run.stderr);
+
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let sprout = keys.serve("Sprout", &["--config", config.to_str().unwrap()]);
+    let port: std::net::SocketAddr = sprout
+        .log()
+        .lines()
+        .find_map(|line| line.split("local API:  http://").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the log:\n{}", sprout.log()));
+    let body = br#"{"task_type": "echo", "input": {"c": 1}, "target": "Sprout"}"#;
+    let ok = crate::util::http_with(
+        port,
+        "POST",
+        "/local/v1/tasks",
+        &[("Authorization", "Bearer s3cret-token")],
+        body,
+    );
+    assert_eq!(ok.status, 200, "{:?}", String::from_utf8_lossy(&ok.body));
+    assert_eq!(ok.json()["result"], json!({"c": 1}));
+    for headers in [&[("Authorization", "Bearer s3cret-tokeN")][..], &[]] {
+        let refused = crate::util::http_with(port, "POST", "/local/v1/tasks", headers, body);
+        assert_eq!(
+            (refused.status, refused.problem_code()),
+            (401, "unauthorized".into())
+        );
+    }
+    // The federation port takes no token either.
+    assert_eq!(
+        http(sprout.addr, "POST", "/local/v1/tasks", body).status,
+        404
+    );
+}

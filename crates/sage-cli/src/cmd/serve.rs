@@ -315,7 +315,7 @@ impl Opened {
             store: store.clone(),
         });
         let (addr, retention_days) = (config.listen, config.task_retention_days);
-        let local = LocalPlan::of(&config, local_signer, tls.is_some());
+        let local = LocalPlan::of(&config, local_signer, tls.is_some())?;
         let reload = Reload { config, leftovers };
         // The router starts from what this state directory's ledger saw in
         // the last hour, and is exported on /metrics from then on.
@@ -392,16 +392,34 @@ struct LocalPlan {
     signer: Identity,
     max_body_bytes: usize,
     tls: bool,
+    /// The loopback port and its token, if `[local] listen` is set.
+    port: Option<(std::net::SocketAddr, local::Token)>,
 }
 
 impl LocalPlan {
     /// `None` when `[local] enabled = false`.
-    fn of(config: &NodeConfig, signer: Identity, tls: bool) -> Option<LocalPlan> {
+    fn of(config: &NodeConfig, signer: Identity, tls: bool) -> Result<Option<LocalPlan>, Failure> {
         let section = &config.file.local;
         if section.enabled == Some(false) {
-            return None;
+            return Ok(None);
         }
-        Some(LocalPlan {
+        let port = match (section.listen, &section.token_file) {
+            (None, None) => None,
+            (Some(listen), Some(file)) => {
+                if !listen.ip().is_loopback() {
+                    return Err(Failure::Failed(format!(
+                        "[local] listen = \"{listen}\" is not a loopback address: the local API's port takes a bearer token over plain HTTP, so it listens on 127.0.0.1 or ::1 only"
+                    )));
+                }
+                Some((listen, read_token(file)?))
+            }
+            _ => {
+                return Err(Failure::Failed(
+                    "[local] listen and token_file go together: the loopback port needs the token that callers present".into(),
+                ))
+            }
+        };
+        Ok(Some(LocalPlan {
             socket: section
                 .socket
                 .clone()
@@ -410,7 +428,8 @@ impl LocalPlan {
             signer,
             max_body_bytes: config.limits.max_body_bytes,
             tls,
-        })
+            port,
+        }))
     }
 
     /// Listens on the socket and serves the local API on the runtime;
@@ -433,7 +452,7 @@ impl LocalPlan {
         };
         let node_addr =
             (!self.tls).then(|| std::net::SocketAddr::new(host, bound.port()).to_string());
-        let router = local::router(local::Setup {
+        let api = local::Local::new(local::Setup {
             local: self.signer,
             state: state.clone(),
             store: store.clone(),
@@ -442,6 +461,25 @@ impl LocalPlan {
             allow: self.allow.clone(),
             max_body_bytes: self.max_body_bytes,
         });
+        let router = api.socket_router();
+        if let Some((listen, token)) = self.port {
+            let listener = std::net::TcpListener::bind(listen)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| {
+                    Failure::Failed(format!(
+                        "cannot listen on [local] listen = \"{listen}\": {e}"
+                    ))
+                })?;
+            let bound = listener.local_addr()?;
+            let router = api.token_router(token);
+            tokio::spawn(async move {
+                if let Err(e) = local::serve_port(listener, router).await {
+                    tracing::error!("the local API stopped: {e}");
+                }
+            });
+            tracing::info!("  local API:  http://{bound} (bearer token)");
+        }
         let socket = self.socket.clone();
         tokio::spawn(async move {
             if let Err(e) = local::serve(listener, router).await {
@@ -456,6 +494,25 @@ impl LocalPlan {
         );
         Ok(socket)
     }
+}
+
+/// The local API port's token from `path`, which only the node's user may
+/// read.
+fn read_token(path: &Path) -> Result<local::Token, Failure> {
+    use std::os::unix::fs::MetadataExt as _;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Failure::Failed(format!("cannot read [local] token_file {shown}: {e}")))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Failure::Failed(format!(
+            "[local] token_file {shown} has mode {mode:o}: group or others can read the token; run `chmod 600 {shown}`"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Failed(format!("cannot read [local] token_file {shown}: {e}")))?;
+    local::Token::new(&text)
+        .ok_or_else(|| Failure::Failed(format!("[local] token_file {shown} is empty")))
 }
 
 /// How long a stopping node waits for its database to close (within the

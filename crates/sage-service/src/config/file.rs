@@ -189,6 +189,13 @@ pub struct LocalSection {
     /// [default: none].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_groups: Option<Vec<u32>>,
+    /// A loopback address where the API is also served to holders of the
+    /// bearer token (for containers) [default: none].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The file (mode 0600) holding that token; required with `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl LocalSection {

@@ -40,6 +40,16 @@ impl Connected<IncomingStream<'_, UnixListener>> for Caller {
     }
 }
 
+/// Where a local request came from, for the log: the socket's caller,
+/// or a holder of the loopback port's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A process on the socket, as the kernel names it.
+    Socket(Caller),
+    /// A client of the loopback port that presented the token.
+    Token(std::net::SocketAddr),
+}
+
 /// Who may call the local API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {
@@ -102,10 +112,11 @@ fn supplementary_groups(status: &str) -> impl Iterator<Item = u32> + '_ {
 pub(super) async fn check(
     State(allow): State<Allow>,
     ConnectInfo(caller): ConnectInfo<Caller>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     if allow.permits_with_groups(&caller) {
+        request.extensions_mut().insert(Origin::Socket(caller));
         return next.run(request).await;
     }
     tracing::warn!(
@@ -121,6 +132,60 @@ pub(super) async fn check(
             "uid {} (gid {}) may not use this node's local API: list it in [local] allow_uids or allow_groups",
             caller.uid, caller.gid
         ),
+        serde_json::Value::Null,
+    )
+}
+
+/// The loopback port's secret, as read from its file.
+#[derive(Clone)]
+pub struct Token(std::sync::Arc<Vec<u8>>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(redacted)")
+    }
+}
+
+impl Token {
+    /// The token in `text` (surrounding whitespace dropped), if not empty.
+    pub fn new(text: &str) -> Option<Token> {
+        let text = text.trim();
+        (!text.is_empty()).then(|| Token(std::sync::Arc::new(text.as_bytes().to_vec())))
+    }
+
+    /// Whether `presented` is the token, in time that does not depend on
+    /// where they differ.
+    fn matches(&self, presented: &[u8]) -> bool {
+        let token = self.0.as_slice();
+        presented.len() == token.len()
+            && presented
+                .iter()
+                .zip(token)
+                .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+                == 0
+    }
+}
+
+/// Refuses a request to the loopback port without the bearer token.
+pub(super) async fn check_token(
+    State(token): State<Token>,
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    if presented.is_some_and(|p| token.matches(p)) {
+        request.extensions_mut().insert(Origin::Token(addr));
+        return next.run(request).await;
+    }
+    tracing::warn!(client = %addr, "local API: refused a request to the loopback port without its bearer token");
+    super::problem(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this port needs `Authorization: Bearer TOKEN`, the token of [local] token_file".into(),
         serde_json::Value::Null,
     )
 }
@@ -144,6 +209,16 @@ mod tests {
         assert!(allow.permits(&caller(7, 50)));
         assert!(!allow.permits(&caller(0, 0)), "root only if listed");
         assert!(!allow.permits(&caller(u32::MAX, 50)), "unknown is nobody");
+    }
+
+    #[test]
+    fn only_the_whole_token_matches() {
+        let token = Token::new(" s3cret\n").unwrap();
+        assert!(token.matches(b"s3cret"));
+        assert!(!token.matches(b"s3cre"));
+        assert!(!token.matches(b"s3cret!"));
+        assert!(!token.matches(b"S3cret"));
+        assert!(Token::new(" \n").is_none());
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::delegator::fleet::Fleet;
 use crate::keydir::Identity;
 use crate::node::AppState;
 
-pub use access::{Allow, Caller};
+pub use access::{Allow, Caller, Origin, Token};
 pub use socket::{bind, default_socket, SocketError};
 
 /// What the local API works with.
@@ -67,14 +67,46 @@ struct Api {
     budget: RetryBudget,
 }
 
-/// The local API's routes, behind the caller check.
+/// The local API, shared by the socket and the loopback port.
+#[derive(Debug, Clone)]
+pub struct Local(Arc<Api>);
+
+impl Local {
+    /// The API over `setup`.
+    pub fn new(setup: Setup) -> Local {
+        Local(Arc::new(Api {
+            setup,
+            budget: RetryBudget::default(),
+        }))
+    }
+
+    /// The socket's routes, behind the caller check.
+    pub fn socket_router(&self) -> axum::Router {
+        let allow = self.0.setup.allow.clone();
+        self.routes()
+            .layer(axum::middleware::from_fn_with_state(allow, access::check))
+    }
+
+    /// The loopback port's routes, behind the bearer token.
+    pub fn token_router(&self, token: Token) -> axum::Router {
+        self.routes().layer(axum::middleware::from_fn_with_state(
+            token,
+            access::check_token,
+        ))
+    }
+
+    fn routes(&self) -> axum::Router {
+        routes(self.0.clone())
+    }
+}
+
+/// The socket's routes of the API over `setup`, behind the caller check.
 pub fn router(setup: Setup) -> axum::Router {
-    let allow = setup.allow.clone();
-    let max_body = setup.max_body_bytes;
-    let api = Arc::new(Api {
-        setup,
-        budget: RetryBudget::default(),
-    });
+    Local::new(setup).socket_router()
+}
+
+fn routes(api: Arc<Api>) -> axum::Router {
+    let max_body = api.setup.max_body_bytes;
     axum::Router::new()
         .route("/local/v1/tasks", post(tasks::submit))
         .route("/local/v1/tasks/{id}", get(tasks::status))
@@ -88,7 +120,6 @@ pub fn router(setup: Setup) -> axum::Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(allow, access::check))
         .with_state(api)
 }
 
@@ -104,6 +135,21 @@ pub async fn serve(
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<Caller>(),
+    )
+    .await
+}
+
+/// Serves the token-guarded `router` on `listener`, a loopback port.
+///
+/// # Errors
+/// The listener's I/O error.
+pub async fn serve_port(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .await
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use sage_types::{Envelope, QualityRequirements};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{problem, Api, Caller};
+use super::{problem, Api, Origin};
 use crate::delegator::client::{Client, CONNECT_TIMEOUT};
 use crate::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use crate::delegator::ledger::Receipt;
@@ -62,7 +62,7 @@ fn bad_request(detail: String) -> Response {
 /// `POST /local/v1/tasks`.
 pub(super) async fn submit(
     State(api): State<Arc<Api>>,
-    ConnectInfo(caller): ConnectInfo<Caller>,
+    axum::Extension(origin): axum::Extension<Origin>,
     body: Bytes,
 ) -> Response {
     let request: TaskRequest = match serde_json::from_slice(&body) {
@@ -94,10 +94,15 @@ pub(super) async fn submit(
         earlier_digests: Vec::new(),
     };
     // The signed task has no field for it, so the origin is the log's.
+    let (uid, gid, pid, client) = match origin {
+        Origin::Socket(c) => (Some(c.uid), Some(c.gid), c.pid, None),
+        Origin::Token(addr) => (None, None, None, Some(addr.to_string())),
+    };
     tracing::info!(
-        uid = caller.uid,
-        gid = caller.gid,
-        pid = caller.pid,
+        uid,
+        gid,
+        pid,
+        client,
         task_id,
         task_type = %request.task_type,
         target = request.target.as_deref(),

@@ -305,6 +305,29 @@ fn every_json_object_is_documented_and_failures_are_objects_too() {
     assert_eq!(unreachable["error"]["code"], "unreachable");
     let unknown = ["delegate", "--local", "Sprout", "--target", "Nobody"];
     assert_eq!(c.both(&keys, &unknown, 1)["error"]["code"], "failed");
+    // Through the node's local API: Thor's own socket, Thor running it.
+    let via = [
+        "delegate",
+        "--via-node",
+        "--target",
+        "Thor",
+        "--task-type",
+        "echo",
+    ];
+    let via = c.once(&keys, &via, 0);
+    assert_eq!(via["executor"]["name"], "Thor", "{via}");
+    let via_failed = [
+        "delegate",
+        "--via-node",
+        "--target",
+        "Thor",
+        "--task-type",
+        "nope",
+    ];
+    assert_eq!(
+        c.both(&keys, &via_failed, 1)["error"]["code"],
+        "unsupported_task"
+    );
     // Routed: Thor is known by its key file only, without an address.
     let routed = ["delegate", "--local", "Sprout", "--task-type", "echo"];
     assert_eq!(c.both(&keys, &routed, 1)["error"]["code"], "no_candidate");

@@ -19,6 +19,7 @@ mod executors;
 mod json_doc;
 mod legacy;
 mod limits;
+mod local_api;
 mod manual;
 mod protocol_doc;
 mod reach;

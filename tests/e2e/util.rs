@@ -662,7 +662,7 @@ fn exchange(
     Ok(raw)
 }
 
-fn parse_answer(raw: &[u8]) -> Option<HttpAnswer> {
+pub fn parse_answer(raw: &[u8]) -> Option<HttpAnswer> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = headers.split(' ').nth(1).and_then(|s| s.parse().ok())?;

@@ -70,6 +70,7 @@ failed_from!(
     sage_service::DelegateError,
     sage_service::delegator::recorded::AttemptError,
     sage_service::delegator::route::RouteError,
+    sage_service::local::client::LocalClientError,
 );
 
 /// A configuration that cannot be resolved; the flags that fix it are the

@@ -44,6 +44,13 @@ pub fn report(mut fields: Value) {
     *REPORT.lock().unwrap_or_else(|e| e.into_inner()) = Some(fields);
 }
 
+/// [`report`] under another schema than the command's: a variant of the
+/// command whose object has another shape (`delegate via-node`).
+pub fn report_as(variant: &str, mut fields: Value) {
+    fields["schema"] = Value::String(schema(variant));
+    *REPORT.lock().unwrap_or_else(|e| e.into_inner()) = Some(fields);
+}
+
 /// Prints the run's one object: the report, with the failure's `error`
 /// when the command reported and then failed (a proof short of its terms,
 /// receipts that do not verify), else the failure alone.
@@ -87,28 +94,25 @@ pub fn code(failure: &Failure) -> String {
 fn error_code(error: &(dyn std::error::Error + 'static)) -> String {
     use sage_service::{ClientError, DelegateError, KeyDirError};
     if let Some(e) = error.downcast_ref::<DelegateError>() {
+        return e.code().into();
+    }
+    if let Some(e) = error.downcast_ref::<sage_service::local::client::LocalClientError>() {
         return match e {
-            DelegateError::Client(e) => client_code(e),
-            DelegateError::Proof { .. } => "invalid_proof".into(),
-            DelegateError::WrongNode { .. } => "wrong_node".into(),
-            DelegateError::OtherKey { .. } => "other_key".into(),
-            DelegateError::WrongAnswer { .. } => "wrong_answer".into(),
-            DelegateError::LegacyNode { .. } => "legacy_node".into(),
-            _ => "delegation_failed".into(),
-        };
+            sage_service::local::client::LocalClientError::Unreachable { .. } => "unreachable",
+            sage_service::local::client::LocalClientError::TimedOut { .. } => "timed_out",
+            sage_service::local::client::LocalClientError::Problem { code, .. } => code,
+            _ => "bad_response",
+        }
+        .into();
     }
     if let Some(e) = error.downcast_ref::<ClientError>() {
-        return client_code(e);
+        return e.code().into();
     }
     if let Some(e) = error.downcast_ref::<AttemptError>() {
-        return attempt_code(e);
+        return e.code().into();
     }
     if let Some(e) = error.downcast_ref::<RouteError>() {
-        return match e {
-            RouteError::NoCandidate { .. } => "no_candidate".into(),
-            RouteError::MayHaveRun { .. } => "may_have_run".into(),
-            RouteError::Exhausted { last, .. } => attempt_code(last),
-        };
+        return e.code().into();
     }
     if let Some(e) = error.downcast_ref::<KeyDirError>() {
         return match e {
@@ -137,35 +141,6 @@ fn error_code(error: &(dyn std::error::Error + 'static)) -> String {
         "failed"
     };
     kind.into()
-}
-
-/// An attempt's code: its delegation error's, or `store` when the ledger
-/// failed it.
-fn attempt_code(e: &AttemptError) -> String {
-    match e.delegate_error() {
-        Some(e) => error_code(e),
-        None => "store".into(),
-    }
-}
-
-fn client_code(e: &sage_service::ClientError) -> String {
-    use sage_service::ClientError;
-    match e {
-        ClientError::Refused { problem, .. } => problem.code.as_str(),
-        ClientError::BadAddress { .. } => "bad_address",
-        ClientError::Unreachable { .. } => "unreachable",
-        ClientError::Broken { .. } => "broken",
-        ClientError::NoConnection { .. } => "no_connection",
-        ClientError::TimedOut { .. } => "timed_out",
-        ClientError::BadResponse { .. } => "bad_response",
-        ClientError::TooLarge { .. } => "answer_too_large",
-        ClientError::Unhealthy { .. } => "unhealthy",
-        ClientError::Tls { .. } => "tls",
-        ClientError::SpeaksTls { .. } => "speaks_tls",
-        ClientError::TlsSettings(_) => "tls_files",
-        _ => "client",
-    }
-    .into()
 }
 
 /// Milliseconds to three decimals (a microsecond), so that a duration

@@ -118,7 +118,7 @@ fn main() -> ExitCode {
     // `serve` starts logging once its config says where spans go.
     let started = match &cli.command {
         Command::Serve(_) => Ok(()),
-        Command::Delegate(args) => logging.start(None, Some(args.local())),
+        Command::Delegate(args) => logging.start(None, args.local()),
         _ => logging.start(None, None),
     };
     if cli.json {

@@ -455,3 +455,43 @@ pub enum TlsError {
         detail: String,
     },
 }
+
+impl ClientError {
+    /// The stable snake_case code of this failure: a node's refusal
+    /// carries the node's own problem code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClientError::Refused { problem, .. } => problem.code.as_str(),
+            ClientError::BadAddress { .. } => "bad_address",
+            ClientError::Unreachable { .. } => "unreachable",
+            ClientError::Broken { .. } => "broken",
+            ClientError::NoConnection { .. } => "no_connection",
+            ClientError::TimedOut { .. } => "timed_out",
+            ClientError::BadResponse { .. } => "bad_response",
+            ClientError::TooLarge { .. } => "answer_too_large",
+            ClientError::Unhealthy { .. } => "unhealthy",
+            ClientError::Tls { .. } => "tls",
+            ClientError::SpeaksTls { .. } => "speaks_tls",
+            ClientError::TlsSettings(_) => "tls_files",
+            #[allow(unreachable_patterns)]
+            _ => "client",
+        }
+    }
+}
+
+impl DelegateError {
+    /// The stable snake_case code of this failure, shared by `--json` and
+    /// the local API's problems.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DelegateError::Client(e) => e.code(),
+            DelegateError::Proof { .. } => "invalid_proof",
+            DelegateError::WrongNode { .. } => "wrong_node",
+            DelegateError::OtherKey { .. } => "other_key",
+            DelegateError::WrongAnswer { .. } => "wrong_answer",
+            DelegateError::LegacyNode { .. } => "legacy_node",
+            #[allow(unreachable_patterns)]
+            _ => "delegation_failed",
+        }
+    }
+}

@@ -10,6 +10,10 @@
 //!   checking the proofs that come back, the receipt ledger and the load
 //!   generator of `sage bench`.
 //!
+//! Where the two meet: [`local`], the local API of `sage serve` for
+//! applications on the same machine (a Unix socket), which signs with the
+//! node's key and delegates with the delegator's routing.
+//!
 //! And what both need, beside them:
 //! - [`keydir`]: the key directory (key files, `peers.toml`) and the trust
 //!   store built from it; [`peers_file`] is the `peers.toml` format.
@@ -24,6 +28,7 @@ pub mod delegator;
 mod error;
 mod files;
 pub mod keydir;
+pub mod local;
 pub mod node;
 pub mod peers_file;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! `sage delegate`.
 
 use crate::output::out;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sage_crypto::{Peer, Protocol};
@@ -11,6 +11,7 @@ use sage_service::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use sage_service::delegator::recorded::{Attempt, AttemptError};
 use sage_service::delegator::route::{self, Plan, RouteError, Survey, Tried};
 use sage_service::keydir::{Identity, KeyDir};
+use sage_service::local::client as local_client;
 use sage_service::trace::TraceId;
 use sage_service::DelegateError;
 use sage_types::QualityRequirements;
@@ -26,8 +27,16 @@ use crate::json;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// This platform's name (case-insensitive); signs the task.
+    #[arg(long, required_unless_present = "via_node")]
+    local: Option<String>,
+    /// Hand the task to this machine's running node over its local API
+    /// socket: the node signs it with its own key, routes it (or sends it
+    /// to --target), verifies the proof and keeps the receipt.
     #[arg(long)]
-    local: String,
+    via_node: bool,
+    /// The local API's socket [default: STATE_DIR/sage.sock].
+    #[arg(long, value_name = "PATH", requires = "via_node")]
+    socket: Option<PathBuf>,
     /// The peer that runs the task: name (case-insensitive) or LCT id.
     /// Without it, the best of the trusted peers whose verified
     /// capabilities serve the task type runs it, and another if it fails.
@@ -88,9 +97,10 @@ pub struct Args {
 }
 
 impl Args {
-    /// The signing platform's name, as given.
-    pub fn local(&self) -> &str {
-        &self.local
+    /// The signing platform's name, as given (none with --via-node, where
+    /// the node signs).
+    pub fn local(&self) -> Option<&str> {
+        self.local.as_deref()
     }
 }
 
@@ -125,8 +135,15 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         task_id: None,
         earlier_digests: Vec::new(),
     };
+    if args.via_node {
+        return via_node(state_dir, &args, spec, timeout);
+    }
     let keys = KeyDir::new(keys_dir);
-    let local = keys.load_identity(&args.local)?;
+    let local_name = args
+        .local
+        .as_deref()
+        .ok_or_else(|| Failure::Usage("--local is required without --via-node".into()))?;
+    let local = keys.load_identity(local_name)?;
     if let Some(target) = &args.target {
         refuse_self(&local, target)?;
     }
@@ -201,6 +218,123 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         (sent_at, trace.id),
         None,
     )
+}
+
+/// `delegate --via-node`: the task in the local API's request, the node's
+/// answer printed.
+fn via_node(state_dir: &Path, args: &Args, spec: TaskSpec, timeout: Duration) -> CmdResult {
+    let one_node = args.host.is_some()
+        || args.port.is_some()
+        || args.protocol.is_some()
+        || !args.exclude.is_empty()
+        || args.task_id.is_some()
+        || args.reach.tls.trust()?.is_some();
+    if one_node {
+        return Err(Failure::Usage(
+            "--host, --port, --protocol, --exclude, --task-id and the TLS flags are not for --via-node: the node reaches its peers as its records say".into(),
+        ));
+    }
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| state_dir.join("sage.sock"));
+    let mut request = json!({
+        "task_type": spec.task_type,
+        "input": spec.input,
+        "timeout": timeout.as_secs_f64(),
+        "quality": spec.quality,
+        "estimated_cost": spec.estimated_cost,
+        "max_cost": spec.max_cost,
+        "prefer": args.prefer,
+    });
+    if let Some(target) = &args.target {
+        request["target"] = target.clone().into();
+    }
+    if args.idempotent {
+        request["idempotent"] = true.into();
+    }
+    let runtime = super::runtime(false)?;
+    let waiting = crate::progress::Waiting::start("the local node", !crate::json::enabled());
+    // The node bounds the delegation by `timeout`; the answer gets a little more.
+    let answer = runtime.block_on(local_client::request(
+        &socket,
+        "POST",
+        "/local/v1/tasks",
+        Some(request.to_string().as_bytes()),
+        timeout + Duration::from_secs(10),
+    ));
+    drop(waiting);
+    let answer = answer?;
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).map_err(|e| {
+        Failure::Failed(format!(
+            "the local API's answer (status {}) is not JSON: {e}",
+            answer.status
+        ))
+    })?;
+    if answer.status != 200 {
+        return Err(local_client::LocalClientError::problem(&body, answer.status).into());
+    }
+    if json::enabled() {
+        let mut report = body.clone();
+        report["via_node"] = socket.display().to_string().into();
+        json::report_as("delegate via-node", report);
+    } else {
+        print_via_node(&body, &spec, &socket);
+    }
+    match body["shortfall"].as_str() {
+        None => Ok(()),
+        Some(why) => Err(Failure::Failed(format!(
+            "the proof is valid but the task's terms are not met: {why}"
+        ))),
+    }
+}
+
+fn print_via_node(body: &serde_json::Value, spec: &TaskSpec, socket: &Path) {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+    let executor = &body["executor"];
+    out!(
+        "Delegated {} via the local node ({}) to {}",
+        spec.task_type,
+        socket.display(),
+        text(&executor["name"])
+    );
+    if let Some(attempts) = body["attempts"].as_array().filter(|a| a.len() > 1) {
+        for (i, a) in attempts.iter().enumerate() {
+            out!(
+                "  attempt {}: {} ({})",
+                i + 1,
+                text(&a["peer"]),
+                text(&a["outcome"])
+            );
+        }
+    }
+    out!();
+    out!("Execution proof (verified by the node)");
+    out!("  task id:      {}", text(&body["task_id"]));
+    out!(
+        "  executor:     {} ({})",
+        text(&executor["name"]),
+        text(&executor["lct_id"])
+    );
+    out!("  status:       {}", text(&body["status"]));
+    out!();
+    out!("Result data");
+    let result = serde_json::to_string_pretty(&body["result"]).unwrap_or_default();
+    for line in result.lines() {
+        out!("  {line}");
+    }
+    out!();
+    out!("Timing");
+    let timing = &body["timing"];
+    out!("  total delegation time: {} ms", timing["total_ms"]);
+    out!("  execution (reported):  {} ms", timing["execution_ms"]);
+    out!();
+    out!(
+        "Receipt (`sage proofs show {}`)",
+        text(&body["receipt"]["id"])
+    );
+    out!("  task digest:  {}", text(&body["receipt"]["task_digest"]));
+    out!("  proof digest: {}", text(&body["receipt"]["proof_digest"]));
 }
 
 /// `delegate` without `--target`: the fleet's best candidate for the task

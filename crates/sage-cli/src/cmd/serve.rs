@@ -13,6 +13,7 @@ use sage_service::delegator::client::Client;
 use sage_service::delegator::fleet::{Canary, Fleet};
 use sage_service::delegator::route;
 use sage_service::keydir::Identity;
+use sage_service::local;
 use sage_service::node::{self, hardware, systemd, AppState, NodeSetup, Policy, Shutdown};
 use sage_service::tls::ServerTls;
 use sage_store::{Check, Durability, Store};
@@ -293,16 +294,16 @@ impl Opened {
         );
         // Canary tasks are signed with the node's own key (shared, not
         // copied).
-        let canary = (
-            Identity {
-                name: identity.name.clone(),
-                lct_id: lct_id.clone(),
-                key: identity.key.clone(),
-                key_path: identity.key_path.clone(),
-                loose_mode: None,
-            },
-            config.file.routing.canary_rate.unwrap_or(0.0),
-        );
+        let signer = || Identity {
+            name: identity.name.clone(),
+            lct_id: lct_id.clone(),
+            key: identity.key.clone(),
+            key_path: identity.key_path.clone(),
+            loose_mode: None,
+        };
+        let canary = (signer(), config.file.routing.canary_rate.unwrap_or(0.0));
+        // Local applications' tasks are signed with it too.
+        let local_signer = signer();
         let state = AppState::new(NodeSetup {
             name: identity.name.clone(),
             lct_id,
@@ -314,6 +315,7 @@ impl Opened {
             store: store.clone(),
         });
         let (addr, retention_days) = (config.listen, config.task_retention_days);
+        let local = LocalPlan::of(&config, local_signer, tls.is_some())?;
         let reload = Reload { config, leftovers };
         // The router starts from what this state directory's ledger saw in
         // the last hour, and is exported on /metrics from then on.
@@ -333,6 +335,10 @@ impl Opened {
                 ))
             })?;
             let bound = listener.local_addr()?;
+            let local_socket = match local {
+                Some(local) => Some(local.start(bound, &state, &store, &fleet)?),
+                None => None,
+            };
             tokio::spawn(refresh_fleet(fleet, state.clone(), store.clone(), canary));
             tokio::spawn(prune(store, retention_days));
             tokio::spawn(reload_on_hangup(state.clone(), reload));
@@ -351,7 +357,13 @@ impl Opened {
                 node::shutdown_signal().await;
                 systemd::stopping();
             };
-            match node::serve_with(listener, state, tls, signal).await? {
+            let served = node::serve_with(listener, state, tls, signal).await;
+            if let Some(path) = local_socket {
+                // The next start would remove it as stale; a clean stop
+                // leaves nothing behind.
+                let _ = std::fs::remove_file(path);
+            }
+            match served? {
                 Shutdown::Drained => tracing::info!("stopped: all in-flight tasks finished"),
                 Shutdown::DeadlinePassed { abandoned } => {
                     tracing::warn!("stopped: drain deadline passed with {abandoned} task(s) still running: their programs were killed and the tasks marked interrupted; a retry gets a signed proof saying so")
@@ -371,6 +383,136 @@ impl Opened {
         }
         served
     }
+}
+
+/// The local API, as the config asks for it.
+struct LocalPlan {
+    socket: PathBuf,
+    allow: local::Allow,
+    signer: Identity,
+    max_body_bytes: usize,
+    tls: bool,
+    /// The loopback port and its token, if `[local] listen` is set.
+    port: Option<(std::net::SocketAddr, local::Token)>,
+}
+
+impl LocalPlan {
+    /// `None` when `[local] enabled = false`.
+    fn of(config: &NodeConfig, signer: Identity, tls: bool) -> Result<Option<LocalPlan>, Failure> {
+        let section = &config.file.local;
+        if section.enabled == Some(false) {
+            return Ok(None);
+        }
+        let port = match (section.listen, &section.token_file) {
+            (None, None) => None,
+            (Some(listen), Some(file)) => {
+                if !listen.ip().is_loopback() {
+                    return Err(Failure::Failed(format!(
+                        "[local] listen = \"{listen}\" is not a loopback address: the local API's port takes a bearer token over plain HTTP, so it listens on 127.0.0.1 or ::1 only"
+                    )));
+                }
+                Some((listen, read_token(file)?))
+            }
+            _ => {
+                return Err(Failure::Failed(
+                    "[local] listen and token_file go together: the loopback port needs the token that callers present".into(),
+                ))
+            }
+        };
+        Ok(Some(LocalPlan {
+            socket: section
+                .socket
+                .clone()
+                .unwrap_or_else(|| local::default_socket(&config.state_dir)),
+            allow: local::Allow::from_config(section),
+            signer,
+            max_body_bytes: config.limits.max_body_bytes,
+            tls,
+            port,
+        }))
+    }
+
+    /// Listens on the socket and serves the local API on the runtime;
+    /// returns the socket's path.
+    fn start(
+        self,
+        bound: std::net::SocketAddr,
+        state: &AppState,
+        store: &Store,
+        fleet: &Arc<Fleet>,
+    ) -> Result<PathBuf, Failure> {
+        let listener =
+            local::bind(&self.socket).map_err(|e| Failure::Failed(advice::message(&e)))?;
+        // This node is a candidate of its own routing over plain HTTP; over
+        // TLS it would need its own certificate pinned, so it is left out.
+        let host = if bound.ip().is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            bound.ip()
+        };
+        let node_addr =
+            (!self.tls).then(|| std::net::SocketAddr::new(host, bound.port()).to_string());
+        let api = local::Local::new(local::Setup {
+            local: self.signer,
+            state: state.clone(),
+            store: store.clone(),
+            fleet: fleet.clone(),
+            node_addr,
+            allow: self.allow.clone(),
+            max_body_bytes: self.max_body_bytes,
+        });
+        let router = api.socket_router();
+        if let Some((listen, token)) = self.port {
+            let listener = std::net::TcpListener::bind(listen)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| {
+                    Failure::Failed(format!(
+                        "cannot listen on [local] listen = \"{listen}\": {e}"
+                    ))
+                })?;
+            let bound = listener.local_addr()?;
+            let router = api.token_router(token);
+            tokio::spawn(async move {
+                if let Err(e) = local::serve_port(listener, router).await {
+                    tracing::error!("the local API stopped: {e}");
+                }
+            });
+            tracing::info!("  local API:  http://{bound} (bearer token)");
+        }
+        let socket = self.socket.clone();
+        tokio::spawn(async move {
+            if let Err(e) = local::serve(listener, router).await {
+                tracing::error!("the local API stopped: {e}");
+            }
+        });
+        tracing::info!(
+            "  local API:  {} (uids {:?}, groups {:?})",
+            socket.display(),
+            self.allow.uids,
+            self.allow.groups
+        );
+        Ok(socket)
+    }
+}
+
+/// The local API port's token from `path`, which only the node's user may
+/// read.
+fn read_token(path: &Path) -> Result<local::Token, Failure> {
+    use std::os::unix::fs::MetadataExt as _;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Failure::Failed(format!("cannot read [local] token_file {shown}: {e}")))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Failure::Failed(format!(
+            "[local] token_file {shown} has mode {mode:o}: group or others can read the token; run `chmod 600 {shown}`"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Failed(format!("cannot read [local] token_file {shown}: {e}")))?;
+    local::Token::new(&text)
+        .ok_or_else(|| Failure::Failed(format!("[local] token_file {shown} is empty")))
 }
 
 /// How long a stopping node waits for its database to close (within the

@@ -165,6 +165,43 @@ pub struct ConfigFile {
     /// `[routing]`.
     #[serde(default)]
     pub routing: RoutingSection,
+    /// `[local]`.
+    #[serde(default, skip_serializing_if = "LocalSection::is_empty")]
+    pub local: LocalSection,
+}
+
+/// `[local]`: the API for applications on the same machine, on a Unix
+/// socket that only `sage serve` listens on, never on the federation port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSection {
+    /// Whether the socket is served [default: true].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The socket's path [default: `$RUNTIME_DIRECTORY/sage.sock` under
+    /// systemd, else `STATE_DIR/sage.sock`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// The user ids that may call it [default: the node's own user].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_uids: Option<Vec<u32>>,
+    /// The group ids whose members (primary or supplementary) may call it
+    /// [default: none].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_groups: Option<Vec<u32>>,
+    /// A loopback address where the API is also served to holders of the
+    /// bearer token (for containers) [default: none].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The file (mode 0600) holding that token; required with `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl LocalSection {
+    fn is_empty(&self) -> bool {
+        *self == LocalSection::default()
+    }
 }
 
 /// `[routing]`: how the node watches the peers it would delegate to.

@@ -42,6 +42,12 @@ impl AttemptError {
             AttemptError::NotRecorded(_) | AttemptError::NotKept(_) => None,
         }
     }
+
+    /// The stable code: its delegation error's, or `store` when the
+    /// ledger failed it.
+    pub fn code(&self) -> &'static str {
+        self.delegate_error().map_or("store", DelegateError::code)
+    }
 }
 
 /// One attempt: where, how, and how long it may take.

@@ -354,6 +354,26 @@ pub enum RouteError {
     },
 }
 
+impl RouteError {
+    /// The stable code: `no_candidate`, `may_have_run`, or the last
+    /// attempt's.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RouteError::NoCandidate { .. } => "no_candidate",
+            RouteError::MayHaveRun { .. } => "may_have_run",
+            RouteError::Exhausted { last, .. } => last.code(),
+        }
+    }
+
+    /// Every attempt made (none when there was no candidate).
+    pub fn tried(&self) -> &[Tried] {
+        match self {
+            RouteError::NoCandidate { .. } => &[],
+            RouteError::MayHaveRun { tried, .. } | RouteError::Exhausted { tried, .. } => tried,
+        }
+    }
+}
+
 fn reasons(left: &[(String, String)]) -> String {
     if left.is_empty() {
         return "there are no trusted peers".to_owned();

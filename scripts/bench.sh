@@ -11,14 +11,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 
 sage=$(scripts/build-sage)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/scratch.sh
 
 "$sage" --keys-dir "$work" keygen --name Thor >/dev/null 2>&1
 "$sage" --keys-dir "$work" keygen --name Sprout >/dev/null 2>&1

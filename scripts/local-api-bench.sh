@@ -19,14 +19,7 @@ requests=${1:-200}
 rounds=${2:-3}
 
 sage=${SAGE:-$(scripts/build-sage)}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/scratch.sh
 
 public() { "$sage" --keys-dir "$work/$1" key show --name "$1" --public-only; }
 for name in Thor Sprout; do

@@ -21,14 +21,7 @@ secs=${1:-5}
 rounds=${2:-3}
 
 sage=${SAGE:-$(scripts/build-sage)}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/scratch.sh
 
 names=(Fast Medium Slow)
 sleeps=(0.005 0.020 0.050)

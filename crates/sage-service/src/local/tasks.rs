@@ -12,6 +12,7 @@ use axum::Json;
 use sage_crypto::digest::sha256_tagged;
 use sage_crypto::{Peer, PeerSource};
 use sage_types::clock::now_ms;
+use sage_types::untrusted::Untrusted;
 use sage_types::{Envelope, QualityRequirements};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -104,8 +105,10 @@ pub(super) async fn submit(
         pid,
         client,
         task_id,
-        task_type = %request.task_type,
-        target = request.target.as_deref(),
+        // The caller's words, escaped: a local application may not write
+        // lines into the node's log either.
+        task_type = %Untrusted(&request.task_type),
+        target = request.target.as_deref().map(|t| Untrusted(t).to_string()),
         "a local application's task"
     );
     let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));

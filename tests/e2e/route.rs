@@ -693,3 +693,35 @@ fn a_peer_that_went_down_is_cooled_down_then_brought_back_once_it_restarts() {
     assert_eq!(run.json()["target"], "Thor");
     assert_eq!(thor.executions_of("t-back"), 1);
 }
+
+#[test]
+fn a_routed_delegation_refuses_the_flags_that_name_one_node() {
+    let (fleet, nodes) = fleet(&["Thor"], "");
+    let fingerprint = format!("sha256:{}", "ab".repeat(32));
+    for (extra, says) in [
+        (
+            vec!["--host", "127.0.0.1"],
+            "--host, --port and --protocol name one node",
+        ),
+        (
+            vec!["--port", "50051"],
+            "--host, --port and --protocol name one node",
+        ),
+        (
+            vec!["--protocol", "legacy"],
+            "--host, --port and --protocol name one node",
+        ),
+        (
+            vec!["--tls-fingerprint", fingerprint.as_str()],
+            "--tls-ca and --tls-fingerprint are for one node",
+        ),
+    ] {
+        let mut args = vec!["--task-type", "echo", "--task-id", "t-one-node"];
+        args.extend_from_slice(&extra);
+        let run = routed(&fleet, &args);
+        run.assert_code(2).assert_stderr(&[says]);
+        assert_eq!(run.json()["error"]["code"], "usage");
+    }
+    // Nothing was sent, nor recorded.
+    assert_eq!(nodes[0].executions_of("t-one-node"), 0);
+}

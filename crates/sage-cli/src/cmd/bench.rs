@@ -251,11 +251,7 @@ fn routed(
                 .into(),
         ));
     }
-    if args.reach.tls.trust()?.is_some() {
-        return Err(Failure::Usage(
-            "--tls-ca and --tls-fingerprint are for one node: give --target too, or record each peer's TLS settings with `sage peer add`".into(),
-        ));
-    }
+    super::fleet::refuse_tls_flags(&args.reach.tls)?;
     if args.no_verify {
         return Err(Failure::Usage(
             "--no-verify needs --target: routing learns from verified proofs".into(),
@@ -297,7 +293,7 @@ fn routed(
             &constraints,
             &store,
             client_for,
-            timeout.min(Duration::from_secs(5)),
+            timeout.min(route::CAPABILITIES_WITHIN),
         )
         .await;
         if survey.candidates.is_empty() {
@@ -315,8 +311,7 @@ fn routed(
         // One router for the whole run, starting from what earlier
         // delegations of this state directory saw (the last hour).
         let router = Router::new(Policy::default());
-        let since = sage_types::clock::now_ms().saturating_sub(3_600_000);
-        route::rebuild(&router, &store.ledger(None, Some(since)).await?);
+        route::rebuild_from(&router, &store).await?;
         let progress = line.clone();
         let sage = bench::routed(
             survey.clone(),

@@ -357,11 +357,7 @@ fn routed(
                 .into(),
         ));
     }
-    if args.reach.tls.trust()?.is_some() {
-        return Err(Failure::Usage(
-            "--tls-ca and --tls-fingerprint are for one node: give --target too, or record each peer's TLS settings with `sage peer add`".into(),
-        ));
-    }
+    super::fleet::refuse_tls_flags(&args.reach.tls)?;
     let untraced = fleet::client_for(connect_within, args.reach.answer_limit);
     let client_for = |peer: &Peer| untraced(peer).map(|c| c.traced(trace.id));
     let constraints = fleet::constraints(

@@ -15,13 +15,6 @@ use sage_store::Store;
 use super::AnswerLimit;
 use crate::failure::Failure;
 
-/// How long the capabilities of the peers may take, asked all at once.
-pub const CAPABILITIES_WITHIN: Duration = Duration::from_secs(5);
-
-/// How far back the ledger feeds the router: older outcomes have decayed
-/// out of its latency and cooldowns, and reading them costs time.
-const HISTORY_MS: u64 = 3_600_000;
-
 /// How long a connection attempt may take within a command's `timeout`:
 /// it ends before the request's timeout, so that a host that is down or a
 /// port a firewall drops is reported as such.
@@ -38,6 +31,17 @@ pub fn client_for(
     move |peer: &Peer| {
         Client::with_tls_connect_timeout(&peer.tls, connect_within).map(|c| answer_limit.apply(c))
     }
+}
+
+/// Refuses `--tls-ca`/`--tls-fingerprint` on a routed command: they name
+/// one node's certificate, and each peer's comes from its record.
+pub fn refuse_tls_flags(tls: &super::tls::TrustArgs) -> Result<(), Failure> {
+    if tls.trust()?.is_some() {
+        return Err(Failure::Usage(
+            "--tls-ca and --tls-fingerprint are for one node: give --target too, or record each peer's TLS settings with `sage peer add`".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// What `--prefer`, `--exclude`, `--max-cost` and the local node's
@@ -84,14 +88,12 @@ pub fn rebuilt_router(
     store: &Store,
 ) -> Result<(Router<String>, Anchor), Failure> {
     let router = Router::new(Policy::default());
-    let since = sage_types::clock::now_ms().saturating_sub(HISTORY_MS);
-    let entries = runtime.block_on(store.ledger(None, Some(since)))?;
-    let anchor = route::rebuild(&router, &entries);
+    let anchor = runtime.block_on(route::rebuild_from(&router, store))?;
     Ok((router, anchor))
 }
 
 /// The trusted peers (but `local`) sorted for a task of `task_type`, their
-/// capabilities asked within `timeout` (at most [`CAPABILITIES_WITHIN`]).
+/// capabilities asked within `timeout` (at most [`route::CAPABILITIES_WITHIN`]).
 #[allow(clippy::too_many_arguments)]
 pub fn survey(
     runtime: &tokio::runtime::Runtime,
@@ -110,7 +112,7 @@ pub fn survey(
         constraints,
         store,
         client_for,
-        CAPABILITIES_WITHIN.min(timeout),
+        route::CAPABILITIES_WITHIN.min(timeout),
     ))
 }
 

@@ -80,7 +80,9 @@ fn explain(keys_dir: &Path, state_dir: &Path, args: ExplainArgs) -> CmdResult {
     };
     let local = keys.load_identity(&local)?;
     let trust = keys.trust_store(&local.name)?;
-    let timeout = args.timeout.unwrap_or(fleet::CAPABILITIES_WITHIN);
+    let timeout = args
+        .timeout
+        .unwrap_or(sage_service::delegator::route::CAPABILITIES_WITHIN);
     let runtime = super::runtime(false)?;
     let store = super::open_store(state_dir)?;
     let client_for = fleet::client_for(fleet::connect_within(timeout), args.answer_limit);

@@ -320,11 +320,7 @@ impl Opened {
         // The router starts from what this state directory's ledger saw in
         // the last hour, and is exported on /metrics from then on.
         let fleet = Arc::new(Fleet::new(sage_route::Policy::default()));
-        let since = sage_types::clock::now_ms().saturating_sub(3_600_000);
-        route::rebuild(
-            fleet.router(),
-            &runtime.block_on(store.ledger(None, Some(since)))?,
-        );
+        runtime.block_on(route::rebuild_from(fleet.router(), &store))?;
         state.set_route_view(route_view(fleet.clone()));
 
         let closer = store.closer();
@@ -581,7 +577,7 @@ async fn refresh_fleet(
                 &local.lct_id,
                 &store,
                 client_for,
-                Duration::from_secs(5),
+                route::CAPABILITIES_WITHIN,
                 canary,
             )
             .await;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use sage_crypto::{verify_envelope_with, Peer, PeerSource, Protocol, TrustStore};
 use sage_route::{Outcome, RetryBudget, Router};
-use sage_store::{LedgerEntry, Store};
+use sage_store::{LedgerEntry, Store, StoreError};
 use sage_types::capabilities::{Capabilities, TaskTypeInfo, CAPABILITIES_PAYLOAD_TYPE};
 use sage_types::clock::now_ms;
 use sage_types::Envelope;
@@ -701,6 +701,23 @@ impl Anchor {
             self.wall_ms.saturating_sub(before)
         }
     }
+}
+
+/// How long the capabilities of the peers may take, asked all at once.
+pub const CAPABILITIES_WITHIN: Duration = Duration::from_secs(5);
+
+/// How far back the ledger feeds a router: older outcomes have decayed
+/// out of its latency and cooldowns, and reading them costs time.
+pub const HISTORY: Duration = Duration::from_secs(3600);
+
+/// Feeds `router` the last [`HISTORY`] of `store`'s ledger ([`rebuild`]).
+///
+/// # Errors
+/// [`StoreError`] when the ledger cannot be read.
+pub async fn rebuild_from(router: &Router<String>, store: &Store) -> Result<Anchor, StoreError> {
+    let history = u64::try_from(HISTORY.as_millis()).unwrap_or(u64::MAX);
+    let since = now_ms().saturating_sub(history);
+    Ok(rebuild(router, &store.ledger(None, Some(since)).await?))
 }
 
 /// Feeds `router` what `entries` (the ledger, oldest first) say of each

@@ -22,7 +22,7 @@ use crate::delegator::client::{Client, CONNECT_TIMEOUT};
 use crate::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use crate::delegator::ledger::Receipt;
 use crate::delegator::recorded::Attempt;
-use crate::delegator::route::{self, Constraints, Plan, Tried};
+use crate::delegator::route::{self, Constraints, Plan, Tried, CAPABILITIES_WITHIN};
 use crate::ClientError;
 
 /// How long a task may take when the request does not say.
@@ -30,8 +30,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest a request may ask for: a caller that waits longer should
 /// poll `GET /local/v1/tasks/{id}`.
 const MAX_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long the peers' capabilities may take, asked all at once.
-const CAPABILITIES_WITHIN: Duration = Duration::from_secs(5);
 
 /// `POST /local/v1/tasks`'s body.
 #[derive(Debug, Deserialize)]

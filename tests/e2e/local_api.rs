@@ -384,3 +384,71 @@ fn the_loopback_port_serves_holders_of_the_token_only() {
         404
     );
 }
+
+/// `examples/python/sage_local.py`, the standard-library client.
+const PYTHON_CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/python/sage_local.py"
+);
+
+#[test]
+fn the_python_example_client_delegates_and_reads_the_receipt() {
+    let (_fleet, _sprout, thor, socket) = sprout_with_thor("");
+    // As a program: one task, its answer as JSON.
+    let out = std::process::Command::new("python3")
+        .arg(PYTHON_CLIENT)
+        .args(["--socket", socket.to_str().unwrap()])
+        .args(["echo", r#"{"text": "from python"}"#, "--target", "Thor"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["result"], json!({"text": "from python"}));
+    let id = answer["receipt"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(thor.executions_of(&id), 1);
+
+    // As a library: the receipt, the ledger's view, and a refusal with its
+    // code and attempts.
+    let script = format!(
+        r#"
+import json, sys
+sys.path.insert(0, {dir:?})
+from sage_local import Node, SageError
+node = Node({socket:?})
+receipt = node.receipt({id:?})
+task = node.task({id:?})
+try:
+    node.delegate("echo", {{}}, target="Nobody")
+    sys.exit("a refusal was expected")
+except SageError as e:
+    refusal = {{"code": e.code, "status": e.status}}
+print(json.dumps({{"receipt": receipt, "task": task, "refusal": refusal}}))
+"#,
+        dir = Path::new(PYTHON_CLIENT).parent().unwrap().to_str().unwrap(),
+        socket = socket.to_str().unwrap(),
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        payload_digest(&got["receipt"]["proof"]),
+        answer["receipt"]["proof_digest"].as_str().unwrap(),
+        "the receipt is the proof the answer named"
+    );
+    assert_eq!(got["task"]["status"], "succeeded", "{}", got["task"]);
+    assert_eq!(
+        got["refusal"],
+        json!({"code": "unknown_target", "status": 400})
+    );
+}

@@ -331,6 +331,13 @@ impl Executor for HttpExecutor {
         "http"
     }
 
+    fn model(&self) -> Option<&str> {
+        match &self.mode {
+            HttpMode::Raw => None,
+            HttpMode::OpenAiChat { model } => Some(model),
+        }
+    }
+
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
         Box::pin(async move {
             let request = self.request(task)?;

@@ -20,6 +20,7 @@ mod json_doc;
 mod legacy;
 mod limits;
 mod local_api;
+mod openai_api;
 mod manual;
 mod protocol_doc;
 mod reach;

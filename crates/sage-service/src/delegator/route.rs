@@ -48,6 +48,9 @@ pub struct Constraints {
     /// listens, to be a candidate like the peers: a task it serves may
     /// run locally. `None`: never locally.
     pub local_node: Option<String>,
+    /// Only peers whose capabilities say the task type answers with this
+    /// model (an OpenAI chat backend's); `None`: any.
+    pub model: Option<String>,
 }
 
 /// A peer that may run the task.
@@ -77,6 +80,12 @@ pub enum Left {
     Capabilities(String),
     /// Its capabilities do not list the task type.
     NotServed,
+    /// Its task type answers with another model than the one asked for,
+    /// or none.
+    OtherModel {
+        /// The model it answers with, if any.
+        served: Option<String>,
+    },
     /// Its price is above the task's `max_cost`.
     OverCost {
         /// The price per run.
@@ -94,6 +103,16 @@ impl std::fmt::Display for Left {
             Left::Legacy => f.write_str("a legacy peer: no capabilities to route by"),
             Left::Capabilities(why) => write!(f, "capabilities: {why}"),
             Left::NotServed => f.write_str("does not serve the task type"),
+            Left::OtherModel { served: None } => {
+                f.write_str("its executor of the task type names no model")
+            }
+            Left::OtherModel {
+                served: Some(model),
+            } => write!(
+                f,
+                "its executor of the task type answers with another model ({})",
+                sage_types::untrusted::Untrusted(model)
+            ),
             Left::OverCost { price, max_cost } => {
                 write!(f, "price {price} ATP is above max_cost {max_cost}")
             }
@@ -144,6 +163,13 @@ pub async fn survey(
             survey.left.push((peer, Left::NotServed));
             continue;
         };
+        if let Some(model) = &constraints.model {
+            if served.model.as_ref() != Some(model) {
+                let served = served.model;
+                survey.left.push((peer, Left::OtherModel { served }));
+                continue;
+            }
+        }
         let price = served.cost.map_or(0.0, |c| c.base);
         if let Some(max_cost) = constraints.max_cost {
             if price > max_cost {

@@ -149,7 +149,7 @@ fn unknown_model(model: &str) -> Response {
         StatusCode::NOT_FOUND,
         "model_not_found",
         format!(
-            "no trusted node of this fleet serves the model {}",
+            "no trusted node of this fleet serves the model \"{}\"",
             Untrusted(model)
         ),
         Value::Null,
@@ -200,7 +200,10 @@ pub(super) async fn chat_completions(
     else {
         return unknown_model(&request.model);
     };
-    let ask = Ask::new(task_type, input(&request), CHAT_TIMEOUT);
+    let mut ask = Ask::new(task_type, input(&request), CHAT_TIMEOUT);
+    // The task type may be served by other nodes with another model, or
+    // with none (a builtin of the same name).
+    ask.model = Some(request.model.clone());
     match tasks::delegate(&api, &origin, &ask).await {
         Ok(verified) => completion(&request.model, &verified),
         Err(unverified) => failure(&unverified),

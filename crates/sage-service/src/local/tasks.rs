@@ -106,6 +106,8 @@ pub(super) struct Ask {
     /// Whether the task may run again on another peer after an attempt
     /// that may have been accepted; `None`: as the capabilities say.
     pub idempotent: Option<bool>,
+    /// Only to peers whose task type answers with this model.
+    pub model: Option<String>,
     /// Every attempt included.
     pub timeout: Duration,
 }
@@ -129,6 +131,7 @@ impl Ask {
             target: None,
             prefer: Vec::new(),
             idempotent: None,
+            model: None,
             timeout,
         }
     }
@@ -351,6 +354,7 @@ async fn routed(
         exclude: Vec::new(),
         max_cost: ask.spec.max_cost,
         local_node: setup.node_addr.clone(),
+        model: ask.model.clone(),
     };
     let survey = route::survey(
         &policy.trust,

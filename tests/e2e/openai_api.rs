@@ -188,7 +188,10 @@ fn chat_completion_failures_are_in_openais_error_shape() {
     let error = &unknown.json()["error"];
     assert_eq!(error["code"], "model_not_found");
     assert_eq!(error["type"], "invalid_request_error");
-    assert!(error["message"].as_str().unwrap().contains("\"m\""), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("\"m\""),
+        "{error}"
+    );
     let retrieve = local(&socket, "GET", "/local/v1/models/org/m", &Value::Null);
     assert_eq!(retrieve.status, 404);
     assert_eq!(retrieve.json()["error"]["code"], "model_not_found");

@@ -99,8 +99,7 @@ async fn offers(api: &Api) -> BTreeMap<String, Offer> {
         local_node: setup.node_addr.clone(),
         ..Constraints::default()
     };
-    let client_for =
-        |peer: &Peer| Client::with_tls_connect_timeout(&peer.tls, CONNECT_TIMEOUT);
+    let client_for = |peer: &Peer| Client::with_tls_connect_timeout(&peer.tls, CONNECT_TIMEOUT);
     let asked = route::verified_capabilities(
         &policy.trust,
         &setup.local,
@@ -254,7 +253,9 @@ fn completion(requested: &str, verified: &Verified) -> Response {
         return error(
             StatusCode::BAD_GATEWAY,
             "not_a_chat_result",
-            format!("{executor}'s verified result has no `content`: its executor is not an OpenAI chat"),
+            format!(
+                "{executor}'s verified result has no `content`: its executor is not an OpenAI chat"
+            ),
             json!({ "task_id": summary.task_id }),
         );
     };

@@ -221,7 +221,11 @@ impl Unverified {
 /// Signs `ask` as this node, sends it to its target or routes it, and
 /// verifies the proof; every attempt is recorded in the ledger. The one
 /// path of every local endpoint that delegates.
-pub(super) async fn delegate(api: &Api, origin: &Origin, ask: &Ask) -> Result<Verified, Unverified> {
+pub(super) async fn delegate(
+    api: &Api,
+    origin: &Origin,
+    ask: &Ask,
+) -> Result<Verified, Unverified> {
     let task_id = ask.task_id();
     // The signed task has no field for it, so the origin is the log's.
     let (uid, gid, pid, client) = match origin {

@@ -100,6 +100,16 @@ fn the_openai_package_lists_models_and_gets_verified_chat_completions() {
     assert_eq!(data[0]["sage"]["nodes"], json!(["Thor"]));
     assert_eq!(data[0]["sage"]["task_types"], json!(["llm_inference"]));
 
+    let one = local(
+        &socket,
+        "GET",
+        &format!("/local/v1/models/{MODEL}"),
+        &Value::Null,
+    );
+    assert_eq!((one.status, one.json()["id"].clone()), (200, json!(MODEL)));
+
+    // Sprout itself serves `llm_inference` too, with the simulating
+    // builtin and no model: a chat completion must go to Thor only.
     let report = python_client(&socket, local_port(&sprout));
     assert_eq!(report["models"], json!([MODEL]));
     let over_socket = &report["socket"];

@@ -9,6 +9,7 @@
 //! let thor = fleet.keys("Thor").serve("Thor", &[]);
 //! ```
 
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::util::{FakeNode, Keys, Node, Run};
@@ -160,11 +161,19 @@ impl Fleet {
 /// An OpenAI-compatible chat server: answers with the last user message,
 /// requires the bearer token.
 pub fn fake_llm() -> FakeNode {
-    FakeNode::start(|method, path, body| {
+    fake_llm_seen().0
+}
+
+/// [`fake_llm`], and every request body it was sent.
+pub fn fake_llm_seen() -> (FakeNode, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let llm = FakeNode::start(move |method, path, body| {
         if (method, path) != ("POST", "/v1/chat/completions") {
             return Some((404, b"{}".to_vec()));
         }
         let request: serde_json::Value = serde_json::from_slice(body).unwrap();
+        kept.lock().unwrap().push(request.clone());
         let last = request["messages"].as_array().unwrap().last().unwrap()["content"]
             .as_str()
             .unwrap()
@@ -175,5 +184,6 @@ pub fn fake_llm() -> FakeNode {
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
         });
         Some((200, serde_json::to_vec(&answer).unwrap()))
-    })
+    });
+    (llm, seen)
 }

@@ -18,7 +18,7 @@ use crate::route::fleet_of;
 use crate::util::{http, parse_answer, HttpAnswer, Node};
 
 /// One HTTP/1.1 request over the Unix socket at `socket`, read to the end.
-fn local(socket: &Path, method: &str, path: &str, body: &Value) -> HttpAnswer {
+pub fn local(socket: &Path, method: &str, path: &str, body: &Value) -> HttpAnswer {
     let body = if body.is_null() {
         Vec::new()
     } else {
@@ -51,8 +51,18 @@ fn sprout_with_thor(config: &str) -> (Fleet, Node, Node, PathBuf) {
     (fleet, sprout, thor, socket)
 }
 
+/// The loopback port of `node`'s local API, as its banner gives it.
+pub fn local_port(node: &Node) -> std::net::SocketAddr {
+    node.log()
+        .lines()
+        .find_map(|line| line.split("local API:  http://").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no port in the log:\n{}", node.log()))
+}
+
 /// The `sha256:` digest of a signed message's payload.
-fn payload_digest(envelope: &Value) -> String {
+pub fn payload_digest(envelope: &Value) -> String {
     let envelope: Envelope = serde_json::from_value(envelope.clone()).unwrap();
     sha256_tagged(&envelope.payload_bytes().unwrap())
 }
@@ -354,13 +364,7 @@ fn the_loopback_port_serves_holders_of_the_token_only() {
 
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let sprout = keys.serve("Sprout", &["--config", config.to_str().unwrap()]);
-    let port: std::net::SocketAddr = sprout
-        .log()
-        .lines()
-        .find_map(|line| line.split("local API:  http://").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no port in the log:\n{}", sprout.log()));
+    let port = local_port(&sprout);
     let body = br#"{"task_type": "echo", "input": {"c": 1}, "target": "Sprout"}"#;
     let ok = crate::util::http_with(
         port,

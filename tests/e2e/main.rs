@@ -21,6 +21,7 @@ mod legacy;
 mod limits;
 mod local_api;
 mod manual;
+mod openai_api;
 mod protocol_doc;
 mod reach;
 mod refusals;

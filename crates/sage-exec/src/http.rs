@@ -331,6 +331,13 @@ impl Executor for HttpExecutor {
         "http"
     }
 
+    fn model(&self) -> Option<&str> {
+        match &self.mode {
+            HttpMode::Raw => None,
+            HttpMode::OpenAiChat { model } => Some(model),
+        }
+    }
+
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
         Box::pin(async move {
             let request = self.request(task)?;
@@ -708,6 +715,14 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn only_a_chat_executor_names_its_model() {
+        let chat = plain_chat_executor("http://127.0.0.1:9/v1/chat/completions".into());
+        assert_eq!(chat.model(), Some(MODEL));
+        let raw = bounded_executor("http://127.0.0.1:9/raw".into(), 1024);
+        assert_eq!(raw.model(), None);
     }
 
     /// A raw executor at `url` that reads at most `max_response_bytes`.

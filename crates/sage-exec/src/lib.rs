@@ -152,6 +152,12 @@ pub trait Executor: Send + Sync + 'static {
         false
     }
 
+    /// The model this executor's backend answers with, when it is one
+    /// (an OpenAI-compatible chat server), for the node's capabilities.
+    fn model(&self) -> Option<&str> {
+        None
+    }
+
     /// Runs `task`.
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>>;
 }

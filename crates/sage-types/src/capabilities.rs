@@ -51,6 +51,11 @@ pub struct TaskTypeInfo {
     /// programs and services, whose effects the node cannot know.
     #[serde(default)]
     pub idempotent: bool,
+    /// The model an OpenAI-compatible backend answers with (an `http`
+    /// executor in OpenAI mode), by which the local API's
+    /// `/local/v1/chat/completions` finds the task type; `None` for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A cost model.

@@ -273,6 +273,7 @@ fn routed(
         exclude: args.exclude.clone(),
         max_cost: None,
         local_node: None,
+        model: None,
     };
     let plan = Plan {
         protocol: Protocol::V1,

@@ -133,8 +133,14 @@ pub fn print_summary(caps: &Capabilities) {
             .max_cost
             .map(|m| format!(", max {m} ATP"))
             .unwrap_or_default();
+        // A peer's words: escaped like every other text it sends.
+        let model = t
+            .model
+            .as_ref()
+            .map(|m| format!(", model {}", Untrusted(m)))
+            .unwrap_or_default();
         out!(
-            "task type:  {} ({}{limit}{cost}{ceiling})",
+            "task type:  {} ({}{model}{limit}{cost}{ceiling})",
             t.task_type,
             t.kind
         );

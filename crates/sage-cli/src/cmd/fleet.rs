@@ -57,6 +57,7 @@ pub fn constraints(
         exclude: exclude.to_vec(),
         max_cost,
         local_node: local_node.map(str::to_owned),
+        model: None,
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Constraints {
     /// listens, to be a candidate like the peers: a task it serves may
     /// run locally. `None`: never locally.
     pub local_node: Option<String>,
+    /// Only peers whose capabilities say the task type answers with this
+    /// model (an OpenAI chat backend's); `None`: any.
+    pub model: Option<String>,
 }
 
 /// A peer that may run the task.
@@ -77,6 +80,12 @@ pub enum Left {
     Capabilities(String),
     /// Its capabilities do not list the task type.
     NotServed,
+    /// Its task type answers with another model than the one asked for,
+    /// or none.
+    OtherModel {
+        /// The model it answers with, if any.
+        served: Option<String>,
+    },
     /// Its price is above the task's `max_cost`.
     OverCost {
         /// The price per run.
@@ -94,6 +103,16 @@ impl std::fmt::Display for Left {
             Left::Legacy => f.write_str("a legacy peer: no capabilities to route by"),
             Left::Capabilities(why) => write!(f, "capabilities: {why}"),
             Left::NotServed => f.write_str("does not serve the task type"),
+            Left::OtherModel { served: None } => {
+                f.write_str("its executor of the task type names no model")
+            }
+            Left::OtherModel {
+                served: Some(model),
+            } => write!(
+                f,
+                "its executor of the task type answers with another model ({})",
+                sage_types::untrusted::Untrusted(model)
+            ),
             Left::OverCost { price, max_cost } => {
                 write!(f, "price {price} ATP is above max_cost {max_cost}")
             }
@@ -110,6 +129,12 @@ pub struct Survey {
     pub left: Vec<(Peer, Left)>,
 }
 
+/// Whether `list` names `peer` (by name, any case, or LCT id).
+fn named(list: &[String], peer: &Peer) -> bool {
+    list.iter()
+        .any(|n| n.eq_ignore_ascii_case(&peer.name) || *n == peer.lct_id)
+}
+
 /// Sorts `trust`'s peers (but `local`) for a task of `task_type`: each
 /// one's capabilities are taken from `store`'s cache while they hold, else
 /// fetched (all peers at once, each within `within`), verified with that
@@ -124,11 +149,76 @@ pub async fn survey(
     client_for: impl Fn(&Peer) -> Result<Client, ClientError>,
     within: Duration,
 ) -> Survey {
-    let named = |list: &[String], peer: &Peer| {
-        list.iter()
-            .any(|n| n.eq_ignore_ascii_case(&peer.name) || *n == peer.lct_id)
+    let asked = verified_capabilities(trust, local, constraints, store, client_for, within).await;
+    let mut survey = Survey {
+        candidates: Vec::new(),
+        left: asked.left,
     };
-    let mut survey = Survey::default();
+    for (peer, caps) in asked.verified {
+        let Some(served) = caps
+            .task_types
+            .into_iter()
+            .find(|t| t.task_type == task_type)
+        else {
+            survey.left.push((peer, Left::NotServed));
+            continue;
+        };
+        if let Some(model) = &constraints.model {
+            if served.model.as_ref() != Some(model) {
+                let served = served.model;
+                survey.left.push((peer, Left::OtherModel { served }));
+                continue;
+            }
+        }
+        let price = served.cost.map_or(0.0, |c| c.base);
+        if let Some(max_cost) = constraints.max_cost {
+            if price > max_cost {
+                survey.left.push((peer, Left::OverCost { price, max_cost }));
+                continue;
+            }
+        }
+        let addr = peer.address.clone().unwrap_or_default();
+        survey.candidates.push(Candidate {
+            preferred: named(&constraints.prefer, &peer),
+            peer,
+            addr,
+            served,
+        });
+    }
+    // The same order whatever the answers' order: the pick is random
+    // enough, the report should not be.
+    survey
+        .candidates
+        .sort_by(|a, b| a.peer.name.cmp(&b.peer.name));
+    survey.left.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    survey
+}
+
+/// The trusted peers' verified capabilities, whatever they serve.
+#[derive(Debug, Clone, Default)]
+pub struct Asked {
+    /// Each peer that may be routed to, with its verified capabilities, by
+    /// name.
+    pub verified: Vec<(Peer, Capabilities)>,
+    /// The others, and why (excluded, no address, legacy, capabilities
+    /// not to be had).
+    pub left: Vec<(Peer, Left)>,
+}
+
+/// The verified capabilities of `trust`'s peers (but `local`; this node
+/// itself when `constraints.local_node` says where), as [`survey`] gets
+/// them: cached while they hold, else asked of all at once, each within
+/// `within`. For a caller that looks at every task type (the local API's
+/// models); [`survey`] sorts them for one.
+pub async fn verified_capabilities(
+    trust: &TrustStore,
+    local: &Identity,
+    constraints: &Constraints,
+    store: &Store,
+    client_for: impl Fn(&Peer) -> Result<Client, ClientError>,
+    within: Duration,
+) -> Asked {
+    let mut survey = Asked::default();
     let mut asks = tokio::task::JoinSet::new();
     // This machine's node, known by the delegator's own key.
     let this_node = constraints.local_node.as_ref().map(|addr| {
@@ -177,44 +267,14 @@ pub async fn survey(
     }
     while let Some(asked) = asks.join_next().await {
         let Ok((peer, caps)) = asked else { continue };
-        let caps = match caps {
-            Ok(caps) => caps,
-            Err(why) => {
-                survey
-                    .left
-                    .push((peer, Left::Capabilities(why.to_string())));
-                continue;
-            }
-        };
-        let Some(served) = caps
-            .task_types
-            .into_iter()
-            .find(|t| t.task_type == task_type)
-        else {
-            survey.left.push((peer, Left::NotServed));
-            continue;
-        };
-        let price = served.cost.map_or(0.0, |c| c.base);
-        if let Some(max_cost) = constraints.max_cost {
-            if price > max_cost {
-                survey.left.push((peer, Left::OverCost { price, max_cost }));
-                continue;
-            }
+        match caps {
+            Ok(caps) => survey.verified.push((peer, caps)),
+            Err(why) => survey
+                .left
+                .push((peer, Left::Capabilities(why.to_string()))),
         }
-        let addr = peer.address.clone().unwrap_or_default();
-        survey.candidates.push(Candidate {
-            preferred: named(&constraints.prefer, &peer),
-            peer,
-            addr,
-            served,
-        });
     }
-    // The same order whatever the answers' order: the pick is random
-    // enough, the report should not be.
-    survey
-        .candidates
-        .sort_by(|a, b| a.peer.name.cmp(&b.peer.name));
-    survey.left.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    survey.verified.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     survey
 }
 

@@ -6,7 +6,9 @@
 //! - `POST /local/v1/tasks`: a task, answered with its verified result and
 //!   receipt digests, or a problem with the delegation's code and attempts;
 //! - `GET /local/v1/tasks/{id}`: what the ledger says of a task's attempts;
-//! - `GET /local/v1/receipts/{id}`: the signed task and proof as kept.
+//! - `GET /local/v1/receipts/{id}`: the signed task and proof as kept;
+//! - `GET /local/v1/models` and `POST /local/v1/chat/completions`: the
+//!   same delegation in OpenAI's shapes (`openai.rs`).
 //!
 //! Only the socket serves it, never the federation port: who may call is
 //! who the kernel says is on the other end (`SO_PEERCRED`), checked
@@ -19,6 +21,7 @@
 
 mod access;
 pub mod client;
+mod openai;
 mod socket;
 mod tasks;
 
@@ -111,6 +114,9 @@ fn routes(api: Arc<Api>) -> axum::Router {
         .route("/local/v1/tasks", post(tasks::submit))
         .route("/local/v1/tasks/{id}", get(tasks::status))
         .route("/local/v1/receipts/{id}", get(tasks::receipt))
+        .route("/local/v1/models", get(openai::models))
+        .route("/local/v1/models/{*id}", get(openai::model))
+        .route("/local/v1/chat/completions", post(openai::chat_completions))
         .fallback(|| async {
             problem(
                 StatusCode::NOT_FOUND,

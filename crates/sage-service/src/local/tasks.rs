@@ -80,18 +80,153 @@ pub(super) async fn submit(
             ))
         }
     };
-    let task_id = new_task_id(now_ms());
-    let spec = TaskSpec {
-        task_type: request.task_type.clone(),
-        input: request.input.clone(),
-        estimated_cost: request.estimated_cost.unwrap_or(50.0),
-        quality: request.quality.unwrap_or_default(),
-        lifetime: timeout,
-        max_latency: timeout,
-        max_cost: request.max_cost,
-        task_id: Some(task_id.clone()),
-        earlier_digests: Vec::new(),
-    };
+    let mut ask = Ask::new(request.task_type, request.input, timeout);
+    ask.spec.estimated_cost = request.estimated_cost.unwrap_or(ask.spec.estimated_cost);
+    ask.spec.quality = request.quality.unwrap_or_default();
+    ask.spec.max_cost = request.max_cost;
+    ask.target = request.target;
+    ask.prefer = request.prefer;
+    ask.idempotent = request.idempotent;
+    match delegate(&api, &origin, &ask).await {
+        Ok(verified) => answer(&verified),
+        Err(unverified) => unverified.problem(),
+    }
+}
+
+/// A task a local application hands the node, whichever endpoint it came
+/// through.
+#[derive(Debug, Clone)]
+pub(super) struct Ask {
+    /// What to sign; its task id is set.
+    pub spec: TaskSpec,
+    /// A peer's name or LCT id (this node's own too); `None`: routed.
+    pub target: Option<String>,
+    /// Peers to route to first.
+    pub prefer: Vec<String>,
+    /// Whether the task may run again on another peer after an attempt
+    /// that may have been accepted; `None`: as the capabilities say.
+    pub idempotent: Option<bool>,
+    /// Only to peers whose task type answers with this model.
+    pub model: Option<String>,
+    /// Every attempt included.
+    pub timeout: Duration,
+}
+
+impl Ask {
+    /// A routed task of `task_type` with `input`, a new task id, the
+    /// default estimate and no quality terms, valid for `timeout`.
+    pub fn new(task_type: String, input: Value, timeout: Duration) -> Ask {
+        Ask {
+            spec: TaskSpec {
+                task_type,
+                input,
+                estimated_cost: 50.0,
+                quality: QualityRequirements::default(),
+                lifetime: timeout,
+                max_latency: timeout,
+                max_cost: None,
+                task_id: Some(new_task_id(now_ms())),
+                earlier_digests: Vec::new(),
+            },
+            target: None,
+            prefer: Vec::new(),
+            idempotent: None,
+            model: None,
+            timeout,
+        }
+    }
+
+    fn task_id(&self) -> String {
+        self.spec.task_id.clone().unwrap_or_default()
+    }
+}
+
+/// A local delegation whose proof verified.
+#[derive(Debug)]
+pub(super) struct Verified {
+    /// The delegation.
+    pub delegation: Delegation,
+    /// The peer that ran it (this node itself, maybe).
+    pub target: Peer,
+    /// Every attempt, the last one included.
+    pub tried: Vec<Tried>,
+}
+
+impl Verified {
+    /// The `sha256:` digest of the proof's payload (none for a legacy
+    /// proof, which is no envelope).
+    pub fn proof_digest(&self) -> Option<String> {
+        payload_digest(&self.delegation.signed_proof)
+    }
+}
+
+/// A local delegation without a verified proof.
+#[derive(Debug)]
+pub(super) struct Unverified {
+    /// The answer's status.
+    pub status: StatusCode,
+    /// The stable code: the delegation's, or the local API's own.
+    pub code: &'static str,
+    /// What happened, for the caller.
+    pub detail: String,
+    /// The task's id, once a task was made for the request.
+    pub task_id: Option<String>,
+    /// Every attempt, once one could be made.
+    pub attempts: Option<Vec<Tried>>,
+}
+
+impl Unverified {
+    fn new(status: StatusCode, code: &'static str, detail: String) -> Unverified {
+        Unverified {
+            status,
+            code,
+            detail,
+            task_id: None,
+            attempts: None,
+        }
+    }
+
+    /// The delegation's failure, with its code and every attempt.
+    fn of_delegation(code: &'static str, detail: String, ask: &Ask, tried: &[Tried]) -> Self {
+        let status = if code == "no_candidate" {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        Unverified {
+            task_id: Some(ask.task_id()),
+            attempts: Some(tried.to_vec()),
+            ..Unverified::new(status, code, detail)
+        }
+    }
+
+    /// The fields beside the code and detail: `task_id`, `attempts`.
+    pub fn extra(&self) -> Value {
+        let mut extra = serde_json::Map::new();
+        if let Some(id) = &self.task_id {
+            extra.insert("task_id".into(), json!(id));
+        }
+        if let Some(tried) = &self.attempts {
+            extra.insert("attempts".into(), tried_json(tried));
+        }
+        Value::Object(extra)
+    }
+
+    /// As `POST /local/v1/tasks` answers it: a problem.
+    fn problem(&self) -> Response {
+        problem(self.status, self.code, self.detail.clone(), self.extra())
+    }
+}
+
+/// Signs `ask` as this node, sends it to its target or routes it, and
+/// verifies the proof; every attempt is recorded in the ledger. The one
+/// path of every local endpoint that delegates.
+pub(super) async fn delegate(
+    api: &Api,
+    origin: &Origin,
+    ask: &Ask,
+) -> Result<Verified, Unverified> {
+    let task_id = ask.task_id();
     // The signed task has no field for it, so the origin is the log's.
     let (uid, gid, pid, client) = match origin {
         Origin::Socket(c) => (Some(c.uid), Some(c.gid), c.pid, None),
@@ -105,27 +240,30 @@ pub(super) async fn submit(
         task_id,
         // The caller's words, escaped: a local application may not write
         // lines into the node's log either.
-        task_type = %Untrusted(&request.task_type),
-        target = request.target.as_deref().map(|t| Untrusted(t).to_string()),
+        task_type = %Untrusted(&ask.spec.task_type),
+        target = ask.target.as_deref().map(|t| Untrusted(t).to_string()),
         "a local application's task"
     );
+    let timeout = ask.timeout;
     let connect_within = CONNECT_TIMEOUT.min(timeout.mul_f64(0.9));
     let client_for = move |peer: &Peer| Client::with_tls_connect_timeout(&peer.tls, connect_within);
     let work = async {
-        match &request.target {
-            Some(target) => targeted(&api, target, &spec, timeout, client_for).await,
-            None => routed(&api, &request, &spec, timeout, client_for).await,
+        match &ask.target {
+            Some(target) => targeted(api, target, ask, client_for).await,
+            None => routed(api, ask, client_for).await,
         }
     };
     // Every step is bounded by `timeout`; this bounds their sum too.
     match tokio::time::timeout(timeout + CAPABILITIES_WITHIN, work).await {
-        Ok(response) => response,
-        Err(_) => problem(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timed_out",
-            format!("no verified proof within {} s", timeout.as_secs_f64()),
-            json!({ "task_id": task_id }),
-        ),
+        Ok(result) => result,
+        Err(_) => Err(Unverified {
+            task_id: Some(task_id),
+            ..Unverified::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timed_out",
+                format!("no verified proof within {} s", timeout.as_secs_f64()),
+            )
+        }),
     }
 }
 
@@ -142,10 +280,9 @@ fn this_node(api: &Api) -> Option<Peer> {
 async fn targeted(
     api: &Api,
     target: &str,
-    spec: &TaskSpec,
-    timeout: Duration,
+    ask: &Ask,
     client_for: impl Fn(&Peer) -> Result<Client, ClientError>,
-) -> Response {
+) -> Result<Verified, Unverified> {
     let local = &api.setup.local;
     let is_self = target.eq_ignore_ascii_case(&local.name) || target == local.lct_id;
     let peer = if is_self {
@@ -154,25 +291,21 @@ async fn targeted(
         api.setup.state.policy().trust.find(target).cloned()
     };
     let Some(peer) = peer else {
-        return problem(
+        return Err(Unverified::new(
             StatusCode::BAD_REQUEST,
             "unknown_target",
             format!("{target:?} is not a trusted peer of this node"),
-            Value::Null,
-        );
+        ));
     };
     let Some(addr) = peer.address.clone() else {
-        return problem(
+        return Err(Unverified::new(
             StatusCode::BAD_REQUEST,
             "no_address",
             format!("the record of {} has no address", peer.name),
-            Value::Null,
-        );
+        ));
     };
-    let client = match client_for(&peer) {
-        Ok(client) => client,
-        Err(e) => return delegation_problem(e.code(), e.to_string(), spec, &[]),
-    };
+    let client = client_for(&peer)
+        .map_err(|e| Unverified::of_delegation(e.code(), e.to_string(), ask, &[]))?;
     let result = Attempt {
         client: &client,
         store: &api.setup.store,
@@ -180,60 +313,68 @@ async fn targeted(
         target: &peer,
         addr: &addr,
         protocol: peer.protocol,
-        spec,
-        timeout,
+        spec: &ask.spec,
+        timeout: ask.timeout,
         expect: None,
     }
     .run()
     .await;
     match result {
         Ok(delegation) => {
-            let tried = [Tried {
+            let tried = vec![Tried {
                 peer: peer.name.clone(),
                 outcome: delegation.summary.status.as_str().to_owned(),
             }];
-            answer(&delegation, &peer, &tried)
+            Ok(Verified {
+                delegation,
+                target: peer,
+                tried,
+            })
         }
         Err(e) => {
             let tried = [Tried {
                 peer: peer.name.clone(),
                 outcome: e.to_string(),
             }];
-            delegation_problem(e.code(), e.to_string(), spec, &tried)
+            Err(Unverified::of_delegation(
+                e.code(),
+                e.to_string(),
+                ask,
+                &tried,
+            ))
         }
     }
 }
 
 async fn routed(
     api: &Api,
-    request: &TaskRequest,
-    spec: &TaskSpec,
-    timeout: Duration,
+    ask: &Ask,
     client_for: impl Fn(&Peer) -> Result<Client, ClientError> + Sync + Copy,
-) -> Response {
+) -> Result<Verified, Unverified> {
     let setup = &api.setup;
     let policy = setup.state.policy();
     let constraints = Constraints {
-        prefer: request.prefer.clone(),
+        prefer: ask.prefer.clone(),
         exclude: Vec::new(),
-        max_cost: request.max_cost,
+        max_cost: ask.spec.max_cost,
         local_node: setup.node_addr.clone(),
+        model: ask.model.clone(),
     };
     let survey = route::survey(
         &policy.trust,
         &setup.local,
-        &spec.task_type,
+        &ask.spec.task_type,
         &constraints,
         &setup.store,
         client_for,
-        CAPABILITIES_WITHIN.min(timeout),
+        CAPABILITIES_WITHIN.min(ask.timeout),
     )
     .await;
     let plan = Plan {
         local: &setup.local,
-        spec,
-        idempotent: request.idempotent,
-        timeout,
+        spec: &ask.spec,
+        idempotent: ask.idempotent,
+        timeout: ask.timeout,
     };
     let result = route::delegate(
         &survey,
@@ -245,31 +386,26 @@ async fn routed(
     )
     .await;
     match result {
-        Ok(routed) => answer(&routed.delegation, &routed.target, &routed.tried),
-        Err(e) => delegation_problem(e.code(), e.to_string(), spec, e.tried()),
+        Ok(routed) => Ok(Verified {
+            delegation: routed.delegation,
+            target: routed.target,
+            tried: routed.tried,
+        }),
+        Err(e) => Err(Unverified::of_delegation(
+            e.code(),
+            e.to_string(),
+            ask,
+            e.tried(),
+        )),
     }
 }
 
-fn tried_json(tried: &[Tried]) -> Value {
+/// Every attempt: its peer and how it ended.
+pub(super) fn tried_json(tried: &[Tried]) -> Value {
     tried
         .iter()
         .map(|t| json!({ "peer": t.peer, "outcome": t.outcome }))
         .collect()
-}
-
-/// A delegation without a verified proof: its code, every attempt.
-fn delegation_problem(code: &str, detail: String, spec: &TaskSpec, tried: &[Tried]) -> Response {
-    let status = if code == "no_candidate" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
-    problem(
-        status,
-        code,
-        detail,
-        json!({ "task_id": spec.task_id, "attempts": tried_json(tried) }),
-    )
 }
 
 /// The `sha256:` digest of a signed message's payload, if it is an
@@ -284,7 +420,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// A verified delegation's answer.
-fn answer(d: &Delegation, target: &Peer, tried: &[Tried]) -> Response {
+fn answer(verified: &Verified) -> Response {
+    let Verified {
+        delegation: d,
+        target,
+        tried,
+    } = verified;
     let p = &d.summary;
     let body = json!({
         "task_id": p.task_id,
@@ -301,7 +442,7 @@ fn answer(d: &Delegation, target: &Peer, tried: &[Tried]) -> Response {
         "receipt": {
             "id": p.task_id,
             "task_digest": d.task_digest,
-            "proof_digest": payload_digest(&d.signed_proof),
+            "proof_digest": verified.proof_digest(),
         },
         "timing": {
             "total_ms": ms(d.total),

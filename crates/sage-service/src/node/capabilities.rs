@@ -34,6 +34,7 @@ pub(super) async fn capabilities(State(state): State<AppState>) -> Result<Respon
             }),
             max_cost: entry.max_cost,
             idempotent: entry.executor.idempotent(),
+            model: entry.executor.model().map(str::to_owned),
         })
         .collect();
     let issued_at = now_ms();

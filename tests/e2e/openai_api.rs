@@ -16,6 +16,8 @@ use crate::route::fleet_of;
 /// The model Thor's executor asks its backend for.
 const MODEL: &str = "tiny-chat";
 const TOKEN: &str = "openai-s3cret";
+/// The Python examples a user copies.
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/python");
 
 /// `tests/e2e/openai_client.py SOCKET PORT TOKEN MODEL`, which must
 /// succeed; its report.
@@ -176,6 +178,39 @@ fn the_openai_package_lists_models_and_gets_verified_chat_completions() {
             "{results}"
         );
     }
+
+    // The examples of examples/python do the same, as a user runs them.
+    let example = |args: &[&str]| {
+        let out = Command::new("python3")
+            .args(args)
+            .output()
+            .expect("run python3");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let socket_arg = socket.to_str().unwrap();
+    let (stdout, stderr) = example(&[
+        &format!("{EXAMPLES}/openai_chat.py"),
+        "--socket",
+        socket_arg,
+        "hello from the example",
+    ]);
+    assert_eq!(stdout, "echo: hello from the example\n", "{stderr}");
+    assert!(stderr.contains("ran on Thor"), "{stderr}");
+    let (stdout, _) = example(&[
+        "-c",
+        &format!(
+            "import json, sys; sys.path.insert(0, {EXAMPLES:?}); from sage_local import Node; \
+             completion, receipt = Node({socket_arg:?}).chat({MODEL:?}, [{{'role': 'user', 'content': 'hi'}}]); \
+             print(json.dumps([completion['choices'][0]['message']['content'], receipt]))"
+        ),
+    ]);
+    let [content, receipt]: [Value; 2] = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(content, "echo: hi");
+    assert_eq!(receipt["executor"], "Thor");
+    let id = receipt["receipt_id"].as_str().unwrap();
+    assert_eq!(thor.executions_of(id), 1, "{receipt}");
 }
 
 #[test]

@@ -39,6 +39,12 @@ pub struct Task {
     /// ceiling is above it refuses the task before running it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost: Option<f64>,
+    /// Blobs the executor gets beside `input`, in this order; each must be
+    /// on the receiving node (uploaded before) for the task to be accepted.
+    /// Absent when empty, so a task without blobs signs the same bytes as
+    /// before the field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<crate::BlobRef>,
 }
 
 impl Task {

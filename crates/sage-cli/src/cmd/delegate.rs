@@ -134,6 +134,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         max_cost: args.max_cost,
         task_id: None,
         earlier_digests: Vec::new(),
+        blobs: Vec::new(),
     };
     if args.via_node {
         return via_node(state_dir, &args, spec, timeout);

@@ -91,6 +91,7 @@ pub(super) async fn submit(
         max_cost: request.max_cost,
         task_id: Some(task_id.clone()),
         earlier_digests: Vec::new(),
+        blobs: Vec::new(),
     };
     // The signed task has no field for it, so the origin is the log's.
     let (uid, gid, pid, client) = match origin {

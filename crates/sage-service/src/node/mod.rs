@@ -6,6 +6,7 @@
 //! It never imports the delegator ([`crate::delegator`]).
 
 mod admission;
+pub mod blobs;
 mod capabilities;
 pub mod hardware;
 mod health;
@@ -24,7 +25,7 @@ mod transport;
 
 use std::future::Future;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/v1/capabilities", get(capabilities::capabilities))
         .route("/v1/tasks", post(tasks::submit))
+        .route("/v1/blobs/{digest}", put(blobs::put).head(blobs::head))
         // The Python original's endpoint, for fleets that still run it.
         .route("/execute_task", post(legacy::execute_task))
         .route("/metrics", get(observe::metrics))

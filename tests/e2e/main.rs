@@ -10,6 +10,7 @@ mod fixture;
 mod util;
 
 mod answers;
+mod blobs;
 mod bench;
 mod cli;
 mod config_check;

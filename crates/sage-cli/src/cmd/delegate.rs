@@ -10,6 +10,7 @@ use sage_service::delegator::client::{Client, NodeAddress};
 use sage_service::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use sage_service::delegator::recorded::{Attempt, AttemptError};
 use sage_service::delegator::route::{self, Plan, RouteError, Survey, Tried};
+use sage_service::delegator::upload;
 use sage_service::keydir::{Identity, KeyDir};
 use sage_service::local::client as local_client;
 use sage_service::trace::TraceId;
@@ -72,6 +73,12 @@ pub struct Args {
     /// Task input: JSON text, or @FILE to read it from a file.
     #[arg(long, default_value = "{}")]
     input: String,
+    /// A file sent as a blob before the task (repeatable; with --target,
+    /// native protocol): hashed as it is read, uploaded to the target
+    /// unless it has it, and named by digest in the task's `blobs`, in the
+    /// order given. --input stays the task's input.
+    #[arg(long, value_name = "PATH")]
+    input_file: Vec<PathBuf>,
     /// Estimated cost in ATP.
     #[arg(long, default_value_t = 50.0)]
     estimated_cost: f64,
@@ -136,6 +143,11 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         earlier_digests: Vec::new(),
         blobs: Vec::new(),
     };
+    if !args.input_file.is_empty() && (args.via_node || args.target.is_none()) {
+        return Err(Failure::Usage(
+            "--input-file needs --target (and no --via-node): its blob is uploaded to that one node before the task".into(),
+        ));
+    }
     if args.via_node {
         return via_node(state_dir, &args, spec, timeout);
     }
@@ -194,6 +206,15 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         .answer_limit
         .apply(Client::with_tls_connect_timeout(&tls, connect_within)?)
         .traced(trace.id);
+    if !args.input_file.is_empty() {
+        if protocol == Protocol::Legacy {
+            return Err(Failure::Usage(
+                "--input-file needs the native protocol: the legacy one has no blobs".into(),
+            ));
+        }
+        spec.blobs = runtime
+            .block_on(send_blobs(&args.input_file, &client, &addr, &local, &target, timeout))?;
+    }
     let sent_at = sage_types::clock::now_ms();
     let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());
     let attempt = Attempt {
@@ -219,6 +240,29 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         (sent_at, trace.id),
         None,
     )
+}
+
+/// Hashes each of `files` and uploads it to `target` at `addr` unless it
+/// has it; returns the refs for the task, in order.
+async fn send_blobs(
+    files: &[PathBuf],
+    client: &Client,
+    addr: &str,
+    local: &Identity,
+    target: &Peer,
+    timeout: Duration,
+) -> Result<Vec<sage_types::BlobRef>, Failure> {
+    let mut refs = Vec::with_capacity(files.len());
+    for path in files {
+        let file = upload::hash_file(path)
+            .await
+            .map_err(|e| Failure::Usage(format!("--input-file: {e}")))?;
+        let signer = (&*local.key, local.lct_id.as_str(), target.lct_id.as_str());
+        let sent = upload::upload(client, addr, signer, &file, timeout).await?;
+        tracing::info!(digest = %file.blob.digest, size = file.blob.size, ?sent, "blob");
+        refs.push(file.blob);
+    }
+    Ok(refs)
 }
 
 /// `delegate --via-node`: the task in the local API's request, the node's

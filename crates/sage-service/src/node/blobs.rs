@@ -252,7 +252,7 @@ pub(super) async fn put(
     let policy = state.policy();
     let inner = state.inner();
     let blobs = inner.blobs()?;
-    let (hex, grant, signer) = authorize(inner, &policy, &name, &headers)?;
+    let (hex, grant, signer) = authorize(inner, &policy, &name, &headers, true)?;
     let peer = signer.name.clone();
     check_rate(inner, &policy.limits, signer).map_err(|e| e.from_peer(&peer))?;
     let stored = match blobs.size_of(hex).map_err(|e| internal(&e))? {
@@ -286,7 +286,7 @@ pub(super) async fn head(
     let policy = state.policy();
     let inner = state.inner();
     let blobs = inner.blobs()?;
-    let (hex, grant, _) = authorize(inner, &policy, &name, &headers)?;
+    let (hex, grant, _) = authorize(inner, &policy, &name, &headers, false)?;
     match blobs.size_of(hex).map_err(|e| internal(&e))? {
         Some(size) if size == grant.size => {
             Ok((StatusCode::OK, [(header::CONTENT_LENGTH, size)]).into_response())
@@ -298,12 +298,13 @@ pub(super) async fn head(
 /// The checks of an upload's grant, all before its body is read: the
 /// path's digest, the header's size, the signature by a known key (or the
 /// node's own), the issuer, the audience, the time window, the size limit
-/// and the `Content-Length`.
+/// and, of an upload (`body`), the `Content-Length`.
 fn authorize<'a, 'n>(
     inner: &'a Inner,
     policy: &'a Policy,
     name: &'n str,
     headers: &HeaderMap,
+    body: bool,
 ) -> Result<(&'n str, BlobGrant, &'a Peer), ApiError> {
     use ProblemCode::*;
     let refuse = |code, detail: String| Err(ApiError::new(code, detail));
@@ -405,7 +406,7 @@ fn authorize<'a, 'n>(
         return Err(from(ApiError::new(code, detail)));
     }
     check_not_expired(limits, grant.expires_at, now).map_err(from)?;
-    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+    if let Some(length) = headers.get(header::CONTENT_LENGTH).filter(|_| body) {
         let length: Option<u64> = length.to_str().ok().and_then(|l| l.parse().ok());
         if length != Some(grant.size) {
             return Err(from(ApiError::new(

@@ -364,3 +364,12 @@ fn blobs_no_task_names_are_collected_and_named_ones_survive_a_restart() {
     assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
     assert_eq!(thor.executions_of(&signed.task.task_id), 1);
 }
+
+#[test]
+fn input_file_needs_a_target() {
+    let keys = Keys::new();
+    keys.keygen("Sprout");
+    let run = keys.run(&["delegate", "--local", "Sprout", "--input-file", "/dev/null"]);
+    run.assert_code(2);
+    run.assert_stderr(&["--input-file needs --target"]);
+}

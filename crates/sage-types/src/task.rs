@@ -129,6 +129,21 @@ mod tests {
     }
 
     #[test]
+    fn a_task_without_blobs_signs_the_bytes_it_signed_before_the_field() {
+        let task = testing::task("echo", serde_json::json!({}));
+        assert!(!String::from_utf8(task.payload()).unwrap().contains("blobs"));
+        let with = Task {
+            blobs: vec![crate::BlobRef {
+                digest: format!("sha256:{}", "a".repeat(64)),
+                size: 7,
+            }],
+            ..task
+        };
+        let parsed: Task = serde_json::from_slice(&with.payload()).unwrap();
+        assert_eq!(parsed, with);
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let task = Task {
             estimated_cost: 1.0,

@@ -259,7 +259,7 @@ async fn send_blobs(
             .map_err(|e| Failure::Usage(format!("--input-file: {e}")))?;
         let signer = (&*local.key, local.lct_id.as_str(), target.lct_id.as_str());
         let sent = upload::upload(client, addr, signer, &file, timeout).await?;
-        tracing::info!(digest = %file.blob.digest, size = file.blob.size, ?sent, "blob");
+        tracing::debug!(digest = %file.blob.digest, size = file.blob.size, ?sent, "blob");
         refs.push(file.blob);
     }
     Ok(refs)

@@ -55,7 +55,13 @@ fn blob_of(bytes: &[u8]) -> BlobRef {
 
 /// Sprout's grant for Thor to take `blob`.
 fn sprout_grant(keys: &Keys, blob: &BlobRef) -> String {
-    grant(&keys.key("Sprout"), SPROUT, THOR, blob, Duration::from_secs(60))
+    grant(
+        &keys.key("Sprout"),
+        SPROUT,
+        THOR,
+        blob,
+        Duration::from_secs(60),
+    )
 }
 
 fn put(node: &Node, blob: &BlobRef, grant: &str, body: &[u8]) -> HttpAnswer {
@@ -145,10 +151,18 @@ fn a_50_mb_input_file_reaches_the_program_and_neither_side_holds_it_in_memory() 
     let run = crate::util::Run::from(child.wait_with_output().unwrap());
     run.assert_code(0);
     let report = run.json();
-    assert_eq!(report["proof"]["result"]["sha256"], digest.as_str(), "{}", run.stdout);
+    assert_eq!(
+        report["proof"]["result"]["sha256"],
+        digest.as_str(),
+        "{}",
+        run.stdout
+    );
     assert_eq!(report["task"]["blobs"][0]["digest"], digest.as_str());
     assert_eq!(report["task"]["blobs"][0]["size"], SIZE);
-    assert_eq!(report["task"]["input"], serde_json::json!({"what": "frame"}));
+    assert_eq!(
+        report["task"]["input"],
+        serde_json::json!({"what": "frame"})
+    );
     let node_peak = peak_kib(thor.pid()).unwrap();
     println!(
         "50 MiB blob: node peak RSS {} MiB, CLI peak RSS {} MiB",
@@ -177,7 +191,12 @@ fn an_upload_whose_bytes_do_not_match_its_digest_is_refused_and_nothing_stays() 
     let keys = Keys::new();
     let thor = serve(&keys, HASHING, "");
     let claimed = blob_of(b"the real frame");
-    let answer = put(&thor, &claimed, &sprout_grant(&keys, &claimed), b"a forged frame");
+    let answer = put(
+        &thor,
+        &claimed,
+        &sprout_grant(&keys, &claimed),
+        b"a forged frame",
+    );
     assert_refused(&thor, &answer, 422, "digest_mismatch");
     let blobs = keys.state_dir().join("blobs");
     assert_eq!(files_under(&blobs), Vec::<PathBuf>::new());
@@ -190,7 +209,12 @@ fn an_upload_whose_bytes_do_not_match_its_digest_is_refused_and_nothing_stays() 
         &[("sage-blob-grant", &sprout_grant(&keys, &short))],
         b"abcdef",
     );
-    assert_eq!(answer.status / 100, 4, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status / 100,
+        4,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(files_under(&blobs), Vec::<PathBuf>::new());
     // The right bytes: 201, then HEAD finds it and a second PUT is a 200.
     let good = blob_of(b"the real frame");
@@ -213,7 +237,9 @@ fn an_upload_whose_bytes_do_not_match_its_digest_is_refused_and_nothing_stays() 
 /// the body.
 fn put_head_only(addr: SocketAddr, digest: &str, grant: Option<&str>, length: u64) -> HttpAnswer {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let grant = grant
         .map(|g| format!("sage-blob-grant: {g}\r\n"))
         .unwrap_or_default();
@@ -248,22 +274,39 @@ fn uploads_without_a_good_grant_are_refused_before_the_body_is_read() {
         digest: sha256_tagged(b"x"),
         size: 500_000,
     };
-    let refused = |grant: Option<&str>, size: u64| put_head_only(thor.addr, &blob.digest, grant, size);
+    let refused =
+        |grant: Option<&str>, size: u64| put_head_only(thor.addr, &blob.digest, grant, size);
 
     // Unsigned.
     assert_refused(&thor, &refused(None, blob.size), 403, "invalid_signature");
     // A key Thor does not know.
     let stranger = Keys::new();
     stranger.keygen("Stranger");
-    let unknown = grant(&stranger.key("Stranger"), "stranger_sage_lct", THOR, &blob, Duration::from_secs(60));
-    assert_refused(&thor, &refused(Some(&unknown), blob.size), 403, "unknown_platform");
+    let unknown = grant(
+        &stranger.key("Stranger"),
+        "stranger_sage_lct",
+        THOR,
+        &blob,
+        Duration::from_secs(60),
+    );
+    assert_refused(
+        &thor,
+        &refused(Some(&unknown), blob.size),
+        403,
+        "unknown_platform",
+    );
     // Sprout's signature over another grant: forged.
     let signed = sprout_grant(&keys, &blob);
     let mut envelope: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD.decode(&signed).unwrap(),
+        &base64::engine::general_purpose::STANDARD
+            .decode(&signed)
+            .unwrap(),
     )
     .unwrap();
-    let bigger = BlobRef { size: 900_000, ..blob.clone() };
+    let bigger = BlobRef {
+        size: 900_000,
+        ..blob.clone()
+    };
     let other: serde_json::Value = serde_json::from_slice(
         &base64::engine::general_purpose::STANDARD
             .decode(sprout_grant(&keys, &bigger))
@@ -272,19 +315,51 @@ fn uploads_without_a_good_grant_are_refused_before_the_body_is_read() {
     .unwrap();
     envelope["payload"] = other["payload"].clone();
     let forged = base64::engine::general_purpose::STANDARD.encode(envelope.to_string());
-    assert_refused(&thor, &refused(Some(&forged), bigger.size), 403, "invalid_signature");
+    assert_refused(
+        &thor,
+        &refused(Some(&forged), bigger.size),
+        403,
+        "invalid_signature",
+    );
     // For another node.
-    let elsewhere = grant(&keys.key("Sprout"), SPROUT, "nano_sage_lct", &blob, Duration::from_secs(60));
-    assert_refused(&thor, &refused(Some(&elsewhere), blob.size), 403, "wrong_audience");
+    let elsewhere = grant(
+        &keys.key("Sprout"),
+        SPROUT,
+        "nano_sage_lct",
+        &blob,
+        Duration::from_secs(60),
+    );
+    assert_refused(
+        &thor,
+        &refused(Some(&elsewhere), blob.size),
+        403,
+        "wrong_audience",
+    );
     // Above max_blob_bytes.
-    let huge = BlobRef { size: 2_000_000, ..blob.clone() };
-    assert_refused(&thor, &refused(Some(&sprout_grant(&keys, &huge)), huge.size), 413, "too_large");
+    let huge = BlobRef {
+        size: 2_000_000,
+        ..blob.clone()
+    };
+    assert_refused(
+        &thor,
+        &refused(Some(&sprout_grant(&keys, &huge)), huge.size),
+        413,
+        "too_large",
+    );
     // A Content-Length that is not the grant's size.
-    assert_refused(&thor, &refused(Some(&signed), blob.size + 1), 400, "malformed");
+    assert_refused(
+        &thor,
+        &refused(Some(&signed), blob.size + 1),
+        400,
+        "malformed",
+    );
     // A header too large to be a grant.
     let padding = "A".repeat(5000);
     assert_refused(&thor, &refused(Some(&padding), blob.size), 413, "too_large");
-    assert_eq!(files_under(&keys.state_dir().join("blobs")), Vec::<PathBuf>::new());
+    assert_eq!(
+        files_under(&keys.state_dir().join("blobs")),
+        Vec::<PathBuf>::new()
+    );
 }
 
 /// A task of `task_type` from Sprout for Thor that names `blobs`.
@@ -322,19 +397,33 @@ fn a_task_naming_a_missing_blob_is_refused_and_not_recorded() {
     let signed = task_naming(&keys, "echo", vec![missing.clone()], None);
     let answer = submit(&thor, &signed);
     assert_refused(&thor, &answer, 409, "blob_missing");
-    assert!(answer.json()["detail"].as_str().unwrap().contains(&missing.digest));
+    assert!(answer.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&missing.digest));
     assert!(!task_ids(&keys.state_dir()).contains(&signed.task.task_id));
     // Uploaded but of another size than the task says: missing too.
     let here = blob_of(b"uploaded");
-    assert_eq!(put(&thor, &here, &sprout_grant(&keys, &here), b"uploaded").status, 201);
-    let wrong = BlobRef { size: 3, ..here.clone() };
+    assert_eq!(
+        put(&thor, &here, &sprout_grant(&keys, &here), b"uploaded").status,
+        201
+    );
+    let wrong = BlobRef {
+        size: 3,
+        ..here.clone()
+    };
     let signed = task_naming(&keys, "echo", vec![wrong], None);
     assert_refused(&thor, &submit(&thor, &signed), 409, "blob_missing");
     assert!(!task_ids(&keys.state_dir()).contains(&signed.task.task_id));
     // Right: echo answers with the refs beside the input.
     let signed = task_naming(&keys, "echo", vec![here.clone()], None);
     let answer = submit(&thor, &signed);
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
 }
 
 #[test]
@@ -342,11 +431,34 @@ fn blobs_no_task_names_are_collected_and_named_ones_survive_a_restart() {
     let keys = Keys::new();
     let thor = serve(&keys, HASHING, "unreferenced_blob_ttl = \"1s\"");
     let (named, loose) = (blob_of(b"named by a task"), blob_of(b"named by none"));
-    assert_eq!(put(&thor, &named, &sprout_grant(&keys, &named), b"named by a task").status, 201);
-    assert_eq!(put(&thor, &loose, &sprout_grant(&keys, &loose), b"named by none").status, 201);
+    assert_eq!(
+        put(
+            &thor,
+            &named,
+            &sprout_grant(&keys, &named),
+            b"named by a task"
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        put(
+            &thor,
+            &loose,
+            &sprout_grant(&keys, &loose),
+            b"named by none"
+        )
+        .status,
+        201
+    );
     let signed = task_naming(&keys, "hash", vec![named.clone()], None);
     let answer = submit(&thor, &signed);
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     // Killed, as a crash: the next start collects what no task keeps.
     thor.kill_hard();
     std::thread::sleep(Duration::from_millis(2100));
@@ -355,13 +467,28 @@ fn blobs_no_task_names_are_collected_and_named_ones_survive_a_restart() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(kept, vec![named.hex().unwrap().to_owned()], "{}", thor.log());
+    assert_eq!(
+        kept,
+        vec![named.hex().unwrap().to_owned()],
+        "{}",
+        thor.log()
+    );
     assert!(thor.log().contains("deleted 1 blob(s)"), "{}", thor.log());
     // The named blob still serves a retry of its task (signed again, same
     // task id): the stored proof.
-    let retry = task_naming(&keys, "hash", vec![named.clone()], Some(signed.task.task_id.clone()));
+    let retry = task_naming(
+        &keys,
+        "hash",
+        vec![named.clone()],
+        Some(signed.task.task_id.clone()),
+    );
     let again = submit(&thor, &retry);
-    assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
     assert_eq!(thor.executions_of(&signed.task.task_id), 1);
 }
 

@@ -10,8 +10,8 @@ mod fixture;
 mod util;
 
 mod answers;
-mod blobs;
 mod bench;
+mod blobs;
 mod cli;
 mod config_check;
 mod delegate;

@@ -212,8 +212,14 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
                 "--input-file needs the native protocol: the legacy one has no blobs".into(),
             ));
         }
-        spec.blobs = runtime
-            .block_on(send_blobs(&args.input_file, &client, &addr, &local, &target, timeout))?;
+        spec.blobs = runtime.block_on(send_blobs(
+            &args.input_file,
+            &client,
+            &addr,
+            &local,
+            &target,
+            timeout,
+        ))?;
     }
     let sent_at = sage_types::clock::now_ms();
     let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());

@@ -14,8 +14,8 @@ use sage_service::delegator::fleet::{Canary, Fleet};
 use sage_service::delegator::route;
 use sage_service::keydir::Identity;
 use sage_service::local;
+use sage_service::node::BlobStore;
 use sage_service::node::{self, hardware, systemd, AppState, NodeSetup, Policy, Shutdown};
-use sage_service::node::blobs::BlobStore;
 use sage_service::tls::ServerTls;
 use sage_store::{Check, Durability, Store};
 
@@ -614,8 +614,12 @@ fn open_blobs(config: &NodeConfig) -> Result<BlobStore, Failure> {
         0 => None,
         days => Some(Duration::from_secs(u64::from(days) * 24 * 3600)),
     };
-    let blobs = BlobStore::open(&dir, retention)
-        .map_err(|e| Failure::Failed(format!("cannot open the blob directory {}: {e}", dir.display())))?;
+    let blobs = BlobStore::open(&dir, retention).map_err(|e| {
+        Failure::Failed(format!(
+            "cannot open the blob directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     collect_blobs(&blobs, &config.limits);
     Ok(blobs)
 }

@@ -127,7 +127,12 @@ impl Limits {
             ("drain_timeout", self.drain_timeout, true, DAY),
             ("clock_skew", self.clock_skew, true, DAY),
             ("max_task_lifetime", self.max_task_lifetime, false, 30 * DAY),
-            ("unreferenced_blob_ttl", self.unreferenced_blob_ttl, true, 30 * DAY),
+            (
+                "unreferenced_blob_ttl",
+                self.unreferenced_blob_ttl,
+                true,
+                30 * DAY,
+            ),
         ];
         for (key, value, zero_ok, most) in durations {
             if value.is_zero() && !zero_ok {

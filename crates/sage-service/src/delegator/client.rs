@@ -406,7 +406,8 @@ impl hyper::body::Body for FileBody {
         if this.remaining == 0 {
             return Poll::Ready(None);
         }
-        let want = usize::try_from(this.remaining).map_or(this.buf.len(), |r| r.min(this.buf.len()));
+        let want =
+            usize::try_from(this.remaining).map_or(this.buf.len(), |r| r.min(this.buf.len()));
         let mut read = tokio::io::ReadBuf::new(&mut this.buf[..want]);
         match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut this.file), cx, &mut read) {
             Poll::Pending => Poll::Pending,

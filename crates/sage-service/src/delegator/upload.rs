@@ -118,9 +118,9 @@ pub async fn upload(
     if client.has_blob(addr, digest, &grant, timeout).await? {
         return Ok(Uploaded::Present);
     }
-    let file = tokio::fs::File::open(&local.path).await.map_err(|e| {
-        ClientError::Setup(format!("cannot open {}: {e}", local.path.display()))
-    })?;
+    let file = tokio::fs::File::open(&local.path)
+        .await
+        .map_err(|e| ClientError::Setup(format!("cannot open {}: {e}", local.path.display())))?;
     client
         .put_blob(addr, digest, &grant, (file, local.blob.size), timeout)
         .await?;

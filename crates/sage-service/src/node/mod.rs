@@ -6,7 +6,8 @@
 //! It never imports the delegator ([`crate::delegator`]).
 
 mod admission;
-pub mod blobs;
+mod blob_store;
+mod blobs;
 mod capabilities;
 pub mod hardware;
 mod health;
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::tls::ServerTls;
 
+pub use blob_store::BlobStore;
 pub use metrics::{RouteGauge, RouteView};
 pub use observe::REQUEST_ID;
 pub use problem::ApiError;

@@ -11,8 +11,9 @@ use crate::config::Limits;
 use sage_exec::ExecutorSet;
 use sage_store::Store;
 
-use super::blobs::BlobStore;
+use super::blob_store::BlobStore;
 use super::metrics::{Metrics, RouteGauge, RouteView};
+use super::problem::ApiError;
 use super::rate::PeerRate;
 use super::refusals::RefusalLog;
 use super::running::Running;
@@ -98,9 +99,9 @@ impl std::fmt::Debug for Viewer {
 
 impl Inner {
     /// The blob store, or the refusal of a node that keeps none.
-    pub(super) fn blobs(&self) -> Result<&BlobStore, super::ApiError> {
+    pub(super) fn blobs(&self) -> Result<&BlobStore, ApiError> {
         self.blobs.get().ok_or_else(|| {
-            super::ApiError::new(
+            ApiError::new(
                 sage_types::ProblemCode::NotFound,
                 "this node keeps no blobs",
             )

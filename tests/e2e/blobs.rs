@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use sage_crypto::digest::{sha256_tagged, StreamDigest};
 use sage_service::delegator::delegation::{sign_task, TaskSpec};
-use sage_service::delegator::upload::grant;
+use sage_service::delegator::upload::{grant, LocalBlob};
 use sage_types::{BlobRef, QualityRequirements};
 
 use crate::fixture::delegation;
@@ -379,7 +379,14 @@ fn task_naming(
         max_latency: Duration::from_secs(30),
         task_id,
         earlier_digests: Vec::new(),
-        blobs,
+        // Signing reads the refs only: no file behind them.
+        blobs: blobs
+            .into_iter()
+            .map(|blob| LocalBlob {
+                path: PathBuf::new(),
+                blob,
+            })
+            .collect(),
     };
     sign_task(&keys.key("Sprout"), SPROUT, THOR, &spec)
 }
@@ -493,10 +500,81 @@ fn blobs_no_task_names_are_collected_and_named_ones_survive_a_restart() {
 }
 
 #[test]
-fn input_file_needs_a_target() {
-    let keys = Keys::new();
-    keys.keygen("Sprout");
-    let run = keys.run(&["delegate", "--local", "Sprout", "--input-file", "/dev/null"]);
+fn a_routed_delegation_uploads_the_blob_to_the_peer_it_picks() {
+    let (fleet, nodes) = crate::route::fleet_of(&[("Thor", HASHING), ("Legion", HASHING)]);
+    let sprout = fleet.keys("Sprout");
+    let input = sprout.path().with_file_name("frame.bin");
+    let digest = write_random(&input, 3 * 1024 * 1024 + 7);
+    let path = input.to_str().unwrap();
+    let run = sprout.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--task-type",
+        "hash",
+        "--input-file",
+        path,
+        "--json",
+    ]);
+    run.assert_code(0);
+    let report = run.json();
+    assert_eq!(
+        report["proof"]["result"]["sha256"],
+        digest.as_str(),
+        "{}",
+        run.stdout
+    );
+    let ran_on = report["target"].as_str().unwrap();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    for (name, node) in ["Thor", "Legion"].iter().zip(&nodes) {
+        let kept = fleet
+            .keys(name)
+            .state_dir()
+            .join("blobs/sha256")
+            .join(hex)
+            .exists();
+        assert_eq!(
+            kept,
+            *name == ran_on,
+            "{name} (the task ran on {ran_on}): {}",
+            node.log()
+        );
+    }
+    // Not for --via-node, whose node cannot read this command's files.
+    let run = sprout.run(&["delegate", "--via-node", "--input-file", path]);
     run.assert_code(2);
-    run.assert_stderr(&["--input-file needs --target"]);
+    run.assert_stderr(&["--input-file is not for --via-node"]);
+}
+
+#[test]
+fn a_peer_that_refuses_the_upload_hands_the_task_to_the_next_one() {
+    let small = format!("[limits]\nmax_blob_bytes = 1000\n{HASHING}");
+    let (fleet, nodes) = crate::route::fleet_of(&[("Thor", &small), ("Legion", HASHING)]);
+    let sprout = fleet.keys("Sprout");
+    let input = sprout.path().with_file_name("frame.bin");
+    let digest = write_random(&input, 4096);
+    let path = input.to_str().unwrap();
+    // Thor first: its refusal of the upload sent no task, so Legion gets it.
+    let run = sprout.run(&[
+        "delegate",
+        "--local",
+        "Sprout",
+        "--task-type",
+        "hash",
+        "--input-file",
+        path,
+        "--prefer",
+        "Thor",
+        "--json",
+    ]);
+    run.assert_code(0);
+    let report = run.json();
+    assert_eq!(report["target"], "Legion", "{}", run.stdout);
+    assert_eq!(report["proof"]["result"]["sha256"], digest.as_str());
+    let attempts = report["route"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{}", run.stdout);
+    assert_eq!(attempts[0]["peer"], "Thor");
+    let outcome = attempts[0]["outcome"].as_str().unwrap();
+    assert!(outcome.contains("too_large"), "{outcome}");
+    assert_eq!(nodes[0].tasks_recorded(), 0, "{}", nodes[0].log());
 }

@@ -73,10 +73,11 @@ pub struct Args {
     /// Task input: JSON text, or @FILE to read it from a file.
     #[arg(long, default_value = "{}")]
     input: String,
-    /// A file sent as a blob before the task (repeatable; with --target,
-    /// native protocol): hashed as it is read, uploaded to the target
-    /// unless it has it, and named by digest in the task's `blobs`, in the
-    /// order given. --input stays the task's input.
+    /// A file sent as a blob before the task (repeatable; native
+    /// protocol, not with --via-node): hashed as it is read, uploaded to
+    /// the peer of each attempt (the target, or the routed pick) unless it
+    /// has it, and named by digest in the task's `blobs`, in the order
+    /// given. --input stays the task's input.
     #[arg(long, value_name = "PATH")]
     input_file: Vec<PathBuf>,
     /// Estimated cost in ATP.
@@ -143,9 +144,9 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         earlier_digests: Vec::new(),
         blobs: Vec::new(),
     };
-    if !args.input_file.is_empty() && (args.via_node || args.target.is_none()) {
+    if !args.input_file.is_empty() && args.via_node {
         return Err(Failure::Usage(
-            "--input-file needs --target (and no --via-node): its blob is uploaded to that one node before the task".into(),
+            "--input-file is not for --via-node: the node cannot read this command's files".into(),
         ));
     }
     if args.via_node {
@@ -170,6 +171,13 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     spec.task_id = Some(task_id);
     let connect_within = fleet::connect_within(timeout);
     let runtime = super::runtime(false)?;
+    // Hashed once; each attempt uploads them to its peer.
+    for path in &args.input_file {
+        let file = runtime
+            .block_on(upload::hash_file(path))
+            .map_err(|e| Failure::Usage(format!("--input-file: {e}")))?;
+        spec.blobs.push(file);
+    }
     let store = super::open_store(state_dir)?;
     // One trace for the whole delegation: every request of every attempt.
     let trace = Trace::new(&spec.task_type);
@@ -206,20 +214,10 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         .answer_limit
         .apply(Client::with_tls_connect_timeout(&tls, connect_within)?)
         .traced(trace.id);
-    if !args.input_file.is_empty() {
-        if protocol == Protocol::Legacy {
-            return Err(Failure::Usage(
-                "--input-file needs the native protocol: the legacy one has no blobs".into(),
-            ));
-        }
-        spec.blobs = runtime.block_on(send_blobs(
-            &args.input_file,
-            &client,
-            &addr,
-            &local,
-            &target,
-            timeout,
-        ))?;
+    if !args.input_file.is_empty() && protocol == Protocol::Legacy {
+        return Err(Failure::Usage(
+            "--input-file needs the native protocol: the legacy one has no blobs".into(),
+        ));
     }
     let sent_at = sage_types::clock::now_ms();
     let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());
@@ -246,29 +244,6 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         (sent_at, trace.id),
         None,
     )
-}
-
-/// Hashes each of `files` and uploads it to `target` at `addr` unless it
-/// has it; returns the refs for the task, in order.
-async fn send_blobs(
-    files: &[PathBuf],
-    client: &Client,
-    addr: &str,
-    local: &Identity,
-    target: &Peer,
-    timeout: Duration,
-) -> Result<Vec<sage_types::BlobRef>, Failure> {
-    let mut refs = Vec::with_capacity(files.len());
-    for path in files {
-        let file = upload::hash_file(path)
-            .await
-            .map_err(|e| Failure::Usage(format!("--input-file: {e}")))?;
-        let signer = (&*local.key, local.lct_id.as_str(), target.lct_id.as_str());
-        let sent = upload::upload(client, addr, signer, &file, timeout).await?;
-        tracing::debug!(digest = %file.blob.digest, size = file.blob.size, ?sent, "blob");
-        refs.push(file.blob);
-    }
-    Ok(refs)
 }
 
 /// `delegate --via-node`: the task in the local API's request, the node's

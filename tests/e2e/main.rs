@@ -11,6 +11,7 @@ mod util;
 
 mod answers;
 mod bench;
+mod blobs;
 mod cli;
 mod config_check;
 mod delegate;

@@ -31,6 +31,7 @@ fn fresh_task(task_type: &str) -> Task {
         estimated_cost: 1.0,
         quality: QualityRequirements::default(),
         max_cost: None,
+        blobs: Vec::new(),
     }
 }
 

@@ -60,6 +60,7 @@ fn task(key: &NodeKey, n: u64, attempt: u64) -> Vec<u8> {
         estimated_cost: 1.0,
         quality: QualityRequirements::default(),
         max_cost: None,
+        blobs: Vec::new(),
     };
     serde_json::to_vec(&sign_envelope(
         key,

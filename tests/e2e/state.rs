@@ -148,6 +148,7 @@ fn signed_task(keys: &Keys, task_id: &str, nonce: &str) -> Vec<u8> {
         estimated_cost: 1.0,
         quality: QualityRequirements::default(),
         max_cost: None,
+        blobs: Vec::new(),
     };
     let env = sign_envelope(
         &keys.key("Sprout"),

@@ -80,6 +80,7 @@ fn signed_task(keys: &Keys) -> (String, Vec<u8>) {
         estimated_cost: 1.0,
         quality: QualityRequirements::default(),
         max_cost: None,
+        blobs: Vec::new(),
     };
     let envelope = sign_envelope(
         &keys.key("Sprout"),

@@ -21,12 +21,37 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// A SHA-256 fed in pieces: the digest of bytes that are streamed, never
+/// held whole (an uploaded blob, a file being sent).
+#[derive(Debug, Clone, Default)]
+pub struct StreamDigest(Sha256);
+
+impl StreamDigest {
+    /// Adds `bytes` to what is hashed.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// `sha256:` followed by the lowercase hex SHA-256 of all the bytes.
+    pub fn finish_tagged(self) -> String {
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use sage_types::task::TASK_PAYLOAD_TYPE;
     use sage_types::testing;
     use serde_json::{json, Map, Value};
+
+    #[test]
+    fn a_streamed_digest_is_the_digest_of_the_whole() {
+        let mut streamed = StreamDigest::default();
+        streamed.update(b"hello ");
+        streamed.update(b"world");
+        assert_eq!(streamed.finish_tagged(), sha256_tagged(b"hello world"));
+    }
 
     /// An object with `entries` inserted in that order.
     fn object(entries: &[(&str, Value)]) -> Value {

@@ -20,7 +20,16 @@ impl Executor for Echo {
     }
 
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
-        Box::pin(async move { Ok(Execution::of(task.input.clone())) })
+        Box::pin(async move {
+            // A task with blobs gets its refs back beside its input; one
+            // without gets its input alone, as always.
+            let result = if task.blobs.is_empty() {
+                task.input.clone()
+            } else {
+                json!({"input": task.input, "blobs": task.blobs})
+            };
+            Ok(Execution::of(result))
+        })
     }
 }
 
@@ -114,6 +123,18 @@ mod tests {
     async fn echo_returns_the_input() {
         let out = Echo.execute(&task("echo")).await.unwrap();
         assert_eq!(out.result, json!({"query": "hi"}));
+    }
+
+    #[tokio::test]
+    async fn echo_returns_the_blob_refs_beside_the_input() {
+        let mut task = task("echo");
+        task.blobs = vec![sage_types::BlobRef {
+            digest: format!("sha256:{}", "0".repeat(64)),
+            size: 3,
+        }];
+        let out = Echo.execute(&task).await.unwrap();
+        assert_eq!(out.result["input"], json!({"query": "hi"}));
+        assert_eq!(out.result["blobs"][0]["size"], 3);
     }
 
     #[tokio::test]

@@ -86,6 +86,8 @@ pub struct CommandExecutor {
     name: String,
     config: CommandConfig,
     leftovers: Option<Leftovers>,
+    /// The node's blob directory: a task's blobs are `DIR/sha256/<hex>`.
+    blob_dir: Option<PathBuf>,
     /// Where [`INHERITED_ENV`] is read: the daemon's environment, or a
     /// test's stand-in for it.
     daemon_env: fn(&str) -> Option<OsString>,
@@ -98,6 +100,7 @@ impl CommandExecutor {
             name: name.to_owned(),
             config,
             leftovers: None,
+            blob_dir: None,
             daemon_env: |key| std::env::var_os(key),
         }
     }
@@ -118,6 +121,39 @@ impl CommandExecutor {
         self
     }
 
+    /// Gives programs the paths of their task's blobs, kept in `dir` (the
+    /// node's `STATE_DIR/blobs`), in `SAGE_BLOBS`.
+    #[must_use]
+    pub fn with_blobs(mut self, dir: PathBuf) -> Self {
+        self.blob_dir = Some(dir);
+        self
+    }
+
+    /// `SAGE_BLOBS`: the JSON array of the task's blob paths, in its order.
+    fn blob_paths(&self, task: &Task) -> Result<Option<String>, ExecError> {
+        if task.blobs.is_empty() {
+            return Ok(None);
+        }
+        let Some(dir) = &self.blob_dir else {
+            return Err(ExecError::new(
+                FailureKind::BadInput,
+                "the task names blobs but this executor has no blob directory",
+            ));
+        };
+        let paths = task
+            .blobs
+            .iter()
+            .map(|blob| {
+                blob.hex()
+                    .map(|hex| dir.join("sha256").join(hex).to_string_lossy().into_owned())
+                    .ok_or_else(|| {
+                        ExecError::new(FailureKind::BadInput, "a blob digest is not sha256")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(serde_json::Value::from(paths).to_string()))
+    }
+
     async fn run(&self, task: &Task) -> Result<Execution, ExecError> {
         let Some((program, args)) = self.config.command.split_first() else {
             return Err(ExecError::new(
@@ -135,6 +171,7 @@ impl CommandExecutor {
             )
         })?;
 
+        let blobs = self.blob_paths(task)?;
         let mut command = Command::new(program);
         command.args(args).env_clear();
         for key in INHERITED_ENV {
@@ -152,6 +189,10 @@ impl CommandExecutor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // After the configured variables, as the other SAGE_ ones: the node's.
+        if let Some(paths) = &blobs {
+            command.env("SAGE_BLOBS", paths);
+        }
         if let Some(dir) = &self.config.working_dir {
             command.current_dir(dir);
         }

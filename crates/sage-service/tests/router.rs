@@ -61,6 +61,7 @@ fn signed(
         max_latency: Duration::from_secs(30),
         task_id,
         earlier_digests,
+        blobs: Vec::new(),
         ..fleet::spec(task_type, input, Duration::from_secs(60))
     })
 }

@@ -15,6 +15,7 @@
 // The wire format's public API: every public item says what it is.
 #![deny(missing_docs)]
 
+pub mod blob;
 pub mod canonical;
 pub mod capabilities;
 pub mod clock;
@@ -32,6 +33,7 @@ pub mod task;
 pub mod testing;
 pub mod untrusted;
 
+pub use blob::BlobRef;
 pub use envelope::{Envelope, EnvelopeSignature};
 pub use error::EnvelopeError;
 pub use health::Health;

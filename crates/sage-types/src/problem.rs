@@ -44,6 +44,10 @@ pub enum ProblemCode {
     MethodNotAllowed,
     /// The receiver failed; details are in its log.
     Internal,
+    /// An uploaded blob's bytes do not hash to the digest it was sent as.
+    DigestMismatch,
+    /// A task names a blob the receiver does not have (or of another size).
+    BlobMissing,
 }
 
 impl ProblemCode {
@@ -65,6 +69,8 @@ impl ProblemCode {
             ProblemCode::NotFound => "not_found",
             ProblemCode::MethodNotAllowed => "method_not_allowed",
             ProblemCode::Internal => "internal",
+            ProblemCode::DigestMismatch => "digest_mismatch",
+            ProblemCode::BlobMissing => "blob_missing",
         }
     }
 
@@ -80,9 +86,11 @@ impl ProblemCode {
             | ProblemCode::Expired => 403,
             ProblemCode::NotFound => 404,
             ProblemCode::MethodNotAllowed => 405,
-            ProblemCode::Replayed => 409,
+            ProblemCode::Replayed | ProblemCode::BlobMissing => 409,
             ProblemCode::TooLarge => 413,
-            ProblemCode::UnsupportedTask | ProblemCode::OverBudget => 422,
+            ProblemCode::UnsupportedTask
+            | ProblemCode::OverBudget
+            | ProblemCode::DigestMismatch => 422,
             ProblemCode::RateLimited => 429,
             ProblemCode::Internal => 500,
             ProblemCode::ExecutorFailed => 502,
@@ -108,6 +116,8 @@ impl ProblemCode {
             ProblemCode::NotFound => "Endpoint not found",
             ProblemCode::MethodNotAllowed => "Method not allowed",
             ProblemCode::Internal => "Internal error",
+            ProblemCode::DigestMismatch => "Blob does not match its digest",
+            ProblemCode::BlobMissing => "Blob not on this node",
         }
     }
 }
@@ -172,6 +182,8 @@ mod tests {
             ProblemCode::RateLimited,
             ProblemCode::ExecutorFailed,
             ProblemCode::MethodNotAllowed,
+            ProblemCode::DigestMismatch,
+            ProblemCode::BlobMissing,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

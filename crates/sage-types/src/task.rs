@@ -39,6 +39,12 @@ pub struct Task {
     /// ceiling is above it refuses the task before running it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost: Option<f64>,
+    /// Blobs the executor gets beside `input`, in this order; each must be
+    /// on the receiving node (uploaded before) for the task to be accepted.
+    /// Absent when empty, so a task without blobs signs the same bytes as
+    /// before the field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<crate::BlobRef>,
 }
 
 impl Task {
@@ -120,6 +126,21 @@ mod tests {
             text.contains(r#""estimated_cost":null"#) && text.contains(r#""max_cost":null"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_task_without_blobs_signs_the_bytes_it_signed_before_the_field() {
+        let task = testing::task("echo", serde_json::json!({}));
+        assert!(!String::from_utf8(task.payload()).unwrap().contains("blobs"));
+        let with = Task {
+            blobs: vec![crate::BlobRef {
+                digest: format!("sha256:{}", "a".repeat(64)),
+                size: 7,
+            }],
+            ..task
+        };
+        let parsed: Task = serde_json::from_slice(&with.payload()).unwrap();
+        assert_eq!(parsed, with);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub fn task(task_type: &str, input: Value) -> Task {
         estimated_cost: 10.0,
         quality: QualityRequirements::default(),
         max_cost: None,
+        blobs: Vec::new(),
     }
 }
 

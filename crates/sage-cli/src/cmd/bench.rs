@@ -111,6 +111,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         max_cost: None,
         task_id: None,
         earlier_digests: Vec::new(),
+        blobs: Vec::new(),
     };
     let keys = KeyDir::new(keys_dir);
     let local = Arc::new(keys.load_identity(&args.local)?);

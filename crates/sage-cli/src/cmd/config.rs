@@ -43,7 +43,7 @@ pub fn run(keys_dir: Option<&Path>, command: Command) -> CmdResult {
     // executors' programs, URLs and secrets, the node's key, the TLS files.
     let mut file = check_file(&path, keys_dir)?;
     let platform = file.node.name.clone().unwrap_or_else(|| "node".into());
-    let executors = file.executors(&path, &platform, None)?;
+    let executors = file.executors(&path, &platform, None, None)?;
     fill_defaults(&mut file);
     if json::enabled() {
         let served: Vec<_> = executors
@@ -96,5 +96,7 @@ fn fill_defaults(file: &mut ConfigFile) {
     l.max_connections = Some(limits.max_connections);
     l.max_connections_per_address = Some(limits.connections_per_address());
     l.max_concurrent_requests = Some(limits.max_concurrent_requests);
+    l.max_blob_bytes = Some(limits.max_blob_bytes);
+    l.unreferenced_blob_ttl = Some(Secs(limits.unreferenced_blob_ttl));
     // peer_rate and peer_burst stay absent when unset: no limit.
 }

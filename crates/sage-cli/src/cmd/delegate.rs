@@ -10,6 +10,7 @@ use sage_service::delegator::client::{Client, NodeAddress};
 use sage_service::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use sage_service::delegator::recorded::{Attempt, AttemptError};
 use sage_service::delegator::route::{self, Plan, RouteError, Survey, Tried};
+use sage_service::delegator::upload;
 use sage_service::keydir::{Identity, KeyDir};
 use sage_service::local::client as local_client;
 use sage_service::trace::TraceId;
@@ -72,6 +73,13 @@ pub struct Args {
     /// Task input: JSON text, or @FILE to read it from a file.
     #[arg(long, default_value = "{}")]
     input: String,
+    /// A file sent as a blob before the task (repeatable; native
+    /// protocol, not with --via-node): hashed as it is read, uploaded to
+    /// the peer of each attempt (the target, or the routed pick) unless it
+    /// has it, and named by digest in the task's `blobs`, in the order
+    /// given. --input stays the task's input.
+    #[arg(long, value_name = "PATH")]
+    input_file: Vec<PathBuf>,
     /// Estimated cost in ATP.
     #[arg(long, default_value_t = 50.0)]
     estimated_cost: f64,
@@ -134,7 +142,13 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         max_cost: args.max_cost,
         task_id: None,
         earlier_digests: Vec::new(),
+        blobs: Vec::new(),
     };
+    if !args.input_file.is_empty() && args.via_node {
+        return Err(Failure::Usage(
+            "--input-file is not for --via-node: the node cannot read this command's files".into(),
+        ));
+    }
     if args.via_node {
         return via_node(state_dir, &args, spec, timeout);
     }
@@ -157,6 +171,13 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
     spec.task_id = Some(task_id);
     let connect_within = fleet::connect_within(timeout);
     let runtime = super::runtime(false)?;
+    // Hashed once; each attempt uploads them to its peer.
+    for path in &args.input_file {
+        let file = runtime
+            .block_on(upload::hash_file(path))
+            .map_err(|e| Failure::Usage(format!("--input-file: {e}")))?;
+        spec.blobs.push(file);
+    }
     let store = super::open_store(state_dir)?;
     // One trace for the whole delegation: every request of every attempt.
     let trace = Trace::new(&spec.task_type);
@@ -193,6 +214,11 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         .answer_limit
         .apply(Client::with_tls_connect_timeout(&tls, connect_within)?)
         .traced(trace.id);
+    if !args.input_file.is_empty() && protocol == Protocol::Legacy {
+        return Err(Failure::Usage(
+            "--input-file needs the native protocol: the legacy one has no blobs".into(),
+        ));
+    }
     let sent_at = sage_types::clock::now_ms();
     let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());
     let attempt = Attempt {

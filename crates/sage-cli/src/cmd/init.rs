@@ -199,7 +199,7 @@ mod tests {
         let file = ConfigFile::load(&path).unwrap();
         assert_eq!(file.node.name.as_deref(), Some("Thor"));
         assert_eq!(file.node.keys_dir.as_deref(), Some(keys.as_path()));
-        let executors = file.executors(&path, "Thor", None).unwrap();
+        let executors = file.executors(&path, "Thor", None, None).unwrap();
         let served: Vec<&str> = executors.describe().into_iter().map(|(t, _)| t).collect();
         assert_eq!(served, ["cat", "echo"]);
     }

@@ -14,6 +14,7 @@ use sage_service::delegator::fleet::{Canary, Fleet};
 use sage_service::delegator::route;
 use sage_service::keydir::Identity;
 use sage_service::local;
+use sage_service::node::BlobStore;
 use sage_service::node::{self, hardware, systemd, AppState, NodeSetup, Policy, Shutdown};
 use sage_service::tls::ServerTls;
 use sage_store::{Check, Durability, Store};
@@ -314,6 +315,8 @@ impl Opened {
             hardware,
             store: store.clone(),
         });
+        let blobs = open_blobs(&config)?;
+        state.set_blobs(blobs.clone());
         let (addr, retention_days) = (config.listen, config.task_retention_days);
         let local = LocalPlan::of(&config, local_signer, tls.is_some())?;
         let reload = Reload { config, leftovers };
@@ -336,9 +339,9 @@ impl Opened {
                 None => None,
             };
             tokio::spawn(refresh_fleet(fleet, state.clone(), store.clone(), canary));
-            tokio::spawn(prune(store, retention_days));
+            tokio::spawn(prune(store, retention_days, blobs, state.clone()));
             tokio::spawn(reload_on_hangup(state.clone(), reload));
-            tracing::info!("  endpoints:  GET /health, GET /metrics, GET /v1/capabilities, POST /v1/tasks, POST /execute_task (legacy)");
+            tracing::info!("  endpoints:  GET /health, GET /metrics, GET /v1/capabilities, POST /v1/tasks, PUT/HEAD /v1/blobs/sha256:…, POST /execute_task (legacy)");
             if let Some(tls) = &tls {
                 tracing::info!("  TLS:        certificate {} (peers pin it with --tls-fingerprint)", tls.fingerprint());
             }
@@ -603,13 +606,44 @@ fn route_view(fleet: Arc<Fleet>) -> node::RouteView {
     })
 }
 
+/// The blob store of `STATE_DIR/blobs`, its unfinished uploads cleared
+/// and the blobs past their time deleted, before any request.
+fn open_blobs(config: &NodeConfig) -> Result<BlobStore, Failure> {
+    let dir = config.blob_dir();
+    let retention = match config.task_retention_days {
+        0 => None,
+        days => Some(Duration::from_secs(u64::from(days) * 24 * 3600)),
+    };
+    let blobs = BlobStore::open(&dir, retention).map_err(|e| {
+        Failure::Failed(format!(
+            "cannot open the blob directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    collect_blobs(&blobs, &config.limits);
+    Ok(blobs)
+}
+
+/// Deletes the blobs no task keeps that are older than
+/// `unreferenced_blob_ttl`.
+fn collect_blobs(blobs: &BlobStore, limits: &sage_service::config::Limits) {
+    match blobs.collect_garbage(limits.unreferenced_blob_ttl, std::time::SystemTime::now()) {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!("deleted {deleted} blob(s) that no kept task names"),
+        Err(e) => tracing::warn!("cannot collect unreferenced blobs: {e}"),
+    }
+}
+
 /// Every minute: forgets the nonces whose tasks can no longer be accepted
-/// anyway, and the finished tasks past their retention (none if it is 0).
-async fn prune(store: Store, retention_days: u32) {
+/// anyway, the finished tasks past their retention (none if it is 0), and
+/// the blobs that no kept task names.
+async fn prune(store: Store, retention_days: u32, blobs: BlobStore, state: AppState) {
     const DAY_MS: u64 = 24 * 3600 * 1000;
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         every.tick().await;
+        let (blobs, limits) = (blobs.clone(), state.limits());
+        let _ = tokio::task::spawn_blocking(move || collect_blobs(&blobs, &limits)).await;
         let now = sage_types::clock::now_ms();
         if let Err(e) = store.prune(now).await {
             tracing::warn!("cannot prune old nonces: {}", advice::message(&e));

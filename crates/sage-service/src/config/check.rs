@@ -150,7 +150,7 @@ pub fn named_problems(path: &Path, file: &ConfigFile, node: Node<'_>) -> Problem
                 problems.push(at(&table, "command", full, problem));
             }
         }
-        if let Err(e) = section.build(task_type, node.name.unwrap_or("node"), None) {
+        if let Err(e) = section.build(task_type, node.name.unwrap_or("node"), None, None) {
             let key = match e {
                 sage_exec::http::HttpConfigError::BadUrl { .. } => "url",
                 _ => "headers",

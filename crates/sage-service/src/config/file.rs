@@ -21,6 +21,8 @@
 //! max_header_bytes = 65536       # request line and headers; 8192 to 1048576
 //! max_connections = 4096
 //! max_connections_per_address = 512   # at most max_connections
+//! max_blob_bytes = 268435456     # largest PUT /v1/blobs upload (streamed to STATE_DIR/blobs)
+//! unreferenced_blob_ttl = "1h"   # an uploaded blob no task names is deleted after this
 //!
 //! [executors.sum]                # one table per task type
 //! kind = "command"               # or "http", or "builtin"
@@ -291,6 +293,10 @@ pub struct LimitsSection {
     pub peer_rate: Option<f64>,
     /// Burst of tasks per peer.
     pub peer_burst: Option<u32>,
+    /// Largest uploaded blob, in bytes.
+    pub max_blob_bytes: Option<u64>,
+    /// How long a blob no task names is kept.
+    pub unreferenced_blob_ttl: Option<Secs>,
 }
 
 /// The kinds of executor.
@@ -629,6 +635,10 @@ impl ConfigFile {
                 .unwrap_or(d.max_concurrent_requests),
             peer_rate: l.peer_rate.or(d.peer_rate),
             peer_burst: l.peer_burst.or(d.peer_burst),
+            max_blob_bytes: l.max_blob_bytes.unwrap_or(d.max_blob_bytes),
+            unreferenced_blob_ttl: l
+                .unreferenced_blob_ttl
+                .map_or(d.unreferenced_blob_ttl, |s| s.0),
         }
     }
 
@@ -643,6 +653,7 @@ impl ConfigFile {
         path: &Path,
         platform: &str,
         leftovers: Option<&Leftovers>,
+        blobs: Option<&Path>,
     ) -> Result<ExecutorSet, ConfigError> {
         if self.executors.is_empty() {
             return Ok(ExecutorSet::builtin(platform));
@@ -650,7 +661,7 @@ impl ConfigFile {
         let mut set = ExecutorSet::default();
         for (task_type, section) in &self.executors {
             let entry = section
-                .build(task_type, platform, leftovers)
+                .build(task_type, platform, leftovers, blobs)
                 .map_err(|e| ConfigError {
                     path: path.to_owned(),
                     line: None,
@@ -752,6 +763,7 @@ impl ExecutorSection {
         task_type: &str,
         platform: &str,
         leftovers: Option<&Leftovers>,
+        blobs: Option<&Path>,
     ) -> Result<Entry, sage_exec::http::HttpConfigError> {
         let max = self
             .max_concurrency
@@ -780,6 +792,10 @@ impl ExecutorSection {
                 let executor = CommandExecutor::new(task_type, config);
                 let executor = match leftovers {
                     Some(leftovers) => executor.tracked(leftovers.clone()),
+                    None => executor,
+                };
+                let executor = match blobs {
+                    Some(dir) => executor.with_blobs(dir.to_owned()),
                     None => executor,
                 };
                 (Arc::new(executor), limiter)
@@ -877,7 +893,7 @@ max_concurrency = 2
         assert_eq!(sum.timeout.unwrap().0, Duration::from_secs(10));
         assert_eq!(sum.max_concurrency, Some(2));
         let set = file
-            .executors(Path::new("sage.toml"), "Thor", None)
+            .executors(Path::new("sage.toml"), "Thor", None, None)
             .unwrap();
         let entry = set.get("sum").unwrap();
         assert_eq!(entry.executor.kind(), "command");

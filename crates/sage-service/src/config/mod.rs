@@ -66,6 +66,12 @@ pub struct Limits {
     /// The bucket's size: tasks a peer may send at once after a quiet
     /// period (default: twice `peer_rate`, at least 1).
     pub peer_burst: Option<u32>,
+    /// Largest blob accepted by `PUT /v1/blobs/...`, in bytes (default
+    /// 256 MiB). Its body is streamed to a file, never held in memory.
+    pub max_blob_bytes: u64,
+    /// How long an uploaded blob that no task names is kept (default 1 h);
+    /// a blob a task names is kept as long as that task's record.
+    pub unreferenced_blob_ttl: Duration,
 }
 
 impl Limits {
@@ -121,6 +127,12 @@ impl Limits {
             ("drain_timeout", self.drain_timeout, true, DAY),
             ("clock_skew", self.clock_skew, true, DAY),
             ("max_task_lifetime", self.max_task_lifetime, false, 30 * DAY),
+            (
+                "unreferenced_blob_ttl",
+                self.unreferenced_blob_ttl,
+                true,
+                30 * DAY,
+            ),
         ];
         for (key, value, zero_ok, most) in durations {
             if value.is_zero() && !zero_ok {
@@ -134,6 +146,11 @@ impl Limits {
             if !(rate.is_finite() && (0.001..=1e9).contains(&rate)) {
                 return Err(LimitsError::PeerRate { rate });
             }
+        }
+        if self.max_blob_bytes == 0 {
+            return Err(LimitsError::Zero {
+                key: "max_blob_bytes",
+            });
         }
         if self.peer_burst == Some(0) {
             return Err(LimitsError::Zero { key: "peer_burst" });
@@ -212,6 +229,8 @@ impl Default for Limits {
             max_concurrent_requests: 1024,
             peer_rate: None,
             peer_burst: None,
+            max_blob_bytes: 256 * 1024 * 1024,
+            unreferenced_blob_ttl: Duration::from_secs(3600),
         }
     }
 }

@@ -269,13 +269,22 @@ impl NodeConfig {
     }
 
     /// The executors the file configures (the built-in set when it has
-    /// none); `command` executors record their programs in `leftovers`.
+    /// none); `command` executors record their programs in `leftovers`,
+    /// and, when given them (a serving node), get their tasks' blobs from
+    /// [`NodeConfig::blob_dir`].
     ///
     /// # Errors
     /// An executor that cannot be built (a secret variable not set).
     pub fn executors(&self, leftovers: Option<&Leftovers>) -> Result<ExecutorSet, ConfigError> {
         let path = self.path.as_deref().unwrap_or(Path::new("(flags)"));
-        self.file.executors(path, &self.name, leftovers)
+        let blobs = leftovers.map(|_| self.blob_dir());
+        self.file
+            .executors(path, &self.name, leftovers, blobs.as_deref())
+    }
+
+    /// Where uploaded blobs are kept: `STATE_DIR/blobs`.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.state_dir.join("blobs")
     }
 
     /// What the configuration names that would fail the node: the

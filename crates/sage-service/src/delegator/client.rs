@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use sage_crypto::TlsTrust;
+use sage_types::blob::BLOB_GRANT_HEADER;
 use sage_types::health::HEALTHY;
 use sage_types::legacy::{read_response, LegacyRequest, ReceivedResponse};
 use sage_types::{Envelope, Health, Problem};
@@ -211,6 +212,58 @@ impl Client {
         Ok((response, body))
     }
 
+    /// `HEAD /v1/blobs/DIGEST` with a signed grant: whether the node has
+    /// the blob. Any answer but 200 reads as no (an upload then says why).
+    ///
+    /// # Errors
+    /// A transport error.
+    pub async fn has_blob(
+        &self,
+        addr: &str,
+        digest: &str,
+        grant: &str,
+        timeout: Duration,
+    ) -> Result<bool, ClientError> {
+        let url = format!("{}/v1/blobs/{digest}", base_url(addr)?);
+        let response = self
+            .http
+            .head(&url)
+            .header(BLOB_GRANT_HEADER, grant)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
+        Ok(response.status().as_u16() == 200)
+    }
+
+    /// `PUT /v1/blobs/DIGEST` of `size` bytes streamed from `file`, with a
+    /// signed grant; returns whether the node stored it (201) rather than
+    /// having it already (200).
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with the node's problem, or a transport error.
+    pub async fn put_blob(
+        &self,
+        addr: &str,
+        digest: &str,
+        grant: &str,
+        (file, size): (tokio::fs::File, u64),
+        timeout: Duration,
+    ) -> Result<bool, ClientError> {
+        let url = format!("{}/v1/blobs/{digest}", base_url(addr)?);
+        let request = self
+            .http
+            .put(&url)
+            .header(BLOB_GRANT_HEADER, grant)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap(FileBody::new(file, size)));
+        let (status, _) = self
+            .answer_status(addr, request, timeout, |status| matches!(status, 200 | 201))
+            .await?;
+        Ok(status == 201)
+    }
+
     /// Posts `body` to `url` and reads the answer: the load generator's
     /// baseline request.
     ///
@@ -279,6 +332,20 @@ impl Client {
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<Vec<u8>, ClientError> {
+        self.answer_status(addr, request, timeout, |status| status == 200)
+            .await
+            .map(|(_, body)| body)
+    }
+
+    /// Sends `request` and returns the status and body of an answer whose
+    /// status is `ok`; anything else is a refusal or a bad answer.
+    async fn answer_status(
+        &self,
+        addr: &str,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+        ok: impl Fn(u16) -> bool,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let (traceparent, span) = telemetry::outgoing(self.trace, addr);
         let request = match traceparent {
             Some(header) => request.header(TRACEPARENT, header.to_string()),
@@ -292,7 +359,7 @@ impl Client {
             .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
         let retry_after = retry_after(&response);
         let (status, body) = read(addr, timeout, self.max_answer_bytes, response).await?;
-        if status != 200 {
+        if !ok(status) {
             let refused = refusal(addr, status, &body, retry_after);
             if let ClientError::Refused { problem, .. } = &refused {
                 if problem.detail == sage_types::problem::HTTPS_ONLY_DETAIL {
@@ -301,7 +368,70 @@ impl Client {
             }
             return Err(refused);
         }
-        Ok(body)
+        Ok((status, body))
+    }
+}
+
+/// A request body of `size` bytes read from a file as it is sent, a chunk
+/// at a time, so that an upload never holds the file in memory.
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buf: Box<[u8]>,
+}
+
+impl FileBody {
+    /// The bytes sent per frame.
+    const CHUNK: usize = 64 * 1024;
+
+    fn new(file: tokio::fs::File, size: u64) -> Self {
+        FileBody {
+            file,
+            remaining: size,
+            buf: vec![0; Self::CHUNK].into_boxed_slice(),
+        }
+    }
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want =
+            usize::try_from(this.remaining).map_or(this.buf.len(), |r| r.min(this.buf.len()));
+        let mut read = tokio::io::ReadBuf::new(&mut this.buf[..want]);
+        match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut this.file), cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file became shorter while it was sent",
+                ))))
+            }
+            Poll::Ready(Ok(())) => {
+                let chunk = axum::body::Bytes::copy_from_slice(read.filled());
+                this.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
     }
 }
 

@@ -158,6 +158,7 @@ impl Fleet {
             max_cost: None,
             task_id: Some(new_task_id(sage_types::clock::now_ms())),
             earlier_digests: Vec::new(),
+            blobs: Vec::new(),
         };
         let attempt = self.router.start(&peer.lct_id);
         let result = Attempt {

@@ -11,6 +11,7 @@
 //!   the pick, failover and retries.
 //! - [`fleet`]: a running node's warm router and the background refresh
 //!   of its peers' capabilities.
+//! - [`upload`]: blobs sent before the task that names them.
 //! - [`bench`](mod@bench): the load generator of `sage bench`.
 
 pub mod bench;
@@ -20,3 +21,4 @@ pub mod fleet;
 pub mod ledger;
 pub mod recorded;
 pub mod route;
+pub mod upload;

@@ -2,7 +2,8 @@
 //! before the task is sent is recorded as such, a task is recorded
 //! (`sent`) before it leaves, and its row is closed with what came back.
 //! `sage delegate --target` makes one attempt; a routed delegation makes
-//! one per peer tried, all under the same task id.
+//! one per peer tried, all under the same task id. The task's blobs go to
+//! each attempt's peer after its health check, before the task.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use sage_store::{Store, StoreError};
 use super::client::Client;
 use super::delegation::{check_target, conclude, Delegation, Outgoing, TaskSpec};
 use super::ledger::{self, payload_digest};
+use super::upload;
 use crate::DelegateError;
 
 /// How an attempt ended without a kept, verified proof.
@@ -124,6 +126,20 @@ impl Attempt<'_> {
                 return Err(AttemptError::NotSent(e));
             }
         };
+        if let Err(e) = self.upload(&spec, started).await {
+            let recorded = ledger::record_failure(
+                self.store,
+                self.target,
+                self.protocol,
+                &task_id,
+                &spec.task_type,
+                &e,
+            );
+            if let Err(store_err) = recorded.await {
+                tracing::warn!(error = %store_err, "cannot record the failure in the ledger");
+            }
+            return Err(AttemptError::NotSent(e));
+        }
         let outgoing = Outgoing::sign(self.local, self.target, self.protocol, &spec);
         let entry = ledger::record_sent(
             self.store,
@@ -169,6 +185,31 @@ impl Attempt<'_> {
                 Err(AttemptError::Sent(e))
             }
         }
+    }
+}
+
+impl Attempt<'_> {
+    /// Uploads the task's blobs to this attempt's peer, each unless it has
+    /// it already, within what is left of the timeout.
+    async fn upload(&self, spec: &TaskSpec, started: Instant) -> Result<(), DelegateError> {
+        let signer = (
+            &*self.local.key,
+            self.local.lct_id.as_str(),
+            self.target.lct_id.as_str(),
+        );
+        for blob in &spec.blobs {
+            let remaining = self.timeout.saturating_sub(started.elapsed());
+            let sent = upload::upload(
+                self.client,
+                self.addr,
+                signer,
+                blob,
+                remaining.max(Duration::from_millis(1)),
+            )
+            .await?;
+            tracing::debug!(digest = %blob.blob.digest, size = blob.blob.size, peer = %self.target.name, ?sent, "blob");
+        }
+        Ok(())
     }
 }
 

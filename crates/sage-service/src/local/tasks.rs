@@ -127,6 +127,7 @@ impl Ask {
                 max_cost: None,
                 task_id: Some(new_task_id(now_ms())),
                 earlier_digests: Vec::new(),
+                blobs: Vec::new(),
             },
             target: None,
             prefer: Vec::new(),

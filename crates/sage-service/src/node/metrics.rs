@@ -390,6 +390,8 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         "/v1/tasks" => "/v1/tasks",
         "/v1/capabilities" => "/v1/capabilities",
         "/execute_task" => "/execute_task",
+        // One label for every digest, so that blobs add no series each.
+        blob if blob.starts_with("/v1/blobs/") => "/v1/blobs",
         _ => "other",
     }
 }
@@ -610,6 +612,10 @@ mod tests {
     #[test]
     fn unknown_paths_share_one_label() {
         assert_eq!(endpoint_label("/v1/tasks"), "/v1/tasks");
+        assert_eq!(
+            endpoint_label(&format!("/v1/blobs/sha256:{}", "a".repeat(64))),
+            "/v1/blobs"
+        );
         assert_eq!(endpoint_label("/../../etc/passwd"), "other");
     }
 }

@@ -6,6 +6,8 @@
 //! It never imports the delegator ([`crate::delegator`]).
 
 mod admission;
+mod blob_store;
+mod blobs;
 mod capabilities;
 pub mod hardware;
 mod health;
@@ -24,12 +26,13 @@ mod transport;
 
 use std::future::Future;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::tls::ServerTls;
 
+pub use blob_store::BlobStore;
 pub use metrics::{RouteGauge, RouteView};
 pub use observe::REQUEST_ID;
 pub use problem::ApiError;
@@ -41,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/v1/capabilities", get(capabilities::capabilities))
         .route("/v1/tasks", post(tasks::submit))
+        .route("/v1/blobs/{digest}", put(blobs::put).head(blobs::head))
         // The Python original's endpoint, for fleets that still run it.
         .route("/execute_task", post(legacy::execute_task))
         .route("/metrics", get(observe::metrics))

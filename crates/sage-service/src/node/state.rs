@@ -11,7 +11,9 @@ use crate::config::Limits;
 use sage_exec::ExecutorSet;
 use sage_store::Store;
 
+use super::blob_store::BlobStore;
 use super::metrics::{Metrics, RouteGauge, RouteView};
+use super::problem::ApiError;
 use super::rate::PeerRate;
 use super::refusals::RefusalLog;
 use super::running::Running;
@@ -80,6 +82,10 @@ pub(super) struct Inner {
     /// What a router knows of the peers, for `/metrics`; set by
     /// the program that routes ([`AppState::set_route_view`]).
     route_view: std::sync::OnceLock<Viewer>,
+    /// Where uploaded blobs are kept; set by the program that serves
+    /// ([`AppState::set_blobs`]). Without it, uploads and tasks that name
+    /// blobs are refused.
+    blobs: std::sync::OnceLock<BlobStore>,
 }
 
 /// A [`RouteView`], which has no `Debug` of its own.
@@ -88,6 +94,18 @@ struct Viewer(RouteView);
 impl std::fmt::Debug for Viewer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RouteView")
+    }
+}
+
+impl Inner {
+    /// The blob store, or the refusal of a node that keeps none.
+    pub(super) fn blobs(&self) -> Result<&BlobStore, ApiError> {
+        self.blobs.get().ok_or_else(|| {
+            ApiError::new(
+                sage_types::ProblemCode::NotFound,
+                "this node keeps no blobs",
+            )
+        })
     }
 }
 
@@ -119,6 +137,7 @@ impl AppState {
                 running: Running::default(),
                 requests: AtomicUsize::new(0),
                 route_view: std::sync::OnceLock::new(),
+                blobs: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -130,6 +149,11 @@ impl AppState {
     /// Exports `view` on `/metrics` (`sage_route_*`), once.
     pub fn set_route_view(&self, view: RouteView) {
         let _ = self.inner.route_view.set(Viewer(view));
+    }
+
+    /// Keeps uploaded blobs in `blobs` (`PUT /v1/blobs/...`), once.
+    pub fn set_blobs(&self, blobs: BlobStore) {
+        let _ = self.inner.blobs.set(blobs);
     }
 
     /// The router's view of each peer, if a router was given.

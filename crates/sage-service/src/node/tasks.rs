@@ -49,23 +49,7 @@ pub(super) async fn submit(
         )
     })?;
     let verifying = Instant::now();
-    let verified = match verify_envelope(&envelope, TASK_PAYLOAD_TYPE, &policy.trust) {
-        // Not a peer's key: this node's own, if the signature says so (the
-        // key is selected by the key id in the signature, as for peers).
-        Err(VerifyError::UnknownKey { .. })
-            if envelope
-                .signatures
-                .iter()
-                .any(|s| s.keyid == inner.key_id.as_str()) =>
-        {
-            let own = verify_envelope_with(&envelope, TASK_PAYLOAD_TYPE, &inner.own.public_key)?;
-            Verified {
-                payload: own.payload,
-                signer: &inner.own,
-            }
-        }
-        other => other?,
-    };
+    let verified = verify_signed(inner, &policy, &envelope, TASK_PAYLOAD_TYPE)?;
     inner.metrics.verified(verifying.elapsed());
     let payload = verified.payload;
     let task: Task = serde_json::from_slice(&payload).map_err(|e| {
@@ -78,6 +62,15 @@ pub(super) async fn submit(
     let peer = verified.signer.name.as_str();
     let (entry, reservation) =
         admit(inner, &policy, &task, verified.signer, now).map_err(|e| refused(&task, peer, e))?;
+    let keep_until_ms = task
+        .expires_at
+        .saturating_add(policy.limits.clock_skew.as_millis() as u64);
+    if !task.blobs.is_empty() {
+        inner
+            .blobs()
+            .and_then(|blobs| blobs.hold(&task.blobs, keep_until_ms))
+            .map_err(|e| refused(&task, peer, e))?;
+    }
     // After the checks that need no state, so that an expired copy of an
     // envelope costs its signer nothing; a replay gets its token back below.
     check_rate(inner, &policy.limits, verified.signer).map_err(|e| refused(&task, peer, e))?;
@@ -90,9 +83,7 @@ pub(super) async fn submit(
         envelope: bytes.to_vec(),
         task_type: task.task_type.clone(),
         received_at_ms: now,
-        keep_until_ms: task
-            .expires_at
-            .saturating_add(policy.limits.clock_skew.as_millis() as u64),
+        keep_until_ms,
     };
     // A retry may wait for a run in progress as long as it is itself valid.
     let wait = Duration::from_millis(task.expires_at.saturating_sub(now));
@@ -134,6 +125,32 @@ pub(super) async fn submit(
     Err(refused(&task, peer, e))
 }
 
+/// Verifies `envelope` of `payload_type` against the trust store, or
+/// against this node's own key when the signature names it (the key is
+/// selected by the key id in the signature, as for peers).
+pub(super) fn verify_signed<'a>(
+    inner: &'a Inner,
+    policy: &'a Policy,
+    envelope: &Envelope,
+    payload_type: &str,
+) -> Result<Verified<&'a Peer>, ApiError> {
+    match verify_envelope(envelope, payload_type, &policy.trust) {
+        Err(VerifyError::UnknownKey { .. })
+            if envelope
+                .signatures
+                .iter()
+                .any(|s| s.keyid == inner.key_id.as_str()) =>
+        {
+            let own = verify_envelope_with(envelope, payload_type, &inner.own.public_key)?;
+            Ok(Verified {
+                payload: own.payload,
+                signer: &inner.own,
+            })
+        }
+        other => Ok(other?),
+    }
+}
+
 /// A refusal of `task` from the verified `peer`: named for the refusal
 /// log (see `observe`), and logged with the task's fields at debug.
 fn refused(task: &Task, peer: &str, e: ApiError) -> ApiError {
@@ -144,7 +161,7 @@ fn refused(task: &Task, peer: &str, e: ApiError) -> ApiError {
 /// The digest of what a task asks for, without its nonce and times: a
 /// retry re-signed with a new nonce is the same task, another input is not.
 fn content_digest(task: &Task) -> Result<[u8; 32], ApiError> {
-    let content = serde_json::json!([
+    let mut content = serde_json::json!([
         task.task_type,
         task.audience,
         task.input,
@@ -153,6 +170,11 @@ fn content_digest(task: &Task) -> Result<[u8; 32], ApiError> {
         task.quality.min_convergence,
         task.max_cost,
     ]);
+    // Only when there are blobs, so that the records of tasks without any
+    // keep the digests they were stored with.
+    if let (false, Some(parts)) = (task.blobs.is_empty(), content.as_array_mut()) {
+        parts.push(serde_json::json!(task.blobs));
+    }
     let bytes = serde_json::to_vec(&content).map_err(|e| {
         ApiError::new(
             ProblemCode::Internal,

@@ -75,5 +75,6 @@ pub fn spec(task_type: &str, input: serde_json::Value, lifetime: Duration) -> Ta
         max_cost: None,
         task_id: None,
         earlier_digests: Vec::new(),
+        blobs: Vec::new(),
     }
 }

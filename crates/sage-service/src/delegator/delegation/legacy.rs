@@ -136,6 +136,7 @@ mod tests {
         let spec = TaskSpec {
             task_id: Some("t1".into()),
             earlier_digests: Vec::new(),
+            blobs: Vec::new(),
             ..spec()
         };
         let signed = sign_task(&NodeKey::from_seed(&[2; 32]), "Sprout", &spec);

@@ -46,6 +46,10 @@ pub struct TaskSpec {
     /// Digests of the same task sent before (a retry): a node that ran it
     /// then answers with the proof it made then, which names that payload.
     pub earlier_digests: Vec<String>,
+    /// Files the task names as blobs (native protocol only), in order:
+    /// each attempt uploads them to its peer before sending the task
+    /// ([`Attempt::run`](super::recorded::Attempt::run)).
+    pub blobs: Vec<super::upload::LocalBlob>,
 }
 
 /// A signed task: the task, its exact payload bytes and the envelope.
@@ -93,6 +97,7 @@ pub fn sign_task(key: &NodeKey, issuer: &str, audience: &str, spec: &TaskSpec) -
         estimated_cost: spec.estimated_cost,
         quality: spec.quality,
         max_cost: spec.max_cost,
+        blobs: spec.blobs.iter().map(|b| b.blob.clone()).collect(),
     };
     let payload = task.payload();
     let envelope = sign_envelope(key, TASK_PAYLOAD_TYPE, &payload);

@@ -40,6 +40,7 @@ pub(super) fn spec() -> TaskSpec {
         max_latency: Duration::from_secs(30),
         task_id: None,
         earlier_digests: vec!["sha256:earlier".into()],
+        blobs: Vec::new(),
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`fleet`]: a running node's warm router and the background refresh
 //!   of its peers' capabilities.
 //! - [`bench`](mod@bench): the load generator of `sage bench`.
+//! - [`stream`]: a streaming delegation's sink for the output's pieces
+//!   and the check of what was streamed against the signed proof.
 
 pub mod bench;
 pub mod client;
@@ -20,3 +22,4 @@ pub mod fleet;
 pub mod ledger;
 pub mod recorded;
 pub mod route;
+pub mod stream;

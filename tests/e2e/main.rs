@@ -27,6 +27,7 @@ mod refusals;
 mod route;
 mod route_explain;
 mod service;
+mod stream;
 mod setup;
 mod soak;
 mod state;

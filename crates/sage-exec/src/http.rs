@@ -281,13 +281,25 @@ impl HttpExecutor {
         let mut parser = SseParser::new();
         let mut chat = StreamedChat::default();
         let mut read = 0usize;
-        while let Some(bytes) = response.chunk().await.map_err(|e| {
-            let mut e = self.transport(e);
-            if e.kind == FailureKind::Transport {
-                e.message = format!("{} after {read} bytes of stream", e.message);
-            }
-            e
-        })? {
+        let cut = |read: usize, content: usize, cause: String| {
+            ExecError::new(
+                FailureKind::Transport,
+                format!(
+                    "the stream from {} ended after {read} bytes ({content} bytes of content) before its end (`data: [DONE]` or a finish_reason){cause}",
+                    self.shown_url
+                ),
+            )
+        };
+        loop {
+            let bytes = match response.chunk().await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(self.timed_out()),
+                Err(e) => {
+                    let detail = self.transport(e).message;
+                    return Err(cut(read, chat.content.len(), format!(": {detail}")));
+                }
+            };
             read += bytes.len();
             if read > self.max_response_bytes {
                 return Err(self.too_large());
@@ -303,14 +315,7 @@ impl HttpExecutor {
             }
         }
         if !chat.done && chat.finish_reason.is_null() {
-            return Err(ExecError::new(
-                FailureKind::Transport,
-                format!(
-                    "the stream from {} ended after {read} bytes ({} bytes of content) before its end (`data: [DONE]` or a finish_reason)",
-                    self.shown_url,
-                    chat.content.len()
-                ),
-            ));
+            return Err(cut(read, chat.content.len(), String::new()));
         }
         Ok(chat.result())
     }

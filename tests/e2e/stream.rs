@@ -279,3 +279,99 @@ fn a_delegator_gone_mid_stream_leaves_the_run_to_its_end_and_its_proof_stored() 
     assert_eq!(backend.asked().len(), 1, "the backend was asked once");
     keys.export_and_verify(1);
 }
+
+#[test]
+fn an_executor_that_does_not_stream_answers_a_stream_request_whole() {
+    let (keys, thor) = crate::fixture::serving_thor();
+    let port = thor.port();
+    let run = keys.delegate(&[
+        "--port",
+        &port,
+        "--task-type",
+        "echo",
+        "--input",
+        r#"{"n": 1}"#,
+        "--stream",
+        "--json",
+    ]);
+    run.assert_code(0);
+    let report = run.json();
+    assert_eq!(report["streamed"], false);
+    assert_eq!(report["proof"]["result"], json!({"n": 1}));
+}
+
+/// The config of a node whose `llm_inference` fronts `backend`.
+fn fronting(backend: &Backend) -> String {
+    format!(
+        "[executors.llm_inference]\nkind = \"http\"\nurl = \"http://{}/v1/chat/completions\"\nmode = \"openai\"\nmodel = \"tiny\"\ntimeout = \"30s\"\n",
+        backend.fake.addr
+    )
+}
+
+/// A routed streaming delegation from Sprout.
+fn routed(fleet: &crate::fixture::Fleet, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "delegate",
+        "--local",
+        "Sprout",
+        "--task-type",
+        "llm_inference",
+        "--input",
+        r#"{"prompt": "a story"}"#,
+        "--stream",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    fleet.keys("Sprout").run(&args)
+}
+
+#[test]
+fn a_routed_delegation_streams_and_fails_over_only_before_the_first_piece() {
+    let backend = Backend::start();
+    let config = fronting(&backend);
+    let (fleet, _nodes) = crate::route::fleet_of(&[("Thor", &config), ("Legion", &config)]);
+
+    let script = backend.script(false);
+    script.send(piece("routed ")).unwrap();
+    script.send(piece("words")).unwrap();
+    script.send(finish()).unwrap();
+    drop(script);
+    let run = routed(&fleet, &[]);
+    run.assert_code(0);
+    let report: Value = serde_json::from_str(
+        &run.stdout
+            .lines()
+            .filter(|l| !l.starts_with(r#"{"chunk""#))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    assert_eq!(report["streamed"], true);
+    assert_eq!(report["proof"]["result"]["content"], "routed words");
+    assert_eq!(report["route"]["attempts"].as_array().unwrap().len(), 1);
+
+    // Cut after a piece was printed: even an idempotent task is not sent
+    // to the other peer, whose answer would follow what was shown.
+    let script = backend.script(true);
+    script.send(piece("shown ")).unwrap();
+    drop(script);
+    let run = routed(&fleet, &["--idempotent", "--task-id", "routed-cut"]);
+    run.assert_code(1);
+    assert!(
+        run.stdout.starts_with(r#"{"chunk":"shown "}"#),
+        "{}",
+        run.stdout
+    );
+    run.assert_stderr(&["was cut"]);
+    assert_eq!(backend.asked().len(), 2, "no second run anywhere");
+    let list = fleet.keys("Sprout").run(&["proofs", "list", "--json"]);
+    let rows: Vec<Value> = list.json()["delegations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["task_id"] == "routed-cut")
+        .cloned()
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["status"], "stream_cut");
+}

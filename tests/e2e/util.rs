@@ -866,13 +866,13 @@ fn serve_one(mut stream: TcpStream, respond: &Respond, floods: &Mutex<Vec<u64>>)
                     return;
                 }
                 for piece in pieces {
-                    let framed = [
-                        format!("{:x}\r\n", piece.len()).as_bytes(),
-                        &piece,
-                        b"\r\n",
-                    ]
-                    .concat();
-                    if stream.write_all(&framed).and_then(|()| stream.flush()).is_err() {
+                    let framed =
+                        [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat();
+                    if stream
+                        .write_all(&framed)
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -41,7 +41,11 @@ pub fn write(args: fmt::Arguments<'_>, newline: bool) {
 /// shown as soon as it comes.
 pub fn piece(text: &str) {
     let mut stdout = io::stdout().lock();
-    finish(stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()));
+    finish(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    );
 }
 
 /// Ends the process on a failed write; see the module.

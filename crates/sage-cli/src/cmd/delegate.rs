@@ -458,21 +458,28 @@ where
 {
     let (sender, mut pieces) = tokio::sync::mpsc::channel::<String>(64);
     let printer = tokio::spawn(async move {
+        let mut ends_line = true;
         while let Some(piece) = pieces.recv().await {
             if json::enabled() {
                 let line = json!({ "chunk": piece }).to_string();
                 output::piece(&format!("{line}\n"));
             } else {
                 output::piece(&piece);
+                ends_line = piece.ends_with('\n');
             }
         }
+        ends_line
     });
     let outcome = delegation(ChunkSink::new(sender)).await;
     // The sink is gone with the delegation: the printer ends once it has
     // printed every piece.
-    let _ = printer.await;
+    let ends_line = printer.await.unwrap_or(true);
     if !json::enabled() {
         output::report_to_stderr();
+        if !ends_line {
+            // The summary on a line of its own where both streams show.
+            eprintln!();
+        }
     }
     outcome
 }

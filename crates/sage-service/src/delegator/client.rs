@@ -233,11 +233,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().starts_with(STREAM_MEDIA_TYPE));
         if response.status() != 200 || !streamed {
-            let retry_after = retry_after(&response);
-            let (status, body) = read(addr, timeout, self.max_answer_bytes, response).await?;
-            if status != 200 {
-                return Err(refusal(addr, status, &body, retry_after));
-            }
+            let body = self.whole(addr, timeout, response).await?;
             return parse(addr, &body, "a proof envelope").map(TaskAnswer::Whole);
         }
         let limit = self.max_answer_bytes;
@@ -404,6 +400,16 @@ impl Client {
             .instrument(span)
             .await
             .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
+        self.whole(addr, timeout, response).await
+    }
+
+    /// Reads `response` whole: the body of a `200`, else the refusal.
+    async fn whole(
+        &self,
+        addr: &str,
+        timeout: Duration,
+        response: reqwest::Response,
+    ) -> Result<Vec<u8>, ClientError> {
         let retry_after = retry_after(&response);
         let (status, body) = read(addr, timeout, self.max_answer_bytes, response).await?;
         if status != 200 {

@@ -128,3 +128,64 @@ pub fn check_streamed(
         None => mismatch("the proof's result has no `output_digest`".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn summary(status: ProofStatus, result: serde_json::Value) -> ProofSummary {
+        ProofSummary {
+            executor: "thor_sage_lct".into(),
+            task_id: "t".into(),
+            status,
+            result,
+            quality: 1.0,
+            convergence: 1.0,
+            iterations: 1,
+            actual_cost: 0.0,
+            latency_ms: 1.0,
+            task_digest: None,
+            result_digest: None,
+        }
+    }
+
+    fn signed(content: &str, digest: &str) -> ProofSummary {
+        summary(
+            ProofStatus::Succeeded,
+            json!({"content": content, "output_digest": digest}),
+        )
+    }
+
+    #[test]
+    fn the_bytes_streamed_must_be_the_signed_content_and_digest() {
+        let good = output_digest("héllo");
+        assert!(check_streamed("héllo", &signed("héllo", &good), "Thor").is_ok());
+        let codes = |received: &str, proof: &ProofSummary| {
+            check_streamed(received, proof, "Thor").unwrap_err().code()
+        };
+        assert_eq!(codes("hello", &signed("héllo", &good)), "stream_mismatch");
+        assert_eq!(
+            codes("héllo", &signed("héllo", &output_digest("other"))),
+            "stream_mismatch"
+        );
+        let no_digest = summary(ProofStatus::Succeeded, json!({"content": "héllo"}));
+        assert_eq!(codes("héllo", &no_digest), "stream_mismatch");
+        let failed = summary(ProofStatus::Failed, json!({"error": "backend gone"}));
+        let e = check_streamed("hé", &failed, "Thor").unwrap_err();
+        assert_eq!(e.code(), "stream_cut");
+        assert!(e.to_string().contains("backend gone"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_sink_says_whether_a_piece_was_handed_on_even_with_no_reader() {
+        let (sender, receiver) = mpsc::channel(1);
+        let sink = ChunkSink::new(sender);
+        let clone = sink.clone();
+        assert!(!sink.passed_on());
+        drop(receiver);
+        clone.pass("x".into()).await;
+        assert!(sink.passed_on());
+    }
+}

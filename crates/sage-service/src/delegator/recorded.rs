@@ -171,7 +171,11 @@ impl Attempt<'_> {
             .and_then(|(exchanged, received)| {
                 let mut d = conclude(exchanged, self.target, &spec, checked, started)?;
                 if let Some(received) = received {
-                    check_streamed(&received, &d.summary, &self.target.name)?;
+                    check_streamed(
+                        &received,
+                        (d.summary.status, &d.summary.result),
+                        &self.target.name,
+                    )?;
                     d.streamed = true;
                 }
                 Ok(d)

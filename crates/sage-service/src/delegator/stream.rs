@@ -18,7 +18,6 @@ use sage_types::untrusted::Untrusted;
 use sage_types::{Envelope, ProofStatus};
 use tokio::sync::mpsc;
 
-use super::delegation::ProofSummary;
 use crate::DelegateError;
 
 /// Where a streaming delegation hands the output's pieces as they arrive,
@@ -79,16 +78,16 @@ pub enum StreamEnd {
 }
 
 /// Checks that `received`, what `target` streamed, is what its verified
-/// proof `summary` signs: the run succeeded, its `result.content` is
-/// `received` byte for byte and its `result.output_digest` is the digest
-/// of those bytes.
+/// proof signs (its `status` and `result`): the run succeeded, its
+/// `result.content` is `received` byte for byte and its
+/// `result.output_digest` is the digest of those bytes.
 ///
 /// # Errors
 /// [`DelegateError::StreamCut`] for a failed run (what was streamed is
 /// not its output), [`DelegateError::StreamMismatch`] for another content.
 pub fn check_streamed(
     received: &str,
-    summary: &ProofSummary,
+    (status, result): (ProofStatus, &serde_json::Value),
     target: &str,
 ) -> Result<(), DelegateError> {
     let mismatch = |detail: String| {
@@ -97,8 +96,8 @@ pub fn check_streamed(
             detail,
         })
     };
-    if summary.status != ProofStatus::Succeeded {
-        let error = summary.result.get("error").and_then(|e| e.as_str());
+    if status != ProofStatus::Succeeded {
+        let error = result.get("error").and_then(|e| e.as_str());
         return Err(DelegateError::StreamCut {
             target: target.to_owned(),
             detail: format!(
@@ -108,7 +107,7 @@ pub fn check_streamed(
             ),
         });
     }
-    let Some(content) = summary.result.get("content").and_then(|c| c.as_str()) else {
+    let Some(content) = result.get("content").and_then(|c| c.as_str()) else {
         return mismatch("the proof's result has no `content`".into());
     };
     if content != received {
@@ -119,7 +118,7 @@ pub fn check_streamed(
         ));
     }
     let digest = output_digest(received);
-    match summary.result.get("output_digest").and_then(|d| d.as_str()) {
+    match result.get("output_digest").and_then(|d| d.as_str()) {
         Some(signed) if signed == digest => Ok(()),
         Some(signed) => mismatch(format!(
             "the signed output digest is {}, the bytes streamed hash to {digest}",
@@ -135,45 +134,33 @@ mod tests {
 
     use super::*;
 
-    fn summary(status: ProofStatus, result: serde_json::Value) -> ProofSummary {
-        ProofSummary {
-            executor: "thor_sage_lct".into(),
-            task_id: "t".into(),
-            status,
-            result,
-            quality: 1.0,
-            convergence: 1.0,
-            iterations: 1,
-            actual_cost: 0.0,
-            latency_ms: 1.0,
-            task_digest: None,
-            result_digest: None,
-        }
-    }
+    type Signed = (ProofStatus, serde_json::Value);
 
-    fn signed(content: &str, digest: &str) -> ProofSummary {
-        summary(
+    fn signed(content: &str, digest: &str) -> Signed {
+        (
             ProofStatus::Succeeded,
             json!({"content": content, "output_digest": digest}),
         )
     }
 
+    fn check(received: &str, (status, result): &Signed) -> Result<(), DelegateError> {
+        check_streamed(received, (*status, result), "Thor")
+    }
+
     #[test]
     fn the_bytes_streamed_must_be_the_signed_content_and_digest() {
         let good = output_digest("héllo");
-        assert!(check_streamed("héllo", &signed("héllo", &good), "Thor").is_ok());
-        let codes = |received: &str, proof: &ProofSummary| {
-            check_streamed(received, proof, "Thor").unwrap_err().code()
-        };
+        assert!(check("héllo", &signed("héllo", &good)).is_ok());
+        let codes = |received: &str, proof: &Signed| check(received, proof).unwrap_err().code();
         assert_eq!(codes("hello", &signed("héllo", &good)), "stream_mismatch");
         assert_eq!(
             codes("héllo", &signed("héllo", &output_digest("other"))),
             "stream_mismatch"
         );
-        let no_digest = summary(ProofStatus::Succeeded, json!({"content": "héllo"}));
+        let no_digest = (ProofStatus::Succeeded, json!({"content": "héllo"}));
         assert_eq!(codes("héllo", &no_digest), "stream_mismatch");
-        let failed = summary(ProofStatus::Failed, json!({"error": "backend gone"}));
-        let e = check_streamed("hé", &failed, "Thor").unwrap_err();
+        let failed = (ProofStatus::Failed, json!({"error": "backend gone"}));
+        let e = check("hé", &failed).unwrap_err();
         assert_eq!(e.code(), "stream_cut");
         assert!(e.to_string().contains("backend gone"), "{e}");
     }

@@ -375,3 +375,75 @@ fn a_routed_delegation_streams_and_fails_over_only_before_the_first_piece() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["status"], "stream_cut");
 }
+
+/// Sprout's signed `llm_inference` task for Thor, as a body.
+fn signed_prompt(keys: &Keys, task_id: &str, nonce: &str) -> Vec<u8> {
+    let now = sage_types::clock::now_ms();
+    let task = sage_types::Task {
+        task_id: task_id.into(),
+        task_type: "llm_inference".into(),
+        issuer: "sprout_sage_lct".into(),
+        audience: "thor_sage_lct".into(),
+        issued_at: now,
+        expires_at: now + 60_000,
+        nonce: nonce.into(),
+        input: json!({"prompt": "a story"}),
+        estimated_cost: 1.0,
+        quality: sage_types::QualityRequirements::default(),
+        max_cost: None,
+    };
+    let envelope = sage_crypto::sign_envelope(
+        &keys.key("Sprout"),
+        sage_types::task::TASK_PAYLOAD_TYPE,
+        &serde_json::to_vec(&task).unwrap(),
+    );
+    serde_json::to_vec(&envelope).unwrap()
+}
+
+#[test]
+fn the_streaming_answer_is_json_lines_ending_with_the_stored_proof_byte_for_byte() {
+    let backend = Backend::start();
+    let (keys, thor) = thor_fronting(&backend);
+    let script = backend.script(false);
+    script.send(piece("line\none ")).unwrap();
+    script.send(piece("two")).unwrap();
+    script.send(finish()).unwrap();
+    drop(script);
+    let accept = [("Accept", "application/vnd.sage.stream; version=1")];
+    let first = signed_prompt(&keys, "wire-1", "00112233445566778899aabbccddeeff");
+    let answer = crate::util::http_with(thor.addr, "POST", "/v1/tasks", &accept, &first);
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(
+        answer
+            .headers
+            .contains("content-type: application/vnd.sage.stream; version=1"),
+        "{}",
+        answer.headers
+    );
+    let body = String::from_utf8(answer.body).unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 3, "{body}");
+    assert_eq!(lines[0], r#"{"chunk":"line\none "}"#);
+    assert_eq!(lines[1], r#"{"chunk":"two"}"#);
+    let proof = lines[2]
+        .strip_prefix(r#"{"proof":"#)
+        .and_then(|rest| rest.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("not a proof line: {}", lines[2]));
+
+    // A retry of the same task gets the stored proof: the same bytes, as
+    // a plain answer, stream asked or not; a replay is refused.
+    let retry = signed_prompt(&keys, "wire-1", "ffeeddccbbaa99887766554433221100");
+    let plain = crate::util::http_with(thor.addr, "POST", "/v1/tasks", &accept, &retry);
+    assert_eq!(plain.status, 200);
+    assert!(plain.headers.contains("content-type: application/json"));
+    assert_eq!(String::from_utf8(plain.body).unwrap(), proof);
+    let replay = crate::util::http_with(thor.addr, "POST", "/v1/tasks", &accept, &first);
+    assert_eq!(replay.problem_code(), "replayed");
+    assert_eq!(backend.asked().len(), 1);
+    assert_eq!(thor.executions_of("wire-1"), 1);
+}

@@ -34,7 +34,11 @@ impl Backend {
                 .push(serde_json::from_slice(body).unwrap());
             let next = queued.lock().unwrap().recv_timeout(Duration::from_secs(20));
             let (pieces, cut) = next.expect("a script for each request");
-            Reply::Stream { pieces, cut }
+            Reply::Stream {
+                content_type: "text/event-stream",
+                pieces,
+                cut,
+            }
         });
         Backend {
             fake,
@@ -446,4 +450,93 @@ fn the_streaming_answer_is_json_lines_ending_with_the_stored_proof_byte_for_byte
     assert_eq!(replay.problem_code(), "replayed");
     assert_eq!(backend.asked().len(), 1);
     assert_eq!(thor.executions_of("wire-1"), 1);
+}
+
+/// A fake Thor whose streaming answer is `chunks`, then (unless `None`)
+/// the proof that `forge` makes of an honest one, signed with Thor's key.
+fn streaming_thor(
+    keys: &Keys,
+    chunks: &'static [&'static str],
+    forge: Option<fn(&mut sage_types::Proof)>,
+) -> FakeNode {
+    let key = keys.key("Thor");
+    FakeNode::replying(move |method, path, body| match (method, path) {
+        ("GET", "/health") => Reply::Json(200, crate::delegate::thor_health()),
+        ("POST", "/v1/tasks") => {
+            let envelope: sage_types::Envelope = serde_json::from_slice(body).unwrap();
+            let payload = envelope.payload_bytes().unwrap();
+            let task: sage_types::Task = serde_json::from_slice(&payload).unwrap();
+            let (sender, pieces) = mpsc::channel();
+            for chunk in chunks {
+                let line = json!({ "chunk": chunk }).to_string() + "\n";
+                sender.send(line.into_bytes()).unwrap();
+            }
+            if let Some(forge) = forge {
+                let mut proof = crate::delegate::honest_proof(&task, &payload);
+                let content = chunks.concat();
+                proof.result =
+                    json!({"content": content, "output_digest": sha256_tagged(content.as_bytes())});
+                forge(&mut proof);
+                proof.result_digest = sage_crypto::digest::json_digest(&proof.result);
+                let signed = crate::delegate::sign_proof(&key, &proof);
+                let line = json!({ "proof": signed }).to_string() + "\n";
+                sender.send(line.into_bytes()).unwrap();
+            }
+            Reply::Stream {
+                content_type: sage_types::stream::STREAM_ACCEPT,
+                pieces,
+                cut: forge.is_none(),
+            }
+        }
+        _ => Reply::Json(404, b"{}".to_vec()),
+    })
+}
+
+#[test]
+fn a_stream_that_is_not_what_its_valid_proof_signs_is_refused() {
+    let keys = Keys::with(&["Thor", "Sprout"]);
+    let cases: [(Option<fn(&mut sage_types::Proof)>, &str, &str); 4] = [
+        (Some(|_| {}), "", "succeeded"),
+        (
+            Some(|p| p.result["content"] = json!("other words")),
+            "does not match its signed proof",
+            "stream_mismatch",
+        ),
+        (
+            Some(|p| p.result["output_digest"] = json!(sha256_tagged(b"other"))),
+            "signed output digest",
+            "stream_mismatch",
+        ),
+        (None, "the stream from Thor was cut", "stream_cut"),
+    ];
+    for (i, (forge, refusal, status)) in cases.into_iter().enumerate() {
+        let fake = streaming_thor(&keys, &["streamed ", "words"], forge);
+        let port = fake.addr.port().to_string();
+        let task_id = format!("forged-{i}");
+        let run = keys.delegate(&[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--stream",
+            "--task-id",
+            &task_id,
+        ]);
+        assert_eq!(run.stdout, "streamed words", "{}", run.stderr);
+        let list = keys.run(&["proofs", "list", "--json"]);
+        let row = list.json()["delegations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["task_id"] == task_id.as_str())
+            .cloned()
+            .unwrap();
+        assert_eq!(row["status"], status, "{row}");
+        if status == "succeeded" {
+            run.assert_code(0);
+        } else {
+            run.assert_code(1);
+            run.assert_stderr(&[refusal]);
+        }
+    }
 }

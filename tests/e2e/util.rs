@@ -715,11 +715,12 @@ pub enum Reply {
     Mute,
     /// This status and JSON body with `Retry-After: SECS`.
     RetryAfter(u16, Vec<u8>, u64),
-    /// `200` and a chunked `text/event-stream` body: each piece as it is
+    /// `200` and a chunked body of `content_type`: each piece as it is
     /// received from `pieces` (a piece per chunk, written at once); when
     /// the sender is dropped, the body's end, or with `cut`, the
     /// connection closed before it.
     Stream {
+        content_type: &'static str,
         pieces: std::sync::mpsc::Receiver<Vec<u8>>,
         cut: bool,
     },
@@ -860,8 +861,12 @@ fn serve_one(mut stream: TcpStream, respond: &Respond, floods: &Mutex<Vec<u64>>)
                 std::thread::sleep(Duration::from_secs(60));
                 return;
             }
-            Reply::Stream { pieces, cut } => {
-                let head = "HTTP/1.1 200 X\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+            Reply::Stream {
+                content_type,
+                pieces,
+                cut,
+            } => {
+                let head = format!("HTTP/1.1 200 X\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n");
                 if stream.write_all(head.as_bytes()).is_err() {
                     return;
                 }

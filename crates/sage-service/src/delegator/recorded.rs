@@ -161,11 +161,17 @@ impl Attempt<'_> {
                 .await
                 .map(|exchanged| (exchanged, None))
                 .map_err(DelegateError::from),
-            Some(sink) => {
-                outgoing
-                    .send_streaming(self.client, self.addr, remaining, sink)
-                    .await
-            }
+            Some(sink) => outgoing
+                .send_streaming(self.client, self.addr, remaining, sink)
+                .await
+                .map_err(|e| match e {
+                    // Named as the target, as the other failures are.
+                    DelegateError::StreamCut { detail, .. } => DelegateError::StreamCut {
+                        target: self.target.name.clone(),
+                        detail,
+                    },
+                    other => other,
+                }),
         };
         let outcome = sent
             .and_then(|(exchanged, received)| {

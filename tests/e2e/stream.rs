@@ -452,13 +452,12 @@ fn the_streaming_answer_is_json_lines_ending_with_the_stored_proof_byte_for_byte
     assert_eq!(thor.executions_of("wire-1"), 1);
 }
 
+/// What a fake changes of an honest proof before signing it.
+type Forge = fn(&mut sage_types::Proof);
+
 /// A fake Thor whose streaming answer is `chunks`, then (unless `None`)
 /// the proof that `forge` makes of an honest one, signed with Thor's key.
-fn streaming_thor(
-    keys: &Keys,
-    chunks: &'static [&'static str],
-    forge: Option<fn(&mut sage_types::Proof)>,
-) -> FakeNode {
+fn streaming_thor(keys: &Keys, chunks: &'static [&'static str], forge: Option<Forge>) -> FakeNode {
     let key = keys.key("Thor");
     FakeNode::replying(move |method, path, body| match (method, path) {
         ("GET", "/health") => Reply::Json(200, crate::delegate::thor_health()),
@@ -495,7 +494,7 @@ fn streaming_thor(
 #[test]
 fn a_stream_that_is_not_what_its_valid_proof_signs_is_refused() {
     let keys = Keys::with(&["Thor", "Sprout"]);
-    let cases: [(Option<fn(&mut sage_types::Proof)>, &str, &str); 4] = [
+    let cases: [(Option<Forge>, &str, &str); 4] = [
         (Some(|_| {}), "", "succeeded"),
         (
             Some(|p| p.result["content"] = json!("other words")),

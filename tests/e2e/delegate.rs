@@ -203,25 +203,28 @@ fn unreachable_unknown_and_silent_targets_are_reported() {
     run.assert_stderr(&["troubleshooting", "ufw"]);
 }
 
+/// Thor's health answer, as a fake Thor gives it.
+pub fn thor_health() -> Vec<u8> {
+    let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0, "version": "0.1.0"});
+    serde_json::to_vec(&health).unwrap()
+}
+
 /// A fake Thor at the address: healthy, but its proofs are made by `forge`
 /// from the task it receives.
 fn fake_thor(forge: impl Fn(&Task, &[u8]) -> Envelope + Send + Sync + 'static) -> FakeNode {
-    FakeNode::start(move |method, path, body| {
-        let health = serde_json::json!({"status": "healthy", "platform": "Thor", "lct_id": "thor_sage_lct", "timestamp": 1.0, "version": "0.1.0"});
-        match (method, path) {
-            ("GET", "/health") => Some((200, serde_json::to_vec(&health).unwrap())),
-            ("POST", "/v1/tasks") => {
-                let env: Envelope = serde_json::from_slice(body).unwrap();
-                let payload = env.payload_bytes().unwrap();
-                let task: Task = serde_json::from_slice(&payload).unwrap();
-                Some((200, serde_json::to_vec(&forge(&task, &payload)).unwrap()))
-            }
-            _ => Some((404, b"{}".to_vec())),
+    FakeNode::start(move |method, path, body| match (method, path) {
+        ("GET", "/health") => Some((200, thor_health())),
+        ("POST", "/v1/tasks") => {
+            let env: Envelope = serde_json::from_slice(body).unwrap();
+            let payload = env.payload_bytes().unwrap();
+            let task: Task = serde_json::from_slice(&payload).unwrap();
+            Some((200, serde_json::to_vec(&forge(&task, &payload)).unwrap()))
         }
+        _ => Some((404, b"{}".to_vec())),
     })
 }
 
-fn honest_proof(task: &Task, payload: &[u8]) -> Proof {
+pub fn honest_proof(task: &Task, payload: &[u8]) -> Proof {
     let result = task.input.clone();
     Proof {
         executor: "thor_sage_lct".into(),
@@ -243,7 +246,7 @@ fn honest_proof(task: &Task, payload: &[u8]) -> Proof {
     }
 }
 
-fn sign_proof(key: &NodeKey, proof: &Proof) -> Envelope {
+pub fn sign_proof(key: &NodeKey, proof: &Proof) -> Envelope {
     sign_envelope(key, PROOF_PAYLOAD_TYPE, &serde_json::to_vec(proof).unwrap())
 }
 

@@ -32,6 +32,7 @@ mod service;
 mod setup;
 mod soak;
 mod state;
+mod stream;
 mod systemd;
 mod tls;
 mod trace;

@@ -715,6 +715,15 @@ pub enum Reply {
     Mute,
     /// This status and JSON body with `Retry-After: SECS`.
     RetryAfter(u16, Vec<u8>, u64),
+    /// `200` and a chunked body of `content_type`: each piece as it is
+    /// received from `pieces` (a piece per chunk, written at once); when
+    /// the sender is dropped, the body's end, or with `cut`, the
+    /// connection closed before it.
+    Stream {
+        content_type: &'static str,
+        pieces: std::sync::mpsc::Receiver<Vec<u8>>,
+        cut: bool,
+    },
 }
 
 impl FakeNode {
@@ -850,6 +859,32 @@ fn serve_one(mut stream: TcpStream, respond: &Respond, floods: &Mutex<Vec<u64>>)
             }
             Reply::Mute => {
                 std::thread::sleep(Duration::from_secs(60));
+                return;
+            }
+            Reply::Stream {
+                content_type,
+                pieces,
+                cut,
+            } => {
+                let head = format!("HTTP/1.1 200 X\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n");
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for piece in pieces {
+                    let framed =
+                        [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat();
+                    if stream
+                        .write_all(&framed)
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                if !cut {
+                    let _ = stream.write_all(b"0\r\n\r\n");
+                }
+                // One stream per connection: closing it is part of a cut.
                 return;
             }
         };

@@ -13,7 +13,8 @@ use reqwest::header::{HeaderMap, HeaderName};
 use sage_types::Task;
 use serde_json::{json, Map, Value};
 
-use super::{BoxFuture, ExecError, Execution, Executor, FailureKind};
+use super::sse::SseParser;
+use super::{BoxFuture, Chunks, ExecError, Execution, Executor, FailureKind};
 use sage_types::untrusted::Untrusted;
 
 /// The default of [`HttpConfig::timeout`].
@@ -204,13 +205,13 @@ impl HttpExecutor {
         })
     }
 
-    /// Sends `request` and reads a 2xx answer's body; records the status
-    /// in `status` as soon as it is known.
-    async fn exchange(
+    /// Sends `request` and returns a 2xx answer, its body unread; records
+    /// the status in `status` as soon as it is known.
+    async fn send(
         &self,
         request: reqwest::RequestBuilder,
         status: &mut Option<u16>,
-    ) -> Result<Vec<u8>, ExecError> {
+    ) -> Result<reqwest::Response, ExecError> {
         let mut response = request.send().await.map_err(|e| self.transport(e))?;
         let code = response.status();
         *status = Some(code.as_u16());
@@ -227,15 +228,18 @@ impl HttpExecutor {
                 format!("HTTP {} from {}: {excerpt}", code.as_u16(), self.shown_url),
             ));
         }
-        let too_large = || {
-            ExecError::new(
-                FailureKind::TooLarge,
-                format!(
-                    "response larger than {} bytes from {}",
-                    self.max_response_bytes, self.shown_url
-                ),
-            )
-        };
+        Ok(response)
+    }
+
+    /// Sends `request` and reads a 2xx answer's body; records the status
+    /// in `status` as soon as it is known.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        status: &mut Option<u16>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let mut response = self.send(request, status).await?;
+        let too_large = || self.too_large();
         // Refuse early when the length is announced; count anyway, since it
         // may not be.
         if response
@@ -251,6 +255,69 @@ impl HttpExecutor {
             return Err(too_large());
         }
         Ok(body)
+    }
+
+    fn too_large(&self) -> ExecError {
+        ExecError::new(
+            FailureKind::TooLarge,
+            format!(
+                "response larger than {} bytes from {}",
+                self.max_response_bytes, self.shown_url
+            ),
+        )
+    }
+
+    /// Sends a streaming chat `request` and reads its events, passing each
+    /// piece of content to `chunks`; the result is the chat result of the
+    /// whole, with its `output_digest`. At most `max_response_bytes` of
+    /// stream are read.
+    async fn stream_chat(
+        &self,
+        request: reqwest::RequestBuilder,
+        status: &mut Option<u16>,
+        chunks: &Chunks,
+    ) -> Result<Value, ExecError> {
+        let mut response = self.send(request, status).await?;
+        let mut parser = SseParser::new();
+        let mut chat = StreamedChat::default();
+        let mut read = 0usize;
+        let cut = |read: usize, content: usize, cause: String| {
+            ExecError::new(
+                FailureKind::Transport,
+                format!(
+                    "the stream from {} ended after {read} bytes ({content} bytes of content) before its end (`data: [DONE]` or a finish_reason){cause}",
+                    self.shown_url
+                ),
+            )
+        };
+        loop {
+            let bytes = match response.chunk().await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(self.timed_out()),
+                Err(e) => {
+                    let detail = self.transport(e).message;
+                    return Err(cut(read, chat.content.len(), format!(": {detail}")));
+                }
+            };
+            read += bytes.len();
+            if read > self.max_response_bytes {
+                return Err(self.too_large());
+            }
+            for data in parser.feed(&bytes) {
+                if let Some(piece) = chat.event(&data, &self.shown_url)? {
+                    // A receiver gone changes nothing: the run goes on.
+                    let _ = chunks.send(piece);
+                }
+            }
+            if chat.done {
+                break;
+            }
+        }
+        if !chat.done && chat.finish_reason.is_null() {
+            return Err(cut(read, chat.content.len(), String::new()));
+        }
+        Ok(chat.result())
     }
 
     /// A failed request as a task failure, naming the URL (never with its
@@ -304,7 +371,9 @@ impl HttpExecutor {
                     task_header("task type", &task.task_type)?,
                 )
                 .header("x-sage-issuer", task_header("issuer", &task.issuer)?),
-            HttpMode::OpenAiChat { model } => request.json(&chat_request(model, &task.input)?),
+            HttpMode::OpenAiChat { model } => {
+                request.json(&chat_request(model, &task.input, false)?)
+            }
         })
     }
 
@@ -360,6 +429,45 @@ impl Executor for HttpExecutor {
                 latency_ms = started.elapsed().as_millis() as u64,
                 ok = outcome.is_ok(),
                 "http executor"
+            );
+            outcome.map(Execution::of)
+        })
+    }
+
+    fn streams(&self) -> bool {
+        matches!(self.mode, HttpMode::OpenAiChat { .. })
+    }
+
+    fn execute_streaming<'a>(
+        &'a self,
+        task: &'a Task,
+        chunks: Chunks,
+    ) -> BoxFuture<'a, Result<Execution, ExecError>> {
+        let HttpMode::OpenAiChat { model } = &self.mode else {
+            return self.execute(task);
+        };
+        Box::pin(async move {
+            let body = chat_request(model, &task.input, true)?;
+            let request = self
+                .client
+                .post(self.url.clone())
+                .headers(self.headers.clone())
+                .json(&body);
+            let started = Instant::now();
+            let mut status = None;
+            let streamed = self.stream_chat(request, &mut status, &chunks);
+            let outcome = match tokio::time::timeout(self.timeout, streamed).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(self.timed_out()),
+            };
+            tracing::debug!(
+                executor = %self.name,
+                task_id = %Untrusted(&task.task_id),
+                url = %self.shown_url,
+                status = ?status,
+                latency_ms = started.elapsed().as_millis() as u64,
+                ok = outcome.is_ok(),
+                "http executor (stream)"
             );
             outcome.map(Execution::of)
         })
@@ -456,7 +564,7 @@ fn task_header(what: &str, value: &str) -> Result<reqwest::header::HeaderValue, 
 }
 
 /// The chat completion request for `input`.
-fn chat_request(model: &str, input: &Value) -> Result<Value, ExecError> {
+fn chat_request(model: &str, input: &Value, stream: bool) -> Result<Value, ExecError> {
     let needs = "input needs `prompt` (a string) or `messages` (an array)";
     let input = input
         .as_object()
@@ -500,7 +608,7 @@ fn chat_request(model: &str, input: &Value) -> Result<Value, ExecError> {
             request.insert(key.into(), value.clone());
         }
     }
-    request.insert("stream".into(), Value::Bool(false));
+    request.insert("stream".into(), Value::Bool(stream));
     Ok(Value::Object(request))
 }
 
@@ -530,6 +638,74 @@ fn chat_result(answer: &Value, url: &str) -> Result<Value, ExecError> {
         "finish_reason": copy(choice.get("finish_reason")),
         "usage": copy(answer.get("usage")),
     }))
+}
+
+/// What a chat stream said so far.
+#[derive(Debug, Default)]
+struct StreamedChat {
+    content: String,
+    model: Value,
+    finish_reason: Value,
+    usage: Value,
+    /// `data: [DONE]` came.
+    done: bool,
+}
+
+impl StreamedChat {
+    /// Takes in one event's `data`; returns its piece of content, if any.
+    fn event(&mut self, data: &str, url: &str) -> Result<Option<String>, ExecError> {
+        if data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(None);
+        }
+        let event: Value = serde_json::from_str(data).map_err(|e| {
+            ExecError::new(
+                FailureKind::BadAnswer,
+                format!("an event of the stream from {url} is not JSON: {e}"),
+            )
+        })?;
+        let present = |v: Option<&Value>| v.filter(|v| !v.is_null()).cloned();
+        if let Some(model) = present(event.get("model")) {
+            self.model = model;
+        }
+        if let Some(usage) = present(event.get("usage")) {
+            self.usage = usage;
+        }
+        let Some(choice) = event.get("choices").and_then(|c| c.get(0)) else {
+            return Ok(None);
+        };
+        if let Some(reason) = present(choice.get("finish_reason")) {
+            self.finish_reason = reason;
+        }
+        match choice.pointer("/delta/content") {
+            Some(Value::String(piece)) if !piece.is_empty() => {
+                self.content.push_str(piece);
+                Ok(Some(piece.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The result: as a whole answer's, with the digest of the content.
+    fn result(self) -> Value {
+        json!({
+            "output_digest": output_digest(&self.content),
+            "content": self.content,
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage,
+        })
+    }
+}
+
+/// `sha256:` and the hex digest of `content`'s UTF-8 bytes: what a
+/// receiver of the stream checks the bytes it got against.
+pub fn output_digest(content: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(content.as_bytes()))
+    )
 }
 
 /// Reads at most `limit` bytes of the body, chunk by chunk; says whether
@@ -991,10 +1167,18 @@ mod tests {
 
     /// A server that streams its answer in chunks, with no length announced.
     async fn chunked_server(chunks: usize, chunk: usize) -> String {
+        let pieces = vec!["z".repeat(chunk).into_bytes(); chunks];
+        pieces_server(pieces, true).await
+    }
+
+    /// A server that answers `pieces` as the chunks of a chunked body,
+    /// then ends it properly (`end`) or closes the connection.
+    async fn pieces_server(pieces: Vec<Vec<u8>>, end: bool) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
+                let pieces = pieces.clone();
                 tokio::spawn(async move {
                     // Read the request head and its body before answering.
                     let mut request = Vec::new();
@@ -1018,18 +1202,105 @@ mod tests {
                     }
                     let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
                     socket.write_all(head.as_bytes()).await.unwrap();
-                    for _ in 0..chunks {
-                        let data = "z".repeat(chunk);
-                        let framed = format!("{chunk:x}\r\n{data}\r\n");
-                        if socket.write_all(framed.as_bytes()).await.is_err() {
+                    for piece in pieces {
+                        let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                        framed.extend_from_slice(&piece);
+                        framed.extend_from_slice(b"\r\n");
+                        if socket.write_all(&framed).await.is_err() {
                             return;
                         }
                     }
-                    let _ = socket.write_all(b"0\r\n\r\n").await;
+                    if end {
+                        let _ = socket.write_all(b"0\r\n\r\n").await;
+                    }
                 });
             }
         });
         format!("http://{addr}/stream")
+    }
+
+    /// The SSE events of a chat stream of `pieces`, with a finish reason
+    /// and usage, split at awkward places.
+    fn chat_events(pieces: &[&str]) -> Vec<Vec<u8>> {
+        let mut stream = String::from(": a comment first\n\n");
+        for piece in pieces {
+            let event = json!({"model": MODEL, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+            stream.push_str(&format!("data: {event}\n\n"));
+        }
+        let last = json!({"model": MODEL, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        let usage =
+            json!({"model": MODEL, "choices": [], "usage": {"completion_tokens": pieces.len()}});
+        stream.push_str(&format!(
+            "data: {last}\r\n\r\ndata: {usage}\n\ndata: [DONE]\n\n"
+        ));
+        stream.into_bytes().chunks(7).map(<[u8]>::to_vec).collect()
+    }
+
+    #[tokio::test]
+    async fn a_chat_stream_passes_each_piece_on_and_proves_the_whole() {
+        let pieces = ["Hel", "lo, ", "wörld", "!"];
+        let url = pieces_server(chat_events(&pieces), true).await;
+        let executor = plain_chat_executor(url);
+        assert!(executor.streams());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let out = executor
+            .execute_streaming(&task(json!({"prompt": "hi"})), tx)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            got.push(piece);
+        }
+        assert_eq!(got, pieces);
+        let content = pieces.concat();
+        assert_eq!(out.result["content"], content);
+        assert_eq!(out.result["model"], MODEL);
+        assert_eq!(out.result["finish_reason"], "stop");
+        assert_eq!(out.result["usage"]["completion_tokens"], 4);
+        assert_eq!(out.result["output_digest"], output_digest(&content));
+        assert!(output_digest("").starts_with("sha256:e3b0c442"));
+    }
+
+    #[tokio::test]
+    async fn a_chat_stream_cut_before_its_end_fails_saying_how_much_came() {
+        let mut events = chat_events(&["one ", "two"]);
+        // Cut after the content, before the finish reason.
+        let whole: Vec<u8> = events.concat();
+        let text = String::from_utf8(whole).unwrap();
+        let cut = text.find("\"stop\"").unwrap() - 60;
+        events = vec![text.as_bytes()[..cut].to_vec()];
+        let url = pieces_server(events, false).await;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let e = plain_chat_executor(url)
+            .execute_streaming(&task(json!({"prompt": "hi"})), tx)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, FailureKind::Transport, "{e}");
+        assert!(e.message.contains(&format!("{cut} bytes")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_chat_stream_is_bounded_by_max_response_bytes() {
+        let url = pieces_server(chat_events(&["x"; 200]), true).await;
+        let mut executor = plain_chat_executor(url);
+        executor.max_response_bytes = 1000;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let e = executor
+            .execute_streaming(&task(json!({"prompt": "hi"})), tx)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, FailureKind::TooLarge, "{e}");
+    }
+
+    #[tokio::test]
+    async fn without_a_stream_asked_the_request_says_stream_false() {
+        let (base, seen) = server().await;
+        let executor = chat_executor(&base, "SAGE_TEST_HTTP_TOKEN_NO_STREAM");
+        executor
+            .execute(&task(json!({"prompt": "hi"})))
+            .await
+            .unwrap();
+        assert_eq!(seen.last().1["stream"], false);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ pub mod command;
 pub mod http;
 mod leftover;
 mod set;
+pub mod sse;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,11 @@ use sage_types::Task;
 pub use builtin::{Echo, Simulate, SIMULATED_TASK_TYPES};
 pub use leftover::Leftovers;
 pub use set::{CostModel, Entry, ExecutorSet, Limiter, Reservation, Run};
+
+/// Where a streaming execution passes the pieces of its output on as they
+/// come ([`Executor::execute_streaming`]). A closed receiver is no reason
+/// to stop: the run goes on to its end and its result is the whole output.
+pub type Chunks = tokio::sync::mpsc::UnboundedSender<String>;
 
 /// A boxed future, so that executors can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -160,6 +166,24 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Runs `task`.
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>>;
+
+    /// Whether [`Executor::execute_streaming`] passes output on while it
+    /// runs; a node answers a stream only for those that do.
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// Runs `task`, passing each piece of its output to `chunks` as it
+    /// comes; the result is the same as [`Executor::execute`]'s, with the
+    /// whole output in it. The default runs `execute` and sends nothing.
+    fn execute_streaming<'a>(
+        &'a self,
+        task: &'a Task,
+        chunks: Chunks,
+    ) -> BoxFuture<'a, Result<Execution, ExecError>> {
+        drop(chunks);
+        self.execute(task)
+    }
 }
 
 #[cfg(test)]

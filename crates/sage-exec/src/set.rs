@@ -10,7 +10,9 @@ use sage_types::{ProofStatus, Task};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::{Echo, ExecError, Execution, Executor, FailureKind, Simulate, SIMULATED_TASK_TYPES};
+use super::{
+    Chunks, Echo, ExecError, Execution, Executor, FailureKind, Simulate, SIMULATED_TASK_TYPES,
+};
 use sage_types::clock::now_ms;
 
 /// How an executor's runs are priced: `base + per_second x execution time`, in ATP.
@@ -163,13 +165,28 @@ impl Entry {
     /// Runs `task` in its reserved place (waiting for a slot if needed),
     /// timing the execution alone; a failure is a run too, and gets a proof.
     pub async fn run(&self, task: &Task, reservation: Reservation) -> Run {
+        self.run_streaming(task, reservation, None).await
+    }
+
+    /// [`Entry::run`], passing the output on to `chunks` as it comes when
+    /// there are chunks to send to and the executor streams
+    /// ([`Executor::execute_streaming`]).
+    pub async fn run_streaming(
+        &self,
+        task: &Task,
+        reservation: Reservation,
+        chunks: Option<Chunks>,
+    ) -> Run {
         let permit = match &reservation.0 {
             Some(limiter) => limiter.slots.acquire().await.ok(),
             None => None,
         };
         let started_at = now_ms();
         let clock = Instant::now();
-        let outcome = self.executor.execute(task).await;
+        let outcome = match chunks {
+            Some(chunks) => self.executor.execute_streaming(task, chunks).await,
+            None => self.executor.execute(task).await,
+        };
         let latency = clock.elapsed();
         drop(permit);
         drop(reservation);

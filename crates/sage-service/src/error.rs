@@ -378,6 +378,23 @@ pub enum DelegateError {
         /// The target's name.
         target: String,
     },
+    /// A streaming answer that ended without a verified proof of what it
+    /// streamed: cut, ended by the node's error, or a failed run's proof.
+    #[error("the stream from {target} was cut: {detail}; what it streamed is not verified")]
+    StreamCut {
+        /// The target's name (or address).
+        target: String,
+        /// How it ended.
+        detail: String,
+    },
+    /// A verified proof whose content is not what was streamed.
+    #[error("the stream from {target} does not match its signed proof: {detail}; do not trust what it streamed")]
+    StreamMismatch {
+        /// The target's name.
+        target: String,
+        /// What differs.
+        detail: String,
+    },
 }
 
 /// Errors of TLS material: certificates, private keys, fingerprints.
@@ -490,6 +507,8 @@ impl DelegateError {
             DelegateError::OtherKey { .. } => "other_key",
             DelegateError::WrongAnswer { .. } => "wrong_answer",
             DelegateError::LegacyNode { .. } => "legacy_node",
+            DelegateError::StreamCut { .. } => "stream_cut",
+            DelegateError::StreamMismatch { .. } => "stream_mismatch",
             #[allow(unreachable_patterns)]
             _ => "delegation_failed",
         }

@@ -27,6 +27,7 @@ pub mod legacy;
 pub mod problem;
 pub mod proof;
 pub mod pyjson;
+pub mod stream;
 pub mod task;
 #[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]

@@ -1,6 +1,6 @@
 //! `sage delegate`.
 
-use crate::output::out;
+use crate::output::{self, out};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use sage_service::delegator::client::{Client, NodeAddress};
 use sage_service::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use sage_service::delegator::recorded::{Attempt, AttemptError};
 use sage_service::delegator::route::{self, Plan, RouteError, Survey, Tried};
+use sage_service::delegator::stream::ChunkSink;
 use sage_service::delegator::upload;
 use sage_service::keydir::{Identity, KeyDir};
 use sage_service::local::client as local_client;
@@ -102,6 +103,13 @@ pub struct Args {
     /// Task id, instead of a random one.
     #[arg(long)]
     task_id: Option<String>,
+    /// Print the output to stdout as it comes (an executor that streams,
+    /// such as `http` in OpenAI mode), then the verified summary on stderr
+    /// (with --json: each piece as a `{"chunk": ...}` line, then the
+    /// report). What is printed is verified only when the command
+    /// succeeds: a stream that does not match its signed proof fails it.
+    #[arg(long, conflicts_with = "via_node")]
+    stream: bool,
 }
 
 impl Args {
@@ -220,7 +228,8 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         ));
     }
     let sent_at = sage_types::clock::now_ms();
-    let waiting = crate::progress::Waiting::start(&target.name, !crate::json::enabled());
+    let waiting =
+        crate::progress::Waiting::start(&target.name, !crate::json::enabled() && !args.stream);
     let attempt = Attempt {
         client: &client,
         store: &store,
@@ -232,7 +241,15 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         timeout,
         expect: None,
     };
-    let result = runtime.block_on(attempt.run().instrument(trace.span.clone()));
+    let result = runtime.block_on(
+        async {
+            match args.stream {
+                false => attempt.run().await,
+                true => printing(|sink| async move { attempt.run_streaming(&sink).await }).await,
+            }
+        }
+        .instrument(trace.span.clone()),
+    );
     drop(waiting);
     let delegation = result.map_err(|e| attempt_failure(e, &local, &target))?;
     report(
@@ -413,16 +430,22 @@ fn routed(
         idempotent: args.idempotent.then_some(true),
         timeout,
     };
-    let waiting = crate::progress::Waiting::start("the fleet", !crate::json::enabled());
+    let waiting =
+        crate::progress::Waiting::start("the fleet", !crate::json::enabled() && !args.stream);
+    let budget = RetryBudget::default();
+    let (survey_of, router_of, budget_of) = (&survey, &router, &budget);
     let result = runtime.block_on(
-        route::delegate(
-            &survey,
-            &router,
-            &RetryBudget::default(),
-            store,
-            client_for,
-            plan,
-        )
+        async {
+            if !args.stream {
+                return route::delegate(&survey, &router, &budget, store, client_for, plan).await;
+            }
+            printing(|sink| async move {
+                let (survey, router, budget) = (survey_of, router_of, budget_of);
+                route::delegate_streaming(survey, router, budget, store, client_for, plan, &sink)
+                    .await
+            })
+            .await
+        }
         .instrument(trace.span.clone()),
     );
     drop(waiting);
@@ -449,6 +472,42 @@ fn routed(
         (sent_at, trace.id),
         Some((&survey, &routed.tried)),
     )
+}
+
+/// Runs `delegation` with a sink whose pieces are printed as they come:
+/// to stdout as they are, or as `{"chunk": ...}` lines with `--json`. The
+/// summary that follows goes to stderr, so that stdout holds the output
+/// alone.
+async fn printing<T, F>(delegation: impl FnOnce(ChunkSink) -> F) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let (sender, mut pieces) = tokio::sync::mpsc::channel::<String>(64);
+    let printer = tokio::spawn(async move {
+        let mut ends_line = true;
+        while let Some(piece) = pieces.recv().await {
+            if json::enabled() {
+                let line = json!({ "chunk": piece }).to_string();
+                output::piece(&format!("{line}\n"));
+            } else {
+                output::piece(&piece);
+                ends_line = piece.ends_with('\n');
+            }
+        }
+        ends_line
+    });
+    let outcome = delegation(ChunkSink::new(sender)).await;
+    // The sink is gone with the delegation: the printer ends once it has
+    // printed every piece.
+    let ends_line = printer.await.unwrap_or(true);
+    if !json::enabled() {
+        output::report_to_stderr();
+        if !ends_line {
+            // The summary on a line of its own where both streams show.
+            eprintln!();
+        }
+    }
+    outcome
 }
 
 /// The trace of one delegation: its id, sent in every request's
@@ -483,6 +542,7 @@ fn report(
     if json::enabled() {
         let mut object = report_json(delegation, local, target, addr, sent_at);
         object["trace_id"] = trace.to_string().into();
+        object["streamed"] = delegation.streamed.into();
         if let Some((survey, tried)) = route {
             object["route"] = route_json(survey, tried);
         }

@@ -527,6 +527,7 @@ fn delegate_kind(err: &DelegateError) -> String {
         DelegateError::OtherKey { .. } => "other_key".into(),
         DelegateError::LegacyNode { .. } => "legacy_node".into(),
         DelegateError::WrongAnswer { .. } => "wrong_answer".into(),
+        DelegateError::StreamCut { .. } | DelegateError::StreamMismatch { .. } => err.code().into(),
     }
 }
 

@@ -8,9 +8,11 @@ use sage_types::health::HEALTHY;
 use sage_types::legacy::{read_response, LegacyRequest, ReceivedResponse};
 use sage_types::{Envelope, Health, Problem};
 
+use super::stream::{ChunkSink, StreamEnd, TaskAnswer};
 use crate::telemetry;
 use crate::trace::{TraceId, TRACEPARENT};
 use crate::ClientError;
+use sage_types::stream::{Frame, STREAM_ACCEPT, STREAM_MEDIA_TYPE};
 use sage_types::untrusted::Untrusted;
 use tracing::Instrument as _;
 
@@ -188,6 +190,116 @@ impl Client {
             .await
     }
 
+    /// [`Client::submit_task`] asking for a streaming answer: each piece of
+    /// the output is handed to `sink` as it arrives, unverified; the
+    /// answer says how the stream ended, or is the plain proof envelope
+    /// of a node that answered without a stream. Frames and the whole are
+    /// bounded by [`Client::max_answer_bytes`].
+    ///
+    /// # Errors
+    /// As [`Client::submit_task`], before a piece was handed on; a break
+    /// after one is [`StreamEnd::Cut`].
+    pub async fn submit_task_streaming(
+        &self,
+        addr: &str,
+        task: &Envelope,
+        timeout: Duration,
+        sink: &ChunkSink,
+    ) -> Result<TaskAnswer, ClientError> {
+        let url = format!("{}/v1/tasks", base_url(addr)?);
+        let body = serde_json::to_vec(task)
+            .map_err(|e| ClientError::Setup(format!("cannot encode the request to {addr}: {e}")))?;
+        let (traceparent, span) = telemetry::outgoing(self.trace, addr);
+        let mut request = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::ACCEPT,
+                format!("{STREAM_ACCEPT}, application/json"),
+            )
+            .body(body);
+        if let Some(header) = traceparent {
+            request = request.header(TRACEPARENT, header.to_string());
+        }
+        let mut response = request
+            .timeout(timeout)
+            .send()
+            .instrument(span)
+            .await
+            .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with(STREAM_MEDIA_TYPE));
+        if response.status() != 200 || !streamed {
+            let (_, body) = self
+                .whole(addr, timeout, response, |status| status == 200)
+                .await?;
+            return parse(addr, &body, "a proof envelope").map(TaskAnswer::Whole);
+        }
+        let limit = self.max_answer_bytes;
+        let (mut line, mut received, mut read) = (Vec::new(), String::new(), 0usize);
+        let end = loop {
+            let bytes = match response.chunk().await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    break StreamEnd::Cut(format!(
+                        "the answer ended after {read} bytes without a proof"
+                    ))
+                }
+                Err(e) => {
+                    let e = transport_error(addr, timeout, timeout, &e);
+                    break StreamEnd::Cut(format!("after {read} bytes: {e}"));
+                }
+            };
+            read += bytes.len();
+            if read > limit {
+                return Err(ClientError::TooLarge {
+                    addr: addr.to_owned(),
+                    limit,
+                });
+            }
+            let mut ended = None;
+            for &byte in bytes.iter() {
+                if byte != b'\n' {
+                    line.push(byte);
+                    continue;
+                }
+                let frame: Frame =
+                    serde_json::from_slice(&line).map_err(|e| ClientError::BadResponse {
+                        addr: addr.to_owned(),
+                        status: 200,
+                        detail: format!("not a frame of a task stream: {e}"),
+                    })?;
+                line.clear();
+                match frame {
+                    Frame::Chunk(piece) => {
+                        received.push_str(&piece);
+                        sink.pass(piece).await;
+                    }
+                    Frame::Proof(proof) => {
+                        ended = Some(StreamEnd::Proof(proof));
+                        break;
+                    }
+                    Frame::Error(problem) => {
+                        ended = Some(StreamEnd::Cut(format!(
+                            "the node ended it without a proof ({}): {}",
+                            problem.code,
+                            Untrusted(&problem.detail)
+                        )));
+                        break;
+                    }
+                }
+            }
+            if let Some(end) = ended {
+                break end;
+            }
+        };
+        Ok(TaskAnswer::Streamed { received, end })
+    }
+
     /// `POST /execute_task` of the Python original's protocol; the answer is
     /// the (not yet verified) signed proof, read as Python's `json.loads`
     /// reads it, and the body as received.
@@ -357,6 +469,18 @@ impl Client {
             .instrument(span)
             .await
             .map_err(|e| transport_error(addr, timeout, self.connect_timeout, &e))?;
+        self.whole(addr, timeout, response, ok).await
+    }
+
+    /// Reads `response` whole: the status and body of an answer whose
+    /// status is `ok`, else the refusal.
+    async fn whole(
+        &self,
+        addr: &str,
+        timeout: Duration,
+        response: reqwest::Response,
+        ok: impl Fn(u16) -> bool,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let retry_after = retry_after(&response);
         let (status, body) = read(addr, timeout, self.max_answer_bytes, response).await?;
         if !ok(status) {

@@ -315,6 +315,8 @@ fn failure_status(error: &DelegateError) -> &'static str {
         DelegateError::Client(crate::ClientError::TooLarge { .. }) => "too_large",
         DelegateError::Proof { .. } => "invalid_proof",
         DelegateError::WrongAnswer { .. } => "wrong_answer",
+        DelegateError::StreamCut { .. } => "stream_cut",
+        DelegateError::StreamMismatch { .. } => "stream_mismatch",
         _ => "error",
     }
 }

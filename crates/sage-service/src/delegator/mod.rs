@@ -13,6 +13,8 @@
 //!   of its peers' capabilities.
 //! - [`upload`]: blobs sent before the task that names them.
 //! - [`bench`](mod@bench): the load generator of `sage bench`.
+//! - [`stream`]: a streaming delegation's sink for the output's pieces
+//!   and the check of what was streamed against the signed proof.
 
 pub mod bench;
 pub mod client;
@@ -21,4 +23,5 @@ pub mod fleet;
 pub mod ledger;
 pub mod recorded;
 pub mod route;
+pub mod stream;
 pub mod upload;

@@ -15,6 +15,7 @@ use sage_store::{Store, StoreError};
 use super::client::Client;
 use super::delegation::{check_target, conclude, Delegation, Outgoing, TaskSpec};
 use super::ledger::{self, payload_digest};
+use super::stream::{check_streamed, ChunkSink};
 use super::upload;
 use crate::DelegateError;
 
@@ -89,6 +90,23 @@ impl Attempt<'_> {
     /// # Errors
     /// [`AttemptError`], saying how far it got.
     pub async fn run(self) -> Result<Delegation, AttemptError> {
+        self.run_with(None).await
+    }
+
+    /// [`Attempt::run`] asking for a streaming answer: each piece of the
+    /// output is handed to `sink` as it arrives, unverified until this
+    /// returns (see [`super::stream`]). The delegation verifies only if
+    /// the proof does and what was streamed is what it signs; otherwise
+    /// the ledger records the attempt failed (`stream_cut`,
+    /// `stream_mismatch`) and keeps no receipt.
+    ///
+    /// # Errors
+    /// As [`Attempt::run`].
+    pub async fn run_streaming(self, sink: &ChunkSink) -> Result<Delegation, AttemptError> {
+        self.run_with(Some(sink)).await
+    }
+
+    async fn run_with(self, sink: Option<&ChunkSink>) -> Result<Delegation, AttemptError> {
         let started = Instant::now();
         let task_id = self.spec.task_id.clone().unwrap_or_default();
         let earlier: Vec<Vec<u8>> = match self.store.ledger_attempts(task_id.clone()).await {
@@ -152,15 +170,38 @@ impl Attempt<'_> {
         .await
         .map_err(AttemptError::NotRecorded)?;
         let remaining = self.timeout.saturating_sub(started.elapsed());
-        let outcome = outgoing
-            .send(
-                self.client,
-                self.addr,
-                remaining.max(Duration::from_millis(1)),
-            )
-            .await
-            .map_err(DelegateError::from)
-            .and_then(|exchanged| conclude(exchanged, self.target, &spec, checked, started))
+        let remaining = remaining.max(Duration::from_millis(1));
+        let sent = match sink {
+            None => outgoing
+                .send(self.client, self.addr, remaining)
+                .await
+                .map(|exchanged| (exchanged, None))
+                .map_err(DelegateError::from),
+            Some(sink) => outgoing
+                .send_streaming(self.client, self.addr, remaining, sink)
+                .await
+                .map_err(|e| match e {
+                    // Named as the target, as the other failures are.
+                    DelegateError::StreamCut { detail, .. } => DelegateError::StreamCut {
+                        target: self.target.name.clone(),
+                        detail,
+                    },
+                    other => other,
+                }),
+        };
+        let outcome = sent
+            .and_then(|(exchanged, received)| {
+                let mut d = conclude(exchanged, self.target, &spec, checked, started)?;
+                if let Some(received) = received {
+                    check_streamed(
+                        &received,
+                        (d.summary.status, &d.summary.result),
+                        &self.target.name,
+                    )?;
+                    d.streamed = true;
+                }
+                Ok(d)
+            })
             .and_then(|d| match self.expect {
                 Some(expected) if d.summary.result != *expected => {
                     Err(DelegateError::WrongAnswer {

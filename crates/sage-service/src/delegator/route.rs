@@ -30,6 +30,7 @@ use tracing::Instrument as _;
 use super::client::Client;
 use super::delegation::{Delegation, TaskSpec};
 use super::recorded::{Attempt, AttemptError};
+use super::stream::ChunkSink;
 use crate::keydir::Identity;
 use crate::{ClientError, DelegateError};
 
@@ -516,9 +517,9 @@ fn judge(result: &Result<Delegation, AttemptError>) -> (Outcome, Fate) {
             (Outcome::ServerError, Fate::MayHaveRun)
         }
         DelegateError::Client(_) => (Outcome::Transport, Fate::MayHaveRun),
-        DelegateError::Proof { .. } | DelegateError::WrongNode { .. } => {
-            (Outcome::InvalidProof, Fate::Untrusted)
-        }
+        DelegateError::Proof { .. }
+        | DelegateError::WrongNode { .. }
+        | DelegateError::StreamMismatch { .. } => (Outcome::InvalidProof, Fate::Untrusted),
         DelegateError::WrongAnswer { .. } => (Outcome::WrongCanary, Fate::Untrusted),
         _ => (Outcome::Transport, Fate::MayHaveRun),
     }
@@ -550,6 +551,12 @@ pub trait Attempts {
         spec: &'a TaskSpec,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Delegation, AttemptError>> + Send + 'a;
+
+    /// Whether an attempt handed a piece of a streamed output on: then no
+    /// other attempt is made, since what was shown cannot be taken back.
+    fn passed_on(&self) -> bool {
+        false
+    }
 }
 
 /// The attempts of `sage delegate`: each one a [`recorded::Attempt`]
@@ -560,6 +567,8 @@ struct Recorded<'s, F> {
     store: &'s Store,
     local: &'s Identity,
     client_for: F,
+    /// Where a streaming delegation's pieces go.
+    sink: Option<&'s ChunkSink>,
 }
 
 impl<F> Attempts for Recorded<'_, F>
@@ -574,7 +583,7 @@ where
     ) -> Result<Delegation, AttemptError> {
         let client =
             (self.client_for)(&candidate.peer).map_err(|e| AttemptError::NotSent(e.into()))?;
-        Attempt {
+        let attempt = Attempt {
             client: &client,
             store: self.store,
             local: self.local,
@@ -584,9 +593,15 @@ where
             spec,
             timeout,
             expect: None,
+        };
+        match self.sink {
+            None => attempt.run().await,
+            Some(sink) => attempt.run_streaming(sink).await,
         }
-        .run()
-        .await
+    }
+
+    fn passed_on(&self) -> bool {
+        self.sink.is_some_and(ChunkSink::passed_on)
     }
 }
 
@@ -607,6 +622,32 @@ pub async fn delegate(
         store,
         local: plan.local,
         client_for,
+        sink: None,
+    };
+    run(survey, router, budget, &attempts, plan).await
+}
+
+/// [`delegate`] asking each attempt for a streaming answer, whose pieces
+/// go to `sink` as they arrive (unverified: see [`super::stream`]). An
+/// attempt that fails before handing a piece on is failed over as by
+/// `delegate`; after one, the delegation ends with that failure.
+///
+/// # Errors
+/// As [`delegate`].
+pub async fn delegate_streaming(
+    survey: &Survey,
+    router: &Router<String>,
+    budget: &RetryBudget,
+    store: &Store,
+    client_for: impl Fn(&Peer) -> Result<Client, ClientError> + Sync,
+    plan: Plan<'_>,
+    sink: &ChunkSink,
+) -> Result<Routed, RouteError> {
+    let attempts = Recorded {
+        store,
+        local: plan.local,
+        client_for,
+        sink: Some(sink),
     };
     run(survey, router, budget, &attempts, plan).await
 }
@@ -699,6 +740,9 @@ pub async fn run(
             }
             Err(e) => e,
         };
+        if attempts.passed_on() {
+            return Err(RouteError::Exhausted { tried, last });
+        }
         let idempotent = plan.idempotent.unwrap_or(candidate.served.idempotent);
         let out_of_time = tokio::time::Instant::now() >= deadline;
         let retry_same = fate == Fate::MayHaveRun && again.is_none();
@@ -803,8 +847,8 @@ pub fn rebuild(router: &Router<String>, entries: &[LedgerEntry]) -> Anchor {
                 retry_after: None,
             },
             ("timed_out", _) => Outcome::Timeout,
-            ("unreachable" | "broken" | "error", _) => Outcome::Transport,
-            ("invalid_proof", _) => Outcome::InvalidProof,
+            ("unreachable" | "broken" | "error" | "stream_cut", _) => Outcome::Transport,
+            ("invalid_proof" | "stream_mismatch", _) => Outcome::InvalidProof,
             ("wrong_answer", _) => Outcome::WrongCanary,
             _ => continue,
         };

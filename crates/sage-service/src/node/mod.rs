@@ -20,6 +20,7 @@ mod rate;
 mod refusals;
 mod running;
 mod state;
+mod stream;
 pub mod systemd;
 mod tasks;
 mod transport;

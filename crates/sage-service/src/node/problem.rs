@@ -79,9 +79,11 @@ impl From<VerifyError> for ApiError {
 /// refusal must not echo a megabyte of it.
 const MAX_DETAIL_CHARS: usize = 1024;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let detail = if self.code == ProblemCode::Internal {
+impl ApiError {
+    /// The detail as the sender is shown it: an internal error's cause is
+    /// logged, not sent; a long detail is cut.
+    fn shown_detail(&self) -> String {
+        if self.code == ProblemCode::Internal {
             // The caller learns little; the log has the cause.
             tracing::error!(detail = %Untrusted(&self.detail), "internal error");
             "the node failed to handle the request; see its log".to_owned()
@@ -90,8 +92,20 @@ impl IntoResponse for ApiError {
             cut.push('…');
             cut
         } else {
-            self.detail
-        };
+            self.detail.clone()
+        }
+    }
+
+    /// The problem as the sender is shown it, for an answer that is
+    /// already under way (a stream's last frame).
+    pub(super) fn problem(&self) -> Problem {
+        Problem::new(self.code, self.shown_detail())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let detail = self.shown_detail();
         let refused = Refused {
             code: self.code,
             peer: self.peer,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use sage_crypto::digest::{json_digest, sha256, sha256_tagged};
 use sage_crypto::{
@@ -26,6 +27,7 @@ use super::admission::{
 };
 use super::once::{json_response, run_once, Once};
 use super::state::{Inner, Policy};
+use super::stream;
 use super::{ApiError, AppState};
 use sage_exec::{Entry, Reservation, Run};
 use sage_store::TaskRecord;
@@ -39,6 +41,7 @@ const NONCE_HEX_LEN: std::ops::RangeInclusive<usize> = 16..=128;
 
 pub(super) async fn submit(
     State(state): State<AppState>,
+    headers: HeaderMap,
     TaskBody { policy, bytes }: TaskBody,
 ) -> Result<Response, ApiError> {
     let inner = state.inner();
@@ -89,17 +92,28 @@ pub(super) async fn submit(
     let wait = Duration::from_millis(task.expires_at.saturating_sub(now));
     let task = Arc::new(task);
     let kind = entry.executor.kind();
+    let (sink, pieces) = stream::channel(&headers, entry.executor.streams()).unzip();
     let (entry, running, proved) = (entry.clone(), task.clone(), task.clone());
-    let node = state.clone();
-    let once = run_once(
-        &state,
-        record,
-        peer,
-        wait,
-        move || async move { entry.run(&running, reservation).await },
-        move |run| sign_proof(node.inner(), &proved, &payload, kind, run),
-    )
-    .await;
+    let (node, by) = (state.clone(), peer.to_owned());
+    // Owned, so that a streaming answer can outlive this function.
+    let once = async move {
+        run_once(
+            &node.clone(),
+            record,
+            &by,
+            wait,
+            move || async move { entry.run_streaming(&running, reservation, sink).await },
+            move |run| sign_proof(node.inner(), &proved, &payload, kind, run),
+        )
+        .await
+    };
+    let once = match pieces {
+        None => once.await,
+        Some(pieces) => match stream::answer(tokio::spawn(once), pieces).await {
+            stream::Raced::Ended(once) => once,
+            stream::Raced::Streaming(response) => return Ok(response),
+        },
+    };
     let e = match once {
         Ok(Once::Answer(answer)) => return Ok(json_response(answer)),
         Ok(Once::Replayed) => {

@@ -19,6 +19,7 @@ use sage_types::{Envelope, Health, Proof, ProofStatus, QualityRequirements, Task
 use serde_json::Value;
 
 use crate::delegator::client::Client;
+use crate::delegator::stream::{ChunkSink, StreamEnd, TaskAnswer};
 use crate::keydir::Identity;
 use crate::{ClientError, DelegateError, ProofError};
 use sage_types::clock::now_ms;
@@ -289,6 +290,9 @@ pub struct Delegation {
     pub total: Duration,
     /// Why the proof does not meet the task's terms, if it does not.
     pub shortfall: Option<String>,
+    /// The output came as a stream, and what was streamed is what the
+    /// proof signs ([`check_streamed`](super::stream::check_streamed)).
+    pub streamed: bool,
 }
 
 /// One task signed and sent, and the answer received (not yet verified).
@@ -452,6 +456,52 @@ impl Outgoing {
     }
 }
 
+impl Outgoing {
+    /// [`Outgoing::send`] asking for a streaming answer (native protocol
+    /// only: a legacy task is sent as by `send`): each piece of the output
+    /// is handed to `sink` as it arrives. Also returns the pieces received,
+    /// concatenated, when the answer was a stream, for
+    /// [`check_streamed`](super::stream::check_streamed) once the proof
+    /// verified.
+    ///
+    /// # Errors
+    /// [`DelegateError::Client`] as `send`; [`DelegateError::StreamCut`]
+    /// for a stream that ended without a proof.
+    pub async fn send_streaming(
+        self,
+        client: &Client,
+        addr: &str,
+        timeout: Duration,
+        sink: &ChunkSink,
+    ) -> Result<((Exchange, Duration), Option<String>), DelegateError> {
+        let signed = match self {
+            Outgoing::V1(signed) => signed,
+            legacy => return Ok((legacy.send(client, addr, timeout).await?, None)),
+        };
+        let sent = Instant::now();
+        let answer = client
+            .submit_task_streaming(addr, &signed.envelope, timeout, sink)
+            .await?;
+        let (proof, received) = match answer {
+            TaskAnswer::Whole(proof) => (proof, None),
+            TaskAnswer::Streamed {
+                received,
+                end: StreamEnd::Proof(proof),
+            } => (proof, Some(received)),
+            TaskAnswer::Streamed {
+                end: StreamEnd::Cut(detail),
+                ..
+            } => {
+                return Err(DelegateError::StreamCut {
+                    target: addr.to_owned(),
+                    detail,
+                })
+            }
+        };
+        Ok(((Exchange::V1 { signed, proof }, sent.elapsed()), received))
+    }
+}
+
 /// Checks that the node at `addr` is up and is `target`; returns its
 /// health answer and the round trip. For the native `protocol` the answer
 /// must also be a sage node's, with `target`'s known key: a Python node,
@@ -551,6 +601,7 @@ pub fn conclude(
         health_rtt,
         round_trip,
         total,
+        streamed: false,
     })
 }
 

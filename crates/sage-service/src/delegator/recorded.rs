@@ -119,15 +119,20 @@ impl Attempt<'_> {
         };
         let mut spec = self.spec.clone();
         spec.earlier_digests = earlier.iter().filter_map(|b| payload_digest(b)).collect();
-        let checked = match check_target(
-            self.client,
-            self.target,
-            self.protocol,
-            self.addr,
-            self.timeout,
-        )
-        .await
-        {
+        // Nothing is sent unless the target checks out and has the blobs.
+        let ready = async {
+            let checked = check_target(
+                self.client,
+                self.target,
+                self.protocol,
+                self.addr,
+                self.timeout,
+            )
+            .await?;
+            self.upload(&spec, started).await?;
+            Ok(checked)
+        };
+        let checked = match ready.await {
             Ok(checked) => checked,
             Err(e) => {
                 let recorded = ledger::record_failure(
@@ -144,20 +149,6 @@ impl Attempt<'_> {
                 return Err(AttemptError::NotSent(e));
             }
         };
-        if let Err(e) = self.upload(&spec, started).await {
-            let recorded = ledger::record_failure(
-                self.store,
-                self.target,
-                self.protocol,
-                &task_id,
-                &spec.task_type,
-                &e,
-            );
-            if let Err(store_err) = recorded.await {
-                tracing::warn!(error = %store_err, "cannot record the failure in the ledger");
-            }
-            return Err(AttemptError::NotSent(e));
-        }
         let outgoing = Outgoing::sign(self.local, self.target, self.protocol, &spec);
         let entry = ledger::record_sent(
             self.store,

@@ -387,6 +387,7 @@ fn task_naming(
                 blob,
             })
             .collect(),
+        origin: None,
     };
     sign_task(&keys.key("Sprout"), SPROUT, THOR, &spec)
 }

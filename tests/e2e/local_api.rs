@@ -451,6 +451,15 @@ print(json.dumps({{"receipt": receipt, "task": task, "refusal": refusal}}))
         "the receipt is the proof the answer named"
     );
     assert_eq!(got["task"]["status"], "succeeded", "{}", got["task"]);
+    // The signed task says on whose behalf the node sent it.
+    let task: Envelope = serde_json::from_value(got["receipt"]["task"].clone()).unwrap();
+    let task: Value = serde_json::from_slice(&task.payload_bytes().unwrap()).unwrap();
+    let uid = std::fs::metadata(&socket).unwrap().uid();
+    let origin = task["origin"].as_str().unwrap();
+    assert!(
+        origin.starts_with(&format!("local uid={uid} gid=")) && origin.contains(" pid="),
+        "{origin}"
+    );
     assert_eq!(
         got["refusal"],
         json!({"code": "unknown_target", "status": 400})

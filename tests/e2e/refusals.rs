@@ -32,6 +32,7 @@ fn fresh_task(task_type: &str) -> Task {
         quality: QualityRequirements::default(),
         max_cost: None,
         blobs: Vec::new(),
+        origin: None,
     }
 }
 
@@ -305,5 +306,36 @@ fn a_flood_of_refusals_logs_the_first_of_each_kind_and_then_counts() {
         lines("refused 4 requests from 127.0.0.1 (unverified): unknown_platform"),
         1,
         "{log}"
+    );
+}
+
+#[test]
+fn an_origin_too_long_or_with_control_characters_is_refused_and_a_short_one_accepted() {
+    let (_keys, node, sprout) = setup();
+    for origin in ["x".repeat(257), "local uid=1\nforged line".to_owned()] {
+        let task = Task {
+            origin: Some(origin),
+            ..fresh_task("echo")
+        };
+        let answer = refused(&node, &sprout, &task, 400, "malformed");
+        assert!(
+            answer.json()["detail"]
+                .as_str()
+                .unwrap()
+                .contains("origin must be at most 256 bytes"),
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    let task = Task {
+        origin: Some("local uid=1000 gid=1000 pid=42".into()),
+        ..fresh_task("echo")
+    };
+    let answer = post_envelope(&node, &sign(&sprout, &task));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
     );
 }

@@ -61,6 +61,7 @@ fn task(key: &NodeKey, n: u64, attempt: u64) -> Vec<u8> {
         quality: QualityRequirements::default(),
         max_cost: None,
         blobs: Vec::new(),
+        origin: None,
     };
     serde_json::to_vec(&sign_envelope(
         key,

@@ -149,6 +149,7 @@ fn signed_task(keys: &Keys, task_id: &str, nonce: &str) -> Vec<u8> {
         quality: QualityRequirements::default(),
         max_cost: None,
         blobs: Vec::new(),
+        origin: None,
     };
     let env = sign_envelope(
         &keys.key("Sprout"),

@@ -396,6 +396,7 @@ fn signed_prompt(keys: &Keys, task_id: &str, nonce: &str) -> Vec<u8> {
         quality: sage_types::QualityRequirements::default(),
         max_cost: None,
         blobs: Vec::new(),
+        origin: None,
     };
     let envelope = sage_crypto::sign_envelope(
         &keys.key("Sprout"),

@@ -81,6 +81,7 @@ fn signed_task(keys: &Keys) -> (String, Vec<u8>) {
         quality: QualityRequirements::default(),
         max_cost: None,
         blobs: Vec::new(),
+        origin: None,
     };
     let envelope = sign_envelope(
         &keys.key("Sprout"),

@@ -62,6 +62,7 @@ fn signed(
         task_id,
         earlier_digests,
         blobs: Vec::new(),
+        origin: None,
         ..fleet::spec(task_type, input, Duration::from_secs(60))
     })
 }

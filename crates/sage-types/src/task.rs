@@ -45,7 +45,17 @@ pub struct Task {
     /// before the field existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blobs: Vec<crate::BlobRef>,
+    /// Who on the issuer's machine asked for the task, as the issuer's
+    /// node saw it (`local uid=1000 gid=1000 pid=4242`, or `local token
+    /// 127.0.0.1:40112`), at most [`MAX_ORIGIN_LEN`] bytes: signed, so that
+    /// a receipt says on whose behalf its issuer delegated. Absent when the
+    /// issuer does not say (a delegation from its own command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
+
+/// The longest [`Task::origin`] a node accepts.
+pub const MAX_ORIGIN_LEN: usize = 256;
 
 impl Task {
     /// The JSON bytes an issuer signs: the envelope's payload, whose

@@ -24,6 +24,7 @@ pub fn task(task_type: &str, input: Value) -> Task {
         quality: QualityRequirements::default(),
         max_cost: None,
         blobs: Vec::new(),
+        origin: None,
     }
 }
 

@@ -112,6 +112,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         task_id: None,
         earlier_digests: Vec::new(),
         blobs: Vec::new(),
+        origin: None,
     };
     let keys = KeyDir::new(keys_dir);
     let local = Arc::new(keys.load_identity(&args.local)?);

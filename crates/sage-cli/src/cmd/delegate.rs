@@ -151,6 +151,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         task_id: None,
         earlier_digests: Vec::new(),
         blobs: Vec::new(),
+        origin: None,
     };
     if !args.input_file.is_empty() && args.via_node {
         return Err(Failure::Usage(

@@ -159,6 +159,7 @@ impl Fleet {
             task_id: Some(new_task_id(sage_types::clock::now_ms())),
             earlier_digests: Vec::new(),
             blobs: Vec::new(),
+            origin: None,
         };
         let attempt = self.router.start(&peer.lct_id);
         let result = Attempt {

@@ -50,6 +50,23 @@ pub enum Origin {
     Token(std::net::SocketAddr),
 }
 
+impl std::fmt::Display for Origin {
+    /// As the signed task's `origin` says it: `local uid=U gid=G pid=P`
+    /// (no `pid` when the kernel gives none), or `local token ADDRESS`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Socket(c) => {
+                write!(f, "local uid={} gid={}", c.uid, c.gid)?;
+                match c.pid {
+                    Some(pid) => write!(f, " pid={pid}"),
+                    None => Ok(()),
+                }
+            }
+            Origin::Token(addr) => write!(f, "local token {addr}"),
+        }
+    }
+}
+
 /// Who may call the local API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {

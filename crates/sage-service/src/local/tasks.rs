@@ -128,6 +128,7 @@ impl Ask {
                 task_id: Some(new_task_id(now_ms())),
                 earlier_digests: Vec::new(),
                 blobs: Vec::new(),
+                origin: None,
             },
             target: None,
             prefer: Vec::new(),
@@ -228,7 +229,11 @@ pub(super) async fn delegate(
     ask: &Ask,
 ) -> Result<Verified, Unverified> {
     let task_id = ask.task_id();
-    // The signed task has no field for it, so the origin is the log's.
+    // The signed task says on whose behalf it is sent; one copy of the
+    // request, small beside signing it.
+    let mut ask = ask.clone();
+    ask.spec.origin = Some(origin.to_string());
+    let ask = &ask;
     let (uid, gid, pid, client) = match origin {
         Origin::Socket(c) => (Some(c.uid), Some(c.gid), c.pid, None),
         Origin::Token(addr) => (None, None, None, Some(addr.to_string())),

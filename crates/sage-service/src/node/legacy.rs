@@ -183,6 +183,7 @@ fn as_native(inner: &Inner, task: &LegacyTask, requester: &str) -> Task {
         estimated_cost: task.estimated_cost,
         max_cost: None,
         blobs: Vec::new(),
+        origin: None,
         quality: QualityRequirements {
             min_quality: task.quality_requirements.min_quality,
             min_convergence: task.quality_requirements.min_convergence,

@@ -19,7 +19,7 @@ use sage_crypto::{
     sign_envelope, verify_envelope, verify_envelope_with, Peer, Verified, VerifyError,
 };
 use sage_types::proof::PROOF_PAYLOAD_TYPE;
-use sage_types::task::TASK_PAYLOAD_TYPE;
+use sage_types::task::{MAX_ORIGIN_LEN, TASK_PAYLOAD_TYPE};
 use sage_types::{Envelope, ProblemCode, Proof, Task};
 
 use super::admission::{
@@ -262,6 +262,14 @@ fn admit<'a>(
             Malformed,
             "task_id must not contain control characters".into(),
         );
+    }
+    if let Some(origin) = &task.origin {
+        if origin.len() > MAX_ORIGIN_LEN || origin.chars().any(char::is_control) {
+            return refuse(
+                Malformed,
+                format!("origin must be at most {MAX_ORIGIN_LEN} bytes without control characters"),
+            );
+        }
     }
     if !NONCE_HEX_LEN.contains(&task.nonce.len())
         || !task.nonce.bytes().all(|b| b.is_ascii_hexdigit())

@@ -76,5 +76,6 @@ pub fn spec(task_type: &str, input: serde_json::Value, lifetime: Duration) -> Ta
         task_id: None,
         earlier_digests: Vec::new(),
         blobs: Vec::new(),
+        origin: None,
     }
 }

@@ -137,6 +137,7 @@ mod tests {
             task_id: Some("t1".into()),
             earlier_digests: Vec::new(),
             blobs: Vec::new(),
+            origin: None,
             ..spec()
         };
         let signed = sign_task(&NodeKey::from_seed(&[2; 32]), "Sprout", &spec);

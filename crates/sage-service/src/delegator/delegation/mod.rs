@@ -51,6 +51,9 @@ pub struct TaskSpec {
     /// each attempt uploads them to its peer before sending the task
     /// ([`Attempt::run`](super::recorded::Attempt::run)).
     pub blobs: Vec<super::upload::LocalBlob>,
+    /// Who on this machine asked for it ([`Task::origin`]); `None`: not
+    /// said.
+    pub origin: Option<String>,
 }
 
 /// A signed task: the task, its exact payload bytes and the envelope.
@@ -99,6 +102,7 @@ pub fn sign_task(key: &NodeKey, issuer: &str, audience: &str, spec: &TaskSpec) -
         quality: spec.quality,
         max_cost: spec.max_cost,
         blobs: spec.blobs.iter().map(|b| b.blob.clone()).collect(),
+        origin: spec.origin.clone(),
     };
     let payload = task.payload();
     let envelope = sign_envelope(key, TASK_PAYLOAD_TYPE, &payload);

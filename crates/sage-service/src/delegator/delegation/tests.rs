@@ -41,6 +41,7 @@ pub(super) fn spec() -> TaskSpec {
         task_id: None,
         earlier_digests: vec!["sha256:earlier".into()],
         blobs: Vec::new(),
+        origin: None,
     }
 }
 

@@ -217,6 +217,24 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
         "{early_end}"
     );
     assert_eq!(backend.asked().len(), 4, "no failover after a piece");
+
+    // The task endpoint answers whole, and says where streams are.
+    let refused = local(
+        &socket,
+        "POST",
+        "/local/v1/tasks",
+        &json!({"task_type": "echo", "stream": true}),
+    );
+    assert_eq!(refused.status, 400);
+    let refused = refused.json();
+    assert_eq!(refused["code"], "streaming_unavailable", "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/local/v1/chat/completions"),
+        "{refused}"
+    );
     assert!(backend.asked().iter().all(|a| a["stream"] == true));
 
     // The example a user runs: it prints the pieces and exits 0 only when

@@ -42,6 +42,10 @@ import http.server, json, sys, time
 tokens, delay = int(sys.argv[1]), int(sys.argv[2]) / 1000
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each event in its own segment at once, as a real server's streaming
+    # answer: with Nagle's algorithm the first event after the headers
+    # waits for the client's delayed ACK (about 40 ms on Linux).
+    disable_nagle_algorithm = True
     def log_message(self, *args):
         pass
     def do_POST(self):

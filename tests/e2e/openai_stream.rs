@@ -77,7 +77,10 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
     drop(early); // no piece at all: the run fails before the stream starts
 
     let mut child = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/openai_stream_client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/openai_stream_client.py"
+        ))
         .arg(&socket)
         .arg(port.port().to_string())
         .arg(TOKEN)
@@ -147,7 +150,10 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
         );
         assert_eq!(kept.status, 200, "{id}");
         let kept = kept.json();
-        assert_eq!(payload_digest(&kept["task"]), done["receipt"]["task_digest"]);
+        assert_eq!(
+            payload_digest(&kept["task"]),
+            done["receipt"]["task_digest"]
+        );
         assert_eq!(
             payload_digest(&kept["proof"]),
             done["receipt"]["proof_digest"]
@@ -209,10 +215,7 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
     // Failed before any piece: the ordinary error answer, as without a
     // stream.
     assert_eq!(
-        (
-            &early_end["error"]["status"],
-            &early_end["error"]["code"]
-        ),
+        (&early_end["error"]["status"], &early_end["error"]["code"]),
         (&json!(502), &json!("execution_failed")),
         "{early_end}"
     );
@@ -269,5 +272,8 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
         .expect("run python3");
     assert!(!out.status.success(), "a cut stream is no success");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("stream_cut") || stderr.contains("was cut"), "{stderr}");
+    assert!(
+        stderr.contains("stream_cut") || stderr.contains("was cut"),
+        "{stderr}"
+    );
 }

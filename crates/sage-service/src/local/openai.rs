@@ -228,17 +228,15 @@ fn input(request: &ChatRequest) -> Value {
     Value::Object(input)
 }
 
-/// The `chat.completion` made of a verified result, with the receipt in
-/// the headers.
 /// The content of a verified chat result, or the error answer of a run
 /// that failed or is not a chat's.
-fn chat_content(verified: &Verified) -> Result<&str, Response> {
+fn chat_content(verified: &Verified) -> Result<&str, Box<Response>> {
     let summary = &verified.delegation.summary;
     let executor = &verified.target.name;
     let result = &summary.result;
     if summary.status != ProofStatus::Succeeded {
         let why = result["error"].as_str().unwrap_or("no reason given");
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_GATEWAY,
             "execution_failed",
             format!(
@@ -246,25 +244,27 @@ fn chat_content(verified: &Verified) -> Result<&str, Response> {
                 Untrusted(why).up_to(1024)
             ),
             json!({ "task_id": summary.task_id }),
-        ));
+        )));
     }
     let Some(content) = result["content"].as_str() else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::BAD_GATEWAY,
             "not_a_chat_result",
             format!(
                 "{executor}'s verified result has no `content`: its executor is not an OpenAI chat"
             ),
             json!({ "task_id": summary.task_id }),
-        ));
+        )));
     };
     Ok(content)
 }
 
+/// The `chat.completion` made of a verified result, with the receipt in
+/// the headers.
 fn completion(requested: &str, verified: &Verified) -> Response {
     let content = match chat_content(verified) {
         Ok(content) => content,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let summary = &verified.delegation.summary;
     let executor = &verified.target.name;

@@ -22,8 +22,8 @@ use crate::delegator::client::{Client, CONNECT_TIMEOUT};
 use crate::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use crate::delegator::ledger::Receipt;
 use crate::delegator::recorded::Attempt;
-use crate::delegator::stream::ChunkSink;
 use crate::delegator::route::{self, Constraints, Plan, Tried, CAPABILITIES_WITHIN};
+use crate::delegator::stream::ChunkSink;
 use crate::ClientError;
 
 /// How long a task may take when the request does not say.

@@ -144,7 +144,7 @@ pub(in crate::local) async fn answer(
             };
             let content = match chat_content(&verified) {
                 Ok(content) => content.to_owned(),
-                Err(refused) => return refused,
+                Err(refused) => return *refused,
             };
             // An answer that came whole (an executor that does not stream,
             // a stored proof): one piece, then the end.
@@ -202,7 +202,9 @@ async fn relay(
     match ended {
         Ok(verified) => {
             if events.send_data(chunks.last(&verified)).await.is_ok() {
-                let _ = events.send_data(Bytes::from_static(b"data: [DONE]\n\n")).await;
+                let _ = events
+                    .send_data(Bytes::from_static(b"data: [DONE]\n\n"))
+                    .await;
             }
         }
         Err(unverified) => {
@@ -263,7 +265,10 @@ mod tests {
         };
         let text = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
         let first = text(chunks.piece("Hé", true));
-        assert!(first.starts_with("data: ") && first.ends_with("\n\n"), "{first}");
+        assert!(
+            first.starts_with("data: ") && first.ends_with("\n\n"),
+            "{first}"
+        );
         let event: Value = serde_json::from_str(first[6..].trim_end()).unwrap();
         assert_eq!(event["object"], "chat.completion.chunk");
         assert_eq!(event["id"], "chatcmpl-t");

@@ -4,7 +4,7 @@
 //! (Sprout) that relays the signed stream's pieces as OpenAI's chunks and
 //! sends the receipt only once the proof verified over the whole output.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::local_api::{local, local_port, payload_digest};
 use crate::route::fleet_of;
 use crate::stream::{finish, fronting, piece, Backend};
+use crate::util::Node;
 
 /// The model Thor's executor names (`stream::fronting`).
 const MODEL: &str = "tiny";
@@ -276,4 +277,134 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
         stderr.contains("stream_cut") || stderr.contains("was cut"),
         "{stderr}"
     );
+}
+
+/// Thor fronting `backend`, and Sprout serving its local API; Sprout's
+/// socket.
+fn sprout_and_thor(backend: &Backend) -> (crate::fixture::Fleet, Node, Node, std::path::PathBuf) {
+    let (fleet, mut nodes) = fleet_of(&[("Thor", &fronting(backend))]);
+    let thor = nodes.remove(0);
+    let keys = fleet.keys("Sprout");
+    let sprout = keys.serve("Sprout", &[]);
+    let socket = keys.state_dir().join("sage.sock");
+    (fleet, thor, sprout, socket)
+}
+
+/// The events of a server-sent stream, each `data:` line's text.
+fn events(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.ends_with("\n\n"), "{text:?}");
+    text.split_terminator("\n\n")
+        .map(|event| {
+            event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {event:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_stream_is_server_sent_events_and_a_client_gone_mid_stream_leaves_the_receipt_kept() {
+    let backend = Backend::start();
+    let (fleet, thor, _sprout, socket) = sprout_and_thor(&backend);
+    let chat =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": true});
+
+    // The whole stream as bytes: one chunk per piece, the last chunk with
+    // the receipt, then `[DONE]`, nothing else.
+    let script = backend.script(false);
+    for text in ["a ", "b"] {
+        script.send(piece(text)).unwrap();
+    }
+    script.send(finish()).unwrap();
+    drop(script);
+    let answer = local(&socket, "POST", "/local/v1/chat/completions", &chat);
+    assert_eq!(answer.status, 200);
+    let headers = answer.headers.to_ascii_lowercase();
+    assert!(
+        headers.contains("content-type: text/event-stream"),
+        "{headers}"
+    );
+    let events = events(&answer.body);
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[3], "[DONE]");
+    let chunks: Vec<Value> = events[..3]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let id = chunks[2]["sage_receipt"]["id"].as_str().unwrap().to_owned();
+    assert!(
+        headers.contains(&format!("x-sage-task-id: {}", id.to_ascii_lowercase())),
+        "{headers}"
+    );
+    assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "a ");
+    assert_eq!(chunks[1]["choices"][0]["delta"], json!({"content": "b"}));
+    assert_eq!(chunks[2]["choices"][0]["delta"], json!({}));
+    assert_eq!(chunks[2]["choices"][0]["finish_reason"], "stop");
+    assert!(chunks[..2].iter().all(|c| c.get("sage_receipt").is_none()));
+    assert_eq!(
+        chunks[2]["sage_receipt"]["output_digest"],
+        sha256_tagged(b"a b")
+    );
+
+    // A client that reads the first piece and hangs up: the delegation
+    // goes on to its end, verified and kept.
+    let script = backend.script(false);
+    script.send(piece("first ")).unwrap();
+    let body = chat.to_string();
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    write!(
+        stream,
+        "POST /local/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("first ") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "{:?}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let gone_id = raw
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("x-sage-task-id"))
+        .map(|(_, value)| value.trim().to_owned())
+        .unwrap_or_else(|| panic!("no x-sage-task-id: {raw}"));
+    drop(stream);
+    script.send(piece("and last")).unwrap();
+    script.send(finish()).unwrap();
+    drop(script);
+    let path = format!("/local/v1/tasks/{gone_id}");
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = local(&socket, "GET", &path, &Value::Null).json();
+        if status["status"] == "succeeded" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status["status"], "succeeded", "{status}");
+    assert_eq!(thor.executions_of(&gone_id), 1);
+    let receipt = local(
+        &socket,
+        "GET",
+        &format!("/local/v1/receipts/{gone_id}"),
+        &Value::Null,
+    )
+    .json();
+    let file = fleet.keys("Sprout").path().with_file_name("gone.jsonl");
+    std::fs::write(&file, format!("{receipt}\n")).unwrap();
+    let verified =
+        fleet
+            .keys("Sprout")
+            .run(&["proofs", "verify", file.to_str().unwrap(), "--json"]);
+    verified.assert_code(0);
+    assert_eq!(verified.json()["results"][0]["ok"], true);
 }

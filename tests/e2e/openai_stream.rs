@@ -274,9 +274,10 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
     assert!(!out.status.success(), "a cut stream is no success");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("stream_cut") || stderr.contains("was cut"),
+        stderr.contains("not verified, discard what was shown") && stderr.contains("was cut"),
         "{stderr}"
     );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "gone \n");
 }
 
 /// Thor fronting `backend`, and Sprout serving its local API; Sprout's

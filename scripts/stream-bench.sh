@@ -11,7 +11,12 @@
 #  - sage:   `sage delegate --local Sprout --target Thor --stream`, stdout
 #            read as it comes: signing, health check, the node's verify,
 #            record, the executor's stream, the proof and its check;
-#  - whole:  the same without --stream: the output comes with the proof.
+#  - whole:  the same without --stream: the output comes with the proof;
+#  - local:  the local API of a serving Sprout: POST /local/v1/chat/completions
+#            with "stream": true over its Unix socket (Python's http.client),
+#            the relayed chunks read as they come, the receipt in the last;
+#  - openai: the same through the `openai` package (one client for the
+#            run, `stream=True`), if it is installed.
 #
 # Time to first token (TTFT) is from the start of the request (for sage,
 # of the process) to the first content byte; time to last token (TTLT) to
@@ -37,6 +42,10 @@ import http.server, json, sys, time
 tokens, delay = int(sys.argv[1]), int(sys.argv[2]) / 1000
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each event in its own segment at once, as a real server's streaming
+    # answer: with Nagle's algorithm the first event after the headers
+    # waits for the client's delayed ACK (about 40 ms on Linux).
+    disable_nagle_algorithm = True
     def log_message(self, *args):
         pass
     def do_POST(self):
@@ -97,6 +106,13 @@ for _ in $(seq 400); do grep -q 'listening on' "$log" && break; sleep 0.05; done
 addr=$(sed -n 's/.*listening on http:\/\/\(.*\)$/\1/p' "$log" | tail -1)
 "$sage" --keys-dir "$work/Sprout" peer add --name Thor --public-key "$(public Thor)" \
     --address "$addr" >/dev/null
+# Sprout serving too, for its local API (a state directory of its own:
+# the delegate command's ledger is another).
+slog="$work/Sprout.log"
+SAGE_LOG=warn,sage=info "$sage" --keys-dir "$work/Sprout" --state-dir "$work/Sprout-node" \
+    serve --name Sprout --host 127.0.0.1 --port 0 2>"$slog" &
+pids+=("$!")
+for _ in $(seq 400); do grep -q 'listening on' "$slog" && [[ -S $work/Sprout-node/sage.sock ]] && break; sleep 0.05; done
 
 python3 - "$sage" "$work" "$backend" "$requests" "$rounds" "$tokens" <<'PY'
 import http.client, json, os, statistics as st, subprocess, sys, time
@@ -143,8 +159,61 @@ def whole():
     out = subprocess.run(whole_cmd, check=True, capture_output=True).stdout
     done = time.perf_counter() - start
     return done, done, json.loads(out)["proof"]["result"]["content"]
+import socket as unix
+class Local(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = unix.socket(unix.AF_UNIX, unix.SOCK_STREAM)
+        self.sock.connect(f"{work}/Sprout-node/sage.sock")
+def local():
+    start = time.perf_counter()
+    conn = Local("localhost")
+    conn.request("POST", "/local/v1/chat/completions", body, {"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    assert answer.status == 200, answer.read()
+    first = last = receipt = None
+    text = ""
+    for line in answer:
+        line = line.strip()
+        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+            continue
+        chunk = json.loads(line[6:])
+        receipt = chunk.get("sage_receipt", receipt)
+        piece = chunk["choices"][0]["delta"].get("content")
+        if piece:
+            now = time.perf_counter()
+            first = first or now
+            last = now
+            text += piece
+    conn.close()
+    assert receipt, "no receipt in the last chunk"
+    return first - start, last - start, text
+modes = {"direct": direct, "local": local}
+try:
+    import openai
+    try:
+        import httpx2 as httpx
+    except ImportError:
+        import httpx
+    client = openai.OpenAI(api_key="unused", base_url="http://localhost/local/v1", max_retries=0,
+        http_client=openai.DefaultHttpxClient(transport=httpx.HTTPTransport(uds=f"{work}/Sprout-node/sage.sock")))
+    def via_openai():
+        start = time.perf_counter()
+        first = last = receipt = None
+        text = ""
+        for chunk in client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "go"}], stream=True):
+            receipt = (chunk.model_extra or {}).get("sage_receipt", receipt)
+            if chunk.choices and chunk.choices[0].delta.content:
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                text += chunk.choices[0].delta.content
+        assert receipt, "no receipt in the last chunk"
+        return first - start, last - start, text
+    modes["openai"] = via_openai
+except ImportError:
+    print("no openai package: its mode is left out", file=sys.stderr)
 expected = "".join(f"tok{i} " for i in range(tokens))
-modes = {"direct": direct, "sage": via_sage, "whole": whole}
+modes.update({"sage": via_sage, "whole": whole})
 ttft = {m: [] for m in modes}
 ttlt = {m: [] for m in modes}
 for r in range(rounds):

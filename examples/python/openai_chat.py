@@ -58,12 +58,19 @@ def main(argv=None):
     if args.stream:
         # Tokens as they come; the last chunk carries the receipt, once the
         # node has verified the signed proof over the whole output.
+        # A failure after pieces came (the stream cut, or not what the
+        # proof signs) is an error event, raised as `openai.APIError`.
         receipt = None
-        for chunk in client.chat.completions.create(model=model, messages=messages, stream=True):
-            if chunk.choices and chunk.choices[0].delta.content:
-                print(chunk.choices[0].delta.content, end="", flush=True)
-            extra = getattr(chunk, "model_extra", None) or {}
-            receipt = extra.get("sage_receipt", receipt)
+        try:
+            for chunk in client.chat.completions.create(model=model, messages=messages, stream=True):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    print(chunk.choices[0].delta.content, end="", flush=True)
+                extra = getattr(chunk, "model_extra", None) or {}
+                receipt = extra.get("sage_receipt", receipt)
+        except openai.APIError as e:
+            print()
+            print("not verified, discard what was shown:", e.message, file=sys.stderr)
+            return 1
         print()
         print("receipt:", receipt, file=sys.stderr)
         return 0 if receipt else 1

@@ -23,6 +23,7 @@ mod limits;
 mod local_api;
 mod manual;
 mod openai_api;
+mod openai_stream;
 mod protocol_doc;
 mod reach;
 mod refusals;

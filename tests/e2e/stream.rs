@@ -16,14 +16,14 @@ use crate::util::{FakeNode, Keys, Node, Reply, Run};
 
 /// An OpenAI-compatible backend that streams: each request plays the next
 /// script the test queued, piece by piece as the test sends them.
-struct Backend {
+pub(crate) struct Backend {
     fake: FakeNode,
     scripts: Sender<(Receiver<Vec<u8>>, bool)>,
     asked: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Backend {
-    fn start() -> Backend {
+    pub(crate) fn start() -> Backend {
         let (scripts, queued) = mpsc::channel::<(Receiver<Vec<u8>>, bool)>();
         let queued = Mutex::new(queued);
         let asked = Arc::new(Mutex::new(Vec::new()));
@@ -49,26 +49,26 @@ impl Backend {
 
     /// The next request's script: what is sent on the sender is streamed;
     /// dropping it ends the stream (closes the connection with `cut`).
-    fn script(&self, cut: bool) -> Sender<Vec<u8>> {
+    pub(crate) fn script(&self, cut: bool) -> Sender<Vec<u8>> {
         let (sender, pieces) = mpsc::channel();
         self.scripts.send((pieces, cut)).unwrap();
         sender
     }
 
     /// Requests received so far.
-    fn asked(&self) -> Vec<Value> {
+    pub(crate) fn asked(&self) -> Vec<Value> {
         self.asked.lock().unwrap().clone()
     }
 }
 
 /// The SSE event of one piece of content.
-fn piece(text: &str) -> Vec<u8> {
+pub(crate) fn piece(text: &str) -> Vec<u8> {
     let event = json!({"model": "tiny", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
     format!("data: {event}\n\n").into_bytes()
 }
 
 /// The events that end a chat stream.
-fn finish() -> Vec<u8> {
+pub(crate) fn finish() -> Vec<u8> {
     let last = json!({"model": "tiny", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"completion_tokens": 4}});
     format!("data: {last}\n\ndata: [DONE]\n\n").into_bytes()
 }
@@ -305,7 +305,7 @@ fn an_executor_that_does_not_stream_answers_a_stream_request_whole() {
 }
 
 /// The config of a node whose `llm_inference` fronts `backend`.
-fn fronting(backend: &Backend) -> String {
+pub(crate) fn fronting(backend: &Backend) -> String {
     format!(
         "[executors.llm_inference]\nkind = \"http\"\nurl = \"http://{}/v1/chat/completions\"\nmode = \"openai\"\nmodel = \"tiny\"\ntimeout = \"30s\"\n",
         backend.fake.addr

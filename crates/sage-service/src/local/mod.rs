@@ -8,7 +8,8 @@
 //! - `GET /local/v1/tasks/{id}`: what the ledger says of a task's attempts;
 //! - `GET /local/v1/receipts/{id}`: the signed task and proof as kept;
 //! - `GET /local/v1/models` and `POST /local/v1/chat/completions`: the
-//!   same delegation in OpenAI's shapes (`openai.rs`).
+//!   same delegation in OpenAI's shapes (`openai.rs`), streamed as
+//!   server-sent events with `"stream": true` (`openai/stream.rs`).
 //!
 //! Only the socket serves it, never the federation port: who may call is
 //! who the kernel says is on the other end (`SO_PEERCRED`), checked

@@ -33,6 +33,8 @@ use super::{Api, Origin};
 use crate::delegator::client::{Client, CONNECT_TIMEOUT};
 use crate::delegator::route::{self, Constraints, CAPABILITIES_WITHIN};
 
+mod stream;
+
 /// How long a chat completion may take, every attempt included: a model's
 /// answer takes longer than most tasks, and OpenAI's clients wait up to
 /// ten minutes by default.
@@ -184,14 +186,6 @@ pub(super) async fn chat_completions(
             )
         }
     };
-    if request.stream == Some(true) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "streaming_unavailable",
-            "streaming is not built yet: send the request without \"stream\": true".into(),
-            Value::Null,
-        );
-    }
     let Some(task_type) = offers(&api)
         .await
         .get(&request.model)
@@ -203,6 +197,9 @@ pub(super) async fn chat_completions(
     // The task type may be served by other nodes with another model, or
     // with none (a builtin of the same name).
     ask.model = Some(request.model.clone());
+    if request.stream == Some(true) {
+        return stream::answer(api, origin, ask, request.model).await;
+    }
     match tasks::delegate(&api, &origin, &ask).await {
         Ok(verified) => completion(&request.model, &verified),
         Err(unverified) => failure(&unverified),
@@ -231,15 +228,15 @@ fn input(request: &ChatRequest) -> Value {
     Value::Object(input)
 }
 
-/// The `chat.completion` made of a verified result, with the receipt in
-/// the headers.
-fn completion(requested: &str, verified: &Verified) -> Response {
+/// The content of a verified chat result, or the error answer of a run
+/// that failed or is not a chat's.
+fn chat_content(verified: &Verified) -> Result<&str, Box<Response>> {
     let summary = &verified.delegation.summary;
     let executor = &verified.target.name;
     let result = &summary.result;
     if summary.status != ProofStatus::Succeeded {
         let why = result["error"].as_str().unwrap_or("no reason given");
-        return error(
+        return Err(Box::new(error(
             StatusCode::BAD_GATEWAY,
             "execution_failed",
             format!(
@@ -247,18 +244,31 @@ fn completion(requested: &str, verified: &Verified) -> Response {
                 Untrusted(why).up_to(1024)
             ),
             json!({ "task_id": summary.task_id }),
-        );
+        )));
     }
     let Some(content) = result["content"].as_str() else {
-        return error(
+        return Err(Box::new(error(
             StatusCode::BAD_GATEWAY,
             "not_a_chat_result",
             format!(
                 "{executor}'s verified result has no `content`: its executor is not an OpenAI chat"
             ),
             json!({ "task_id": summary.task_id }),
-        );
+        )));
     };
+    Ok(content)
+}
+
+/// The `chat.completion` made of a verified result, with the receipt in
+/// the headers.
+fn completion(requested: &str, verified: &Verified) -> Response {
+    let content = match chat_content(verified) {
+        Ok(content) => content,
+        Err(refused) => return *refused,
+    };
+    let summary = &verified.delegation.summary;
+    let executor = &verified.target.name;
+    let result = &summary.result;
     let body = json!({
         "id": format!("chatcmpl-{}", summary.task_id),
         "object": "chat.completion",
@@ -305,6 +315,11 @@ fn failure(unverified: &Unverified) -> Response {
 /// OpenAI's error shape, `{"error": {message, type, code, param}}`, with
 /// the fields of `extra` (an object: `task_id`, `attempts`) beside them.
 fn error(status: StatusCode, code: &str, message: String, extra: Value) -> Response {
+    (status, Json(error_body(status, code, message, extra))).into_response()
+}
+
+/// The body of [`error`]: `{"error": {...}}`.
+fn error_body(status: StatusCode, code: &str, message: String, extra: Value) -> Value {
     let kind = if status.is_client_error() {
         "invalid_request_error"
     } else {
@@ -321,7 +336,7 @@ fn error(status: StatusCode, code: &str, message: String, extra: Value) -> Respo
             error[key] = value;
         }
     }
-    (status, Json(json!({ "error": error }))).into_response()
+    json!({ "error": error })
 }
 
 #[cfg(test)]

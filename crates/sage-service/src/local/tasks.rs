@@ -23,6 +23,7 @@ use crate::delegator::delegation::{new_task_id, Delegation, TaskSpec};
 use crate::delegator::ledger::Receipt;
 use crate::delegator::recorded::Attempt;
 use crate::delegator::route::{self, Constraints, Plan, Tried, CAPABILITIES_WITHIN};
+use crate::delegator::stream::ChunkSink;
 use crate::ClientError;
 
 /// How long a task may take when the request does not say.
@@ -48,6 +49,8 @@ struct TaskRequest {
     quality: Option<QualityRequirements>,
     estimated_cost: Option<f64>,
     max_cost: Option<f64>,
+    /// Refused when `true`: this endpoint answers whole.
+    stream: Option<bool>,
 }
 
 fn empty_object() -> Value {
@@ -68,6 +71,14 @@ pub(super) async fn submit(
         Ok(request) => request,
         Err(e) => return bad_request(format!("not a task request: {e}")),
     };
+    if request.stream == Some(true) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "streaming_unavailable",
+            "POST /local/v1/tasks answers whole: send it without \"stream\": true, or stream a chat with POST /local/v1/chat/completions".into(),
+            Value::Null,
+        );
+    }
     let timeout = match request.timeout {
         None => DEFAULT_TIMEOUT,
         Some(secs) if secs > 0.0 && secs <= MAX_TIMEOUT.as_secs_f64() => {
@@ -138,7 +149,8 @@ impl Ask {
         }
     }
 
-    fn task_id(&self) -> String {
+    /// The task's id, which every attempt shares.
+    pub fn task_id(&self) -> String {
         self.spec.task_id.clone().unwrap_or_default()
     }
 }
@@ -228,6 +240,28 @@ pub(super) async fn delegate(
     origin: &Origin,
     ask: &Ask,
 ) -> Result<Verified, Unverified> {
+    delegate_with(api, origin, ask, None).await
+}
+
+/// [`delegate`] asking for a streaming answer: each piece of the output
+/// goes to `sink` as it arrives, unverified until this returns (see
+/// [`crate::delegator::stream`]); a routed one fails over only before the
+/// first piece.
+pub(super) async fn delegate_streaming(
+    api: &Api,
+    origin: &Origin,
+    ask: &Ask,
+    sink: &ChunkSink,
+) -> Result<Verified, Unverified> {
+    delegate_with(api, origin, ask, Some(sink)).await
+}
+
+async fn delegate_with(
+    api: &Api,
+    origin: &Origin,
+    ask: &Ask,
+    sink: Option<&ChunkSink>,
+) -> Result<Verified, Unverified> {
     let task_id = ask.task_id();
     // The signed task says on whose behalf it is sent; one copy of the
     // request, small beside signing it.
@@ -248,6 +282,7 @@ pub(super) async fn delegate(
         // lines into the node's log either.
         task_type = %Untrusted(&ask.spec.task_type),
         target = ask.target.as_deref().map(|t| Untrusted(t).to_string()),
+        streaming = sink.is_some(),
         "a local application's task"
     );
     let timeout = ask.timeout;
@@ -255,8 +290,8 @@ pub(super) async fn delegate(
     let client_for = move |peer: &Peer| Client::with_tls_connect_timeout(&peer.tls, connect_within);
     let work = async {
         match &ask.target {
-            Some(target) => targeted(api, target, ask, client_for).await,
-            None => routed(api, ask, client_for).await,
+            Some(target) => targeted(api, target, ask, client_for, sink).await,
+            None => routed(api, ask, client_for, sink).await,
         }
     };
     // Every step is bounded by `timeout`; this bounds their sum too.
@@ -288,6 +323,7 @@ async fn targeted(
     target: &str,
     ask: &Ask,
     client_for: impl Fn(&Peer) -> Result<Client, ClientError>,
+    sink: Option<&ChunkSink>,
 ) -> Result<Verified, Unverified> {
     let local = &api.setup.local;
     let is_self = target.eq_ignore_ascii_case(&local.name) || target == local.lct_id;
@@ -312,7 +348,7 @@ async fn targeted(
     };
     let client = client_for(&peer)
         .map_err(|e| Unverified::of_delegation(e.code(), e.to_string(), ask, &[]))?;
-    let result = Attempt {
+    let attempt = Attempt {
         client: &client,
         store: &api.setup.store,
         local,
@@ -322,9 +358,11 @@ async fn targeted(
         spec: &ask.spec,
         timeout: ask.timeout,
         expect: None,
-    }
-    .run()
-    .await;
+    };
+    let result = match sink {
+        None => attempt.run().await,
+        Some(sink) => attempt.run_streaming(sink).await,
+    };
     match result {
         Ok(delegation) => {
             let tried = vec![Tried {
@@ -356,6 +394,7 @@ async fn routed(
     api: &Api,
     ask: &Ask,
     client_for: impl Fn(&Peer) -> Result<Client, ClientError> + Sync + Copy,
+    sink: Option<&ChunkSink>,
 ) -> Result<Verified, Unverified> {
     let setup = &api.setup;
     let policy = setup.state.policy();
@@ -382,15 +421,22 @@ async fn routed(
         idempotent: ask.idempotent,
         timeout: ask.timeout,
     };
-    let result = route::delegate(
-        &survey,
-        setup.fleet.router(),
-        &api.budget,
-        &setup.store,
-        client_for,
-        plan,
-    )
-    .await;
+    let router = setup.fleet.router();
+    let result = match sink {
+        None => route::delegate(&survey, router, &api.budget, &setup.store, client_for, plan).await,
+        Some(sink) => {
+            route::delegate_streaming(
+                &survey,
+                router,
+                &api.budget,
+                &setup.store,
+                client_for,
+                plan,
+                sink,
+            )
+            .await
+        }
+    };
     match result {
         Ok(routed) => Ok(Verified {
             delegation: routed.delegation,

@@ -8,6 +8,7 @@
 //! keys_dir = "keys"              # relative to the config file's directory
 //! state_dir = "state"            # the node's SQLite state; default ./state or $STATE_DIRECTORY
 //! durability = "power-loss"      # or "crash": no fsync on the request path
+//! ledger_durability = "crash"    # the local API's ledger records; default: durability
 //! task_retention_days = 30       # finished tasks are forgotten this long after they expire; 0 keeps them all
 //! peers_file = "keys/peers.toml" # optional; default: keys_dir/peers.toml
 //! tls_cert = "tls/thor.crt"      # optional, with tls_key: serve HTTPS only (PEM; `sage tls self-signed` makes one)
@@ -251,6 +252,10 @@ pub struct NodeSection {
     pub state_dir: Option<PathBuf>,
     /// `power-loss` (default: fsync before answering) or `crash`.
     pub durability: Option<sage_store::Durability>,
+    /// What the local API's delegations survive before their tasks are
+    /// sent, in the ledger: `power-loss` or `crash` (default: `durability`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_durability: Option<sage_store::Durability>,
     /// Days a finished task is kept after its envelope expired (default
     /// 30); 0 keeps every task.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use sage_crypto::digest::{json_digest, sha256, sha256_tagged};
+use sage_crypto::digest::{json_digest, sha256_tagged, StreamDigest};
 use sage_crypto::{
     sign_envelope, verify_envelope, verify_envelope_with, Peer, Verified, VerifyError,
 };
@@ -174,28 +174,40 @@ fn refused(task: &Task, peer: &str, e: ApiError) -> ApiError {
 
 /// The digest of what a task asks for, without its nonce and times: a
 /// retry re-signed with a new nonce is the same task, another input is not.
+///
+/// The JSON array `[task_type, audience, input, estimated_cost,
+/// min_quality, min_convergence, max_cost]`, with the blobs appended when
+/// there are any (so that the records of tasks without any keep the
+/// digests they were stored with), serialized straight into the hash: the
+/// input is neither copied nor held as bytes.
 fn content_digest(task: &Task) -> Result<[u8; 32], ApiError> {
-    let mut content = serde_json::json!([
-        task.task_type,
-        task.audience,
-        task.input,
+    let parts = (
+        &task.task_type,
+        &task.audience,
+        &task.input,
         task.estimated_cost,
         task.quality.min_quality,
         task.quality.min_convergence,
         task.max_cost,
-    ]);
-    // Only when there are blobs, so that the records of tasks without any
-    // keep the digests they were stored with.
-    if let (false, Some(parts)) = (task.blobs.is_empty(), content.as_array_mut()) {
-        parts.push(serde_json::json!(task.blobs));
-    }
-    let bytes = serde_json::to_vec(&content).map_err(|e| {
+    );
+    let mut digest = StreamDigest::default();
+    let written = if task.blobs.is_empty() {
+        serde_json::to_writer(&mut digest, &parts)
+    } else {
+        // As a JSON value, whose object keys are sorted: the digests of
+        // stored records were made so.
+        serde_json::to_value(&task.blobs).and_then(|blobs| {
+            let (a, b, c, d, e, f, g) = parts;
+            serde_json::to_writer(&mut digest, &(a, b, c, d, e, f, g, blobs))
+        })
+    };
+    written.map_err(|e| {
         ApiError::new(
             ProblemCode::Internal,
             format!("cannot encode the task's content: {e}"),
         )
     })?;
-    Ok(sha256(&bytes))
+    Ok(digest.finish())
 }
 
 /// Signs the v1 proof of `run` and encodes the envelope.
@@ -326,5 +338,53 @@ fn prove(inner: &Inner, task: &Task, payload: &[u8], entry_kind: &str, run: Run)
         quality: run.execution.quality,
         convergence: run.execution.convergence,
         iterations: run.execution.iterations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sage_crypto::digest::sha256;
+    use sage_types::BlobRef;
+
+    /// The digest as the stored records were made: the parts as one JSON
+    /// value, then its bytes.
+    fn as_stored(task: &Task) -> [u8; 32] {
+        let mut content = serde_json::json!([
+            task.task_type,
+            task.audience,
+            task.input,
+            task.estimated_cost,
+            task.quality.min_quality,
+            task.quality.min_convergence,
+            task.max_cost,
+        ]);
+        if let (false, Some(parts)) = (task.blobs.is_empty(), content.as_array_mut()) {
+            parts.push(serde_json::json!(task.blobs));
+        }
+        sha256(&serde_json::to_vec(&content).unwrap())
+    }
+
+    #[test]
+    fn the_content_digest_is_the_one_records_were_stored_with() {
+        let mut task = sage_types::testing::typical_task();
+        task.max_cost = Some(2.5);
+        assert_eq!(content_digest(&task).unwrap(), as_stored(&task));
+        task.max_cost = None;
+        task.input = serde_json::json!({"z": [1, 2.5e300, "\u{7}é"], "a": null});
+        assert_eq!(content_digest(&task).unwrap(), as_stored(&task));
+        task.blobs = vec![BlobRef {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 7,
+        }];
+        assert_eq!(content_digest(&task).unwrap(), as_stored(&task));
+        let other = Task {
+            input: serde_json::json!({"z": 1}),
+            ..task.clone()
+        };
+        assert_ne!(
+            content_digest(&other).unwrap(),
+            content_digest(&task).unwrap()
+        );
     }
 }

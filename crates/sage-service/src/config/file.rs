@@ -33,6 +33,7 @@
 //! queue = 8                      # tasks waiting beyond that; more are refused as busy (default 2 x max_concurrency)
 //! cost = { base = 1.0, per_second = 0.5 }   # ATP; optional
 //! max_cost = 100.0               # refuse tasks estimated above this; optional
+//! max_body_bytes = 8388608       # largest signed task of this type, if not [limits] max_body_bytes
 //! ```
 //!
 //! Unknown keys and bad values are errors that name the file, the line and
@@ -369,6 +370,10 @@ pub struct ExecutorSection {
     pub cost: Option<CostSection>,
     /// Ceiling on a task's estimate.
     pub max_cost: Option<f64>,
+    /// Largest request body (the signed task) for this type, if not
+    /// `[limits] max_body_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
 }
 
 /// The built-in executors.
@@ -748,6 +753,9 @@ impl ExecutorSection {
         if self.max_concurrency == Some(0) {
             return Err(("max_concurrency", Box::new(ConfigProblem::Zero)));
         }
+        if self.max_body_bytes == Some(0) {
+            return Err(("max_body_bytes", Box::new(ConfigProblem::Zero)));
+        }
         if let Some(url) = &self.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(("url", Box::new(ConfigProblem::UrlScheme(url.clone()))));
@@ -848,6 +856,7 @@ impl ExecutorSection {
                 per_second: c.per_second,
             }),
             max_cost: self.max_cost,
+            max_body_bytes: self.max_body_bytes,
         })
     }
 }

@@ -23,7 +23,8 @@ use sage_types::task::TASK_PAYLOAD_TYPE;
 use sage_types::{Envelope, ProblemCode, Proof, Task};
 
 use super::admission::{
-    busy, check_cost, check_not_expired, check_rate, executor_for, refund_rate, TaskBody,
+    busy, check_body, check_cost, check_not_expired, check_rate, executor_for, refund_rate,
+    TaskBody,
 };
 use super::once::{json_response, run_once, Once};
 use super::state::{Inner, Policy};
@@ -63,8 +64,8 @@ pub(super) async fn submit(
     })?;
     let now = now_ms();
     let peer = verified.signer.name.as_str();
-    let (entry, reservation) =
-        admit(inner, &policy, &task, verified.signer, now).map_err(|e| refused(&task, peer, e))?;
+    let (entry, reservation) = admit(inner, &policy, &task, verified.signer, now, bytes.len())
+        .map_err(|e| refused(&task, peer, e))?;
     let keep_until_ms = task
         .expires_at
         .saturating_add(policy.limits.clock_skew.as_millis() as u64);
@@ -239,6 +240,7 @@ fn admit<'a>(
     task: &Task,
     signer: &Peer,
     now: u64,
+    body_len: usize,
 ) -> Result<(&'a Entry, Reservation), ApiError> {
     use ProblemCode::*;
     let refuse = |code, detail: String| Err(ApiError::new(code, detail));
@@ -311,6 +313,7 @@ fn admit<'a>(
         );
     }
     let entry = executor_for(policy, &task.task_type)?;
+    check_body(entry, limits, &task.task_type, body_len)?;
     check_cost(entry, task.estimated_cost, task.max_cost)?;
     // A place in the executor's queue before the task is recorded: a
     // `busy` refusal leaves the signed task valid for a retry.

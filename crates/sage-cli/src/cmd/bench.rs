@@ -289,7 +289,7 @@ fn routed(
         verify: true,
         ledger: args
             .ledger
-            .then(|| store.with_ledger_durability(ledger_durability(&args))),
+            .then(|| store.with_ledger_durability(ledger_durability(args))),
         timeout,
     };
     let runtime = super::runtime(args.concurrency > 1)?;

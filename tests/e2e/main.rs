@@ -12,6 +12,7 @@ mod util;
 mod answers;
 mod bench;
 mod blobs;
+mod body_limit;
 mod cli;
 mod config_check;
 mod delegate;

@@ -398,15 +398,9 @@ fn the_task_retention_comes_from_the_flag_or_the_config() {
     );
 }
 
-/// A durable commit syncs the write-ahead log with fdatasync(2), not
-/// fsync(2), which would also write the file's timestamps to the disk at
-/// every commit. The bundled SQLite only does so when built with
-/// `HAVE_FDATASYNC` (`.cargo/config.toml`); this traces the delegator,
-/// whose receipt is one durable commit.
-#[test]
-fn durable_commits_sync_the_log_with_fdatasync() {
-    let (keys, _) = setup();
-    let node = keys.serve("Thor", &[]);
+/// The fsync(2) and fdatasync(2) calls on the state's write-ahead log of
+/// one `sage delegate` to Thor with `extra` arguments, traced with strace.
+fn syncs_of_one_delegation(keys: &Keys, node: &Node, extra: &[&str]) -> (usize, usize, String) {
     let trace = keys.path().with_file_name("strace.txt");
     let traced = std::process::Command::new("strace")
         .args(["-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o"])
@@ -417,6 +411,7 @@ fn durable_commits_sync_the_log_with_fdatasync() {
         .arg(keys.path())
         .args(["delegate", "--local", "Sprout", "--target", "Thor"])
         .args(["--port", &node.port()])
+        .args(extra)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run strace ({e}): install it with `apt-get install strace`")
@@ -433,8 +428,49 @@ fn durable_commits_sync_the_log_with_fdatasync() {
             .filter(|l| l.contains(&format!(" {call}(")) && l.contains("sage.db-wal>"))
             .count()
     };
-    assert!(syncs_of_log("fdatasync") >= 1, "{trace}");
-    assert_eq!(syncs_of_log("fsync"), 0, "{trace}");
+    (syncs_of_log("fdatasync"), syncs_of_log("fsync"), trace)
+}
+
+/// A durable commit syncs the write-ahead log with fdatasync(2), not
+/// fsync(2), which would also write the file's timestamps to the disk at
+/// every commit. The bundled SQLite only does so when built with
+/// `HAVE_FDATASYNC` (`.cargo/config.toml`); this traces the delegator,
+/// whose record of the task as sent is one durable commit.
+#[test]
+fn durable_commits_sync_the_log_with_fdatasync() {
+    let (keys, _) = setup();
+    let node = keys.serve("Thor", &[]);
+    let (fdatasyncs, fsyncs, trace) = syncs_of_one_delegation(&keys, &node, &[]);
+    assert!(fdatasyncs >= 1, "{trace}");
+    assert_eq!(fsyncs, 0, "{trace}");
+}
+
+/// A delegation's ledger costs one sync by default (the record of the
+/// task as sent, before it leaves; its outcome rides on the log), and
+/// none with `--ledger-durability crash`; either way the receipt is kept.
+#[test]
+fn ledger_durability_sets_the_syncs_of_a_delegation() {
+    let (keys, _) = setup();
+    let node = keys.serve("Thor", &[]);
+    // The first open creates the database: its schema's commits are synced.
+    syncs_of_one_delegation(&keys, &node, &[]);
+    let (default, _, trace) = syncs_of_one_delegation(&keys, &node, &[]);
+    let (crash, _, crash_trace) =
+        syncs_of_one_delegation(&keys, &node, &["--ledger-durability", "crash"]);
+    let (power_loss, _, power_loss_trace) =
+        syncs_of_one_delegation(&keys, &node, &["--ledger-durability", "power-loss"]);
+    eprintln!("syncs: default {default}, crash {crash}, power-loss {power_loss}");
+    // The `sent` row's commit; the outcome's is not synced on its own.
+    assert_eq!(default, 1, "{trace}");
+    assert_eq!(power_loss, 1, "{power_loss_trace}");
+    assert_eq!(crash, 0, "{crash_trace}");
+    let listed = keys.run(&["proofs", "list", "--json"]);
+    listed.assert_code(0);
+    let entries = listed.json()["delegations"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 4, "{entries:?}");
+    for entry in &entries {
+        assert_eq!(entry["status"], "succeeded", "{entry}");
+    }
 }
 
 /// A program that a node killed with SIGKILL left running (no systemd

@@ -36,6 +36,24 @@ impl StreamDigest {
     pub fn finish_tagged(self) -> String {
         format!("sha256:{}", hex::encode(self.0.finalize()))
     }
+
+    /// The raw SHA-256 of all the bytes.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+/// A serializer writes into the digest as it goes (`serde_json::to_writer`),
+/// so that a value is hashed without its bytes being held whole.
+impl std::io::Write for StreamDigest {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

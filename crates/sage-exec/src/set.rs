@@ -134,6 +134,10 @@ pub struct Entry {
     pub cost: Option<CostModel>,
     /// The most a task may be estimated to cost here.
     pub max_cost: Option<f64>,
+    /// The largest request body (the signed task) accepted for this type,
+    /// when it is not the node's own limit: a type whose inputs are large
+    /// (images inline) may take more, one with small inputs less.
+    pub max_body_bytes: Option<usize>,
 }
 
 impl Entry {
@@ -144,6 +148,7 @@ impl Entry {
             limiter: None,
             cost: None,
             max_cost: None,
+            max_body_bytes: None,
         }
     }
 
@@ -247,6 +252,11 @@ impl ExecutorSet {
     /// The entry of `task_type`.
     pub fn get(&self, task_type: &str) -> Option<&Entry> {
         self.by_type.get(task_type)
+    }
+
+    /// The largest body limit an entry sets for its type, if any does.
+    pub fn max_body_bytes(&self) -> Option<usize> {
+        self.iter().filter_map(|(_, e)| e.max_body_bytes).max()
     }
 
     /// All entries, sorted by task type.

@@ -122,6 +122,9 @@ pub enum Check {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// What the ledger's writes survive through this handle
+    /// ([`Store::with_ledger_durability`]); the store's own by default.
+    ledger: Durability,
 }
 
 struct Inner {
@@ -242,6 +245,7 @@ impl Store {
             }
         })?;
         Ok(Store {
+            ledger: durability,
             inner: Arc::new(Inner {
                 path,
                 durability,
@@ -251,6 +255,24 @@ impl Store {
                 lock,
             }),
         })
+    }
+
+    /// This store, its ledger's writes made with `durability` instead of
+    /// the store's own: a delegator that sends many tasks at once may
+    /// choose [`Durability::Crash`] for its ledger (no fsync per record)
+    /// while the node's task records keep theirs. The handle shares the
+    /// database thread with `self`.
+    #[must_use]
+    pub fn with_ledger_durability(&self, durability: Durability) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            ledger: durability,
+        }
+    }
+
+    /// What the ledger's writes made through this handle survive.
+    pub fn ledger_durability(&self) -> Durability {
+        self.ledger
     }
 
     /// The database file.
@@ -300,6 +322,44 @@ impl Store {
             durable: mode.durable && self.inner.durability == Durability::PowerLoss,
             ..mode
         };
+        self.send(work, mode).await
+    }
+
+    /// Runs `work`, which only reads: it needs no savepoint, and no sync
+    /// (a durable job would have its whole batch synced).
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mode = Mode {
+            durable: false,
+            savepoint: false,
+        };
+        self.send(work, mode).await
+    }
+
+    /// Runs a ledger write as `mode` says, durable only if this handle's
+    /// ledger durability asks ([`Store::with_ledger_durability`]).
+    async fn submit_ledger<T, F>(&self, work: F, mode: Mode) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let mode = Mode {
+            durable: mode.durable && self.ledger == Durability::PowerLoss,
+            ..mode
+        };
+        self.send(work, mode).await
+    }
+
+    /// Sends `work` to the database thread as it is, and waits for its
+    /// outcome.
+    async fn send<T, F>(&self, work: F, mode: Mode) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (call, reply) = Call::new(work, mode);
         let closed = || StoreError::Closed {
             path: self.inner.path.clone(),
@@ -530,24 +590,49 @@ impl Store {
 
     /// Appends a delegation to the ledger and updates its peer's statistics
     /// in the same transaction; returns the entry's id (`entry.id` is
-    /// ignored).
+    /// ignored). Durable as the handle's ledger durability says.
     pub async fn record_delegation(&self, entry: LedgerEntry) -> Result<i64, StoreError> {
-        self.call(move |db| ledger::record(db, &entry)).await
+        let mode = Mode {
+            durable: true,
+            savepoint: true,
+        };
+        self.submit_ledger(move |db| ledger::record(db, &entry), mode)
+            .await
     }
 
     /// Records a delegation about to be sent, with status
-    /// [`SENT`], durably and without counting it in its peer's
-    /// statistics yet; returns the entry's id for
-    /// [`Store::close_delegation`].
+    /// [`SENT`], without counting it in its peer's statistics yet; returns
+    /// the entry's id for [`Store::close_delegation`]. Durable as the
+    /// handle's ledger durability says: with [`Durability::PowerLoss`], a
+    /// task is on the disk as sent before it leaves.
     pub async fn open_delegation(&self, mut entry: LedgerEntry) -> Result<i64, StoreError> {
         entry.status = ledger::SENT.to_owned();
-        self.call(move |db| ledger::insert(db, &entry)).await
+        // One insert: SQLite undoes a failed statement itself.
+        let mode = Mode {
+            durable: true,
+            savepoint: false,
+        };
+        self.submit_ledger(move |db| ledger::insert(db, &entry), mode)
+            .await
     }
 
     /// Gives the delegation `id` (from [`Store::open_delegation`]) its
     /// outcome and counts it in its peer's statistics.
+    ///
+    /// Never synced on its own: the row was recorded `sent` before the task
+    /// left, and that record is what a crash or a power cut must not lose
+    /// (the delegator knows the task may have run, and a retry under the
+    /// same task id is answered with the node's stored proof). A power cut
+    /// soon after may lose the outcome, leaving the row `sent`; the next
+    /// durable commit, or the log's own writeback, makes it last. One fsync
+    /// per delegation instead of two.
     pub async fn close_delegation(&self, id: i64, outcome: Outcome) -> Result<(), StoreError> {
-        self.call(move |db| ledger::close(db, id, &outcome)).await
+        let mode = Mode {
+            durable: false,
+            savepoint: true,
+        };
+        self.send(move |db| ledger::close(db, id, &outcome), mode)
+            .await
     }
 
     /// The ledger, oldest first: all of it, or one peer's (its name matched
@@ -557,20 +642,20 @@ impl Store {
         peer: Option<String>,
         since_ms: Option<u64>,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
-        self.call(move |db| ledger::list(db, peer.as_deref(), since_ms))
+        self.read(move |db| ledger::list(db, peer.as_deref(), since_ms))
             .await
     }
 
     /// The latest ledger entry of a task id that holds a proof, else its
     /// latest entry, if any.
     pub async fn ledger_entry(&self, task_id: String) -> Result<Option<LedgerEntry>, StoreError> {
-        self.call(move |db| ledger::entry(db, &task_id)).await
+        self.read(move |db| ledger::entry(db, &task_id)).await
     }
 
     /// Every ledger entry of a task id, oldest first: the attempts of one
     /// delegation, on one peer or several.
     pub async fn ledger_attempts(&self, task_id: String) -> Result<Vec<LedgerEntry>, StoreError> {
-        self.call(move |db| ledger::attempts(db, &task_id)).await
+        self.read(move |db| ledger::attempts(db, &task_id)).await
     }
 
     /// Keeps a peer's signed capabilities (the envelope as received, checked
@@ -581,8 +666,16 @@ impl Store {
         envelope: Vec<u8>,
         expires_at_ms: u64,
     ) -> Result<(), StoreError> {
-        self.call(move |db| ledger::put_capabilities(db, &peer_lct, &envelope, expires_at_ms))
-            .await
+        // A cache, fetched again when lost; one statement.
+        let mode = Mode {
+            durable: false,
+            savepoint: false,
+        };
+        self.send(
+            move |db| ledger::put_capabilities(db, &peer_lct, &envelope, expires_at_ms),
+            mode,
+        )
+        .await
     }
 
     /// The capabilities envelope kept for a peer, if it has not expired at
@@ -592,13 +685,13 @@ impl Store {
         peer_lct: String,
         now_ms: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.call(move |db| ledger::capabilities(db, &peer_lct, now_ms))
+        self.read(move |db| ledger::capabilities(db, &peer_lct, now_ms))
             .await
     }
 
     /// Every peer's statistics, sorted by name (case-insensitively).
     pub async fn peer_stats(&self) -> Result<Vec<PeerStats>, StoreError> {
-        self.call(ledger::stats).await
+        self.read(ledger::stats).await
     }
 }
 

@@ -72,6 +72,11 @@ pub struct Args {
     /// directory, as `sage delegate` does (measures the delegator's writes).
     #[arg(long, conflicts_with = "no_verify")]
     ledger: bool,
+    /// What each --ledger record survives before it counts as done:
+    /// `power-loss` (fsync, shared by the records committed together) or
+    /// `crash` (no fsync) [default: power-loss].
+    #[arg(long, value_enum, requires = "ledger")]
+    ledger_durability: Option<super::serve::DurabilityArg>,
     /// Also load a bare echo endpoint started in this process, the same
     /// way, and report sage's throughput as a ratio of it.
     #[arg(long)]
@@ -173,7 +178,7 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
         rate: args.rate,
         verify: !args.no_verify,
         ledger: if args.ledger {
-            Some(super::open_store(state_dir)?)
+            Some(super::open_store(state_dir)?.with_ledger_durability(ledger_durability(&args)))
         } else {
             None
         },
@@ -283,7 +288,9 @@ fn routed(
         stop,
         rate: args.rate,
         verify: true,
-        ledger: args.ledger.then(|| store.clone()),
+        ledger: args
+            .ledger
+            .then(|| store.with_ledger_durability(ledger_durability(args))),
         timeout,
     };
     let runtime = super::runtime(args.concurrency > 1)?;
@@ -565,4 +572,9 @@ fn print_report(name: &str, r: &Report, verified: bool) {
     for (kind, n) in &r.errors {
         out!("  errors: {n} {kind}");
     }
+}
+
+/// `--ledger-durability`, or its default.
+fn ledger_durability(args: &Args) -> sage_store::Durability {
+    args.ledger_durability.map(Into::into).unwrap_or_default()
 }

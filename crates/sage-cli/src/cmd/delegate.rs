@@ -81,6 +81,11 @@ pub struct Args {
     /// given. --input stays the task's input.
     #[arg(long, value_name = "PATH")]
     input_file: Vec<PathBuf>,
+    /// What the ledger's record of each attempt survives before the task
+    /// is sent: `power-loss` (fsync first) or `crash` (no fsync: a power
+    /// cut may lose the record of a task that ran) [default: power-loss].
+    #[arg(long, value_enum, conflicts_with = "via_node")]
+    ledger_durability: Option<super::serve::DurabilityArg>,
     /// Estimated cost in ATP.
     #[arg(long, default_value_t = 50.0)]
     estimated_cost: f64,
@@ -187,7 +192,8 @@ pub fn run(keys_dir: &Path, state_dir: &Path, args: Args) -> CmdResult {
             .map_err(|e| Failure::Usage(format!("--input-file: {e}")))?;
         spec.blobs.push(file);
     }
-    let store = super::open_store(state_dir)?;
+    let store = super::open_store(state_dir)?
+        .with_ledger_durability(args.ledger_durability.map(Into::into).unwrap_or_default());
     // One trace for the whole delegation: every request of every attempt.
     let trace = Trace::new(&spec.task_type);
     let Some(target_name) = &args.target else {

@@ -319,6 +319,9 @@ impl Opened {
         state.set_blobs(blobs.clone());
         let (addr, retention_days) = (config.listen, config.task_retention_days);
         let local = LocalPlan::of(&config, local_signer, tls.is_some())?;
+        // The local API's delegations: their ledger records as configured,
+        // the node's task records as `durability` says.
+        let ledger = store.with_ledger_durability(config.ledger_durability);
         let reload = Reload { config, leftovers };
         // The router starts from what this state directory's ledger saw in
         // the last hour, and is exported on /metrics from then on.
@@ -335,7 +338,7 @@ impl Opened {
             })?;
             let bound = listener.local_addr()?;
             let local_socket = match local {
-                Some(local) => Some(local.start(bound, &state, &store, &fleet)?),
+                Some(local) => Some(local.start(bound, &state, &ledger, &fleet)?),
                 None => None,
             };
             tokio::spawn(refresh_fleet(fleet, state.clone(), store.clone(), canary));

@@ -8,6 +8,7 @@
 //! keys_dir = "keys"              # relative to the config file's directory
 //! state_dir = "state"            # the node's SQLite state; default ./state or $STATE_DIRECTORY
 //! durability = "power-loss"      # or "crash": no fsync on the request path
+//! ledger_durability = "crash"    # the local API's ledger records; default: durability
 //! task_retention_days = 30       # finished tasks are forgotten this long after they expire; 0 keeps them all
 //! peers_file = "keys/peers.toml" # optional; default: keys_dir/peers.toml
 //! tls_cert = "tls/thor.crt"      # optional, with tls_key: serve HTTPS only (PEM; `sage tls self-signed` makes one)
@@ -32,6 +33,7 @@
 //! queue = 8                      # tasks waiting beyond that; more are refused as busy (default 2 x max_concurrency)
 //! cost = { base = 1.0, per_second = 0.5 }   # ATP; optional
 //! max_cost = 100.0               # refuse tasks estimated above this; optional
+//! max_body_bytes = 8388608       # largest signed task of this type, if not [limits] max_body_bytes
 //! ```
 //!
 //! Unknown keys and bad values are errors that name the file, the line and
@@ -251,6 +253,10 @@ pub struct NodeSection {
     pub state_dir: Option<PathBuf>,
     /// `power-loss` (default: fsync before answering) or `crash`.
     pub durability: Option<sage_store::Durability>,
+    /// What the local API's delegations survive before their tasks are
+    /// sent, in the ledger: `power-loss` or `crash` (default: `durability`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_durability: Option<sage_store::Durability>,
     /// Days a finished task is kept after its envelope expired (default
     /// 30); 0 keeps every task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -364,6 +370,10 @@ pub struct ExecutorSection {
     pub cost: Option<CostSection>,
     /// Ceiling on a task's estimate.
     pub max_cost: Option<f64>,
+    /// Largest request body (the signed task) for this type, if not
+    /// `[limits] max_body_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
 }
 
 /// The built-in executors.
@@ -743,6 +753,9 @@ impl ExecutorSection {
         if self.max_concurrency == Some(0) {
             return Err(("max_concurrency", Box::new(ConfigProblem::Zero)));
         }
+        if self.max_body_bytes == Some(0) {
+            return Err(("max_body_bytes", Box::new(ConfigProblem::Zero)));
+        }
         if let Some(url) = &self.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(("url", Box::new(ConfigProblem::UrlScheme(url.clone()))));
@@ -843,6 +856,7 @@ impl ExecutorSection {
                 per_second: c.per_second,
             }),
             max_cost: self.max_cost,
+            max_body_bytes: self.max_body_bytes,
         })
     }
 }

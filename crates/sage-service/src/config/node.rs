@@ -88,6 +88,9 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// What an accepted task survives.
     pub durability: Durability,
+    /// What the ledger's records of the local API's delegations survive
+    /// before their tasks are sent.
+    pub ledger_durability: Durability,
     /// Days a finished task is kept past its expiry; 0 keeps every task.
     pub task_retention_days: u32,
     /// HTTPS, if set.
@@ -226,6 +229,7 @@ impl NodeConfig {
             },
         };
         let listen = node.listen.unwrap_or(DEFAULT_LISTEN);
+        let durability = overrides.durability.or(node.durability).unwrap_or_default();
         let listen = SocketAddr::new(
             overrides.host.unwrap_or(listen.ip()),
             overrides.port.unwrap_or(listen.port()),
@@ -255,7 +259,8 @@ impl NodeConfig {
                 .clone()
                 .or_else(|| node.state_dir.clone())
                 .unwrap_or_else(default_state_dir),
-            durability: overrides.durability.or(node.durability).unwrap_or_default(),
+            durability,
+            ledger_durability: node.ledger_durability.unwrap_or(durability),
             task_retention_days: overrides
                 .task_retention_days
                 .or(node.task_retention_days)
@@ -315,6 +320,10 @@ impl NodeConfig {
             ("[node] listen", before.listen != now.listen),
             ("[node] state_dir", before.state_dir != now.state_dir),
             ("[node] durability", before.durability != now.durability),
+            (
+                "[node] ledger_durability",
+                before.ledger_durability != now.ledger_durability,
+            ),
             (
                 "[node] task_retention_days",
                 before.task_retention_days != now.task_retention_days,

@@ -21,7 +21,8 @@ use super::{ApiError, AppState};
 use crate::config::Limits;
 
 /// A task request's body, read up to the `max_body_bytes` of the policy
-/// snapshot the request keeps for all its checks.
+/// snapshot the request keeps for all its checks, or an executor's larger
+/// one ([`check_body`] holds each type to its own once the task is read).
 pub(super) struct TaskBody {
     /// The policy this request is judged by (a reload does not change it).
     pub policy: Arc<Policy>,
@@ -34,7 +35,13 @@ impl FromRequest<AppState> for TaskBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let policy = state.policy();
-        let bytes = read_body(req.into_body(), policy.limits.max_body_bytes).await?;
+        let limit = policy
+            .executors
+            .max_body_bytes()
+            .map_or(policy.limits.max_body_bytes, |most| {
+                most.max(policy.limits.max_body_bytes)
+            });
+        let bytes = read_body(req.into_body(), limit).await?;
         Ok(Self { policy, bytes })
     }
 }
@@ -52,6 +59,27 @@ async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiErr
             format!("cannot read request body: {e}"),
         )),
     }
+}
+
+/// Refuses a body larger than its task type's limit: the executor's
+/// `max_body_bytes`, else the node's.
+pub(super) fn check_body(
+    entry: &Entry,
+    limits: &Limits,
+    task_type: &str,
+    len: usize,
+) -> Result<(), ApiError> {
+    let limit = entry.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    if len > limit {
+        return Err(ApiError::new(
+            ProblemCode::TooLarge,
+            format!(
+                "a task of type \"{}\" may be at most {limit} bytes on this node; this one is {len}",
+                Untrusted(task_type)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Takes one task from the signer's rate budget, if the node has one:

@@ -22,7 +22,8 @@ use sage_types::{ProblemCode, QualityRequirements, Task};
 use serde_json::json;
 
 use super::admission::{
-    busy, check_cost, check_not_expired, check_rate, executor_for, refund_rate, TaskBody,
+    busy, check_body, check_cost, check_not_expired, check_rate, executor_for, refund_rate,
+    TaskBody,
 };
 use super::once::{json_response, run_once, Once};
 use super::state::{Inner, Policy};
@@ -61,7 +62,7 @@ pub(super) async fn execute_task(
         .map_err(|e| ApiError::new(ProblemCode::Malformed, format!("signed task: {e}")))?;
 
     let now = now_ms();
-    let (entry, reservation) = admit(&policy, &task, requester, now)
+    let (entry, reservation) = admit(&policy, &task, requester, now, bytes.len())
         .map_err(|e| refused(&task, requester, &peer.name, e))?;
     // After the stateless checks; a replay gets its token back below.
     check_rate(inner, &policy.limits, peer)
@@ -134,6 +135,7 @@ fn admit<'a>(
     task: &LegacyTask,
     requester: &str,
     now: u64,
+    body_len: usize,
 ) -> Result<(&'a Entry, Reservation), ApiError> {
     if task.delegating_platform != requester {
         return Err(ApiError::new(
@@ -159,6 +161,7 @@ fn admit<'a>(
         ));
     }
     let entry = executor_for(policy, &task.task_type)?;
+    check_body(entry, limits, &task.task_type, body_len)?;
     check_cost(entry, task.estimated_cost, None)?;
     let reservation = entry.reserve().ok_or_else(|| busy(&task.task_type))?;
     Ok((entry, reservation))

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use sage_crypto::digest::{json_digest, sha256, sha256_tagged};
+use sage_crypto::digest::{json_digest, sha256_tagged, StreamDigest};
 use sage_crypto::{
     sign_envelope, verify_envelope, verify_envelope_with, Peer, Verified, VerifyError,
 };
@@ -23,7 +23,8 @@ use sage_types::task::{MAX_ORIGIN_LEN, TASK_PAYLOAD_TYPE};
 use sage_types::{Envelope, ProblemCode, Proof, Task};
 
 use super::admission::{
-    busy, check_cost, check_not_expired, check_rate, executor_for, refund_rate, TaskBody,
+    busy, check_body, check_cost, check_not_expired, check_rate, executor_for, refund_rate,
+    TaskBody,
 };
 use super::once::{json_response, run_once, Once};
 use super::state::{Inner, Policy};
@@ -63,8 +64,8 @@ pub(super) async fn submit(
     })?;
     let now = now_ms();
     let peer = verified.signer.name.as_str();
-    let (entry, reservation) =
-        admit(inner, &policy, &task, verified.signer, now).map_err(|e| refused(&task, peer, e))?;
+    let (entry, reservation) = admit(inner, &policy, &task, verified.signer, now, bytes.len())
+        .map_err(|e| refused(&task, peer, e))?;
     let keep_until_ms = task
         .expires_at
         .saturating_add(policy.limits.clock_skew.as_millis() as u64);
@@ -174,28 +175,40 @@ fn refused(task: &Task, peer: &str, e: ApiError) -> ApiError {
 
 /// The digest of what a task asks for, without its nonce and times: a
 /// retry re-signed with a new nonce is the same task, another input is not.
+///
+/// The JSON array `[task_type, audience, input, estimated_cost,
+/// min_quality, min_convergence, max_cost]`, with the blobs appended when
+/// there are any (so that the records of tasks without any keep the
+/// digests they were stored with), serialized straight into the hash: the
+/// input is neither copied nor held as bytes.
 fn content_digest(task: &Task) -> Result<[u8; 32], ApiError> {
-    let mut content = serde_json::json!([
-        task.task_type,
-        task.audience,
-        task.input,
+    let parts = (
+        &task.task_type,
+        &task.audience,
+        &task.input,
         task.estimated_cost,
         task.quality.min_quality,
         task.quality.min_convergence,
         task.max_cost,
-    ]);
-    // Only when there are blobs, so that the records of tasks without any
-    // keep the digests they were stored with.
-    if let (false, Some(parts)) = (task.blobs.is_empty(), content.as_array_mut()) {
-        parts.push(serde_json::json!(task.blobs));
-    }
-    let bytes = serde_json::to_vec(&content).map_err(|e| {
+    );
+    let mut digest = StreamDigest::default();
+    let written = if task.blobs.is_empty() {
+        serde_json::to_writer(&mut digest, &parts)
+    } else {
+        // As a JSON value, whose object keys are sorted: the digests of
+        // stored records were made so.
+        serde_json::to_value(&task.blobs).and_then(|blobs| {
+            let (a, b, c, d, e, f, g) = parts;
+            serde_json::to_writer(&mut digest, &(a, b, c, d, e, f, g, blobs))
+        })
+    };
+    written.map_err(|e| {
         ApiError::new(
             ProblemCode::Internal,
             format!("cannot encode the task's content: {e}"),
         )
     })?;
-    Ok(sha256(&bytes))
+    Ok(digest.finish())
 }
 
 /// Signs the v1 proof of `run` and encodes the envelope.
@@ -227,6 +240,7 @@ fn admit<'a>(
     task: &Task,
     signer: &Peer,
     now: u64,
+    body_len: usize,
 ) -> Result<(&'a Entry, Reservation), ApiError> {
     use ProblemCode::*;
     let refuse = |code, detail: String| Err(ApiError::new(code, detail));
@@ -307,6 +321,7 @@ fn admit<'a>(
         );
     }
     let entry = executor_for(policy, &task.task_type)?;
+    check_body(entry, limits, &task.task_type, body_len)?;
     check_cost(entry, task.estimated_cost, task.max_cost)?;
     // A place in the executor's queue before the task is recorded: a
     // `busy` refusal leaves the signed task valid for a retry.
@@ -334,5 +349,53 @@ fn prove(inner: &Inner, task: &Task, payload: &[u8], entry_kind: &str, run: Run)
         quality: run.execution.quality,
         convergence: run.execution.convergence,
         iterations: run.execution.iterations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sage_crypto::digest::sha256;
+    use sage_types::BlobRef;
+
+    /// The digest as the stored records were made: the parts as one JSON
+    /// value, then its bytes.
+    fn as_stored(task: &Task) -> [u8; 32] {
+        let mut content = serde_json::json!([
+            task.task_type,
+            task.audience,
+            task.input,
+            task.estimated_cost,
+            task.quality.min_quality,
+            task.quality.min_convergence,
+            task.max_cost,
+        ]);
+        if let (false, Some(parts)) = (task.blobs.is_empty(), content.as_array_mut()) {
+            parts.push(serde_json::json!(task.blobs));
+        }
+        sha256(&serde_json::to_vec(&content).unwrap())
+    }
+
+    #[test]
+    fn the_content_digest_is_the_one_records_were_stored_with() {
+        let mut task = sage_types::testing::typical_task();
+        task.max_cost = Some(2.5);
+        assert_eq!(content_digest(&task).unwrap(), as_stored(&task));
+        task.max_cost = None;
+        task.input = serde_json::json!({"z": [1, 2.5e300, "\u{7}é"], "a": null});
+        assert_eq!(content_digest(&task).unwrap(), as_stored(&task));
+        task.blobs = vec![BlobRef {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 7,
+        }];
+        assert_eq!(content_digest(&task).unwrap(), as_stored(&task));
+        let other = Task {
+            input: serde_json::json!({"z": 1}),
+            ..task.clone()
+        };
+        assert_ne!(
+            content_digest(&other).unwrap(),
+            content_digest(&task).unwrap()
+        );
     }
 }

@@ -460,9 +460,9 @@ fn ledger_durability_sets_the_syncs_of_a_delegation() {
     let (power_loss, _, power_loss_trace) =
         syncs_of_one_delegation(&keys, &node, &["--ledger-durability", "power-loss"]);
     eprintln!("syncs: default {default}, crash {crash}, power-loss {power_loss}");
-    // The `sent` row's commit; the outcome's is not synced on its own.
-    assert_eq!(default, 1, "{trace}");
-    assert_eq!(power_loss, 1, "{power_loss_trace}");
+    // The `sent` row's commit, then the receipt's: both on the disk.
+    assert_eq!(default, 2, "{trace}");
+    assert_eq!(power_loss, 2, "{power_loss_trace}");
     assert_eq!(crash, 0, "{crash_trace}");
     let listed = keys.run(&["proofs", "list", "--json"]);
     listed.assert_code(0);

@@ -617,21 +617,17 @@ impl Store {
     }
 
     /// Gives the delegation `id` (from [`Store::open_delegation`]) its
-    /// outcome and counts it in its peer's statistics.
-    ///
-    /// Never synced on its own: the row was recorded `sent` before the task
-    /// left, and that record is what a crash or a power cut must not lose
-    /// (the delegator knows the task may have run, and a retry under the
-    /// same task id is answered with the node's stored proof). A power cut
-    /// soon after may lose the outcome, leaving the row `sent`; the next
-    /// durable commit, or the log's own writeback, makes it last. One fsync
-    /// per delegation instead of two.
+    /// outcome and counts it in its peer's statistics. Durable as the
+    /// handle's ledger durability says: with [`Durability::PowerLoss`] a
+    /// receipt reported to the caller is on the disk, not only the record
+    /// that the task was sent; with [`Durability::Crash`] neither is
+    /// synced on its own.
     pub async fn close_delegation(&self, id: i64, outcome: Outcome) -> Result<(), StoreError> {
         let mode = Mode {
-            durable: false,
+            durable: true,
             savepoint: true,
         };
-        self.send(move |db| ledger::close(db, id, &outcome), mode)
+        self.submit_ledger(move |db| ledger::close(db, id, &outcome), mode)
             .await
     }
 

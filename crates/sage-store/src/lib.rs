@@ -128,6 +128,8 @@ struct Inner {
     path: PathBuf,
     durability: Durability,
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// The connection, taken by the thread or a leading caller.
+    shared: Arc<worker::Shared>,
     waiters: Waiters,
     /// The database thread, until a [`Closer`] takes it.
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -235,17 +237,13 @@ impl Store {
         }
         let checkpointer = Checkpointer::start(&path)?;
         let (jobs, receiver) = mpsc::channel(QUEUE);
-        let thread = worker::spawn(conn, path.clone(), receiver, checkpointer).map_err(|e| {
-            StoreError::Spawn {
-                path: path.clone(),
-                source: Arc::new(e),
-            }
-        })?;
+        let (shared, thread) = worker::spawn(conn, path.clone(), receiver, checkpointer)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
                 durability,
                 jobs,
+                shared,
                 waiters: Waiters::default(),
                 thread: Mutex::new(Some(thread)),
                 lock,
@@ -272,8 +270,9 @@ impl Store {
         Closer { thread }
     }
 
-    /// Runs `work` on the database thread, in the next batch's transaction,
-    /// and replies once the commit is on disk.
+    /// Runs `work` in the next batch's transaction (on the database thread,
+    /// or on this one when it is alone: `worker::lead`), and replies once
+    /// the commit is on disk.
     async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -304,11 +303,9 @@ impl Store {
         let closed = || StoreError::Closed {
             path: self.inner.path.clone(),
         };
-        self.inner
-            .jobs
-            .send(Box::new(call))
-            .await
-            .map_err(|_| closed())?;
+        if let Err(job) = worker::lead(&self.inner.shared, &self.inner.jobs, Box::new(call)) {
+            self.inner.jobs.send(job).await.map_err(|_| closed())?;
+        }
         reply.await.map_err(|_| closed())?
     }
 

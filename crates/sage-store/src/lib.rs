@@ -43,6 +43,7 @@ mod checkpoint;
 mod error;
 mod ledger;
 mod lock;
+mod log_sync;
 mod schema;
 mod tasks;
 mod worker;
@@ -62,6 +63,7 @@ use tokio::sync::{mpsc, Notify};
 pub use error::StoreError;
 pub use ledger::{LedgerEntry, Outcome, PeerStats, EWMA_ALPHA, SENT};
 pub use lock::{StateLock, LOCK_FILE};
+pub use log_sync::Synced;
 pub use tasks::{Begin, Ended, TaskRecord};
 
 use checkpoint::Checkpointer;
@@ -130,6 +132,8 @@ struct Inner {
     jobs: mpsc::Sender<Box<dyn Job>>,
     /// The connection, taken by the thread or a leading caller.
     shared: Arc<worker::Shared>,
+    /// The log's syncs apart from commits ([`Store::begin_task_overlapped`]).
+    syncer: Arc<log_sync::Syncer>,
     waiters: Waiters,
     /// The database thread, until a [`Closer`] takes it.
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -238,12 +242,14 @@ impl Store {
         let checkpointer = Checkpointer::start(&path)?;
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let (shared, thread) = worker::spawn(conn, path.clone(), receiver, checkpointer)?;
+        let syncer = log_sync::Syncer::new(path.clone());
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
                 durability,
                 jobs,
                 shared,
+                syncer,
                 waiters: Waiters::default(),
                 thread: Mutex::new(Some(thread)),
                 lock,
@@ -331,6 +337,31 @@ impl Store {
             savepoint: false,
         };
         self.submit(move |db| tasks::begin(db, &record), mode).await
+    }
+
+    /// As [`Store::begin_task`], but the record's way to the disk overlaps
+    /// with what the caller does next: it is committed without a sync, and
+    /// the sync runs meanwhile; [`Synced::wait`] says when it is done. For
+    /// a task whose run is harmless to repeat (a pure executor), and only
+    /// if nothing about it is answered before that wait returns: a power
+    /// cut before then forgets a task nobody heard of. Without durable
+    /// commits ([`Durability::Crash`]) there is nothing to wait for; without
+    /// a write-ahead log the record is synced before this returns.
+    pub async fn begin_task_overlapped(
+        &self,
+        record: TaskRecord,
+    ) -> Result<(Begin, Synced), StoreError> {
+        if self.inner.durability != Durability::PowerLoss || !self.inner.shared.wal {
+            return Ok((self.begin_task(record).await?, Synced::done()));
+        }
+        let mode = Mode {
+            durable: false,
+            savepoint: false,
+        };
+        let begun = self
+            .submit(move |db| tasks::begin(db, &record), mode)
+            .await?;
+        Ok((begun, self.inner.syncer.request()))
     }
 
     /// Stores the proof of a task begun here and marks it done. Finishing

@@ -167,6 +167,58 @@ async fn the_connection_is_durable_and_checks_foreign_keys() {
     );
 }
 
+/// An overlapped begin is committed, and its sync runs apart: the wait
+/// returns once the log was synced after it; concurrent ones share syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapped_begin_is_synced_apart_and_waited_for() {
+    let (_dir, store) = open();
+    let (begun, synced) = store
+        .begin_task_overlapped(record("a", "t1", Some("n1"), 1))
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::Started);
+    assert!(synced.pending(), "a sync to wait for");
+    synced.wait().await.unwrap();
+    assert!(store.inner.syncer.synced() >= 1);
+
+    let mut begins = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        begins.push(tokio::spawn(async move {
+            let (begun, synced) = store
+                .begin_task_overlapped(record("a", &format!("t-{i}"), Some(&format!("n-{i}")), 1))
+                .await
+                .unwrap();
+            synced.wait().await.unwrap();
+            begun
+        }));
+    }
+    for begun in begins {
+        assert_eq!(begun.await.unwrap(), Begin::Started);
+    }
+    assert_eq!(store.inner.syncer.synced(), 17, "every ticket covered");
+
+    // A retry is answered from the record, synced as well.
+    let (begun, synced) = store
+        .begin_task_overlapped(record("a", "t1", Some("n1"), 1))
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::Replayed);
+    synced.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_overlapped_begin_without_durable_commits_waits_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Durability::Crash, Check::Header).unwrap();
+    let (begun, synced) = store
+        .begin_task_overlapped(record("a", "t1", Some("n1"), 1))
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::Started);
+    assert!(!synced.pending());
+}
+
 fn thread_name() -> String {
     std::thread::current().name().unwrap_or("").to_string()
 }

@@ -204,6 +204,8 @@ pub(super) struct Shared {
     /// The thread has jobs and waits for the connection: callers queue
     /// behind it rather than take the connection before it again.
     pub(super) thread_waits: AtomicBool,
+    /// The database is in WAL mode, with the log synced apart from commits.
+    pub(super) wal: bool,
 }
 
 impl Shared {
@@ -226,7 +228,9 @@ pub(super) fn spawn(
     checkpointer: Checkpointer,
 ) -> Result<(Arc<Shared>, JoinHandle<()>), StoreError> {
     let sync = LogSync::set_up(&conn, &path)?;
+    let wal = matches!(sync, LogSync::Log { .. });
     let shared = Arc::new(Shared {
+        wal,
         owner: Mutex::new(Some(Owner {
             conn,
             path: path.clone(),

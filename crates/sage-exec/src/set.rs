@@ -134,6 +134,10 @@ pub struct Entry {
     pub cost: Option<CostModel>,
     /// The most a task may be estimated to cost here.
     pub max_cost: Option<f64>,
+    /// The operator says that running a task twice is harmless here (no
+    /// effect beyond its answer), as the builtins say of themselves
+    /// ([`Executor::idempotent`]): see [`Entry::pure`].
+    pub pure: bool,
 }
 
 impl Entry {
@@ -144,7 +148,15 @@ impl Entry {
             limiter: None,
             cost: None,
             max_cost: None,
+            pure: false,
         }
+    }
+
+    /// Whether running a task twice is harmless: the executor says so, or
+    /// its configuration (`pure = true`). The node then lets a task's run
+    /// start before its record is on the disk, and answers only once it is.
+    pub fn pure(&self) -> bool {
+        self.pure || self.executor.idempotent()
     }
 
     /// Claims a place to run or wait; `None` when the queue is full.

@@ -56,11 +56,12 @@ pub struct Synced {
 
 impl Synced {
     /// Nothing to wait for: the commit was synced already, or need not be.
-    pub(super) fn done() -> Synced {
+    pub fn done() -> Synced {
         Synced { wait: None }
     }
 
     /// Whether there is a sync to wait for.
+    #[cfg(test)]
     pub(super) fn pending(&self) -> bool {
         self.wait.is_some()
     }
@@ -144,8 +145,7 @@ impl Syncer {
         loop {
             let (target, file) = {
                 let mut state = self.lock();
-                let progress = self.progress.borrow().synced;
-                if state.issued == progress {
+                if state.issued == self.synced() {
                     state.running = false;
                     return;
                 }
@@ -164,7 +164,7 @@ impl Syncer {
                 // Its waiters get the error.
                 Err(error) => p.failed = Some((target, Arc::new(error))),
             });
-            if self.progress.borrow().synced < target {
+            if self.synced() < target {
                 // Failed: the next request tries again.
                 let mut state = self.lock();
                 state.running = false;

@@ -32,6 +32,7 @@
 //! queue = 8                      # tasks waiting beyond that; more are refused as busy (default 2 x max_concurrency)
 //! cost = { base = 1.0, per_second = 0.5 }   # ATP; optional
 //! max_cost = 100.0               # refuse tasks estimated above this; optional
+//! pure = false                   # true: running a task twice is harmless (no side effects)
 //! ```
 //!
 //! Unknown keys and bad values are errors that name the file, the line and
@@ -364,6 +365,8 @@ pub struct ExecutorSection {
     pub cost: Option<CostSection>,
     /// Ceiling on a task's estimate.
     pub max_cost: Option<f64>,
+    /// Running a task twice is harmless (default false; the builtins are).
+    pub pure: Option<bool>,
 }
 
 /// The built-in executors.
@@ -843,6 +846,7 @@ impl ExecutorSection {
                 per_second: c.per_second,
             }),
             max_cost: self.max_cost,
+            pure: self.pure.unwrap_or(false),
         })
     }
 }
@@ -903,6 +907,17 @@ max_concurrency = 2
             set.get("echo").is_none(),
             "a file with executors serves only those"
         );
+        assert!(!entry.pure(), "a program may have side effects");
+    }
+
+    #[test]
+    fn pure_is_the_operators_word_for_any_kind() {
+        let file = parse(&format!("{FULL_EXAMPLE}pure = true\n\n[executors.copy]\nkind = \"builtin\"\nbuiltin = \"echo\"\n")).unwrap();
+        let set = file
+            .executors(Path::new("sage.toml"), "Thor", None, None)
+            .unwrap();
+        assert!(set.get("sum").unwrap().pure());
+        assert!(set.get("copy").unwrap().pure(), "a builtin is, unsaid");
     }
 
     #[test]

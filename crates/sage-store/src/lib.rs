@@ -19,14 +19,22 @@
 //!
 //! # Durability and threading
 //!
-//! The file is in WAL mode with `synchronous=FULL`: a change is reported
-//! only once it is on the disk (SQLite syncs with `fdatasync`, as the
-//! workspace's `.cargo/config.toml` builds it). One dedicated thread owns
-//! the connection; the async methods send it their work and await the
-//! reply, so the tokio runtime never waits on SQLite. The thread commits
-//! every job waiting in its queue in one transaction (one fsync for all of
-//! them), each in its own savepoint so that one job's error does not fail
-//! the others. It stops when the last clone of the [`Store`] is dropped.
+//! The file is in WAL mode: a durable change is reported only once it is
+//! on the disk (the connection stays at `synchronous=NORMAL` and the log is
+//! synced with `fdatasync` after each durable commit, as the workspace's
+//! `.cargo/config.toml` builds SQLite). One connection, held by one party
+//! at a time: a caller whose job is alone runs it on its own thread (the
+//! runtime's other tasks move to another worker meanwhile), and jobs that
+//! come while the connection is taken wait for the database thread, which
+//! commits every job waiting in its queue in one transaction (one fsync
+//! for all of them), each in its own savepoint so that one job's error
+//! does not fail the others. The thread stops when the last clone of the
+//! [`Store`] is dropped.
+//!
+//! A task whose run may be repeated harmlessly can be recorded with its
+//! sync overlapping the run ([`Store::begin_task_overlapped`]): committed
+//! without a sync, the log synced beside it, and [`Synced::wait`] says
+//! when it is on the disk (`log_sync.rs`).
 //!
 //! A job whose caller stops waiting (its future dropped) still runs and is
 //! committed: a `begin_task` that reports `Started` to nobody leaves a task

@@ -1,5 +1,17 @@
-//! The database thread. It alone owns the connection; callers send it jobs
-//! and await their replies, so that no tokio worker ever waits on SQLite.
+//! The connection's owner: the database thread, or a caller that runs its
+//! own job when it is alone. Exactly one of them holds the connection (a
+//! mutex, [`Shared`]) and runs a transaction at a time.
+//!
+//! A caller whose job would be the only one (no job waits in the queue,
+//! nobody holds the connection, the thread is not waiting for it) takes
+//! the connection and commits its job itself, on its own thread
+//! ([`lead`]): the two hand-offs to the thread and back cost more than the
+//! transaction. Its tokio worker gives its other tasks to another thread
+//! meanwhile (`block_in_place`), so the runtime still never waits on
+//! SQLite; on a current-thread runtime, where that is not possible, every
+//! job goes to the thread. Callers that find the connection taken queue
+//! their jobs for the thread, which takes it next: under load, batches
+//! form as before.
 //!
 //! Group commit: the thread takes every job waiting in the channel (up to
 //! [`MAX_BATCH`]) and runs them in one transaction, each inside its own
@@ -14,6 +26,9 @@
 //! ready to run can add their jobs: a commit writes a few pages however few
 //! jobs it holds, so jobs committed together cost less each. A lone caller
 //! (one job per batch) is not kept waiting for others that are not coming.
+//!
+//! The connection stays at `synchronous = NORMAL`; a durable batch's
+//! commit is followed by an `fdatasync` of the log ([`LogSync`]).
 //!
 //! Copying the log into the database is the checkpointer thread's work
 //! ([`super::checkpoint`]); this connection's own automatic checkpoint is

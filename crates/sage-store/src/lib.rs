@@ -62,6 +62,7 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -140,6 +141,8 @@ struct Inner {
     jobs: mpsc::Sender<Box<dyn Job>>,
     /// The connection, taken by the thread or a leading caller.
     shared: Arc<worker::Shared>,
+    /// The calls in progress ([`InProgress`]).
+    calls: AtomicUsize,
     /// The log's syncs apart from commits ([`Store::begin_task_overlapped`]).
     syncer: Arc<log_sync::Syncer>,
     waiters: Waiters,
@@ -258,6 +261,7 @@ impl Store {
                 jobs,
                 shared,
                 syncer,
+                calls: AtomicUsize::new(0),
                 waiters: Waiters::default(),
                 thread: Mutex::new(Some(thread)),
                 lock,
@@ -317,7 +321,18 @@ impl Store {
         let closed = || StoreError::Closed {
             path: self.inner.path.clone(),
         };
-        if let Err(job) = worker::lead(&self.inner.shared, &self.inner.jobs, Box::new(call)) {
+        // Alone: no other call of this store is in progress, so nothing
+        // could join its batch. Under load there nearly always is one, and
+        // leading then would only split the thread's batches.
+        let alone = self.inner.calls.fetch_add(1, Ordering::AcqRel) == 0;
+        let _call = InProgress(&self.inner.calls);
+        let job: Box<dyn Job> = Box::new(call);
+        let queued = if alone {
+            worker::lead(&self.inner.shared, &self.inner.jobs, job)
+        } else {
+            Err(job)
+        };
+        if let Err(job) = queued {
             self.inner.jobs.send(job).await.map_err(|_| closed())?;
         }
         reply.await.map_err(|_| closed())?
@@ -635,6 +650,16 @@ impl Store {
     /// Every peer's statistics, sorted by name (case-insensitively).
     pub async fn peer_stats(&self) -> Result<Vec<PeerStats>, StoreError> {
         self.call(ledger::stats).await
+    }
+}
+
+/// One call of the store in progress, counted until it ends or its future
+/// is dropped.
+struct InProgress<'a>(&'a AtomicUsize);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -2,8 +2,9 @@
 //! own job when it is alone. Exactly one of them holds the connection (a
 //! mutex, [`Shared`]) and runs a transaction at a time.
 //!
-//! A caller whose job would be the only one (no job waits in the queue,
-//! nobody holds the connection, the thread is not waiting for it) takes
+//! A caller whose job would be the only one (no other call of the store in
+//! progress, no job waiting in the queue, nobody holding the connection or
+//! waiting for it) takes
 //! the connection and commits its job itself, on its own thread
 //! ([`lead`]): the two hand-offs to the thread and back cost more than the
 //! transaction. Its tokio worker gives its other tasks to another thread

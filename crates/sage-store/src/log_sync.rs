@@ -142,10 +142,17 @@ impl Syncer {
 
     /// Syncs until no ticket is left uncovered.
     fn run(&self) {
+        // The highest ticket answered, by a sync or by a failed one.
+        let mut answered = {
+            let progress = self.progress.borrow();
+            progress
+                .synced
+                .max(progress.failed.as_ref().map_or(0, |f| f.0))
+        };
         loop {
             let (target, file) = {
                 let mut state = self.lock();
-                if state.issued == self.synced() {
+                if state.issued <= answered {
                     state.running = false;
                     return;
                 }
@@ -159,17 +166,13 @@ impl Syncer {
                     Ok(())
                 }),
             };
+            // A failure answers its waiters with the error; tickets issued
+            // meanwhile get a sync of their own, tried again.
             self.progress.send_modify(|p| match outcome {
                 Ok(()) => p.synced = target,
-                // Its waiters get the error.
                 Err(error) => p.failed = Some((target, Arc::new(error))),
             });
-            if self.synced() < target {
-                // Failed: the next request tries again.
-                let mut state = self.lock();
-                state.running = false;
-                return;
-            }
+            answered = target;
         }
     }
 }

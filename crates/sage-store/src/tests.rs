@@ -207,6 +207,22 @@ async fn an_overlapped_begin_is_synced_apart_and_waited_for() {
     synced.wait().await.unwrap();
 }
 
+/// A sync that fails answers its waiters with the error, and the next
+/// request is tried again rather than left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_sync_is_reported_to_its_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    // No log there: opening it fails, as a sync of a broken disk would.
+    let syncer = super::log_sync::Syncer::new(dir.path().join("missing.db"));
+    for _ in 0..2 {
+        let waits: Vec<_> = (0..4).map(|_| syncer.request()).collect();
+        for synced in waits {
+            assert!(matches!(synced.wait().await, Err(StoreError::Sync { .. })));
+        }
+    }
+    assert_eq!(syncer.synced(), 0);
+}
+
 #[tokio::test]
 async fn an_overlapped_begin_without_durable_commits_waits_for_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -105,6 +105,7 @@ impl Syncer {
     }
 
     /// Every ticket up to this one is synced.
+    #[cfg(test)]
     pub(super) fn synced(&self) -> u64 {
         self.progress.borrow().synced
     }

@@ -473,6 +473,80 @@ fn ledger_durability_sets_the_syncs_of_a_delegation() {
     }
 }
 
+/// The node's system calls while `sage delegate` sends one task of
+/// `task_type` to it: `strace -f` attached to the running node, with file
+/// paths (`-y`), showing its log syncs and the writes of its answers.
+fn trace_the_node_during_a_delegation(keys: &Keys, node: &Node, task_type: &str) -> Vec<String> {
+    let trace = keys.path().with_file_name("node-strace.txt");
+    let errors = keys.path().with_file_name("node-strace.err");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-y", "-s", "16", "-e"])
+        .arg("trace=fdatasync,fsync,write,writev,sendto,sendmsg")
+        .arg("-o")
+        .arg(&trace)
+        .args(["-p", &node.pid().to_string()])
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run strace ({e}): install it with `apt-get install strace`")
+        });
+    wait_until("strace attached to the node", || {
+        std::fs::read_to_string(&errors)
+            .unwrap_or_default()
+            .contains("attached")
+    });
+    let port = node.port();
+    keys.run(&delegation(&["--port", &port, "--task-type", task_type]))
+        .assert_code(0);
+    // SIGTERM: strace detaches and writes out what it has.
+    let stopped = std::process::Command::new("kill")
+        .arg(strace.id().to_string())
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    strace.wait().unwrap();
+    std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// With a pure executor (`echo` is), the record's sync to the disk runs
+/// beside the run, and the answer still waits for it: between the answer
+/// to the delegator's health check and the answer with the proof, the
+/// node's `fdatasync` of the log has returned.
+#[test]
+fn an_overlapped_run_is_answered_only_once_its_record_is_on_the_disk() {
+    let (keys, _) = setup();
+    let node = keys.serve("Thor", &[]);
+    let trace = trace_the_node_during_a_delegation(&keys, &node, "echo");
+    let answers: Vec<usize> = (0..trace.len())
+        .filter(|&i| trace[i].contains("\"HTTP/1.1 200"))
+        .collect();
+    let [.., health, proof] = answers[..] else {
+        panic!("two answers, the health check's and the task's: {trace:#?}");
+    };
+    let between = &trace[health..proof];
+    assert!(
+        between
+            .iter()
+            .any(|l| l.contains(" fdatasync(") && l.contains("sage.db-wal>")),
+        "the log is synced: {trace:#?}"
+    );
+    // Returned, not only begun: a whole call, or the end of one that
+    // another thread's line interrupted.
+    let returned = |l: &&String| {
+        l.ends_with(" = 0")
+            && (l.contains("<... fdatasync resumed>")
+                || (l.contains(" fdatasync(") && l.contains("sage.db-wal>")))
+    };
+    assert!(
+        between.iter().any(|l| returned(&l)),
+        "the sync returned before the answer: {trace:#?}"
+    );
+}
+
 /// A program that a node killed with SIGKILL left running (no systemd
 /// here to kill it) is killed when the node starts again.
 #[test]

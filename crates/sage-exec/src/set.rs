@@ -138,6 +138,10 @@ pub struct Entry {
     /// when it is not the node's own limit: a type whose inputs are large
     /// (images inline) may take more, one with small inputs less.
     pub max_body_bytes: Option<usize>,
+    /// The operator says that running a task twice is harmless here (no
+    /// effect beyond its answer), as the builtins say of themselves
+    /// ([`Executor::idempotent`]): see [`Entry::pure`].
+    pub pure: bool,
 }
 
 impl Entry {
@@ -149,7 +153,15 @@ impl Entry {
             cost: None,
             max_cost: None,
             max_body_bytes: None,
+            pure: false,
         }
+    }
+
+    /// Whether running a task twice is harmless: the executor says so, or
+    /// its configuration (`pure = true`). The node then lets a task's run
+    /// start before its record is on the disk, and answers only once it is.
+    pub fn pure(&self) -> bool {
+        self.pure || self.executor.idempotent()
     }
 
     /// Claims a place to run or wait; `None` when the queue is full.

@@ -102,6 +102,15 @@ pub enum StoreError {
         /// SQLite's reason.
         source: Arc<rusqlite::Error>,
     },
+    /// A commit could not be synced to the disk: what it recorded may be
+    /// lost at a power cut, so it is reported as failed.
+    #[error("cannot sync the write-ahead log of {} to the disk: {source}; check the disk for errors (dmesg)", path.display())]
+    Sync {
+        /// The database file.
+        path: PathBuf,
+        /// The system's reason.
+        source: Arc<std::io::Error>,
+    },
     /// No task is recorded under this issuer and task id.
     #[error("no task {task_id:?} of issuer {issuer:?} in {}: it must be begun (begin_task) before it is finished", path.display())]
     UnknownTask {

@@ -19,14 +19,22 @@
 //!
 //! # Durability and threading
 //!
-//! The file is in WAL mode with `synchronous=FULL`: a change is reported
-//! only once it is on the disk (SQLite syncs with `fdatasync`, as the
-//! workspace's `.cargo/config.toml` builds it). One dedicated thread owns
-//! the connection; the async methods send it their work and await the
-//! reply, so the tokio runtime never waits on SQLite. The thread commits
-//! every job waiting in its queue in one transaction (one fsync for all of
-//! them), each in its own savepoint so that one job's error does not fail
-//! the others. It stops when the last clone of the [`Store`] is dropped.
+//! The file is in WAL mode: a durable change is reported only once it is
+//! on the disk (the connection stays at `synchronous=NORMAL` and the log is
+//! synced with `fdatasync` after each durable commit, as the workspace's
+//! `.cargo/config.toml` builds SQLite). One connection, held by one party
+//! at a time: a caller whose job is alone runs it on its own thread (the
+//! runtime's other tasks move to another worker meanwhile), and jobs that
+//! come while the connection is taken wait for the database thread, which
+//! commits every job waiting in its queue in one transaction (one fsync
+//! for all of them), each in its own savepoint so that one job's error
+//! does not fail the others. The thread stops when the last clone of the
+//! [`Store`] is dropped.
+//!
+//! A task whose run may be repeated harmlessly can be recorded with its
+//! sync overlapping the run ([`Store::begin_task_overlapped`]): committed
+//! without a sync, the log synced beside it, and [`Synced::wait`] says
+//! when it is on the disk (`log_sync.rs`).
 //!
 //! A job whose caller stops waiting (its future dropped) still runs and is
 //! committed: a `begin_task` that reports `Started` to nobody leaves a task
@@ -43,6 +51,7 @@ mod checkpoint;
 mod error;
 mod ledger;
 mod lock;
+mod log_sync;
 mod schema;
 mod tasks;
 mod worker;
@@ -53,6 +62,7 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -62,6 +72,7 @@ use tokio::sync::{mpsc, Notify};
 pub use error::StoreError;
 pub use ledger::{LedgerEntry, Outcome, PeerStats, EWMA_ALPHA, SENT};
 pub use lock::{StateLock, LOCK_FILE};
+pub use log_sync::Synced;
 pub use tasks::{Begin, Ended, TaskRecord};
 
 use checkpoint::Checkpointer;
@@ -131,6 +142,12 @@ struct Inner {
     path: PathBuf,
     durability: Durability,
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// The connection, taken by the thread or a leading caller.
+    shared: Arc<worker::Shared>,
+    /// The calls in progress ([`InProgress`]).
+    calls: AtomicUsize,
+    /// The log's syncs apart from commits ([`Store::begin_task_overlapped`]).
+    syncer: Arc<log_sync::Syncer>,
     waiters: Waiters,
     /// The database thread, until a [`Closer`] takes it.
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -238,18 +255,17 @@ impl Store {
         }
         let checkpointer = Checkpointer::start(&path)?;
         let (jobs, receiver) = mpsc::channel(QUEUE);
-        let thread = worker::spawn(conn, path.clone(), receiver, checkpointer).map_err(|e| {
-            StoreError::Spawn {
-                path: path.clone(),
-                source: Arc::new(e),
-            }
-        })?;
+        let (shared, thread) = worker::spawn(conn, path.clone(), receiver, checkpointer)?;
+        let syncer = log_sync::Syncer::new(path.clone());
         Ok(Store {
             ledger: durability,
             inner: Arc::new(Inner {
                 path,
                 durability,
                 jobs,
+                shared,
+                syncer,
+                calls: AtomicUsize::new(0),
                 waiters: Waiters::default(),
                 thread: Mutex::new(Some(thread)),
                 lock,
@@ -294,8 +310,9 @@ impl Store {
         Closer { thread }
     }
 
-    /// Runs `work` on the database thread, in the next batch's transaction,
-    /// and replies once the commit is on disk.
+    /// Runs `work` in the next batch's transaction (on the database thread,
+    /// or on this one when it is alone: `worker::lead`), and replies once
+    /// the commit is on disk.
     async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -364,11 +381,20 @@ impl Store {
         let closed = || StoreError::Closed {
             path: self.inner.path.clone(),
         };
-        self.inner
-            .jobs
-            .send(Box::new(call))
-            .await
-            .map_err(|_| closed())?;
+        // Alone: no other call of this store is in progress, so nothing
+        // could join its batch. Under load there nearly always is one, and
+        // leading then would only split the thread's batches.
+        let alone = self.inner.calls.fetch_add(1, Ordering::AcqRel) == 0;
+        let _call = InProgress(&self.inner.calls);
+        let job: Box<dyn Job> = Box::new(call);
+        let queued = if alone {
+            worker::lead(&self.inner.shared, &self.inner.jobs, job)
+        } else {
+            Err(job)
+        };
+        if let Err(job) = queued {
+            self.inner.jobs.send(job).await.map_err(|_| closed())?;
+        }
         reply.await.map_err(|_| closed())?
     }
 
@@ -394,6 +420,31 @@ impl Store {
             savepoint: false,
         };
         self.submit(move |db| tasks::begin(db, &record), mode).await
+    }
+
+    /// As [`Store::begin_task`], but the record's way to the disk overlaps
+    /// with what the caller does next: it is committed without a sync, and
+    /// the sync runs meanwhile; [`Synced::wait`] says when it is done. For
+    /// a task whose run is harmless to repeat (a pure executor), and only
+    /// if nothing about it is answered before that wait returns: a power
+    /// cut before then forgets a task nobody heard of. Without durable
+    /// commits ([`Durability::Crash`]) there is nothing to wait for; without
+    /// a write-ahead log the record is synced before this returns.
+    pub async fn begin_task_overlapped(
+        &self,
+        record: TaskRecord,
+    ) -> Result<(Begin, Synced), StoreError> {
+        if self.inner.durability != Durability::PowerLoss || !self.inner.shared.wal {
+            return Ok((self.begin_task(record).await?, Synced::done()));
+        }
+        let mode = Mode {
+            durable: false,
+            savepoint: false,
+        };
+        let begun = self
+            .submit(move |db| tasks::begin(db, &record), mode)
+            .await?;
+        Ok((begun, self.inner.syncer.request()))
     }
 
     /// Stores the proof of a task begun here and marks it done. Finishing
@@ -688,6 +739,16 @@ impl Store {
     /// Every peer's statistics, sorted by name (case-insensitively).
     pub async fn peer_stats(&self) -> Result<Vec<PeerStats>, StoreError> {
         self.read(ledger::stats).await
+    }
+}
+
+/// One call of the store in progress, counted until it ends or its future
+/// is dropped.
+struct InProgress<'a>(&'a AtomicUsize);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

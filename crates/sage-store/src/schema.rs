@@ -176,8 +176,9 @@ pub(super) fn open_migrating(
             "the database cannot use write-ahead logging here; it keeps a rollback journal (slower, as durable)"
         );
     }
-    // FULL: a commit is on the disk (WAL fsynced) before it is reported,
-    // so a power cut loses nothing that was acknowledged.
+    // FULL: the migrations' commits are on the disk before anything else
+    // runs. The database's owner then keeps a WAL connection at NORMAL and
+    // syncs the log itself after each durable commit (`worker::LogSync`).
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
     conn.pragma_update(None, "foreign_keys", "ON")

@@ -154,9 +154,155 @@ async fn the_connection_is_durable_and_checks_foreign_keys() {
         })
         .await
         .unwrap();
-    assert_eq!(synchronous, 2, "FULL");
+    // NORMAL, with the log synced after each durable commit instead.
+    assert_eq!(synchronous, 1, "NORMAL");
     assert_eq!(foreign_keys, 1);
     assert!(busy > 0);
+    let guard = store.inner.shared.lock();
+    let owner = guard.as_ref().unwrap();
+    assert!(
+        matches!(&owner.sync, worker::LogSync::Log { file: Some(_), .. }),
+        "the log was synced: {:?}",
+        owner.sync
+    );
+}
+
+/// An overlapped begin is committed, and its sync runs apart: the wait
+/// returns once the log was synced after it; concurrent ones share syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapped_begin_is_synced_apart_and_waited_for() {
+    let (_dir, store) = open();
+    let (begun, synced) = store
+        .begin_task_overlapped(record("a", "t1", Some("n1"), 1))
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::Started);
+    assert!(synced.pending(), "a sync to wait for");
+    synced.wait().await.unwrap();
+    assert!(store.inner.syncer.synced() >= 1);
+
+    let mut begins = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        begins.push(tokio::spawn(async move {
+            let (begun, synced) = store
+                .begin_task_overlapped(record("a", &format!("t-{i}"), Some(&format!("n-{i}")), 1))
+                .await
+                .unwrap();
+            synced.wait().await.unwrap();
+            begun
+        }));
+    }
+    for begun in begins {
+        assert_eq!(begun.await.unwrap(), Begin::Started);
+    }
+    assert_eq!(store.inner.syncer.synced(), 17, "every ticket covered");
+
+    // A retry is answered from the record, synced as well.
+    let (begun, synced) = store
+        .begin_task_overlapped(record("a", "t1", Some("n1"), 1))
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::Replayed);
+    synced.wait().await.unwrap();
+}
+
+/// A sync that fails answers its waiters with the error, and the next
+/// request is tried again rather than left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_sync_is_reported_to_its_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    // No log there: opening it fails, as a sync of a broken disk would.
+    let syncer = super::log_sync::Syncer::new(dir.path().join("missing.db"));
+    for _ in 0..2 {
+        let waits: Vec<_> = (0..4).map(|_| syncer.request()).collect();
+        for synced in waits {
+            assert!(matches!(synced.wait().await, Err(StoreError::Sync { .. })));
+        }
+    }
+    assert_eq!(syncer.synced(), 0);
+}
+
+#[tokio::test]
+async fn an_overlapped_begin_without_durable_commits_waits_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Durability::Crash, Check::Header).unwrap();
+    let (begun, synced) = store
+        .begin_task_overlapped(record("a", "t1", Some("n1"), 1))
+        .await
+        .unwrap();
+    assert_eq!(begun, Begin::Started);
+    assert!(!synced.pending());
+}
+
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn on_a_current_thread_runtime_jobs_go_to_the_database_thread() {
+    let (_dir, store) = open();
+    let name = store.call(|_| Ok(thread_name())).await.unwrap();
+    assert_eq!(name, "sage-store");
+}
+
+/// A lone job commits on its caller's thread; jobs that come while the
+/// connection is taken wait in the queue and are committed together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_job_commits_on_its_callers_thread_and_waiting_ones_together() {
+    let (_dir, store) = open();
+    let lone = store.call(|_| Ok(thread_name())).await.unwrap();
+    assert_ne!(lone, "sage-store");
+
+    // A leader that holds the connection until the others wait.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started, leading) = tokio::sync::oneshot::channel();
+    let leader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .call(move |_| {
+                    let _ = started.send(());
+                    let _ = held.recv();
+                    Ok(thread_name())
+                })
+                .await
+        })
+    };
+    leading.await.unwrap();
+    let waiting = 8;
+    let mut others = Vec::new();
+    for i in 0..waiting {
+        let store = store.clone();
+        others.push(tokio::spawn(async move {
+            let queue = store.inner.jobs.clone();
+            store
+                .call(move |db| {
+                    insert_nonce(db, &format!("n{i}"))?;
+                    // Empty: every job was taken before the first ran.
+                    Ok((thread_name(), queue.capacity() == queue.max_capacity()))
+                })
+                .await
+        }));
+    }
+    // The thread took one job and waits for the connection; the rest queue.
+    let jobs = &store.inner.jobs;
+    while !(store
+        .inner
+        .shared
+        .thread_waits
+        .load(std::sync::atomic::Ordering::Acquire)
+        && jobs.max_capacity() - jobs.capacity() == waiting - 1)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    release.send(()).unwrap();
+    assert_ne!(leader.await.unwrap().unwrap(), "sage-store");
+    for other in others {
+        let (name, alone_in_queue) = other.await.unwrap().unwrap();
+        assert_eq!(name, "sage-store");
+        assert!(alone_in_queue, "one batch");
+    }
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@
 //! cost = { base = 1.0, per_second = 0.5 }   # ATP; optional
 //! max_cost = 100.0               # refuse tasks estimated above this; optional
 //! max_body_bytes = 8388608       # largest signed task of this type, if not [limits] max_body_bytes
+//! pure = false                   # true: running a task twice is harmless (no side effects)
 //! ```
 //!
 //! Unknown keys and bad values are errors that name the file, the line and
@@ -374,6 +375,8 @@ pub struct ExecutorSection {
     /// `[limits] max_body_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// Running a task twice is harmless (default false; the builtins are).
+    pub pure: Option<bool>,
 }
 
 /// The built-in executors.
@@ -857,6 +860,7 @@ impl ExecutorSection {
             }),
             max_cost: self.max_cost,
             max_body_bytes: self.max_body_bytes,
+            pure: self.pure.unwrap_or(false),
         })
     }
 }
@@ -917,6 +921,17 @@ max_concurrency = 2
             set.get("echo").is_none(),
             "a file with executors serves only those"
         );
+        assert!(!entry.pure(), "a program may have side effects");
+    }
+
+    #[test]
+    fn pure_is_the_operators_word_for_any_kind() {
+        let file = parse(&format!("{FULL_EXAMPLE}pure = true\n\n[executors.copy]\nkind = \"builtin\"\nbuiltin = \"echo\"\n")).unwrap();
+        let set = file
+            .executors(Path::new("sage.toml"), "Thor", None, None)
+            .unwrap();
+        assert!(set.get("sum").unwrap().pure());
+        assert!(set.get("copy").unwrap().pure(), "a builtin is, unsaid");
     }
 
     #[test]

@@ -85,13 +85,14 @@ pub(super) async fn execute_task(
     let wait = Duration::from_millis(seconds_to_ms(task.deadline).saturating_sub(now));
     let task = Arc::new(task);
     let (native, proved) = (as_native(inner, &task, requester), task.clone());
+    let overlap = entry.pure();
     let entry = entry.clone();
     let node = state.clone();
     let once = run_once(
         &state,
         record,
         &peer.name,
-        wait,
+        (wait, overlap),
         move || async move {
             let run = entry.run(&native, reservation).await;
             tracing::info!(

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use super::admission::{for_operator, store_error};
 use super::{ApiError, AppState};
 use sage_exec::Run;
-use sage_store::{Begin, Ended, StoreError, TaskRecord};
+use sage_store::{Begin, Ended, StoreError, Synced, TaskRecord};
 use sage_types::clock::now_ms;
 use sage_types::untrusted::Untrusted;
 use sage_types::ProblemCode;
@@ -49,11 +49,15 @@ pub(super) enum Once {
 ///
 /// `run` owns the executor's reservation: a request that does not run the
 /// task gives its place back. `peer` names the issuer in the metrics.
+/// With `overlap` (the executor is pure: a second run is harmless), the
+/// record's sync to the disk runs while the task runs and is proved, and
+/// the answer waits for it; otherwise the task runs once its record is on
+/// the disk.
 pub(super) async fn run_once<R, F, P>(
     state: &AppState,
     record: TaskRecord,
     peer: &str,
-    wait: Duration,
+    (wait, overlap): (Duration, bool),
     run: R,
     prove: P,
 ) -> Result<Once, ApiError>
@@ -69,7 +73,7 @@ where
     let detached = inner.running.spawn(record_and_run(
         state.clone(),
         record,
-        peer.to_owned(),
+        (peer.to_owned(), overlap),
         run,
         prove.clone(),
     ));
@@ -132,7 +136,7 @@ enum Begun {
 async fn record_and_run<R, F, P>(
     state: AppState,
     record: TaskRecord,
-    peer: String,
+    (peer, overlap): (String, bool),
     run: R,
     prove: std::sync::Arc<P>,
 ) -> Result<Begun, ApiError>
@@ -147,9 +151,24 @@ where
         record.task_id.clone(),
         record.task_type.clone(),
     );
-    match inner.store.begin_task(record).await.map_err(store_error)? {
+    let (begun, synced) = if overlap {
+        inner.store.begin_task_overlapped(record).await
+    } else {
+        inner
+            .store
+            .begin_task(record)
+            .await
+            .map(|b| (b, Synced::done()))
+    }
+    .map_err(store_error)?;
+    match begun {
         Begin::Started => {}
-        other => return Ok(Begun::Recorded(other)),
+        other => {
+            // A retry's nonce may have been recorded: on the disk before
+            // anything is answered.
+            synced.wait().await.map_err(store_error)?;
+            return Ok(Begun::Recorded(other));
+        }
     }
     // From here the record says `running`: whatever ends this task before
     // its proof is stored (a panic, an abort at a stop) makes it
@@ -173,6 +192,9 @@ where
         .await
         .map_err(store_error)?;
     unfinished.armed = false;
+    // The proof is released only once the record of the run is durable: a
+    // power cut before that forgets a task nobody was told of.
+    synced.wait().await.map_err(store_error)?;
     Ok(Begun::Ran(signed))
 }
 

@@ -94,6 +94,9 @@ pub(super) async fn submit(
     let task = Arc::new(task);
     let kind = entry.executor.kind();
     let (sink, pieces) = stream::channel(&headers, entry.executor.streams()).unzip();
+    // A streamed run shows its output before the proof: it waits for the
+    // record on the disk, whatever the executor.
+    let overlap = entry.pure() && sink.is_none();
     let (entry, running, proved) = (entry.clone(), task.clone(), task.clone());
     let (node, by) = (state.clone(), peer.to_owned());
     // Owned, so that a streaming answer can outlive this function.
@@ -102,7 +105,7 @@ pub(super) async fn submit(
             &node.clone(),
             record,
             &by,
-            wait,
+            (wait, overlap),
             move || async move { entry.run_streaming(&running, reservation, sink).await },
             move |run| sign_proof(node.inner(), &proved, &payload, kind, run),
         )

@@ -61,6 +61,39 @@ pub fn local_port(node: &Node) -> std::net::SocketAddr {
         .unwrap_or_else(|| panic!("no port in the log:\n{}", node.log()))
 }
 
+/// `python3 ARGS`, which must succeed: its stdout and stderr.
+#[track_caller]
+pub fn python_ok(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("python3")
+        .args(args)
+        .output()
+        .expect("run python3");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    (text(&out.stdout), text(&out.stderr))
+}
+
+/// Sprout serving its local API on a loopback port too, whose bearer token
+/// is `token` (in a file of mode 0600, which it returns).
+pub fn sprout_with_token(keys: &crate::util::Keys, token: &str) -> (Node, PathBuf) {
+    let file = keys.path().with_file_name("local.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = keys.path().with_file_name("sprout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[local]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+            file.display()
+        ),
+    )
+    .unwrap();
+    (
+        keys.serve("Sprout", &["--config", config.to_str().unwrap()]),
+        file,
+    )
+}
+
 /// The `sha256:` digest of a signed message's payload.
 pub fn payload_digest(envelope: &Value) -> String {
     let envelope: Envelope = serde_json::from_value(envelope.clone()).unwrap();
@@ -399,18 +432,16 @@ const PYTHON_CLIENT: &str = concat!(
 fn the_python_example_client_delegates_and_reads_the_receipt() {
     let (_fleet, _sprout, thor, socket) = sprout_with_thor("");
     // As a program: one task, its answer as JSON.
-    let out = std::process::Command::new("python3")
-        .arg(PYTHON_CLIENT)
-        .args(["--socket", socket.to_str().unwrap()])
-        .args(["echo", r#"{"text": "from python"}"#, "--target", "Thor"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (stdout, _) = python_ok(&[
+        PYTHON_CLIENT,
+        "--socket",
+        socket.to_str().unwrap(),
+        "echo",
+        r#"{"text": "from python"}"#,
+        "--target",
+        "Thor",
+    ]);
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(answer["result"], json!({"text": "from python"}));
     let id = answer["receipt"]["id"].as_str().unwrap().to_owned();
     assert_eq!(thor.executions_of(&id), 1);
@@ -435,16 +466,8 @@ print(json.dumps({{"receipt": receipt, "task": task, "refusal": refusal}}))
         dir = Path::new(PYTHON_CLIENT).parent().unwrap().to_str().unwrap(),
         socket = socket.to_str().unwrap(),
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (stdout, _) = python_ok(&["-c", &script]);
+    let got: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         payload_digest(&got["receipt"]["proof"]),
         answer["receipt"]["proof_digest"].as_str().unwrap(),

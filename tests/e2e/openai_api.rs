@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::fixture::fake_llm_seen;
-use crate::local_api::{local, local_port, payload_digest};
+use crate::local_api::{local, local_port, payload_digest, python_ok, sprout_with_token};
 use crate::route::fleet_of;
 
 /// The model Thor's executor asks its backend for.
@@ -73,19 +73,7 @@ fn the_openai_package_lists_models_and_gets_verified_chat_completions() {
         "a builtin has no model: {served:?}"
     );
 
-    let token = keys.path().with_file_name("local.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let config = keys.path().with_file_name("sprout.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[local]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
-            token.display()
-        ),
-    )
-    .unwrap();
-    let sprout = keys.serve("Sprout", &["--config", config.to_str().unwrap()]);
+    let (sprout, _) = sprout_with_token(keys, TOKEN);
     let socket = keys.state_dir().join("sage.sock");
 
     // The list, as the socket gives it: one entry for the one model.
@@ -176,15 +164,7 @@ fn the_openai_package_lists_models_and_gets_verified_chat_completions() {
     }
 
     // The examples of examples/python do the same, as a user runs them.
-    let example = |args: &[&str]| {
-        let out = Command::new("python3")
-            .args(args)
-            .output()
-            .expect("run python3");
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        (text(&out.stdout), text(&out.stderr))
-    };
+    let example = python_ok;
     let socket_arg = socket.to_str().unwrap();
     let (stdout, stderr) = example(&[
         &format!("{EXAMPLES}/openai_chat.py"),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sage_crypto::digest::sha256_tagged;
 use serde_json::{json, Value};
 
-use crate::local_api::{local, local_port, payload_digest};
+use crate::local_api::{local, local_port, payload_digest, python_ok, sprout_with_token};
 use crate::route::fleet_of;
 use crate::stream::{finish, fronting, piece, Backend};
 use crate::util::Node;
@@ -54,19 +54,7 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
     let (fleet, mut nodes) = fleet_of(&[("Thor", &config)]);
     let thor = nodes.remove(0);
     let keys = fleet.keys("Sprout");
-    let token = keys.path().with_file_name("local.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let sprout_config = keys.path().with_file_name("sprout.toml");
-    std::fs::write(
-        &sprout_config,
-        format!(
-            "[local]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
-            token.display()
-        ),
-    )
-    .unwrap();
-    let sprout = keys.serve("Sprout", &["--config", sprout_config.to_str().unwrap()]);
+    let (sprout, token) = sprout_with_token(keys, TOKEN);
     let socket = keys.state_dir().join("sage.sock");
     let port = local_port(&sprout);
 
@@ -249,14 +237,14 @@ fn the_openai_package_streams_a_verified_chat_and_a_cut_stream_raises_without_a_
     }
     script.send(finish()).unwrap();
     drop(script);
-    let out = Command::new("python3")
-        .arg(format!("{EXAMPLES}/openai_chat.py"))
-        .args(["--socket", socket.to_str().unwrap(), "--stream", "hi"])
-        .output()
-        .expect("run python3");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "an example\n");
+    let (stdout, stderr) = python_ok(&[
+        &format!("{EXAMPLES}/openai_chat.py"),
+        "--socket",
+        socket.to_str().unwrap(),
+        "--stream",
+        "hi",
+    ]);
+    assert_eq!(stdout, "an example\n");
     assert!(stderr.contains("'executor': 'Thor'"), "{stderr}");
 
     // The same with the token over the port, and a stream whose backend

@@ -866,7 +866,10 @@ fn serve_one(mut stream: TcpStream, respond: &Respond, floods: &Mutex<Vec<u64>>)
                 pieces,
                 cut,
             } => {
-                let head = format!("HTTP/1.1 200 X\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n");
+                // Said, so that no client keeps the connection for its next
+                // request: one that reused it after this close would fail
+                // before any byte of the next stream came.
+                let head = format!("HTTP/1.1 200 X\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
                 if stream.write_all(head.as_bytes()).is_err() {
                     return;
                 }

@@ -41,6 +41,9 @@ pub(super) fn channel(
     (asked && executor_streams).then(unbounded_channel)
 }
 
+/// How a run ended, or will: the proof (or the error) that ends a stream.
+type Ending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Once, ApiError>> + Send>>;
+
 /// What [`answer`] made of a run.
 pub(super) enum Raced {
     /// The run ended before any piece came: answer it as without a stream.
@@ -50,20 +53,26 @@ pub(super) enum Raced {
 }
 
 /// Waits for the first piece or the end of `run`, whichever comes first.
+/// A piece that is there is streamed even when the run has ended too:
+/// whether the delegator sees the pieces of a run that failed midway must
+/// not depend on which of the two the scheduler saw first.
 pub(super) async fn answer(
     mut run: JoinHandle<Result<Once, ApiError>>,
     mut chunks: UnboundedReceiver<String>,
 ) -> Raced {
-    let first = tokio::select! {
+    let (first, end): (_, Ending) = tokio::select! {
         biased;
-        ended = &mut run => return Raced::Ended(joined(ended)),
-        first = chunks.recv() => first,
-    };
-    let Some(first) = first else {
-        return Raced::Ended(joined(run.await));
+        first = chunks.recv() => match first {
+            Some(first) => (first, Box::pin(async move { joined(run.await) })),
+            None => return Raced::Ended(joined(run.await)),
+        },
+        ended = &mut run => match chunks.try_recv() {
+            Ok(first) => (first, Box::pin(std::future::ready(joined(ended)))),
+            Err(_) => return Raced::Ended(joined(ended)),
+        },
     };
     let (sender, body) = Channel::<Bytes>::new(FRAMES_BUFFERED);
-    tokio::spawn(frames(first, chunks, run, sender));
+    tokio::spawn(frames(first, chunks, end, sender));
     let mut response = Body::new(body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -77,7 +86,7 @@ pub(super) async fn answer(
 async fn frames(
     first: String,
     mut chunks: UnboundedReceiver<String>,
-    run: JoinHandle<Result<Once, ApiError>>,
+    end: Ending,
     mut sender: Sender<Bytes>,
 ) {
     let mut piece = Some(first);
@@ -87,7 +96,7 @@ async fn frames(
         }
         piece = chunks.recv().await;
     }
-    let last = match joined(run.await) {
+    let last = match end.await {
         Ok(Once::Answer(signed)) => {
             // The envelope exactly as stored and as a plain answer's body.
             let mut frame = b"{\"proof\":".to_vec();

@@ -6,8 +6,9 @@
 //! nothing but who reads the frames.
 //!
 //! The answer becomes a stream only once the first piece came: a run that
-//! ends first (a stored proof for a retry, a refusal, a run that passes
-//! nothing on) answers as without a stream, which the delegator reads too.
+//! ends without one (a stored proof for a retry, a refusal, a run that
+//! passes nothing on) answers as without a stream, which the delegator
+//! reads too.
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue};

@@ -119,23 +119,29 @@ import http.client, json, os, statistics as st, subprocess, sys, time
 sage, work, backend, requests, rounds, tokens = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:])
 host, port = backend.split(":")
 body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "go"}], "stream": True})
-def direct():
-    start = time.perf_counter()
-    conn = http.client.HTTPConnection(host, int(port))
-    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
-    answer = conn.getresponse()
-    first = last = None
+def pieces(answer):
+    """Reads an OpenAI SSE answer: when its first and last pieces of
+    content came, their text, and the last `sage_receipt` seen."""
+    first = last = receipt = None
     text = ""
     for line in answer:
         line = line.strip()
         if not line.startswith(b"data: ") or line == b"data: [DONE]":
             continue
-        piece = json.loads(line[6:])["choices"][0]["delta"].get("content")
+        chunk = json.loads(line[6:])
+        receipt = chunk.get("sage_receipt", receipt)
+        piece = chunk["choices"][0]["delta"].get("content")
         if piece:
             now = time.perf_counter()
             first = first or now
             last = now
             text += piece
+    return first, last, text, receipt
+def direct():
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection(host, int(port))
+    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    first, last, text, _ = pieces(conn.getresponse())
     conn.close()
     return first - start, last - start, text
 cmd = [sage, "--keys-dir", f"{work}/Sprout", "--state-dir", f"{work}/Sprout-state", "delegate",
@@ -170,20 +176,7 @@ def local():
     conn.request("POST", "/local/v1/chat/completions", body, {"Content-Type": "application/json"})
     answer = conn.getresponse()
     assert answer.status == 200, answer.read()
-    first = last = receipt = None
-    text = ""
-    for line in answer:
-        line = line.strip()
-        if not line.startswith(b"data: ") or line == b"data: [DONE]":
-            continue
-        chunk = json.loads(line[6:])
-        receipt = chunk.get("sage_receipt", receipt)
-        piece = chunk["choices"][0]["delta"].get("content")
-        if piece:
-            now = time.perf_counter()
-            first = first or now
-            last = now
-            text += piece
+    first, last, text, receipt = pieces(answer)
     conn.close()
     assert receipt, "no receipt in the last chunk"
     return first - start, last - start, text

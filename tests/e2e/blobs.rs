@@ -579,3 +579,42 @@ fn a_peer_that_refuses_the_upload_hands_the_task_to_the_next_one() {
     assert!(outcome.contains("too_large"), "{outcome}");
     assert_eq!(nodes[0].tasks_recorded(), 0, "{}", nodes[0].log());
 }
+
+#[test]
+fn an_input_file_that_cannot_be_read_or_go_by_the_legacy_protocol_is_refused_before_anything_is_sent(
+) {
+    let (fleet, nodes) = crate::route::fleet_of(&[("Thor", HASHING)]);
+    let sprout = fleet.keys("Sprout");
+    let input = sprout.path().with_file_name("frame.bin");
+    write_random(&input, 1024);
+    let base = [
+        "delegate",
+        "--local",
+        "Sprout",
+        "--target",
+        "Thor",
+        "--task-type",
+        "hash",
+    ];
+    let missing = sprout.path().with_file_name("no-such-frame.bin");
+    let run = sprout.run(&[&base[..], &["--input-file", missing.to_str().unwrap()]].concat());
+    run.assert_code(2);
+    run.assert_stderr(&["--input-file: cannot read", "no-such-frame.bin"]);
+    let run = sprout.run(
+        &[
+            &base[..],
+            &[
+                "--input-file",
+                input.to_str().unwrap(),
+                "--protocol",
+                "legacy",
+            ],
+        ]
+        .concat(),
+    );
+    run.assert_code(2);
+    run.assert_stderr(&["--input-file needs the native protocol"]);
+    let blobs = fleet.keys("Thor").state_dir().join("blobs/sha256");
+    let kept = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
+    assert_eq!(kept, 0, "nothing uploaded: {}", nodes[0].log());
+}

@@ -357,7 +357,9 @@ impl HttpExecutor {
     }
 
     /// The request for `task`, or why there can be none.
-    fn request(&self, task: &Task) -> Result<reqwest::RequestBuilder, ExecError> {
+    /// The request of `task`; in OpenAI mode, asking for a stream if
+    /// `stream`.
+    fn request(&self, task: &Task, stream: bool) -> Result<reqwest::RequestBuilder, ExecError> {
         let request = self
             .client
             .post(self.url.clone())
@@ -372,9 +374,31 @@ impl HttpExecutor {
                 )
                 .header("x-sage-issuer", task_header("issuer", &task.issuer)?),
             HttpMode::OpenAiChat { model } => {
-                request.json(&chat_request(model, &task.input, false)?)
+                request.json(&chat_request(model, &task.input, stream)?)
             }
         })
+    }
+
+    /// The debug line of one exchange with the service. No bodies and no
+    /// headers: they may hold secrets.
+    fn log_exchange(
+        &self,
+        task: &Task,
+        status: Option<u16>,
+        started: Instant,
+        ok: bool,
+        streamed: bool,
+    ) {
+        tracing::debug!(
+            executor = %self.name,
+            task_id = %Untrusted(&task.task_id),
+            url = %self.shown_url,
+            status = ?status,
+            latency_ms = started.elapsed().as_millis() as u64,
+            ok,
+            streamed,
+            "http executor"
+        );
     }
 
     /// The result made of a 2xx answer's body.
@@ -409,7 +433,7 @@ impl Executor for HttpExecutor {
 
     fn execute<'a>(&'a self, task: &'a Task) -> BoxFuture<'a, Result<Execution, ExecError>> {
         Box::pin(async move {
-            let request = self.request(task)?;
+            let request = self.request(task, false)?;
             let started = Instant::now();
             let mut status = None;
             // One deadline for connecting, sending and reading the answer.
@@ -420,16 +444,7 @@ impl Executor for HttpExecutor {
                 Err(_) => Err(self.timed_out()),
             };
             let outcome = body.and_then(|body| self.result(&body));
-            // No bodies and no headers in logs: they may hold secrets.
-            tracing::debug!(
-                executor = %self.name,
-                task_id = %Untrusted(&task.task_id),
-                url = %self.shown_url,
-                status = ?status,
-                latency_ms = started.elapsed().as_millis() as u64,
-                ok = outcome.is_ok(),
-                "http executor"
-            );
+            self.log_exchange(task, status, started, outcome.is_ok(), false);
             outcome.map(Execution::of)
         })
     }
@@ -443,16 +458,11 @@ impl Executor for HttpExecutor {
         task: &'a Task,
         chunks: Chunks,
     ) -> BoxFuture<'a, Result<Execution, ExecError>> {
-        let HttpMode::OpenAiChat { model } = &self.mode else {
+        if !self.streams() {
             return self.execute(task);
-        };
+        }
         Box::pin(async move {
-            let body = chat_request(model, &task.input, true)?;
-            let request = self
-                .client
-                .post(self.url.clone())
-                .headers(self.headers.clone())
-                .json(&body);
+            let request = self.request(task, true)?;
             let started = Instant::now();
             let mut status = None;
             let streamed = self.stream_chat(request, &mut status, &chunks);
@@ -460,15 +470,7 @@ impl Executor for HttpExecutor {
                 Ok(outcome) => outcome,
                 Err(_) => Err(self.timed_out()),
             };
-            tracing::debug!(
-                executor = %self.name,
-                task_id = %Untrusted(&task.task_id),
-                url = %self.shown_url,
-                status = ?status,
-                latency_ms = started.elapsed().as_millis() as u64,
-                ok = outcome.is_ok(),
-                "http executor (stream)"
-            );
+            self.log_exchange(task, status, started, outcome.is_ok(), true);
             outcome.map(Execution::of)
         })
     }
